@@ -1,0 +1,211 @@
+"""The catalog: LLMs, accelerators, API price sheets, cloud GPU prices, servers, tokenizers.
+
+The catalog is data, not code: CSV files under ``models/`` in the source tree (shipped inside
+the wheel as ``planner/_catalog``), one row per entry, every row with ``source`` and ``as_of``.
+Adding a GPU, a model or a price sheet means adding a row. Column definitions live in
+``docs/catalog-schema.md``.
+
+Set ``PLANNER_CATALOG=/path/to/dir`` to use another catalog directory (same file names).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import CatalogError
+
+#: table name -> (file name, id column)
+TABLES: dict[str, tuple[str, str]] = {
+    "llms": ("llms.csv", "id"),
+    "accelerators": ("accelerators.csv", "id"),
+    "apis": ("api_prices.csv", "id"),
+    "clouds": ("cloud_prices.csv", "id"),
+    "servers": ("servers.csv", "id"),
+    "tokenizers": ("tokenizers.csv", None),
+}
+
+_KIND_LABEL = {
+    "llms": "LLM",
+    "accelerators": "accelerator",
+    "apis": "API offering",
+    "clouds": "cloud GPU offering",
+    "servers": "on-prem server",
+}
+
+_TEXT_COLUMNS = {
+    "id", "display_name", "family", "attention", "quality_benchmark", "tokenizer", "source",
+    "as_of", "vendor", "interconnect", "notes", "provider", "model", "llm", "accelerator",
+    "instance_type", "plan", "lang", "unit",
+}
+
+
+def catalog_dir() -> Path:
+    """Return the directory the catalog is read from.
+
+    Order: ``$PLANNER_CATALOG``; the copy shipped in the installed package
+    (``planner/_catalog``); the source tree's ``models/``.
+    """
+    env = os.environ.get("PLANNER_CATALOG")
+    if env:
+        p = Path(env)
+        if not p.is_dir():
+            raise CatalogError(f"PLANNER_CATALOG={env!r} is not a directory")
+        return p
+    shipped = Path(str(resources.files("planner"))) / "_catalog"
+    if (shipped / "llms.csv").is_file():
+        return shipped
+    tree = Path(__file__).resolve().parent.parent / "models"
+    if (tree / "llms.csv").is_file():
+        return tree
+    raise CatalogError(
+        "catalog not found: neither the installed package's planner/_catalog nor the source "
+        "tree's models/ holds llms.csv; reinstall planner or set PLANNER_CATALOG"
+    )
+
+
+def _clean(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, comment=None)
+    except FileNotFoundError as exc:
+        raise CatalogError(f"catalog file missing: {path}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: cannot be read as CSV ({exc})") from exc
+    df.columns = [c.strip() for c in df.columns]
+    for col in df.columns:
+        s = df[col].str.strip()
+        if col in _TEXT_COLUMNS:
+            df[col] = s.replace("", None)
+            continue
+        low = s.str.lower()
+        if low.isin(["true", "false", ""]).all() and low.isin(["true", "false"]).any():
+            df[col] = low.map({"true": True, "false": False, "": None})
+            continue
+        num = pd.to_numeric(s.replace("", np.nan), errors="coerce")
+        bad = s.ne("") & num.isna()
+        if bad.any():
+            # a text column we did not know about: keep it as text
+            df[col] = s.replace("", None)
+        else:
+            df[col] = num.astype(float)
+    return df
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All catalog tables as pandas DataFrames, with id look-ups that suggest near misses."""
+
+    directory: Path
+    llms: pd.DataFrame
+    accelerators: pd.DataFrame
+    apis: pd.DataFrame
+    clouds: pd.DataFrame
+    servers: pd.DataFrame
+    tokenizers: pd.DataFrame
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Return one table by name (``llms``, ``accelerators``, ``apis``, ...)."""
+        if name not in TABLES:
+            raise CatalogError(
+                f"unknown catalog table {name!r}; expected one of {', '.join(TABLES)}"
+            )
+        return getattr(self, name)
+
+    def ids(self, name: str) -> list[str]:
+        return list(self.table(name)["id"])
+
+    def _row(self, name: str, entry_id: str) -> dict[str, Any]:
+        df = self.table(name)
+        hit = df[df["id"] == entry_id]
+        if hit.empty:
+            hit = df[df["id"].str.lower() == str(entry_id).lower()]
+        if hit.empty:
+            raise CatalogError(unknown_message(_KIND_LABEL[name], entry_id, self.ids(name)))
+        return {k: _clean(v) for k, v in hit.iloc[0].to_dict().items()}
+
+    def llm(self, entry_id: str) -> dict[str, Any]:
+        """Row of ``llms.csv`` as a dict (numbers as float, blanks as None)."""
+        return self._row("llms", entry_id)
+
+    def accelerator(self, entry_id: str) -> dict[str, Any]:
+        return self._row("accelerators", entry_id)
+
+    def api(self, entry_id: str) -> dict[str, Any]:
+        return self._row("apis", entry_id)
+
+    def cloud(self, entry_id: str) -> dict[str, Any]:
+        return self._row("clouds", entry_id)
+
+    def server(self, entry_id: str) -> dict[str, Any]:
+        return self._row("servers", entry_id)
+
+    def has(self, name: str, entry_id: str) -> bool:
+        return entry_id in set(self.ids(name))
+
+    def tokens_per_unit(self, tokenizer: str, lang: str, unit: str) -> dict[str, Any]:
+        """Tokens per word or per character for a tokenizer family and language.
+
+        Falls back to any tokenizer's row for that language and unit when the family has
+        none, and says which row it used (``tokenizer`` key of the result).
+        """
+        df = self.tokenizers
+        rows = df[(df["lang"] == lang) & (df["unit"] == unit)]
+        if rows.empty:
+            known = sorted({f"{r.lang}/{r.unit}" for r in df.itertuples()})
+            raise CatalogError(
+                f"no tokens-per-{unit} ratio for language {lang!r} in tokenizers.csv; "
+                f"known: {', '.join(known)}; give tokens_per_{unit} in the scenario instead"
+            )
+        exact = rows[rows["tokenizer"] == tokenizer]
+        row = (exact if not exact.empty else rows).iloc[0]
+        return {k: _clean(v) for k, v in row.to_dict().items()}
+
+
+def unknown_message(kind: str, value: str, known: list[str]) -> str:
+    """'unknown X 'y'; did you mean ...?' with difflib suggestions."""
+    close = difflib.get_close_matches(str(value), known, n=3, cutoff=0.5)
+    msg = f"unknown {kind} {value!r}"
+    if close:
+        msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        msg += f"; known: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''}"
+    return msg + " (see `planner catalog list`)"
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> Catalog:
+    d = Path(directory)
+    tables = {name: _read_table(d / fname) for name, (fname, _) in TABLES.items()}
+    for name, (fname, idcol) in TABLES.items():
+        if idcol is None:
+            continue
+        df = tables[name]
+        if idcol not in df.columns:
+            raise CatalogError(f"{d / fname}: no '{idcol}' column")
+        dup = df[idcol][df[idcol].duplicated()]
+        if not dup.empty:
+            raise CatalogError(f"{d / fname}: duplicate ids {sorted(set(dup))}")
+    return Catalog(directory=d, **tables)
+
+
+def load_catalog(directory: str | Path | None = None) -> Catalog:
+    """Load (and cache) the catalog from ``directory`` or :func:`catalog_dir`."""
+    return _load(str(directory or catalog_dir()))

@@ -1,0 +1,417 @@
+"""Command-line interface (thin: parse arguments, call the engines, print or write tables).
+
+Exit status: 0 success, 2 user error (bad scenario, unknown id, bad flag), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from planner import __version__
+from planner.errors import PlannerError
+from planner.output import FORMATS, render, render_tables, write_tables
+
+EXAMPLE_PREFIX = "example:"
+
+EPILOG = """examples:
+  planner cost example:quickstart
+  planner cost studies/gpt4-summary-cost/scenario.toml --format json
+  planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
+  planner breakeven example:quickstart
+  planner train --model gpt-3-175b --tokens 300e9 --accelerator tpu-v4 --mfu 0.462 --price 2.03
+  planner tokens article.txt --lang zh
+  planner validate my.toml
+  planner new --template quickstart -o my.toml
+  planner catalog list accelerators
+  planner catalog import-litellm prices.json --provider openai --out my_prices.csv
+"""
+
+
+def templates() -> dict[str, Path]:
+    d = Path(str(resources.files("planner"))) / "templates"
+    return {p.stem: p for p in sorted(d.glob("*.toml"))}
+
+
+def scenario_path(arg: str) -> str:
+    """A scenario path, or ``example:NAME`` for a template shipped with planner."""
+    if arg.startswith(EXAMPLE_PREFIX):
+        name = arg[len(EXAMPLE_PREFIX):]
+        t = templates()
+        if name not in t:
+            raise PlannerError(
+                f"no bundled example {name!r}; available: {', '.join(t)}"
+            )
+        return str(t[name])
+    return arg
+
+
+def _parse_set(items: list[str]) -> dict[str, object]:
+    import tomllib
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PlannerError(f"--set {item!r}: expected KEY=VALUE (e.g. planning.lens=marginal)")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def load(args):
+    from planner.config import load_scenario
+
+    variants = [v for vs in (args.variant or []) for v in vs.split(",") if v]
+    return load_scenario(scenario_path(args.scenario), variants=variants,
+                         overrides=_parse_set(args.set))
+
+
+def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = None) -> None:
+    if getattr(args, "out", None):
+        written = write_tables(tables, args.out)
+        if not args.quiet:
+            print(f"wrote {len(written)} tables to {args.out}", file=sys.stderr)
+    if args.quiet and args.format == "table":
+        return
+    print(render_tables(tables, args.format))
+    for n in notes or []:
+        if args.format == "table":
+            print(f"note: {n}")
+        else:
+            print(f"note: {n}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args) -> int:
+    sc = load(args)
+    n = {k: len(getattr(sc, k)) for k in ("workload", "api", "cloud", "onprem", "finetune")}
+    if not args.quiet:
+        print(f"{args.scenario}: valid scenario {sc.name!r} "
+              + ", ".join(f"{v} {k}" for k, v in n.items()))
+    return 0
+
+
+def cmd_cost(args) -> int:
+    from planner.engines.deterministic import evaluate
+
+    sc = load(args)
+    res = evaluate(sc)
+    summary = res.summary.drop(columns=["lens"])
+    if sc.scenario.currency.upper() != "USD":
+        from planner.config import med
+
+        fx = med(sc.scenario.usd_to_currency)
+        cur = sc.scenario.currency.lower()
+        summary[f"{cur}_per_month"] = summary["usd_per_month"] * fx
+    tables = {"summary": summary}
+    if args.detail:
+        tables.update({"costs": res.costs, "capacity": res.capacity, "classes": res.classes})
+    for name in ("finetune", "pretraining", "inference_flops"):
+        df = getattr(res, name)
+        if not df.empty:
+            tables[name] = df
+    if sc.payback:
+        from planner.engines.breakeven import payback
+
+        tables["payback"] = payback(sc, res=res)
+    if args.detail:
+        tables["assumptions"] = res.assumptions
+    notes = [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
+             f"horizon {res.horizon_months} months; USD"]
+    notes += list(res.warnings)
+    if args.out:
+        write_tables({**res.tables(), **{k: v for k, v in tables.items() if k == "payback"}},
+                     args.out)
+        args.out = None
+    emit(args, tables, notes=notes)
+    return 0
+
+
+def cmd_breakeven(args) -> int:
+    from planner.engines.breakeven import breakeven
+
+    sc = load(args)
+    b = breakeven(sc)
+    tables = {"volume": b.volume, "finetune": b.finetune, "payback": b.payback}
+    if args.curve:
+        tables["curve"] = b.curve
+    emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"})
+    return 0
+
+
+def cmd_train(args) -> int:
+    from planner.config import PreTraining, Scenario
+    from planner.engines.deterministic import evaluate
+
+    job = PreTraining(
+        model=args.model, params_b=args.params_b, tokens=args.tokens,
+        accelerator=args.accelerator, peak_tflops=args.peak_tflops, mfu=args.mfu,
+        usd_per_gpu_hour=args.price, cloud_offering=args.cloud_offering, gpus=args.gpus,
+        discount=args.discount,
+    ) if _valid_train(args) else None
+    sc = Scenario.model_validate({"scenario": {"name": "train"}, "pretraining": {"job": job}})
+    from planner.config import check_references
+
+    check_references(sc)
+    emit(args, {"pretraining": evaluate(sc).pretraining})
+    return 0
+
+
+def _valid_train(args) -> bool:
+    from pydantic import ValidationError
+
+    from planner.config import PreTraining
+
+    try:
+        PreTraining(model=args.model, params_b=args.params_b, tokens=args.tokens,
+                    accelerator=args.accelerator, peak_tflops=args.peak_tflops, mfu=args.mfu,
+                    usd_per_gpu_hour=args.price, cloud_offering=args.cloud_offering,
+                    gpus=args.gpus, discount=args.discount)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise PlannerError(f"planner train: {where + ': ' if where else ''}{msg}") from None
+    return True
+
+
+def cmd_tokens(args) -> int:
+    from planner.catalog import load_catalog
+    from planner.textstats import count_text
+
+    p = Path(args.file)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlannerError(f"{p}: file not found") from None
+    except UnicodeDecodeError:
+        raise PlannerError(f"{p}: not UTF-8 text") from None
+    counts = count_text(text)
+    cat = load_catalog()
+    unit = args.unit or ("char" if args.lang in ("zh", "ja", "ko") else "word")
+    n = counts["cjk_chars"] if unit == "char" else counts["words"]
+    df = cat.tokenizers
+    rows = df[(df["lang"] == args.lang) & (df["unit"] == unit)]
+    if args.tokenizer:
+        rows = rows[rows["tokenizer"] == args.tokenizer]
+    if rows.empty:
+        raise PlannerError(
+            f"no tokens-per-{unit} ratio for lang {args.lang!r}"
+            + (f" and tokenizer {args.tokenizer!r}" if args.tokenizer else "")
+            + " in tokenizers.csv (see `planner catalog list tokenizers`)"
+        )
+    out = rows.assign(units=n, unit_counted=unit,
+                      tokens=lambda d: d["tokens_per_unit"] * n)[
+        ["tokenizer", "lang", "unit_counted", "units", "tokens_per_unit", "tokens", "source",
+         "as_of"]]
+    emit(args, {"tokens": out})
+    return 0
+
+
+def cmd_new(args) -> int:
+    t = templates()
+    if args.template not in t:
+        raise PlannerError(f"unknown template {args.template!r}; available: {', '.join(t)}")
+    text = t[args.template].read_text(encoding="utf-8")
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise PlannerError(f"{out} exists; use --force to overwrite")
+    out.write_text(text, encoding="utf-8")
+    if not args.quiet:
+        print(f"wrote {out} (template {args.template}); next: planner cost {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from planner.config import scenario_json_schema
+
+    text = json.dumps(scenario_json_schema(), indent=1)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_catalog_list(args) -> int:
+    from planner.catalog import load_catalog
+
+    cat = load_catalog()
+    table = args.table or "all"
+    aliases = {"apis": "apis", "api": "apis", "clouds": "clouds", "cloud": "clouds",
+               "llms": "llms", "llm": "llms", "accelerators": "accelerators",
+               "gpus": "accelerators", "servers": "servers", "tokenizers": "tokenizers"}
+    if table == "all":
+        tabs = {k: cat.table(k) for k in ("llms", "accelerators", "apis", "clouds", "servers",
+                                          "tokenizers")}
+        counts = pd.DataFrame({"table": list(tabs), "rows": [len(v) for v in tabs.values()]})
+        emit(args, {f"catalog ({cat.directory})": counts})
+        return 0
+    if table not in aliases:
+        raise PlannerError(f"unknown catalog table {table!r}; expected one of "
+                           "llms, accelerators, apis, clouds, servers, tokenizers")
+    df = cat.table(aliases[table])
+    cols = {
+        "llms": ["id", "params_b", "active_params_b", "layers", "kv_heads", "attention",
+                 "quality_score", "quality_tier", "as_of"],
+        "accelerators": ["id", "bf16_tflops", "fp8_tflops", "mem_gb", "mem_bw_tbps", "tdp_w",
+                         "as_of"],
+        "apis": ["id", "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+                 "batch_input_usd_per_mtok", "ft_train_usd_per_mtok", "as_of"],
+        "clouds": ["id", "accelerator", "gpus_per_instance", "plan", "usd_per_gpu_hour",
+                   "usd_per_instance_hour", "as_of"],
+        "servers": ["id", "accelerator", "gpus_per_server", "server_price_usd", "as_of"],
+        "tokenizers": ["tokenizer", "lang", "unit", "tokens_per_unit", "as_of"],
+    }[aliases[table]]
+    if args.all_columns or args.format != "table":
+        cols = list(df.columns)
+    emit(args, {aliases[table]: df[[c for c in cols if c in df.columns]]})
+    return 0
+
+
+def cmd_catalog_import(args) -> int:
+    from planner.catalog_import import import_litellm
+
+    providers = [p for ps in (args.provider or []) for p in ps.split(",") if p]
+    df = import_litellm(args.file, providers=providers or None, as_of=args.as_of or "")
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        df.to_csv(tmp, index=False)
+        tmp.replace(out)
+        if not args.quiet:
+            print(f"wrote {len(df)} price rows to {out}", file=sys.stderr)
+        return 0
+    if args.format == "table":
+        print(render(df[["id", "input_usd_per_mtok", "output_usd_per_mtok",
+                         "cached_input_usd_per_mtok", "batch_input_usd_per_mtok", "as_of"]]))
+    else:
+        print(render(df, args.format))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, *, scenario: bool = True, out: bool = True) -> None:
+    if scenario:
+        p.add_argument("scenario", help="scenario TOML file, or example:NAME for a bundled one")
+        p.add_argument("--variant", action="append", metavar="NAME",
+                       help="apply [variants.NAME] (repeat or comma-separate)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a value, e.g. --set planning.lens=marginal")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    if out:
+        p.add_argument("--out", metavar="DIR", help="also write every table as CSV into DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="planner",
+        description="Cost, capacity and risk planning for LLM workloads: hosted API, "
+                    "cloud GPUs, on-prem GPUs, fine-tuning and training.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="version", version=f"planner {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("cost", help="cost table for every deployment option")
+    _common(p)
+    p.add_argument("--detail", action="store_true",
+                   help="also print cost lines, capacity, class volumes and catalog sources")
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("breakeven", help="volume, fine-tune and payback break-even points")
+    _common(p)
+    p.add_argument("--curve", action="store_true", help="also print cost vs volume")
+    p.set_defaults(func=cmd_breakeven)
+
+    p = sub.add_parser("validate", help="check a scenario file")
+    _common(p, out=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="pre-training cost at 6 N D FLOPs")
+    _common(p, scenario=False)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--model", help="catalog LLM id")
+    g.add_argument("--params-b", type=float, help="parameters, billions")
+    p.add_argument("--tokens", type=float, required=True, help="training tokens (e.g. 300e9)")
+    p.add_argument("--accelerator", help="catalog accelerator id")
+    p.add_argument("--peak-tflops", type=float, help="peak TFLOPS instead of --accelerator")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (0-1)")
+    p.add_argument("--price", type=float, help="USD per accelerator-hour")
+    p.add_argument("--cloud-offering", help="catalog cloud price id instead of --price")
+    p.add_argument("--gpus", type=int, help="accelerators in the job (for wall-clock days)")
+    p.add_argument("--discount", type=float, default=0.0, help="discount share (0-1)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tokens", help="count a text file's words/characters and convert")
+    _common(p, scenario=False)
+    p.add_argument("file")
+    p.add_argument("--lang", required=True, help="ISO 639-1 language code (en, zh, ...)")
+    p.add_argument("--unit", choices=["word", "char"], help="count words or characters")
+    p.add_argument("--tokenizer", help="only this tokenizer family")
+    p.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser("new", help="write a scenario from a template")
+    p.add_argument("--template", default="quickstart", help="template name")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("schema", help="JSON Schema of the scenario format (for editors)")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("catalog", help="list or import catalog data")
+    csub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+    q = csub.add_parser("list", help="list a catalog table")
+    q.add_argument("table", nargs="?",
+                   help="llms | accelerators | apis | clouds | servers | tokenizers")
+    q.add_argument("--all-columns", action="store_true")
+    _common(q, scenario=False, out=False)
+    q.set_defaults(func=cmd_catalog_list)
+    q = csub.add_parser("import-litellm", help="LiteLLM price JSON -> api_prices.csv rows")
+    q.add_argument("file")
+    q.add_argument("--provider", action="append", help="only these providers (repeatable)")
+    q.add_argument("--as-of", help="as_of date for the rows (default: the file's date)")
+    q.add_argument("--out", help="CSV file to write")
+    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_catalog_import)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PlannerError as exc:
+        print(f"planner: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,772 @@
+"""Scenario files: TOML parsed once into a frozen, validated, typed config.
+
+A scenario names its workload classes, the deployment candidates (hosted API, rented cloud
+GPUs, bought on-prem servers), fine-tune options, pre-training jobs and planning reserves.
+Any numeric field may hold a distribution (``{dist = "lognormal", median = 1, p90 = 2}``);
+the deterministic engine uses its median, the Monte Carlo engine samples it.
+
+Loading is all-or-nothing: :func:`load_scenario` returns a :class:`Scenario` or raises a
+:class:`~planner.errors.ScenarioError` naming the file, the key path and what was expected.
+
+Variants (calliope style): ``extends = "../base/scenario.toml"`` inherits another file, and
+``[variants.NAME]`` tables hold overrides applied with ``--variant NAME``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from planner.distributions import Distribution, is_distribution, median_of
+from planner.errors import ScenarioError
+
+# --------------------------------------------------------------------------------------------
+# numeric slots: a number or a distribution, with range checks on both
+
+
+def _support(x: Any) -> tuple[float, float]:
+    if is_distribution(x):
+        lo, hi = x.support()
+        return float(lo), float(hi)
+    return float(x), float(x)
+
+
+def _check_range(lo: float | None, hi: float | None, what: str, *, open_lo: bool = False):
+    def check(x: Any) -> Any:
+        if not is_distribution(x) and not math.isfinite(float(x)):
+            raise ValueError(f"expected a finite number, got {x}")
+        s_lo, s_hi = _support(x)
+        kind = "a distribution whose support lies" if is_distribution(x) else "a number"
+        if lo is not None and (s_lo < lo or (open_lo and s_lo <= lo)):
+            hint = ""
+            if is_distribution(x):
+                hint = " (truncate it, e.g. a normal with low = 0, or use a lognormal)"
+            raise ValueError(f"expected {kind} {what}, got lower end {s_lo:g}{hint}")
+        if hi is not None and s_hi > hi:
+            raise ValueError(f"expected {kind} {what}, got upper end {s_hi:g}")
+        return x
+
+    return check
+
+
+_Num = float | Distribution
+Number = _Num
+NonNeg = Annotated[_Num, AfterValidator(_check_range(0.0, None, ">= 0"))]
+Positive = Annotated[_Num, AfterValidator(_check_range(0.0, None, "> 0", open_lo=True))]
+Share = Annotated[_Num, AfterValidator(_check_range(0.0, 1.0, "in [0, 1]"))]
+AtLeastOne = Annotated[_Num, AfterValidator(_check_range(1.0, None, ">= 1"))]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+def med(x: Any) -> Any:
+    """Median of a numeric slot (numbers pass through, None stays None)."""
+    return None if x is None else median_of(x)
+
+
+class Strict(BaseModel):
+    """Base for all scenario tables: unknown keys rejected, instances frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------
+# workload
+
+
+def _length_from_number(v: Any) -> Any:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return {"tokens": v}
+    return v
+
+
+class Length(Strict):
+    """A length in tokens, or in words/characters of a language converted to tokens.
+
+    ``tokens = 300``; ``words = 500, lang = "en"``; ``chars = 5000, lang = "zh"``.
+    ``tokens_per_unit`` overrides the catalog's ratio (tokenizers.csv) for this length.
+    A bare number means tokens.
+    """
+
+    tokens: NonNeg | None = None
+    words: NonNeg | None = None
+    chars: NonNeg | None = None
+    lang: str | None = None
+    tokenizer: str | None = None
+    tokens_per_unit: Positive | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Length:
+        given = [k for k in ("tokens", "words", "chars") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of tokens, words or chars"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if given[0] != "tokens" and self.lang is None and self.tokens_per_unit is None:
+            raise ValueError(f"{given[0]} needs lang (e.g. lang = \"en\") or tokens_per_unit")
+        return self
+
+
+LengthField = Annotated[Length, BeforeValidator(_length_from_number)]
+
+
+class SLO(Strict):
+    """Latency service-level objective; any subset of the three bounds."""
+
+    ttft_s: Positive | None = None
+    tpot_s: Positive | None = None
+    e2e_s: Positive | None = None
+    percentile: Annotated[float, Field(gt=0, le=100)] = 90.0
+
+
+DiurnalSpec = str | tuple[Annotated[float, Field(ge=0)], ...]
+
+
+class WorkloadClass(Strict):
+    """One class of requests (chat, summarise, search ...)."""
+
+    description: str = ""
+    requests_per_day: NonNeg
+    diurnal: DiurnalSpec = "flat"
+    input: LengthField
+    output: LengthField
+    context: LengthField | None = None
+    calls_per_request: AtLeastOne = 1.0
+    samples_per_call: AtLeastOne = 1.0
+    cached_share: Share = 0.0
+    response_cache_hit_share: Share = 0.0
+    batch_share: Share = 0.0
+    retry_share: Share | None = None
+    min_quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    slo: SLO | None = None
+
+    @model_validator(mode="after")
+    def _diurnal_shape(self) -> WorkloadClass:
+        if isinstance(self.diurnal, tuple):
+            if len(self.diurnal) not in (24, 168):
+                raise ValueError(
+                    f"diurnal: expected a profile name or 24 (or 168) hourly weights, "
+                    f"got {len(self.diurnal)} numbers"
+                )
+            if sum(self.diurnal) <= 0:
+                raise ValueError("diurnal: hourly weights must not all be zero")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# deployments
+
+
+class RequestFee(Strict):
+    """A per-request charge of the serving stack (API gateway, serverless function ...).
+
+    Either ``usd_per_million_requests``, or a serverless function billed by memory x duration:
+    ``gb`` x ``seconds`` x ``usd_per_gb_s``.
+    """
+
+    name: str
+    usd_per_million_requests: NonNeg | None = None
+    gb: NonNeg | None = None
+    seconds: NonNeg | None = None
+    usd_per_gb_s: NonNeg | None = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RequestFee:
+        fn = (self.gb, self.seconds, self.usd_per_gb_s)
+        if self.usd_per_million_requests is None and any(v is None for v in fn):
+            raise ValueError(
+                "give usd_per_million_requests, or all of gb, seconds and usd_per_gb_s"
+            )
+        if self.usd_per_million_requests is not None and any(v is not None for v in fn):
+            raise ValueError("give usd_per_million_requests or gb/seconds/usd_per_gb_s, not both")
+        return self
+
+
+class ApiDeployment(Strict):
+    """A hosted API offering (catalog ``api_prices.csv`` id) with optional overrides."""
+
+    offering: str
+    classes: tuple[str, ...] | None = None
+    fine_tune: str | None = None
+    input_usd_per_mtok: NonNeg | None = None
+    output_usd_per_mtok: NonNeg | None = None
+    cached_input_usd_per_mtok: NonNeg | None = None
+    batch_input_usd_per_mtok: NonNeg | None = None
+    batch_output_usd_per_mtok: NonNeg | None = None
+    long_context_threshold_tokens: NonNeg | None = None
+    long_input_usd_per_mtok: NonNeg | None = None
+    long_output_usd_per_mtok: NonNeg | None = None
+    discount: Share = 0.0
+    gross_margin: Share | None = None
+    quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    tokenizer: str | None = None
+    request_fees: tuple[RequestFee, ...] = ()
+
+
+PricePlan = Literal["on-demand", "reserved-1y", "reserved-3y", "spot"]
+Billing = Literal["always-on", "active-window", "scale-to-zero"]
+Precision = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
+
+
+class _SelfHosted(Strict):
+    model: str
+    accelerator: str | None = None
+    gpus_per_replica: PosInt = 1
+    precision: Precision = "bf16"
+    classes: tuple[str, ...] | None = None
+    fine_tune: str | None = None
+    replicas: NonNegInt | None = None
+    committed: bool = False
+    capacity_requests_per_s: Positive | None = None
+    perf: dict[str, float] = Field(default_factory=dict)
+    quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    tokenizer: str | None = None
+    request_fees: tuple[RequestFee, ...] = ()
+
+
+class CloudDeployment(_SelfHosted):
+    """Rented GPUs serving an open model.
+
+    ``offering`` is a catalog ``cloud_prices.csv`` id; without it, ``accelerator`` + ``plan``
+    pick the cheapest catalog row, or ``usd_per_gpu_hour`` states the price.
+    """
+
+    offering: str | None = None
+    plan: PricePlan = "on-demand"
+    usd_per_gpu_hour: NonNeg | None = None
+    usd_per_instance_hour: NonNeg | None = None
+    gpus_per_instance: PosInt | None = None
+    billing: Billing = "always-on"
+    active_hours_per_day: Annotated[float, Field(gt=0, le=24)] | None = None
+    startup_s: NonNeg | None = None
+    min_billing_s: NonNeg | None = None
+    interruption_overhead: Share | None = None
+    idle_timeout_s: NonNeg = 300.0
+
+    @model_validator(mode="after")
+    def _billing_fields(self) -> CloudDeployment:
+        if self.billing == "active-window" and self.active_hours_per_day is None:
+            raise ValueError("billing = \"active-window\" needs active_hours_per_day")
+        if self.offering is None and self.accelerator is None:
+            raise ValueError("give offering (a cloud_prices.csv id) or accelerator")
+        return self
+
+
+class OnPremDeployment(_SelfHosted):
+    """Bought servers serving an open model.
+
+    Capex per server from ``server`` (catalog ``servers.csv`` id) or ``server_price_usd``.
+    """
+
+    server: str | None = None
+    server_price_usd: NonNeg | None = None
+    gpus_per_server: PosInt | None = None
+    servers: NonNegInt | None = None
+    amortisation_years: Positive | None = None
+    residual_share: Share = 0.0
+    cost_of_capital: NonNeg = 0.0
+    maintenance_share_per_year: Share | None = None
+    server_base_w: NonNeg | None = None
+    gpu_tdp_w: NonNeg | None = None
+    gpu_idle_power_share: Share = 0.3
+    pue: AtLeastOne = 1.4
+    electricity_usd_per_kwh: NonNeg = 0.12
+    facilities_usd_per_server_year: NonNeg = 0.0
+    ops_usd_per_year: NonNeg = 0.0
+    implementation_usd: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _capex(self) -> OnPremDeployment:
+        if self.server is None and self.accelerator is None:
+            raise ValueError("give server (a servers.csv id) or accelerator")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuning, pre-training, provider payback
+
+
+class FineTune(Strict):
+    """A fine-tune option: via an API, or LoRA / full fine-tuning on rented GPUs."""
+
+    method: Literal["api", "lora", "full"]
+    base_model: str
+    training_tokens: NonNeg
+    epochs: Positive = 1.0
+    retry_multiplier: AtLeastOne = 1.0
+    qualifies_for: tuple[str, ...] = ()
+    quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    ft_train_usd_per_mtok: NonNeg | None = None
+    accelerator: str | None = None
+    gpus: PosInt | None = None
+    usd_per_gpu_hour: NonNeg | None = None
+    mfu: Share | None = None
+    lora_flops_factor: Share | None = None
+
+
+class PreTraining(Strict):
+    """A pre-training (or any 6ND) job: C = 6 N D FLOPs."""
+
+    model: str | None = None
+    params_b: Positive | None = None
+    tokens: Positive
+    accelerator: str | None = None
+    peak_tflops: Positive | None = None
+    mfu: Share = 1.0
+    usd_per_gpu_hour: NonNeg | None = None
+    cloud_offering: str | None = None
+    gpus: PosInt | None = None
+    discount: Share = 0.0
+
+    @model_validator(mode="after")
+    def _size(self) -> PreTraining:
+        if (self.model is None) == (self.params_b is None):
+            raise ValueError("give exactly one of model (catalog id) or params_b")
+        if self.accelerator is None and self.peak_tflops is None:
+            raise ValueError("give accelerator (catalog id) or peak_tflops")
+        if self.usd_per_gpu_hour is None and self.cloud_offering is None:
+            raise ValueError("give usd_per_gpu_hour or cloud_offering")
+        return self
+
+
+class InferenceFlops(Strict):
+    """First-principles cost per token at 2N FLOPs per token (source articles 001, 004)."""
+
+    model: str | None = None
+    params_b: Positive | None = None
+    accelerator: str | None = None
+    peak_tflops: Positive | None = None
+    mfu: Share = 1.0
+    usd_per_gpu_hour: NonNeg | None = None
+    usd_per_instance_hour: NonNeg | None = None
+    gpus_per_instance: PosInt = 1
+    cloud_offering: str | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> InferenceFlops:
+        if (self.model is None) == (self.params_b is None):
+            raise ValueError("give exactly one of model (catalog id) or params_b")
+        if self.accelerator is None and self.peak_tflops is None:
+            raise ValueError("give accelerator (catalog id) or peak_tflops")
+        prices = [self.usd_per_gpu_hour, self.usd_per_instance_hour, self.cloud_offering]
+        if sum(p is not None for p in prices) != 1:
+            raise ValueError(
+                "give exactly one of usd_per_gpu_hour, usd_per_instance_hour or cloud_offering"
+            )
+        return self
+
+
+class Payback(Strict):
+    """How much usage recovers a provider's training + inference cost (article 001, 7.x)."""
+
+    training_usd: NonNeg | None = None
+    pretraining: str | None = None
+    retrain_every_months: Positive = 6.0
+    inference_usd_per_ktok: NonNeg | None = None
+    inference_flops: str | None = None
+    price_usd_per_ktok: NonNeg | None = None
+    subscription_usd_per_month: NonNeg | None = None
+    tokens_per_user_month: tuple[NonNeg, ...] = ()
+    tokens_per_user_day: tuple[NonNeg, ...] = ()
+    days_per_month: Positive = 30.0
+
+    @model_validator(mode="after")
+    def _refs(self) -> Payback:
+        if (self.training_usd is None) == (self.pretraining is None):
+            raise ValueError("give exactly one of training_usd or pretraining (a job name)")
+        if (self.inference_usd_per_ktok is None) == (self.inference_flops is None):
+            raise ValueError(
+                "give exactly one of inference_usd_per_ktok or inference_flops (an estimate name)"
+            )
+        return self
+
+
+class Planning(Strict):
+    """Planning reserves applied to self-hosted capacity and to billed volumes."""
+
+    utilisation_target: Annotated[float, Field(gt=0, le=1)] = 0.9
+    ha_reserve_replicas: NonNegInt = 0
+    peak_to_average: Annotated[float, Field(ge=1)] | None = None
+    retry_share: Share = 0.0
+    hours_per_month: Annotated[float, Field(gt=0)] = 730.0
+    lens: Literal["tco", "marginal"] = "tco"
+
+
+class Meta(Strict):
+    name: str
+    question: str = ""
+    description: str = ""
+    horizon_months: Annotated[int, Field(ge=1, le=600)] = 12
+    currency: str = "USD"
+    usd_to_currency: Positive = 1.0
+    discount_rate_per_year: NonNeg = 0.0
+
+
+class Scenario(Strict):
+    """A validated scenario. Build it with :func:`load_scenario` or :func:`parse_scenario`."""
+
+    scenario: Meta
+    workload: dict[str, WorkloadClass] = Field(default_factory=dict)
+    api: dict[str, ApiDeployment] = Field(default_factory=dict)
+    cloud: dict[str, CloudDeployment] = Field(default_factory=dict)
+    onprem: dict[str, OnPremDeployment] = Field(default_factory=dict)
+    finetune: dict[str, FineTune] = Field(default_factory=dict)
+    pretraining: dict[str, PreTraining] = Field(default_factory=dict)
+    inference_flops: dict[str, InferenceFlops] = Field(default_factory=dict)
+    payback: dict[str, Payback] = Field(default_factory=dict)
+    planning: Planning = Field(default_factory=Planning)
+    source_path: str | None = Field(default=None, exclude=True)
+    variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    def deployments(self) -> dict[str, tuple[str, Any]]:
+        """All deployment candidates: name -> (kind, config), kind in api/cloud/onprem."""
+        out: dict[str, tuple[str, Any]] = {}
+        for kind in ("api", "cloud", "onprem"):
+            for name, dep in getattr(self, kind).items():
+                out[name] = (kind, dep)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# loading: TOML -> extends/variants -> pydantic -> cross-reference checks
+
+
+def _expand_dotted(d: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        v = _expand_dotted(v) if isinstance(v, Mapping) else v
+        parts = k.split(".") if isinstance(k, str) and "." in k else [k]
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        if isinstance(v, Mapping) and isinstance(cur.get(parts[-1]), Mapping):
+            cur[parts[-1]] = deep_merge(cur[parts[-1]], v)
+        else:
+            cur[parts[-1]] = v
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``over`` onto ``base`` (tables merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and "dist" not in v:
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ScenarioError(f"'extends' loops: {chain}", path=str(seen[0]), key="extends")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError("file not found", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read the file ({exc})", path=str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"not valid TOML: {exc}", path=str(path)) from None
+    data = _expand_dotted(data)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ScenarioError("expected a relative file path", path=str(path), key="extends")
+        base = _read_toml(path.parent / parent, (*seen, path))
+        variants = deep_merge(base.pop("variants", {}), data.pop("variants", {}))
+        data = deep_merge(base, data)
+        if variants:
+            data["variants"] = variants
+    return data
+
+
+def parse_scenario(
+    data: Mapping[str, Any],
+    *,
+    path: str | None = None,
+    variants: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    catalog: Any = None,
+) -> Scenario:
+    """Validate a scenario from a mapping (the parsed TOML).
+
+    Parameters
+    ----------
+    data : mapping
+        The scenario tables, possibly with a ``variants`` table.
+    variants : sequence of str
+        Names of ``[variants.NAME]`` tables to apply, in order.
+    overrides : mapping, optional
+        Dotted key -> value overrides applied last (``{"workload.chat.requests_per_day": 1e6}``).
+    catalog : Catalog, optional
+        Catalog to resolve references against (default: the shipped catalog).
+    """
+    data = _expand_dotted(data)
+    table = data.pop("variants", {}) or {}
+    if not isinstance(table, Mapping):
+        raise ScenarioError("expected a table of named variants", path=path, key="variants")
+    for name in variants:
+        if name not in table:
+            raise ScenarioError(
+                _unknown("variant", name, list(table)), path=path, key=f"variants.{name}"
+            )
+        data = deep_merge(data, _expand_dotted(table[name]))
+    if overrides:
+        data = deep_merge(data, _expand_dotted(dict(overrides)))
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation(exc, path, data) from None
+    sc = sc.model_copy(update={"source_path": path, "variants_applied": tuple(variants)})
+    check_references(sc, catalog=catalog, path=path)
+    return sc
+
+
+def load_scenario(
+    path: str | Path,
+    *,
+    variants: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    catalog: Any = None,
+) -> Scenario:
+    """Read, merge and validate a scenario file. Raises ScenarioError on any problem."""
+    p = Path(path)
+    data = _read_toml(p)
+    return parse_scenario(
+        data, path=str(path), variants=variants, overrides=overrides, catalog=catalog
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# error messages
+
+
+def _unknown(kind: str, value: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(known), n=3, cutoff=0.5)
+    msg = f"unknown {kind} {value!r}"
+    if close:
+        return msg + f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    return msg + (f"; expected one of: {', '.join(sorted(known))}" if known else "")
+
+
+def _unwrap(ann: Any) -> Any:
+    """Strip Annotated/Optional/Union down to a model class or a dict/tuple type."""
+    origin = get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(get_args(ann)[0])
+    if origin in (Union, UnionType):
+        for a in get_args(ann):
+            u = _unwrap(a)
+            if (isinstance(u, type) and issubclass(u, BaseModel)) or get_origin(u) in (dict, tuple):
+                return u
+        return None
+    return ann
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last key of ``loc`` (best effort)."""
+    t: Any = Scenario
+    for part in loc[:-1]:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            f = t.model_fields.get(part)
+            t = _unwrap(f.annotation) if f is not None else None
+        elif get_origin(t) is dict:
+            t = _unwrap(get_args(t)[1])
+        elif get_origin(t) is tuple:
+            t = _unwrap(get_args(t)[0])
+        else:
+            return None
+    return t if isinstance(t, type) and issubclass(t, BaseModel) else None
+
+
+def _clean_loc(loc: Sequence[Any]) -> list[Any]:
+    # drop pydantic's union-branch tags (e.g. 'float', 'lognormal', 'function-after[...]')
+    out = []
+    for part in loc:
+        if isinstance(part, str) and (
+            part in ("float", "int", "str", "bool", "tuple[...]", "dict[str,float]")
+            or "[" in part
+            or part in {"fixed", "uniform", "triangular", "normal", "lognormal", "pert",
+                        "beta", "choice", "empirical"}
+        ):
+            continue
+        out.append(part)
+    return out
+
+
+def _walk(data: Any, loc: Sequence[Any]) -> Any:
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return cur
+
+
+def _from_validation(exc: ValidationError, path: str | None, data: Mapping) -> ScenarioError:
+    errors = exc.errors(include_url=False)
+    # an unknown key usually explains a 'missing' one next to it (a typo): report it first
+    errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
+    # prefer the most specific error per location (union branches repeat the same place)
+    seen: dict[str, str] = {}
+    for err in errors:
+        loc = _clean_loc(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        etype = err["type"]
+        if etype == "extra_forbidden":
+            model = _model_at([p for p in loc])
+            known = list(model.model_fields) if model else []
+            known = [k for k in known if k not in ("source_path", "variants_applied")]
+            msg = _unknown("key", str(loc[-1]), known) if loc else "unknown key"
+        elif etype == "missing":
+            msg = "required key is missing"
+        elif etype in ("float_parsing", "float_type", "int_parsing", "int_type", "bool_type",
+                       "string_type", "int_from_float"):
+            got = _walk(data, err["loc"][: len(err["loc"])]) if False else err.get("input")
+            msg = f"{err['msg'].lower()}, got {got!r}"
+        elif etype == "model_type" and isinstance(err.get("input"), Mapping) and loc:
+            continue  # a dict offered to the number branch of a union: not the real problem
+        elif etype.startswith("union_tag") or etype == "union_tag_invalid":
+            msg = err["msg"]
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+        if key not in seen or etype == "extra_forbidden":
+            seen[key] = msg
+    if not seen:
+        first = errors[0]
+        seen[".".join(str(p) for p in first["loc"])] = first["msg"]
+    # a number-vs-distribution union reports both branches; keep the most informative one
+    items = list(seen.items())
+    key, msg = items[0]
+    more = ""
+    if len(items) > 1:
+        rest = "; ".join(f"'{k}': {m}" for k, m in items[1:4])
+        more = f" (also {rest}{' ...' if len(items) > 4 else ''})"
+    return ScenarioError(msg + more, path=path, key=key)
+
+
+# --------------------------------------------------------------------------------------------
+# references against the catalog and between tables
+
+
+def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = None) -> None:
+    """Resolve every catalog id and class name; raise ScenarioError with suggestions."""
+    from planner.catalog import load_catalog
+
+    cat = catalog or load_catalog()
+    classes = list(sc.workload)
+
+    def need(table: str, kind: str, value: str | None, key: str) -> None:
+        if value is not None and not cat.has(table, value):
+            raise ScenarioError(_unknown(kind, value, cat.ids(table)), path=path, key=key)
+
+    def need_classes(values: Sequence[str] | None, key: str) -> None:
+        for c in values or ():
+            if c not in classes:
+                raise ScenarioError(_unknown("workload class", c, classes), path=path, key=key)
+
+    def need_ft(value: str | None, key: str) -> None:
+        if value is not None and value not in sc.finetune:
+            raise ScenarioError(
+                _unknown("fine-tune option", value, list(sc.finetune)), path=path, key=key
+            )
+
+    for name, d in sc.api.items():
+        need("apis", "API offering", d.offering, f"api.{name}.offering")
+        need_classes(d.classes, f"api.{name}.classes")
+        need_ft(d.fine_tune, f"api.{name}.fine_tune")
+    for kind in ("cloud", "onprem"):
+        for name, d in getattr(sc, kind).items():
+            need("llms", "LLM", d.model, f"{kind}.{name}.model")
+            need("accelerators", "accelerator", d.accelerator, f"{kind}.{name}.accelerator")
+            need_classes(d.classes, f"{kind}.{name}.classes")
+            need_ft(d.fine_tune, f"{kind}.{name}.fine_tune")
+    for name, d in sc.cloud.items():
+        need("clouds", "cloud GPU offering", d.offering, f"cloud.{name}.offering")
+    for name, d in sc.onprem.items():
+        need("servers", "on-prem server", d.server, f"onprem.{name}.server")
+    for name, f in sc.finetune.items():
+        table = "apis" if f.method == "api" else "llms"
+        kind = "API offering" if f.method == "api" else "LLM"
+        need(table, kind, f.base_model, f"finetune.{name}.base_model")
+        need("accelerators", "accelerator", f.accelerator, f"finetune.{name}.accelerator")
+        need_classes(f.qualifies_for, f"finetune.{name}.qualifies_for")
+    for section in ("pretraining", "inference_flops"):
+        for name, j in getattr(sc, section).items():
+            need("llms", "LLM", j.model, f"{section}.{name}.model")
+            need("accelerators", "accelerator", j.accelerator, f"{section}.{name}.accelerator")
+            need("clouds", "cloud GPU offering", j.cloud_offering, f"{section}.{name}.cloud_offering")
+    for name, p in sc.payback.items():
+        if p.pretraining is not None and p.pretraining not in sc.pretraining:
+            raise ScenarioError(
+                _unknown("pre-training job", p.pretraining, list(sc.pretraining)),
+                path=path, key=f"payback.{name}.pretraining",
+            )
+        if p.inference_flops is not None and p.inference_flops not in sc.inference_flops:
+            raise ScenarioError(
+                _unknown("inference estimate", p.inference_flops, list(sc.inference_flops)),
+                path=path, key=f"payback.{name}.inference_flops",
+            )
+    for cname, wc in sc.workload.items():
+        for part in ("input", "output", "context"):
+            ln = getattr(wc, part)
+            if ln is not None and ln.tokens is None and ln.tokens_per_unit is None:
+                unit = "word" if ln.words is not None else "char"
+                df = cat.tokenizers
+                if df[(df["lang"] == ln.lang) & (df["unit"] == unit)].empty:
+                    langs = sorted(set(df["lang"]))
+                    raise ScenarioError(
+                        f"no tokens-per-{unit} ratio for language {ln.lang!r} in the catalog "
+                        f"(languages: {', '.join(langs)}); set tokens_per_unit",
+                        path=path, key=f"workload.{cname}.{part}.lang",
+                    )
+        if isinstance(wc.diurnal, str):
+            from planner.workload import PROFILES
+
+            if wc.diurnal not in PROFILES:
+                raise ScenarioError(
+                    _unknown("diurnal profile", wc.diurnal, list(PROFILES)),
+                    path=path, key=f"workload.{cname}.diurnal",
+                )
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema of the scenario format (for editors: taplo / Even Better TOML)."""
+    schema = Scenario.model_json_schema(mode="validation")
+    schema["title"] = "planner scenario"
+    schema.setdefault("properties", {})["extends"] = {
+        "type": "string", "description": "relative path of a base scenario to inherit",
+    }
+    schema["properties"]["variants"] = {
+        "type": "object", "description": "named override tables applied with --variant NAME",
+    }
+    return schema

@@ -1,0 +1,102 @@
+"""Hosted-API bills.
+
+Per request (source article 000: input and output priced apart, cached prompts cheaper,
+Batch API at ~50%):
+
+    uncached_in = (1 - cached_share) x input_tokens
+    cached_in   = cached_share x input_tokens
+    realtime    = uncached_in x p_in + cached_in x p_cached + output_tokens x p_out
+    batch       = uncached_in x p_batch_in + cached_in x p_cached_batch + output_tokens x p_batch_out
+    usd/request = [(1 - batch_share) x realtime + batch_share x batch] / 1e6 x (1 - discount)
+
+Prices are USD per million tokens. Where an offering has no cached (or batch) price, the plain
+input (or realtime) price applies. Long-context tiers: when the prompt of one call exceeds the
+tier threshold, the long-context input and output prices apply to that whole call (as Anthropic
+and Google bill). ``gross_margin`` turns a list price into the provider's cost:
+cost = price x (1 - margin) (article 004 assumes a 75% margin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ApiPrices:
+    """Resolved prices of one offering, USD per million tokens."""
+
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    cached_input_usd_per_mtok: float | None = None
+    batch_input_usd_per_mtok: float | None = None
+    batch_output_usd_per_mtok: float | None = None
+    long_context_threshold_tokens: float | None = None
+    long_input_usd_per_mtok: float | None = None
+    long_output_usd_per_mtok: float | None = None
+
+
+def api_cost_per_request(
+    prices: ApiPrices,
+    input_tokens,
+    output_tokens,
+    *,
+    cached_share=0.0,
+    batch_share=0.0,
+    calls_per_request=1.0,
+    discount=0.0,
+    gross_margin=None,
+) -> dict[str, np.ndarray | float]:
+    """USD per request split into components.
+
+    Returns
+    -------
+    dict
+        ``input``, ``cached_input``, ``output`` (realtime part), ``batch_input``,
+        ``batch_output`` (batch part), each USD per request after discount and margin.
+    """
+    p = prices
+    p_in, p_out = p.input_usd_per_mtok, p.output_usd_per_mtok
+    if p.long_context_threshold_tokens is not None and p.long_input_usd_per_mtok is not None:
+        per_call = np.asarray(input_tokens, dtype=float) / calls_per_request
+        long = per_call > p.long_context_threshold_tokens
+        p_in = np.where(long, p.long_input_usd_per_mtok, p_in)
+        if p.long_output_usd_per_mtok is not None:
+            p_out = np.where(long, p.long_output_usd_per_mtok, p_out)
+    p_cached = p.cached_input_usd_per_mtok if p.cached_input_usd_per_mtok is not None else p_in
+    # batch prices are a fraction of the realtime ones; keep that fraction on long tiers too
+    b_in_ratio = (
+        p.batch_input_usd_per_mtok / p.input_usd_per_mtok
+        if p.batch_input_usd_per_mtok is not None and p.input_usd_per_mtok > 0
+        else 1.0
+    )
+    b_out_ratio = (
+        p.batch_output_usd_per_mtok / p.output_usd_per_mtok
+        if p.batch_output_usd_per_mtok is not None and p.output_usd_per_mtok > 0
+        else 1.0
+    )
+    scale = (1.0 - discount) * (1.0 - (gross_margin or 0.0)) / 1e6
+    uncached = (1.0 - cached_share) * input_tokens
+    cached = cached_share * input_tokens
+    rt = 1.0 - batch_share
+    return {
+        "input": rt * uncached * p_in * scale,
+        "cached_input": rt * cached * p_cached * scale,
+        "output": rt * output_tokens * p_out * scale,
+        "batch_input": batch_share * (uncached * p_in + cached * p_cached) * b_in_ratio * scale,
+        "batch_output": batch_share * output_tokens * p_out * b_out_ratio * scale,
+    }
+
+
+def request_fee_usd(
+    usd_per_million_requests=None, gb=None, seconds=None, usd_per_gb_s=None
+) -> float:
+    """USD per request of a serving-stack fee.
+
+    Either a flat fee per million requests, or a serverless function billed by
+    memory x duration: gb x seconds x usd_per_gb_s (article 003: AWS Lambda 128 MB, 5 s).
+    """
+    if usd_per_million_requests is not None:
+        return usd_per_million_requests / 1e6
+    return gb * seconds * usd_per_gb_s

@@ -1,0 +1,223 @@
+"""Break-even solvers (scipy root finding on the engine's own cost functions).
+
+- API vs self-hosted: the request volume (a multiple of the scenario's) at which a self-hosted
+  option's monthly cost equals an API option's. Self-hosted cost is a step function of whole
+  replicas, so the root is bracketed on a log grid and refined with Brent's method
+  (``scipy.optimize.brentq``), which converges to the crossing or to the step where the sign
+  changes.
+- Fine-tune: cumulative tokens at which a one-off fine-tune plus cheaper tokens beats the
+  un-tuned option: T* = C_ft / (c_base - c_ft) (article 000's cost-vs-tokens chart).
+- Provider payback (article 001, 7.2-7.3): monthly cost = training / retrain_every +
+  T x inference cost per token; revenue = T x price, or users x subscription; solved for T
+  and for users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+
+from planner.catalog import Catalog, load_catalog
+from planner.config import Scenario, med
+from planner.engines.deterministic import Results, evaluate
+
+
+@dataclass(frozen=True)
+class BreakevenResults:
+    volume: pd.DataFrame
+    finetune: pd.DataFrame
+    payback: pd.DataFrame
+    curve: pd.DataFrame
+
+
+def cost_curve(sc: Scenario, scales, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Monthly cost of every option at volume multiples ``scales`` (tidy)."""
+    cat = catalog or load_catalog()
+    rows = []
+    for s in scales:
+        res = evaluate(sc, cat, volume_scale=float(s))
+        for r in res.summary.itertuples():
+            rows.append({
+                "volume_scale": float(s), "deployment": r.deployment, "kind": r.kind,
+                "requests_per_day": _requests_per_day(res, r.deployment),
+                "tokens_per_month": r.tokens_per_month, "usd_per_month": r.usd_per_month,
+            })
+    return pd.DataFrame(rows)
+
+
+def _requests_per_day(res: Results, dep: str) -> float:
+    c = res.classes
+    return float(c.loc[c["deployment"] == dep, "requests_per_day"].sum())
+
+
+def _monthly(sc, cat, scale: float) -> dict[str, tuple[float, float, float]]:
+    res = evaluate(sc, cat, volume_scale=scale)
+    out = {}
+    for r in res.summary.itertuples():
+        out[r.deployment] = (r.usd_per_month, _requests_per_day(res, r.deployment),
+                             r.tokens_per_month)
+    return out
+
+
+def volume_breakeven(
+    sc: Scenario, catalog: Catalog | None = None, *, lo: float = 1e-4, hi: float = 1e4,
+    points: int = 41,
+) -> pd.DataFrame:
+    """For each (API option, self-hosted option) pair serving the same classes, the volume
+    at which self-hosting becomes cheaper."""
+    cat = catalog or load_catalog()
+    base = evaluate(sc, cat)
+    s = base.summary
+    apis = s[s["kind"] == "api"]
+    selfs = s[s["kind"] != "api"]
+    grid = np.geomspace(lo, hi, points)
+    cache: dict[float, dict] = {}
+
+    def at(x: float):
+        if x not in cache:
+            cache[x] = _monthly(sc, cat, x)
+        return cache[x]
+
+    rows = []
+    for a in apis.itertuples():
+        for h in selfs.itertuples():
+            if a.classes_served != h.classes_served or not a.classes_served:
+                continue
+
+            def diff(x, a=a.deployment, h=h.deployment):
+                m = at(x)
+                return m[h][0] - m[a][0]
+
+            vals = np.array([diff(x) for x in grid])
+            idx = np.nonzero((vals[:-1] > 0) & (vals[1:] <= 0))[0]
+            row = {"api": a.deployment, "selfhosted": h.deployment,
+                   "classes": a.classes_served}
+            if idx.size == 0:
+                cheaper = "selfhosted" if vals[0] <= 0 else "api"
+                row.update({"volume_scale": np.nan, "requests_per_day": np.nan,
+                            "tokens_per_month": np.nan, "usd_per_month": np.nan,
+                            "note": f"no crossing in x{lo:g}..x{hi:g} of the scenario volume; "
+                                    f"{cheaper} is cheaper throughout"})
+            else:
+                i = int(idx[0])
+                x = brentq(diff, grid[i], grid[i + 1], xtol=1e-10, rtol=1e-10)
+                m = at(x)
+                row.update({"volume_scale": x, "requests_per_day": m[a.deployment][1],
+                            "tokens_per_month": m[a.deployment][2],
+                            "usd_per_month": m[a.deployment][0],
+                            "note": "self-hosting is cheaper above this volume"})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["api", "selfhosted", "classes", "volume_scale",
+                                       "requests_per_day", "tokens_per_month",
+                                       "usd_per_month", "note"])
+
+
+def finetune_breakeven(sc: Scenario, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Fine-tuned option vs each other option serving the same classes.
+
+    T* (cumulative tokens) = fine-tune cost / (cost per token without - cost per token with);
+    months to pay back = fine-tune cost / (monthly saving).
+    """
+    cat = catalog or load_catalog()
+    res = evaluate(sc, cat)
+    s = res.summary
+    ft_cost = res.finetune.set_index("finetune")["usd"] if not res.finetune.empty else {}
+    deps = sc.deployments()
+    rows = []
+    for r in s.itertuples():
+        ft_name = getattr(deps[r.deployment][1], "fine_tune", None)
+        if not ft_name:
+            continue
+        once = float(ft_cost[ft_name])
+        recurring_ft = r.usd_per_month - once / res.horizon_months
+        for o in s.itertuples():
+            if o.deployment == r.deployment or o.classes_served != r.classes_served:
+                continue
+            if getattr(deps[o.deployment][1], "fine_tune", None):
+                continue
+            per_tok_ft = recurring_ft / r.tokens_per_month if r.tokens_per_month else np.nan
+            per_tok_o = o.usd_per_month / o.tokens_per_month if o.tokens_per_month else np.nan
+            saving = o.usd_per_month - recurring_ft
+            tstar = once / (per_tok_o - per_tok_ft) if per_tok_o > per_tok_ft else np.nan
+            rows.append({
+                "finetuned": r.deployment, "finetune": ft_name, "versus": o.deployment,
+                "finetune_usd": once, "usd_per_mtok_finetuned": per_tok_ft * 1e6,
+                "usd_per_mtok_versus": per_tok_o * 1e6, "breakeven_tokens": tstar,
+                "monthly_saving_usd": saving,
+                "payback_months": once / saving if saving > 0 else np.nan,
+            })
+    return pd.DataFrame(rows, columns=["finetuned", "finetune", "versus", "finetune_usd",
+                                       "usd_per_mtok_finetuned", "usd_per_mtok_versus",
+                                       "breakeven_tokens", "monthly_saving_usd",
+                                       "payback_months"])
+
+
+def payback(sc: Scenario, catalog: Catalog | None = None, res: Results | None = None
+            ) -> pd.DataFrame:
+    """Provider payback: tokens/month and subscribers that recover training + inference."""
+    cat = catalog or load_catalog()
+    res = res or evaluate(sc, cat)
+    rows = []
+    pt = res.pretraining.set_index("job") if not res.pretraining.empty else None
+    inf = res.inference_flops.set_index("estimate") if not res.inference_flops.empty else None
+    for name, p in sc.payback.items():
+        training = med(p.training_usd) if p.training_usd is not None else float(
+            pt.loc[p.pretraining, "usd"])
+        inf_k = med(p.inference_usd_per_ktok) if p.inference_usd_per_ktok is not None else float(
+            inf.loc[p.inference_flops, "usd_per_ktok"])
+        fixed = training / med(p.retrain_every_months)
+        base = {"payback": name, "training_usd": training,
+                "fixed_usd_per_month": fixed, "inference_usd_per_ktok": inf_k}
+        if p.price_usd_per_ktok is not None:
+            price = med(p.price_usd_per_ktok)
+
+            def margin(t_k, price=price, fixed=fixed, inf_k=inf_k):
+                return t_k * price - (fixed + t_k * inf_k)
+
+            t = _root(margin, fixed / max(price, 1e-300))
+            rows.append({**base, "revenue": f"{price:g} usd per 1K tokens",
+                         "basis_tokens_per_user_month": np.nan,
+                         "breakeven_tokens_per_month": t * 1000.0 if t == t else np.nan,
+                         "breakeven_users": np.nan})
+        if p.subscription_usd_per_month is not None:
+            sub = med(p.subscription_usd_per_month)
+            per_user = [med(x) for x in p.tokens_per_user_month]
+            per_user += [med(x) * med(p.days_per_month) for x in p.tokens_per_user_day]
+            for tpu in per_user:
+                def margin_u(u, tpu=tpu, sub=sub, fixed=fixed, inf_k=inf_k):
+                    return u * sub - (fixed + u * tpu / 1000.0 * inf_k)
+
+                u = _root(margin_u, fixed / max(sub, 1e-300))
+                rows.append({**base, "revenue": f"{sub:g} usd per user-month",
+                             "basis_tokens_per_user_month": tpu,
+                             "breakeven_tokens_per_month": u * tpu if u == u else np.nan,
+                             "breakeven_users": u})
+    return pd.DataFrame(rows, columns=["payback", "training_usd", "fixed_usd_per_month",
+                                       "inference_usd_per_ktok", "revenue",
+                                       "basis_tokens_per_user_month",
+                                       "breakeven_tokens_per_month", "breakeven_users"])
+
+
+def _root(f, guess: float) -> float:
+    """Root of an increasing margin function on (0, inf); NaN when it never turns positive."""
+    hi = max(guess, 1.0)
+    for _ in range(200):
+        if f(hi) > 0:
+            return brentq(f, 0.0, hi, xtol=1e-12, rtol=1e-14)
+        hi *= 4.0
+    return float("nan")
+
+
+def breakeven(sc: Scenario, catalog: Catalog | None = None,
+              scales=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)) -> BreakevenResults:
+    """All break-even analyses of a scenario."""
+    cat = catalog or load_catalog()
+    return BreakevenResults(
+        volume=volume_breakeven(sc, cat),
+        finetune=finetune_breakeven(sc, cat),
+        payback=payback(sc, cat),
+        curve=cost_curve(sc, scales, cat),
+    )

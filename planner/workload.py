@@ -1,0 +1,166 @@
+"""Workload: from a validated scenario to request and token volumes per class.
+
+Formulas (per workload class, per month; all work on numpy arrays as well as floats):
+
+- LLM requests/day = requests_per_day x (1 - response_cache_hit_share) x (1 + retry_share)
+- input tokens/request = input + calls_per_request x context
+- output tokens/request = calls_per_request x samples_per_call x output
+- days/month = hours_per_month / 24 (730 h -> 30.42 days)
+- peak requests/s = requests/day x max hourly weight / 3600, where the 24 hourly weights of the
+  diurnal profile sum to 1; with the flat profile and ``planning.peak_to_average`` set, the
+  peak is the mean rate x peak_to_average.
+
+Lengths given in words or characters are converted with the tokenizer ratio of the serving
+model (catalog ``tokenizers.csv``), so the same text costs a different number of tokens on
+different models (source article 000 measured 1.21 tokens/word and 0.98 tokens/character for
+GPT-4o; article 001 used 2 tokens per Chinese character).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.config import Length, Scenario, WorkloadClass, med
+
+# Named diurnal shapes: relative request rate for each hour 00..23 (local time), normalised to
+# sum to 1 by :func:`diurnal_weights`. They are illustrative shapes, not measurements: give 24
+# (or 168) weights of your own, or fit them from a trace, when you have data.
+PROFILES: dict[str, tuple[float, ...]] = {
+    "flat": (1.0,) * 24,
+    # office hours 09-18 with a lunch dip; night traffic ~10% of the peak
+    "business": (0.10, 0.08, 0.07, 0.07, 0.08, 0.12, 0.25, 0.50, 0.80, 1.00, 1.00, 0.95,
+                 0.80, 0.95, 1.00, 0.95, 0.90, 0.75, 0.50, 0.35, 0.25, 0.20, 0.15, 0.12),
+    # consumer app: low at night, rising through the day, evening peak 20-22
+    "consumer": (0.35, 0.25, 0.18, 0.14, 0.12, 0.14, 0.22, 0.35, 0.48, 0.55, 0.60, 0.65,
+                 0.70, 0.68, 0.66, 0.66, 0.70, 0.78, 0.88, 0.95, 1.00, 0.98, 0.80, 0.55),
+    # traffic spread over time zones: mild swing
+    "global": (0.80, 0.75, 0.72, 0.72, 0.75, 0.80, 0.85, 0.90, 0.95, 1.00, 1.00, 1.00,
+               0.98, 0.97, 0.97, 0.98, 1.00, 1.00, 0.98, 0.95, 0.92, 0.90, 0.87, 0.83),
+}
+
+
+def diurnal_weights(profile: str | Sequence[float]) -> np.ndarray:
+    """Hourly weights (24, or 168 for a week) that sum to 1.
+
+    Parameters
+    ----------
+    profile : str or sequence of float
+        A name in :data:`PROFILES` or explicit non-negative weights.
+    """
+    w = np.asarray(PROFILES[profile] if isinstance(profile, str) else profile, dtype=float)
+    if w.ndim != 1 or w.size not in (24, 168) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("a diurnal profile has 24 or 168 non-negative weights, not all zero")
+    return w / w.sum()
+
+
+def peak_factor(profile: str | Sequence[float], peak_to_average: float | None = None) -> float:
+    """Peak-hour rate / mean rate for a profile (x peak_to_average when the profile is flat)."""
+    w = diurnal_weights(profile)
+    f = float(w.max() * w.size)
+    if peak_to_average is not None and np.allclose(w, w[0]):
+        f = float(peak_to_average)
+    return f
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """A length resolved to tokens, with how it was derived."""
+
+    tokens: float
+    basis: str
+
+
+def resolve_length(
+    length: Length | None, tokenizer: str | None, catalog, *, use_median: bool = True
+) -> TokenCount:
+    """Tokens for a :class:`~planner.config.Length` under a tokenizer family.
+
+    tokens = words x tokens_per_word, or chars x tokens_per_char, or tokens as given.
+    """
+    if length is None:
+        return TokenCount(0.0, "none")
+    get = med if use_median else (lambda x: x)
+    if length.tokens is not None:
+        return TokenCount(get(length.tokens), "tokens as given")
+    unit, count = ("word", length.words) if length.words is not None else ("char", length.chars)
+    if length.tokens_per_unit is not None:
+        ratio = get(length.tokens_per_unit)
+        basis = f"{get(count):g} {unit}s x {ratio:g} tokens/{unit} (scenario)"
+    else:
+        row = catalog.tokens_per_unit(length.tokenizer or tokenizer or "", length.lang, unit)
+        ratio = float(row["tokens_per_unit"])
+        basis = (
+            f"{get(count):g} {unit}s x {ratio:g} tokens/{unit} "
+            f"(tokenizers.csv {row['tokenizer']}/{row['lang']}, {row['source']}, {row['as_of']})"
+        )
+    return TokenCount(get(count) * ratio, basis)
+
+
+@dataclass(frozen=True)
+class ClassLoad:
+    """Volumes of one workload class as served by one deployment (tokenizer-specific)."""
+
+    name: str
+    requests_per_day: float  # LLM requests after response cache and retries
+    input_tokens: float  # per request, context included
+    output_tokens: float  # per request, all calls and samples
+    cached_share: float
+    batch_share: float
+    peak_to_mean: float
+    weights: np.ndarray = field(repr=False)
+    basis: dict[str, str] = field(default_factory=dict)
+
+    def requests_per_month(self, hours_per_month: float) -> float:
+        return self.requests_per_day * hours_per_month / 24.0
+
+    def tokens_per_month(self, hours_per_month: float) -> float:
+        return self.requests_per_month(hours_per_month) * (self.input_tokens + self.output_tokens)
+
+    @property
+    def mean_requests_per_s(self) -> float:
+        return self.requests_per_day / 86400.0
+
+    @property
+    def peak_requests_per_s(self) -> float:
+        return self.mean_requests_per_s * self.peak_to_mean
+
+    def hourly_requests_per_s(self) -> np.ndarray:
+        """Mean request rate in each hour of the profile (24 or 168 values)."""
+        days = self.weights.size / 24
+        return self.requests_per_day * days * self.weights / 3600.0
+
+
+def class_load(
+    sc: Scenario, name: str, wc: WorkloadClass, tokenizer: str | None, catalog
+) -> ClassLoad:
+    """Resolve one class's volumes at the medians of its inputs."""
+    retry = med(wc.retry_share) if wc.retry_share is not None else med(sc.planning.retry_share)
+    cache_hit = med(wc.response_cache_hit_share)
+    calls = med(wc.calls_per_request)
+    samples = med(wc.samples_per_call)
+    inp = resolve_length(wc.input, tokenizer, catalog)
+    ctx = resolve_length(wc.context, tokenizer, catalog)
+    out = resolve_length(wc.output, tokenizer, catalog)
+    req = med(wc.requests_per_day) * (1.0 - cache_hit) * (1.0 + retry)
+    basis = {
+        "requests_per_day": (
+            f"{med(wc.requests_per_day):g} x (1 - {cache_hit:g} cache hits) x (1 + {retry:g} "
+            "retries)"
+        ),
+        "input_tokens": f"input [{inp.basis}] + {calls:g} calls x context [{ctx.basis}]",
+        "output_tokens": f"{calls:g} calls x {samples:g} samples x output [{out.basis}]",
+    }
+    return ClassLoad(
+        name=name,
+        requests_per_day=req,
+        input_tokens=inp.tokens + calls * ctx.tokens,
+        output_tokens=calls * samples * out.tokens,
+        cached_share=med(wc.cached_share),
+        batch_share=med(wc.batch_share),
+        peak_to_mean=peak_factor(wc.diurnal, sc.planning.peak_to_average),
+        weights=diurnal_weights(wc.diurnal),
+        basis=basis,
+    )

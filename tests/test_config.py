@@ -1,0 +1,163 @@
+"""Scenario validation: every user mistake is a ScenarioError naming file, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from planner.config import load_scenario, parse_scenario
+from planner.errors import ScenarioError
+from tests.conftest import MINIMAL
+
+
+def err(write_toml, text: str) -> ScenarioError:
+    p = write_toml(text)
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(p)
+    e = exc.value
+    assert str(p) in str(e), "the message names the file"
+    return e
+
+
+def test_minimal_loads_and_is_frozen(write_toml):
+    sc = load_scenario(write_toml(MINIMAL))
+    assert sc.workload["chat"].requests_per_day == 1000
+    assert sc.workload["chat"].input.tokens == 100  # a bare number means tokens
+    with pytest.raises(ValidationError):
+        sc.workload["chat"].requests_per_day = 5  # frozen
+
+
+def test_unknown_key_suggests(write_toml):
+    e = err(write_toml, MINIMAL.replace("requests_per_day", "request_per_day"))
+    assert e.key == "workload.chat.request_per_day"
+    assert "did you mean 'requests_per_day'" in str(e)
+
+
+def test_unknown_top_level_table(write_toml):
+    e = err(write_toml, MINIMAL + "\n[clouds.x]\nmodel='a'\n")
+    assert e.key == "clouds"
+    assert "'cloud'" in str(e)
+
+
+def test_wrong_type(write_toml):
+    e = err(write_toml, MINIMAL.replace("requests_per_day = 1000", 'requests_per_day = "many"'))
+    assert e.key == "workload.chat.requests_per_day"
+    assert "many" in str(e)
+
+
+def test_negative_price(write_toml):
+    e = err(write_toml, MINIMAL + "input_usd_per_mtok = -1\n")
+    assert e.key == "api.a.input_usd_per_mtok"
+    assert ">= 0" in str(e)
+
+
+def test_share_above_one(write_toml):
+    e = err(write_toml, MINIMAL.replace("output = 50", "output = 50\ncached_share = 1.5"))
+    assert e.key == "workload.chat.cached_share"
+    assert "[0, 1]" in str(e)
+
+
+def test_unknown_model_did_you_mean(write_toml):
+    e = err(write_toml, MINIMAL.replace("openai/gpt-4o", "openai/gpt-4oo"))
+    assert e.key == "api.a.offering"
+    assert "did you mean" in str(e) and "openai/gpt-4o" in str(e)
+
+
+def test_malformed_toml(write_toml):
+    e = err(write_toml, MINIMAL + "\n[api.b\n")
+    assert "not valid TOML" in str(e)
+
+
+def test_missing_required(write_toml):
+    e = err(write_toml, MINIMAL.replace("output = 50", ""))
+    assert e.key == "workload.chat.output"
+    assert "missing" in str(e)
+
+
+def test_distribution_slot(write_toml):
+    sc = load_scenario(write_toml(MINIMAL.replace(
+        "requests_per_day = 1000",
+        'requests_per_day = {dist = "lognormal", median = 1000, p90 = 2000}')))
+    from planner.config import med
+
+    assert med(sc.workload["chat"].requests_per_day) == pytest.approx(1000)
+
+
+def test_distribution_negative_support_rejected(write_toml):
+    e = err(write_toml, MINIMAL.replace(
+        "requests_per_day = 1000", 'requests_per_day = {dist = "normal", mean = 1000, sd = 10}'))
+    assert e.key == "workload.chat.requests_per_day"
+    assert "truncate" in str(e)
+
+
+def test_bad_distribution_named(write_toml):
+    e = err(write_toml, MINIMAL.replace(
+        "requests_per_day = 1000", 'requests_per_day = {dist = "lognormal", median = 10, p90 = 5}'))
+    assert e.key.startswith("workload.chat.requests_per_day")
+    assert "p90" in str(e)
+
+
+def test_words_need_language(write_toml):
+    e = err(write_toml, MINIMAL.replace("input = 100", "input = {words = 100}"))
+    assert e.key == "workload.chat.input"
+    assert "lang" in str(e)
+
+
+def test_unknown_class_reference(write_toml):
+    e = err(write_toml, MINIMAL + 'classes = ["chta"]\n')
+    assert e.key == "api.a.classes"
+    assert "'chat'" in str(e)
+
+
+def test_variants_and_extends(write_toml, tmp_path):
+    write_toml(MINIMAL + '\n[variants.big]\n"workload.chat.requests_per_day" = 5000\n',
+               name="base.toml")
+    child = write_toml('extends = "base.toml"\n[workload.chat]\noutput = 70\n', name="child.toml")
+    sc = load_scenario(child)
+    assert sc.workload["chat"].output.tokens == 70
+    assert sc.workload["chat"].requests_per_day == 1000
+    big = load_scenario(child, variants=["big"])
+    assert big.workload["chat"].requests_per_day == 5000
+    with pytest.raises(ScenarioError, match="did you mean 'big'"):
+        load_scenario(child, variants=["bgi"])
+
+
+def test_extends_loop(write_toml):
+    write_toml('extends = "b.toml"\n', name="a.toml")
+    b = write_toml('extends = "a.toml"\n', name="b.toml")
+    with pytest.raises(ScenarioError, match="loops"):
+        load_scenario(b)
+
+
+def test_overrides():
+    import tomllib
+
+    sc = parse_scenario(tomllib.loads(MINIMAL),
+                        overrides={"workload.chat.requests_per_day": 7.0})
+    assert sc.workload["chat"].requests_per_day == 7.0
+
+
+@pytest.mark.parametrize("mutation, key", [
+    (("requests_per_day", "request_per_day"), "request_per_day"),
+    (("input_usd", "x"), None),
+])
+def test_cli_exit_code_2_no_traceback(write_toml, mutation, key):
+    text = MINIMAL.replace(*mutation) if key else MINIMAL + "\ninput_usd_per_mtok = -3\n"
+    p = write_toml(text)
+    r = subprocess.run([sys.executable, "-m", "planner", "validate", str(p)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert str(p) in r.stderr
+    assert r.stderr.count("\n") == 1, "one paragraph"
+
+
+def test_json_schema_exports():
+    from planner.config import scenario_json_schema
+
+    s = scenario_json_schema()
+    assert "workload" in s["properties"]
+    assert s["properties"]["variants"]["type"] == "object"
