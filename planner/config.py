@@ -398,6 +398,38 @@ class Payback(Strict):
         return self
 
 
+class Revenue(Strict):
+    """Revenue per request, for unit economics (article 004: search revenue per query).
+
+    usd_per_unit = usd_per_year / (units_per_month x 12 x scale_to / scale_from); the scale
+    pair grows a dated volume (e.g. internet penetration 34% in 2012 -> 60% in 2020).
+    """
+
+    usd_per_year: NonNeg
+    units_per_month: Positive
+    scale_from: Positive = 1.0
+    scale_to: Positive = 1.0
+    classes: tuple[str, ...] = ()
+
+
+class TokenEconomics(Strict):
+    """GPU cost of a prefill (input) token vs a decode (output) token (article 002).
+
+    Priced on ``usd_per_gpu_hour`` (or the cheapest on-demand catalog row of the accelerator)
+    with the performance model's step times, at each decode batch size in ``batches``.
+    """
+
+    model: str
+    accelerator: str
+    gpus: PosInt = 1
+    precision: Precision = "bf16"
+    input_tokens: Positive = 1000.0
+    output_tokens: Positive = 1000.0
+    batches: tuple[PosInt, ...] = (1, 8, 32, 128)
+    usd_per_gpu_hour: NonNeg | None = None
+    compare_offerings: tuple[str, ...] = ()
+
+
 class Planning(Strict):
     """Planning reserves applied to self-hosted capacity and to billed volumes."""
 
@@ -431,6 +463,8 @@ class Scenario(Strict):
     pretraining: dict[str, PreTraining] = Field(default_factory=dict)
     inference_flops: dict[str, InferenceFlops] = Field(default_factory=dict)
     payback: dict[str, Payback] = Field(default_factory=dict)
+    revenue: dict[str, Revenue] = Field(default_factory=dict)
+    token_economics: dict[str, TokenEconomics] = Field(default_factory=dict)
     planning: Planning = Field(default_factory=Planning)
     source_path: str | None = Field(default=None, exclude=True)
     variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
@@ -736,6 +770,13 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                 _unknown("inference estimate", p.inference_flops, list(sc.inference_flops)),
                 path=path, key=f"payback.{name}.inference_flops",
             )
+    for name, r in sc.revenue.items():
+        need_classes(r.classes, f"revenue.{name}.classes")
+    for name, t in sc.token_economics.items():
+        need("llms", "LLM", t.model, f"token_economics.{name}.model")
+        need("accelerators", "accelerator", t.accelerator, f"token_economics.{name}.accelerator")
+        for i, o in enumerate(t.compare_offerings):
+            need("apis", "API offering", o, f"token_economics.{name}.compare_offerings[{i}]")
     for cname, wc in sc.workload.items():
         for part in ("input", "output", "context"):
             ln = getattr(wc, part)

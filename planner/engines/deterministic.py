@@ -75,6 +75,8 @@ class Results:
     pretraining: pd.DataFrame
     inference_flops: pd.DataFrame
     assumptions: pd.DataFrame
+    unit_economics: pd.DataFrame
+    token_economics: pd.DataFrame
     warnings: tuple[str, ...] = ()
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -82,6 +84,7 @@ class Results:
             "summary": self.summary, "costs": self.costs, "capacity": self.capacity,
             "classes": self.classes, "finetune": self.finetune,
             "pretraining": self.pretraining, "inference_flops": self.inference_flops,
+            "unit_economics": self.unit_economics, "token_economics": self.token_economics,
             "assumptions": self.assumptions,
         }
 
@@ -330,6 +333,8 @@ class _Evaluator:
             ),
             pretraining=self.pretraining(),
             inference_flops=self.inference_flops(),
+            unit_economics=self.unit_economics(),
+            token_economics=self.token_economics(),
             assumptions=self.trace.frame(),
             warnings=tuple(self.warnings),
         )
@@ -344,6 +349,7 @@ class _Evaluator:
         monthly = 0.0
         tokens = 0.0
         out_tokens = 0.0
+        self.rpm = 0.0
         for cname, why in elig.items():
             if why:
                 continue
@@ -359,7 +365,7 @@ class _Evaluator:
             rpm = cl.requests_per_month(self.hpm)
             for comp, usd in parts.items():
                 usd_m = float(np.asarray(usd)) * rpm
-                if usd_m == 0.0 and comp.startswith("batch"):
+                if usd_m == 0.0:
                     continue
                 self.line(name, "api", cname, comp, usd_m, _api_basis(comp, prices, cl, rpm))
                 monthly += usd_m
@@ -368,6 +374,7 @@ class _Evaluator:
                 monthly += usd_m
             tokens += cl.tokens_per_month(self.hpm)
             out_tokens += rpm * cl.output_tokens
+            self.rpm += rpm
         once = self.one_off(name, "api", dep.fine_tune)
         self.add_summary(name, "api", dep.offering, elig, monthly, once, tokens, out_tokens)
 
@@ -387,8 +394,18 @@ class _Evaluator:
         ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
         elig = _eligible(sc, dep, _tier(dep, llm_row), ft)
         tokenizer = dep.tokenizer or llm_row.get("tokenizer")
-        llm = LLMSpec.from_row(llm_row)
-        acc = AcceleratorSpec.from_row(acc_row)
+        specs: dict[str, Any] = {}
+
+        def llm():
+            if "llm" not in specs:
+                specs["llm"] = LLMSpec.from_row(llm_row)
+            return specs["llm"]
+
+        def acc():
+            if "acc" not in specs:
+                specs["acc"] = AcceleratorSpec.from_row(acc_row)
+            return specs["acc"]
+
         params = PerfParams(**dep.perf) if dep.perf else None
         loads: list[tuple[ClassLoad, float]] = []
         periods = 168 if any(
@@ -399,26 +416,31 @@ class _Evaluator:
                 continue
             cl = self.load(cname, tokenizer)
             slo = sc.workload[cname].slo
-            cap = replica_capacity(
-                llm, acc, gpus=dep.gpus_per_replica, precision=dep.precision,
-                input_tokens=cl.input_tokens, output_tokens=cl.output_tokens,
-                ttft_slo_s=med(slo.ttft_s) if slo else None,
-                tpot_slo_s=med(slo.tpot_s) if slo else None, params=params,
-            )
-            rps = med(dep.capacity_requests_per_s) if dep.capacity_requests_per_s else cap.requests_per_s
-            capd = cap.to_dict()
+            slo_e2e = med(slo.e2e_s) if slo and slo.e2e_s is not None else None
+            if dep.capacity_requests_per_s is not None:
+                rps = med(dep.capacity_requests_per_s)
+                capd = {"fits": True, "limited_by": "stated"}
+                basis = "scenario capacity_requests_per_s (performance model not used)"
+            else:
+                cap = replica_capacity(
+                    llm(), acc(), gpus=dep.gpus_per_replica, precision=dep.precision,
+                    input_tokens=cl.input_tokens, output_tokens=cl.output_tokens,
+                    ttft_slo_s=med(slo.ttft_s) if slo and slo.ttft_s is not None else None,
+                    tpot_slo_s=med(slo.tpot_s) if slo and slo.tpot_s is not None else None,
+                    params=params,
+                )
+                capd = cap.to_dict()
+                rps = cap.requests_per_s
+                basis = capd.get("method", "perf model")
             self.capacity.append({
                 "deployment": name, "class": cname, "model": dep.model, "accelerator": acc_id,
                 "gpus_per_replica": dep.gpus_per_replica, "precision": dep.precision,
-                **{k: capd.get(k) for k in CAPACITY_PERF},
-                "requests_per_s_per_replica": rps,
-                "capacity_basis": "scenario capacity_requests_per_s" if dep.capacity_requests_per_s
-                else capd.get("method", "perf model"),
+                **{k: capd.get(k, np.nan) for k in CAPACITY_PERF},
+                "requests_per_s_per_replica": rps, "capacity_basis": basis,
             })
             if not capd.get("fits", True) or rps <= 0:
                 elig[cname] = f"cannot be served: {capd.get('limited_by', 'no capacity')}"
                 continue
-            slo_e2e = med(slo.e2e_s) if slo and slo.e2e_s is not None else None
             if slo_e2e is not None and capd.get("e2e_s") and capd["e2e_s"] > slo_e2e:
                 self.warnings.append(
                     f"{name}/{cname}: modelled end-to-end latency {capd['e2e_s']:.3g} s exceeds "
@@ -452,6 +474,7 @@ class _Evaluator:
                                                 plan.ha_reserve_replicas))
         monthly = 0.0
         rpm_total = sum(cl.requests_per_month(self.hpm) for cl, _ in loads)
+        self.rpm = rpm_total
         tokens = sum(cl.tokens_per_month(self.hpm) for cl, _ in loads)
         out_tokens = sum(cl.requests_per_month(self.hpm) * cl.output_tokens for cl, _ in loads)
         if kind == "cloud":
@@ -621,6 +644,8 @@ class _Evaluator:
             "classes_unserved": "; ".join(f"{c}: {w}" for c, w in unserved.items()),
             "usd_per_month": monthly,
             "usd_horizon": horizon,
+            "requests_per_month": self.rpm,
+            "usd_per_request": monthly / self.rpm if self.rpm else np.nan,
             "tokens_per_month": tokens,
             "usd_per_mtok": monthly / tokens * 1e6 if tokens else np.nan,
             "usd_per_m_output_tok": monthly / out_tokens * 1e6 if out_tokens else np.nan,
@@ -699,9 +724,95 @@ class _Evaluator:
                              "tokens_per_s", "basis"])
 
 
+    # -- unit economics ------------------------------------------------------------------
+    def unit_economics(self) -> pd.DataFrame:
+        """Cost per request of each class on each deployment vs revenue per request."""
+        rows = []
+        costs = _frame(self.lines, ["deployment", "kind", "class", "component",
+                                    "usd_per_month", "basis"])
+        classes = _frame(self.class_rows, CLASS_COLUMNS)
+        summ = {r["deployment"]: r for r in self.summary}
+        for rname, rev in self.sc.revenue.items():
+            units_year = med(rev.units_per_month) * 12.0 * med(rev.scale_to) / med(rev.scale_from)
+            usd_unit = med(rev.usd_per_year) / units_year
+            for c in classes.itertuples():
+                if rev.classes and c[2] not in rev.classes:
+                    continue
+                dep = c.deployment
+                kind = summ[dep]["kind"]
+                if kind == "api":
+                    m = costs[(costs["deployment"] == dep) & (costs["class"] == c[2])]
+                    usd_req = m["usd_per_month"].sum() / c.requests_per_month
+                    # per *user* request: LLM requests exclude response-cache hits and
+                    # include retries, so scale by LLM requests per user request
+                    wc = self.sc.workload[c[2]]
+                    user_req = med(wc.requests_per_day) * self.scale * self.hpm / 24.0
+                    usd_req = m["usd_per_month"].sum() / user_req if user_req else np.nan
+                else:
+                    usd_req = summ[dep]["usd_per_request"]
+                rows.append({
+                    "revenue": rname, "deployment": dep, "class": c[2],
+                    "usd_per_request": usd_req, "revenue_usd_per_request": usd_unit,
+                    "cost_share_of_revenue": usd_req / usd_unit if usd_unit else np.nan,
+                    "basis": f"{med(rev.usd_per_year):g} usd/year / ({med(rev.units_per_month):g}"
+                             f" per month x 12 x {med(rev.scale_to):g}/{med(rev.scale_from):g})",
+                })
+        return _frame(rows, ["revenue", "deployment", "class", "usd_per_request",
+                             "revenue_usd_per_request", "cost_share_of_revenue", "basis"])
+
+    def token_economics(self) -> pd.DataFrame:
+        """GPU cost of an input (prefill) token vs an output (decode) token (article 002)."""
+        from planner.perf import AcceleratorSpec, LLMSpec, step_model
+
+        rows = []
+        for name, t in self.sc.token_economics.items():
+            llm_row = self.trace.use("llms", self.cat.llm(t.model))
+            acc_row = self.trace.use("accelerators", self.cat.accelerator(t.accelerator))
+            sm = step_model(LLMSpec.from_row(llm_row), AcceleratorSpec.from_row(acc_row),
+                            t.gpus, t.precision)
+            price = med(t.usd_per_gpu_hour) if t.usd_per_gpu_hour is not None else (
+                _cheapest_gpu_hour(self.cat, t.accelerator, "on-demand", self.trace))
+            usd_per_s = price * t.gpus / 3600.0
+            isl, osl = med(t.input_tokens), med(t.output_tokens)
+            prefill_s_per_tok = float(np.asarray(sm.prefill_time_s(isl))) / isl
+            kv_mid = isl + osl / 2.0
+            ratios = []
+            for b in t.batches:
+                step = float(np.asarray(sm.decode_step_time_s(b, b * kv_mid)))
+                decode_s_per_tok = step / b
+                ratio = decode_s_per_tok / prefill_s_per_tok
+                ratios.append(ratio)
+                rows.append({
+                    "estimate": name, "model": t.model, "accelerator": t.accelerator,
+                    "gpus": t.gpus, "precision": t.precision, "batch": b,
+                    "input_usd_per_mtok": prefill_s_per_tok * usd_per_s * 1e6,
+                    "output_usd_per_mtok": decode_s_per_tok * usd_per_s * 1e6,
+                    "output_to_input_cost_ratio": ratio,
+                    "flops_ratio": 1.0,
+                    "basis": f"prefill {isl:g} tokens in one step; decode step at batch {b}, "
+                             f"KV {kv_mid:g} tokens/request; {price:g} usd/GPU-h",
+                })
+            for o in t.compare_offerings:
+                row = self.trace.use("apis", self.cat.api(o))
+                rows.append({
+                    "estimate": name, "model": o, "accelerator": "(API list price)",
+                    "gpus": np.nan, "precision": None, "batch": np.nan,
+                    "input_usd_per_mtok": row["input_usd_per_mtok"],
+                    "output_usd_per_mtok": row["output_usd_per_mtok"],
+                    "output_to_input_cost_ratio":
+                        row["output_usd_per_mtok"] / row["input_usd_per_mtok"],
+                    "flops_ratio": np.nan,
+                    "basis": f"api_prices.csv {o} ({row['as_of']})",
+                })
+        return _frame(rows, ["estimate", "model", "accelerator", "gpus", "precision", "batch",
+                             "input_usd_per_mtok", "output_usd_per_mtok",
+                             "output_to_input_cost_ratio", "flops_ratio", "basis"])
+
+
 SUMMARY_COLUMNS = [
     "deployment", "kind", "offering", "model", "accelerator", "classes_served",
-    "classes_unserved", "usd_per_month", "usd_horizon", "tokens_per_month", "usd_per_mtok",
+    "classes_unserved", "usd_per_month", "usd_horizon", "requests_per_month", "usd_per_request",
+    "tokens_per_month", "usd_per_mtok",
     "usd_per_m_output_tok", "replicas", "gpus", "units", "utilisation", "lens",
 ]
 CAPACITY_PERF = [
