@@ -114,10 +114,11 @@ def cmd_cost(args) -> int:
         fx = med(sc.scenario.usd_to_currency)
         cur = sc.scenario.currency.lower()
         summary[f"{cur}_per_month"] = summary["usd_per_month"] * fx
-    tables = {"summary": summary}
+    tables = {"summary": summary} if not summary.empty else {}
     if args.detail:
         tables.update({"costs": res.costs, "capacity": res.capacity, "classes": res.classes})
-    for name in ("finetune", "pretraining", "inference_flops"):
+    for name in ("finetune", "pretraining", "inference_flops", "unit_economics",
+                 "token_economics"):
         df = getattr(res, name)
         if not df.empty:
             tables[name] = df
@@ -133,6 +134,8 @@ def cmd_cost(args) -> int:
     if args.out:
         write_tables({**res.tables(), **{k: v for k, v in tables.items() if k == "payback"}},
                      args.out)
+        if not args.quiet:
+            print(f"wrote result tables to {args.out}", file=sys.stderr)
         args.out = None
     emit(args, tables, notes=notes)
     return 0

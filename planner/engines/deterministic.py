@@ -376,6 +376,7 @@ class _Evaluator:
             out_tokens += rpm * cl.output_tokens
             self.rpm += rpm
         once = self.one_off(name, "api", dep.fine_tune)
+        monthly += once / self.horizon
         self.add_summary(name, "api", dep.offering, elig, monthly, once, tokens, out_tokens)
 
     # -- self-hosted ------------------------------------------------------------------------
@@ -489,6 +490,7 @@ class _Evaluator:
             self.line(name, kind, "", comp, usd_m, basis)
             monthly += usd_m
         once = self.one_off(name, kind, dep.fine_tune)
+        monthly += once / self.horizon
         util = mean_load * dep.gpus_per_replica / gpus_paid if gpus_paid else 0.0
         offering = dep.offering if kind == "cloud" else dep.server
         self.add_summary(
@@ -632,11 +634,8 @@ class _Evaluator:
                     model=None, accelerator=None):
         served = [c for c, why in elig.items() if not why]
         unserved = {c: why for c, why in elig.items() if why}
-        one_off_monthly = once / self.horizon
-        recurring = monthly
-        if once:
-            recurring = monthly - one_off_monthly
-        horizon = recurring * self.horizon + once
+        # usd_per_month includes one-offs spread over the horizon, as the cost lines do
+        horizon = (monthly - once / self.horizon) * self.horizon + once
         self.summary.append({
             "deployment": name, "kind": kind, "offering": offering, "model": model,
             "accelerator": accelerator,
@@ -776,6 +775,10 @@ class _Evaluator:
             isl, osl = med(t.input_tokens), med(t.output_tokens)
             prefill_s_per_tok = float(np.asarray(sm.prefill_time_s(isl))) / isl
             kv_mid = isl + osl / 2.0
+            from planner.perf.memory import max_concurrent_requests
+
+            kv_max_batch = float(max_concurrent_requests(
+                sm.memory.kv_capacity_tokens, isl, osl, kv_reserve="mean"))
             ratios = []
             for b in t.batches:
                 step = float(np.asarray(sm.decode_step_time_s(b, b * kv_mid)))
@@ -789,6 +792,7 @@ class _Evaluator:
                     "output_usd_per_mtok": decode_s_per_tok * usd_per_s * 1e6,
                     "output_to_input_cost_ratio": ratio,
                     "flops_ratio": 1.0,
+                    "fits_kv_memory": b <= kv_max_batch,
                     "basis": f"prefill {isl:g} tokens in one step; decode step at batch {b}, "
                              f"KV {kv_mid:g} tokens/request; {price:g} usd/GPU-h",
                 })
@@ -801,12 +805,13 @@ class _Evaluator:
                     "output_usd_per_mtok": row["output_usd_per_mtok"],
                     "output_to_input_cost_ratio":
                         row["output_usd_per_mtok"] / row["input_usd_per_mtok"],
-                    "flops_ratio": np.nan,
+                    "flops_ratio": np.nan, "fits_kv_memory": None,
                     "basis": f"api_prices.csv {o} ({row['as_of']})",
                 })
         return _frame(rows, ["estimate", "model", "accelerator", "gpus", "precision", "batch",
                              "input_usd_per_mtok", "output_usd_per_mtok",
-                             "output_to_input_cost_ratio", "flops_ratio", "basis"])
+                             "output_to_input_cost_ratio", "flops_ratio", "fits_kv_memory",
+                             "basis"])
 
 
 SUMMARY_COLUMNS = [
