@@ -52,7 +52,10 @@ def _check_range(lo: float | None, hi: float | None, what: str, *, open_lo: bool
             raise ValueError(f"expected a finite number, got {x}")
         s_lo, s_hi = _support(x)
         kind = "a distribution whose support lies" if is_distribution(x) else "a number"
-        if lo is not None and (s_lo < lo or (open_lo and s_lo <= lo)):
+        # a continuous distribution puts no mass on its support's end: lognormal is "> 0"
+        atomic = not is_distribution(x) or getattr(x, "dist", "") in ("fixed", "choice",
+                                                                        "empirical")
+        if lo is not None and (s_lo < lo or (open_lo and atomic and s_lo <= lo)):
             hint = ""
             if is_distribution(x):
                 hint = " (truncate it, e.g. a normal with low = 0, or use a lognormal)"
@@ -654,47 +657,33 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _walk(data: Any, loc: Sequence[Any]) -> Any:
-    cur = data
-    for part in loc:
-        try:
-            cur = cur[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return cur
-
-
 def _from_validation(exc: ValidationError, path: str | None, data: Mapping) -> ScenarioError:
     errors = exc.errors(include_url=False)
     # an unknown key usually explains a 'missing' one next to it (a typo): report it first
     errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
-    # prefer the most specific error per location (union branches repeat the same place)
+    locs = [_clean_loc(e["loc"]) for e in errors]
     seen: dict[str, str] = {}
-    for err in errors:
-        loc = _clean_loc(err["loc"])
+    for i, err in enumerate(errors):
+        loc = locs[i]
         key = ".".join(str(p) for p in loc) or "(top level)"
         etype = err["type"]
+        if etype in ("model_type", "float_type", "float_parsing") and isinstance(
+            err.get("input"), Mapping
+        ) and any(j != i and locs[j][: len(loc)] == loc for j in range(len(errors))):
+            continue  # a table offered to the number branch of a number|distribution union
         if etype == "extra_forbidden":
-            model = _model_at([p for p in loc])
-            known = list(model.model_fields) if model else []
-            known = [k for k in known if k not in ("source_path", "variants_applied")]
+            model = _model_at(loc)
+            known = [k for k in (model.model_fields if model else [])
+                     if k not in ("source_path", "variants_applied")]
             msg = _unknown("key", str(loc[-1]), known) if loc else "unknown key"
         elif etype == "missing":
             msg = "required key is missing"
         elif etype in ("float_parsing", "float_type", "int_parsing", "int_type", "bool_type",
                        "string_type", "int_from_float"):
-            got = _walk(data, err["loc"][: len(err["loc"])]) if False else err.get("input")
-            msg = f"{err['msg'].lower()}, got {got!r}"
-        elif etype == "model_type" and isinstance(err.get("input"), Mapping) and loc:
-            continue  # a dict offered to the number branch of a union: not the real problem
-        elif etype.startswith("union_tag") or etype == "union_tag_invalid":
-            msg = err["msg"]
+            msg = f"{err['msg'].lower()}, got {err.get('input')!r}"
         else:
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-        if key not in seen or etype == "extra_forbidden":
-            seen[key] = msg
+            msg = err["msg"].removeprefix("Value error, ")
+        seen.setdefault(key, msg)
     if not seen:
         first = errors[0]
         seen[".".join(str(p) for p in first["loc"])] = first["msg"]

@@ -65,17 +65,17 @@ def api_cost_per_request(
         if p.long_output_usd_per_mtok is not None:
             p_out = np.where(long, p.long_output_usd_per_mtok, p_out)
     p_cached = p.cached_input_usd_per_mtok if p.cached_input_usd_per_mtok is not None else p_in
-    # batch prices are a fraction of the realtime ones; keep that fraction on long tiers too
-    b_in_ratio = (
-        p.batch_input_usd_per_mtok / p.input_usd_per_mtok
-        if p.batch_input_usd_per_mtok is not None and p.input_usd_per_mtok > 0
-        else 1.0
-    )
-    b_out_ratio = (
-        p.batch_output_usd_per_mtok / p.output_usd_per_mtok
-        if p.batch_output_usd_per_mtok is not None and p.output_usd_per_mtok > 0
-        else 1.0
-    )
+    # batch prices: the sheet's own, or the realtime price where there is none; on a long
+    # context tier the batch discount of the base tier is kept (batch / realtime ratio)
+    b_in = p.batch_input_usd_per_mtok if p.batch_input_usd_per_mtok is not None else p_in
+    b_out = p.batch_output_usd_per_mtok if p.batch_output_usd_per_mtok is not None else p_out
+    if p_in is not p.input_usd_per_mtok and p.batch_input_usd_per_mtok is not None:
+        r_in = _ratio(p.batch_input_usd_per_mtok, p.input_usd_per_mtok)
+        b_in = np.where(p_in == p.input_usd_per_mtok, b_in, p_in * r_in)
+    if p_out is not p.output_usd_per_mtok and p.batch_output_usd_per_mtok is not None:
+        r_out = _ratio(p.batch_output_usd_per_mtok, p.output_usd_per_mtok)
+        b_out = np.where(p_out == p.output_usd_per_mtok, b_out, p_out * r_out)
+    b_cached = p_cached * _ratio(b_in, p_in) if p.cached_input_usd_per_mtok is not None else b_in
     scale = (1.0 - discount) * (1.0 - (gross_margin or 0.0)) / 1e6
     uncached = (1.0 - cached_share) * input_tokens
     cached = cached_share * input_tokens
@@ -84,9 +84,16 @@ def api_cost_per_request(
         "input": rt * uncached * p_in * scale,
         "cached_input": rt * cached * p_cached * scale,
         "output": rt * output_tokens * p_out * scale,
-        "batch_input": batch_share * (uncached * p_in + cached * p_cached) * b_in_ratio * scale,
-        "batch_output": batch_share * output_tokens * p_out * b_out_ratio * scale,
+        "batch_input": batch_share * (uncached * b_in + cached * b_cached) * scale,
+        "batch_output": batch_share * output_tokens * b_out * scale,
     }
+
+
+def _ratio(num, den):
+    """num / den, or 1 where den is 0 (no discount can be inferred from a free price)."""
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.ones(np.broadcast(num, den).shape), where=den > 0)
 
 
 def request_fee_usd(

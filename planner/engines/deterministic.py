@@ -203,6 +203,12 @@ def _cheapest_gpu_hour(cat: Catalog, accelerator: str, plan: str, trace: _Trace)
 
 
 def api_prices(dep: ApiDeployment, row: dict[str, Any], ft: bool) -> ApiPrices:
+    """Resolve an offering's prices: scenario override, fine-tuned price, catalog row.
+
+    When the scenario overrides a realtime price but not its batch price, the batch price keeps
+    the catalog's batch / realtime ratio (a 50% batch discount stays a 50% discount).
+    """
+
     def pick(name: str, ft_name: str | None = None):
         v = getattr(dep, name, None)
         if v is not None:
@@ -215,12 +221,23 @@ def api_prices(dep: ApiDeployment, row: dict[str, Any], ft: bool) -> ApiPrices:
     p_out = pick("output_usd_per_mtok", "ft_output_usd_per_mtok")
     if p_in is None or p_out is None:
         raise PlannerError(f"API offering {dep.offering!r}: no input/output price; set them")
+
+    def batch(name: str, realtime: float, base: str):
+        v = getattr(dep, name, None)
+        if v is not None:
+            return med(v)
+        b, r = row.get(name), row.get(base)
+        if b is None:
+            return None
+        return realtime * b / r if r else realtime
+
     return ApiPrices(
         input_usd_per_mtok=p_in,
         output_usd_per_mtok=p_out,
         cached_input_usd_per_mtok=pick("cached_input_usd_per_mtok"),
-        batch_input_usd_per_mtok=pick("batch_input_usd_per_mtok"),
-        batch_output_usd_per_mtok=pick("batch_output_usd_per_mtok"),
+        batch_input_usd_per_mtok=batch("batch_input_usd_per_mtok", p_in, "input_usd_per_mtok"),
+        batch_output_usd_per_mtok=batch("batch_output_usd_per_mtok", p_out,
+                                        "output_usd_per_mtok"),
         long_context_threshold_tokens=pick("long_context_threshold_tokens"),
         long_input_usd_per_mtok=pick("long_input_usd_per_mtok"),
         long_output_usd_per_mtok=pick("long_output_usd_per_mtok"),
