@@ -25,6 +25,8 @@ EPILOG = """examples:
   planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
   planner breakeven example:quickstart
   planner train --model gpt-3-175b --tokens 300e9 --accelerator tpu-v4 --mfu 0.462 --price 2.03
+  planner perf --model llama-3.1-70b --accelerator h100-sxm --tp 2 --precision fp8
+  planner perf --search --model llama-3.1-8b --isl 2000 --osl 200 --ttft-slo 1
   planner tokens article.txt --lang zh
   planner validate my.toml
   planner new --template quickstart -o my.toml
@@ -222,6 +224,53 @@ def cmd_tokens(args) -> int:
     return 0
 
 
+def _csv_list(v: str | None, cast=str):
+    return [cast(x) for x in v.split(",") if x] if v else None
+
+
+def cmd_perf(args) -> int:
+    from planner.catalog import load_catalog
+    from planner.perf import AcceleratorSpec, LLMSpec
+    from planner.perf.report import gpu_hour_prices, perf_search, perf_summary
+
+    cat = load_catalog()
+    if args.search:
+        df = perf_search(
+            cat, args.model, accelerators=_csv_list(args.accelerators),
+            precisions=_csv_list(args.precisions) or ("bf16", "fp8"),
+            tps=_csv_list(args.tps, int) or (1, 2, 4, 8), isl=args.isl, osl=args.osl,
+            ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, plan=args.plan,
+            target_output_tokens_per_s=args.target_tps,
+        )
+        emit(args, {"configurations": df})
+        return 0
+    if not args.accelerator:
+        raise PlannerError("planner perf: --accelerator is required (or use --search)")
+    price = args.price
+    if price is None:
+        price = gpu_hour_prices(cat, args.plan).get(args.accelerator)
+    res = perf_summary(
+        LLMSpec.from_row(cat.llm(args.model)), AcceleratorSpec.from_row(
+            cat.accelerator(args.accelerator)),
+        gpus=args.tp, precision=args.precision, input_tokens=args.isl, output_tokens=args.osl,
+        ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, usd_per_gpu_hour=price,
+    )
+    cost = pd.DataFrame([{
+        "usd_per_gpu_hour": price, "usd_per_hour": res.get("usd_per_hour"),
+        "usd_per_1m_output_tokens": res.get("usd_per_1m_output_tokens"),
+        "usd_per_1m_input_tokens": res.get("usd_per_1m_input_tokens"),
+        "price_basis": "--price" if args.price is not None
+        else f"cheapest {args.plan} catalog row" if price is not None else "no catalog price",
+    }])
+    emit(args, {
+        "memory": pd.DataFrame([res["memory"]]),
+        "capacity": pd.DataFrame([res["capacity"]]),
+        "latency vs concurrency": res["curve"],
+        "cost": cost,
+    })
+    return 0
+
+
 def cmd_new(args) -> int:
     t = templates()
     if args.template not in t:
@@ -370,6 +419,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", choices=["word", "char"], help="count words or characters")
     p.add_argument("--tokenizer", help="only this tokenizer family")
     p.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser(
+        "perf", help="what one GPU replica delivers: memory fit, throughput, TTFT/TPOT, $/1M",
+        epilog="examples:\n  planner perf --model llama-3.1-70b --accelerator h100-sxm --tp 2 "
+               "--precision fp8 --isl 1000 --osl 1000\n  planner perf --search --model "
+               "llama-3.1-70b --isl 1000 --osl 1000 --tpot-slo 0.05",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p, scenario=False)
+    p.add_argument("--model", required=True, help="catalog LLM id")
+    p.add_argument("--accelerator", help="catalog accelerator id")
+    p.add_argument("--tp", type=int, default=1, help="GPUs per replica (tensor parallel)")
+    p.add_argument("--precision", default="bf16", help="bf16 | fp8 | int8 | int4 | fp4")
+    p.add_argument("--isl", type=float, default=1000.0, help="input tokens per request")
+    p.add_argument("--osl", type=float, default=1000.0, help="output tokens per request")
+    p.add_argument("--ttft-slo", type=float, help="time-to-first-token SLO, seconds")
+    p.add_argument("--tpot-slo", type=float, help="time-per-output-token SLO, seconds")
+    p.add_argument("--plan", default="on-demand", help="catalog price plan for $/GPU-hour")
+    p.add_argument("--price", type=float, help="USD per GPU-hour (instead of the catalog)")
+    p.add_argument("--search", action="store_true", help="rank configurations by $/1M output")
+    p.add_argument("--accelerators", help="with --search: comma-separated accelerator ids")
+    p.add_argument("--precisions", help="with --search: e.g. bf16,fp8")
+    p.add_argument("--tps", help="with --search: tensor-parallel degrees, e.g. 1,2,4,8")
+    p.add_argument("--target-tps", type=float, help="with --search: output tokens/s needed")
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("new", help="write a scenario from a template")
     p.add_argument("--template", default="quickstart", help="template name")

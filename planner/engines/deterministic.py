@@ -424,7 +424,7 @@ class _Evaluator:
                 specs["acc"] = AcceleratorSpec.from_row(acc_row)
             return specs["acc"]
 
-        params = PerfParams(**dep.perf) if dep.perf else None
+        params = PerfParams.from_mapping(dep.perf) if dep.perf else None
         loads: list[tuple[ClassLoad, float]] = []
         periods = 168 if any(
             not isinstance(w.diurnal, str) and len(w.diurnal) == 168 for w in sc.workload.values()
@@ -457,7 +457,10 @@ class _Evaluator:
                 "requests_per_s_per_replica": rps, "capacity_basis": basis,
             })
             if not capd.get("fits", True) or rps <= 0:
-                elig[cname] = f"cannot be served: {capd.get('limited_by', 'no capacity')}"
+                why = capd.get("limited_by", "no capacity")
+                if capd.get("meets_slo") is False:
+                    why = "the latency SLO cannot be met even one request at a time"
+                elig[cname] = f"cannot be served: {why}"
                 continue
             if slo_e2e is not None and capd.get("e2e_s") and capd["e2e_s"] > slo_e2e:
                 self.warnings.append(

@@ -113,7 +113,8 @@ def main() -> None:
     cal = calibration_table()
     s = summary(cal.assign(abs_error=cal["error"].abs()))
     print(f"## Calibration rows (median |error| {s['median_abs_error']:.1%}, "
-          f"max {s['max_abs_error']:.1%}; MLPerf mean input assumed {MLPERF_MEAN_INPUT_TOKENS:.0f})\n")
+          f"max {s['max_abs_error']:.1%}; "
+          f"MLPerf mean input assumed {MLPERF_MEAN_INPUT_TOKENS:.0f})\n")
     print(to_markdown(cal.drop(columns=["model", "hardware"])))
     print("\n## Holdout summary\n")
     print(to_markdown(holdout_summary()))

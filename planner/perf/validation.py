@@ -1,0 +1,297 @@
+"""Predict the published measurements in ``measured_benchmarks_calibration.csv``.
+
+Each row is a vendor-tuned maximum-throughput run. We model what that setting implies rather
+than fitting anything per row:
+
+* **TensorRT-LLM perf overview** (``trtllm-bench throughput``): every request is queued at once;
+  the engine's ``max_batch_size`` and ``max_num_tokens`` come from trtllm-bench's own heuristic
+  (:func:`trtllm_bench_settings`, a transcription of ``tensorrt_llm/bench/build/tuning.py``:
+  requests that fit the KV cache, capped at 4096, rounded up; tokens ``bs (1 + I/O)`` capped
+  at 32768, at least 2048); the KV cache gets 95 % of free memory
+  (``--kv_cache_free_gpu_mem_fraction 0.95``, perf-overview.md) and reserves ``I + O`` tokens
+  per request (``GUARANTEED_NO_EVICT``). FP8 checkpoints quantise the KV cache to FP8.
+* **MLPerf Inference v4.1 Llama-2-70B** (NVIDIA, 8x H100-SXM): four TP2 replicas
+  (``configs/llama2-70b/*/__init__.py``: ``tensor_parallelism = 2``, ``gpu_batch_size`` 896
+  offline / 1024 server, ``kvcache_free_gpu_mem_frac = 0.90``), on-demand paged KV. Output
+  294.45 tokens per sample (mlcommons/inference ``language/llama2-70b/README.md``). Server adds
+  the latency limits TTFT 2 s and TPOT 200 ms (treated as mean-latency SLOs).
+
+The MLPerf logs do not publish the mean input length; :data:`MLPERF_MEAN_INPUT_TOKENS` is an
+assumption (see its comment) and the study reports the sensitivity to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.perf.batching import replica_capacity
+from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes
+from planner.perf.params import PerfParams
+from planner.perf.specs import AcceleratorSpec, LLMSpec
+
+#: Default location of the shared reference data (relative to the repository root).
+SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
+CALIBRATION_FILE = "measured_benchmarks_calibration.csv"
+
+#: Mean output tokens per MLPerf OpenOrca sample (mlcommons/inference llama2-70b README,
+#: "Tokens per sample: 294.45").
+MLPERF_MEAN_OUTPUT_TOKENS = 294.45
+
+#: Mean input tokens per MLPerf OpenOrca sample: NOT published with the logs. Assumption:
+#: NVIDIA's chosen batch sizes (896 per H100 TP2 pair, 806 per H200) fill the KV cache at
+#: about 470-520 tokens per running request, i.e. I + O/2 ~ 500 -> I ~ 350.
+MLPERF_MEAN_INPUT_TOKENS = 350.0
+
+#: Built-in specifications for the calibration rows, used when the catalog lacks an id.
+#: Sources: ../shared/data/reference/model_arch.csv and hardware_specs.csv (as cited there);
+#: Llama-2-70B from meta-llama/Llama-2-70b-hf config.json (80 layers, 8192 hidden, 64/8 heads,
+#: 28672 FFN, 32000 vocab, 4096 context; 68.98 B parameters).
+BUILTIN_LLMS: dict[str, dict[str, Any]] = {
+    "llama-3.1-8b": dict(
+        id="llama-3.1-8b", params_b=8.03, active_params_b=8.03, layers=32, hidden=4096,
+        q_heads=32, kv_heads=8, head_dim=128, ffn_intermediate=14336, vocab=128256,
+        attention="gqa", max_context_tokens=131072,
+    ),
+    "llama-3.1-70b": dict(
+        id="llama-3.1-70b", params_b=70.55, active_params_b=70.55, layers=80, hidden=8192,
+        q_heads=64, kv_heads=8, head_dim=128, ffn_intermediate=28672, vocab=128256,
+        attention="gqa", max_context_tokens=131072,
+    ),
+    "llama-3.1-405b": dict(
+        id="llama-3.1-405b", params_b=405.85, active_params_b=405.85, layers=126, hidden=16384,
+        q_heads=128, kv_heads=8, head_dim=128, ffn_intermediate=53248, vocab=128256,
+        attention="gqa", max_context_tokens=131072,
+    ),
+    "llama-2-70b": dict(
+        id="llama-2-70b", params_b=68.98, active_params_b=68.98, layers=80, hidden=8192,
+        q_heads=64, kv_heads=8, head_dim=128, ffn_intermediate=28672, vocab=32000,
+        attention="gqa", max_context_tokens=4096,
+    ),
+}
+
+BUILTIN_ACCELERATORS: dict[str, dict[str, Any]] = {
+    "h100-sxm": dict(
+        id="h100-sxm", bf16_tflops=989.0, fp8_tflops=1979.0, mem_gb=80.0, mem_bw_tbps=3.35,
+        interconnect="nvlink4", interconnect_gbps=450.0, gpus_per_node=8, mamf_efficiency=0.803,
+        tdp_w=700.0,
+    ),
+    "h200-sxm": dict(
+        id="h200-sxm", bf16_tflops=989.0, fp8_tflops=1979.0, mem_gb=141.0, mem_bw_tbps=4.8,
+        interconnect="nvlink4", interconnect_gbps=450.0, gpus_per_node=8, mamf_efficiency=0.803,
+        tdp_w=700.0,
+    ),
+}
+
+#: Catalog ids to try for each built-in id (first hit wins).
+_CATALOG_ALIASES = {
+    "llama-3.1-8b": ["llama-3.1-8b", "llama-3.1-8b-instruct"],
+    "llama-3.1-70b": ["llama-3.3-70b", "llama-3.1-70b", "llama-3.3-70b-instruct"],
+    "llama-3.1-405b": ["llama-3.1-405b", "llama-3.1-405b-instruct"],
+    "llama-2-70b": ["llama-2-70b", "llama-2-70b-chat"],
+    "h100-sxm": ["h100-sxm", "h100-sxm-80gb", "h100"],
+    "h200-sxm": ["h200-sxm", "h200-sxm-141gb", "h200"],
+}
+
+
+@dataclass(frozen=True)
+class CalibrationCase:
+    """How one calibration row maps onto the model."""
+
+    row_id: str
+    llm: str
+    accelerator: str
+    gpus_per_replica: int
+    replicas: int
+    precision: str
+    input_tokens: float
+    output_tokens: float
+    setting: str  # "trtllm-bench" | "mlperf-offline" | "mlperf-server"
+    max_batch: int | None = None
+    ttft_slo_s: float | None = None
+    tpot_slo_s: float | None = None
+
+
+def _trt(row_id: str, llm: str, acc: str, tp: int, isl: float, osl: float) -> CalibrationCase:
+    return CalibrationCase(row_id, llm, acc, tp, 1, "fp8", isl, osl, "trtllm-bench")
+
+
+CASES: dict[str, CalibrationCase] = {
+    "M1": CalibrationCase("M1", "llama-2-70b", "h100-sxm", 2, 4, "fp8", MLPERF_MEAN_INPUT_TOKENS,
+                          MLPERF_MEAN_OUTPUT_TOKENS, "mlperf-offline", max_batch=896),
+    "M2": CalibrationCase("M2", "llama-2-70b", "h100-sxm", 2, 4, "fp8", MLPERF_MEAN_INPUT_TOKENS,
+                          MLPERF_MEAN_OUTPUT_TOKENS, "mlperf-server", max_batch=1024,
+                          ttft_slo_s=2.0, tpot_slo_s=0.2),
+    "T1": _trt("T1", "llama-3.1-8b", "h100-sxm", 1, 128, 128),
+    "T2": _trt("T2", "llama-3.1-8b", "h100-sxm", 1, 128, 2048),
+    "T3": _trt("T3", "llama-3.1-8b", "h100-sxm", 1, 2048, 128),
+    "T4": _trt("T4", "llama-3.1-8b", "h100-sxm", 1, 2048, 2048),
+    "T8": _trt("T8", "llama-3.1-70b", "h100-sxm", 2, 128, 128),
+    "T9": _trt("T9", "llama-3.1-70b", "h100-sxm", 2, 1000, 1000),
+    "T11": _trt("T11", "llama-3.1-70b", "h200-sxm", 1, 1000, 1000),
+}
+
+
+def trtllm_bench_settings(
+    llm: LLMSpec, acc: AcceleratorSpec, tp: int, precision: str, isl: float, osl: float,
+    kv_cache_gpu_mem_fraction: float = 0.95,
+) -> tuple[int, int]:
+    """trtllm-bench's ``(max_batch_size, max_num_tokens)`` heuristic for a run.
+
+    Transcribed from NVIDIA/TensorRT-LLM ``tensorrt_llm/bench/build/tuning.py``
+    (``calc_engine_setting`` and ``finetune_setting``; GiB units as there).
+    """
+    kv_prec = "fp8" if precision in ("fp8", "fp4") else "bf16"
+    byte_per_token = kv_bytes_per_token_per_gpu(llm, kv_prec, tp) * tp / 1024**3
+    engine = weight_bytes(llm, precision) / 1024**3
+    total = acc.mem_gb * 1e9 / 1024**3 * tp
+    cache = (total - engine) * kv_cache_gpu_mem_fraction
+    kv_max_requests = cache / (byte_per_token * (isl + osl))
+    raw_bs = min(kv_max_requests, 4096)
+    raw_token = min(raw_bs * (1 + isl / osl), 32768)
+    if raw_bs < 256:
+        max_bs = max(64, 32 * math.ceil(raw_bs / 32))
+    elif raw_bs < 1024:
+        max_bs = 128 * math.ceil(raw_bs / 128)
+    else:
+        max_bs = 256 * math.ceil(raw_bs / 256)
+    if raw_token < 4096:
+        max_token = max(2048, 256 * math.ceil(raw_token / 256))
+    elif raw_token < 8192:
+        max_token = 512 * math.ceil(raw_token / 512)
+    else:
+        max_token = 1024 * math.ceil(raw_token / 1024)
+    return int(max_bs), int(max_token)
+
+
+def _specs(catalog: Any | None) -> tuple[dict[str, LLMSpec], dict[str, AcceleratorSpec], dict]:
+    llms: dict[str, LLMSpec] = {}
+    accs: dict[str, AcceleratorSpec] = {}
+    origin: dict[str, str] = {}
+    for key, row in BUILTIN_LLMS.items():
+        spec, src = LLMSpec(**row), "builtin"
+        if catalog is not None:
+            for cid in _CATALOG_ALIASES.get(key, [key]):
+                if catalog.has("llms", cid):
+                    spec, src = LLMSpec.from_row(catalog.llm(cid)), f"catalog:{cid}"
+                    break
+        llms[key], origin[key] = spec, src
+    for key, row in BUILTIN_ACCELERATORS.items():
+        spec, src = AcceleratorSpec(**row), "builtin"
+        if catalog is not None:
+            for cid in _CATALOG_ALIASES.get(key, [key]):
+                if catalog.has("accelerators", cid):
+                    spec, src = AcceleratorSpec.from_row(catalog.accelerator(cid)), f"catalog:{cid}"
+                    break
+        accs[key], origin[key] = spec, src
+    return llms, accs, origin
+
+
+def case_params(case: CalibrationCase, llm: LLMSpec, acc: AcceleratorSpec,
+                params: PerfParams) -> PerfParams:
+    """The engine settings a calibration case implies (on top of ``params``)."""
+    if case.setting == "trtllm-bench":
+        bs, tok = trtllm_bench_settings(llm, acc, case.gpus_per_replica, case.precision,
+                                        case.input_tokens, case.output_tokens)
+        return params.replace(max_batch=bs, max_tokens_per_step=tok, kv_mem_fraction=0.95,
+                              kv_reserve="full", kv_precision="fp8")
+    return params.replace(max_batch=int(case.max_batch or params.max_batch),
+                          max_tokens_per_step=max(params.max_tokens_per_step, 8192),
+                          kv_mem_fraction=0.90, kv_reserve="mean", kv_precision="fp8")
+
+
+def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
+    """Read the calibration CSV (default: ``../shared/data/reference``)."""
+    p = Path(path) if path else SHARED_REFERENCE / CALIBRATION_FILE
+    return pd.read_csv(p)
+
+
+def predict_calibration(
+    measurements: pd.DataFrame | None = None,
+    params: PerfParams | None = None,
+    catalog: Any | None = None,
+    input_tokens_override: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Predicted vs measured output tokens/s, one row per calibration row.
+
+    Columns: ``id, model, hardware, setting, input_tokens, output_tokens, gpus, replicas,
+    max_batch, max_tokens_per_step, batch, limited_by, measured_tokens_per_s,
+    predicted_tokens_per_s, error`` (signed relative error, predicted/measured - 1) and
+    ``abs_error``; ``spec_source`` says whether the catalog or the built-in rows were used.
+    """
+    meas = load_measurements() if measurements is None else measurements
+    base = params or PerfParams()
+    llms, accs, origin = _specs(catalog)
+    out = []
+    for rec in meas.itertuples(index=False):
+        case = CASES.get(str(rec.id))
+        if case is None:
+            continue
+        if input_tokens_override and case.row_id in input_tokens_override:
+            case = CalibrationCase(**{**case.__dict__,
+                                      "input_tokens": float(input_tokens_override[case.row_id])})
+        llm, acc = llms[case.llm], accs[case.accelerator]
+        p = case_params(case, llm, acc, base)
+        cap = replica_capacity(
+            llm, acc, gpus=case.gpus_per_replica, precision=case.precision,
+            input_tokens=case.input_tokens, output_tokens=case.output_tokens,
+            ttft_slo_s=case.ttft_slo_s, tpot_slo_s=case.tpot_slo_s, params=p,
+        )
+        pred = cap.output_tokens_per_s * case.replicas
+        measured = float(rec.value)
+        out.append({
+            "id": case.row_id, "model": rec.model, "hardware": rec.hardware,
+            "setting": case.setting, "input_tokens": case.input_tokens,
+            "output_tokens": case.output_tokens, "gpus": case.gpus_per_replica * case.replicas,
+            "replicas": case.replicas, "max_batch": p.max_batch,
+            "max_tokens_per_step": p.max_tokens_per_step, "batch": cap.batch,
+            "tpot_s": cap.tpot_s, "limited_by": cap.limited_by,
+            "measured_tokens_per_s": measured, "predicted_tokens_per_s": pred,
+            "error": pred / measured - 1.0, "abs_error": abs(pred / measured - 1.0),
+            "spec_source": f"{origin[case.llm]}, {origin[case.accelerator]}",
+        })
+    return pd.DataFrame(out)
+
+
+def predict_trtllm_bench(
+    table: pd.DataFrame, params: PerfParams | None = None, catalog: Any | None = None
+) -> pd.DataFrame:
+    """Predict trtllm-bench max-throughput rows given as a table.
+
+    ``table`` columns: ``model`` (``llama-3.1-8b``, ``llama-3.3-70b``/``llama-3.1-70b``,
+    ``llama-3.1-405b``), ``accelerator`` (``h100-sxm``, ``h200-sxm``), ``tp``, ``precision``,
+    ``isl``, ``osl``, ``output_tokens_per_s`` (measured). Returns the table with
+    ``predicted_tokens_per_s``, ``error``, ``abs_error``, ``batch`` and ``limited_by``.
+    """
+    base = params or PerfParams()
+    llms, accs, _ = _specs(catalog)
+    alias = {"llama-3.3-70b": "llama-3.1-70b"}
+    out = []
+    for rec in table.itertuples(index=False):
+        key = alias.get(str(rec.model), str(rec.model))
+        case = CalibrationCase(f"{rec.model}", key, str(rec.accelerator), int(rec.tp), 1,
+                               str(rec.precision), float(rec.isl), float(rec.osl),
+                               "trtllm-bench")
+        llm, acc = llms[key], accs[case.accelerator]
+        p = case_params(case, llm, acc, base)
+        cap = replica_capacity(llm, acc, gpus=case.gpus_per_replica, precision=case.precision,
+                               input_tokens=case.input_tokens, output_tokens=case.output_tokens,
+                               params=p)
+        measured = float(rec.output_tokens_per_s)
+        pred = cap.output_tokens_per_s
+        out.append({**rec._asdict(), "predicted_tokens_per_s": pred, "batch": cap.batch,
+                    "limited_by": cap.limited_by, "error": pred / measured - 1.0,
+                    "abs_error": abs(pred / measured - 1.0)})
+    return pd.DataFrame(out)
+
+
+def summary(df: pd.DataFrame) -> dict[str, float]:
+    """Median and maximum absolute relative error."""
+    a = df["abs_error"].to_numpy(dtype=float)
+    return {"rows": int(a.size), "median_abs_error": float(np.median(a)),
+            "max_abs_error": float(np.max(a))}

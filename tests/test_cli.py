@@ -1,0 +1,209 @@
+"""The CLI: each command runs, prints tidy tables, and user errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from planner.cli import main
+from tests.conftest import ROOT, SHARED
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cost_bundled_example(capsys):
+    code, out, _ = run(capsys, "cost", "example:quickstart")
+    assert code == 0
+    assert "== summary ==" in out and "gpt-4o-mini" in out and "cost lens: tco" in out
+
+
+def test_cost_json_and_out_dir(capsys, tmp_path):
+    code, out, _ = run(capsys, "cost", "example:quickstart", "--format", "json",
+                       "--out", str(tmp_path / "res"))
+    assert code == 0
+    data = json.loads(out[: out.rindex("}") + 1])
+    assert {r["deployment"] for r in data["summary"]} >= {"gpt-4o", "llama-70b-h100"}
+    files = {p.name for p in (tmp_path / "res").iterdir()}
+    assert {"summary.csv", "costs.csv", "assumptions.csv"} <= files
+    df = pd.read_csv(tmp_path / "res" / "summary.csv")
+    assert (df["usd_per_month"] > 0).all()
+
+
+def test_cost_variant_and_set(capsys):
+    _, base, _ = run(capsys, "cost", "example:quickstart", "--format", "csv")
+    _, big, _ = run(capsys, "cost", "example:quickstart", "--format", "csv",
+                    "--variant", "high-volume")
+    _, setv, _ = run(capsys, "cost", "example:quickstart", "--format", "csv",
+                     "--set", "workload.chat.requests_per_day=2000000")
+    assert big == setv and big != base
+
+
+def test_unknown_example_and_missing_file(capsys, tmp_path):
+    code, _, err = run(capsys, "cost", "example:nope")
+    assert code == 2 and "quickstart" in err
+    code, _, err = run(capsys, "cost", str(tmp_path / "missing.toml"))
+    assert code == 2 and "file not found" in err
+
+
+def test_bad_set_value(capsys):
+    code, _, err = run(capsys, "cost", "example:quickstart", "--set", "planning.lens=cheap")
+    assert code == 2 and "planning.lens" in err
+
+
+def test_breakeven(capsys):
+    code, out, _ = run(capsys, "breakeven", str(ROOT / "studies/chatgpt-vs-aws/scenario.toml"), "--curve")
+    assert code == 0 and "== volume ==" in out and "== curve ==" in out
+
+
+def test_train_matches_article(capsys):
+    code, out, _ = run(capsys, "train", "--model", "gpt-3-175b", "--tokens", "300e9",
+                       "--accelerator", "tpu-v4", "--mfu", "0.462", "--price", "2.03",
+                       "--format", "json")
+    assert code == 0
+    usd = json.loads(out)["pretraining"][0]["usd"]
+    assert usd == pytest.approx(1.4e6, rel=0.02)  # article 004
+
+
+def test_train_errors(capsys):
+    code, _, err = run(capsys, "train", "--model", "gpt-3-175", "--tokens", "1e9",
+                       "--accelerator", "a100-40gb", "--price", "2")
+    assert code == 2 and "did you mean" in err
+    code, _, err = run(capsys, "train", "--params-b", "7", "--tokens", "1e9", "--price", "2")
+    assert code == 2 and "accelerator" in err
+
+
+def test_tokens_zh_and_en(capsys, tmp_path):
+    zh = tmp_path / "zh.txt"
+    zh.write_text("这是一个测试。" * 100, encoding="utf-8")  # 6 CJK characters x 100
+    code, out, _ = run(capsys, "tokens", str(zh), "--lang", "zh", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)["tokens"]
+    assert all(r["units"] == 600 for r in rows)
+    assert {r["tokenizer"] for r in rows} >= {"cl100k", "o200k"}
+    by = {r["tokenizer"]: r for r in rows}
+    assert by["cl100k"]["tokens"] == pytest.approx(600 * by["cl100k"]["tokens_per_unit"])
+    en = tmp_path / "en.txt"
+    en.write_text("The quick brown fox doesn't jump. " * 10, encoding="utf-8")
+    code, out, _ = run(capsys, "tokens", str(en), "--lang", "en", "--tokenizer", "o200k",
+                       "--format", "json")
+    assert json.loads(out)["tokens"][0]["units"] == 60
+    code, _, err = run(capsys, "tokens", str(en), "--lang", "xx")
+    assert code == 2 and "no tokens-per" in err
+
+
+def test_new_template_then_validate(capsys, tmp_path):
+    p = tmp_path / "my.toml"
+    assert run(capsys, "new", "--template", "quickstart", "-o", str(p))[0] == 0
+    assert run(capsys, "new", "--template", "quickstart", "-o", str(p))[0] == 2  # exists
+    code, out, _ = run(capsys, "validate", str(p))
+    assert code == 0 and "valid scenario" in out
+
+
+def test_schema(capsys, tmp_path):
+    code, out, _ = run(capsys, "schema")
+    assert code == 0 and json.loads(out)["title"] == "planner scenario"
+
+
+def test_catalog_list(capsys):
+    code, out, _ = run(capsys, "catalog", "list")
+    assert code == 0 and "llms" in out
+    code, out, _ = run(capsys, "catalog", "list", "accelerators")
+    assert code == 0 and "h100-sxm" in out
+    code, _, err = run(capsys, "catalog", "list", "gpuz")
+    assert code == 2
+
+
+def test_import_litellm_bundled_sample(capsys, tmp_path):
+    sample = tmp_path / "prices.json"
+    sample.write_text(json.dumps({
+        "gpt-x": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2e-6,
+                  "output_cost_per_token": 8e-6, "cache_read_input_token_cost": 5e-7,
+                  "input_cost_per_token_batches": 1e-6, "output_cost_per_token_batches": 4e-6},
+        "gemini-y": {"litellm_provider": "vertex_ai", "mode": "chat",
+                     "input_cost_per_token": 1.25e-6, "output_cost_per_token": 1e-5,
+                     "input_cost_per_token_above_200k_tokens": 2.5e-6,
+                     "output_cost_per_token_above_200k_tokens": 1.5e-5},
+        "embed": {"litellm_provider": "openai", "mode": "embedding", "input_cost_per_token": 1e-7},
+    }), encoding="utf-8")
+    out = tmp_path / "rows.csv"
+    code, _, _ = run(capsys, "catalog", "import-litellm", str(sample), "--out", str(out),
+                     "--as-of", "2025-01-01")
+    assert code == 0
+    df = pd.read_csv(out).set_index("id")
+    assert list(df.index) == ["openai/gpt-x", "vertex_ai/gemini-y"]
+    assert df.loc["openai/gpt-x", "input_usd_per_mtok"] == pytest.approx(2.0)
+    assert df.loc["openai/gpt-x", "batch_output_usd_per_mtok"] == pytest.approx(4.0)
+    assert df.loc["vertex_ai/gemini-y", "long_context_threshold_tokens"] == 200_000
+    assert df.loc["vertex_ai/gemini-y", "long_output_usd_per_mtok"] == pytest.approx(15.0)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    code, _, err = run(capsys, "catalog", "import-litellm", str(bad))
+    assert code == 2 and "not a LiteLLM" in err
+
+
+@pytest.mark.skipif(not (SHARED / "data/prices").is_dir(), reason="needs ../shared/data")
+def test_import_litellm_real_file(capsys, tmp_path):
+    out = tmp_path / "rows.csv"
+    code, _, _ = run(capsys, "catalog", "import-litellm",
+                     str(SHARED / "data/prices/litellm_model_prices_and_context_window.json"),
+                     "--provider", "openai,anthropic", "--out", str(out))
+    assert code == 0
+    df = pd.read_csv(out).set_index("id")
+    assert len(df) > 50
+    assert df.loc["openai/gpt-4o", "input_usd_per_mtok"] == pytest.approx(2.5)
+    assert df.loc["openai/gpt-4o", "output_usd_per_mtok"] == pytest.approx(10.0)
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_out_is_all_or_nothing(tmp_path, monkeypatch):
+    from planner import output
+
+    calls = {"n": 0}
+    real = pd.DataFrame.to_csv
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", flaky)
+    with pytest.raises(OSError):
+        output.write_tables({"a": pd.DataFrame({"x": [1]}), "b": pd.DataFrame({"y": [2]})},
+                            tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_perf_one_config(capsys):
+    code, out, _ = run(capsys, "perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                       "--precision", "fp8", "--isl", "1000", "--osl", "200", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    cap = data["capacity"][0]
+    assert cap["fits"] and cap["output_tokens_per_s"] > 0
+    assert data["cost"][0]["usd_per_1m_output_tokens"] > 0
+
+
+def test_perf_search_and_errors(capsys):
+    code, out, _ = run(capsys, "perf", "--search", "--model", "llama-3.1-8b", "--isl", "500",
+                       "--osl", "100", "--accelerators", "h100-sxm,a100-80gb", "--format", "csv")
+    assert code == 0 and "h100-sxm" in out
+    code, _, err = run(capsys, "perf", "--model", "llama-3.1-405b", "--accelerator", "l4")
+    assert code == 2 and "Traceback" not in err
+    code, _, err = run(capsys, "perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
+                       "--tp", "3")
+    assert code == 2 and "tensor-parallel degree 3" in err
