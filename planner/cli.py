@@ -116,6 +116,19 @@ def cmd_cost(args) -> int:
         fx = med(sc.scenario.usd_to_currency)
         cur = sc.scenario.currency.lower()
         summary[f"{cur}_per_month"] = summary["usd_per_month"] * fx
+    notes: list[str] = []
+    if not summary.empty and args.format == "table" and not args.detail:
+        compact = ["deployment", "kind", "offering", "usd_per_month", "usd_horizon",
+                   "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation"]
+        if (summary["classes_unserved"] != "").any():
+            compact.insert(3, "classes_unserved")
+        summary = summary[compact].sort_values("usd_per_month", kind="stable")
+    if not res.summary.empty:
+        full = res.summary[res.summary["classes_unserved"] == ""]
+        if not full.empty:
+            best = full.loc[full["usd_per_month"].idxmin()]
+            notes.append(f"cheapest option serving every class: {best['deployment']} "
+                         f"({best['usd_per_month']:,.0f} USD/month)")
     tables = {"summary": summary} if not summary.empty else {}
     if args.detail:
         tables.update({"costs": res.costs, "capacity": res.capacity, "classes": res.classes})
@@ -130,7 +143,7 @@ def cmd_cost(args) -> int:
         tables["payback"] = payback(sc, res=res)
     if args.detail:
         tables["assumptions"] = res.assumptions
-    notes = [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
+    notes += [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
              f"horizon {res.horizon_months} months; USD"]
     notes += list(res.warnings)
     if args.out:
