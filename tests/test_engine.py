@@ -222,3 +222,34 @@ def test_higher_prices_never_cheaper(v, p, bump):
         return s["usd_per_month"].to_numpy()
 
     assert (cost(p + bump) >= cost(p) - 1e-9).all()
+
+
+def test_lora_finetune_on_gpus_toy():
+    s = sc({"finetune.f": {"method": "lora", "base_model": "llama-3.1-8b", "training_tokens": 1e8,
+                           "accelerator": "h100-sxm", "usd_per_gpu_hour": 2.0, "mfu": 0.4,
+                           "retry_multiplier": 3, "qualifies_for": ["w"]},
+            "cloud.c.fine_tune": "f"})
+    res = evaluate(s)
+    f = res.finetune.set_index("finetune").loc["f"]
+    from planner.catalog import load_catalog
+
+    cat = load_catalog()
+    n = cat.llm("llama-3.1-8b")["params_b"] * 1e9
+    peak = cat.accelerator("h100-sxm")["bf16_tflops"] * 1e12
+    hours = 4 * n * 1e8 / (peak * 0.4) / 3600  # LoRA: 4N FLOPs per token, 1 GPU
+    assert f["gpus"] == 1
+    assert f["usd"] == pytest.approx(hours * 2.0 * 3)
+    # the one-off is spread over the 12-month horizon in the cloud option's monthly cost
+    line = res.costs[(res.costs["deployment"] == "c")
+                     & res.costs["component"].str.startswith("fine-tune")]
+    assert line["usd_per_month"].iloc[0] == pytest.approx(f["usd"] / 12)
+
+
+def test_full_finetune_needs_more_gpus_than_lora():
+    base = {"method": "full", "base_model": "llama-3.1-70b", "training_tokens": 1e7,
+            "accelerator": "h100-sxm", "usd_per_gpu_hour": 2.0}
+    full = evaluate(sc({"finetune.f": base})).finetune.iloc[0]
+    lora = evaluate(sc({"finetune.f": {**base, "method": "lora"}})).finetune.iloc[0]
+    # full: 16 bytes/param x 70.55B = 1129 GB -> 16 H100s at 90% of 80 GB; LoRA: ~155 GB -> 3
+    assert full["gpus"] == 16 and lora["gpus"] == 3
+    assert full["usd_single_run"] > lora["usd_single_run"]

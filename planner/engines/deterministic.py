@@ -605,9 +605,11 @@ class _Evaluator:
         if marginal:
             self.line(name, "onprem", "", "capex (committed, excluded: marginal lens)", 0.0, how)
         else:
+            cycles = int(np.ceil(self.horizon / (12.0 * years) - 1e-9))
             self.line(name, "onprem", "", "capex", cap_m,
                       f"{units:g} servers x {price:g} usd ({psrc}) over {years:g} years, {how}, "
-                      f"residual {med(dep.residual_share):g}")
+                      f"residual {med(dep.residual_share):g}; {cycles} purchase cycle(s) in the "
+                      f"{self.horizon}-month horizon")
             total += cap_m
         maint_share = (
             med(dep.maintenance_share_per_year) if dep.maintenance_share_per_year is not None
