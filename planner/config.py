@@ -129,6 +129,9 @@ class Length(Strict):
 LengthField = Annotated[Length, BeforeValidator(_length_from_number)]
 
 
+QualityScore = Annotated[float, Field(ge=0, le=100)]
+
+
 class SLO(Strict):
     """Latency service-level objective; any subset of the three bounds."""
 
@@ -157,6 +160,7 @@ class WorkloadClass(Strict):
     batch_share: Share = 0.0
     retry_share: Share | None = None
     min_quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    min_quality: QualityScore | None = None
     slo: SLO | None = None
 
     @model_validator(mode="after")
@@ -221,6 +225,9 @@ class ApiDeployment(Strict):
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
     tokenizer: str | None = None
     request_fees: tuple[RequestFee, ...] = ()
+    tpm_limit: Positive | None = None
+    provider: str | None = None
+    quality: dict[str, QualityScore] = Field(default_factory=dict)
 
 
 PricePlan = Literal["on-demand", "reserved-1y", "reserved-3y", "spot"]
@@ -242,6 +249,9 @@ class _SelfHosted(Strict):
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
     tokenizer: str | None = None
     request_fees: tuple[RequestFee, ...] = ()
+    max_replicas: NonNegInt | None = None
+    provider: str | None = None
+    quality: dict[str, QualityScore] = Field(default_factory=dict)
 
 
 class CloudDeployment(_SelfHosted):
@@ -294,6 +304,8 @@ class OnPremDeployment(_SelfHosted):
     facilities_usd_per_server_year: NonNeg = 0.0
     ops_usd_per_year: NonNeg = 0.0
     implementation_usd: NonNeg = 0.0
+    max_servers: NonNegInt | None = None
+    max_kw: Positive | None = None
 
     @model_validator(mode="after")
     def _capex(self) -> OnPremDeployment:
@@ -433,6 +445,47 @@ class TokenEconomics(Strict):
     compare_offerings: tuple[str, ...] = ()
 
 
+class Optimize(Strict):
+    """``[optimize]``: limits every optimised plan must respect, and solver settings.
+
+    budget_usd_per_month : the plan's monthly cost (expected cost when stochastic) cap.
+    max_share_per_provider : no provider (API vendor or cloud) handles more than this share of
+        the month's requests; on-prem is not a provider.
+    min_onprem_share : at least this share of requests is served on-prem (data residency).
+    onprem_max_kw : total IT power of all on-prem servers at full load (before PUE), kW.
+    gap, time_limit_s : MILP relative optimality gap and time limit (HiGHS).
+    objective : ``expected`` cost, or ``cvar`` (expected + cvar_lambda x CVaR_alpha).
+    exclude : deployments the optimiser must not use.
+    """
+
+    budget_usd_per_month: NonNeg | None = None
+    max_share_per_provider: Share | None = None
+    min_onprem_share: Share | None = None
+    onprem_max_kw: Positive | None = None
+    utilisation_target: Annotated[float, Field(gt=0, le=1)] | None = None
+    gap: Annotated[float, Field(ge=0, le=1)] = 0.01
+    time_limit_s: Annotated[float, Field(gt=0)] = 30.0
+    objective: Literal["expected", "cvar"] = "expected"
+    cvar_lambda: Annotated[float, Field(ge=0)] = 1.0
+    cvar_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    exclude: tuple[str, ...] = ()
+
+
+class Cascade(Strict):
+    """``[cascade.NAME]``: try ``small`` first, escalate a share of requests to ``large``.
+
+    Every routed request runs on ``small``; ``escalation_share`` of them run again on
+    ``large`` (prompt and output again: the cascade's extra tokens). ``quality`` gives the
+    cascade's score per class; otherwise (1 - e) x q_small + e x q_large.
+    """
+
+    small: str
+    large: str
+    escalation_share: Share
+    classes: tuple[str, ...] | None = None
+    quality: dict[str, QualityScore] = Field(default_factory=dict)
+
+
 class Planning(Strict):
     """Planning reserves applied to self-hosted capacity and to billed volumes."""
 
@@ -468,6 +521,8 @@ class Scenario(Strict):
     payback: dict[str, Payback] = Field(default_factory=dict)
     revenue: dict[str, Revenue] = Field(default_factory=dict)
     token_economics: dict[str, TokenEconomics] = Field(default_factory=dict)
+    optimize: Optimize = Field(default_factory=Optimize)
+    cascade: dict[str, Cascade] = Field(default_factory=dict)
     planning: Planning = Field(default_factory=Planning)
     source_path: str | None = Field(default=None, exclude=True)
     variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
@@ -759,6 +814,21 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                 _unknown("inference estimate", p.inference_flops, list(sc.inference_flops)),
                 path=path, key=f"payback.{name}.inference_flops",
             )
+    deps = sc.deployments()
+    for name, k in sc.cascade.items():
+        for leg in ("small", "large"):
+            if getattr(k, leg) not in deps:
+                raise ScenarioError(_unknown("deployment", getattr(k, leg), list(deps)),
+                                    path=path, key=f"cascade.{name}.{leg}")
+        need_classes(k.classes, f"cascade.{name}.classes")
+        need_classes(list(k.quality), f"cascade.{name}.quality")
+    for i, d in enumerate(sc.optimize.exclude):
+        if d not in deps:
+            raise ScenarioError(_unknown("deployment", d, list(deps)), path=path,
+                                key=f"optimize.exclude[{i}]")
+    for kind in ("api", "cloud", "onprem"):
+        for name, d in getattr(sc, kind).items():
+            need_classes(list(d.quality), f"{kind}.{name}.quality")
     for name, r in sc.revenue.items():
         need_classes(r.classes, f"revenue.{name}.classes")
     for name, t in sc.token_economics.items():
