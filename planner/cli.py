@@ -20,6 +20,7 @@ from planner.output import FORMATS, render, render_tables, write_tables
 EXAMPLE_PREFIX = "example:"
 
 EPILOG = """examples:
+  planner report example:quickstart -o report/
   planner cost example:quickstart
   planner cost studies/gpt4-summary-cost/scenario.toml --format json
   planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
@@ -153,6 +154,21 @@ def cmd_cost(args) -> int:
             print(f"wrote result tables to {args.out}", file=sys.stderr)
         args.out = None
     emit(args, tables, notes=notes)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from planner.report import build_report
+
+    sc = load(args)
+    res = build_report(sc, out_dir=args.out, progress=not args.quiet,
+                       sections=[x for x in args.sections.split(",") if x]
+                       if args.sections else None)
+    if not args.quiet:
+        print(f"wrote {res.html} ({len(res.charts)} charts, {len(res.tables)} tables, "
+              f"{res.seconds:.1f} s)")
+        for k, why in res.omitted.items():
+            print(f"note: section {k} omitted: {why}")
     return 0
 
 
@@ -400,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", action="store_true",
                    help="also print cost lines, capacity, class volumes and catalog sources")
     p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser(
+        "report", help="self-contained HTML report with charts, PNG/SVG and CSV tables",
+        epilog="example:\n  planner report example:quickstart -o report/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", help="scenario TOML file, or example:NAME for a bundled one")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--sections", help="comma-separated sections (default: all available)")
+    p.add_argument("--variant", action="append", metavar="NAME")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("breakeven", help="volume, fine-tune and payback break-even points")
     _common(p)

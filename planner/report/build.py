@@ -1,0 +1,267 @@
+"""``build_report``: scenario -> engines -> sections -> one self-contained HTML page, chart
+images and CSV tables, written all-or-nothing."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from planner import __version__
+from planner.config import Scenario, load_scenario
+from planner.errors import PlannerError
+from planner.report import export, html
+from planner.report import providers as prov
+from planner.report.model import Section
+from planner.report.sections import SECTIONS, Context, SectionSpec
+
+#: Engines whose failure fails the report (the others only omit their section).
+CORE_ENGINES = ("deterministic", "breakeven")
+
+HTML_NAME = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`build_report` wrote.
+
+    Attributes
+    ----------
+    out_dir : the output directory
+    html : ``out_dir/report.html``
+    charts : chart name -> (PNG path, SVG path) under ``out_dir/charts``
+    tables : table name -> CSV path under ``out_dir/tables``
+    sections : keys of the sections in the report, in order
+    omitted : section key -> why it is not in the report
+    seconds : wall time of the whole build
+    """
+
+    out_dir: Path
+    html: Path
+    charts: Mapping[str, tuple[Path, Path]]
+    tables: Mapping[str, Path]
+    sections: tuple[str, ...]
+    omitted: Mapping[str, str]
+    seconds: float
+
+
+def section_keys() -> tuple[str, ...]:
+    """Names accepted by ``sections=`` (and ``planner report --sections``)."""
+    return tuple(s.key for s in SECTIONS)
+
+
+def _select(sections: Iterable[str] | None) -> list[SectionSpec]:
+    known = {s.key: s for s in SECTIONS}
+    if sections is None:
+        return list(SECTIONS)
+    want = {x.strip() for item in sections for x in str(item).split(",") if x.strip()}
+    bad = sorted(want - set(known))
+    if bad:
+        hint = difflib.get_close_matches(bad[0], list(known), n=1)
+        raise PlannerError(
+            f"--sections: unknown section {bad[0]!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; expected some of: {', '.join(known)}"
+        )
+    want.add("summary")  # the summary always opens the report
+    return [s for s in SECTIONS if s.key in want]
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PlannerError(f"output directory {str(out)!r} exists and is not a directory")
+    ours = [n for n in ("charts", "tables") if (out / n).exists()]
+    if ours and not (out / HTML_NAME).exists():
+        raise PlannerError(
+            f"output directory {str(out)!r} already has {' and '.join(ours)}/ but no "
+            f"{HTML_NAME}; a report would replace them: choose a new or empty directory"
+        )
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished files from ``tmp`` into ``out``; roll back on failure."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+    moved: list[str] = []
+    placed: list[str] = []
+    try:
+        for entry in sorted(tmp.iterdir()):
+            dest = out / entry.name
+            if dest.exists() or dest.is_symlink():
+                os.replace(dest, backup / entry.name)
+                moved.append(entry.name)
+            os.replace(entry, dest)
+            placed.append(entry.name)
+    except BaseException:
+        for name in placed:
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        for name in moved:
+            os.replace(backup / name, out / name)
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_report(
+    scenario: Scenario | str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    sections: Iterable[str] | None = None,
+    providers: Mapping[str, prov.Provider] | None = None,
+    catalog: Any = None,
+) -> ReportResult:
+    """Run the available engines on a scenario and write a self-contained report.
+
+    Parameters
+    ----------
+    scenario : Scenario or path
+        A validated scenario (as the CLI loads it, with variants/overrides applied) or the
+        path of a scenario file.
+    out_dir : path
+        Directory to write ``report.html``, ``charts/NAME.png|svg`` and ``tables/NAME.csv``
+        into. Everything is written to a temporary directory beside it first and moved into
+        place at the end, so a failure leaves ``out_dir`` as it was.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    sections : iterable of str, optional
+        Section keys to include (see :func:`section_keys`; comma-separated items allowed);
+        default all. The summary is always included.
+    providers : mapping, optional
+        Engine name -> ``provider(scenario, catalog)`` overriding the defaults in
+        :mod:`planner.report.providers` (how tests and later engines plug in results).
+    catalog : Catalog, optional
+        Catalog to price against (default: the shipped catalog).
+
+    Returns
+    -------
+    ReportResult
+    """
+    t0 = time.perf_counter()
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    out = Path(out_dir)
+    _check_out(out)
+    specs = _select(sections)
+    table = {**prov.DEFAULT_PROVIDERS, **(providers or {})}
+    selected = {s.key for s in specs}
+    needed = {e for s in specs for e in s.requires}
+    needed |= {e for s in specs for e in s.uses
+               if any(e in t.requires for t in SECTIONS if t.key in selected)
+               or e in CORE_ENGINES}
+    engines = [e for e in table if e in needed]
+    unknown = needed - set(table)
+    if unknown:  # pragma: no cover - SECTIONS and DEFAULT_PROVIDERS are kept in step
+        raise RuntimeError(f"no provider for engine(s) {sorted(unknown)}")
+
+    if catalog is None:
+        from planner.catalog import load_catalog
+
+        catalog = load_catalog()
+    ctx = Context(sc)
+    bar = tqdm(total=len(engines) + len(specs) + 2, desc="report", unit="step",
+               disable=not progress, file=sys.stderr, leave=False)
+    try:
+        for e in engines:
+            bar.set_postfix_str(e)
+            res, why = prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
+            if why is None:
+                ctx.results[e] = res
+            else:
+                ctx.unavailable[e] = why
+            bar.update()
+
+        built: list[Section] = []
+        for spec in specs:
+            missing = [e for e in spec.requires if e in ctx.unavailable]
+            if missing:
+                ctx.omitted[spec.key] = "; ".join(ctx.unavailable[e] for e in missing)
+        for spec in specs:
+            if spec.key in ctx.omitted:
+                bar.update()
+                continue
+            bar.set_postfix_str(spec.key)
+            built.append(spec.build(ctx))
+            bar.update()
+
+        charts = [c for s in built for c in s.charts()]
+        tables = [t for s in built for t in s.tables()]
+        _unique([c.name for c in charts], "chart")
+        _unique([t.name for t in tables], "table")
+        bar.total += 2 * len(charts)
+        bar.set_postfix_str("html")
+        vl = {c.name: export.spec(c.chart) for c in charts}
+        csvs = {t.name: html.frame_csv(t.frame) for t in tables}
+        doc = html.page(
+            title=sc.name,
+            subtitle=[sc.scenario.question] if sc.scenario.question else [],
+            sections=built, specs=vl, csvs=csvs,
+            js_bundle=export.js_bundle() if vl else "",
+            footer=(f"planner {__version__} · generated "
+                    f"{_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC · Vega-Lite "
+                    f"{export.vegalite_version()} inlined (works offline)"),
+        )
+        bar.update()
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
+        try:
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the report is not
+            (tmp / "charts").mkdir()
+            (tmp / "tables").mkdir()
+            (tmp / HTML_NAME).write_text(doc, encoding="utf-8")
+            for name, text in csvs.items():
+                (tmp / "tables" / f"{name}.csv").write_text(text, encoding="utf-8")
+            for name, spec_dict in vl.items():
+                bar.set_postfix_str(f"{name}.svg")
+                svg = export.svg(spec_dict)
+                (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
+                bar.update()
+                bar.set_postfix_str(f"{name}.png")
+                (tmp / "charts" / f"{name}.png").write_bytes(export.svg_to_png(svg))
+                bar.update()
+            _publish(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        bar.update()
+    finally:
+        bar.close()
+    return ReportResult(
+        out_dir=out,
+        html=out / HTML_NAME,
+        charts={c: (out / "charts" / f"{c}.png", out / "charts" / f"{c}.svg") for c in vl},
+        tables={t: out / "tables" / f"{t}.csv" for t in csvs},
+        sections=tuple(s.key for s in built),
+        omitted=dict(ctx.omitted),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:  # pragma: no cover - section builders use distinct names
+            raise RuntimeError(f"two {what}s named {n!r}")
+        seen.add(n)
