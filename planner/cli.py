@@ -25,6 +25,7 @@ EPILOG = """examples:
   planner cost studies/gpt4-summary-cost/scenario.toml --format json
   planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
   planner breakeven example:quickstart
+  planner risk example:risk-example -n 100000 --seed 1
   planner train --model gpt-3-175b --tokens 300e9 --accelerator tpu-v4 --mfu 0.462 --price 2.03
   planner perf --model llama-3.1-70b --accelerator h100-sxm --tp 2 --precision fp8
   planner perf --search --model llama-3.1-8b --isl 2000 --osl 200 --ttft-slo 1
@@ -154,6 +155,44 @@ def cmd_cost(args) -> int:
             print(f"wrote result tables to {args.out}", file=sys.stderr)
         args.out = None
     emit(args, tables, notes=notes)
+    return 0
+
+
+def cmd_risk(args) -> int:
+    from planner.engines.montecarlo import run_montecarlo
+
+    sc = load(args)
+    res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol,
+                         progress=not args.quiet)
+    tables = res.tables()
+    shown = {"risk (USD per month unless named)": res.headline()}
+    if not res.tornado.empty:
+        shown["tornado (top 5 drivers per option)"] = res.tornado.groupby(
+            "deployment", sort=False).head(5)
+    if not res.breakeven.empty:
+        shown["break-even volume"] = res.breakeven
+    if args.years:
+        from planner.engines.multiyear import run_multiyear
+
+        my = run_multiyear(sc, n=min(args.n, 20_000), seed=args.seed)
+        shown["net present cost"] = my.npc
+        shown["yearly cost"] = my.yearly
+        tables.update({"npc": my.npc, "yearly": my.yearly})
+    if args.out:
+        write_tables(tables, args.out)
+        args.out = None
+    notes = [f"{args.n:,} samples, seed {args.seed}"] + list(res.warnings)
+    emit(args, shown, notes=notes)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from planner.sweep import parse_grid, sweep
+
+    sc = load(args)
+    df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
+               scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    emit(args, {"sweep": df})
     return 0
 
 
@@ -429,6 +468,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "risk", help="Monte Carlo risk: cost ranges, P(cheapest), tornado, break-even ranges",
+        epilog="examples:\n  planner risk example:risk-example -n 100000 --seed 1\n"
+               "  planner risk example:risk-example --years --out risk/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("-n", type=int, default=100_000, help="samples (default 100000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same numbers)")
+    p.add_argument("--tol", type=float, help="stop early when the P95 is stable to this "
+                   "relative tolerance")
+    p.add_argument("--years", action="store_true",
+                   help="also multi-year net present cost with [trends]")
+    p.set_defaults(func=cmd_risk)
+
+    p = sub.add_parser(
+        "sweep", help="grid of scenario overrides x Monte Carlo, on Dask (local or a cluster)",
+        epilog="example:\n  planner sweep example:risk-example --grid "
+               "workload.chat.requests_per_day=1e5,1e6 --grid planning.lens=tco,marginal",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="values to sweep for one key (repeat for a grid)")
+    p.add_argument("-n", type=int, default=10_000, help="samples per grid point")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", help="tcp://host:port of a Dask scheduler, or 'serial' "
+                   "(default: a local 2-worker cluster)")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("breakeven", help="volume, fine-tune and payback break-even points")
     _common(p)

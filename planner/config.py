@@ -486,6 +486,31 @@ class Cascade(Strict):
     quality: dict[str, QualityScore] = Field(default_factory=dict)
 
 
+class Correlation(Strict):
+    """Spearman rank correlation between two uncertain inputs named by dotted key path
+    (``[[correlation]] a = "workload.chat.requests_per_day"; b = "...", rho = 0.5``)."""
+
+    a: str
+    b: str
+    rho: Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
+GrowthRate = Annotated[_Num, AfterValidator(_check_range(-1.0, None, "> -1", open_lo=True))]
+
+
+class Trends(Strict):
+    """``[trends]``: yearly rates for multi-year risk (``planner risk --years``).
+
+    Declines are shares per year (0.475 a year is -80% over 2.5 years, the articles' figure
+    for GPT-3-level capability); traffic growth may be negative.
+    """
+
+    api_price_decline_per_year: Share = 0.0
+    gpu_price_decline_per_year: Share = 0.0
+    hardware_price_decline_per_year: Share = 0.0
+    traffic_growth_per_year: GrowthRate = 0.0
+
+
 class Planning(Strict):
     """Planning reserves applied to self-hosted capacity and to billed volumes."""
 
@@ -523,6 +548,8 @@ class Scenario(Strict):
     token_economics: dict[str, TokenEconomics] = Field(default_factory=dict)
     optimize: Optimize = Field(default_factory=Optimize)
     cascade: dict[str, Cascade] = Field(default_factory=dict)
+    correlation: tuple[Correlation, ...] = ()
+    trends: Trends = Field(default_factory=Trends)
     planning: Planning = Field(default_factory=Planning)
     source_path: str | None = Field(default=None, exclude=True)
     variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
@@ -829,6 +856,18 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
     for kind in ("api", "cloud", "onprem"):
         for name, d in getattr(sc, kind).items():
             need_classes(list(d.quality), f"{kind}.{name}.quality")
+    if sc.correlation:
+        from planner.engines.montecarlo import uncertain_inputs
+
+        known = list(uncertain_inputs(sc))
+        for i, c in enumerate(sc.correlation):
+            for side in ("a", "b"):
+                v = getattr(c, side)
+                if v not in known:
+                    raise ScenarioError(
+                        _unknown("uncertain input", v, known)
+                        + " (a correlation links two fields that hold distributions)",
+                        path=path, key=f"correlation[{i}].{side}")
     for name, r in sc.revenue.items():
         need_classes(r.classes, f"revenue.{name}.classes")
     for name, t in sc.token_economics.items():

@@ -164,3 +164,89 @@ def class_load(
         weights=diurnal_weights(wc.diurnal),
         basis=basis,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# array form (Monte Carlo engine): the arithmetic of class_load, in the same order
+
+
+def class_volumes(
+    requests_per_day,
+    input_tokens,
+    output_tokens,
+    *,
+    context_tokens=0.0,
+    calls_per_request=1.0,
+    samples_per_call=1.0,
+    response_cache_hit_share=0.0,
+    retry_share=0.0,
+):
+    """Per-class volumes on floats or numpy arrays (broadcasting), as :func:`class_load`.
+
+    - LLM requests/day = requests_per_day x (1 - response_cache_hit_share) x (1 + retry_share)
+    - input tokens/request = input + calls_per_request x context
+    - output tokens/request = calls_per_request x samples_per_call x output
+
+    Returns
+    -------
+    (llm_requests_per_day, input_tokens_per_request, output_tokens_per_request)
+    """
+    req = requests_per_day * (1.0 - response_cache_hit_share) * (1.0 + retry_share)
+    inp = input_tokens + calls_per_request * context_tokens
+    out = calls_per_request * samples_per_call * output_tokens
+    return req, inp, out
+
+
+def hourly_load_extremes(coef, constant, weights, *, need_min: bool = False):
+    """Largest (and smallest) hourly load over a profile, for many samples at once.
+
+    The load in hour ``h`` is ``L_h = constant + sum_c coef[c] x weights[c, h]`` (``coef >= 0``,
+    one array per class); the deterministic engine's hourly load of a self-hosted pool has this
+    form with ``coef[c] = (1 - batch_share) x requests_per_day x days / 3600 / capacity`` and the
+    batch-eligible share spread evenly (in ``constant``). Because every ``coef[c] >= 0``, an hour
+    whose weights are all <= another hour's can never hold the maximum, so only the
+    non-dominated hours are evaluated (usually one to a few of the 24 or 168).
+
+    Parameters
+    ----------
+    coef : sequence of float or array, length C
+    constant : float or array
+    weights : (C, P) array_like
+        Hourly weights per class (non-negative).
+    need_min : bool
+        Also return the smallest hourly load and the load of hour 0.
+
+    Returns
+    -------
+    peak, or (peak, low, first) when ``need_min``.
+    """
+    w = np.asarray(weights, dtype=float)
+    peak = _extreme_load(coef, constant, w, _undominated_hours(w, larger=True), np.maximum)
+    if not need_min:
+        return peak
+    low = _extreme_load(coef, constant, w, _undominated_hours(w, larger=False), np.minimum)
+    first = _extreme_load(coef, constant, w, [0], np.maximum)
+    return peak, low, first
+
+
+def _extreme_load(coef, constant, w: np.ndarray, hours: list[int], pick):
+    """``pick`` (np.maximum or np.minimum) of ``constant + sum_c coef[c] w[c, h]`` over hours."""
+    best = None
+    for h in hours:
+        lh = constant
+        for c, a in enumerate(coef):
+            lh = lh + a * w[c, h]
+        best = lh if best is None else pick(best, lh)
+    return best
+
+
+def _undominated_hours(w: np.ndarray, *, larger: bool) -> list[int]:
+    """Hours not dominated by another hour (weights all >= it, one larger or an earlier tie)."""
+    s = w if larger else -w
+    p = s.shape[1]
+    ge = (s[:, None, :] >= s[:, :, None]).all(axis=0)  # [h, g]: hour g >= hour h everywhere
+    gt = (s[:, None, :] > s[:, :, None]).any(axis=0)
+    earlier = np.arange(p)[None, :] < np.arange(p)[:, None]
+    dominated = ge & (gt | earlier)
+    np.fill_diagonal(dominated, False)
+    return [int(h) for h in np.flatnonzero(~dominated.any(axis=1))]

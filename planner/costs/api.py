@@ -107,3 +107,61 @@ def request_fee_usd(
     if usd_per_million_requests is not None:
         return usd_per_million_requests / 1e6
     return gb * seconds * usd_per_gb_s
+
+
+# --------------------------------------------------------------------------------------------
+# price resolution shared by the engines (pure; values may be numpy arrays of samples)
+
+#: ApiDeployment fields that override catalog prices.
+API_PRICE_FIELDS = (
+    "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+    "batch_input_usd_per_mtok", "batch_output_usd_per_mtok", "long_context_threshold_tokens",
+    "long_input_usd_per_mtok", "long_output_usd_per_mtok",
+)
+
+
+def resolve_api_prices(row, overrides, *, fine_tuned: bool = False,
+                       offering: str | None = None) -> ApiPrices:
+    """An offering's prices: scenario override, else fine-tuned price, else catalog row.
+
+    ``overrides`` maps :data:`API_PRICE_FIELDS` names to the scenario's values (numbers or
+    arrays of samples; missing or None = not overridden). When the realtime price is overridden
+    but its batch price is not, the batch price keeps the catalog's batch / realtime ratio
+    (a 50% batch discount stays a 50% discount): ``batch = realtime x catalog_batch /
+    catalog_realtime``.
+    """
+    from planner.errors import PlannerError
+
+    def pick(name: str, ft_name: str | None = None):
+        v = overrides.get(name)
+        if v is not None:
+            return v
+        if fine_tuned and ft_name is not None and row.get(ft_name) is not None:
+            return row[ft_name]
+        return row.get(name)
+
+    p_in = pick("input_usd_per_mtok", "ft_input_usd_per_mtok")
+    p_out = pick("output_usd_per_mtok", "ft_output_usd_per_mtok")
+    if p_in is None or p_out is None:
+        raise PlannerError(f"API offering {offering!r}: no input/output price; set them")
+
+    def batch(name: str, realtime, base: str):
+        v = overrides.get(name)
+        if v is not None:
+            return v
+        b, r = row.get(name), row.get(base)
+        if b is None:
+            return None
+        return realtime * b / r if r else realtime
+
+    return ApiPrices(
+        input_usd_per_mtok=p_in,
+        output_usd_per_mtok=p_out,
+        cached_input_usd_per_mtok=pick("cached_input_usd_per_mtok"),
+        batch_input_usd_per_mtok=batch("batch_input_usd_per_mtok", p_in, "input_usd_per_mtok"),
+        batch_output_usd_per_mtok=batch("batch_output_usd_per_mtok", p_out,
+                                        "output_usd_per_mtok"),
+        long_context_threshold_tokens=pick("long_context_threshold_tokens"),
+        long_input_usd_per_mtok=pick("long_input_usd_per_mtok"),
+        long_output_usd_per_mtok=pick("long_output_usd_per_mtok"),
+    )

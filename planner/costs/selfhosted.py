@@ -107,3 +107,82 @@ def server_power_w(
 def energy_usd_per_month(power_w, servers, pue, usd_per_kwh, hours_per_month=730.0):
     """servers x P x PUE x hours / 1000 x price."""
     return servers * power_w * pue * hours_per_month / 1000.0 * usd_per_kwh
+
+
+# --------------------------------------------------------------------------------------------
+# array forms (Monte Carlo engine)
+
+
+def scale_to_zero_hours_rows(
+    hourly_load_replicas,
+    hourly_requests_per_s,
+    *,
+    replicas_cap,
+    idle_timeout_s=300.0,
+    startup_s=0.0,
+    min_billing_s=0.0,
+):
+    """:func:`scale_to_zero_hours` for many samples: rows are samples, the last axis hours.
+
+    ``hourly_*`` have shape (N, P); ``replicas_cap``, ``idle_timeout_s``, ``startup_s`` and
+    ``min_billing_s`` are floats or (N,) arrays. Returns (N,) billed replica-hours per period.
+    """
+    load = np.asarray(hourly_load_replicas, dtype=float)
+    lam = np.asarray(hourly_requests_per_s, dtype=float)
+    col = _column
+    busy = 3600.0 * load
+    periods = 3600.0 * lam * np.exp(-lam * col(idle_timeout_s))
+    per_period = np.maximum(col(idle_timeout_s) + col(startup_s), col(min_billing_s))
+    billed = busy + periods * per_period
+    return np.minimum(billed, 3600.0 * col(replicas_cap)).sum(axis=-1) / 3600.0
+
+
+def _column(x):
+    a = np.asarray(x, dtype=float)
+    return a[..., None] if a.ndim else a
+
+
+def onprem_costs_usd_per_month(
+    units,
+    server_price_usd,
+    years,
+    *,
+    residual_share=0.0,
+    cost_of_capital_per_year=0.0,
+    maintenance_share_per_year=0.0,
+    power_w=0.0,
+    pue=1.0,
+    usd_per_kwh=0.0,
+    hours_per_month=730.0,
+    facilities_usd_per_server_year=0.0,
+    ops_usd_per_year=0.0,
+    implementation_usd=0.0,
+    horizon_months=12,
+    include_capex=True,
+) -> dict[str, np.ndarray | float]:
+    """Monthly on-prem cost components (floats or arrays), in the deterministic engine's order.
+
+    - capex: :func:`capital_recovery_usd_per_month` of units x server price (0 when
+      ``include_capex`` is False: committed hardware under the marginal lens)
+    - maintenance: capex x maintenance share per year / 12
+    - energy: :func:`energy_usd_per_month` of the servers at ``power_w`` each
+    - facilities: units x facilities per server-year / 12
+    - operations: ops per year / 12
+    - implementation: one-off implementation spread over the horizon (0 without capex)
+
+    Returns
+    -------
+    dict
+        Keys ``capex``, ``maintenance``, ``energy``, ``facilities``, ``operations``,
+        ``implementation``; their sum in this order is the monthly cost.
+    """
+    capex = units * server_price_usd
+    cap_m = capital_recovery_usd_per_month(capex, years, residual_share, cost_of_capital_per_year)
+    return {
+        "capex": cap_m if include_capex else 0.0,
+        "maintenance": capex * maintenance_share_per_year / 12.0,
+        "energy": energy_usd_per_month(power_w, units, pue, usd_per_kwh, hours_per_month),
+        "facilities": units * facilities_usd_per_server_year / 12.0,
+        "operations": ops_usd_per_year / 12.0,
+        "implementation": implementation_usd / horizon_months if include_capex else 0.0,
+    }

@@ -57,3 +57,24 @@ def lora_memory_gb(params_b, bytes_per_param=2.0, overhead_share=0.1):
     """LoRA memory: frozen bf16 weights (2 bytes/param) + ~10% for adapters, their optimiser
     state and activations (an assumption; the adapters are <1% of the parameters)."""
     return np.asarray(params_b, dtype=float) * bytes_per_param * (1.0 + overhead_share)
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tune run costs on arrays (Monte Carlo engine)
+
+
+def finetune_api_run_usd(ft_train_usd_per_mtok, tokens_trained):
+    """One API fine-tuning run: price per 1M training tokens x tokens (x epochs) / 1e6."""
+    return ft_train_usd_per_mtok * tokens_trained / 1e6
+
+
+def finetune_gpu_run_usd(params_b, tokens_trained, flops_factor, gpus, peak_tflops, mfu,
+                         usd_per_gpu_hour):
+    """One LoRA/full fine-tuning run on rented GPUs.
+
+    hours = 6 N D x factor / (gpus x peak x MFU) / 3600; usd = hours x gpus x usd_per_gpu_hour.
+    Returns (usd, wall-clock hours).
+    """
+    flops = training_flops(params_b, tokens_trained, flops_factor)
+    hours = chip_hours(flops, peak_tflops * gpus, mfu)
+    return hours * gpus * usd_per_gpu_hour, hours

@@ -25,7 +25,13 @@ from planner.config import (
 )
 from planner.costs import selfhosted as sh
 from planner.costs import training as tr
-from planner.costs.api import ApiPrices, api_cost_per_request, request_fee_usd
+from planner.costs.api import (
+    API_PRICE_FIELDS,
+    ApiPrices,
+    api_cost_per_request,
+    request_fee_usd,
+    resolve_api_prices,
+)
 from planner.errors import PlannerError
 from planner.workload import ClassLoad, class_load
 
@@ -203,45 +209,13 @@ def _cheapest_gpu_hour(cat: Catalog, accelerator: str, plan: str, trace: _Trace)
 
 
 def api_prices(dep: ApiDeployment, row: dict[str, Any], ft: bool) -> ApiPrices:
-    """Resolve an offering's prices: scenario override, fine-tuned price, catalog row.
+    """Resolve an offering's prices at the medians of the scenario's overrides.
 
-    When the scenario overrides a realtime price but not its batch price, the batch price keeps
-    the catalog's batch / realtime ratio (a 50% batch discount stays a 50% discount).
+    See :func:`planner.costs.api.resolve_api_prices` (a batch price keeps the catalog's
+    batch / realtime ratio when only the realtime price is overridden).
     """
-
-    def pick(name: str, ft_name: str | None = None):
-        v = getattr(dep, name, None)
-        if v is not None:
-            return med(v)
-        if ft and ft_name is not None and row.get(ft_name) is not None:
-            return row[ft_name]
-        return row.get(name)
-
-    p_in = pick("input_usd_per_mtok", "ft_input_usd_per_mtok")
-    p_out = pick("output_usd_per_mtok", "ft_output_usd_per_mtok")
-    if p_in is None or p_out is None:
-        raise PlannerError(f"API offering {dep.offering!r}: no input/output price; set them")
-
-    def batch(name: str, realtime: float, base: str):
-        v = getattr(dep, name, None)
-        if v is not None:
-            return med(v)
-        b, r = row.get(name), row.get(base)
-        if b is None:
-            return None
-        return realtime * b / r if r else realtime
-
-    return ApiPrices(
-        input_usd_per_mtok=p_in,
-        output_usd_per_mtok=p_out,
-        cached_input_usd_per_mtok=pick("cached_input_usd_per_mtok"),
-        batch_input_usd_per_mtok=batch("batch_input_usd_per_mtok", p_in, "input_usd_per_mtok"),
-        batch_output_usd_per_mtok=batch("batch_output_usd_per_mtok", p_out,
-                                        "output_usd_per_mtok"),
-        long_context_threshold_tokens=pick("long_context_threshold_tokens"),
-        long_input_usd_per_mtok=pick("long_input_usd_per_mtok"),
-        long_output_usd_per_mtok=pick("long_output_usd_per_mtok"),
-    )
+    overrides = {f: med(getattr(dep, f, None)) for f in API_PRICE_FIELDS}
+    return resolve_api_prices(row, overrides, fine_tuned=ft, offering=dep.offering)
 
 
 def _fees(dep, requests_per_month: float) -> list[tuple[str, float, str]]:

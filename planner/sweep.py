@@ -1,0 +1,239 @@
+"""Sweeps: a grid of scenario overrides x Monte Carlo samples, on Dask (``dask.distributed``).
+
+``sweep(scenario, {"workload.chat.requests_per_day": [1e5, 1e6], "planning.utilisation_target":
+[0.7, 0.9]}, n=100_000, seed=1)`` runs a Monte Carlo per grid point (the cartesian product of
+the override values, in the order given) and returns one tidy table.
+
+Work is split into tasks of one chunk of :data:`planner.engines.montecarlo.CHUNK_SIZE` samples
+of one grid point. Grid point ``g`` uses child ``g`` of ``SeedSequence(seed)`` as its root seed
+and chunk ``c`` child ``c`` of that root, so every task's samples are fixed by ``(seed, g, c)``
+alone: results are bit-identical to a serial run (``scheduler="serial"``) with the same seed,
+whatever the number of workers or the order tasks finish in, and grid point ``g`` equals
+``run_montecarlo(scenario_g, n=n, seed=SeedSequence(seed).spawn(G)[g])``.
+
+Schedulers: ``None`` starts a local cluster of ``n_workers`` processes on 127.0.0.1 (closed
+afterwards); ``"tcp://host:port"`` connects to a running scheduler (its workers need planner
+installed); ``"serial"`` runs in this process without Dask; a ``distributed.Client`` may be
+passed as ``client``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.catalog import Catalog
+from planner.config import Scenario, parse_scenario
+from planner.engines.montecarlo import (
+    CHUNK_SIZE,
+    CompiledScenario,
+    _root_seed,
+    chunk_sizes,
+    compile_scenario,
+    summarise,
+    win_probability,
+)
+from planner.errors import PlannerError
+
+__all__ = ["grid_points", "parse_grid", "scenario_with", "sweep"]
+
+
+def _parse_value(text: str) -> Any:
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["key=v1,v2", ...]`` (the CLI's ``--grid``) to ``{key: [v1, v2]}``.
+
+    Values are read as integers, floats, ``true``/``false``, else strings. A key given twice
+    is an error.
+    """
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise PlannerError(f"--grid: expected key=v1,v2,..., got {item!r}")
+        key, _, vals = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise PlannerError(f"--grid: missing the key path in {item!r}")
+        if key in out:
+            raise PlannerError(f"--grid: key {key!r} is given twice")
+        values = [_parse_value(v) for v in vals.split(",") if v.strip()]
+        if not values:
+            raise PlannerError(f"--grid: no values for {key!r}")
+        out[key] = values
+    return out
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Cartesian product of the override values; the last key varies fastest."""
+    if not isinstance(grid, Mapping):
+        raise PlannerError(f"grid: expected a mapping of key path to values, got {grid!r}")
+    keys = list(grid)
+    values = []
+    for k in keys:
+        v = grid[k]
+        if isinstance(v, str | bytes) or not isinstance(v, Sequence) or len(v) == 0:
+            raise PlannerError(f"grid[{k!r}]: expected a non-empty list of values, got {v!r}")
+        values.append(list(v))
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def scenario_with(sc: Scenario, overrides: Mapping[str, Any], *,
+                  catalog: Catalog | None = None) -> Scenario:
+    """The scenario with dotted-key overrides applied and re-validated (ScenarioError names
+    a bad key)."""
+    data = sc.model_dump(mode="python")
+    return parse_scenario(data, path=sc.source_path, overrides=dict(overrides), catalog=catalog)
+
+
+def _chunk(model: CompiledScenario, root: np.random.SeedSequence, index: int,
+           size: int) -> np.ndarray:
+    """One task: costs (3, n_options, size) of chunk ``index`` (module level: picklable)."""
+    return model.run_chunk(root, index, size)[0]
+
+
+def sweep(
+    scenario: Scenario,
+    grid: Mapping[str, Sequence[Any]] | Sequence[str],
+    *,
+    n: int = 10_000,
+    seed: int | None = 0,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    catalog: Catalog | None = None,
+    correlations: Any = None,
+    client: Any = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Monte Carlo over a grid of scenario overrides.
+
+    Parameters
+    ----------
+    scenario : Scenario
+    grid : mapping of key path to values, or ``["key=v1,v2", ...]``
+    n : int
+        Samples per grid point.
+    seed : int or None
+        Root seed (None: fresh entropy, recorded in ``df.attrs["seed_entropy"]``).
+    scheduler : None, "serial" or "tcp://host:port"
+    n_workers : int
+        Worker processes of the local cluster (``scheduler=None``).
+    client : distributed.Client, optional
+        Use this client (overrides ``scheduler``).
+    progress : bool
+        tqdm progress bar over tasks.
+
+    Returns
+    -------
+    DataFrame
+        One row per (grid point, deployment, metric): the grid values, then the columns of
+        :attr:`RiskResults.summary` and ``p_cheapest``. ``attrs`` holds ``seed_entropy`` and
+        ``n``.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise PlannerError(f"n: expected a positive integer number of samples, got {n!r}")
+    if not isinstance(grid, Mapping):
+        grid = parse_grid(list(grid))
+    points = grid_points(grid)
+    root = _root_seed(seed)
+    roots = root.spawn(len(points))
+    models = [
+        compile_scenario(scenario_with(scenario, p, catalog=catalog), catalog=catalog,
+                         correlations=correlations)
+        for p in points
+    ]
+    sizes = chunk_sizes(int(n), CHUNK_SIZE)
+    tasks = [(g, c) for g in range(len(points)) for c in range(len(sizes))]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), unit="chunk", desc=f"sweep {scenario.name}")
+    try:
+        if client is not None or scheduler != "serial":
+            results = _run_dask(models, roots, sizes, tasks, scheduler, n_workers, client, bar)
+        else:
+            results = {}
+            for g, c in tasks:
+                results[(g, c)] = _chunk(models[g], roots[g], c, sizes[c])
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    frames = []
+    for g, point in enumerate(points):
+        model = models[g]
+        costs = np.concatenate([results.pop((g, c)) for c in range(len(sizes))], axis=2)
+        summ = summarise(model, costs)
+        wins = win_probability(model, costs[0]).set_index("deployment")["p_cheapest"]
+        summ["p_cheapest"] = summ["deployment"].map(wins)
+        for i, (k, v) in enumerate(point.items()):
+            summ.insert(i, k, [v] * len(summ))
+        summ.insert(len(point), "grid_point", g)
+        frames.append(summ)
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs["seed_entropy"] = int(root.entropy)
+    df.attrs["n"] = int(n)
+    return df
+
+
+def _run_dask(models, roots, sizes, tasks, scheduler, n_workers, client, bar):
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise PlannerError(
+            "sweep: dask.distributed is not installed (pip install \"dask[distributed]\"); "
+            "or use scheduler=\"serial\""
+        ) from exc
+    own_cluster = own_client = None
+    try:
+        if client is None:
+            if scheduler is None:
+                own_cluster = LocalCluster(
+                    n_workers=int(n_workers), threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=None,
+                )
+                own_client = Client(own_cluster)
+            elif isinstance(scheduler, str) and scheduler.startswith(("tcp://", "tls://")):
+                own_client = Client(scheduler)
+            else:
+                raise PlannerError(
+                    f"scheduler: expected None (local cluster), \"serial\" or "
+                    f"\"tcp://host:port\", got {scheduler!r}"
+                )
+            client = own_client
+        handles = client.scatter(models, broadcast=False)
+        run = uuid.uuid4().hex  # task keys unique to this sweep (never served from a cache)
+        futures = {}
+        for g, c in tasks:
+            f = client.submit(_chunk, handles[g], roots[g], c, sizes[c],
+                              key=f"planner-sweep-{run}-{g}-{c}")
+            futures[f] = (g, c)
+        results = {}
+        for fut in as_completed(list(futures)):
+            results[futures[fut]] = fut.result()
+            if bar is not None:
+                bar.update(1)
+        return results
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
