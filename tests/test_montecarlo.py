@@ -548,3 +548,19 @@ def test_bad_arguments():
         run_montecarlo(sc, n=10, tol=2.0)
     with pytest.raises(PlannerError, match="seed"):
         run_montecarlo(sc, n=10, seed=-1)
+
+
+def test_report_tables_follow_the_report_contract():
+    from planner.cli import scenario_path
+    from planner.config import load_scenario
+    from planner.engines.montecarlo import report_tables
+
+    sc = load_scenario(scenario_path("example:risk-example"))
+    t = report_tables(sc, n=2000, chart_samples=500)
+    assert set(t["samples"].columns) == {"deployment", "usd_per_month"}
+    assert len(t["samples"]) == 500 * t["summary"]["deployment"].nunique()
+    assert (t["summary"]["usd_p5"] <= t["summary"]["usd_p50"]).all()
+    assert (t["summary"]["usd_p50"] <= t["summary"]["usd_p95"]).all()
+    assert t["win"]["probability"].sum() == pytest.approx(1.0)
+    assert (t["tornado"]["high_usd_per_month"] != t["tornado"]["low_usd_per_month"]).all()
+    assert set(t["paths"]["year"]) == {1, 2, 3}
