@@ -1,0 +1,263 @@
+"""Step-time models the simulator consumes, and closed-form decode spans.
+
+A replica's engine runs iterations ("steps"). The simulator needs only:
+
+* ``prefill_time_s(n_tokens)``: one prefill iteration over ``n_tokens`` prompt tokens;
+* ``decode_step_time_s(batch, kv_tokens)``: one decode iteration of ``batch`` sequences that
+  together hold ``kv_tokens`` tokens of context;
+* ``kv_capacity_tokens`` and ``max_batch``.
+
+:class:`StepModel` is that protocol (``planner.perf.step_model(...)`` returns a conforming
+object). :class:`LinearStepModel` is the simple concrete model used in tests, queueing
+validation and benchmarks::
+
+    prefill(n)      = a + b n
+    decode(B, K)    = c + d B + e K
+
+During decode a batch of ``B`` sequences grows its context by ``B`` tokens per step, so the
+time of ``k`` consecutive steps starting from ``K0`` cached tokens has the closed form
+(arithmetic series)::
+
+    S(k) = k (c + d B + e K0) + e B k (k - 1) / 2
+
+which lets the simulator jump over ``k`` iterations in O(1) (:meth:`LinearStepModel.decode_span_s`).
+For any other model :class:`DecodeKernel` evaluates the ``k`` step times vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from planner.errors import PlannerError
+
+__all__ = ["DecodeKernel", "LinearDecodeStepModel", "LinearStepModel", "StepModel", "decode_kernel"]
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    """Protocol of a replica's step-time model (vectorised over numpy arrays)."""
+
+    kv_capacity_tokens: int
+    max_batch: int
+
+    def prefill_time_s(self, n_tokens: Any) -> Any:
+        """Seconds of one prefill iteration over ``n_tokens`` prompt tokens."""
+        ...
+
+    def decode_step_time_s(self, batch: Any, kv_tokens: Any) -> Any:
+        """Seconds of one decode iteration of ``batch`` sequences holding ``kv_tokens``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LinearStepModel:
+    """Affine step times: ``prefill = a + b n``, ``decode = c + d B + e K``.
+
+    Parameters
+    ----------
+    prefill_base_s, prefill_s_per_token : float
+        ``a`` and ``b``.
+    decode_base_s, decode_s_per_seq, decode_s_per_kv_token : float
+        ``c``, ``d`` and ``e``.
+    kv_capacity_tokens : int
+        KV-cache capacity of one replica in tokens.
+    max_batch : int
+        Largest number of sequences in a batch.
+    """
+
+    prefill_base_s: float = 0.0
+    prefill_s_per_token: float = 0.0
+    decode_base_s: float = 0.0
+    decode_s_per_seq: float = 0.0
+    decode_s_per_kv_token: float = 0.0
+    kv_capacity_tokens: int = 10**9
+    max_batch: int = 256
+
+    def __post_init__(self) -> None:
+        for name in (
+            "prefill_base_s",
+            "prefill_s_per_token",
+            "decode_base_s",
+            "decode_s_per_seq",
+            "decode_s_per_kv_token",
+        ):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise PlannerError(f"LinearStepModel.{name} must be a finite number >= 0, got {v}")
+        if self.decode_base_s + self.decode_s_per_seq <= 0:
+            raise PlannerError(
+                "LinearStepModel: a decode step must take time (decode_base_s + decode_s_per_seq > 0)"
+            )
+        if int(self.kv_capacity_tokens) < 1 or int(self.max_batch) < 1:
+            raise PlannerError("LinearStepModel: kv_capacity_tokens and max_batch must be >= 1")
+
+    def prefill_time_s(self, n_tokens: Any) -> Any:
+        """``a + b n`` (0 for ``n = 0``)."""
+        if isinstance(n_tokens, int | float):
+            return self.prefill_base_s + self.prefill_s_per_token * n_tokens if n_tokens else 0.0
+        n = np.asarray(n_tokens, dtype=float)
+        return np.where(n > 0, self.prefill_base_s + self.prefill_s_per_token * n, 0.0)
+
+    def decode_step_time_s(self, batch: Any, kv_tokens: Any) -> Any:
+        """``c + d B + e K``."""
+        return (
+            self.decode_base_s
+            + self.decode_s_per_seq * batch
+            + self.decode_s_per_kv_token * kv_tokens
+        )
+
+    def decode_span_s(self, batch: int, kv0: int, k: int) -> float:
+        """Seconds of ``k`` decode steps from ``kv0`` tokens, context growing by ``batch``/step.
+
+        ``S(k) = k (c + d B + e K0) + e B k (k - 1) / 2``.
+        """
+        e = self.decode_s_per_kv_token
+        return k * (self.decode_base_s + self.decode_s_per_seq * batch + e * kv0) + (
+            e * batch * (k * (k - 1) // 2)
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        model: StepModel,
+        *,
+        max_prompt_tokens: int = 8192,
+        max_batch: int | None = None,
+        max_kv_tokens: int | None = None,
+        grid: int = 16,
+        exact_prefill: bool = False,
+    ) -> tuple[LinearStepModel, float]:
+        """Least-squares affine fit of any :class:`StepModel` over an operating range.
+
+        Lets the simulator use its closed-form fast path on a model that has none. Returns
+        the fitted model and the largest relative error on the grid: prefill over
+        ``1..max_prompt_tokens``; decode over batches ``1..max_batch`` and contexts up to
+        ``min(max_kv_tokens, batch x max_prompt_tokens)`` (defaults: the model's batch cap
+        and KV capacity). Capacity and batch cap are copied from ``model``. With
+        ``exact_prefill`` the result keeps ``model``'s prefill times
+        (:class:`LinearDecodeStepModel`) and the error is that of the decode fit.
+        """
+        n = np.unique(np.geomspace(1, max_prompt_tokens, grid).round())
+        tp = np.asarray(model.prefill_time_s(n), dtype=float)
+        a_p = np.column_stack([np.ones_like(n), n])
+        (pa, pb), *_ = np.linalg.lstsq(a_p, tp, rcond=None)
+        top_b = int(max_batch if max_batch is not None else model.max_batch)
+        top_kv = int(max_kv_tokens if max_kv_tokens is not None else model.kv_capacity_tokens)
+        bsz = np.unique(np.geomspace(1, top_b, grid).round())
+        share = np.linspace(0.0, 1.0, grid)
+        bb, ss = (x.ravel() for x in np.meshgrid(bsz, share))
+        kk = ss * np.minimum(top_kv, bb * max_prompt_tokens)
+        td = np.asarray(model.decode_step_time_s(bb, kk), dtype=float)
+        a_d = np.column_stack([np.ones_like(bb), bb, kk])
+        (dc, dd, de), *_ = np.linalg.lstsq(a_d, td, rcond=None)
+        fitted = cls(
+            prefill_base_s=max(float(pa), 0.0),
+            prefill_s_per_token=max(float(pb), 0.0),
+            decode_base_s=max(float(dc), 1e-9),
+            decode_s_per_seq=max(float(dd), 0.0),
+            decode_s_per_kv_token=max(float(de), 0.0),
+            kv_capacity_tokens=int(model.kv_capacity_tokens),
+            max_batch=int(model.max_batch),
+        )
+        err_p = np.abs(fitted.prefill_time_s(n) / tp - 1.0).max()
+        err_d = np.abs(fitted.decode_step_time_s(bb, kk) / td - 1.0).max()
+        if exact_prefill:
+            hybrid = LinearDecodeStepModel(
+                **{f: getattr(fitted, f) for f in fitted.__dataclass_fields__},
+                prefill_model=model,
+            )
+            return hybrid, float(err_d)
+        return fitted, float(max(err_p, err_d))
+
+
+@dataclass(frozen=True)
+class LinearDecodeStepModel(LinearStepModel):
+    """Affine decode steps (closed form) with another model's exact prefill times.
+
+    Made by ``LinearStepModel.fit(model, exact_prefill=True)``: prefill runs once per
+    admission, so it can afford the exact model; decode runs in closed form.
+    """
+
+    prefill_model: Any = None
+
+    def prefill_time_s(self, n_tokens: Any) -> Any:
+        return self.prefill_model.prefill_time_s(n_tokens)
+
+
+class DecodeKernel:
+    """Time of ``k`` consecutive decode steps, and the step that first covers a delay.
+
+    Uses the model's closed form (``decode_span_s``) when it has one, else evaluates
+    ``decode_step_time_s`` vectorised over the ``k`` steps. Not a hot path for the generic
+    case: one numpy call per segment.
+    """
+
+    __slots__ = ("closed", "model", "_c", "_d", "_e")
+
+    def __init__(self, model: StepModel):
+        self.model = model
+        self.closed = isinstance(model, LinearStepModel)
+        if self.closed:
+            self._c = float(model.decode_base_s)
+            self._d = float(model.decode_s_per_seq)
+            self._e = float(model.decode_s_per_kv_token)
+
+    def span(self, batch: int, kv0: int, k: int) -> float:
+        """Seconds of ``k`` steps starting with ``kv0`` cached tokens."""
+        if k <= 0:
+            return 0.0
+        if self.closed:
+            e = self._e
+            return k * (self._c + self._d * batch + e * kv0) + e * batch * (k * (k - 1) // 2)
+        kv = kv0 + batch * np.arange(k, dtype=np.int64)
+        steps = np.asarray(self.model.decode_step_time_s(batch, kv), dtype=float)
+        return float(np.cumsum(steps)[-1])
+
+    def cover(self, batch: int, kv0: int, dt: float, kmax: int) -> tuple[int, float]:
+        """Smallest ``k`` in ``[1, kmax]`` with ``span(k) >= dt`` (or ``kmax``), and ``span(k)``.
+
+        Closed form: the positive root of ``e B/2 k^2 + (alpha - e B/2) k - dt = 0`` with
+        ``alpha = c + d B + e K0``, rounded up, then checked against ``span`` itself so the
+        answer is exactly what step-by-step accumulation would give (up to rounding).
+        """
+        if self.closed:
+            e = self._e
+            alpha = self._c + self._d * batch + e * kv0
+            beta = e * batch
+            if dt <= alpha:
+                k = 1
+            else:
+                lin = alpha - 0.5 * beta
+                if beta > 0.0:
+                    root = 2.0 * dt / (lin + math.sqrt(lin * lin + 2.0 * beta * dt))
+                else:
+                    root = dt / alpha
+                k = max(1, math.ceil(root))
+            if k >= kmax:
+                return kmax, self.span(batch, kv0, kmax)
+            s = k * alpha + beta * (k * (k - 1) // 2)
+            while s < dt and k < kmax:
+                k += 1
+                s = k * alpha + beta * (k * (k - 1) // 2)
+            while k > 1:
+                s_prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
+                if s_prev < dt:
+                    break
+                k -= 1
+                s = s_prev
+            return k, s
+        kv = kv0 + batch * np.arange(kmax, dtype=np.int64)
+        steps = np.asarray(self.model.decode_step_time_s(batch, kv), dtype=float)
+        cum = np.cumsum(steps)
+        k = int(np.searchsorted(cum, dt, side="left")) + 1
+        k = min(max(k, 1), kmax)
+        return k, float(cum[k - 1])
+
+
+def decode_kernel(model: StepModel) -> DecodeKernel:
+    """The :class:`DecodeKernel` for ``model``."""
+    return DecodeKernel(model)
