@@ -1,0 +1,894 @@
+"""Optimiser: the cheapest mix of API, rented and bought capacity, routing and fine-tunes.
+
+Given the workload classes (with their diurnal profiles, SLOs and quality needs) and the
+deployment candidates of a scenario, choose
+
+- on-prem servers per option (bought, amortised) and reserved cloud blocks (first stage),
+- on-demand / spot replicas in every hour of the profile,
+- the share of each class sent to each model (API, self-hosted, fine-tuned, cascade),
+- which fine-tunes to run (a yes/no with its one-off cost, retries included),
+
+at the least monthly cost, subject to demand, per-class SLO capacity (performance model),
+quality, budget, API rate limits, on-prem power/rack limits, a minimum on-prem share and a
+maximum share per provider. The mixed-integer program is built, solved (HiGHS through
+``scipy.optimize.milp``) and decoded as separate steps (:mod:`.optimize_milp`); every returned
+solution is re-checked against all constraints from the problem's data, its LP relaxation bound
+and gap are reported, and an infeasible problem is explained.
+
+Uncertainty (``stochastic=True``): a sample-average approximation over Monte Carlo scenarios of
+the scenario's distributions (demand, prices, lengths ...): first stage = servers, reserved
+blocks, fine-tunes; second stage per scenario = on-demand/spot replicas (continuous, a fluid
+approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
+(Rockafellar & Uryasev 2000: CVaR = min_eta eta + E[(cost - eta)+] / (1 - alpha)). The value of
+the stochastic solution VSS = EEV - RP (Birge 1982): RP is the stochastic optimum, EEV the
+expected cost of fixing the first stage planned for the mean scenario and adapting the second
+stage in every scenario. Small sample-average problems are solved as one MILP (the extensive
+form); larger ones by L-shaped (Benders) decomposition (:mod:`.optimize_stochastic`), which
+solves one small LP per scenario and a master MILP over the first stage.
+
+Verification (``verify=True``): the plan is simulated (:mod:`planner.sim`) at its most loaded
+hour; when a class misses its SLO target, the utilisation target is lowered step by step
+(more headroom), re-optimised and re-simulated until it passes, and the extra cost is reported.
+
+Sensitivity: :func:`sensitivity` scans traffic and price multipliers and bisects to where the
+optimal mix changes. :func:`compare_subsets` prices the mix against each GPU type (or kind,
+or model) alone.
+
+Public API: :func:`optimize`, :func:`optimize_problem`, :func:`sensitivity`,
+:func:`compare_subsets`, :func:`diagnose_infeasibility`, :class:`OptimizeOptions`,
+:class:`OptimizeResult`; the pieces (``build_problem``, ``build_milp``, ``solve_milp``,
+``decode``, ``check_plan``) live in :mod:`.optimize_data` and :mod:`.optimize_milp`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from planner.catalog import Catalog, load_catalog
+from planner.config import Scenario
+from planner.engines.optimize_data import (
+    CascadeSpec,
+    OptimizeOptions,
+    Problem,
+    build_problem,
+)
+from planner.engines.optimize_milp import (
+    OPTIONAL_GROUPS,
+    CheckReport,
+    Milp,
+    PlanArrays,
+    build_milp,
+    check_plan,
+    decode,
+    option_loads,
+    plan_costs,
+    solve_milp,
+)
+from planner.errors import PlannerError
+
+__all__ = [
+    "CascadeSpec",
+    "OptimizeOptions",
+    "OptimizeResult",
+    "SensitivityResult",
+    "compare_subsets",
+    "diagnose_infeasibility",
+    "optimize",
+    "optimize_problem",
+    "sample_scenarios",
+    "sensitivity",
+]
+
+_EMPTY = pd.DataFrame()
+
+
+@dataclass
+class OptimizeResult:
+    """What the optimiser decided, and how far to trust it.
+
+    Attributes
+    ----------
+    status : str
+        ``optimal`` (within the gap), ``time_limit`` (best plan found when time ran out),
+        ``infeasible`` (see ``infeasibility`` and ``messages``), or ``error``.
+    objective_usd_per_month : float
+        Solver objective: the monthly cost (expected cost in the stochastic version; plus
+        lambda x CVaR with ``objective = "cvar"``). NaN without a plan.
+    gap : float
+        Relative MIP gap reported by HiGHS.
+    lp_bound : float
+        Objective of the LP relaxation (a lower bound on any plan's cost).
+    time_s, lp_time_s : float
+        Wall time of the whole call, and of the LP relaxation.
+    check : CheckReport
+        The plan re-checked against every constraint (``check.passed``; False when there is
+        no plan). ``trusted`` combines it with the status.
+    plan : one row per deployment: blocks/replicas/GPUs, share of requests, cost.
+    hourly : scenario, hour, deployment: replicas, load, utilisation, requests/s.
+    routing : class x route: share of the class's requests, requests/month, quality score.
+    flows : scenario, hour, class, route: requests/s (non-zero only).
+    finetune : fine-tune options: chosen, one-off cost, monthly share.
+    costs : deployment x component: USD/month (mean over scenarios).
+    scenarios : stochastic: monthly cost of the plan in each sampled scenario.
+    stochastic : stochastic: RP, EV, EEV, VSS, cost quantiles and CVaR.
+    verification : simulated SLO attainment per class at the busiest hour.
+    headroom : utilisation targets tried when the simulated plan missed its SLO.
+    infeasibility : constraint groups and whether dropping each restores feasibility.
+    messages : plain-language notes (explanations, warnings).
+    """
+
+    scenario: str
+    status: str
+    objective_usd_per_month: float
+    gap: float
+    lp_bound: float
+    time_s: float
+    lp_time_s: float
+    check: CheckReport
+    plan: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hourly: pd.DataFrame = field(default_factory=pd.DataFrame)
+    routing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    flows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    finetune: pd.DataFrame = field(default_factory=pd.DataFrame)
+    costs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    scenarios: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stochastic: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verification: pd.DataFrame = field(default_factory=pd.DataFrame)
+    headroom: pd.DataFrame = field(default_factory=pd.DataFrame)
+    infeasibility: pd.DataFrame = field(default_factory=pd.DataFrame)
+    messages: tuple[str, ...] = ()
+    n_scenarios: int = 1
+    milp_shape: tuple[int, int] = (0, 0)
+    problem: Problem | None = field(default=None, repr=False)
+    solution: PlanArrays | None = field(default=None, repr=False)
+
+    @property
+    def trusted(self) -> bool:
+        """A plan exists, the solver finished or hit its time limit, and the re-check passed."""
+        return self.status in ("optimal", "time_limit") and self.check.passed
+
+    def summary(self) -> pd.DataFrame:
+        """Key figures as a tidy (metric, value) table."""
+        rows = [
+            ("status", self.status), ("objective_usd_per_month", self.objective_usd_per_month),
+            ("gap", self.gap), ("lp_bound_usd_per_month", self.lp_bound),
+            ("time_s", self.time_s), ("lp_time_s", self.lp_time_s),
+            ("check_passed", self.check.passed), ("scenarios", self.n_scenarios),
+            ("rows", self.milp_shape[0]), ("columns", self.milp_shape[1]),
+        ]
+        return pd.DataFrame(rows, columns=["metric", "value"])
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table by name (for writing tidy outputs)."""
+        return {
+            "summary": self.summary(), "plan": self.plan, "hourly": self.hourly,
+            "routing": self.routing, "flows": self.flows, "finetune": self.finetune,
+            "costs": self.costs, "scenarios": self.scenarios, "stochastic": self.stochastic,
+            "verification": self.verification, "headroom": self.headroom,
+            "infeasibility": self.infeasibility, "violations": self.check.violations,
+            "messages": pd.DataFrame({"message": list(self.messages)}),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# scenarios for the stochastic version
+
+
+def sample_scenarios(
+    sc: Scenario, n: int, seed: int | None, catalog: Catalog
+) -> tuple[list[Scenario], pd.DataFrame, list[str]]:
+    """Draw ``n`` scenarios of the scenario's distribution-valued inputs.
+
+    Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
+    correlations included) and materialises each draw with ``scenario_at``. Returns the
+    scenarios, the drawn values (one row per scenario) and notes.
+    """
+    from planner.distributions import sample_many, spawn_generators
+    from planner.engines.montecarlo import compile_scenario, scenario_at, uncertain_inputs
+
+    if n < 1:
+        raise PlannerError(f"n_scenarios: expected at least 1, got {n}")
+    known = uncertain_inputs(sc)
+    if not known:
+        return [sc], pd.DataFrame(index=[0]), [
+            "the scenario has no distributions: the stochastic plan is the deterministic one"]
+    notes = []
+    try:
+        vals = compile_scenario(sc, catalog=catalog).draw(
+            np.random.SeedSequence(seed), 0, n)
+    except PlannerError as exc:  # the sampler could not compile the scenario
+        notes.append(f"correlations ignored ({exc}); inputs sampled independently")
+        rng = spawn_generators(seed, 1)[0]
+        vals = sample_many(rng, {k: u.dist for k, u in known.items()}, n)
+    scen = [scenario_at(sc, {k: float(v[i]) for k, v in vals.items()}, catalog=catalog)
+            for i in range(n)]
+    return scen, pd.DataFrame(vals), notes
+
+
+# --------------------------------------------------------------------------------------------
+# infeasibility
+
+
+def _structural(pb: Problem) -> list[str]:
+    """Reasons no plan can exist that need no solver: unservable classes, quality out of reach."""
+    out = []
+    for i, c in enumerate(pb.classes):
+        if pb.demand[:, i, :].max() <= 0:
+            continue
+        routes = [r for r in pb.routes if c in r.classes]
+        reasons = pb.excluded.get(c, {})
+        if not routes:
+            detail = "; ".join(f"{d}: {w}" for d, w in reasons.items()) or "no candidates"
+            slo_kinds = sorted({k for w in reasons.values() for k in ("TTFT", "TPOT")
+                                if f"{k} SLO" in w})
+            if reasons and all("SLO" in w for w in reasons.values()):
+                which = " and ".join(slo_kinds) or "latency"
+                out.append(f"class {c}'s {which} SLO cannot be met by any candidate ({detail})")
+            else:
+                out.append(f"class {c} cannot be served by any candidate ({detail})")
+            continue
+        if c in pb.min_quality:
+            best = max(routes, key=lambda r: r.quality[c])
+            if best.quality[c] < pb.min_quality[c] - 1e-9:
+                out.append(
+                    f"class {c} needs quality {pb.min_quality[c]:g} but the best candidate "
+                    f"reaches {best.quality[c]:g} ({best.name}); lower min_quality, or add a "
+                    "stronger model or a fine-tune that qualifies"
+                )
+    return out
+
+
+_GROUP_TEXT = {
+    "quality": "the classes' minimum quality (min_quality)",
+    "tpm": "the API rate limits (tpm_limit)",
+    "budget": "the budget (budget_usd_per_month)",
+    "onprem_share": "the minimum on-prem share (min_onprem_share)",
+    "provider_share": "the maximum share per provider (max_share_per_provider)",
+    "power": "the on-prem power limit (onprem_max_kw)",
+    "limits": "the caps on replicas/servers (max_replicas, max_servers, max_kw)",
+}
+
+
+def diagnose_infeasibility(
+    pb: Problem, *, time_limit_s: float = 30.0, objective: str = "expected",
+    cvar_lambda: float = 0.0, cvar_alpha: float = 0.95,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Which constraint group makes the problem infeasible.
+
+    Re-solves with each optional group (:data:`OPTIONAL_GROUPS`) dropped in turn; a group
+    whose removal restores feasibility is to blame. For the budget, the cheapest plan meeting
+    everything else is reported.
+    """
+    kw = {"objective": objective, "cvar_lambda": cvar_lambda, "cvar_alpha": cvar_alpha}
+    base = build_milp(pb, **kw)
+    present = [g for g in OPTIONAL_GROUPS if g in set(base.row_group)]
+    if any(math.isfinite(o.cap_blocks) and not o.fixed_fleet
+           for o in pb.options.values() if o.selfhosted):
+        present.append("limits")
+    rows, msgs = [], []
+    for g in present:
+        info = solve_milp(build_milp(pb, drop={g}, **kw),
+                          gap=0.01 if g == "budget" else 1.0, time_limit_s=time_limit_s)
+        ok = info.x is not None
+        detail = ""
+        if ok and g == "budget":
+            detail = (f"the budget {pb.budget_usd_per_month:,.0f} USD/month is below the "
+                      f"cheapest plan that meets every other constraint: "
+                      f"{info.objective:,.0f} USD/month")
+        elif ok and g == "onprem_share":
+            onp = [o for o in pb.options.values() if o.kind == "onprem" and o.classes]
+            detail = (f"min_onprem_share {pb.min_onprem_share:.0%} cannot be met: "
+                      + ("no on-prem deployment can serve the classes" if not onp else
+                         "on-prem capacity is capped (max_servers / max_kw / onprem_max_kw) "
+                         "or the on-prem models cannot serve enough of the traffic"))
+        elif ok:
+            detail = f"{_GROUP_TEXT[g]} cannot be met together with the other constraints"
+        rows.append({"group": g, "feasible_without": ok, "detail": detail})
+        if ok:
+            msgs.append(detail)
+    if not msgs:
+        info = solve_milp(build_milp(pb, drop=set(present), **kw), gap=1.0,
+                          time_limit_s=time_limit_s)
+        if info.x is not None and present:
+            msgs.append("no single constraint is to blame; together "
+                        + ", ".join(_GROUP_TEXT[g] for g in present) + " cannot all be met")
+        else:
+            msgs.append("infeasible even without the optional limits: the candidates cannot "
+                        "carry the demand (check capacities, fine-tune eligibility and the "
+                        "classes each deployment may serve)")
+    return pd.DataFrame(rows, columns=["group", "feasible_without", "detail"]), msgs
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+def _share_by_option(pb: Problem, plan: PlanArrays) -> dict[str, np.ndarray]:
+    """(S,) share of all requests each option handles (cascade escalations count)."""
+    S = pb.n_scenarios
+    total = np.maximum(pb.demand.sum(axis=(1, 2)), 1e-300)
+    out = {d: np.zeros(S) for d in pb.options}
+    for k, (r, _) in enumerate(plan.pairs):
+        f = plan.flows[:, k, :].sum(axis=1)
+        for leg, mult in pb.routes[r].legs:
+            out[leg] += f * mult / total
+    return out
+
+
+def _tables(pb: Problem, plan: PlanArrays, costs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    S, C, P = pb.demand.shape
+    w = pb.hour_weight
+    prob = pb.prob
+    load = option_loads(pb, plan)
+    share = _share_by_option(pb, plan)
+    mean_cost = (costs.assign(p=costs["scenario"].map(dict(enumerate(prob))))
+                 .assign(usd=lambda d: d["usd_per_month"] * d["p"])
+                 .groupby(["deployment", "component"], sort=False)["usd"].sum()
+                 .rename("usd_per_month").reset_index()) if len(costs) else \
+        pd.DataFrame(columns=["deployment", "component", "usd_per_month"])
+    dep_cost = mean_cost.groupby("deployment")["usd_per_month"].sum()
+    # requests per option per scenario/hour
+    rps = {d: np.zeros((S, P)) for d in pb.options}
+    for k, (r, _) in enumerate(plan.pairs):
+        for leg, mult in pb.routes[r].legs:
+            rps[leg] += plan.flows[:, k, :] * mult[:, None]
+    total_rpm = pb.demand.sum(axis=(1, 2)) * 3600.0 * w
+    plan_rows, hourly = [], []
+    for d, o in pb.options.items():
+        j = plan.options.index(d) if d in plan.options else None
+        blocks = plan.blocks[:, j, :] if j is not None else np.zeros((S, P))
+        reps = blocks * o.replicas_per_block
+        plan_rows.append({
+            "deployment": d, "kind": o.kind, "stage": o.stage, "provider": o.provider,
+            "model": o.model, "accelerator": o.accelerator, "offering": o.offering,
+            "finetune": o.finetune,
+            "blocks_fixed": float(blocks[0, 0]) + 0.0 if o.stage == "fixed" else np.nan,
+            "replicas_peak": float(reps.max()) if o.selfhosted else np.nan,
+            "replicas_mean": float(np.dot(prob, reps.mean(axis=1))) if o.selfhosted else np.nan,
+            "gpus_peak": float(blocks.max() * o.gpus_per_block) if o.selfhosted else np.nan,
+            "units_peak": float(blocks.max() * o.units_per_block) if o.selfhosted else np.nan,
+            "requests_share": float(np.dot(prob, share[d])),
+            "requests_per_month": float(np.dot(prob, share[d] * total_rpm)),
+            "usd_per_month": float(dep_cost.get(d, 0.0)),
+            "chosen": bool(np.dot(prob, share[d]) > 1e-9 or blocks.max() > 0.5),
+        })
+        for s in range(S):
+            for h in range(P):
+                if o.selfhosted:
+                    rp = float(reps[s, h])
+                    ld = float(load[s, j, h])
+                    util = ld / rp if rp > 0 else (np.nan if ld == 0 else np.inf)
+                else:
+                    rp, ld, util = np.nan, np.nan, np.nan
+                hourly.append((s, h, d, o.kind, float(blocks[s, h]) if o.selfhosted else np.nan,
+                               rp, float(blocks[s, h] * o.gpus_per_block) if o.selfhosted
+                               else np.nan, ld, util, float(rps[d][s, h])))
+    hourly_df = pd.DataFrame(hourly, columns=[
+        "scenario", "hour", "deployment", "kind", "blocks", "replicas", "gpus",
+        "load_replicas", "utilisation", "requests_per_s"])
+    routing, flows = [], []
+    cls_rpm = pb.demand.sum(axis=2) * 3600.0 * w  # (S, C)
+    for k, (r, c) in enumerate(plan.pairs):
+        rt = pb.routes[r]
+        cname = pb.classes[c]
+        f = plan.flows[:, k, :]
+        rpm = f.sum(axis=1) * 3600.0 * w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sh = np.where(cls_rpm[:, c] > 0, rpm / cls_rpm[:, c], 0.0)
+        routing.append({
+            "class": cname, "route": rt.name, "kind": rt.kind,
+            "legs": " -> ".join(o for o, _ in rt.legs),
+            "share": float(np.dot(prob, sh)),
+            "requests_per_month": float(np.dot(prob, rpm)),
+            "quality": rt.quality.get(cname, np.nan),
+        })
+        for s, h in zip(*np.nonzero(f > 1e-12), strict=True):
+            flows.append((int(s), int(h), cname, rt.name, float(f[s, h])))
+    routing_df = pd.DataFrame(routing, columns=["class", "route", "kind", "legs", "share",
+                                                "requests_per_month", "quality"])
+    routing_df = routing_df[routing_df["share"] > 1e-9].sort_values(
+        ["class", "share"], ascending=[True, False]).reset_index(drop=True)
+    ft_rows = []
+    for f, usd in pb.finetune_usd.items():
+        enables = [d for d, o in pb.options.items() if o.finetune == f]
+        chosen = plan.finetune.get(f, 0.0) > 0.5
+        one = float(np.dot(prob, usd))
+        ft_rows.append({"finetune": f, "chosen": chosen, "usd_one_off": one,
+                        "usd_per_month": one / pb.horizon_months if chosen else 0.0,
+                        "enables": ",".join(enables)})
+    per_s = costs.groupby("scenario")["usd_per_month"].sum().reindex(range(S), fill_value=0.0)
+    return {
+        "plan": pd.DataFrame(plan_rows), "hourly": hourly_df, "routing": routing_df,
+        "flows": pd.DataFrame(flows, columns=["scenario", "hour", "class", "route",
+                                              "requests_per_s"]),
+        "finetune": pd.DataFrame(ft_rows, columns=["finetune", "chosen", "usd_one_off",
+                                                   "usd_per_month", "enables"]),
+        "costs": mean_cost,
+        "scenarios": pd.DataFrame({"scenario": range(S), "usd_per_month": per_s.to_numpy()}),
+    }
+
+
+def _first_stage(m: Milp, x: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: np.round(x[m.cols[name]]) + 0.0 for name in ("blocks_fixed", "used",
+                                                                  "finetune")}
+
+
+def _tail(x: np.ndarray, p: np.ndarray, alpha: float) -> float:
+    """CVaR_alpha of a discrete distribution: mean of the worst (1 - alpha) probability mass."""
+    order = np.argsort(x)[::-1]
+    xs, ps = x[order], p[order]
+    mass = 1.0 - alpha
+    cum = np.cumsum(ps)
+    take = np.minimum(ps, np.maximum(0.0, mass - (cum - ps)))
+    return float(np.dot(xs, take) / mass)
+
+
+# --------------------------------------------------------------------------------------------
+# the optimiser
+
+
+def optimize(
+    scenario: Scenario,
+    *,
+    catalog: Catalog | None = None,
+    gap: float | None = None,
+    time_limit_s: float | None = None,
+    stochastic: bool = False,
+    n_scenarios: int = 200,
+    seed: int | None = None,
+    verify: bool = False,
+    options: OptimizeOptions | None = None,
+    verify_window_s: float = 600.0,
+    method: str = "auto",
+) -> OptimizeResult:
+    """Choose the cheapest mix of API, cloud and on-prem capacity, routing and fine-tunes.
+
+    Parameters
+    ----------
+    scenario : Scenario
+    catalog : Catalog, optional
+    gap, time_limit_s : float, optional
+        Relative MIP gap and time limit in seconds (default: the scenario's ``[optimize]``
+        values, else 0.01 and 30 s).
+    stochastic : bool
+        Sample-average version over ``n_scenarios`` Monte Carlo scenarios (``seed``).
+    verify : bool
+        Simulate the plan at its busiest hour; on an SLO miss, search the headroom that fixes
+        it.
+    options : OptimizeOptions, optional
+        Limits and settings (default: :meth:`OptimizeOptions.from_scenario`).
+    verify_window_s : float
+        Simulated seconds of the busiest hour.
+    method : {"auto", "extensive", "benders"}
+        How the stochastic version is solved (see :func:`optimize_problem`).
+
+    Returns
+    -------
+    OptimizeResult
+        Never None: an infeasible or unsolved problem comes back with its status and an
+        explanation in ``messages``.
+    """
+    t0 = time.perf_counter()
+    cat = catalog or load_catalog()
+    opts = options or OptimizeOptions.from_scenario(scenario)
+    gap = opts.gap if gap is None else float(gap)
+    tl = opts.time_limit_s if time_limit_s is None else float(time_limit_s)
+    if not 0.0 <= gap <= 1.0:
+        raise PlannerError(f"gap: expected a relative gap in [0, 1], got {gap}")
+    if not tl > 0:
+        raise PlannerError(f"time_limit_s: expected > 0 seconds, got {tl}")
+    notes: list[str] = []
+    drawn = pd.DataFrame()
+    if stochastic:
+        samples, drawn, notes = sample_scenarios(scenario, int(n_scenarios), seed, cat)
+        pb = build_problem(scenario, cat, opts, samples=samples)
+    else:
+        pb = build_problem(scenario, cat, opts)
+    res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,
+                           cvar_lambda=opts.cvar_lambda, cvar_alpha=opts.cvar_alpha,
+                           stochastic=stochastic, method=method)
+    res.messages = tuple(notes) + res.messages
+    if stochastic and len(drawn.columns) and len(res.scenarios):
+        res.scenarios = pd.concat([res.scenarios, drawn.reset_index(drop=True)], axis=1)
+    if verify and res.solution is not None:
+        _verify(res, cat, gap=gap, time_limit_s=tl, window_s=verify_window_s,
+                seed=0 if seed is None else seed)
+    res.time_s = time.perf_counter() - t0
+    return res
+
+
+def optimize_problem(
+    pb: Problem,
+    *,
+    gap: float = 0.01,
+    time_limit_s: float = 30.0,
+    objective: str = "expected",
+    cvar_lambda: float = 1.0,
+    cvar_alpha: float = 0.95,
+    stochastic: bool | None = None,
+    method: str = "auto",
+) -> OptimizeResult:
+    """Solve a built :class:`Problem` (``optimize`` without the scenario handling).
+
+    ``method`` (stochastic problems): ``extensive`` (one MILP over all scenarios),
+    ``benders`` (L-shaped decomposition, :mod:`.optimize_stochastic`), or ``auto``: the
+    extensive form while it is small (scenarios x columns per scenario <= 30,000), else
+    Benders.
+    """
+    t0 = time.perf_counter()
+    stochastic = pb.n_scenarios > 1 if stochastic is None else stochastic
+    if method not in ("auto", "extensive", "benders"):
+        raise PlannerError(f"method: expected auto, extensive or benders, got {method!r}")
+    obj = objective if stochastic else "expected"
+    kw = {"objective": obj, "cvar_lambda": cvar_lambda, "cvar_alpha": cvar_alpha}
+    msgs = list(pb.messages)
+    # no plan, nothing checked: passed stays False (see CheckReport.summary)
+    empty = CheckReport(False, pd.DataFrame(columns=["constraint", "item", "lhs", "rhs",
+                                                     "excess"]))
+    structural = _structural(pb)
+    if structural:
+        return OptimizeResult(pb.name, "infeasible", math.nan, math.nan, math.nan,
+                              time.perf_counter() - t0, 0.0, empty,
+                              messages=tuple(msgs + ["infeasible: " + s for s in structural]),
+                              n_scenarios=pb.n_scenarios, problem=pb)
+    if stochastic and pb.n_scenarios > 1:
+        per_scen = len(pb.pairs()) * pb.periods + sum(
+            o.stage == "hourly" for o in pb.options.values()) * pb.periods
+        if method == "benders" or (method == "auto" and pb.n_scenarios * per_scen > 30_000):
+            res = _solve_by_benders(pb, gap=gap, time_limit_s=time_limit_s, t0=t0, **kw)
+            if res is not None:
+                res.messages = tuple(msgs) + res.messages
+                return res
+            msgs.append("the decomposition found no plan that serves every scenario; "
+                        "re-solving the extensive form to explain why")
+    m = build_milp(pb, **kw)
+    lp = solve_milp(m, gap=gap, time_limit_s=time_limit_s, relax=True)
+    info = solve_milp(m, gap=gap, time_limit_s=time_limit_s)
+    if info.x is None:
+        status = "infeasible" if info.status in ("infeasible",) or lp.status == "infeasible" \
+            else info.status
+        table, why = (diagnose_infeasibility(pb, time_limit_s=time_limit_s, **kw)
+                      if status == "infeasible" else (_EMPTY, []))
+        msgs += [f"{status}: " + s for s in why] or [f"{status}: {info.message}"]
+        return OptimizeResult(pb.name, status, math.nan, math.nan, lp.objective,
+                              time.perf_counter() - t0, lp.time_s, empty,
+                              infeasibility=table, messages=tuple(msgs),
+                              n_scenarios=pb.n_scenarios, milp_shape=m.shape, problem=pb)
+    plan = decode(m, info.x)
+    check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
+                       milp_=m)
+    if info.status == "time_limit":
+        msgs.append(f"time limit reached: best plan found has a gap of {info.gap:.2%} "
+                    f"(bound {info.dual_bound:,.0f} USD/month)")
+    costs = plan_costs(pb, plan)
+    tabs = _tables(pb, plan, costs)
+    res = OptimizeResult(
+        pb.name, info.status, info.objective, info.gap, lp.objective,
+        time.perf_counter() - t0, lp.time_s, check, n_scenarios=pb.n_scenarios,
+        milp_shape=m.shape, problem=pb, solution=plan, messages=(), **tabs,
+    )
+    if stochastic and pb.n_scenarios > 1:
+        ev, eev = _ev_eev_extensive(pb, gap=gap, time_limit_s=time_limit_s, **kw)
+        res.stochastic, more = _stochastic_report(pb, info.objective, tabs["scenarios"], ev,
+                                                  eev, cvar_alpha, "extensive form")
+        msgs += more
+    _warn_check(check, msgs)
+    res.messages = tuple(msgs)
+    res.time_s = time.perf_counter() - t0
+    return res
+
+
+def _warn_check(check: CheckReport, msgs: list[str]) -> None:
+    if not check.passed:
+        msgs.append("WARNING: " + check.summary() + "; the solver's plan is NOT trustworthy "
+                    "(see the violations table)")
+
+
+def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float,
+                      objective: str, cvar_lambda: float, cvar_alpha: float
+                      ) -> OptimizeResult | None:
+    from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
+
+    b = solve_benders(pb, gap=gap, time_limit_s=time_limit_s, objective=objective,
+                      cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
+    if b.plan is None or b.status in ("infeasible", "error"):
+        return None
+    plan = b.plan
+    check = check_plan(pb, plan, extra=scenario_raw_violations(b))
+    costs = plan_costs(pb, plan)
+    tabs = _tables(pb, plan, costs)
+    msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
+            f"{b.iterations} iterations, bound {b.lower_bound:,.0f} USD/month, gap "
+            f"{b.gap:.2%}"]
+    if b.status == "time_limit":
+        msgs.append(f"time limit reached: best plan found has a gap of {b.gap:.2%}")
+    if objective == "expected":
+        recomputed = float(np.dot(pb.prob, tabs["scenarios"]["usd_per_month"]))
+        if abs(recomputed - b.objective) > 1e-6 * max(1.0, abs(b.objective)):
+            check.violations.loc[len(check.violations)] = [
+                "objective", "objective vs recomputed cost", b.objective, recomputed,
+                b.objective - recomputed]
+            check.passed = False
+    rows = sum(m.A.shape[0] for m in b.milps)
+    cols = sum(m.A.shape[1] for m in b.milps)
+    res = OptimizeResult(
+        pb.name, b.status, b.objective, b.gap, b.lp_bound, time.perf_counter() - t0, 0.0,
+        check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pb,
+        solution=plan, messages=(), **tabs,
+    )
+    res.stochastic, more = _stochastic_report(pb, b.objective, tabs["scenarios"],
+                                              b.ev_objective, b.eev, cvar_alpha,
+                                              "L-shaped decomposition")
+    res.stochastic = pd.concat([res.stochastic, pd.DataFrame([
+        ("iterations", float(b.iterations), "Benders iterations"),
+        ("lower_bound", b.lower_bound, "master problem bound"),
+    ], columns=["metric", "value", "note"])], ignore_index=True)
+    msgs += more
+    _warn_check(check, msgs)
+    res.messages = tuple(msgs)
+    return res
+
+
+def _ev_eev_extensive(pb: Problem, *, gap: float, time_limit_s: float, objective: str,
+                      cvar_lambda: float, cvar_alpha: float) -> tuple[float, float]:
+    """EV (mean-value problem's optimum) and EEV (its first stage fixed, second stage
+    re-optimised in every scenario) with the extensive form."""
+    kw = {"objective": objective, "cvar_lambda": cvar_lambda, "cvar_alpha": cvar_alpha}
+    ev_m = build_milp(pb.mean_problem(), objective="expected")
+    ev = solve_milp(ev_m, gap=gap, time_limit_s=time_limit_s)
+    if ev.x is None:
+        return math.nan, math.nan
+    eev = solve_milp(build_milp(pb, fix=_first_stage(ev_m, ev.x), **kw), gap=gap,
+                     time_limit_s=time_limit_s)
+    return ev.objective, (eev.objective if eev.x is not None else math.inf)
+
+
+def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, eev: float,
+                       cvar_alpha: float, how: str) -> tuple[pd.DataFrame, list[str]]:
+    """RP, EV, EEV, VSS and the cost distribution of the stochastic plan."""
+    x = per_s["usd_per_month"].to_numpy()
+    p = pb.prob
+    rows = [
+        ("RP_objective", rp, f"stochastic (recourse) problem optimum ({how})"),
+        ("expected_usd_per_month", float(np.dot(p, x)), "mean monthly cost over scenarios"),
+        ("p5_usd_per_month", float(np.quantile(x, 0.05)), ""),
+        ("p50_usd_per_month", float(np.quantile(x, 0.5)), ""),
+        ("p95_usd_per_month", float(np.quantile(x, 0.95)), ""),
+        (f"cvar{int(round(cvar_alpha * 100))}_usd_per_month", _tail(x, p, cvar_alpha),
+         "mean of the worst (1 - alpha) of scenarios"),
+        ("EV_objective", ev, "plan for the mean scenario (its own estimate)"),
+    ]
+    msgs = []
+    if math.isinf(eev):
+        rows.append(("EEV_objective", math.inf,
+                     "the mean-value plan's first stage is infeasible in some scenarios"))
+        rows.append(("VSS_usd_per_month", math.inf, "EEV - RP"))
+        msgs.append("the plan made for the mean scenario cannot serve every sampled scenario "
+                    "(its first stage is infeasible in some): the stochastic plan is needed")
+    elif not math.isnan(eev):
+        vss = max(0.0, eev - rp) if abs(eev - rp) < 1e-9 * max(1.0, abs(rp)) else eev - rp
+        rows.append(("EEV_objective", eev,
+                     "mean-value first stage, second stage re-optimised per scenario"))
+        rows.append(("VSS_usd_per_month", vss, "EEV - RP (value of the stochastic solution)"))
+        rows.append(("VSS_share", vss / eev if eev else math.nan, "VSS / EEV"))
+        if eev:
+            msgs.append(f"value of the stochastic solution: {vss:,.0f} USD/month "
+                        f"({vss / eev:.1%} of planning for the mean)")
+    return pd.DataFrame(rows, columns=["metric", "value", "note"]), msgs
+
+
+# --------------------------------------------------------------------------------------------
+# verification by simulation
+
+
+def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
+            window_s: float, seed: int) -> None:
+    from planner.engines.optimize_verify import busiest_hour, verify_plan
+
+    pb, plan = res.problem, res.solution
+    s, h = busiest_hour(pb, plan)
+    vr = verify_plan(pb, plan, cat, scenario=s, hour=h, window_s=window_s, seed=seed)
+    table = vr.table.assign(scenario=s, hour=h, utilisation_target=pb.utilisation_target)
+    msgs = list(res.messages) + vr.messages
+    where = f"hour {h}" + (f" of scenario {s}" if pb.n_scenarios > 1 else "")
+    if vr.passed:
+        msgs.append(f"simulated at the busiest {where}: every class meets its SLO target "
+                    + ", ".join(f"{r['class']} {r['slo_attainment']:.1%}"
+                                for _, r in vr.table.iterrows()))
+        res.verification, res.messages = table, tuple(msgs)
+        return
+    fails = vr.table[~vr.table["passed"]]
+    msgs.append(f"the plan FAILS its SLO in simulation at the busiest {where}: " + ", ".join(
+        f"{r['class']} {r['slo_attainment']:.1%} within SLO (target {r['target']:.0%})"
+        for _, r in fails.iterrows()))
+    base = replace(pb.take(s), integer_hourly=True)
+    ref = solve_milp(build_milp(base), gap=gap, time_limit_s=time_limit_s)
+    base_cost = ref.objective if ref.x is not None else _slice_cost(res, s)
+    tries = []
+    u0 = pb.utilisation_target
+    for f in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3):
+        u = round(u0 * f, 4)
+        pb2 = base.with_utilisation(u)
+        m2 = build_milp(pb2)
+        info = solve_milp(m2, gap=gap, time_limit_s=time_limit_s)
+        if info.x is None:
+            tries.append({"utilisation_target": u, "usd_per_month": math.nan,
+                          "min_slo_attainment": math.nan, "passed": False,
+                          "note": f"no plan: {info.status}"})
+            break
+        plan2 = decode(m2, info.x)
+        vr2 = verify_plan(pb2, plan2, cat, window_s=window_s, seed=seed)
+        tries.append({"utilisation_target": u, "usd_per_month": info.objective,
+                      "min_slo_attainment": float(vr2.table["slo_attainment"].min()),
+                      "passed": vr2.passed, "note": f"busiest hour {vr2.hour}"})
+        if vr2.passed:
+            extra = info.objective - base_cost
+            msgs.append(f"headroom that fixes it: utilisation_target {u:g} (instead of {u0:g}) "
+                        f"passes in simulation at {info.objective:,.0f} USD/month "
+                        f"({extra:+,.0f} USD/month for this scenario)")
+            break
+    else:
+        msgs.append("no utilisation target down to 30% of the original passes: the SLO may "
+                    "not be reachable on these candidates at this load")
+    res.verification = table
+    res.headroom = pd.DataFrame(tries)
+    res.messages = tuple(msgs)
+
+
+def _slice_cost(res: OptimizeResult, s: int) -> float:
+    sc = res.scenarios
+    if len(sc) and "usd_per_month" in sc:
+        return float(sc.loc[sc["scenario"] == s, "usd_per_month"].sum())
+    return res.objective_usd_per_month
+
+
+# --------------------------------------------------------------------------------------------
+# sensitivity and break-even of the decision
+
+
+@dataclass
+class SensitivityResult:
+    """grid: one row per (axis, multiplier) with the optimal cost and mix;
+    breakpoints: where the set of deployments used changes, bisected to ``rtol``."""
+
+    grid: pd.DataFrame
+    breakpoints: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"grid": self.grid, "breakpoints": self.breakpoints}
+
+
+def _mix(pb: Problem, gap: float, tl: float, min_share: float) -> tuple[float, dict[str, float]]:
+    m = build_milp(pb)
+    info = solve_milp(m, gap=gap, time_limit_s=tl)
+    if info.x is None:
+        return math.nan, {}
+    plan = decode(m, info.x)
+    sh = {d: float(v[0]) for d, v in _share_by_option(pb, plan).items()}
+    return info.objective, {d: v for d, v in sh.items() if v >= min_share}
+
+
+def _mix_text(mix: dict[str, float]) -> str:
+    if not mix:
+        return "(no plan)"
+    return " + ".join(f"{d} {v:.0%}" for d, v in sorted(mix.items(), key=lambda kv: -kv[1]))
+
+
+def sensitivity(
+    scenario: Scenario | Problem,
+    *,
+    traffic: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    api_price: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    gpu_price: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    catalog: Catalog | None = None,
+    options: OptimizeOptions | None = None,
+    gap: float = 0.01,
+    time_limit_s: float = 30.0,
+    rtol: float = 0.05,
+    min_share: float = 0.01,
+) -> SensitivityResult:
+    """Where does the optimal mix change as traffic or prices move?
+
+    Each axis is scanned alone (the others at 1): traffic multiplies every class's demand,
+    ``api_price`` every API price, ``gpu_price`` every self-hosted rental, purchase and
+    per-server cost. Between neighbouring grid points whose *set* of deployments used (share
+    of requests >= ``min_share``) differs, the multiplier is bisected (geometric mean) until
+    the interval is narrower than ``1 + rtol``: the break-even point of the decision.
+    """
+    if isinstance(scenario, Problem):
+        pb = scenario
+    else:
+        cat = catalog or load_catalog()
+        pb = build_problem(scenario, cat, options or OptimizeOptions.from_scenario(scenario))
+    if pb.n_scenarios > 1:
+        pb = pb.mean_problem()
+    axes = {"traffic": traffic, "api_price": api_price, "gpu_price": gpu_price}
+    grid, breaks = [], []
+    for axis, values in axes.items():
+        pts = []
+        for v in sorted({float(x) for x in values}):
+            cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share)
+            pts.append((v, cost, mix))
+            grid.append({"axis": axis, "multiplier": v, "usd_per_month": cost,
+                         "mix": _mix_text(mix), "deployments": ",".join(sorted(mix))})
+        for (lo, _, mlo), (hi, _, mhi) in zip(pts, pts[1:], strict=False):
+            if set(mlo) == set(mhi):
+                continue
+            a, b, ma, mb = lo, hi, mlo, mhi
+            while b / a > 1.0 + rtol:
+                mid = math.sqrt(a * b)
+                _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share)
+                if set(mm) == set(ma):
+                    a, ma = mid, mm
+                else:
+                    b, mb = mid, mm
+            breaks.append({"axis": axis, "multiplier_low": a, "multiplier_high": b,
+                           "multiplier": math.sqrt(a * b), "mix_below": _mix_text(ma),
+                           "mix_above": _mix_text(mb)})
+    return SensitivityResult(
+        pd.DataFrame(grid, columns=["axis", "multiplier", "usd_per_month", "mix", "deployments"]),
+        pd.DataFrame(breaks, columns=["axis", "multiplier_low", "multiplier_high", "multiplier",
+                                      "mix_below", "mix_above"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# does a mix beat the best single type?
+
+
+def compare_subsets(
+    scenario: Scenario,
+    groups: str | dict[str, Sequence[str]] = "accelerator",
+    *,
+    catalog: Catalog | None = None,
+    options: OptimizeOptions | None = None,
+    gap: float = 0.001,
+    time_limit_s: float = 30.0,
+) -> pd.DataFrame:
+    """Optimal cost with every candidate (the mix) vs with each subset alone.
+
+    ``groups="accelerator"`` (or ``"kind"``, ``"model"``) makes one subset per value of that
+    attribute of the self-hosted deployments; API deployments stay available in every subset.
+    Or give ``{name: [deployment, ...]}``. Returns one row per subset (``mix`` first):
+    usd_per_month, status, deployments used, and ``mix_saving`` = 1 - mix / subset cost
+    (the share the mix saves against that subset alone).
+    """
+    cat = catalog or load_catalog()
+    opts = options or OptimizeOptions.from_scenario(scenario)
+    base = build_problem(scenario, cat, opts)
+    if isinstance(groups, str):
+        attr = groups
+        if attr not in ("accelerator", "kind", "model"):
+            raise PlannerError(f"groups: expected accelerator, kind, model or a mapping, got "
+                               f"{attr!r}")
+        subsets: dict[str, list[str]] = {}
+        for d, o in base.options.items():
+            if o.selfhosted:
+                subsets.setdefault(str(getattr(o, attr)), []).append(d)
+    else:
+        subsets = {k: list(v) for k, v in groups.items()}
+    apis = [d for d, o in base.options.items() if not o.selfhosted]
+    rows = []
+
+    def solve(name: str, keep: list[str]) -> None:
+        ex = tuple(sorted(set(opts.exclude) | (set(base.options) - set(keep) - set(apis))))
+        pb = build_problem(scenario, cat, opts.replace(exclude=ex))
+        r = optimize_problem(pb, gap=gap, time_limit_s=time_limit_s)
+        used = r.plan[r.plan["chosen"]]["deployment"].tolist() if len(r.plan) else []
+        rows.append({"subset": name, "deployments": ",".join(keep), "status": r.status,
+                     "usd_per_month": r.objective_usd_per_month, "used": ",".join(used),
+                     "check_passed": r.check.passed})
+
+    solve("mix", list(base.options))
+    for name, keep in subsets.items():
+        solve(name, keep)
+    df = pd.DataFrame(rows)
+    mix = float(df.loc[0, "usd_per_month"])
+    df["mix_saving"] = 1.0 - mix / df["usd_per_month"]
+    return df

@@ -1,0 +1,893 @@
+"""Optimiser inputs: settings (:class:`OptimizeOptions`) and the priced problem (:class:`Problem`).
+
+A scenario becomes a :class:`Problem`: workload classes with their request rate in every hour
+of the diurnal profile, deployment options with their prices and per-class replica capacity,
+routes (one deployment, or a cascade small -> large) with the classes they may serve, and the
+limits a plan must respect. Every coefficient has a leading scenario axis ``S`` (one scenario
+for the deterministic optimiser, one per Monte Carlo sample for the stochastic one).
+
+Where the numbers come from (the deterministic engine's helpers, imported, not copied):
+
+- requests per class per hour: :func:`planner.workload.class_load` and the deterministic
+  engine's ``_hourly`` (batch-eligible requests spread evenly over the day);
+- eligibility: ``_eligible`` (a deployment's ``classes``, quality tiers, fine-tune
+  qualification);
+- replica capacity per class: :func:`planner.perf.replica_capacity` at the class's TTFT/TPOT
+  SLO (the largest load meeting the SLO, not the raw peak throughput), or the scenario's
+  ``capacity_requests_per_s``;
+- API USD per request: ``api_prices`` + :func:`planner.costs.api.api_cost_per_request`
+  (cached input, batch share, discount, margin) + request fees;
+- cloud USD per instance-hour and on-prem USD per server-month: the deterministic engine's
+  ``cloud_cost`` / ``onprem_cost`` evaluated for one and two blocks (same catalog fall-backs,
+  spot interruption factor, capital recovery, maintenance, facilities, lens); on-prem energy is
+  split into an idle part per server and a part per replica-hour of load (the linear power
+  model of :func:`planner.costs.selfhosted.server_power_w`), so it is exact at any utilisation;
+- fine-tune one-off cost: ``finetune_cost`` (retry multiplier included), spread over the
+  horizon.
+
+A *block* is the integer unit a deployment is bought or rented in: one instance (cloud) or
+server (on-prem) holding ``replicas_per_block`` replicas, or, when a replica needs more GPUs
+than one unit has, one replica spanning ``units_per_block`` units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from planner.catalog import Catalog
+from planner.config import Scenario, med
+from planner.costs import selfhosted as sh
+from planner.costs.api import api_cost_per_request
+from planner.engines.deterministic import (
+    _eligible,
+    _Evaluator,
+    _fees,
+    _hourly,
+    _tier,
+    api_prices,
+    finetune_cost,
+)
+from planner.errors import PlannerError
+from planner.workload import class_load, diurnal_weights
+
+KINDS = ("api", "cloud", "onprem")
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """Try ``small`` first; ``escalation_share`` of the requests run again on ``large``.
+
+    ``quality`` (class -> score) overrides the default score
+    ``(1 - e) x q_small + e x q_large``.
+    """
+
+    small: str
+    large: str
+    escalation_share: float
+    classes: tuple[str, ...] | None = None
+    quality: Mapping[str, float] = field(default_factory=dict)
+
+
+_SCALARS = (
+    "budget_usd_per_month", "max_share_per_provider", "min_onprem_share", "onprem_max_kw",
+    "utilisation_target", "gap", "time_limit_s", "objective", "cvar_lambda", "cvar_alpha",
+    "exclude",
+)
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """What the optimiser may decide and the limits a plan must respect.
+
+    Scalars mirror the proposed ``[optimize]`` table (docs/optimize-config-proposal.py); the
+    mappings mirror the proposed per-deployment fields (``tpm_limit``, ``max_replicas``,
+    ``max_servers``, ``max_kw``, ``provider``, ``quality``), the per-class ``min_quality`` and
+    the ``[cascade.NAME]`` tables. Quality scores use the catalog's 0-100 ``quality_score``
+    scale.
+
+    Attributes
+    ----------
+    budget_usd_per_month : float, optional
+        Cap on the monthly cost (expected cost when stochastic).
+    max_share_per_provider : float, optional
+        No API vendor or cloud may handle more than this share of the month's requests.
+    min_onprem_share : float, optional
+        Share of the month's requests that must stay entirely on-prem.
+    onprem_max_kw : float, optional
+        Total IT power of the on-prem servers at full load (before PUE), kW.
+    utilisation_target : float, optional
+        Overrides ``planning.utilisation_target``.
+    gap, time_limit_s : float
+        MILP relative gap and time limit (used when :func:`optimize` gets no explicit value).
+    objective : {"expected", "cvar"}
+        Stochastic objective: expected cost, or expected + ``cvar_lambda`` x CVaR at
+        ``cvar_alpha``.
+    exclude : tuple of str
+        Deployments the optimiser must not use.
+    integer_hourly : bool, optional
+        Hourly (on-demand/spot) replica counts integer (default: yes when deterministic; in the
+        stochastic version they are continuous, a fluid approximation, and the first stage
+        stays integer).
+    """
+
+    budget_usd_per_month: float | None = None
+    max_share_per_provider: float | None = None
+    min_onprem_share: float | None = None
+    onprem_max_kw: float | None = None
+    utilisation_target: float | None = None
+    gap: float = 0.01
+    time_limit_s: float = 30.0
+    objective: str = "expected"
+    cvar_lambda: float = 1.0
+    cvar_alpha: float = 0.95
+    exclude: tuple[str, ...] = ()
+    tpm_limit: Mapping[str, float] = field(default_factory=dict)
+    max_replicas: Mapping[str, int] = field(default_factory=dict)
+    max_servers: Mapping[str, int] = field(default_factory=dict)
+    max_kw: Mapping[str, float] = field(default_factory=dict)
+    provider: Mapping[str, str] = field(default_factory=dict)
+    quality: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    min_quality: Mapping[str, float] = field(default_factory=dict)
+    cascades: Mapping[str, CascadeSpec] = field(default_factory=dict)
+    integer_hourly: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("expected", "cvar"):
+            raise PlannerError(
+                f"optimize.objective: expected 'expected' or 'cvar', got {self.objective!r}"
+            )
+        for name in ("max_share_per_provider", "min_onprem_share"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise PlannerError(f"optimize.{name}: expected a share in [0, 1], got {v}")
+        if self.utilisation_target is not None and not 0.0 < self.utilisation_target <= 1.0:
+            raise PlannerError(
+                f"optimize.utilisation_target: expected a number in (0, 1], got "
+                f"{self.utilisation_target}"
+            )
+        if not 0.0 < self.cvar_alpha < 1.0:
+            raise PlannerError(f"optimize.cvar_alpha: expected (0, 1), got {self.cvar_alpha}")
+        if self.cvar_lambda < 0:
+            raise PlannerError(f"optimize.cvar_lambda: expected >= 0, got {self.cvar_lambda}")
+        if not 0.0 <= self.gap <= 1.0:
+            raise PlannerError(f"optimize.gap: expected a relative gap in [0, 1], got {self.gap}")
+        if not self.time_limit_s > 0:
+            raise PlannerError(f"optimize.time_limit_s: expected > 0, got {self.time_limit_s}")
+        for name, k in self.cascades.items():
+            if not 0.0 <= k.escalation_share <= 1.0:
+                raise PlannerError(
+                    f"cascade.{name}.escalation_share: expected a share in [0, 1], got "
+                    f"{k.escalation_share}"
+                )
+
+    def replace(self, **changes: Any) -> OptimizeOptions:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_scenario(cls, sc: Scenario, **overrides: Any) -> OptimizeOptions:
+        """Settings from a scenario's ``[optimize]`` / ``[cascade.*]`` tables and fields.
+
+        Works before and after the schema has them (every read is a ``getattr`` with a
+        default). ``overrides`` replace scalars and update (merge into) the mappings.
+        """
+        vals: dict[str, Any] = {}
+        opt = getattr(sc, "optimize", None)
+        if opt is not None:
+            for name in _SCALARS:
+                v = getattr(opt, name, None)
+                if v is None:
+                    continue
+                vals[name] = tuple(v) if name == "exclude" else (
+                    v if isinstance(v, str) else med(v))
+        maps: dict[str, dict[str, Any]] = {
+            "tpm_limit": {}, "max_replicas": {}, "max_servers": {}, "max_kw": {},
+            "provider": {}, "quality": {},
+        }
+        for kind in KINDS:
+            for name, dep in getattr(sc, kind).items():
+                for key in ("tpm_limit", "max_replicas", "max_servers", "max_kw", "provider"):
+                    v = getattr(dep, key, None)
+                    if v is not None:
+                        maps[key][name] = v if isinstance(v, str | int) else med(v)
+                q = getattr(dep, "quality", None)
+                if q:
+                    maps["quality"][name] = {c: float(med(s)) for c, s in q.items()}
+        minq = {}
+        for cname, wc in sc.workload.items():
+            v = getattr(wc, "min_quality", None)
+            if v is not None:
+                minq[cname] = float(med(v))
+        cascades = {}
+        for name, k in (getattr(sc, "cascade", None) or {}).items():
+            cascades[name] = CascadeSpec(
+                small=k.small, large=k.large, escalation_share=float(med(k.escalation_share)),
+                classes=tuple(k.classes) if k.classes is not None else None,
+                quality={c: float(med(s)) for c, s in (k.quality or {}).items()},
+            )
+            if k.quality:
+                maps["quality"][name] = dict(cascades[name].quality)
+        merged: dict[str, Any] = {**vals, **maps, "min_quality": minq, "cascades": cascades}
+        known = {f.name for f in fields(cls)}
+        for key, v in overrides.items():
+            if key not in known:
+                raise PlannerError(f"OptimizeOptions: unknown setting {key!r}")
+            if isinstance(merged.get(key), dict) and isinstance(v, Mapping):
+                merged[key] = {**merged[key], **dict(v)}
+            else:
+                merged[key] = v
+        return cls(**merged)
+
+
+# --------------------------------------------------------------------------------------------
+# the priced problem
+
+
+@dataclass
+class ClassCoef:
+    """One option serving one class: arrays over scenarios (S,)."""
+
+    capacity_rps: np.ndarray  # per replica at the class SLO (inf for an API)
+    usd_per_request: np.ndarray  # API bill, request fees, on-prem energy per request
+    tokens_per_request: np.ndarray  # input + output (TPM limits)
+    quality: float  # nan when unknown
+    input_tokens: np.ndarray | None = None  # per request, this option's tokenizer (S,)
+    output_tokens: np.ndarray | None = None
+
+
+@dataclass
+class OptionData:
+    """One deployment candidate.
+
+    ``stage``: ``api`` (pay per request), ``hourly`` (on-demand/spot replicas chosen per hour,
+    billed per hour), ``fixed`` (reserved/committed cloud or bought on-prem servers: one count
+    for the whole horizon, billed every hour of the month).
+    """
+
+    name: str
+    kind: str
+    stage: str
+    provider: str | None
+    model: str | None = None
+    accelerator: str | None = None
+    offering: str | None = None
+    price_plan: str | None = None  # cloud: on-demand / spot / reserved-1y / reserved-3y
+    finetune: str | None = None
+    gpus_per_replica: int = 0
+    replicas_per_block: int = 1
+    units_per_block: int = 1
+    gpus_per_block: int = 0
+    lb_blocks: float = 0.0
+    ub_blocks: float = math.inf  # big-M: enough for all demand (always finite once built)
+    ub_hourly: np.ndarray | None = None  # (S, P) enough for each hour's demand
+    cap_blocks: float = math.inf  # the user's cap (max_replicas, max_servers, max_kw)
+    fixed_fleet: bool = False  # the scenario fixes the count (servers / replicas)
+    kw_per_block: float = 0.0
+    tpm_limit: float | None = None
+    block_usd_per_hour: np.ndarray | None = None  # hourly stage (S,)
+    block_usd_per_month: np.ndarray | None = None  # fixed stage (S,)
+    fixed_usd_per_month: np.ndarray | None = None  # when used at all (ops, implementation)
+    classes: dict[str, ClassCoef] = field(default_factory=dict)
+    perf: dict[str, Any] = field(default_factory=dict)  # for the simulation (spec ids)
+
+    @property
+    def selfhosted(self) -> bool:
+        return self.kind != "api"
+
+
+@dataclass
+class RouteData:
+    """A way to serve a class: one deployment, or a cascade (small, then large for a share)."""
+
+    name: str
+    kind: str  # "single" | "cascade"
+    legs: tuple[tuple[str, np.ndarray], ...]  # (option, requests per routed request) (S,)
+    classes: tuple[str, ...]
+    quality: dict[str, float]
+    finetunes: tuple[str, ...]
+    onprem_kept: np.ndarray  # (S,) share of routed requests that never leave on-prem
+    touch: dict[str, np.ndarray]  # provider -> (S,) share of routed requests it handles
+
+
+@dataclass
+class Problem:
+    """Everything the MILP needs, priced; arrays have a leading scenario axis S."""
+
+    name: str
+    classes: tuple[str, ...]
+    periods: int
+    hours_per_month: float
+    horizon_months: int
+    demand: np.ndarray  # (S, C, P) requests/s
+    prob: np.ndarray  # (S,)
+    options: dict[str, OptionData]
+    routes: list[RouteData]
+    finetune_usd: dict[str, np.ndarray]  # one-off, (S,)
+    utilisation_target: float
+    ha_reserve: int
+    peak_factor: float  # intra-hour peak / hourly mean (flat profile + peak_to_average)
+    min_quality: dict[str, float]
+    budget_usd_per_month: float | None
+    max_share_per_provider: float | None
+    min_onprem_share: float | None
+    onprem_max_kw: float | None
+    integer_hourly: bool
+    excluded: dict[str, dict[str, str]]  # class -> deployment -> why it cannot serve it
+    slo: dict[str, dict[str, float]]  # class -> {ttft_s, tpot_s, e2e_s, percentile}
+    lengths: dict[str, tuple[float, float]]  # class -> (input, output) tokens (base tokenizer)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def n_scenarios(self) -> int:
+        return int(self.demand.shape[0])
+
+    @property
+    def hour_weight(self) -> float:
+        """Hours of the month each profile hour stands for: hours_per_month / periods."""
+        return self.hours_per_month / self.periods
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(route index, class index) of every allowed routing."""
+        ci = {c: i for i, c in enumerate(self.classes)}
+        return [(r, ci[c]) for r, rt in enumerate(self.routes) for c in rt.classes]
+
+    def route_usd_per_request(self, r: int, c: str) -> np.ndarray:
+        """(S,) USD per request of class ``c`` sent down route ``r`` (all legs)."""
+        rt = self.routes[r]
+        return sum(m * self.options[o].classes[c].usd_per_request for o, m in rt.legs)
+
+    def scaled(self, *, traffic: float = 1.0, api_price: float = 1.0,
+               gpu_price: float = 1.0) -> Problem:
+        """A copy with demand x ``traffic``, API prices x ``api_price`` and GPU rental,
+        purchase and fixed costs of self-hosted options x ``gpu_price`` (sensitivity scans).
+        """
+        opts = {}
+        for name, o in self.options.items():
+            cl = {}
+            for c, k in o.classes.items():
+                usd = k.usd_per_request * (api_price if o.kind == "api" else 1.0)
+                cl[c] = replace(k, usd_per_request=usd)
+            g = gpu_price if o.selfhosted else 1.0
+            ubh = None if o.ub_hourly is None else np.ceil(o.ub_hourly * max(traffic, 1.0))
+            opts[name] = replace(
+                o, classes=cl, ub_hourly=ubh,
+                ub_blocks=o.ub_blocks if ubh is None else max(o.lb_blocks, float(ubh.max())),
+                block_usd_per_hour=None if o.block_usd_per_hour is None
+                else o.block_usd_per_hour * g,
+                block_usd_per_month=None if o.block_usd_per_month is None
+                else o.block_usd_per_month * g,
+            )
+        return replace(self, demand=self.demand * traffic, options=opts, messages=[])
+
+    def with_utilisation(self, utilisation_target: float) -> Problem:
+        """A copy with another utilisation target (upper bounds on blocks rescaled)."""
+        f = self.utilisation_target / utilisation_target
+        opts = {}
+        for name, o in self.options.items():
+            if o.selfhosted and o.ub_hourly is not None:
+                ubh = np.maximum(np.ceil(o.ub_hourly * max(f, 1.0)), o.lb_blocks)
+                o = replace(o, ub_hourly=ubh, ub_blocks=max(o.lb_blocks, float(ubh.max())))
+            opts[name] = o
+        return replace(self, utilisation_target=utilisation_target, options=opts, messages=[])
+
+    def take(self, s: int) -> Problem:
+        """The problem of scenario ``s`` alone (a deterministic problem)."""
+
+        def t(a):
+            return None if a is None else np.atleast_1d(np.asarray(a)[s:s + 1])
+
+        opts = {}
+        for name, o in self.options.items():
+            cl = {c: ClassCoef(t(k.capacity_rps), t(k.usd_per_request), t(k.tokens_per_request),
+                               k.quality, t(k.input_tokens), t(k.output_tokens))
+                  for c, k in o.classes.items()}
+            opts[name] = replace(o, classes=cl, block_usd_per_hour=t(o.block_usd_per_hour),
+                                 block_usd_per_month=t(o.block_usd_per_month),
+                                 fixed_usd_per_month=t(o.fixed_usd_per_month),
+                                 ub_hourly=t(o.ub_hourly))
+        routes = [replace(r, legs=tuple((o, t(x)) for o, x in r.legs),
+                          onprem_kept=t(r.onprem_kept),
+                          touch={p: t(x) for p, x in r.touch.items()}) for r in self.routes]
+        return replace(self, demand=self.demand[s:s + 1], prob=np.ones(1), options=opts,
+                       routes=routes, finetune_usd={f: t(v) for f, v in self.finetune_usd.items()},
+                       messages=[])
+
+    def mean_problem(self) -> Problem:
+        """The expected-value problem: every coefficient replaced by its mean over scenarios."""
+
+        def m(a):
+            return None if a is None else np.atleast_1d(np.average(a, axis=0, weights=self.prob))
+
+        opts = {}
+        for name, o in self.options.items():
+            cl = {c: ClassCoef(m(k.capacity_rps), m(k.usd_per_request), m(k.tokens_per_request),
+                               k.quality, m(k.input_tokens), m(k.output_tokens))
+                  for c, k in o.classes.items()}
+            opts[name] = replace(o, classes=cl, block_usd_per_hour=m(o.block_usd_per_hour),
+                                 block_usd_per_month=m(o.block_usd_per_month),
+                                 fixed_usd_per_month=m(o.fixed_usd_per_month),
+                                 ub_hourly=None if o.ub_hourly is None else
+                                 np.max(o.ub_hourly, axis=0, keepdims=True))
+        routes = [replace(r, legs=tuple((o, m(x)) for o, x in r.legs),
+                          onprem_kept=m(r.onprem_kept),
+                          touch={p: m(x) for p, x in r.touch.items()}) for r in self.routes]
+        demand = np.average(self.demand, axis=0, weights=self.prob)[None]
+        return replace(self, demand=demand, prob=np.ones(1), options=opts, routes=routes,
+                       finetune_usd={f: m(v) for f, v in self.finetune_usd.items()},
+                       messages=[])
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+
+def _periods(sc: Scenario) -> int:
+    return 168 if any(
+        not isinstance(w.diurnal, str) and len(w.diurnal) == 168 for w in sc.workload.values()
+    ) else 24
+
+
+def _slo(wc) -> dict[str, float]:
+    s = wc.slo
+    out = {"ttft_s": math.inf, "tpot_s": math.inf, "e2e_s": math.inf, "percentile": 90.0}
+    if s is not None:
+        for k in ("ttft_s", "tpot_s", "e2e_s"):
+            v = getattr(s, k)
+            if v is not None:
+                out[k] = float(med(v))
+        out["percentile"] = float(s.percentile)
+    return out
+
+
+class _MemoCatalog:
+    """A catalog whose row look-ups are memoised (pricing hundreds of sampled scenarios looks
+    the same rows up again and again; each look-up filters a DataFrame)."""
+
+    _MEMO = ("llm", "accelerator", "api", "cloud", "server", "tokens_per_unit")
+
+    def __init__(self, cat: Catalog):
+        self._cat = cat
+        self._memo: dict = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._cat, name)
+        if name not in self._MEMO:
+            return attr
+
+        def call(*args):
+            key = (name, *args)
+            if key not in self._memo:
+                self._memo[key] = attr(*args)
+            return dict(self._memo[key])
+
+        return call
+
+
+class _Pricer:
+    """Prices one (possibly sampled) scenario with the deterministic engine's helpers."""
+
+    def __init__(self, sc: Scenario, cat: Catalog, cap_cache: dict):
+        self.sc, self.cat, self.cap_cache = sc, cat, cap_cache
+        self.ev = _Evaluator(sc, cat, 1.0)
+        self.hpm = sc.planning.hours_per_month
+        self._loads: dict = {}
+        self._rows: dict = {}
+
+    def load(self, cname: str, tokenizer: str | None):
+        key = (cname, tokenizer)
+        if key not in self._loads:
+            self._loads[key] = class_load(self.sc, cname, self.sc.workload[cname], tokenizer,
+                                          self.cat)
+        return self._loads[key]
+
+    def capacity(self, dep, llm_row, acc_row, cl, slo):
+        """ReplicaCapacity-like dict at the class SLO (cached per lengths and SLO)."""
+        if dep.capacity_requests_per_s is not None:
+            return {"requests_per_s": float(med(dep.capacity_requests_per_s)), "fits": True,
+                    "meets_slo": True, "stated": True}
+        from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, replica_capacity
+
+        key = (llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
+               round(cl.input_tokens, 6), round(cl.output_tokens, 6), slo["ttft_s"],
+               slo["tpot_s"], tuple(sorted(dep.perf.items())))
+        if key not in self.cap_cache:
+            params = PerfParams.from_mapping(dep.perf) if dep.perf else None
+            cap = replica_capacity(
+                LLMSpec.from_row(llm_row), AcceleratorSpec.from_row(acc_row),
+                gpus=dep.gpus_per_replica, precision=dep.precision,
+                input_tokens=cl.input_tokens, output_tokens=cl.output_tokens,
+                ttft_slo_s=None if math.isinf(slo["ttft_s"]) else slo["ttft_s"],
+                tpot_slo_s=None if math.isinf(slo["tpot_s"]) else slo["tpot_s"],
+                params=params, strict=False,
+            )
+            self.cap_cache[key] = cap.to_dict()
+        return self.cap_cache[key]
+
+    def fees_per_request(self, dep) -> float:
+        return float(sum(usd for _, usd, _ in _fees(dep, 1.0)))
+
+    def api(self, dep, cname: str) -> tuple[float, float, float, float]:
+        if dep.offering not in self._rows:
+            self._rows[dep.offering] = self.cat.api(dep.offering)
+        row = self._rows[dep.offering]
+        prices = api_prices(dep, row, dep.fine_tune is not None)
+        cl = self.load(cname, dep.tokenizer or row.get("tokenizer"))
+        wc = self.sc.workload[cname]
+        parts = api_cost_per_request(
+            prices, cl.input_tokens, cl.output_tokens, cached_share=cl.cached_share,
+            batch_share=cl.batch_share, calls_per_request=med(wc.calls_per_request),
+            discount=med(dep.discount), gross_margin=med(dep.gross_margin),
+        )
+        usd = float(sum(float(np.asarray(v)) for v in parts.values()))
+        return usd + self.fees_per_request(dep), cl.input_tokens, cl.output_tokens
+
+    def cloud_block(self, name, dep, offer, acc_id, rpb) -> float:
+        """USD for one block rented every hour of the month (always-on billing)."""
+        d = dep.model_copy(update={"billing": "always-on", "replicas": None})
+        _, _, usd = self.ev.cloud_cost(name, d, offer, acc_id, float(rpb), np.zeros(1),
+                                       np.zeros(1))
+        return float(usd)
+
+    def onprem_blocks(self, name, dep, server, acc_row, rpb) -> tuple[float, float, float]:
+        """(USD/month per block idle, fixed USD/month when used, USD per replica-hour of load).
+
+        From the deterministic engine's on-prem cost at 1 and 2 blocks and at full load.
+        """
+        d = dep.model_copy(update={"servers": None})
+        _, _, c1 = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), 0.0)
+        _, _, c2 = self.ev.onprem_cost(name, d, server, acc_row, float(2 * rpb), 0.0)
+        _, _, cf = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), float(rpb))
+        per_block = c2 - c1
+        return per_block, c1 - per_block, (cf - c1) / rpb / self.hpm
+
+
+def _pack(gpr: int, gpu_per_unit: int) -> tuple[int, int]:
+    """(replicas per block, units per block)."""
+    if gpr <= gpu_per_unit:
+        return gpu_per_unit // gpr, 1
+    return 1, int(math.ceil(gpr / gpu_per_unit))
+
+
+def _slo_reason(capd: dict, slo: dict) -> str:
+    if not capd.get("fits", True):
+        return f"does not fit ({capd.get('limited_by', 'memory')})"
+    bits = []
+    if capd.get("ttft_s", 0) > slo["ttft_s"]:
+        bits.append(f"TTFT SLO {slo['ttft_s']:g} s cannot be met (TTFT {capd['ttft_s']:.3g} s "
+                    "with one request at a time)")
+    if capd.get("tpot_s", 0) > slo["tpot_s"]:
+        bits.append(f"TPOT SLO {slo['tpot_s']:g} s cannot be met (TPOT {capd['tpot_s']:.3g} s "
+                    "with one request at a time)")
+    return "; ".join(bits) or "no capacity at the SLO"
+
+
+@dataclass
+class _Static:
+    """Per-option facts that do not vary between samples."""
+
+    kind: str
+    dep: Any
+    row: dict | None = None  # api row or llm row
+    offer: dict | None = None
+    server: dict | None = None
+    acc_row: dict | None = None
+    acc_id: str | None = None
+
+
+def build_problem(
+    sc: Scenario,
+    cat: Catalog,
+    options: OptimizeOptions,
+    *,
+    samples: Sequence[Scenario] | None = None,
+    integer_hourly: bool | None = None,
+) -> Problem:
+    """Price a scenario into a :class:`Problem`.
+
+    Parameters
+    ----------
+    sc : Scenario
+        The scenario at its medians: it fixes the structure (options, eligibility, routes).
+    cat : Catalog
+    options : OptimizeOptions
+    samples : sequence of Scenario, optional
+        Sampled scenarios (all inputs fixed); coefficients are priced once per sample, giving
+        the scenario axis. Default: ``[sc]``.
+    integer_hourly : bool, optional
+        Overrides ``options.integer_hourly``.
+    """
+    samples = list(samples) if samples else [sc]
+    S = len(samples)
+    classes = tuple(sc.workload)
+    if not classes:
+        raise PlannerError("optimize: the scenario has no workload classes")
+    deps = {n: kd for n, kd in sc.deployments().items() if n not in set(options.exclude)}
+    unknown = [n for n in options.exclude if n not in sc.deployments()]
+    if unknown:
+        raise PlannerError(f"optimize.exclude: unknown deployment(s) {', '.join(unknown)}")
+    if not deps:
+        raise PlannerError("optimize: the scenario has no deployment candidates to choose from")
+    P = _periods(sc)
+    hpm = sc.planning.hours_per_month
+    util = options.utilisation_target or sc.planning.utilisation_target
+    slo = {c: _slo(wc) for c, wc in sc.workload.items()}
+    cap_cache: dict = {}
+    cat = _MemoCatalog(cat)
+    pricers = [_Pricer(s, cat, cap_cache) for s in samples]
+    base = pricers[0] if S == 1 else _Pricer(sc, cat, cap_cache)
+
+    # -- static facts and eligibility at the medians ---------------------------------------
+    static: dict[str, _Static] = {}
+    why: dict[str, dict[str, str]] = {c: {} for c in classes}
+    for name, (kind, dep) in deps.items():
+        if kind == "api":
+            row = cat.api(dep.offering)
+            static[name] = _Static(kind, dep, row=row)
+        else:
+            row = cat.llm(dep.model)
+            offer = cat.cloud(dep.offering) if kind == "cloud" and dep.offering else None
+            server = cat.server(dep.server) if kind == "onprem" and dep.server else None
+            acc_id = dep.accelerator or (offer or server or {}).get("accelerator")
+            static[name] = _Static(kind, dep, row=row, offer=offer, server=server,
+                                   acc_row=cat.accelerator(acc_id), acc_id=acc_id)
+        st = static[name]
+        ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
+        for c, reason in _eligible(sc, dep, _tier(dep, st.row), ft).items():
+            if reason:
+                why[c][name] = reason
+
+    def quality(name: str, c: str) -> float:
+        q = options.quality.get(name, {})
+        if c in q:
+            return float(q[c])
+        row = static[name].row
+        v = row.get("quality_score") if row else None
+        return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) \
+            else math.nan
+
+    # -- per-sample coefficients ------------------------------------------------------------
+    first_dep = next(iter(deps.values()))[1]
+    tok0 = getattr(first_dep, "tokenizer", None) or static[next(iter(deps))].row.get("tokenizer")
+    demand = np.zeros((S, len(classes), P))
+    for s, pr in enumerate(pricers):
+        for i, c in enumerate(classes):
+            demand[s, i] = _hourly(pr.load(c, tok0), P)
+    lengths = {}
+    for c in classes:
+        cl = base.load(c, tok0)
+        lengths[c] = (float(cl.input_tokens), float(cl.output_tokens))
+
+    opts: dict[str, OptionData] = {}
+    for name, st in static.items():
+        dep, kind = st.dep, st.kind
+        prov = options.provider.get(name)
+        if kind == "api":
+            prov = prov or st.row.get("provider")
+            o = OptionData(name, "api", "api", prov, model=st.row.get("llm") or dep.offering,
+                           offering=dep.offering, finetune=dep.fine_tune,
+                           tpm_limit=options.tpm_limit.get(name))
+            api_ttft = st.row.get("ttft_s")
+            for c in classes:
+                if name in why[c]:
+                    continue
+                if api_ttft is not None and not math.isnan(api_ttft) and \
+                        api_ttft > slo[c]["ttft_s"]:
+                    why[c][name] = (f"TTFT SLO {slo[c]['ttft_s']:g} s cannot be met (the API's "
+                                    f"catalog TTFT is {api_ttft:g} s)")
+                    continue
+                usd, i_tok, o_tok = np.zeros(S), np.zeros(S), np.zeros(S)
+                for s, pr in enumerate(pricers):
+                    usd[s], i_tok[s], o_tok[s] = pr.api(pr.sc.api[name], c)
+                o.classes[c] = ClassCoef(np.full(S, np.inf), usd, i_tok + o_tok,
+                                         quality(name, c), i_tok, o_tok)
+            opts[name] = o
+            continue
+        # self-hosted
+        gpr = dep.gpus_per_replica
+        if kind == "cloud":
+            gpu_unit = dep.gpus_per_instance or int((st.offer or {}).get("gpus_per_instance") or 1)
+            plan = (st.offer or {}).get("plan") or dep.plan
+            stage = "fixed" if (plan.startswith("reserved") or dep.committed) else "hourly"
+            if prov is None:
+                stated = dep.usd_per_gpu_hour is not None or dep.usd_per_instance_hour is not None
+                prov = name if stated else (
+                    (st.offer or {}).get("provider") or _cheapest_provider(cat, st.acc_id, plan))
+        else:
+            gpu_unit = dep.gpus_per_server or int((st.server or {}).get("gpus_per_server") or 8)
+            stage = "fixed"
+            prov = None
+            plan = None
+        rpb, upb = _pack(gpr, gpu_unit)
+        o = OptionData(name, kind, stage, prov, model=dep.model, accelerator=st.acc_id,
+                       offering=dep.offering if kind == "cloud" else dep.server,
+                       price_plan=plan if kind == "cloud" else None,
+                       finetune=dep.fine_tune, gpus_per_replica=gpr, replicas_per_block=rpb,
+                       units_per_block=upb, gpus_per_block=upb * gpu_unit,
+                       perf={"stated": True} if dep.capacity_requests_per_s is not None
+                       else {"model": dep.model, "accelerator": st.acc_id, "gpus": gpr,
+                             "precision": dep.precision, "perf": dict(dep.perf)})
+        tokenizer = dep.tokenizer or st.row.get("tokenizer")
+        energy = np.zeros(S)
+        if kind == "cloud":
+            o.block_usd_per_hour = np.zeros(S)
+            month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb)
+                              for pr in pricers])
+            if stage == "hourly":
+                o.block_usd_per_hour = month / hpm
+                o.block_usd_per_month = np.zeros(S)
+            else:
+                o.block_usd_per_month = month
+            o.fixed_usd_per_month = np.zeros(S)
+        else:
+            vals = np.array([pr.onprem_blocks(name, pr.sc.onprem[name], st.server, st.acc_row,
+                                              rpb) for pr in pricers])
+            o.block_usd_per_month, o.fixed_usd_per_month, energy = vals[:, 0], vals[:, 1], vals[:, 2]
+            o.block_usd_per_hour = np.zeros(S)
+            tdp = med(dep.gpu_tdp_w) if dep.gpu_tdp_w is not None else st.acc_row.get("tdp_w")
+            base_w = med(dep.server_base_w) if dep.server_base_w is not None else \
+                (st.server or {}).get("server_base_w")
+            o.kw_per_block = float(sh.server_power_w(base_w, gpu_unit, tdp, 1.0,
+                                                     med(dep.gpu_idle_power_share))) * upb / 1e3
+        # fixed counts (existing fleet) and caps
+        fixed = None
+        if kind == "onprem" and dep.servers is not None:
+            fixed = dep.servers // upb if upb > 1 else dep.servers
+        elif dep.replicas is not None:
+            fixed = int(math.ceil(dep.replicas / rpb))
+        ub = math.inf
+        if name in options.max_replicas:
+            ub = min(ub, options.max_replicas[name] // rpb)
+        if name in options.max_servers:
+            ub = min(ub, options.max_servers[name] // upb)
+        if name in options.max_kw and o.kw_per_block > 0:
+            ub = min(ub, math.floor(options.max_kw[name] / o.kw_per_block + 1e-9))
+        o.cap_blocks = float(ub)
+        if fixed is not None:
+            o.lb_blocks = o.cap_blocks = float(fixed)
+            o.fixed_fleet = True
+        fees = np.array([pr.fees_per_request(getattr(pr.sc, kind)[name]) for pr in pricers])
+        for c in classes:
+            if name in why[c]:
+                continue
+            capd = base.capacity(dep, st.row, st.acc_row, base.load(c, tokenizer), slo[c])
+            if not capd.get("fits", True) or not capd.get("meets_slo", True) or \
+                    capd["requests_per_s"] <= 0:
+                why[c][name] = _slo_reason(capd, slo[c])
+                continue
+            cap, i_tok, o_tok = np.zeros(S), np.zeros(S), np.zeros(S)
+            for s, pr in enumerate(pricers):
+                cl = pr.load(c, tokenizer)
+                cap[s] = pr.capacity(getattr(pr.sc, kind)[name], st.row, st.acc_row, cl,
+                                     slo[c])["requests_per_s"]
+                i_tok[s], o_tok[s] = cl.input_tokens, cl.output_tokens
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e_req = np.where(cap > 0, energy / (3600.0 * cap), 0.0)
+            o.classes[c] = ClassCoef(cap, fees + e_req, i_tok + o_tok, quality(name, c),
+                                     i_tok, o_tok)
+        opts[name] = o
+
+    # -- routes -----------------------------------------------------------------------------
+    minq = {c: float(v) for c, v in options.min_quality.items() if c in classes}
+    routes: list[RouteData] = []
+    for name, o in opts.items():
+        ok = []
+        for c in o.classes:
+            if c in minq and math.isnan(o.classes[c].quality):
+                why[c][name] = (f"no quality score for class {c} (the class needs "
+                                f"{minq[c]:g}; give quality.{c} for {name})")
+                continue
+            ok.append(c)
+        kept = np.ones(S) if o.kind == "onprem" else np.zeros(S)
+        touch = {o.provider: np.ones(S)} if o.provider else {}
+        routes.append(RouteData(
+            name, "single", ((name, np.ones(S)),), tuple(ok),
+            {c: o.classes[c].quality for c in ok},
+            (o.finetune,) if o.finetune else (), kept, touch,
+        ))
+    for kname, k in options.cascades.items():
+        for leg in (k.small, k.large):
+            if leg not in sc.deployments():
+                raise PlannerError(f"cascade.{kname}: unknown deployment {leg!r}")
+        if k.small not in opts or k.large not in opts:
+            continue
+        e = np.array([_escalation(pr.sc, kname, k) for pr in pricers])
+        small, large = opts[k.small], opts[k.large]
+        ok, q = [], {}
+        for c in (k.classes or classes):
+            if c not in small.classes or c not in large.classes or name_blocked(why, c, k.large):
+                continue
+            qc = options.quality.get(kname, {}).get(c, k.quality.get(c))
+            if qc is None:
+                qs, ql = small.classes[c].quality, large.classes[c].quality
+                qc = (1 - float(np.mean(e))) * qs + float(np.mean(e)) * ql
+            if c in minq and math.isnan(qc):
+                continue
+            ok.append(c)
+            q[c] = float(qc)
+        kept = (small.kind == "onprem") * ((1 - e) + e * (large.kind == "onprem"))
+        touch: dict[str, np.ndarray] = {}
+        for leg, mult in ((small, np.ones(S)), (large, e)):
+            if leg.provider:
+                touch[leg.provider] = touch.get(leg.provider, 0.0) + mult
+        fts = tuple(f for f in (small.finetune, large.finetune) if f)
+        routes.append(RouteData(kname, "cascade", ((k.small, np.ones(S)), (k.large, e)),
+                                tuple(ok), q, fts, np.asarray(kept, float), touch))
+
+    ft_usd = {}
+    used_ft = {f for r in routes for f in r.finetunes}
+    for f in used_ft:
+        ft_usd[f] = np.array([finetune_cost(pr.sc.finetune[f], cat, pr.ev.trace)["usd"]
+                              for pr in pricers])
+
+    # big-M upper bounds for blocks: every class this option may carry, all on it, per hour
+    pf = _peak_factor(sc)
+    for o in opts.values():
+        if not o.selfhosted:
+            continue
+        if not o.classes:
+            o.ub_blocks = o.lb_blocks
+            o.ub_hourly = np.full((S, P), o.lb_blocks)
+            continue
+        load = np.zeros((S, P))
+        for c, k in o.classes.items():
+            i = classes.index(c)
+            mult = max((float(np.max(m)) for rt in routes for on, m in rt.legs
+                        if on == o.name and c in rt.classes), default=0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = np.where(k.capacity_rps > 0, mult / k.capacity_rps, 0.0)
+            load += demand[:, i, :] * inv[:, None]
+        ub = np.ceil(load * pf / util / o.replicas_per_block - 1e-9) + \
+            math.ceil(sc.planning.ha_reserve_replicas / o.replicas_per_block)
+        o.ub_hourly = np.maximum(ub, o.lb_blocks)
+        o.ub_blocks = max(o.lb_blocks, float(ub.max()))
+
+    return Problem(
+        name=sc.name, classes=classes, periods=P, hours_per_month=hpm,
+        horizon_months=sc.scenario.horizon_months, demand=demand, prob=np.full(S, 1.0 / S),
+        options=opts, routes=routes, finetune_usd=ft_usd, utilisation_target=util,
+        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=_peak_factor(sc),
+        min_quality=minq, budget_usd_per_month=options.budget_usd_per_month,
+        max_share_per_provider=options.max_share_per_provider,
+        min_onprem_share=options.min_onprem_share, onprem_max_kw=options.onprem_max_kw,
+        integer_hourly=(S == 1) if integer_hourly is None and options.integer_hourly is None
+        else bool(integer_hourly if integer_hourly is not None else options.integer_hourly),
+        excluded=why, slo=slo, lengths=lengths,
+    )
+
+
+def name_blocked(why: dict[str, dict[str, str]], c: str, name: str) -> bool:
+    return name in why.get(c, {})
+
+
+def _escalation(sc: Scenario, name: str, k: CascadeSpec) -> float:
+    table = getattr(sc, "cascade", None) or {}
+    if name in table:
+        return float(med(table[name].escalation_share))
+    return float(k.escalation_share)
+
+
+def _peak_factor(sc: Scenario) -> float:
+    """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every profile is flat."""
+    p2a = sc.planning.peak_to_average
+    if p2a is None:
+        return 1.0
+    flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
+    return float(p2a) if flat else 1.0
+
+
+def _cheapest_provider(cat: Catalog, accelerator: str | None, plan: str) -> str | None:
+    df = cat.clouds
+    rows = df[(df["accelerator"] == accelerator) & (df["plan"] == plan)]
+    rows = rows[rows["usd_per_gpu_hour"].notna()]
+    if rows.empty:
+        return None
+    return str(rows.sort_values("usd_per_gpu_hour").iloc[0]["provider"])

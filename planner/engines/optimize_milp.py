@@ -1,0 +1,903 @@
+"""The optimiser's mixed-integer program: build, solve and decode as separate steps.
+
+Variables (named column blocks, see :class:`Columns`; ``s`` scenario, ``h`` profile hour,
+``d`` deployment option, ``k`` an allowed (route, class) pair, ``f`` a fine-tune):
+
+- ``blocks_fixed[d]`` (integer, first stage): servers bought / reserved cloud blocks;
+- ``used[d]`` (binary, first stage): the option is used (carries ops staff, implementation,
+  the HA reserve);
+- ``finetune[f]`` (binary, first stage): run fine-tune ``f``; routes through a deployment of
+  the fine-tuned model may only carry traffic when it is 1;
+- ``blocks_hourly[s, d, h]`` (integer when deterministic; continuous in the stochastic
+  version): on-demand / spot blocks running in hour ``h``;
+- ``used_hourly[s, d, h]``: the hourly option runs in hour ``h`` (only with an HA reserve);
+- ``flow[s, k, h]`` (continuous, requests/s): class traffic sent down a route (API tokens are
+  the flow times the tokens per request);
+- ``eta``, ``excess[s]``: the Rockafellar-Uryasev CVaR linearisation.
+
+Constraints (row groups; the names are what the infeasibility diagnosis drops and the checker
+reports):
+
+- ``demand``: sum_k flow[s, k, h] = D[s, c, h] for every class and hour;
+- ``capacity``: for a self-hosted option, the load in replica-equivalents
+  ``sum_k mult x peak_factor x flow / capacity_c`` <= ``U x (replicas - HA x used)``, where
+  capacity_c is one replica's sustainable requests/s at class c's TTFT/TPOT SLO (perf model)
+  and U the utilisation target;
+- ``link``: no blocks unless ``used`` (so the HA reserve and fixed costs apply to any use);
+- ``finetune``: flow[s, k, h] <= D[s, c, h] x finetune[f];
+- ``quality``: sum_k (q_k - q_min_c) x flow >= 0 (the class's average quality, each hour);
+- ``tpm``: API tokens per minute <= the offering's limit, each hour;
+- ``budget``: expected monthly cost <= budget;
+- ``onprem_share``, ``provider_share``: month's request shares (each scenario);
+- ``power``: on-prem IT power at full load <= the limit;
+- ``limits``: the users' caps on blocks (bounds; dropped as a group by the diagnosis);
+- ``cvar``: cost_s - eta - excess_s <= 0.
+
+Monthly cost of scenario s: fixed blocks x USD/block-month + used x fixed USD/month + fine-tunes
+/ horizon + sum_h hourly blocks x USD/block-hour x (hours per month / periods) + sum_{k,h}
+flow x 3600 x (hours per month / periods) x USD/request (API bill, fees, on-prem energy).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from planner.engines.optimize_data import Problem
+
+#: Row groups the infeasibility diagnosis may drop (the others define the problem).
+OPTIONAL_GROUPS = ("quality", "tpm", "budget", "onprem_share", "provider_share", "power",
+                   "limits")
+
+_STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "error"}
+
+
+# --------------------------------------------------------------------------------------------
+# named columns and rows
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named block of columns: ``index`` has one axis per ``axes`` entry."""
+
+    name: str
+    axes: tuple[tuple[str, tuple], ...]
+    index: np.ndarray
+
+
+class Columns:
+    """Registry of named variable blocks: ``cols["flow"][s, k, h]`` is a column index."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, Block] = {}
+        self._lb: list[np.ndarray] = []
+        self._ub: list[np.ndarray] = []
+        self._int: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, name: str, axes: tuple[tuple[str, tuple], ...], *, lb: Any = 0.0,
+            ub: Any = np.inf, integer: bool = False) -> np.ndarray:
+        shape = tuple(len(keys) for _, keys in axes)
+        size = int(np.prod(shape)) if shape else 1
+        idx = np.arange(self.n, self.n + size).reshape(shape)
+        self.blocks[name] = Block(name, axes, idx)
+        self._lb.append(np.broadcast_to(np.asarray(lb, float), shape).ravel())
+        self._ub.append(np.broadcast_to(np.asarray(ub, float), shape).ravel())
+        self._int.append(np.full(size, 1 if integer else 0))
+        self.n += size
+        return idx
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.blocks[name].index
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.blocks
+
+    def at(self, name: str, **keys: Any) -> int:
+        """Column of one variable by axis keys: ``at("blocks_hourly", scenario=0,
+        option="a100", hour=3)``."""
+        b = self.blocks[name]
+        pos = tuple(list(k).index(keys[a]) for a, k in b.axes)
+        return int(b.index[pos])
+
+    def label(self, j: int) -> str:
+        for b in self.blocks.values():
+            if b.index.size and b.index.flat[0] <= j <= b.index.flat[-1]:
+                pos = np.unravel_index(j - int(b.index.flat[0]), b.index.shape)
+                keys = ", ".join(f"{a}={k[p]}" for (a, k), p in zip(b.axes, pos, strict=True))
+                return f"{b.name}[{keys}]"
+        raise IndexError(j)
+
+    @property
+    def lb(self) -> np.ndarray:
+        return np.concatenate(self._lb) if self._lb else np.zeros(0)
+
+    @property
+    def ub(self) -> np.ndarray:
+        return np.concatenate(self._ub) if self._ub else np.zeros(0)
+
+    @property
+    def integrality(self) -> np.ndarray:
+        return np.concatenate(self._int) if self._int else np.zeros(0, int)
+
+
+class Rows:
+    """Constraint rows, added a group at a time (vectorised COO entries)."""
+
+    def __init__(self) -> None:
+        self._r: list[np.ndarray] = []
+        self._c: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+        self.group: list[str] = []
+        self.label: list[str] = []
+
+    @property
+    def m(self) -> int:
+        return len(self.lo)
+
+    def new(self, group: str, labels: list[str], lo: Any, hi: Any) -> np.ndarray:
+        n = len(labels)
+        ids = np.arange(self.m, self.m + n)
+        self.lo.extend(np.broadcast_to(np.asarray(lo, float), (n,)).tolist())
+        self.hi.extend(np.broadcast_to(np.asarray(hi, float), (n,)).tolist())
+        self.group.extend([group] * n)
+        self.label.extend(labels)
+        return ids
+
+    def put(self, rows: Any, cols: Any, vals: Any) -> None:
+        r, c, v = np.broadcast_arrays(np.asarray(rows), np.asarray(cols), np.asarray(vals, float))
+        keep = v != 0
+        self._r.append(r[keep].ravel())
+        self._c.append(c[keep].ravel())
+        self._v.append(v[keep].ravel())
+
+    def matrix(self, n: int) -> sparse.csr_matrix:
+        if not self._r:
+            return sparse.csr_matrix((self.m, n))
+        return sparse.coo_matrix(
+            (np.concatenate(self._v), (np.concatenate(self._r), np.concatenate(self._c))),
+            shape=(self.m, n),
+        ).tocsr()
+
+
+# --------------------------------------------------------------------------------------------
+# build
+
+
+@dataclass
+class Milp:
+    """A built program: objective ``c``, rows ``lo <= A x <= hi``, bounds, integrality, and the
+    monthly cost of each scenario as rows of ``cost`` (S x n)."""
+
+    problem: Problem
+    cols: Columns
+    c: np.ndarray
+    A: sparse.csr_matrix
+    lo: np.ndarray
+    hi: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    integrality: np.ndarray
+    cost: sparse.csr_matrix
+    row_group: np.ndarray
+    row_label: list[str]
+    pairs: list[tuple[int, int]]
+    dropped: frozenset[str] = frozenset()
+    objective: str = "expected"
+    cvar_lambda: float = 0.0
+    cvar_alpha: float = 0.95
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.A.shape
+
+
+def _sh_options(pb: Problem, stage: str) -> list[str]:
+    return [n for n, o in pb.options.items() if o.selfhosted and o.stage == stage]
+
+
+def build_milp(
+    pb: Problem,
+    *,
+    drop: frozenset[str] | set[str] = frozenset(),
+    fix: dict[str, np.ndarray] | None = None,
+    objective: str = "expected",
+    cvar_lambda: float = 0.0,
+    cvar_alpha: float = 0.95,
+    recourse_penalty: float | None = None,
+) -> Milp:
+    """Build the MILP of a :class:`Problem`.
+
+    Parameters
+    ----------
+    drop : set of str
+        Optional row groups (:data:`OPTIONAL_GROUPS`) to leave out (infeasibility diagnosis).
+    fix : dict, optional
+        Block name -> values: fix those columns (``lb = ub``), e.g. the first stage of the
+        mean-value solution when evaluating it on the scenarios.
+    objective : {"expected", "cvar"}
+    recourse_penalty : float, optional
+        USD per request left unserved. When set, penalised slack columns (``slack_*``) make
+        every row that a fixed first stage could make infeasible (demand, quality, TPM,
+        shares) always satisfiable: complete recourse for the decomposition. A plan with a
+        positive slack is not a plan of the original problem.
+    """
+    drop = frozenset(drop)
+    S, C, P = pb.demand.shape
+    w = pb.hour_weight
+    U = pb.utilisation_target
+    ha = pb.ha_reserve
+    cols = Columns()
+    rows = Rows()
+    opts = pb.options
+    fixed_opts = _sh_options(pb, "fixed")
+    hourly_opts = _sh_options(pb, "hourly")
+    fts = sorted(pb.finetune_usd)
+    pairs = pb.pairs()
+    scen = tuple(range(S))
+    hours = tuple(range(P))
+
+    def cap(o) -> float:
+        return o.ub_blocks if "limits" in drop else min(o.ub_blocks, max(o.cap_blocks,
+                                                                          o.lb_blocks))
+
+    # -- columns ----------------------------------------------------------------------------
+    bf = cols.add("blocks_fixed", (("option", tuple(fixed_opts)),),
+                  lb=[opts[d].lb_blocks for d in fixed_opts],
+                  ub=[cap(opts[d]) for d in fixed_opts], integer=True)
+    # first-stage "used" binaries: fixed options with fixed costs or an HA reserve; hourly
+    # options too when their hourly counts are continuous (the HA reserve then stays warm in
+    # every hour of a used option; with integer hourly counts it is decided per hour)
+    hourly_first = ha > 0 and not pb.integer_hourly
+    use_fixed = [d for d in fixed_opts if ha > 0 or
+                 float(np.max(np.abs(opts[d].fixed_usd_per_month))) > 0]
+    use_first = use_fixed + (hourly_opts if hourly_first else [])
+    uf = cols.add("used", (("option", tuple(use_first)),), lb=0, ub=1, integer=True)
+    ft = cols.add("finetune", (("finetune", tuple(fts)),), lb=0, ub=1, integer=True)
+    def ub_h(o) -> np.ndarray:
+        u = o.ub_hourly if o.ub_hourly is not None else np.full((S, P), o.ub_blocks)
+        return np.maximum(np.minimum(u, cap(o)), o.lb_blocks)
+
+    bh = cols.add("blocks_hourly", (("scenario", scen), ("option", tuple(hourly_opts)),
+                                    ("hour", hours)),
+                  lb=np.array([opts[d].lb_blocks for d in hourly_opts])[None, :, None]
+                  if hourly_opts else 0.0,
+                  ub=np.stack([ub_h(opts[d]) for d in hourly_opts], axis=1)
+                  if hourly_opts else 0.0,
+                  integer=pb.integer_hourly)
+    uh_opts = tuple(hourly_opts) if ha > 0 and pb.integer_hourly else ()
+    uh = cols.add("used_hourly", (("scenario", scen), ("option", uh_opts), ("hour", hours)),
+                  lb=0, ub=1, integer=pb.integer_hourly)
+    plabels = tuple(f"{pb.routes[r].name}:{pb.classes[c]}" for r, c in pairs)
+    # a flow is bounded by its class's demand, and is 0 where a self-hosted leg has no
+    # capacity in that scenario
+    fub = np.zeros((S, len(pairs), P))
+    for k, (r, c) in enumerate(pairs):
+        ok = np.ones(S, bool)
+        for o, _ in pb.routes[r].legs:
+            kc = opts[o].classes[pb.classes[c]]
+            ok &= kc.capacity_rps > 0
+        fub[:, k, :] = pb.demand[:, c, :] * ok[:, None]
+    fl = cols.add("flow", (("scenario", scen), ("pair", plabels), ("hour", hours)), lb=0,
+                  ub=fub)
+    use_cvar = objective == "cvar" and cvar_lambda > 0
+    eta = cols.add("eta", (("cvar", ("eta",) if use_cvar else ()),), lb=-np.inf, ub=np.inf)
+    exc = cols.add("excess", (("scenario", scen if use_cvar else ()),), lb=0, ub=np.inf)
+    qcls = [c for c in range(C) if pb.classes[c] in pb.min_quality] \
+        if "quality" not in drop else []
+    tpm_opts = [d for d, o in opts.items() if o.kind == "api" and o.tpm_limit] \
+        if "tpm" not in drop else []
+    provs = sorted({p for rt in pb.routes for p in rt.touch}) \
+        if pb.max_share_per_provider is not None and "provider_share" not in drop else []
+    onprem_row = pb.min_onprem_share is not None and "onprem_share" not in drop
+    pen = recourse_penalty
+    slack: dict[str, np.ndarray] = {}
+    if pen is not None:
+        cls_t = tuple(pb.classes)
+        slack["demand"] = cols.add("slack_demand", (("scenario", scen), ("class", cls_t),
+                                                    ("hour", hours)))
+        slack["quality"] = cols.add("slack_quality", (("scenario", scen), (
+            "class", tuple(cls_t[c] for c in qcls)), ("hour", hours)))
+        slack["tpm"] = cols.add("slack_tpm", (("scenario", scen), ("option", tuple(tpm_opts)),
+                                              ("hour", hours)))
+        slack["onprem_share"] = cols.add("slack_onprem_share", (
+            ("scenario", scen if onprem_row else ()),))
+        slack["provider_share"] = cols.add("slack_provider_share", (
+            ("scenario", scen if provs else ()), ("provider", tuple(provs))))
+    n = cols.n
+
+    # -- monthly cost per scenario (S x n) -------------------------------------------------------
+    cr: list[np.ndarray] = []
+    cc: list[np.ndarray] = []
+    cv: list[np.ndarray] = []
+
+    def cost(s_idx, col_idx, val):
+        a, b, v = np.broadcast_arrays(np.asarray(s_idx), np.asarray(col_idx),
+                                      np.asarray(val, float))
+        cr.append(a.ravel())
+        cc.append(b.ravel())
+        cv.append(v.ravel())
+
+    sidx = np.arange(S)
+    for j, d in enumerate(fixed_opts):
+        cost(sidx, bf[j], opts[d].block_usd_per_month)
+    for j, d in enumerate(use_fixed):
+        cost(sidx, uf[j], opts[d].fixed_usd_per_month)
+    for j, f in enumerate(fts):
+        cost(sidx, ft[j], pb.finetune_usd[f] / pb.horizon_months)
+    for j, d in enumerate(hourly_opts):
+        cost(sidx[:, None], bh[:, j, :], (opts[d].block_usd_per_hour * w)[:, None])
+    for k, (r, c) in enumerate(pairs):
+        usd = pb.route_usd_per_request(r, pb.classes[c])
+        cost(sidx[:, None], fl[:, k, :], (usd * 3600.0 * w)[:, None])
+    if pen is not None:
+        per_rs = pen * 3600.0 * w  # USD per (request/s for an hour) left unserved
+        total_rpm = pb.demand.sum(axis=(1, 2)) * 3600.0 * w
+        # a quality shortfall of 1 point x 1 request/s is fixed by moving at most 1 / gap
+        # requests/s to a route above the minimum (gap = its margin above the minimum)
+        gaps = [rt.quality[pb.classes[c]] - pb.min_quality[pb.classes[c]]
+                for rt in pb.routes for c in qcls if pb.classes[c] in rt.quality]
+        margin = min([g for g in gaps if g > 0] + [1.0])
+        cost(sidx[:, None, None], slack["demand"], per_rs)
+        cost(sidx[:, None, None], slack["quality"], per_rs / max(margin, 0.1))
+        # a TPM row over by its whole limit is fixed by moving at most all the hour's traffic
+        cost(sidx[:, None, None], slack["tpm"], per_rs * (pb.demand.sum(axis=1).max() + 1.0))
+        if onprem_row:
+            cost(sidx, slack["onprem_share"], pen * total_rpm)
+        if provs:
+            cost(sidx[:, None], slack["provider_share"], (pen * total_rpm)[:, None])
+    costm = sparse.coo_matrix((np.concatenate(cv), (np.concatenate(cr), np.concatenate(cc))),
+                              shape=(S, n)).tocsr()
+
+    # -- rows ---------------------------------------------------------------------------------
+    # demand
+    dem = rows.new("demand", [f"demand[s={s}, class={pb.classes[c]}, h={h}]"
+                              for s in range(S) for c in range(C) for h in range(P)],
+                   pb.demand.ravel(), pb.demand.ravel()).reshape(S, C, P)
+    for k, (_r, c) in enumerate(pairs):
+        rows.put(dem[:, c, :], fl[:, k, :], 1.0)
+    if pen is not None:
+        rows.put(dem, slack["demand"], 1.0)
+
+    # capacity of self-hosted options
+    sh_opts = fixed_opts + hourly_opts
+    if sh_opts:
+        capr = rows.new("capacity", [f"capacity[s={s}, option={d}, h={h}]" for s in range(S)
+                                     for d in sh_opts for h in range(P)], -np.inf,
+                        0.0).reshape(S, len(sh_opts), P)
+        for j, d in enumerate(sh_opts):
+            o = opts[d]
+            for k, (r, c) in enumerate(pairs):
+                for leg, mult in pb.routes[r].legs:
+                    if leg != d:
+                        continue
+                    capc = o.classes[pb.classes[c]].capacity_rps
+                    with np.errstate(divide="ignore"):
+                        coef = np.where(capc > 0, mult * pb.peak_factor / capc, 0.0)
+                    rows.put(capr[:, j, :], fl[:, k, :], coef[:, None])
+            rep = U * o.replicas_per_block
+            if d in fixed_opts:
+                rows.put(capr[:, j, :], bf[fixed_opts.index(d)], -rep)
+                if d in use_fixed and ha > 0:
+                    rows.put(capr[:, j, :], uf[use_fixed.index(d)], U * ha)
+            else:
+                i = hourly_opts.index(d)
+                rows.put(capr[:, j, :], bh[:, i, :], -rep)
+                if uh_opts:
+                    rows.put(capr[:, j, :], uh[:, i, :], U * ha)
+                elif hourly_first:
+                    rows.put(capr[:, j, :], uf[use_first.index(d)], U * ha)
+        # link: blocks only when used
+        if use_fixed:
+            lk = rows.new("link", [f"link[option={d}]" for d in use_fixed], -np.inf, 0.0)
+            for j, d in enumerate(use_fixed):
+                rows.put(lk[j], bf[fixed_opts.index(d)], 1.0)
+                rows.put(lk[j], uf[j], -opts[d].ub_blocks)
+        if ha > 0 and hourly_opts:
+            lk = rows.new("link", [f"link[s={s}, option={d}, h={h}]" for s in range(S)
+                                   for d in hourly_opts for h in range(P)], -np.inf,
+                          0.0).reshape(S, len(hourly_opts), P)
+            for i, d in enumerate(hourly_opts):
+                rows.put(lk[:, i, :], bh[:, i, :], 1.0)
+                if uh_opts:
+                    rows.put(lk[:, i, :], uh[:, i, :], -ub_h(opts[d]))
+                else:
+                    rows.put(lk[:, i, :], uf[use_first.index(d)], -opts[d].ub_blocks)
+
+    # fine-tune gating
+    gated = [(k, f) for k, (r, _) in enumerate(pairs) for f in pb.routes[r].finetunes]
+    if gated:
+        g = rows.new("finetune", [f"finetune[s={s}, {plabels[k]}, ft={f}, h={h}]"
+                                  for s in range(S) for k, f in gated for h in range(P)],
+                     -np.inf, 0.0).reshape(S, len(gated), P)
+        for i, (k, f) in enumerate(gated):
+            c = pairs[k][1]
+            rows.put(g[:, i, :], fl[:, k, :], 1.0)
+            rows.put(g[:, i, :], ft[fts.index(f)], -pb.demand[:, c, :])
+        for d in fixed_opts:
+            f = opts[d].finetune
+            if f in fts:
+                r1 = rows.new("finetune", [f"finetune[option={d}, ft={f}]"], -np.inf, 0.0)
+                rows.put(r1, bf[fixed_opts.index(d)], 1.0)
+                rows.put(r1, ft[fts.index(f)], -opts[d].ub_blocks)
+
+    # quality: average score of each class's traffic, every hour
+    if qcls:
+        q = rows.new("quality", [f"quality[s={s}, class={pb.classes[c]}, h={h}]"
+                                 for s in range(S) for c in qcls for h in range(P)], 0.0,
+                     np.inf).reshape(S, len(qcls), P)
+        for k, (r, c) in enumerate(pairs):
+            if c in qcls:
+                name = pb.classes[c]
+                rows.put(q[:, qcls.index(c), :], fl[:, k, :],
+                         pb.routes[r].quality[name] - pb.min_quality[name])
+        if pen is not None:
+            rows.put(q, slack["quality"], 1.0)
+
+    # API tokens per minute
+    if tpm_opts:
+        t = rows.new("tpm", [f"tpm[s={s}, option={d}, h={h}]" for s in range(S)
+                             for d in tpm_opts for h in range(P)], -np.inf,
+                     1.0).reshape(S, len(tpm_opts), P)
+        for j, d in enumerate(tpm_opts):
+            o = opts[d]
+            for k, (r, c) in enumerate(pairs):
+                for leg, mult in pb.routes[r].legs:
+                    if leg == d:
+                        tok = o.classes[pb.classes[c]].tokens_per_request
+                        rows.put(t[:, j, :], fl[:, k, :],
+                                 (mult * tok * 60.0 / o.tpm_limit)[:, None])
+        if pen is not None:
+            rows.put(t, slack["tpm"], -1.0)
+
+    # month's request shares (per scenario)
+    total = pb.demand.sum(axis=(1, 2))  # (S,) sum of hourly rates (the weights cancel)
+    if onprem_row:
+        rr = rows.new("onprem_share", [f"onprem_share[s={s}]" for s in range(S)],
+                      pb.min_onprem_share, np.inf)
+        for k, (r, _) in enumerate(pairs):
+            kept = pb.routes[r].onprem_kept
+            rows.put(rr[:, None], fl[:, k, :], (kept / np.maximum(total, 1e-300))[:, None])
+        if pen is not None:
+            rows.put(rr, slack["onprem_share"], 1.0)
+    if provs:
+        rr = rows.new("provider_share", [f"provider_share[s={s}, provider={p}]"
+                                         for s in range(S) for p in provs], -np.inf,
+                      pb.max_share_per_provider).reshape(S, len(provs))
+        for k, (r, _) in enumerate(pairs):
+            for p, share in pb.routes[r].touch.items():
+                rows.put(rr[:, provs.index(p), None], fl[:, k, :],
+                         (share / np.maximum(total, 1e-300))[:, None])
+        if pen is not None:
+            rows.put(rr, slack["provider_share"], -1.0)
+
+    # on-prem power
+    onp = [d for d in fixed_opts if opts[d].kind == "onprem"]
+    if pb.onprem_max_kw is not None and onp and "power" not in drop:
+        rr = rows.new("power", ["power[onprem]"], -np.inf, pb.onprem_max_kw)
+        for d in onp:
+            rows.put(rr[0], bf[fixed_opts.index(d)], opts[d].kw_per_block)
+
+    # budget on the expected monthly cost
+    expected = np.asarray(pb.prob @ costm.toarray()) if costm.shape[1] else np.zeros(n)
+    if pb.budget_usd_per_month is not None and "budget" not in drop:
+        b = max(pb.budget_usd_per_month, 1e-9)
+        rr = rows.new("budget", ["budget"], -np.inf, pb.budget_usd_per_month / b)
+        nz = np.flatnonzero(expected)
+        rows.put(rr[0], nz, expected[nz] / b)
+
+    # CVaR rows
+    c_obj = expected.copy()
+    if use_cvar:
+        rr = rows.new("cvar", [f"cvar[s={s}]" for s in range(S)], -np.inf, 0.0)
+        coo = costm.tocoo()
+        rows.put(rr[coo.row], coo.col, coo.data)
+        rows.put(rr, eta[0], -1.0)
+        rows.put(rr, exc, -1.0)
+        c_obj[eta[0]] += cvar_lambda
+        c_obj[exc] += cvar_lambda * pb.prob / (1.0 - cvar_alpha)
+
+    lb, ub = cols.lb, cols.ub
+    if fix:
+        for name, vals in fix.items():
+            idx = cols[name].ravel()
+            v = np.asarray(vals, float).ravel()
+            lb[idx] = v
+            ub[idx] = v
+    return Milp(
+        problem=pb, cols=cols, c=c_obj, A=rows.matrix(n), lo=np.array(rows.lo),
+        hi=np.array(rows.hi), lb=lb, ub=ub, integrality=cols.integrality, cost=costm,
+        row_group=np.array(rows.group, dtype=object), row_label=rows.label, pairs=pairs,
+        dropped=drop, objective="cvar" if use_cvar else "expected",
+        cvar_lambda=cvar_lambda if use_cvar else 0.0, cvar_alpha=cvar_alpha,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# solve
+
+
+@dataclass
+class SolveInfo:
+    """What HiGHS returned."""
+
+    status: str
+    message: str
+    x: np.ndarray | None
+    objective: float
+    gap: float
+    dual_bound: float
+    time_s: float
+    relaxed: bool = False
+
+
+@contextmanager
+def _quiet_fd1():
+    """Silence file descriptor 1 while HiGHS runs: some HiGHS builds print MIP debug lines
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") straight to stdout even
+    with ``disp=False``, which would corrupt machine-readable output."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
+               relax: bool = False) -> SolveInfo:
+    """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound)."""
+    integ = np.zeros_like(m.integrality) if relax else m.integrality
+    cons = [LinearConstraint(m.A, m.lo, m.hi)] if m.A.shape[0] else []
+    t0 = time.perf_counter()
+    with _quiet_fd1():
+        res = milp(m.c, integrality=integ, bounds=Bounds(m.lb, m.ub), constraints=cons,
+                   options={"mip_rel_gap": gap, "time_limit": time_limit_s, "disp": False,
+                            "presolve": True})
+    dt = time.perf_counter() - t0
+    status = _STATUS.get(res.status, "error")
+    x = None if res.x is None else np.asarray(res.x, float)
+    if status == "time_limit" and x is None:
+        status = "time_limit_no_solution"
+    obj = float(res.fun) if x is not None else math.nan
+    bound = getattr(res, "mip_dual_bound", None)
+    if relax or not integ.any():
+        bound = obj
+    g = getattr(res, "mip_gap", None)
+    if g is None or relax or not integ.any():
+        g = 0.0 if x is not None else math.nan
+    return SolveInfo(status, str(res.message), x, obj, float(g),
+                     float(bound) if bound is not None else math.nan, dt, relax)
+
+
+# --------------------------------------------------------------------------------------------
+# decode
+
+
+@dataclass
+class PlanArrays:
+    """A decoded solution, in the problem's terms.
+
+    blocks : (S, O, P) blocks of each self-hosted option in each hour (fixed ones repeated)
+    used : (S, O, P) 0/1 the option is used (HA reserve applies)
+    flows : (S, K, P) requests/s of each allowed (route, class) pair
+    finetune : name -> 0/1
+    """
+
+    options: list[str]
+    blocks: np.ndarray
+    used: np.ndarray
+    flows: np.ndarray
+    finetune: dict[str, float]
+    pairs: list[tuple[int, int]]
+    x: np.ndarray | None = field(default=None, repr=False)
+
+
+def decode(m: Milp, x: np.ndarray) -> PlanArrays:
+    """Turn a solution vector into :class:`PlanArrays` (no rounding, no repair)."""
+    pb = m.problem
+    S, _, P = pb.demand.shape
+    sh = [n for n, o in pb.options.items() if o.selfhosted]
+    blocks = np.zeros((S, len(sh), P))
+    used = np.zeros((S, len(sh), P))
+    bfo = list(m.cols.blocks["blocks_fixed"].axes[0][1])
+    ufo = list(m.cols.blocks["used"].axes[0][1])
+    bho = list(m.cols.blocks["blocks_hourly"].axes[1][1])
+    uho = list(m.cols.blocks["used_hourly"].axes[1][1])
+    for j, d in enumerate(sh):
+        if d in bfo:
+            blocks[:, j, :] = x[m.cols["blocks_fixed"][bfo.index(d)]]
+            used[:, j, :] = x[m.cols["used"][ufo.index(d)]] if d in ufo else \
+                float(blocks[0, j, 0] > 0.5)
+        else:
+            i = bho.index(d)
+            blocks[:, j, :] = x[m.cols["blocks_hourly"][:, i, :]]
+            if d in uho:
+                used[:, j, :] = x[m.cols["used_hourly"][:, uho.index(d), :]]
+            elif d in ufo:
+                used[:, j, :] = x[m.cols["used"][ufo.index(d)]]
+            else:
+                used[:, j, :] = blocks[:, j, :] > 1e-9
+    fts = list(m.cols.blocks["finetune"].axes[0][1])
+    ftv = {f: float(x[m.cols["finetune"][i]]) for i, f in enumerate(fts)}
+    flows = x[m.cols["flow"]].copy()
+    flows[np.abs(flows) < 1e-10] = 0.0  # solver noise around zero
+    blocks[np.abs(blocks) < 1e-10] = 0.0
+    return PlanArrays(sh, blocks, used, flows, ftv, list(m.pairs), x)
+
+
+# --------------------------------------------------------------------------------------------
+# costs and checks, recomputed from the problem (not from the matrix)
+
+
+def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
+    """Monthly cost lines per scenario: columns scenario, deployment, component, usd_per_month.
+
+    Computed from the problem's prices and the decoded plan, independently of the matrix; the
+    sum per scenario is what the objective should equal.
+    """
+    S, C, P = pb.demand.shape
+    w = pb.hour_weight
+    recs = []
+    for j, d in enumerate(plan.options):
+        o = pb.options[d]
+        if o.stage == "fixed":
+            n = plan.blocks[:, j, 0]
+            label = "servers (capex, maintenance, idle power, facilities)" \
+                if o.kind == "onprem" else "reserved rental"
+            recs.append((d, label, n * o.block_usd_per_month))
+            fixed = o.fixed_usd_per_month
+            if np.any(fixed != 0):
+                u = plan.used[:, j, 0]
+                recs.append((d, "fixed when used (staff, implementation)", u * fixed))
+        else:
+            recs.append((d, f"{o.price_plan or 'on-demand'} rental",
+                         plan.blocks[:, j, :].sum(axis=1) * o.block_usd_per_hour * w))
+    for f, v in plan.finetune.items():
+        recs.append((f"finetune:{f}", "fine-tune (one-off / horizon)",
+                     np.full(S, v) * pb.finetune_usd[f] / pb.horizon_months))
+    per_req: dict[tuple[str, str], np.ndarray] = {}
+    for k, (r, c) in enumerate(plan.pairs):
+        cname = pb.classes[c]
+        req = plan.flows[:, k, :].sum(axis=1) * 3600.0 * w  # (S,) requests/month
+        for leg, mult in pb.routes[r].legs:
+            o = pb.options[leg]
+            comp = "api tokens and fees" if o.kind == "api" else (
+                "energy per load and fees" if o.kind == "onprem" else "request fees")
+            key = (leg, comp)
+            per_req[key] = per_req.get(key, 0.0) + req * mult * \
+                o.classes[cname].usd_per_request
+    for (d, comp), v in per_req.items():
+        recs.append((d, comp, v))
+    rows = []
+    for d, comp, v in recs:
+        v = np.broadcast_to(np.asarray(v, float), (S,))
+        for s in range(S):
+            rows.append({"scenario": s, "deployment": d, "component": comp,
+                         "usd_per_month": float(v[s])})
+    df = pd.DataFrame(rows, columns=["scenario", "deployment", "component", "usd_per_month"])
+    return df[df["usd_per_month"] != 0].reset_index(drop=True) if len(df) else df
+
+
+def option_loads(pb: Problem, plan: PlanArrays) -> np.ndarray:
+    """(S, O, P) load in replica-equivalents on each self-hosted option (peak factor in)."""
+    S, C, P = pb.demand.shape
+    load = np.zeros((S, len(plan.options), P))
+    for k, (r, c) in enumerate(plan.pairs):
+        cname = pb.classes[c]
+        for leg, mult in pb.routes[r].legs:
+            if leg in plan.options:
+                j = plan.options.index(leg)
+                capc = pb.options[leg].classes[cname].capacity_rps
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    inv = np.where(capc > 0, mult * pb.peak_factor / capc, np.inf)
+                f = plan.flows[:, k, :]
+                load[:, j, :] += np.where(f > 0, f * inv[:, None], 0.0)
+    return load
+
+
+@dataclass
+class CheckReport:
+    """Result of re-checking a solution: ``passed`` and one row per violation."""
+
+    passed: bool
+    violations: pd.DataFrame
+    max_violation: float = 0.0
+
+    def summary(self) -> str:
+        if self.passed:
+            return "solution re-checked against every constraint: passed"
+        if self.violations.empty:
+            return "no plan to check"
+        g = self.violations.groupby("constraint").size()
+        return "solution FAILED the re-check: " + ", ".join(
+            f"{n} {k} violation(s)" for k, n in g.items())
+
+
+_VCOLS = ["constraint", "item", "lhs", "rhs", "excess"]
+
+
+def raw_violations(m: Milp, x: np.ndarray, tol: float = 1e-6) -> list[dict[str, Any]]:
+    """Rows (``lo <= A x <= hi``, relative to max(1, |bound|)), bounds and integrality of a
+    solution vector: what HiGHS should have guaranteed (at most 50 of each kind)."""
+    out: list[dict[str, Any]] = []
+
+    def bad(constraint, item, lhs, rhs, excess):
+        out.append({"constraint": constraint, "item": item, "lhs": float(lhs),
+                    "rhs": float(rhs), "excess": float(excess)})
+
+    ax = m.A @ x if m.A.shape[0] else np.zeros(0)
+    scale = np.maximum(1.0, np.maximum(np.abs(np.where(np.isfinite(m.lo), m.lo, 0)),
+                                       np.abs(np.where(np.isfinite(m.hi), m.hi, 0))))
+    viol = np.maximum(m.lo - ax, ax - m.hi) / scale
+    for i in np.flatnonzero(viol > tol)[:50]:
+        bad(f"row:{m.row_group[i]}", m.row_label[i], ax[i],
+            m.hi[i] if ax[i] > m.hi[i] else m.lo[i], viol[i])
+    bviol = np.maximum(m.lb - x, x - m.ub)
+    for j in np.flatnonzero(bviol > tol * np.maximum(1.0, np.abs(x)))[:50]:
+        bad("bounds", m.cols.label(j), x[j], m.ub[j] if x[j] > m.ub[j] else m.lb[j], bviol[j])
+    ints = np.flatnonzero(m.integrality > 0)
+    frac = np.abs(x[ints] - np.round(x[ints]))
+    for j in ints[frac > 1e-6][:50]:
+        bad("integrality", m.cols.label(j), x[j], round(x[j]), abs(x[j] - round(x[j])))
+    return out
+
+
+def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: float | None = None,
+               milp_: Milp | None = None, extra: list[dict[str, Any]] | None = None
+               ) -> CheckReport:
+    """Re-check a decoded solution against every constraint, from the problem's data.
+
+    Independent of the matrix (so it also catches a formulation bug); when ``milp_`` and the
+    solution vector are given, the raw rows, bounds and integrality are checked too (HiGHS has
+    reported 'optimal' for points that violate them). Relative tolerance ``tol`` (absolute for
+    quantities near 0). ``extra``: violations found elsewhere (e.g. per-scenario raw checks).
+    """
+    S, C, P = pb.demand.shape
+    v: list[dict[str, Any]] = []
+
+    def bad(constraint, item, lhs, rhs, excess):
+        v.append({"constraint": constraint, "item": item, "lhs": float(lhs), "rhs": float(rhs),
+                  "excess": float(excess)})
+
+    def over(lhs, rhs, scale=None):
+        s = max(1.0, abs(rhs)) if scale is None else scale
+        return (lhs - rhs) > tol * s
+
+    # demand
+    served = np.zeros((S, C, P))
+    for k, (_, c) in enumerate(plan.pairs):
+        served[:, c, :] += plan.flows[:, k, :]
+    if np.any(plan.flows < -tol):
+        i = np.unravel_index(np.argmin(plan.flows), plan.flows.shape)
+        bad("nonnegative", f"flow[{i}]", plan.flows[i], 0.0, -plan.flows[i])
+    for s, c, h in zip(*np.nonzero(np.abs(served - pb.demand) >
+                                   tol * np.maximum(1.0, pb.demand)), strict=True):
+        bad("demand", f"s={s}, class={pb.classes[c]}, h={h}", served[s, c, h],
+            pb.demand[s, c, h], served[s, c, h] - pb.demand[s, c, h])
+    # capacity (replicas x utilisation target, HA reserve when used)
+    load = option_loads(pb, plan)
+    for j, d in enumerate(plan.options):
+        o = pb.options[d]
+        reps = plan.blocks[:, j, :] * o.replicas_per_block
+        used = plan.used[:, j, :]
+        avail = pb.utilisation_target * (reps - pb.ha_reserve * used)
+        for s, h in zip(*np.nonzero(load[:, j, :] - avail > tol * np.maximum(1.0, avail)),
+                        strict=True):
+            bad("capacity", f"s={s}, option={d}, h={h}", load[s, j, h], avail[s, h],
+                load[s, j, h] - avail[s, h])
+        if pb.ha_reserve > 0 and np.any(plan.blocks[:, j, :] > o.ub_blocks * used + tol):
+            bad("link", f"option={d}: blocks without 'used'", float(plan.blocks[:, j, :].max()),
+                0.0, float(plan.blocks[:, j, :].max()))
+        if pb.ha_reserve > 0 and np.any(np.minimum(np.abs(used), np.abs(used - 1)) > 1e-6):
+            bad("integrality", f"used[{d}]", float(used.max()), 1.0, float(
+                np.minimum(np.abs(used), np.abs(used - 1)).max()))
+        if o.stage == "fixed" and np.ptp(plan.blocks[:, j, :]) > tol:
+            bad("first_stage", f"option={d}", float(np.ptp(plan.blocks[:, j, :])), 0.0,
+                float(np.ptp(plan.blocks[:, j, :])))
+        lim = max(o.cap_blocks, o.lb_blocks)
+        hi = float(plan.blocks[:, j, :].max(initial=0.0))
+        if hi > lim + tol:
+            bad("limits", f"option={d}", hi, lim, hi - lim)
+        lo = float(plan.blocks[:, j, :].min(initial=0.0))
+        if lo < o.lb_blocks - tol:
+            bad("limits", f"option={d} (fixed fleet)", lo, o.lb_blocks, o.lb_blocks - lo)
+        integer = o.stage == "fixed" or pb.integer_hourly
+        frac = np.abs(plan.blocks[:, j, :] - np.round(plan.blocks[:, j, :]))
+        if integer and np.any(frac > 1e-6):
+            bad("integrality", f"option={d}", float(frac.max()), 0.0, float(frac.max()))
+    # fine-tune gating
+    for f, val in plan.finetune.items():
+        if min(abs(val), abs(val - 1)) > 1e-6:
+            bad("integrality", f"finetune={f}", val, round(val), abs(val - round(val)))
+    for k, (r, c) in enumerate(plan.pairs):
+        for f in pb.routes[r].finetunes:
+            if plan.finetune.get(f, 0.0) < 0.5 and plan.flows[:, k, :].max() > tol:
+                bad("finetune", f"{pb.routes[r].name}:{pb.classes[c]} uses {f} (not chosen)",
+                    plan.flows[:, k, :].max(), 0.0, plan.flows[:, k, :].max())
+    # quality
+    for cname, qmin in pb.min_quality.items():
+        c = pb.classes.index(cname)
+        num = np.zeros((S, P))
+        for k, (r, cc) in enumerate(plan.pairs):
+            if cc == c:
+                num += plan.flows[:, k, :] * pb.routes[r].quality[cname]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = np.where(served[:, c, :] > 0, num / served[:, c, :], np.inf)
+        for s, h in zip(*np.nonzero(avg < qmin - tol * max(1.0, qmin)), strict=True):
+            bad("quality", f"s={s}, class={cname}, h={h}", avg[s, h], qmin, qmin - avg[s, h])
+    # TPM
+    for d, o in pb.options.items():
+        if o.kind != "api" or not o.tpm_limit:
+            continue
+        tpm = np.zeros((S, P))
+        for k, (r, c) in enumerate(plan.pairs):
+            for leg, mult in pb.routes[r].legs:
+                if leg == d:
+                    tok = o.classes[pb.classes[c]].tokens_per_request
+                    tpm += plan.flows[:, k, :] * (mult * tok * 60.0)[:, None]
+        for s, h in zip(*np.nonzero(over(tpm, o.tpm_limit, o.tpm_limit)), strict=True):
+            bad("tpm", f"s={s}, option={d}, h={h}", tpm[s, h], o.tpm_limit,
+                tpm[s, h] - o.tpm_limit)
+    # shares
+    total = np.maximum(pb.demand.sum(axis=(1, 2)), 1e-300)
+    if pb.min_onprem_share is not None:
+        kept = np.zeros(S)
+        for k, (r, _) in enumerate(plan.pairs):
+            kept += plan.flows[:, k, :].sum(axis=1) * pb.routes[r].onprem_kept
+        share = kept / total
+        for s in np.flatnonzero(share < pb.min_onprem_share - tol):
+            bad("onprem_share", f"s={s}", share[s], pb.min_onprem_share,
+                pb.min_onprem_share - share[s])
+    if pb.max_share_per_provider is not None:
+        acc: dict[str, np.ndarray] = {}
+        for k, (r, _) in enumerate(plan.pairs):
+            for p, sh_ in pb.routes[r].touch.items():
+                acc[p] = acc.get(p, 0.0) + plan.flows[:, k, :].sum(axis=1) * sh_
+        for p, a in acc.items():
+            share = a / total
+            for s in np.flatnonzero(share > pb.max_share_per_provider + tol):
+                bad("provider_share", f"s={s}, provider={p}", share[s],
+                    pb.max_share_per_provider, share[s] - pb.max_share_per_provider)
+    if pb.onprem_max_kw is not None:
+        kw = sum(plan.blocks[0, j, 0] * pb.options[d].kw_per_block
+                 for j, d in enumerate(plan.options) if pb.options[d].kind == "onprem")
+        if over(kw, pb.onprem_max_kw):
+            bad("power", "onprem", kw, pb.onprem_max_kw, kw - pb.onprem_max_kw)
+    # budget and objective
+    costs = plan_costs(pb, plan)
+    per_s = costs.groupby("scenario")["usd_per_month"].sum().reindex(range(S), fill_value=0.0)
+    expected = float(np.dot(pb.prob, per_s.to_numpy()))
+    if pb.budget_usd_per_month is not None and over(expected, pb.budget_usd_per_month):
+        bad("budget", "expected usd_per_month", expected, pb.budget_usd_per_month,
+            expected - pb.budget_usd_per_month)
+    if objective is not None and milp_ is not None and milp_.objective == "expected":
+        if abs(objective - expected) > 1e-6 * max(1.0, abs(expected)):
+            bad("objective", "objective vs recomputed cost", objective, expected,
+                objective - expected)
+    # raw rows, bounds, integrality of the solution vector
+    if milp_ is not None and plan.x is not None:
+        v.extend(raw_violations(milp_, plan.x, tol))
+    v.extend(extra or [])
+    df = pd.DataFrame(v, columns=_VCOLS)
+    return CheckReport(df.empty, df, float(df["excess"].max()) if len(df) else 0.0)
