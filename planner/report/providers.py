@@ -21,7 +21,7 @@ risk (``planner.engines.montecarlo``):
     ``tornado``: input, low_usd_per_month, high_usd_per_month, base_usd_per_month
     [input_low, input_high];
     ``paths``: year, deployment, usd_p5, usd_p50, usd_p95.
-optimiser (``planner.engines.optimiser``):
+optimiser (``planner.engines.optimize``):
     ``plan``: deployment, usd_per_month [anything else: replicas, shares, ...] - required;
     ``hourly``: hour, deployment, requests_per_s.
 simulation (``planner.sim``):
@@ -121,7 +121,7 @@ def _engine_tables(module: str, what: str, engine: str):
 
 
 risk = _engine_tables("planner.engines.montecarlo", "the Monte Carlo risk engine", "risk")
-optimiser = _engine_tables("planner.engines.optimiser", "the optimiser", "optimiser")
+optimiser = _engine_tables("planner.engines.optimize", "the optimiser", "optimiser")
 simulation = _engine_tables("planner.sim", "the simulation", "simulation")
 
 
