@@ -314,7 +314,9 @@ def test_progress_bar_on_stderr(tmp_path, capsys):
 def test_inputs_table_flattens_the_scenario():
     sc = load_scenario(QUICKSTART)
     t = scenario_inputs(sc).set_index("key")["value"]
-    assert t["workload.chat.requests_per_day"] == "200000"
+    assert t["workload.summarise.input.tokens"] == "3000"
+    # an uncertain input shows its distribution, not just the median the cost table uses
+    assert t["workload.chat.requests_per_day"] == "lognormal(median=200000.0, p90=350000.0)"
     assert t["cloud.llama-70b-h100.accelerator"] == "h100-sxm"
     assert t["planning.utilisation_target"] == "0.8"
     assert t["(file)"] == str(QUICKSTART)
