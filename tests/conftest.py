@@ -32,3 +32,17 @@ output = 50
 [api.a]
 offering = "openai/gpt-4o"
 """
+
+
+def at_median(sc, overrides=None):
+    """The scenario with every uncertain input fixed at its median (what `planner cost` uses),
+    then ``overrides`` applied, for tests that need fixed inputs from a bundled example that
+    carries distributions."""
+    from planner.config import med, parse_scenario
+    from planner.engines.montecarlo import scenario_at, uncertain_inputs
+
+    fixed = scenario_at(sc, {k: med(u.dist) for k, u in uncertain_inputs(sc).items()})
+    if not overrides:
+        return fixed
+    return parse_scenario(fixed.model_dump(mode="python"), path=fixed.source_path,
+                          overrides=overrides)

@@ -23,6 +23,7 @@ from planner.engines.montecarlo import (
 )
 from planner.engines.sensitivity import tornado
 from planner.errors import PlannerError
+from tests.conftest import at_median
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "planner" / "templates"
@@ -203,10 +204,10 @@ utilisation_target = 0.85
 
 
 def _scenarios():
-    out = [("quickstart", load_scenario(TEMPLATES / "quickstart.toml")),
-           ("quickstart-spot", load_scenario(TEMPLATES / "quickstart.toml", variants=["spot"])),
-           ("quickstart-high", load_scenario(TEMPLATES / "quickstart.toml",
-                                             variants=["high-volume"]))]
+    q = TEMPLATES / "quickstart.toml"
+    out = [("quickstart", at_median(load_scenario(q))),
+           ("quickstart-spot", at_median(load_scenario(q, variants=["spot"]))),
+           ("quickstart-high", at_median(load_scenario(q, variants=["high-volume"])))]
     for text, name in ((KITCHEN_SINK_A, "sink-a"), (KITCHEN_SINK_B, "sink-b")):
         out.append((name, parse_scenario(tomllib.loads(text))))
     for p in STUDIES:
@@ -501,7 +502,7 @@ def test_rank_correlation():
 
 
 def test_breakeven_volumes_bracket_the_deterministic_crossing():
-    sc = load_scenario(TEMPLATES / "quickstart.toml")
+    sc = at_median(load_scenario(TEMPLATES / "quickstart.toml"))
     res = run_montecarlo(sc, n=50, seed=1)
     be = res.breakeven.set_index(["self_hosted", "api"])
     row = be.loc[("llama-70b-h100", "gpt-4o")]

@@ -14,6 +14,7 @@ from planner.engines.deterministic import evaluate
 from planner.engines.montecarlo import risk_tables
 from planner.engines.multiyear import annual_decline, run_multiyear
 from planner.errors import PlannerError
+from tests.conftest import at_median
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "planner" / "templates" / "quickstart.toml"
@@ -24,7 +25,7 @@ def _quickstart(**over):
             "onprem.llama-70b-hgx.amortisation_years": 3,
             "onprem.llama-70b-hgx.residual_share": 0.2}
     base.update(over)
-    return load_scenario(QUICKSTART, overrides=base)
+    return at_median(load_scenario(QUICKSTART), overrides=base)
 
 
 def test_annual_decline_from_the_articles():
