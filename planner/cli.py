@@ -1,6 +1,8 @@
 """Command-line interface (thin: parse arguments, call the engines, print or write tables).
 
-Exit status: 0 success, 2 user error (bad scenario, unknown id, bad flag), 1 internal error.
+Exit status: 0 success, 2 user error (bad scenario, unknown id, bad flag), 1 internal error;
+``planner optimize`` also 3 (infeasible: the explanation is printed) and 4 (no trusted plan:
+time limit without a plan, solver error, or a plan that failed the re-check).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ EPILOG = """examples:
   planner cost studies/gpt4-summary-cost/scenario.toml --format json
   planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
   planner breakeven example:quickstart
+  planner optimize studies/hybrid-support-bot/scenario.toml --stochastic -n 200 --verify
   planner risk example:risk-example -n 100000 --seed 1
+  planner simulate example:quickstart --hours 24 --out sim/
   planner train --model gpt-3-175b --tokens 300e9 --accelerator tpu-v4 --mfu 0.462 --price 2.03
   planner perf --model llama-3.1-70b --accelerator h100-sxm --tp 2 --precision fp8
   planner perf --search --model llama-3.1-8b --isl 2000 --osl 200 --ttft-slo 1
@@ -220,6 +224,176 @@ def cmd_breakeven(args) -> int:
     if args.curve:
         tables["curve"] = b.curve
     emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"})
+    return 0
+
+
+EXIT_INFEASIBLE = 3
+EXIT_NO_PLAN = 4
+
+
+def cmd_optimize(args) -> int:
+    """Exit status 0 with a trusted plan, 3 when infeasible, 4 without a trusted plan."""
+    import time
+
+    from planner.engines.optimize import (
+        OptimizeOptions,
+        hourly_view,
+        optimize,
+        plan_view,
+        status_line,
+    )
+
+    sc = load(args)
+    opts = OptimizeOptions.from_scenario(
+        sc, **({"objective": args.objective} if args.objective else {}))
+    t0 = time.perf_counter()
+
+    def progress(text: str) -> None:
+        print(f"optimize [{time.perf_counter() - t0:6.1f} s] {text}", file=sys.stderr,
+              flush=True)
+
+    res = optimize(sc, gap=args.gap, time_limit_s=args.time_limit, stochastic=args.stochastic,
+                   n_scenarios=args.n, seed=args.seed, verify=args.verify, options=opts,
+                   verify_window_s=args.verify_window,
+                   progress=None if args.quiet or not (args.stochastic or args.verify)
+                   else progress)
+    shown: dict[str, pd.DataFrame] = {}
+    if res.solution is not None:
+        shown["plan: what to buy, reserve, rent and call (USD per month)"] = plan_view(res)
+        shown["routing: share of each class's requests per route"] = res.routing.drop(
+            columns=["kind"])
+        if not res.finetune.empty:
+            shown["fine-tune decisions"] = res.finetune
+        shown["hourly mix (requests/s, replicas" + (", mean over scenarios)"
+                                                     if res.n_scenarios > 1 else ")")] = \
+            hourly_view(res)
+    if not res.stochastic.empty:
+        shown[f"stochastic: {res.n_scenarios} scenarios (P5/P50/P95, CVaR, VSS)"] = \
+            res.stochastic
+    if not res.verification.empty:
+        v = res.verification
+        shown[f"verification: simulated hour {int(v['hour'].iloc[0])}, SLO attainment and "
+              "spillover"] = v.drop(columns=["scenario", "hour", "utilisation_target"],
+                                    errors="ignore")
+    if not res.headroom.empty:
+        shown["headroom: utilisation targets tried"] = res.headroom
+    if not res.infeasibility.empty:
+        shown["infeasibility: re-solved without each group of limits"] = res.infeasibility
+    if not res.check.violations.empty:
+        shown["violations found by the re-check"] = res.check.violations
+    code = 0 if res.trusted else EXIT_INFEASIBLE if res.status == "infeasible" \
+        else EXIT_NO_PLAN
+    if args.out:
+        tables = {k: v for k, v in res.tables().items()
+                  if not v.empty or k in ("summary", "messages")}
+        written = write_tables(tables, args.out)
+        if not args.quiet:
+            print(f"wrote {len(written)} tables to {args.out}", file=sys.stderr)
+    notes = [f"note: {m}" for m in res.messages]
+    if args.quiet and args.format == "table":
+        if code:
+            print("\n".join([status_line(res), *notes]), file=sys.stderr)
+        return code
+    if args.format == "table":
+        print(status_line(res))
+        if shown:
+            print()
+            print(render_tables(shown, "table"))
+        if notes:
+            print()
+            print("\n".join(notes))
+    else:
+        print(render_tables({"summary": res.summary(), **shown}, args.format))
+        print("\n".join([status_line(res), *notes]), file=sys.stderr)
+    return code
+
+
+def _simulate_traces(args, sc):
+    """--trace [CLASS=]FILE items -> [[simulation.trace]] entries (paths from the CWD; the
+    column mapping of a scenario entry with the same file, else the Azure trace columns)."""
+    from planner.config import SimTrace
+
+    known = {t.file: t for t in sc.simulation.trace}
+    out = []
+    for item in args.trace or []:
+        cname, f = item.split("=", 1) if "=" in item else (None, item)
+        if not f:
+            raise PlannerError(f"--trace {item!r}: expected FILE or CLASS=FILE")
+        base = known.get(f) or SimTrace(file=f)
+        path = f if f.startswith("bundled:") else str(Path(f).resolve())
+        upd = {"file": path}
+        if cname:
+            upd["workload_class"] = cname
+        out.append(base.model_copy(update=upd))
+    if args.rate_scale is not None:
+        if not args.rate_scale > 0:
+            raise PlannerError(f"--rate-scale must be > 0, got {args.rate_scale}")
+        out = [t.model_copy(update={"rate_scale": args.rate_scale})
+               for t in (out or sc.simulation.trace)]
+        if not out:
+            raise PlannerError("--rate-scale needs --trace (or [simulation] trace)")
+    return out
+
+
+def _simulate_replicas(items):
+    if not items:
+        return None
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, n = item.rpartition("=")
+        try:
+            v = int(n)
+        except ValueError:
+            raise PlannerError(f"--replicas {item!r}: expected N or DEPLOYMENT=N") from None
+        if v < 1:
+            raise PlannerError(f"--replicas {item!r}: need at least 1 replica")
+        if not name:
+            if len(items) > 1:
+                raise PlannerError("--replicas N applies to every pool; give it once, or "
+                                   "DEPLOYMENT=N per deployment")
+            return v
+        out[name] = v
+    return out
+
+
+def cmd_simulate(args) -> int:
+    from planner.sim.output import write_frames
+    from planner.sim.scenario import run_tables, simulate_scenario
+
+    sc = load(args)
+    deployments = [d for ds in (args.deployment or []) for d in ds.split(",") if d]
+    replicas = _simulate_replicas(args.replicas)
+    if isinstance(replicas, dict):
+        hosted = [*sc.cloud, *sc.onprem]
+        for d in replicas:
+            if d not in hosted:
+                raise PlannerError(f"--replicas {d}=...: not a self-hosted deployment; "
+                                   f"self-hosted: {', '.join(hosted) or 'none'}")
+    runs = simulate_scenario(
+        sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
+        seed=args.seed, replicas=replicas, spillover=args.spillover,
+        traces=_simulate_traces(args, sc) or None, progress=not args.quiet,
+    )
+    tables = run_tables(runs, records=bool(args.out))
+    if args.out:
+        written = write_frames(tables, args.out, fmt="parquet" if args.parquet else "csv")
+        if not args.quiet:
+            print(f"wrote {len(written)} tables to {args.out}", file=sys.stderr)
+        args.out = None
+    lat = tables["latency"]
+    shown = {
+        "latency per class (seconds; SLO attainment = share meeting every bound)": lat,
+        "deployments (simulated period: GPU-hours, API tokens, cost in USD)":
+            tables["deployments"],
+        "totals": tables["totals"],
+    }
+    sim = sc.simulation
+    seed = sim.seed if args.seed is None else args.seed
+    notes = [n for r in runs for n in r.notes]
+    notes.append(f"seed {seed}; replicas: " + "; ".join(
+        f"{r.deployment} {int(r.replicas)} ({r.replicas_basis})"
+        for r in tables["pools"].itertuples() if r.kind != "api"))
+    emit(args, shown, notes=notes)
     return 0
 
 
@@ -504,6 +678,68 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--curve", action="store_true", help="also print cost vs volume")
     p.set_defaults(func=cmd_breakeven)
+
+    p = sub.add_parser(
+        "optimize", help="cheapest mix of API, cloud and on-prem capacity, routing and "
+                         "fine-tunes (MILP), with uncertainty and simulation",
+        epilog="examples:\n  planner optimize example:quickstart\n"
+               "  planner optimize studies/hybrid-support-bot/scenario.toml --stochastic "
+               "-n 200 --verify --out opt/\n\nexit status: 0 a plan (re-checked against "
+               "every constraint), 2 user error,\n  3 infeasible (the constraint to blame is "
+               "printed), 4 no trusted plan (time limit\n  without a plan, solver error, or "
+               "the plan failed the re-check)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample-average plan over Monte Carlo scenarios of the inputs' "
+                        "distributions (buy/reserve once, rent/call per scenario)")
+    p.add_argument("-n", type=int, default=200, help="scenarios with --stochastic (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same plan)")
+    p.add_argument("--gap", type=float,
+                   help="relative MIP gap (default: the scenario's [optimize] gap, else 0.01)")
+    p.add_argument("--time-limit", type=float, metavar="S",
+                   help="solver time limit, seconds (default: [optimize] time_limit_s, else 30)")
+    p.add_argument("--verify", action="store_true",
+                   help="simulate the plan at its busiest hour; on an SLO miss, search the "
+                        "headroom that fixes it")
+    p.add_argument("--verify-window", type=float, default=600.0, metavar="S",
+                   help="with --verify: simulated seconds of the busiest hour (default 600)")
+    p.add_argument("--objective", choices=["expected", "cvar"],
+                   help="with --stochastic: expected cost, or expected + lambda x CVaR "
+                        "(optimize.cvar_lambda, optimize.cvar_alpha)")
+    p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser(
+        "simulate", help="request-level simulation: latency percentiles, SLOs, utilisation, "
+                         "spillover and cost of a day of requests on GPU pools",
+        epilog="examples:\n  planner simulate example:quickstart --hours 24\n"
+               "  planner simulate example:quickstart --deployment llama-8b-h100 --replicas 1 "
+               "--spillover gpt-4o-mini\n"
+               "  planner simulate studies/azure-trace/scenario.toml "
+               "--trace conv=bundled:azure-conv --out sim/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--hours", type=int, help="simulated hours (default [simulation] hours, 24)")
+    p.add_argument("--start-hour", type=int, help="hour of the diurnal/weekly profile to start at")
+    p.add_argument("--trace", action="append", metavar="[CLASS=]FILE",
+                   help="replay a trace (CSV/JSONL/Parquet, or bundled:azure-conv / "
+                        "bundled:azure-code) instead of generated arrivals (repeatable)")
+    p.add_argument("--rate-scale", type=float, help="replay the traces at this multiple of "
+                                                    "their rate")
+    p.add_argument("--seed", type=int, help="random seed (default [simulation] seed, 0)")
+    p.add_argument("--deployment", action="append", metavar="NAME",
+                   help="simulate these self-hosted deployments together as pools of one plan "
+                        "(repeat or comma-separate; default: each candidate on its own)")
+    p.add_argument("--replicas", action="append", metavar="N|NAME=N",
+                   help="replicas of every pool, or of one deployment (default: the cost "
+                        "engine's sizing)")
+    p.add_argument("--spillover", metavar="API",
+                   help="an [api.*] deployment taking requests that would miss their SLO")
+    p.add_argument("--parquet", action="store_true",
+                   help="with --out: write Parquet instead of CSV (needs pyarrow)")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="check a scenario file")
     _common(p, out=False)

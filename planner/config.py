@@ -522,6 +522,80 @@ class Planning(Strict):
     lens: Literal["tco", "marginal"] = "tco"
 
 
+RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]
+
+
+class SimTrace(Strict):
+    """One trace file replayed by ``planner simulate`` (``[[simulation.trace]]``).
+
+    ``file``: a path relative to the scenario file, or ``bundled:azure-conv`` /
+    ``bundled:azure-code`` (the Azure LLM inference traces shipped with planner, CC-BY 4.0).
+    ``class``: the workload class of its requests (default: the only class, or the
+    ``class_column``'s labels). Column mapping as :class:`planner.traces.TraceColumns`.
+    ``rate_scale`` divides the arrival times (2 = twice the rate); ``repeat`` repeats the trace
+    back to back to fill ``[simulation] hours`` (otherwise it is replayed once, cut at
+    ``hours``).
+    """
+
+    file: str
+    workload_class: str | None = Field(default=None, alias="class")
+    timestamp: str = "TIMESTAMP"
+    timestamp_unit: Literal["datetime", "s", "ms", "us", "ns"] = "datetime"
+    timestamp_format: str | None = None
+    input_tokens: str = "ContextTokens"
+    output_tokens: str = "GeneratedTokens"
+    class_column: str | None = None
+    format: Literal["csv", "jsonl", "parquet"] | None = None
+    rate_scale: Annotated[float, Field(gt=0)] = 1.0
+    repeat: bool = False
+
+
+def _trace_list(v: Any) -> Any:
+    if isinstance(v, str):
+        return ({"file": v},)
+    if isinstance(v, Mapping):
+        return (v,)
+    return v
+
+
+class Simulation(Strict):
+    """``[simulation]``: what ``planner simulate`` (request-level simulation) runs.
+
+    hours, start_hour : simulated period and the hour of the (weekly) profile it starts at.
+    deployments : self-hosted deployments simulated *together* as pools of one plan (a request
+        goes to the first listed pool serving its class); empty: each self-hosted candidate is
+        simulated on its own, as ``planner cost`` compares them.
+    replicas : fixed replicas per deployment (default: the cost engine's sizing).
+    spillover : an ``[api.NAME]`` that takes requests a pool would serve too late (predicted
+        TTFT over the class SLO) or cannot queue (``max_queue``), and the classes no pool serves.
+    routing : pool routing policy (``shared`` FCFS queue, ``jsq``, ``least_kv``, ``random``).
+    api_ttft_s, api_output_tokens_per_s : the API's latency model (default: the catalog's
+        figures, else 0.5 s and 60 tokens/s).
+    length_cv : lognormal spread of request lengths around a class's fixed lengths (0 = every
+        request has the class's lengths; a length given as a distribution is sampled per request).
+    burstiness_cv : coefficient of variation of the inter-arrival gaps (Gamma renewal; 1 =
+        Poisson, the default).
+    trace : trace files replayed instead of generated arrivals (``planner simulate --trace``).
+    seed : random seed (same seed, identical records).
+    report_max_requests : the report simulates the busiest hour, cut to this many requests.
+    """
+
+    hours: Annotated[int, Field(ge=1, le=8784)] = 24
+    start_hour: Annotated[int, Field(ge=0, le=167)] = 0
+    deployments: tuple[str, ...] = ()
+    replicas: dict[str, PosInt] = Field(default_factory=dict)
+    spillover: str | None = None
+    routing: RoutingPolicy = "shared"
+    max_queue: NonNegInt | None = None
+    api_ttft_s: Annotated[float, Field(ge=0)] | None = None
+    api_output_tokens_per_s: Annotated[float, Field(gt=0)] | None = None
+    length_cv: Annotated[float, Field(ge=0)] = 0.0
+    burstiness_cv: Annotated[float, Field(gt=0)] | None = None
+    trace: Annotated[tuple[SimTrace, ...], BeforeValidator(_trace_list)] = ()
+    seed: NonNegInt = 0
+    report_max_requests: Annotated[int, Field(ge=100)] = 20_000
+
+
 class Meta(Strict):
     name: str
     question: str = ""
@@ -551,6 +625,7 @@ class Scenario(Strict):
     correlation: tuple[Correlation, ...] = ()
     trends: Trends = Field(default_factory=Trends)
     planning: Planning = Field(default_factory=Planning)
+    simulation: Simulation = Field(default_factory=Simulation)
     source_path: str | None = Field(default=None, exclude=True)
     variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
 
@@ -868,6 +943,7 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                         _unknown("uncertain input", v, known)
                         + " (a correlation links two fields that hold distributions)",
                         path=path, key=f"correlation[{i}].{side}")
+    _check_simulation(sc, path)
     for name, r in sc.revenue.items():
         need_classes(r.classes, f"revenue.{name}.classes")
     for name, t in sc.token_economics.items():
@@ -896,6 +972,27 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                     _unknown("diurnal profile", wc.diurnal, list(PROFILES)),
                     path=path, key=f"workload.{cname}.diurnal",
                 )
+
+
+def _check_simulation(sc: Scenario, path: str | None) -> None:
+    """``[simulation]`` names self-hosted deployments, an API and workload classes."""
+    sim = sc.simulation
+    hosted = [*sc.cloud, *sc.onprem]
+    for i, d in enumerate(sim.deployments):
+        if d not in hosted:
+            raise ScenarioError(_unknown("self-hosted (cloud/onprem) deployment", d, hosted),
+                                path=path, key=f"simulation.deployments[{i}]")
+    for d in sim.replicas:
+        if d not in hosted:
+            raise ScenarioError(_unknown("self-hosted (cloud/onprem) deployment", d, hosted),
+                                path=path, key=f"simulation.replicas.{d}")
+    if sim.spillover is not None and sim.spillover not in sc.api:
+        raise ScenarioError(_unknown("API deployment", sim.spillover, list(sc.api)),
+                            path=path, key="simulation.spillover")
+    for i, t in enumerate(sim.trace):
+        if t.workload_class is not None and t.workload_class not in sc.workload:
+            raise ScenarioError(_unknown("workload class", t.workload_class, list(sc.workload)),
+                                path=path, key=f"simulation.trace[{i}].class")
 
 
 def scenario_json_schema() -> dict[str, Any]:

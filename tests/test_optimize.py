@@ -531,6 +531,35 @@ def test_sensitivity_finds_the_traffic_break_even():
     assert "gpu" in row["mix_above"] and "gpu" not in row["mix_below"]
 
 
+def test_sensitivity_finds_the_price_break_evens():
+    # toy(): 2.5 req/s flat, a replica serves cap = 1 req/s for gpu = $2/h, the API costs
+    # api = $0.001/request. A full replica is worth it while gpu x g < 3600 x cap x api x a;
+    # the third, serving the last 0.5 req/s, while gpu x g < 3600 x 0.5 x api x a. So on the
+    # GPU-price axis the mix changes at g = 0.9 ({gpu} -> {gpu, api}) and g = 1.8 (-> {api}),
+    # and on the API-price axis at a = 2/3.6 ({api} -> {gpu, api}) and a = 2/1.8 (-> {gpu}).
+    rps, cap, gpu, api = 2.5, 1.0, 2.0, 1000 * 1.0 / 1e6
+    sc = toy()
+    res = sensitivity(sc, traffic=(1.0,), api_price=(0.25, 1.0, 4.0),
+                      gpu_price=(0.25, 1.0, 4.0), gap=0.0, rtol=0.01)
+    full = 3600 * cap * api  # USD/h a full replica saves
+    part = 3600 * (rps - math.floor(rps / cap) * cap) * api  # ... the last, partial one
+    want = {"gpu_price": sorted([part / gpu, full / gpu]),
+            "api_price": sorted([gpu / full, gpu / part])}
+    b = res.breakpoints
+    assert sorted(b["axis"]) == ["api_price", "api_price", "gpu_price", "gpu_price"]
+    for axis, points in want.items():
+        rows = b[b["axis"] == axis].sort_values("multiplier")
+        for (_, r), x in zip(rows.iterrows(), points, strict=True):
+            assert r["multiplier_low"] <= x <= r["multiplier_high"], (axis, x)
+            assert r["multiplier_high"] / r["multiplier_low"] <= 1.01 + 1e-12
+    cheap_gpu = b[b["axis"] == "gpu_price"].sort_values("multiplier").iloc[0]
+    assert cheap_gpu["mix_below"] == "gpu 100%" and "api 20%" in cheap_gpu["mix_above"]
+    # the grid's cost at x1 is the base optimum
+    base = res.grid[(res.grid["axis"] == "gpu_price") & (res.grid["multiplier"] == 1.0)]
+    assert base["usd_per_month"].iloc[0] == pytest.approx(
+        optimize(sc, gap=0.0).objective_usd_per_month, rel=1e-9)
+
+
 def test_problem_scaling_helpers():
     pb = build_problem(toy(), CAT, OptimizeOptions())
     s = pb.scaled(traffic=2.0, api_price=3.0, gpu_price=0.5)

@@ -320,3 +320,21 @@ def test_inputs_table_flattens_the_scenario():
     assert t["cloud.llama-70b-h100.accelerator"] == "h100-sxm"
     assert t["planning.utilisation_target"] == "0.8"
     assert t["(file)"] == str(QUICKSTART)
+
+
+def test_summary_recommends_the_optimisers_chosen_deployments_only(tmp_path):
+    from planner.engines.optimize import optimize
+
+    sc = load_scenario(QUICKSTART)
+    plan = optimize(sc).plan
+    assert plan["chosen"].any() and not plan["chosen"].all()  # the toy needs both kinds
+    tables = {"plan": plan}
+    res = build_report(sc, out_dir=tmp_path / "r", progress=False, sections=["optimiser"],
+                       providers={**FAST, "optimiser": lambda s, c: tables})
+    doc = res.html.read_text(encoding="utf-8")
+    line = doc[doc.index("Recommended mix (optimiser)"):]
+    line = line[:line.index("per month</")]
+    for r in plan.itertuples():
+        assert (f"{r.deployment} (" in line) == bool(r.chosen), r.deployment
+    total = plan.loc[plan["chosen"], "usd_per_month"].sum()
+    assert f"total {total:,.0f} USD" in line

@@ -20,6 +20,7 @@ from planner.sim import (
     SimPlan,
     simulate,
 )
+from planner.sim.stepmodel import TabulatedStepModel
 
 # a small 8B-on-one-GPU-like model: prefill ~17k tok/s, decode step ~7 ms + per-seq + KV reads
 MODEL = LinearStepModel(
@@ -106,6 +107,47 @@ def test_decode_kernel_closed_form_equals_step_sum():
         kk, s = k.cover(b, kv0, dt, 10_000)
         assert s >= dt and (kk == 1 or k.span(b, kv0, kk - 1) < dt)
         assert s == pytest.approx(k.span(b, kv0, kk), rel=1e-12)
+
+
+def _perf_model(max_batch: int = 48):
+    from planner.catalog import load_catalog
+    from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, step_model
+
+    cat = load_catalog()
+    return step_model(LLMSpec.from_row(cat.llm("llama-3.1-8b")),
+                      AcceleratorSpec.from_row(cat.accelerator("h100-sxm")), 1, "fp8",
+                      PerfParams(max_batch=max_batch))
+
+
+def test_tabulated_step_model_is_the_perf_model():
+    exact = _perf_model(1024)
+    tab, err = TabulatedStepModel.from_model(exact)
+    assert err < 1e-12  # decode is affine in the cached tokens at a fixed batch
+    rng = np.random.default_rng(4)
+    b = rng.integers(1, 1025, 200)
+    kv = rng.integers(0, exact.kv_capacity_tokens, 200)
+    np.testing.assert_allclose(tab.decode_step_time_s(b, kv), exact.decode_step_time_s(b, kv),
+                               rtol=1e-12)
+    assert tab.prefill_time_s(3000) == exact.prefill_time_s(3000)
+    # closed form over k steps = the sum of the perf model's own steps
+    k = DecodeKernel(tab)
+    assert k.closed
+    direct = float(np.sum(exact.decode_step_time_s(300, 50_000 + 300 * np.arange(25))))
+    assert k.span(300, 50_000, 25) == pytest.approx(direct, rel=1e-12)
+    # no affine fit in the batch holds over the whole range (why the table exists)
+    assert LinearStepModel.fit(exact, exact_prefill=True)[1] > 0.05
+
+
+def test_tabulated_model_closed_form_matches_reference():
+    tab, _ = TabulatedStepModel.from_model(_perf_model(48))
+    reqs = _workload(800, 40.0, seed=8)
+    res = {}
+    for mode in ("closed_form", "reference"):
+        plan = SimPlan(pools=(PoolSpec("g", tab, replicas=2, routing="shared"),), mode=mode)
+        res[mode] = simulate(plan, reqs).requests
+    assert (res["closed_form"]["status"] == "completed").all()
+    for col in ("start_s", "first_token_s", "finish_s"):
+        assert np.max(np.abs(res["closed_form"][col] - res["reference"][col])) < 1e-6
 
 
 def test_linear_fit_of_a_step_model():

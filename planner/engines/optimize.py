@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -79,10 +79,14 @@ __all__ = [
     "SensitivityResult",
     "compare_subsets",
     "diagnose_infeasibility",
+    "hourly_view",
     "optimize",
     "optimize_problem",
+    "plan_view",
+    "report_tables",
     "sample_scenarios",
     "sensitivity",
+    "status_line",
 ]
 
 _EMPTY = pd.DataFrame()
@@ -104,8 +108,9 @@ class OptimizeResult:
         Relative MIP gap reported by HiGHS.
     lp_bound : float
         Objective of the LP relaxation (a lower bound on any plan's cost).
-    time_s, lp_time_s : float
-        Wall time of the whole call, and of the LP relaxation.
+    time_s, lp_time_s, solve_time_s : float
+        Wall time of the whole call, of the LP relaxation, and of building and solving
+        (without the verification by simulation).
     check : CheckReport
         The plan re-checked against every constraint (``check.passed``; False when there is
         no plan). ``trusted`` combines it with the status.
@@ -121,6 +126,8 @@ class OptimizeResult:
     headroom : utilisation targets tried when the simulated plan missed its SLO.
     infeasibility : constraint groups and whether dropping each restores feasibility.
     messages : plain-language notes (explanations, warnings).
+    objective : str
+        ``expected`` (the expected monthly cost) or ``cvar`` (expected + lambda x CVaR).
     """
 
     scenario: str
@@ -145,6 +152,8 @@ class OptimizeResult:
     messages: tuple[str, ...] = ()
     n_scenarios: int = 1
     milp_shape: tuple[int, int] = (0, 0)
+    objective: str = "expected"  # what objective_usd_per_month is: "expected" or "cvar"
+    solve_time_s: float = math.nan  # building and solving (time_s less simulation)
     problem: Problem | None = field(default=None, repr=False)
     solution: PlanArrays | None = field(default=None, repr=False)
 
@@ -347,6 +356,7 @@ def _tables(pb: Problem, plan: PlanArrays, costs: pd.DataFrame) -> dict[str, pd.
         plan_rows.append({
             "deployment": d, "kind": o.kind, "stage": o.stage, "provider": o.provider,
             "model": o.model, "accelerator": o.accelerator, "offering": o.offering,
+            "price_plan": o.price_plan,
             "finetune": o.finetune,
             "blocks_fixed": float(blocks[0, 0]) + 0.0 if o.stage == "fixed" else np.nan,
             "replicas_peak": float(reps.max()) if o.selfhosted else np.nan,
@@ -446,6 +456,7 @@ def optimize(
     options: OptimizeOptions | None = None,
     verify_window_s: float = 600.0,
     method: str = "auto",
+    progress: Callable[[str], None] | None = None,
 ) -> OptimizeResult:
     """Choose the cheapest mix of API, cloud and on-prem capacity, routing and fine-tunes.
 
@@ -467,6 +478,9 @@ def optimize(
         Simulated seconds of the busiest hour.
     method : {"auto", "extensive", "benders"}
         How the stochastic version is solved (see :func:`optimize_problem`).
+    progress : callable, optional
+        Called with a short text at each stage (sampling, solving, Benders iterations,
+        simulation, headroom tries); the CLI prints it. The engine itself prints nothing.
 
     Returns
     -------
@@ -485,20 +499,24 @@ def optimize(
         raise PlannerError(f"time_limit_s: expected > 0 seconds, got {tl}")
     notes: list[str] = []
     drawn = pd.DataFrame()
+    say = progress or (lambda _text: None)
     if stochastic:
+        say(f"sampling {int(n_scenarios)} Monte Carlo scenarios")
         samples, drawn, notes = sample_scenarios(scenario, int(n_scenarios), seed, cat)
+        say("pricing the candidates in every scenario")
         pb = build_problem(scenario, cat, opts, samples=samples)
     else:
         pb = build_problem(scenario, cat, opts)
     res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,
                            cvar_lambda=opts.cvar_lambda, cvar_alpha=opts.cvar_alpha,
-                           stochastic=stochastic, method=method)
+                           stochastic=stochastic, method=method, progress=progress)
     res.messages = tuple(notes) + res.messages
+    res.solve_time_s = time.perf_counter() - t0
     if stochastic and len(drawn.columns) and len(res.scenarios):
         res.scenarios = pd.concat([res.scenarios, drawn.reset_index(drop=True)], axis=1)
     if verify and res.solution is not None:
         _verify(res, cat, gap=gap, time_limit_s=tl, window_s=verify_window_s,
-                seed=0 if seed is None else seed)
+                seed=0 if seed is None else seed, say=say)
     res.time_s = time.perf_counter() - t0
     return res
 
@@ -513,6 +531,7 @@ def optimize_problem(
     cvar_alpha: float = 0.95,
     stochastic: bool | None = None,
     method: str = "auto",
+    progress: Callable[[str], None] | None = None,
 ) -> OptimizeResult:
     """Solve a built :class:`Problem` (``optimize`` without the scenario handling).
 
@@ -522,6 +541,7 @@ def optimize_problem(
     Benders.
     """
     t0 = time.perf_counter()
+    say = progress or (lambda _text: None)
     stochastic = pb.n_scenarios > 1 if stochastic is None else stochastic
     if method not in ("auto", "extensive", "benders"):
         raise PlannerError(f"method: expected auto, extensive or benders, got {method!r}")
@@ -541,20 +561,27 @@ def optimize_problem(
         per_scen = len(pb.pairs()) * pb.periods + sum(
             o.stage == "hourly" for o in pb.options.values()) * pb.periods
         if method == "benders" or (method == "auto" and pb.n_scenarios * per_scen > 30_000):
-            res = _solve_by_benders(pb, gap=gap, time_limit_s=time_limit_s, t0=t0, **kw)
+            say(f"L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios")
+            res = _solve_by_benders(pb, gap=gap, time_limit_s=time_limit_s, t0=t0,
+                                    progress=progress, **kw)
             if res is not None:
                 res.messages = tuple(msgs) + res.messages
+                res.objective = obj
                 return res
             msgs.append("the decomposition found no plan that serves every scenario; "
                         "re-solving the extensive form to explain why")
     m = build_milp(pb, **kw)
+    say(f"solving the MILP ({m.shape[0]:,} rows x {m.shape[1]:,} columns, gap {gap:g}, "
+        f"time limit {time_limit_s:g} s)")
     lp = solve_milp(m, gap=gap, time_limit_s=time_limit_s, relax=True)
     info = solve_milp(m, gap=gap, time_limit_s=time_limit_s)
     if info.x is None:
         status = "infeasible" if info.status in ("infeasible",) or lp.status == "infeasible" \
             else info.status
-        table, why = (diagnose_infeasibility(pb, time_limit_s=time_limit_s, **kw)
-                      if status == "infeasible" else (_EMPTY, []))
+        table, why = _EMPTY, []
+        if status == "infeasible":
+            say("infeasible: re-solving without each group of limits to find the one to blame")
+            table, why = diagnose_infeasibility(pb, time_limit_s=time_limit_s, **kw)
         msgs += [f"{status}: " + s for s in why] or [f"{status}: {info.message}"]
         return OptimizeResult(pb.name, status, math.nan, math.nan, lp.objective,
                               time.perf_counter() - t0, lp.time_s, empty,
@@ -574,12 +601,14 @@ def optimize_problem(
         milp_shape=m.shape, problem=pb, solution=plan, messages=(), **tabs,
     )
     if stochastic and pb.n_scenarios > 1:
+        say("value of the stochastic solution: solving the mean-value problem (EV, EEV)")
         ev, eev = _ev_eev_extensive(pb, gap=gap, time_limit_s=time_limit_s, **kw)
         res.stochastic, more = _stochastic_report(pb, info.objective, tabs["scenarios"], ev,
                                                   eev, cvar_alpha, "extensive form")
         msgs += more
     _warn_check(check, msgs)
     res.messages = tuple(msgs)
+    res.objective = obj
     res.time_s = time.perf_counter() - t0
     return res
 
@@ -591,16 +620,19 @@ def _warn_check(check: CheckReport, msgs: list[str]) -> None:
 
 
 def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float,
-                      objective: str, cvar_lambda: float, cvar_alpha: float
+                      objective: str, cvar_lambda: float, cvar_alpha: float,
+                      progress: Callable[[str], None] | None = None
                       ) -> OptimizeResult | None:
     from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
 
     b = solve_benders(pb, gap=gap, time_limit_s=time_limit_s, objective=objective,
-                      cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
+                      cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha, progress=progress)
     if b.plan is None or b.status in ("infeasible", "error"):
         return None
     plan = b.plan
     check = check_plan(pb, plan, extra=scenario_raw_violations(b))
+    check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
+                           for m, x in zip(b.milps, b.xs, strict=True))
     costs = plan_costs(pb, plan)
     tabs = _tables(pb, plan, costs)
     msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
@@ -688,11 +720,12 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
 
 
 def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
-            window_s: float, seed: int) -> None:
+            window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None) -> None:
     from planner.engines.optimize_verify import busiest_hour, verify_plan
 
     pb, plan = res.problem, res.solution
     s, h = busiest_hour(pb, plan)
+    say(f"simulating {window_s:g} s of the busiest hour ({h}) with the SimPy engine")
     vr = verify_plan(pb, plan, cat, scenario=s, hour=h, window_s=window_s, seed=seed)
     table = vr.table.assign(scenario=s, hour=h, utilisation_target=pb.utilisation_target)
     msgs = list(res.messages) + vr.messages
@@ -714,6 +747,7 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
     u0 = pb.utilisation_target
     for f in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3):
         u = round(u0 * f, 4)
+        say(f"headroom: re-optimising and re-simulating at utilisation_target {u:g}")
         pb2 = base.with_utilisation(u)
         m2 = build_milp(pb2)
         info = solve_milp(m2, gap=gap, time_limit_s=time_limit_s)
@@ -892,3 +926,148 @@ def compare_subsets(
     mix = float(df.loc[0, "usd_per_month"])
     df["mix_saving"] = 1.0 - mix / df["usd_per_month"]
     return df
+
+
+# --------------------------------------------------------------------------------------------
+# views for people: the CLI and the report
+
+
+def status_line(res: OptimizeResult) -> str:
+    """One line: status, objective, LP bound, gap, solve time and the re-check."""
+    if res.solution is None:
+        what = ("no plan meets every constraint" if res.status == "infeasible"
+                else "the solver returned no plan")
+        return f"{res.status}: {what} ({res.time_s:.1f} s)"
+    obj = "expected cost" if res.n_scenarios > 1 else "cost"
+    if res.objective == "cvar":
+        obj = "expected cost + lambda x CVaR"
+    return (f"{res.status}: {obj} {res.objective_usd_per_month:,.0f} USD/month "
+            f"(LP bound {res.lp_bound:,.0f} USD/month, gap {res.gap:.2%}, solved in "
+            f"{res.time_s if math.isnan(res.solve_time_s) else res.solve_time_s:.1f} s); "
+            f"{res.check.summary()}")
+
+
+def _decision(r: pd.Series, reps: np.ndarray) -> str:
+    """What to do about one chosen deployment, in words."""
+    if r["kind"] == "api":
+        return f"call {r['offering'] or r['deployment']} (pay per token)"
+    n_rep, gpus = float(r["replicas_peak"]), float(r["gpus_peak"])
+    if r["stage"] == "fixed":
+        units = float(r["units_peak"])
+        if r["kind"] == "onprem":
+            what = f"buy {units:g} {r['offering'] or 'server'} server{'s' * (units != 1)}"
+        else:
+            what = (f"reserve {units:g} instance{'s' * (units != 1)}"
+                    + (f" ({r['price_plan']})" if r["price_plan"] else ""))
+        return f"{what}: {n_rep:g} replicas on {gpus:g} GPUs"
+    lo, hi = (float(reps.min()), float(reps.max())) if reps.size else (0.0, n_rep)
+    rng = f"{lo:g}-{hi:g}" if abs(hi - lo) > 1e-9 else f"{hi:g}"
+    if reps.size and np.any(np.abs(reps - np.round(reps)) > 1e-6):
+        rng = f"{lo:.1f}-{hi:.1f}"  # the stochastic second stage is continuous (fluid)
+    plan = f" {r['price_plan']}" if r["price_plan"] else ""
+    return f"rent {rng}{plan} replicas per hour ({gpus:g} GPUs at peak)"
+
+
+def plan_view(res: OptimizeResult) -> pd.DataFrame:
+    """The chosen deployments and what to buy, reserve, rent or call.
+
+    Columns: deployment, kind, model, decision, replicas_peak, gpus_peak, requests_share,
+    usd_per_month (mean over scenarios when stochastic). A chosen fine-tune is a row of its
+    own (``finetune:NAME``, its one-off cost spread over the horizon), so the rows add up to
+    the plan's cost. Empty without a plan.
+    """
+    cols = ["deployment", "kind", "model", "decision", "replicas_peak", "gpus_peak",
+            "requests_share", "usd_per_month"]
+    if res.plan.empty:
+        return pd.DataFrame(columns=cols)
+    chosen = res.plan[res.plan["chosen"]]
+    h = res.hourly
+    rows = []
+    for _, r in chosen.iterrows():
+        reps = h.loc[h["deployment"] == r["deployment"], "replicas"].to_numpy(float)
+        rows.append({**{c: r[c] for c in cols if c in r.index},
+                     "decision": _decision(r, reps[np.isfinite(reps)])})
+    horizon = res.problem.horizon_months if res.problem is not None else math.nan
+    ft = res.finetune
+    for _, f in (ft[ft["chosen"].astype(bool)] if "chosen" in ft else ft).iterrows():
+        rows.append({"deployment": f"finetune:{f['finetune']}", "kind": "finetune",
+                     "model": None, "replicas_peak": np.nan, "gpus_peak": np.nan,
+                     "requests_share": np.nan, "usd_per_month": f["usd_per_month"],
+                     "decision": f"run fine-tune {f['finetune']} once: "
+                                 f"{f['usd_one_off']:,.0f} USD (retries included) over "
+                                 f"{horizon:g} months; enables {f['enables']}"})
+    return pd.DataFrame(rows, columns=cols).sort_values(
+        "usd_per_month", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def hourly_view(res: OptimizeResult, max_rows: int = 24) -> pd.DataFrame:
+    """The hourly mix, compact: one row per hour (or per group of hours when the profile
+    has more than ``max_rows``), requests/s per chosen deployment and replicas of the
+    self-hosted ones (probability-weighted mean over scenarios; the maximum within a group
+    of hours for replicas, the mean for requests/s)."""
+    if res.hourly.empty or res.plan.empty:
+        return pd.DataFrame()
+    chosen = res.plan.loc[res.plan["chosen"], "deployment"].tolist()
+    h = res.hourly[res.hourly["deployment"].isin(chosen)]
+    prob = res.problem.prob if res.problem is not None else np.ones(1)
+    h = h.assign(w=h["scenario"].map(dict(enumerate(prob))))
+    g = (h.assign(rps=h["requests_per_s"] * h["w"], reps=h["replicas"] * h["w"])
+         .groupby(["hour", "deployment"], sort=False)[["rps", "reps"]].sum(min_count=1)
+         .reset_index())
+    periods = int(g["hour"].max()) + 1
+    step = max(1, math.ceil(periods / max_rows))
+    g["bucket"] = g["hour"] // step
+    agg = g.groupby(["bucket", "deployment"], sort=False).agg(
+        rps=("rps", "mean"), reps=("reps", "max")).reset_index()
+    out = pd.DataFrame({"hour": [f"{b * step}" if step == 1 else
+                                 f"{b * step}-{min(periods, (b + 1) * step) - 1}"
+                                 for b in sorted(agg["bucket"].unique())]})
+    kind = res.plan.set_index("deployment")["kind"]
+    for d in chosen:
+        a = agg[agg["deployment"] == d].set_index("bucket").sort_index()
+        out[f"{d} req/s"] = a["rps"].to_numpy()
+        if kind[d] != "api":
+            out[f"{d} replicas"] = a["reps"].to_numpy()
+    return out
+
+
+def report_tables(scenario: Scenario, catalog: Catalog | None = None
+                  ) -> dict[str, pd.DataFrame]:
+    """The report's optimiser tables (contract in :mod:`planner.report.providers`).
+
+    Runs the deterministic optimiser at the scenario's ``[optimize]`` gap, with its time
+    limit capped at 20 s (the report must stay fast). Returns ``plan`` (chosen deployments:
+    deployment, decision, ..., usd_per_month), ``hourly`` (hour, deployment, kind, replicas,
+    gpus, utilisation, requests_per_s of the chosen deployments), ``routing``, ``finetune``
+    (when the scenario has fine-tune options), ``summary`` (metric, value) and ``notes``
+    (the status line, then the optimiser's messages).
+
+    Raises
+    ------
+    PlannerError
+        When there is nothing to optimise (no workload classes, no deployment candidates, no
+        requests), or no trusted plan exists (infeasible, with the explanation).
+    """
+    opts = OptimizeOptions.from_scenario(scenario)
+    res = optimize(scenario, catalog=catalog, options=opts,
+                   time_limit_s=min(opts.time_limit_s, 20.0))
+    pb = res.problem
+    if pb is not None and not pb.demand.sum() > 0:
+        raise PlannerError("optimize: the workload has no requests to serve")
+    if not res.trusted:
+        why = "; ".join(m for m in res.messages if m) or res.check.summary()
+        raise PlannerError(f"optimize: no trusted plan ({res.status}): {why}")
+    h = res.hourly[(res.hourly["scenario"] == 0)
+                   & res.hourly["deployment"].isin(res.plan.loc[res.plan["chosen"],
+                                                                "deployment"])]
+    out = {
+        "plan": plan_view(res),
+        "hourly": h[["hour", "deployment", "kind", "replicas", "gpus", "utilisation",
+                     "requests_per_s"]].reset_index(drop=True),
+        "routing": res.routing,
+        "summary": res.summary(),
+        "notes": pd.DataFrame({"note": [status_line(res), *res.messages]}),
+    }
+    if not res.finetune.empty:
+        out["finetune"] = res.finetune
+    return out

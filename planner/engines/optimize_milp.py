@@ -723,9 +723,12 @@ class CheckReport:
     passed: bool
     violations: pd.DataFrame
     max_violation: float = 0.0
+    n_checked: int = 0  # individual constraints (rows, bounds, integrality) evaluated
 
     def summary(self) -> str:
         if self.passed:
+            if self.n_checked:
+                return f"re-checked against {self.n_checked:,} constraints: passed"
             return "solution re-checked against every constraint: passed"
         if self.violations.empty:
             return "no plan to check"
@@ -775,6 +778,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
     """
     S, C, P = pb.demand.shape
     v: list[dict[str, Any]] = []
+    n = 0  # individual constraints evaluated
 
     def bad(constraint, item, lhs, rhs, excess):
         v.append({"constraint": constraint, "item": item, "lhs": float(lhs), "rhs": float(rhs),
@@ -791,6 +795,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
     if np.any(plan.flows < -tol):
         i = np.unravel_index(np.argmin(plan.flows), plan.flows.shape)
         bad("nonnegative", f"flow[{i}]", plan.flows[i], 0.0, -plan.flows[i])
+    n += plan.flows.size + served.size  # flows >= 0, demand met
     for s, c, h in zip(*np.nonzero(np.abs(served - pb.demand) >
                                    tol * np.maximum(1.0, pb.demand)), strict=True):
         bad("demand", f"s={s}, class={pb.classes[c]}, h={h}", served[s, c, h],
@@ -802,6 +807,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         reps = plan.blocks[:, j, :] * o.replicas_per_block
         used = plan.used[:, j, :]
         avail = pb.utilisation_target * (reps - pb.ha_reserve * used)
+        n += reps.size * (3 if pb.ha_reserve > 0 else 1) + 3 + (o.stage == "fixed")
         for s, h in zip(*np.nonzero(load[:, j, :] - avail > tol * np.maximum(1.0, avail)),
                         strict=True):
             bad("capacity", f"s={s}, option={d}, h={h}", load[s, j, h], avail[s, h],
@@ -827,6 +833,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         if integer and np.any(frac > 1e-6):
             bad("integrality", f"option={d}", float(frac.max()), 0.0, float(frac.max()))
     # fine-tune gating
+    n += len(plan.finetune) + sum(len(pb.routes[r].finetunes) for r, _ in plan.pairs)
     for f, val in plan.finetune.items():
         if min(abs(val), abs(val - 1)) > 1e-6:
             bad("integrality", f"finetune={f}", val, round(val), abs(val - round(val)))
@@ -844,6 +851,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
                 num += plan.flows[:, k, :] * pb.routes[r].quality[cname]
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = np.where(served[:, c, :] > 0, num / served[:, c, :], np.inf)
+        n += avg.size
         for s, h in zip(*np.nonzero(avg < qmin - tol * max(1.0, qmin)), strict=True):
             bad("quality", f"s={s}, class={cname}, h={h}", avg[s, h], qmin, qmin - avg[s, h])
     # TPM
@@ -856,6 +864,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
                 if leg == d:
                     tok = o.classes[pb.classes[c]].tokens_per_request
                     tpm += plan.flows[:, k, :] * (mult * tok * 60.0)[:, None]
+        n += tpm.size
         for s, h in zip(*np.nonzero(over(tpm, o.tpm_limit, o.tpm_limit)), strict=True):
             bad("tpm", f"s={s}, option={d}, h={h}", tpm[s, h], o.tpm_limit,
                 tpm[s, h] - o.tpm_limit)
@@ -866,6 +875,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         for k, (r, _) in enumerate(plan.pairs):
             kept += plan.flows[:, k, :].sum(axis=1) * pb.routes[r].onprem_kept
         share = kept / total
+        n += S
         for s in np.flatnonzero(share < pb.min_onprem_share - tol):
             bad("onprem_share", f"s={s}", share[s], pb.min_onprem_share,
                 pb.min_onprem_share - share[s])
@@ -876,18 +886,21 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
                 acc[p] = acc.get(p, 0.0) + plan.flows[:, k, :].sum(axis=1) * sh_
         for p, a in acc.items():
             share = a / total
+            n += S
             for s in np.flatnonzero(share > pb.max_share_per_provider + tol):
                 bad("provider_share", f"s={s}, provider={p}", share[s],
                     pb.max_share_per_provider, share[s] - pb.max_share_per_provider)
     if pb.onprem_max_kw is not None:
         kw = sum(plan.blocks[0, j, 0] * pb.options[d].kw_per_block
                  for j, d in enumerate(plan.options) if pb.options[d].kind == "onprem")
+        n += 1
         if over(kw, pb.onprem_max_kw):
             bad("power", "onprem", kw, pb.onprem_max_kw, kw - pb.onprem_max_kw)
     # budget and objective
     costs = plan_costs(pb, plan)
     per_s = costs.groupby("scenario")["usd_per_month"].sum().reindex(range(S), fill_value=0.0)
     expected = float(np.dot(pb.prob, per_s.to_numpy()))
+    n += (pb.budget_usd_per_month is not None) + (objective is not None)
     if pb.budget_usd_per_month is not None and over(expected, pb.budget_usd_per_month):
         bad("budget", "expected usd_per_month", expected, pb.budget_usd_per_month,
             expected - pb.budget_usd_per_month)
@@ -898,6 +911,8 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
     # raw rows, bounds, integrality of the solution vector
     if milp_ is not None and plan.x is not None:
         v.extend(raw_violations(milp_, plan.x, tol))
+        n += milp_.A.shape[0] + plan.x.size + int(np.count_nonzero(milp_.integrality))
     v.extend(extra or [])
     df = pd.DataFrame(v, columns=_VCOLS)
-    return CheckReport(df.empty, df, float(df["excess"].max()) if len(df) else 0.0)
+    return CheckReport(df.empty, df, float(df["excess"].max()) if len(df) else 0.0,
+                       n_checked=n)

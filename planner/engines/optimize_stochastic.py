@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,11 +130,13 @@ def solve_benders(
     cvar_lambda: float = 0.0,
     cvar_alpha: float = 0.95,
     max_iterations: int = 100,
+    progress: Callable[[str], None] | None = None,
 ) -> BendersResult:
     """Solve the sample-average problem by multi-cut L-shaped decomposition.
 
     The first candidate is the first stage of the mean-value (EV) problem, so its evaluation
-    gives the EEV of the value of the stochastic solution for free.
+    gives the EEV of the value of the stochastic solution for free. ``progress`` is called
+    with a short text after every iteration.
     """
     t0 = time.perf_counter()
     S = pb.n_scenarios
@@ -251,6 +254,9 @@ def solve_benders(
                      float(getattr(res, "mip_dual_bound", -math.inf) or -math.inf))
         hist.append({"iteration": it, "upper_bound": best[0], "lower_bound": lb_val,
                      "candidate_value": val, "time_s": time.perf_counter() - t0})
+        if progress is not None:
+            progress(f"Benders iteration {it}: best plan {best[0]:,.0f} USD/month, bound "
+                     f"{lb_val:,.0f} USD/month")
         if best[0] - lb_val <= gap * abs(best[0]) + 1e-9:
             break
         if time.perf_counter() - t0 > time_limit_s:

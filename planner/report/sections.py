@@ -140,6 +140,8 @@ def build_summary(ctx: Context) -> Section:
     best = cheapest_option(summ) if not summ.empty else None
     plan = _frame(ctx.get("optimiser"), "plan")
     if plan is not None:
+        if "chosen" in plan.columns:
+            plan = plan[plan["chosen"].fillna(False).astype(bool)]
         parts = [f"{r.deployment} ({_usd(r.usd_per_month)} per month)"
                  for r in plan.itertuples()]
         facts.append(("Recommended mix (optimiser)",
@@ -272,9 +274,18 @@ def build_risk(ctx: Context) -> Section:
 def build_optimiser(ctx: Context) -> Section:
     r = ctx.get("optimiser")
     s = Section("optimiser", "Optimised mix")
+    if (notes := _frame(r, "notes")) is not None:
+        for text in notes.iloc[:, 0].astype(str):
+            s.add(Note(text))
     if (hourly := _frame(r, "hourly")) is not None:
         _chart(s, "hourly_mix", lambda: charts.hourly_mix(hourly))
     s.add(Table("plan", _frame(r, "plan"), "The optimiser's plan."))
+    if (routing := _frame(r, "routing")) is not None:
+        s.add(Table("routing", routing, "Share of each class's requests sent to each route "
+                    "(a model, or a cascade small -> large)."))
+    if (finetune := _frame(r, "finetune")) is not None:
+        s.add(Table("finetune_decision", finetune, "Fine-tunes run (one-off cost, retries "
+                    "included) and the deployments they make eligible."))
     if hourly is not None:
         s.add(Table("hourly_mix", hourly))
     return s

@@ -23,7 +23,14 @@ from planner.sim.output import requests_from_traces, write_result
 from planner.sim.plan import ROUTING_POLICIES, SLO, ApiTarget, Autoscale, PoolSpec, SimPlan
 from planner.sim.requests import RequestTable
 from planner.sim.results import REASONS, STATUSES, SimResult, build_result
-from planner.sim.stepmodel import DecodeKernel, LinearDecodeStepModel, LinearStepModel, StepModel
+from planner.sim.scenario import ScenarioRun, report_tables, simulate_scenario
+from planner.sim.stepmodel import (
+    DecodeKernel,
+    LinearDecodeStepModel,
+    LinearStepModel,
+    StepModel,
+    TabulatedStepModel,
+)
 
 __all__ = [
     "REASONS",
@@ -38,10 +45,14 @@ __all__ = [
     "PoolSpec",
     "RequestTable",
     "SimPlan",
+    "ScenarioRun",
     "SimResult",
     "StepModel",
+    "TabulatedStepModel",
+    "report_tables",
     "requests_from_traces",
     "simulate",
+    "simulate_scenario",
     "write_result",
 ]
 

@@ -91,6 +91,7 @@ class _Pool:
         "closed",
         "dc",
         "dd",
+        "base",
         "de",
         "track_ewma",
         "need",
@@ -119,13 +120,15 @@ class _Pool:
         self.max_queue = spec.max_queue
         m = spec.step_model
         self.model = m
-        self.kernel = DecodeKernel(m)
+        self.kernel = DecodeKernel(m, self.mb)
         self.closed = self.kernel.closed
         self.dc = self.dd = self.de = 0.0
+        self.base: list = []
         if self.closed:
-            self.dc = float(m.decode_base_s)
-            self.dd = float(m.decode_s_per_seq)
+            # decode step = base[B] + de K: base[B] = dc + dd B (linear) or a table per batch
+            self.dc, self.dd = self.kernel._c, self.kernel._d
             self.de = float(m.decode_s_per_kv_token)
+            self.base = self.kernel.base_list(min(self.mb, self.cap))  # a batch <= both
         self.track_ewma = False
         # the engine's per-request columns, for short lookups on hot paths
         self.need, self.pre, self.inp, self.out = eng.need, eng.pre, eng.inp, eng.out
@@ -138,8 +141,15 @@ class _Pool:
 
         else:
 
-            def prefill(n: int, f=m.prefill_time_s) -> float:
-                return float(f(n)) if n else 0.0
+            # a generic model costs a numpy call per prefill: memoise it by token count
+            # (a pure function of n, so the records are unchanged); one memo per pool
+            memo: dict = {0: 0.0}
+
+            def prefill(n: int, f=m.prefill_time_s, memo: dict = memo) -> float:
+                v = memo.get(n)
+                if v is None:
+                    v = memo[n] = float(f(n))
+                return v
 
         self.prefill = prefill
         self.shared = spec.routing == "shared"
@@ -431,7 +441,7 @@ def _fast_methods(self: _FastReplica):
     lim = pool.lim
     shared = pool.shared
     closed = pool.closed
-    dc, dd, de = pool.dc, pool.dd, pool.de
+    base, de = pool.base, pool.de
     prefill = pool.prefill
     kernel = pool.kernel
     sqrt = math.sqrt
@@ -470,7 +480,7 @@ def _fast_methods(self: _FastReplica):
         if kc:
             if closed:
                 tw = t0 + (
-                    kc * (dc + dd * b + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                    kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
                 )
             else:
                 tw = t0 + kernel.span(b, kvc + b * step, kc)
@@ -505,7 +515,7 @@ def _fast_methods(self: _FastReplica):
                 kmax = (heap[0] >> shift) - step
                 dt = t - t0
                 if closed:
-                    alpha = dc + dd * b + de * kv0
+                    alpha = base[b] + de * kv0
                     if dt <= alpha or kmax == 1:
                         k = 1
                         tb = t0 + alpha
@@ -644,7 +654,7 @@ def _fast_methods(self: _FastReplica):
             if kc:
                 if closed:
                     tw = t0 + (
-                        kc * (dc + dd * b + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                        kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
                     )
                 else:
                     tw = t0 + kernel.span(b, kvc + b * step, kc)

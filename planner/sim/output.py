@@ -3,6 +3,7 @@
 * :func:`requests_from_traces` -- one :class:`RequestTable` from trace files (for
   ``planner simulate SCENARIO --trace FILE ...``).
 * :func:`write_result` -- the tidy tables of a :class:`SimResult` as CSV or Parquet.
+* :func:`write_frames` -- any named tables as CSV (all or nothing) or Parquet.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from planner.errors import PlannerError
 from planner.sim.requests import RequestTable
 from planner.sim.results import SimResult
 
-__all__ = ["requests_from_traces", "write_result"]
+__all__ = ["requests_from_traces", "write_frames", "write_result"]
 
 
 def requests_from_traces(
@@ -80,4 +81,35 @@ def write_result(result: SimResult, out_dir: str | Path, *, fmt: str = "csv") ->
         else:
             df.to_parquet(path, index=False)
         written[name] = path
+    return written
+
+
+def _need_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise PlannerError(
+            "writing Parquet needs pyarrow: 'pip install pyarrow', or write CSV"
+        ) from exc
+
+
+def write_frames(
+    tables: dict[str, pd.DataFrame], out_dir: str | Path, *, fmt: str = "csv"
+) -> list[Path]:
+    """Write each table as ``NAME.csv`` (all or nothing, :func:`planner.output.write_tables`)
+    or ``NAME.parquet`` into ``out_dir``; returns the paths."""
+    if fmt == "csv":
+        from planner.output import write_tables
+
+        return write_tables(tables, out_dir)
+    if fmt != "parquet":
+        raise PlannerError(f"write_frames: fmt must be 'csv' or 'parquet', got '{fmt}'")
+    _need_pyarrow()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in tables.items():
+        path = out / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+        written.append(path)
     return written

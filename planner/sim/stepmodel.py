@@ -21,6 +21,8 @@ time of ``k`` consecutive steps starting from ``K0`` cached tokens has the close
     S(k) = k (c + d B + e K0) + e B k (k - 1) / 2
 
 which lets the simulator jump over ``k`` iterations in O(1) (:meth:`LinearStepModel.decode_span_s`).
+:class:`TabulatedStepModel` keeps that closed form for the performance model itself, whose
+decode step is affine in ``K`` but not in ``B``: ``c + d B`` becomes a per-batch table.
 For any other model :class:`DecodeKernel` evaluates the ``k`` step times vectorised.
 """
 
@@ -34,7 +36,14 @@ import numpy as np
 
 from planner.errors import PlannerError
 
-__all__ = ["DecodeKernel", "LinearDecodeStepModel", "LinearStepModel", "StepModel", "decode_kernel"]
+__all__ = [
+    "DecodeKernel",
+    "LinearDecodeStepModel",
+    "LinearStepModel",
+    "StepModel",
+    "TabulatedStepModel",
+    "decode_kernel",
+]
 
 
 @runtime_checkable
@@ -188,23 +197,116 @@ class LinearDecodeStepModel(LinearStepModel):
         return self.prefill_model.prefill_time_s(n_tokens)
 
 
+@dataclass(frozen=True, eq=False)
+class TabulatedStepModel:
+    """Decode steps ``base[B] + e K`` with ``base`` tabulated per batch size, exact prefill.
+
+    A transformer's decode step is affine in the cached tokens ``K`` at a fixed batch ``B``
+    (attention reads, or computes over, every cached token once), while its ``B`` dependence
+    is not (weight GEMMs turn compute-bound at large batches, so no affine fit in ``B``
+    holds over the whole range). Tabulating ``base[B] = decode(B, 0)`` for ``B = 0 ..
+    max_batch`` keeps the closed form of ``k`` steps at a fixed batch::
+
+        S(k) = k (base[B] + e K0) + e B k (k - 1) / 2
+
+    Build with :meth:`from_model`, which also reports the largest relative error of the
+    table against the model (0 up to rounding unless the model caps ``K``, e.g. sliding-window
+    attention).
+    """
+
+    model: Any
+    decode_base_table_s: tuple[float, ...]
+    decode_s_per_kv_token: float
+    kv_capacity_tokens: int
+    max_batch: int
+
+    @classmethod
+    def from_model(
+        cls, model: StepModel, *, max_batch: int | None = None, grid: int = 16
+    ) -> tuple[TabulatedStepModel, float]:
+        """Tabulate ``model``'s decode steps; returns the model and its largest relative
+        error on a grid of batches up to ``max_batch`` and contexts up to the KV capacity."""
+        top_b = int(max_batch if max_batch is not None else model.max_batch)
+        cap = int(model.kv_capacity_tokens)
+        if top_b < 1 or cap < 1:
+            raise PlannerError("TabulatedStepModel: the model needs max_batch >= 1 and KV room")
+        b = np.arange(top_b + 1)
+        base = np.asarray(model.decode_step_time_s(b, np.zeros(top_b + 1)), dtype=float)
+        k1 = float(cap)
+        e = float((np.asarray(model.decode_step_time_s(1, k1), dtype=float) - base[1]) / k1)
+        if not (math.isfinite(e) and e >= 0 and np.all(np.isfinite(base)) and base[1:].min() > 0):
+            raise PlannerError("TabulatedStepModel: the model's decode steps are not positive")
+        tab = cls(model, tuple(float(x) for x in base), max(e, 0.0), cap, int(model.max_batch))
+        bsz = np.unique(np.geomspace(1, top_b, grid).round()).astype(np.int64)
+        share = np.linspace(0.0, 1.0, grid)
+        bb, ss = (x.ravel() for x in np.meshgrid(bsz, share))
+        kk = np.floor(ss * cap)
+        want = np.asarray(model.decode_step_time_s(bb, kk), dtype=float)
+        err = float(np.abs(tab.decode_step_time_s(bb, kk) / want - 1.0).max())
+        return tab, err
+
+    def base_list(self, max_batch: int) -> list[float]:
+        """``base[B]`` for ``B = 0 .. max_batch`` (beyond the table: from the model)."""
+        t = list(self.decode_base_table_s)
+        if max_batch + 1 > len(t):
+            b = np.arange(len(t), max_batch + 1)
+            more = np.asarray(self.model.decode_step_time_s(b, np.zeros(b.size)), dtype=float)
+            t += [float(x) for x in more]
+        return t[: max_batch + 1]
+
+    def prefill_time_s(self, n_tokens: Any) -> Any:
+        """The model's own prefill time."""
+        return self.model.prefill_time_s(n_tokens)
+
+    def decode_step_time_s(self, batch: Any, kv_tokens: Any) -> Any:
+        """``base[B] + e K``."""
+        e = self.decode_s_per_kv_token
+        if isinstance(batch, int | np.integer) and isinstance(kv_tokens, int | float | np.number):
+            return self.base_list(int(batch))[int(batch)] + e * kv_tokens
+        b = np.asarray(batch, dtype=np.int64)
+        table = np.asarray(self.base_list(int(b.max()) if b.size else 0))
+        return table[b] + e * np.asarray(kv_tokens, dtype=float)
+
+
 class DecodeKernel:
     """Time of ``k`` consecutive decode steps, and the step that first covers a delay.
 
-    Uses the model's closed form (``decode_span_s``) when it has one, else evaluates
-    ``decode_step_time_s`` vectorised over the ``k`` steps. Not a hot path for the generic
-    case: one numpy call per segment.
+    Uses the closed form of a :class:`LinearStepModel` or :class:`TabulatedStepModel` (the
+    step is ``alpha(B) + e K``), else evaluates ``decode_step_time_s`` vectorised over the
+    ``k`` steps. Not a hot path for the generic case: one numpy call per segment.
+    ``max_batch`` bounds the batches asked for (sizes a tabulated model's table).
     """
 
-    __slots__ = ("closed", "model", "_c", "_d", "_e")
+    __slots__ = ("closed", "model", "_c", "_d", "_e", "_base")
 
-    def __init__(self, model: StepModel):
+    def __init__(self, model: StepModel, max_batch: int | None = None):
         self.model = model
-        self.closed = isinstance(model, LinearStepModel)
-        if self.closed:
+        self._base = None
+        self.closed = isinstance(model, LinearStepModel | TabulatedStepModel)
+        if isinstance(model, LinearStepModel):
             self._c = float(model.decode_base_s)
             self._d = float(model.decode_s_per_seq)
             self._e = float(model.decode_s_per_kv_token)
+        elif self.closed:
+            self._c = self._d = 0.0
+            self._e = float(model.decode_s_per_kv_token)
+            self._base = model.base_list(int(max_batch or model.max_batch))
+
+    def base_list(self, max_batch: int) -> list[float]:
+        """``alpha(B) - e K = base[B]`` for ``B = 0 .. max_batch`` (closed-form models)."""
+        if self._base is not None:
+            if len(self._base) < max_batch + 1:
+                self._base = self.model.base_list(max_batch)
+            return self._base[: max_batch + 1]
+        c, d = self._c, self._d
+        return [c + d * b for b in range(max_batch + 1)]
+
+    def _alpha0(self, batch: int) -> float:
+        if self._base is not None:
+            if batch >= len(self._base):
+                self._base = self.model.base_list(batch)
+            return self._base[batch]
+        return self._c + self._d * batch
 
     def span(self, batch: int, kv0: int, k: int) -> float:
         """Seconds of ``k`` steps starting with ``kv0`` cached tokens."""
@@ -212,7 +314,7 @@ class DecodeKernel:
             return 0.0
         if self.closed:
             e = self._e
-            return k * (self._c + self._d * batch + e * kv0) + e * batch * (k * (k - 1) // 2)
+            return k * (self._alpha0(batch) + e * kv0) + e * batch * (k * (k - 1) // 2)
         kv = kv0 + batch * np.arange(k, dtype=np.int64)
         steps = np.asarray(self.model.decode_step_time_s(batch, kv), dtype=float)
         return float(np.cumsum(steps)[-1])
@@ -221,12 +323,12 @@ class DecodeKernel:
         """Smallest ``k`` in ``[1, kmax]`` with ``span(k) >= dt`` (or ``kmax``), and ``span(k)``.
 
         Closed form: the positive root of ``e B/2 k^2 + (alpha - e B/2) k - dt = 0`` with
-        ``alpha = c + d B + e K0``, rounded up, then checked against ``span`` itself so the
+        ``alpha = base(B) + e K0``, rounded up, then checked against ``span`` itself so the
         answer is exactly what step-by-step accumulation would give (up to rounding).
         """
         if self.closed:
             e = self._e
-            alpha = self._c + self._d * batch + e * kv0
+            alpha = self._alpha0(batch) + e * kv0
             beta = e * batch
             if dt <= alpha:
                 k = 1

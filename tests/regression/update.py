@@ -7,6 +7,7 @@ Run after an intended change of figures, review the diff, and commit it:
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STORE = Path(__file__).resolve().parent / "studies"
 TABLES = ("summary", "pretraining", "inference_flops", "unit_economics", "token_economics",
           "finetune")
+#: Studies whose optimised plan is stored too (besides any scenario with an [optimize] table).
+OPTIMISER_STUDIES = ("hybrid-support-bot", "gpu-mix")
 
 
 def scenario_files() -> list[Path]:
@@ -41,7 +44,28 @@ def results(path: Path) -> dict[str, pd.DataFrame]:
             out[t] = df.drop(columns=[c for c in df.columns if c == "basis"])
     if sc.payback:
         out["payback"] = payback(sc, res=res)
+    if path.parent.parent == ROOT / "studies" and (
+            path.parent.name in OPTIMISER_STUDIES or "optimize" in tomllib.loads(
+                path.read_text(encoding="utf-8"))):
+        out["optimise_plan"] = optimise_plan(sc)
     return out
+
+
+def optimise_plan(sc) -> pd.DataFrame:
+    """The optimiser's plan at gap 0 (the exact optimum, so the figures are stable): one row
+    per candidate, then the total (the objective, fine-tunes included)."""
+    from planner.engines.optimize import optimize
+
+    res = optimize(sc, gap=0.0)
+    if res.solution is None:
+        return pd.DataFrame({"deployment": ["(total)"], "chosen": [False],
+                             "requests_share": [float("nan")],
+                             "usd_per_month": [float("nan")], "status": [res.status]})
+    df = res.plan[["deployment", "chosen", "requests_share", "usd_per_month"]].copy()
+    df.loc[len(df)] = ["(total)", True, 1.0, res.objective_usd_per_month]
+    df["requests_share"] = df["requests_share"].round(6)
+    df["usd_per_month"] = df["usd_per_month"].round(2)
+    return df.assign(status=res.status)
 
 
 def main() -> None:

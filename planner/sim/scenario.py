@@ -1,0 +1,768 @@
+"""From a scenario file to a simulation: requests per workload class and a plan of GPU pools.
+
+What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags override it):
+
+* **Plans.** Each self-hosted deployment candidate (``[cloud.*]``, ``[onprem.*]``) on its own,
+  as ``planner cost`` compares them; or the ``deployments`` listed in ``[simulation]`` (or
+  ``--deployment``) together, one pool each, in that order: a request goes to the first pool
+  serving its class and moves to the next only when the first would spill (``max_queue``, or
+  the SLO rule when a spillover API is set). A pool serves the classes the cost engine found
+  it eligible for (its ``classes``, quality tier, capacity).
+* **Replicas** of a pool: ``[simulation] replicas`` / ``--replicas``, else the deployment's
+  fixed ``replicas``, else the cost engine's sizing (peak-hour load / utilisation target +
+  HA reserve, :func:`planner.engines.deterministic.evaluate`).
+* **Step times** of a replica: the performance model (:func:`planner.perf.step_model`) with
+  the deployment's model, accelerator, GPUs, precision and ``perf`` parameters. Its decode
+  step is affine in the cached tokens at a fixed batch, so it is tabulated per batch size
+  (:class:`~planner.sim.stepmodel.TabulatedStepModel`, exact to rounding) and the engine jumps
+  over decode iterations in closed form; a model for which the table is not exact (e.g.
+  sliding-window attention) runs step by step.
+* **Price of a replica-hour**: the cost engine's monthly cost of the deployment / hours per
+  month / its replicas (capex, energy and operations included for on-prem, under the
+  scenario's cost lens).
+* **Spillover** (optional): ``[simulation] spillover = "<api name>"`` sends a request to that
+  API when its predicted TTFT breaks the class SLO or the queue is full; the API also serves
+  classes no pool serves. Its prices are the offering's (with the scenario's overrides and
+  discount); its latency ``api_ttft_s`` + ``output_tokens / api_output_tokens_per_s``.
+* **Requests** per class (:mod:`planner.arrivals`): Poisson arrivals (or Gamma renewal with
+  ``burstiness_cv``) at ``requests_per_day`` x (1 - response cache hits) x (1 + retries) on
+  the class's diurnal profile, batch-eligible requests spread evenly over the day (as the
+  cost engine does); prompt = input + calls x the class's fixed context, output = calls x
+  samples x output, in the serving model's tokenizer (the first pool's); a length given as a
+  distribution is drawn per request, a fixed length is used as is (or spread lognormally
+  with ``length_cv``); ``cached_share`` of each prompt is a prefix-cache hit (not prefilled).
+  Classes no pool or API of the plan serves are left out (and named in the notes).
+* **Traces** (``[[simulation.trace]]`` or ``--trace``) replace the generated arrivals: each
+  file is replayed as recorded (:func:`planner.traces.replay`), optionally scaled in rate or
+  repeated to fill the period.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.config import Length, Scenario, SimTrace, med
+from planner.errors import PlannerError
+from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
+from planner.sim.requests import RequestTable
+from planner.sim.results import SimResult
+
+__all__ = [
+    "ScenarioRun",
+    "build_plan",
+    "plan_groups",
+    "run_tables",
+    "report_tables",
+    "scenario_requests",
+    "simulate_scenario",
+    "trace_requests",
+]
+
+#: Largest relative error of the tabulated decode steps accepted for the closed-form path.
+TABLE_TOLERANCE = 1e-6
+#: API latency when neither the scenario nor the catalog gives one.
+DEFAULT_API_TTFT_S = 0.5
+DEFAULT_API_OUTPUT_TOKENS_PER_S = 60.0
+BUNDLED = {"bundled:azure-conv": "conv", "bundled:azure-code": "code"}
+_METRICS = ("ttft_s", "tpot_s", "e2e_s")
+
+
+# ---------------------------------------------------------------------- plan
+def _catalog(catalog: Any):
+    from planner.catalog import load_catalog
+
+    return catalog or load_catalog()
+
+
+def _deterministic(sc: Scenario, cat: Any):
+    from planner.engines.deterministic import evaluate
+
+    return evaluate(sc, cat)
+
+
+def _served(det, name: str) -> list[str]:
+    row = det.summary[det.summary["deployment"] == name]
+    if row.empty:
+        return []
+    s = row.iloc[0]["classes_served"]
+    return [c for c in str(s).split(",") if c] if isinstance(s, str) else []
+
+
+def plan_groups(sc: Scenario, deployments: Sequence[str] | None = None) -> list[tuple[str, ...]]:
+    """The plans to simulate, each a tuple of self-hosted deployment names (its pools).
+
+    ``deployments`` (or ``[simulation] deployments``) gives one plan of those pools together;
+    otherwise every self-hosted candidate is its own plan.
+    """
+    hosted = [*sc.cloud, *sc.onprem]
+    chosen = tuple(deployments) if deployments else tuple(sc.simulation.deployments)
+    if chosen:
+        for d in chosen:
+            if d not in hosted:
+                kind = sc.deployments().get(d, ("",))[0]
+                why = " (an API is simulated as the spillover target: --spillover)" if (
+                    kind == "api") else ""
+                raise PlannerError(
+                    f"simulate: {d!r} is not a self-hosted (cloud/onprem) deployment of the "
+                    f"scenario{why}; self-hosted: {', '.join(hosted) or 'none'}"
+                )
+        if len(set(chosen)) != len(chosen):
+            raise PlannerError(f"simulate: deployments listed twice in {list(chosen)}")
+        return [chosen]
+    if not hosted:
+        raise PlannerError(
+            "nothing to simulate: the scenario has no self-hosted ([cloud.*] or [onprem.*]) "
+            "deployment; the simulation replays requests on GPU pools"
+        )
+    return [(d,) for d in hosted]
+
+
+def _step_model(sc: Scenario, name: str, cat: Any):
+    """(step model for the simulator, exact model, fit error or NaN)."""
+    from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, step_model
+    from planner.sim.stepmodel import TabulatedStepModel
+
+    kind, dep = sc.deployments()[name]
+    if dep.capacity_requests_per_s is not None:
+        raise PlannerError(
+            f"simulate: {kind}.{name} states capacity_requests_per_s instead of using the "
+            "performance model, so it has no step times to simulate; remove it or pick "
+            "another deployment"
+        )
+    acc_id = dep.accelerator
+    if acc_id is None:
+        row = cat.cloud(dep.offering) if kind == "cloud" else cat.server(dep.server)
+        acc_id = row.get("accelerator")
+    params = PerfParams.from_mapping(dep.perf) if dep.perf else None
+    exact = step_model(LLMSpec.from_row(cat.llm(dep.model)),
+                       AcceleratorSpec.from_row(cat.accelerator(acc_id)),
+                       dep.gpus_per_replica, dep.precision, params)
+    if exact.kv_capacity_tokens < 1:
+        raise PlannerError(
+            f"simulate: {dep.model} does not fit in {dep.gpus_per_replica} x {acc_id} at "
+            f"{dep.precision} ({kind}.{name}): no KV-cache memory left"
+        )
+    table, err = TabulatedStepModel.from_model(exact)
+    return (table if err <= TABLE_TOLERANCE else exact), exact, float(err), acc_id
+
+
+def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
+    from planner.engines.deterministic import api_prices
+
+    dep = sc.api[name]
+    row = cat.api(dep.offering)
+    p = api_prices(dep, row, dep.fine_tune is not None)
+    keep = 1.0 - float(med(dep.discount))
+    sim = sc.simulation
+
+    def pick(own, col, default):
+        if own is not None:
+            return float(own)
+        v = row.get(col)
+        return float(v) if v is not None and v == v else default
+
+    return ApiTarget(
+        name=name,
+        ttft_s=pick(sim.api_ttft_s, "ttft_s", DEFAULT_API_TTFT_S),
+        output_tokens_per_s=pick(sim.api_output_tokens_per_s, "output_tokens_per_s",
+                                 DEFAULT_API_OUTPUT_TOKENS_PER_S),
+        input_usd_per_mtok=p.input_usd_per_mtok * keep,
+        output_usd_per_mtok=p.output_usd_per_mtok * keep,
+        cached_input_usd_per_mtok=(None if p.cached_input_usd_per_mtok is None
+                                   else p.cached_input_usd_per_mtok * keep),
+        classes=tuple(classes),
+    )
+
+
+def _slos(sc: Scenario) -> tuple[dict[str, SLO], dict[str, float]]:
+    slos, targets = {}, {}
+    for cname, wc in sc.workload.items():
+        s = wc.slo
+        if s is None:
+            continue
+        slos[cname] = SLO(**{k: float(med(getattr(s, k))) if getattr(s, k) is not None
+                             else math.inf for k in _METRICS})
+        targets[cname] = float(s.percentile) / 100.0
+    return slos, targets
+
+
+def _tokenizer(sc: Scenario, name: str, cat: Any) -> str | None:
+    dep = sc.deployments()[name][1]
+    return dep.tokenizer or cat.llm(dep.model).get("tokenizer")
+
+
+def build_plan(
+    sc: Scenario,
+    deployments: Sequence[str],
+    *,
+    catalog: Any = None,
+    det: Any = None,
+    replicas: Mapping[str, int] | int | None = None,
+    spillover: str | None = None,
+) -> tuple[SimPlan, pd.DataFrame, list[str]]:
+    """A :class:`SimPlan` with one pool per deployment in ``deployments``.
+
+    Parameters
+    ----------
+    replicas : int or mapping, optional
+        Replicas of every pool (int) or per deployment; default ``[simulation] replicas``,
+        then the deployment's fixed ``replicas``, then the cost engine's sizing.
+    spillover : str, optional
+        An ``[api.NAME]`` absorbing spillover (default ``[simulation] spillover``).
+    det : Results, optional
+        The cost engine's results for ``sc`` (computed when not given).
+
+    Returns
+    -------
+    (plan, pools table, classes served by the plan's pools or API)
+    """
+    cat = _catalog(catalog)
+    det = det if det is not None else _deterministic(sc, cat)
+    sim = sc.simulation
+    spill = spillover if spillover is not None else sim.spillover
+    if spill is not None and spill not in sc.api:
+        raise PlannerError(f"simulate: spillover {spill!r} is not an [api.*] deployment of the "
+                           f"scenario; APIs: {', '.join(sc.api) or 'none'}")
+    summary = det.summary.set_index("deployment")
+    pools, rows = [], []
+    covered: list[str] = []
+    for name in deployments:
+        kind, dep = sc.deployments()[name]
+        served = _served(det, name)
+        if not served:
+            why = summary.loc[name, "classes_unserved"] if name in summary.index else ""
+            raise PlannerError(f"simulate: {kind}.{name} serves none of the workload classes"
+                               + (f" ({why})" if why else ""))
+        if isinstance(replicas, int):
+            n, basis = replicas, "given"
+        elif isinstance(replicas, Mapping) and name in replicas:
+            n, basis = int(replicas[name]), "given"
+        elif name in sim.replicas:
+            n, basis = sim.replicas[name], "[simulation] replicas"
+        elif dep.replicas is not None:
+            n, basis = int(dep.replicas), f"{kind}.{name}.replicas"
+        else:
+            n, basis = int(summary.loc[name, "replicas"]), "cost engine sizing"
+        if n < 1:
+            raise PlannerError(f"simulate: {name} needs at least one replica, got {n}")
+        model, _, err, acc_id = _step_model(sc, name, cat)
+        det_reps = float(summary.loc[name, "replicas"])
+        usd_month = float(summary.loc[name, "usd_per_month"])
+        hpm = sc.planning.hours_per_month
+        usd_rh = usd_month / hpm / det_reps if det_reps > 0 else 0.0
+        pools.append(PoolSpec(name, model, replicas=n, usd_per_replica_hour=usd_rh,
+                              classes=tuple(served), routing=sim.routing,
+                              max_queue=sim.max_queue))
+        rows.append({
+            "deployment": name, "kind": kind, "model": dep.model, "accelerator": acc_id,
+            "gpus_per_replica": dep.gpus_per_replica, "precision": dep.precision,
+            "replicas": n, "replicas_basis": basis, "usd_per_replica_hour": usd_rh,
+            "classes": ",".join(served), "max_batch": model.max_batch,
+            "kv_capacity_tokens": model.kv_capacity_tokens,
+            "decode_table_max_rel_error": err,
+            "step_times": "decode tabulated per batch size, exact prefill"
+            if err <= TABLE_TOLERANCE else "exact performance model (per-step evaluation)",
+        })
+        covered += [c for c in served if c not in covered]
+    api = None
+    if spill is not None:
+        api_classes = _served(det, spill)
+        api = _api_target(sc, spill, cat, api_classes)
+        covered += [c for c in api_classes if c not in covered]
+        rows.append({"deployment": spill, "kind": "api", "model": sc.api[spill].offering,
+                     "replicas": np.nan, "replicas_basis": "spillover",
+                     "classes": ",".join(api_classes)})
+    slos, _ = _slos(sc)
+    plan = SimPlan(pools=tuple(pools), api=api, slos=slos, spill_on_slo=True,
+                   util_interval_s=300.0)
+    return plan, pd.DataFrame(rows), [c for c in sc.workload if c in covered]
+
+
+# ---------------------------------------------------------------------- requests
+@dataclass(frozen=True)
+class _Tokens:
+    """Per-request token counts: ``factor x ratio x draw`` (a distribution), ``factor x
+    tokens`` (fixed), or lognormal around it with coefficient of variation ``cv``."""
+
+    tokens: float
+    factor: float = 1.0
+    dist: Any = None
+    ratio: float = 1.0
+    cv: float = 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.dist is not None:
+            x = np.asarray(self.dist.sample(rng, n), dtype=float) * self.ratio
+        elif self.cv > 0:
+            s2 = math.log1p(self.cv * self.cv)
+            x = self.tokens * np.exp(math.sqrt(s2) * rng.standard_normal(n) - 0.5 * s2)
+        else:
+            x = np.full(n, self.tokens)
+        return np.maximum(np.rint(x * self.factor), 0.0)
+
+
+def _length(length: Length | None, tokenizer: str | None, cat: Any, factor: float,
+            cv: float) -> _Tokens:
+    from planner.distributions import is_distribution
+    from planner.workload import resolve_length
+
+    if length is None:
+        return _Tokens(0.0)
+    tc = resolve_length(length, tokenizer, cat)
+    count = next(getattr(length, k) for k in ("tokens", "words", "chars")
+                 if getattr(length, k) is not None)
+    if is_distribution(count):
+        ratio = tc.tokens / float(med(count)) if float(med(count)) > 0 else 0.0
+        return _Tokens(tc.tokens, factor, count, ratio)
+    return _Tokens(tc.tokens, factor, cv=cv)
+
+
+def scenario_requests(
+    sc: Scenario,
+    *,
+    hours: int,
+    rng: np.random.Generator,
+    catalog: Any = None,
+    tokenizer: str | None = None,
+    start_hour: int = 0,
+    classes: Sequence[str] | None = None,
+) -> RequestTable:
+    """Generated requests of the scenario's workload classes over ``hours`` hours.
+
+    Hour 0 of the table is hour ``start_hour`` of the classes' profiles (24 or 168 weights).
+    See the module docstring for volumes and lengths.
+    """
+    from planner.arrivals import ArrivalClass, GammaRenewal, generate_requests
+    from planner.workload import class_load
+
+    cat = _catalog(catalog)
+    sim = sc.simulation
+    names = list(classes) if classes is not None else list(sc.workload)
+    if not names:
+        raise PlannerError("simulate: the scenario has no workload classes")
+    burst = GammaRenewal(sim.burstiness_cv) if sim.burstiness_cv is not None else None
+    arrival_classes, shares = [], []
+    for cname in names:
+        wc = sc.workload[cname]
+        cl = class_load(sc, cname, wc, tokenizer, cat)
+        calls, samples = float(med(wc.calls_per_request)), float(med(wc.samples_per_call))
+        w = cl.weights
+        h = (start_hour + np.arange(hours)) % w.size
+        days = w.size / 24.0
+        rates = cl.requests_per_day * ((1.0 - cl.batch_share) * days * w[h] + cl.batch_share / 24)
+        ctx = _length(wc.context, tokenizer, cat, calls, 0.0)
+        arrival_classes.append(ArrivalClass(
+            cname, cl.requests_per_day,
+            _length(wc.input, tokenizer, cat, 1.0, sim.length_cv),
+            _length(wc.output, tokenizer, cat, calls * samples, sim.length_cv),
+            rates_per_hour=tuple(float(r) for r in rates), burstiness=burst,
+            fixed_context_tokens=int(round(ctx.tokens * ctx.factor)),
+        ))
+        shares.append(cl.cached_share)
+    reqs = generate_requests(arrival_classes, hours, rng)
+    out = np.maximum(reqs.output_tokens, 1)
+    share = np.asarray(shares)[[names.index(c) for c in reqs.class_names]]
+    cached = np.rint(share[reqs.class_idx] * reqs.input_tokens).astype(np.int64)
+    return RequestTable(reqs.arrival_s, reqs.class_idx, reqs.class_names, reqs.input_tokens,
+                        out, cached)
+
+
+def _trace_columns(t: SimTrace):
+    from planner.traces import TraceColumns
+
+    return TraceColumns(timestamp=t.timestamp, input_tokens=t.input_tokens,
+                        output_tokens=t.output_tokens, timestamp_unit=t.timestamp_unit,
+                        timestamp_format=t.timestamp_format, class_column=t.class_column)
+
+
+def trace_requests(
+    sc: Scenario,
+    traces: Sequence[SimTrace],
+    *,
+    hours: int | None = None,
+    base_dir: str | Path | None = None,
+) -> RequestTable:
+    """Requests replayed from trace files (see :class:`planner.config.SimTrace`).
+
+    Relative paths resolve against ``base_dir`` (default: the scenario file's folder). With
+    ``hours``, a trace is cut at ``hours`` (or, with ``repeat``, repeated to fill them).
+    """
+    from planner.traces import azure_trace, load_trace, replay
+
+    if base_dir is None:
+        base_dir = Path(sc.source_path).parent if sc.source_path else Path.cwd()
+    tables = []
+    for t in traces:
+        if t.file.startswith("bundled:"):
+            if t.file not in BUNDLED:
+                raise PlannerError(f"simulate: unknown bundled trace {t.file!r}; "
+                                   f"available: {', '.join(BUNDLED)}")
+            tr = azure_trace(BUNDLED[t.file])
+        else:
+            p = Path(t.file)
+            tr = load_trace(p if p.is_absolute() else Path(base_dir) / p, _trace_columns(t),
+                            fmt=t.format)
+        cname = t.workload_class
+        if tr.classes is not None and cname is None:
+            unknown = sorted(set(tr.classes) - set(sc.workload))
+            if unknown:
+                raise PlannerError(
+                    f"simulate: trace {t.file} has classes {unknown[:5]} in column "
+                    f"{t.class_column!r} that are not workload classes of the scenario "
+                    f"({', '.join(sc.workload)})"
+                )
+        elif cname is None:
+            if len(sc.workload) != 1:
+                raise PlannerError(
+                    f"simulate: say which workload class trace {t.file} holds: "
+                    f"--trace CLASS=FILE or class = \"...\" in [[simulation.trace]] "
+                    f"(classes: {', '.join(sc.workload)})"
+                )
+            cname = next(iter(sc.workload))
+        span = hours * 3600.0 if hours is not None else None
+        req = replay(tr, rate_scale=t.rate_scale, class_name=cname or "trace",
+                     duration_s=span if t.repeat else None)
+        if span is not None and not t.repeat and len(req) and req.arrival_s[-1] >= span:
+            keep = req.arrival_s < span
+            req = RequestTable(req.arrival_s[keep], req.class_idx[keep], req.class_names,
+                               req.input_tokens[keep], req.output_tokens[keep],
+                               req.cached_input_tokens[keep])
+        tables.append(req)
+    if not tables:
+        raise PlannerError("simulate: no trace files given")
+    return RequestTable.concat(tables)
+
+
+# ---------------------------------------------------------------------- runs
+@dataclass(eq=False)
+class ScenarioRun:
+    """One simulated plan of a scenario.
+
+    Attributes
+    ----------
+    name : str
+        Plan label: its deployments joined with ``+``.
+    plan : SimPlan
+    requests : RequestTable
+    result : SimResult
+    pools : DataFrame
+        One row per pool (and the spillover API): replicas and where they came from, step
+        model, price per replica-hour, classes.
+    targets : dict
+        SLO attainment target (the SLO percentile as a share) per class.
+    start_hour : int
+        Hour of the profile where the simulation starts (hour labels add it).
+    notes : list of str
+    """
+
+    name: str
+    plan: SimPlan
+    requests: RequestTable
+    result: SimResult
+    pools: pd.DataFrame
+    targets: dict[str, float] = field(default_factory=dict)
+    start_hour: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def latency(self) -> pd.DataFrame:
+        """Per class (and ``all``): requests, latency percentiles, SLO attainment, spillover."""
+        lat = self.result.latency_table().reset_index()
+        lat.columns.name = None
+        lat.insert(0, "plan", self.name)
+        lat["slo_target"] = lat["class"].map(self.targets)
+        cols = ["plan", "class", "requests", "completed", "dropped",
+                *[f"{m}_p{q}_s" for m in ("ttft", "tpot", "e2e") for q in (50, 90, 99)],
+                "queue_mean_s", "slo_attainment", "slo_target", "spillover_share",
+                "goodput_rps", "goodput_tokens_per_s"]
+        for c in cols:
+            if c not in lat.columns:
+                lat[c] = np.nan
+        for c in ("requests", "completed", "dropped"):
+            lat[c] = lat[c].astype(np.int64)
+        return lat[cols]
+
+    def deployments(self) -> pd.DataFrame:
+        """Per pool, API and total: replicas, GPU-hours, tokens, utilisation, cost."""
+        dep = self.result.deployments.copy()
+        info = self.pools.set_index("deployment")
+        gpus = dep["deployment"].map(info["gpus_per_replica"]) if "gpus_per_replica" in info \
+            else np.nan
+        dep["replicas"] = dep["deployment"].map(info["replicas"])
+        dep["gpu_hours"] = dep["replica_hours"] * gpus
+        tot = dep["deployment"] == "total"
+        dep.loc[tot, "gpu_hours"] = dep.loc[~tot & (dep["kind"] == "gpu_pool"), "gpu_hours"].sum()
+        dep.loc[tot, "replicas"] = dep.loc[~tot, "replicas"].sum()
+        dep.insert(0, "plan", self.name)
+        for c in ("requests", "completed"):
+            dep[c] = dep[c].astype(np.int64)
+        cols = ["plan", "deployment", "kind", "replicas", "replica_hours", "gpu_hours",
+                "requests", "completed", "input_tokens", "output_tokens", "busy_share",
+                "mean_batch", "usd", "share_of_usd", "usd_per_1k_requests"]
+        return dep[[c for c in cols if c in dep.columns]]
+
+    def totals(self) -> pd.DataFrame:
+        """One row: requests by status, spillover share, SLO attainment, goodput, cost."""
+        t = self.result.totals()
+        df = self.result.requests
+        met_tok = float(df.loc[df["meets_slo"], "output_tokens"].sum())
+        period = self.result.period_s
+        t.update({k: int(t[k]) for k in ("requests", "completed", "dropped", "in_flight",
+                                          "pending")})
+        return pd.DataFrame([{
+            "plan": self.name, "start_hour": self.start_hour,
+            "simulated_hours": period / 3600.0, **t,
+            "goodput_tokens_per_s": met_tok / period if period > 0 else np.nan,
+            "usd_per_1k_requests": t["usd"] / t["requests"] * 1000 if t["requests"] else np.nan,
+        }])
+
+    def slo(self) -> pd.DataFrame:
+        """Share of requests meeting each SLO bound (completed + dropped), per class."""
+        df = self.result.requests
+        done = df[df["status"].isin(["completed", "dropped"])]
+        rows = []
+        for cname, s in self.plan.slos.items():
+            sub = done[done["class"] == cname]
+            if sub.empty:
+                continue
+            for m in _METRICS:
+                bound = getattr(s, m)
+                if not math.isfinite(bound):
+                    continue
+                v = sub[m].to_numpy(dtype=float)
+                ok = (sub["status"] == "completed").to_numpy() & ~(v > bound)
+                rows.append({"class": cname, "metric": m, "slo_s": bound,
+                             "attainment": float(ok.mean()),
+                             "target": self.targets.get(cname, np.nan)})
+        return pd.DataFrame(rows, columns=["class", "metric", "slo_s", "attainment", "target"])
+
+    def hourly_utilisation(self) -> pd.DataFrame:
+        """``hour, pool, utilisation`` (busy share of paid replica time), plus mean batch."""
+        u = self.result.utilisation
+        if u.empty:
+            return pd.DataFrame(columns=["hour", "pool", "utilisation", "mean_batch"])
+        hour = self.start_hour + (u["interval_start_s"] // 3600).astype(int)
+        g = u.assign(hour=hour, batch_s=u["mean_batch"].fillna(0) * u["paid_s"]).groupby(
+            ["hour", "pool"], sort=True)[["busy_s", "paid_s", "batch_s"]].sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g["utilisation"] = g["busy_s"] / g["paid_s"]
+            g["mean_batch"] = g["batch_s"] / g["paid_s"]
+        return g.reset_index()[["hour", "pool", "utilisation", "mean_batch"]]
+
+
+def simulate_scenario(
+    sc: Scenario,
+    *,
+    catalog: Any = None,
+    deployments: Sequence[str] | None = None,
+    hours: int | None = None,
+    start_hour: int | None = None,
+    seed: int | None = None,
+    replicas: Mapping[str, int] | int | None = None,
+    spillover: str | None = None,
+    traces: Sequence[SimTrace] | None = None,
+    trace_dir: str | Path | None = None,
+    progress: bool = False,
+) -> list[ScenarioRun]:
+    """Simulate the scenario's plans (see the module docstring); one :class:`ScenarioRun` each.
+
+    Arguments left ``None`` come from ``[simulation]``. ``traces`` (or ``[simulation] trace``)
+    replaces the generated arrivals; ``trace_dir`` resolves their relative paths (default: the
+    scenario's folder). The same ``seed`` gives every plan the same arrivals.
+    """
+    from planner.sim import simulate
+
+    cat = _catalog(catalog)
+    sim = sc.simulation
+    hours = sim.hours if hours is None else int(hours)
+    if hours < 1:
+        raise PlannerError(f"simulate: hours must be >= 1, got {hours}")
+    start_hour = sim.start_hour if start_hour is None else int(start_hour)
+    seed = sim.seed if seed is None else int(seed)
+    if seed < 0:
+        raise PlannerError(f"simulate: seed must be >= 0, got {seed}")
+    traces = tuple(traces) if traces else tuple(sim.trace)
+    groups = plan_groups(sc, deployments)
+    det = _deterministic(sc, cat)
+    _, targets = _slos(sc)
+    trace_reqs = None
+    if traces:
+        trace_reqs = trace_requests(sc, traces, hours=hours, base_dir=trace_dir)
+        if len(trace_reqs) == 0:
+            raise PlannerError("simulate: the trace files hold no requests")
+    runs = []
+    for group in groups:
+        plan, pools, covered = build_plan(sc, group, catalog=cat, det=det, replicas=replicas,
+                                          spillover=spillover)
+        name = "+".join(group)
+        notes = []
+        left = [c for c in sc.workload if c not in covered]
+        if trace_reqs is not None:
+            reqs = trace_reqs
+            miss = [c for c in reqs.class_names if c not in covered]
+            if miss:
+                raise PlannerError(
+                    f"simulate: {name} does not serve trace class(es) {', '.join(miss)}"
+                    + (" (add a spillover API that does)" if plan.api is None else "")
+                )
+            notes.append(f"{name}: {len(reqs):,} requests replayed from "
+                         f"{', '.join(t.file for t in traces)}")
+        else:
+            if left:
+                notes.append(f"{name}: class(es) {', '.join(left)} not simulated (no pool or "
+                             "API of this plan serves them)")
+            rng = np.random.default_rng(np.random.SeedSequence(seed))
+            reqs = scenario_requests(sc, hours=hours, rng=rng, catalog=cat,
+                                     tokenizer=_tokenizer(sc, group[0], cat),
+                                     start_hour=start_hour, classes=covered)
+            if len(reqs) == 0:
+                raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
+                                   "hour(s); check requests_per_day and the diurnal profile")
+        res = simulate(plan, reqs, seed=seed, progress=progress)
+        runs.append(ScenarioRun(name, plan, reqs, res, pools, targets,
+                                0 if trace_reqs is not None else start_hour, notes))
+    return runs
+
+
+# ---------------------------------------------------------------------- report hook
+def _report_plan(sc: Scenario, det) -> tuple[str, ...]:
+    """The plan the report simulates: ``[simulation] deployments``, else the cheapest
+    self-hosted candidate that serves every class (else the one serving most classes)."""
+    if sc.simulation.deployments:
+        return tuple(sc.simulation.deployments)
+    s = det.summary[det.summary["kind"].isin(["cloud", "onprem"])].copy()
+    s = s[s["classes_served"].fillna("").astype(str) != ""]
+    if s.empty:
+        hosted = [*sc.cloud, *sc.onprem]
+        if not hosted:
+            raise PlannerError("the scenario has no self-hosted (cloud/onprem) deployment to "
+                               "simulate")
+        raise PlannerError("no self-hosted deployment of the scenario serves any workload "
+                           "class")
+    s["n_served"] = s["classes_served"].astype(str).str.count(",") + 1
+    s = s.sort_values(["n_served", "usd_per_month"], ascending=[False, True], kind="stable")
+    return (str(s.iloc[0]["deployment"]),)
+
+
+def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
+    """Tables for the report's simulation section (contract in planner/report/providers.py).
+
+    Simulates one plan (``[simulation] deployments``, else the cheapest self-hosted option
+    serving every class) during the busiest hour of its classes' profiles, cut to
+    ``[simulation] report_max_requests`` requests; the ``slo`` table's ``note`` column says
+    what was simulated. ``planner simulate`` runs whole days.
+    """
+    from planner.sim import simulate
+
+    cat = _catalog(catalog)
+    det = _deterministic(sc, cat)
+    group = _report_plan(sc, det)
+    plan, pools, covered = build_plan(sc, group, catalog=cat, det=det)
+    name = "+".join(group)
+    tok = _tokenizer(sc, group[0], cat)
+    # busiest hour of the profile (total expected requests of the simulated classes)
+    from planner.workload import class_load
+
+    loads = [class_load(sc, c, sc.workload[c], tok, cat) for c in covered]
+    size = max(cl.weights.size for cl in loads)
+    total = np.zeros(size)
+    for cl in loads:
+        w = np.resize(cl.weights, size) * (cl.weights.size / size)
+        total += cl.requests_per_day * (size / 24.0) * (
+            (1.0 - cl.batch_share) * w + cl.batch_share / size)
+    hour = int(np.argmax(total))
+    seed = sc.simulation.seed
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    reqs = scenario_requests(sc, hours=1, rng=rng, catalog=cat, tokenizer=tok,
+                             start_hour=hour, classes=covered)
+    cap = sc.simulation.report_max_requests
+    window_s = 3600.0
+    if len(reqs) > cap:
+        window_s = float(reqs.arrival_s[cap])
+        keep = slice(0, cap)
+        reqs = RequestTable(reqs.arrival_s[keep], reqs.class_idx[keep], reqs.class_names,
+                            reqs.input_tokens[keep], reqs.output_tokens[keep],
+                            reqs.cached_input_tokens[keep])
+    if len(reqs) == 0:
+        raise PlannerError("no requests arrive in the busiest hour (all volumes are zero)")
+    res = simulate(plan, reqs, seed=seed)
+    _, targets = _slos(sc)
+    run = ScenarioRun(name, plan, reqs, res, pools, targets, hour)
+    reps = ", ".join(f"{r.deployment} x {r.replicas} ({r.replicas_basis})"
+                     for r in pools.itertuples() if r.kind != "api")
+    cut = f", first {window_s:.0f} s" if window_s < 3600 else ""
+    note = (f"simulated {len(reqs):,} requests of the busiest hour (hour {hour} of the "
+            f"profile{cut}) on {reps}"
+            + (f", spillover to {plan.api.name}" if plan.api is not None else "")
+            + "; planner simulate runs whole days")
+    df = res.requests
+    requests = df[["class", "route", "status", "ttft_s", "tpot_s", "e2e_s"]].copy()
+    for c in ("class", "route", "status"):
+        requests[c] = requests[c].astype(str)
+    slo = run.slo()
+    targets_df = slo[["class", "metric", "slo_s"]].copy()
+    slo = slo.drop(columns=["slo_s"])
+    slo["note"] = note
+    util = run.hourly_utilisation()
+    util = util[util["hour"] == hour]  # the drain after the window is not part of the hour
+    summary = run.totals()
+    summary["note"] = note
+    return {
+        "requests": requests,
+        "slo": slo if not slo.empty else None,
+        "slo_targets": targets_df if not targets_df.empty else None,
+        "utilisation": util[["hour", "pool", "utilisation", "mean_batch"]],
+        "latency": run.latency(),
+        "deployments": run.deployments(),
+        "summary": summary,
+    }
+
+
+# ---------------------------------------------------------------------- tables of runs
+def run_tables(runs: Sequence[ScenarioRun], *, records: bool = True) -> dict[str, pd.DataFrame]:
+    """Tidy tables of several runs, each with a ``plan`` column.
+
+    ``latency`` (per class: p50/p90/p99 of TTFT, TPOT, e2e, SLO attainment and target,
+    spillover share, goodput), ``slo`` (attainment per SLO bound), ``deployments`` (per pool
+    and API: replicas, GPU-hours, tokens, busy share, mean batch, cost), ``totals``,
+    ``pools`` (how each pool was built), ``hourly`` (per class and hour), ``utilisation``
+    (per pool and hour); with ``records`` also ``requests`` (one row per request) and
+    ``replica_utilisation`` (per replica and 5-minute interval).
+    """
+
+    def cat(frames):
+        frames = [f for f in frames if f is not None and len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def with_plan(run, df):
+        df = df.copy()
+        df.insert(0, "plan", run.name)
+        return df
+
+    out = {
+        "latency": cat(r.latency() for r in runs),
+        "slo": cat(with_plan(r, r.slo()) for r in runs),
+        "deployments": cat(r.deployments() for r in runs),
+        "totals": cat(r.totals() for r in runs),
+        "pools": cat(with_plan(r, r.pools) for r in runs),
+    }
+    hourly = []
+    for r in runs:
+        s = r.result.summary()
+        h = s[s["section"] == "hourly"].pivot_table(
+            index=["class", "hour"], columns="metric", values="value", sort=False).reset_index()
+        h.columns.name = None
+        h["hour"] = h["hour"].astype(int) + r.start_hour
+        hourly.append(with_plan(r, h))
+    out["hourly"] = cat(hourly)
+    out["utilisation"] = cat(with_plan(r, r.hourly_utilisation()) for r in runs)
+    if records:
+        out["requests"] = cat(with_plan(r, r.result.requests) for r in runs)
+        out["replica_utilisation"] = cat(with_plan(r, r.result.utilisation) for r in runs)
+    return {k: v for k, v in out.items() if len(v)}
