@@ -29,6 +29,7 @@ EPILOG = """examples:
   planner breakeven example:quickstart
   planner optimize studies/hybrid-support-bot/scenario.toml --stochastic -n 200 --verify
   planner risk example:risk-example -n 100000 --seed 1
+  planner risk example:risk-example --simulate 5 --deployment llama-70b-h100
   planner simulate example:quickstart --hours 24 --out sim/
   planner train --model gpt-3-175b --tokens 300e9 --accelerator tpu-v4 --mfu 0.462 --price 2.03
   planner perf --model llama-3.1-70b --accelerator h100-sxm --tp 2 --precision fp8
@@ -182,6 +183,13 @@ def cmd_risk(args) -> int:
         shown["net present cost"] = my.npc
         shown["yearly cost"] = my.yearly
         tables.update({"npc": my.npc, "yearly": my.yearly})
+    if args.simulate:
+        from planner.engines.montecarlo import simulation_replications
+
+        reps = simulation_replications(res, sc, deployment=args.deployment,
+                                       replications=args.simulate, seed=args.seed)
+        shown["simulated busiest hour at sampled scenarios (spread over the cost range)"] = reps
+        tables["simulation"] = reps
     if args.out:
         write_tables(tables, args.out)
         args.out = None
@@ -656,6 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "relative tolerance")
     p.add_argument("--years", action="store_true",
                    help="also multi-year net present cost with [trends]")
+    p.add_argument("--simulate", type=int, default=0, metavar="K",
+                   help="also simulate the busiest hour (SimPy) at K sampled scenarios spread "
+                        "over --deployment's cost range: SLO attainment, spillover, TTFT p99")
+    p.add_argument("--deployment", metavar="NAME",
+                   help="the cloud or on-prem option --simulate runs")
     p.set_defaults(func=cmd_risk)
 
     p = sub.add_parser(

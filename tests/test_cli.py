@@ -207,3 +207,16 @@ def test_perf_search_and_errors(capsys):
     code, _, err = run(capsys, "perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm",
                        "--tp", "3")
     assert code == 2 and "tensor-parallel degree 3" in err
+
+
+def test_risk_with_simulated_replications(capsys, tmp_path):
+    code, out, err = run(capsys, "risk", "example:risk-example", "-n", "2000", "--seed", "3",
+                         "--simulate", "2", "--deployment", "llama-70b-hgx", "-q",
+                         "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    sim = pd.read_csv(tmp_path / "r" / "simulation.csv")
+    assert len(sim) == 2 and set(sim["deployment"]) == {"llama-70b-hgx"}
+    assert sim["slo_attainment"].between(0, 1).all() and (sim["requests"] > 0).all()
+    code, _, err = run(capsys, "risk", "example:risk-example", "-n", "500", "--simulate", "1",
+                       "--deployment", "gpt-4o", "-q")
+    assert code == 2 and "need a cloud or on-prem deployment, got 'gpt-4o'" in err

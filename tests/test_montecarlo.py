@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from planner.config import load_scenario, parse_scenario
@@ -537,8 +538,40 @@ def test_simulation_hook():
     assert df["usd_per_month"].is_monotonic_increasing  # spread over the cost quantiles
     for i, idx in enumerate(df["sample"]):
         assert seen[i] == pytest.approx(res.inputs["workload.chat.requests_per_day"][idx])
-    with pytest.raises(PlannerError, match="simulate_fn"):
-        simulation_replications(res, sc)
+    with pytest.raises(PlannerError, match="need a cloud or on-prem deployment, got 'gpt-4o'"):
+        simulation_replications(res, sc, deployment="gpt-4o")
+
+
+def test_scenario_at_drops_correlations_of_fixed_inputs():
+    sc = load_scenario(TEMPLATES / "risk-example.toml")
+    linked = {c.a for c in sc.correlation} | {c.b for c in sc.correlation}
+    key = sorted(linked)[0]
+    fixed = scenario_at(sc, {key: 123.0})
+    assert all(key not in (c.a, c.b) for c in fixed.correlation)
+    assert len(fixed.correlation) == sum(key not in (c.a, c.b) for c in sc.correlation)
+    assert key not in uncertain_inputs(fixed)
+
+
+def test_default_simulation_replications_run_simpy_on_sampled_scenarios():
+    sc = load_scenario(TEMPLATES / "risk-example.toml")  # with its [[correlation]] tables
+    assert sc.correlation
+    res = run_montecarlo(sc, n=2000, seed=1, rank_samples=2000)
+    kw = dict(deployment="llama-70b-h100", replications=3, seed=5, max_requests=1500)
+    df = simulation_replications(res, sc, **kw)
+    again = simulation_replications(res, sc, **kw)
+    pd.testing.assert_frame_equal(df, again)  # same seed, same replications
+    assert len(df) == 3 and df["usd_per_month"].is_monotonic_increasing
+    for col in ("slo_attainment", "spillover_share", "dropped_share"):
+        assert df[col].between(0, 1).all(), col
+    assert (df["requests"] > 0).all() and (df["requests"] <= 1500).all()
+    assert (df["ttft_p99_s"] > 0).all()
+    # each replication is sized by the cost engine at its own sample
+    for r in df.itertuples():
+        vals = {k: float(res.inputs[k].iloc[r.sample]) for k in res.inputs.columns}
+        summ = evaluate(scenario_at(sc, vals)).summary.set_index("deployment")
+        assert r.replicas == summ.loc["llama-70b-h100", "replicas"]
+        assert r.usd_per_month == pytest.approx(summ.loc["llama-70b-h100", "usd_per_month"],
+                                                rel=1e-9)
 
 
 def test_bad_arguments():

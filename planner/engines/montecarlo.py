@@ -69,6 +69,7 @@ it. ``planner.sim`` has no scenario-to-plan builder yet, so ``simulate_fn`` must
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import numbers
 import os
@@ -274,6 +275,9 @@ def scenario_at(sc: Scenario, values: Mapping[str, float], *, catalog: Catalog |
             _set_path(data, known[key].path, float(v))
         else:
             extra[key] = float(v)
+    # a correlation between fields that are now fixed numbers has nothing left to correlate
+    data["correlation"] = [c for c in data.get("correlation") or ()
+                           if c["a"] not in values and c["b"] not in values]
     return parse_scenario(data, path=sc.source_path, overrides=extra or None, catalog=catalog)
 
 
@@ -1656,6 +1660,39 @@ def run_montecarlo(
 # simulation hook
 
 
+def busiest_hour_metrics(scenario: Scenario, rng: np.random.Generator, *,
+                         deployment: str | None, catalog: Catalog | None = None,
+                         max_requests: int = 20_000) -> dict[str, float]:
+    """Latency and spillover of one fixed scenario: its busiest hour simulated with SimPy.
+
+    Returns ``replicas``, ``requests``, ``slo_attainment`` (share of requests meeting every
+    SLO bound of their class), ``spillover_share``, ``dropped_share`` and ``ttft_p99_s``.
+    The arrivals' seed is drawn from ``rng``.
+    """
+    from planner.sim.scenario import simulate_busiest_hour
+
+    if deployment is None or deployment not in {**scenario.cloud, **scenario.onprem}:
+        raise PlannerError(
+            f"simulation replications need a cloud or on-prem deployment, got {deployment!r}; "
+            f"choose one of {', '.join([*scenario.cloud, *scenario.onprem]) or '(none)'}"
+        )
+    b = simulate_busiest_hour(scenario, catalog, deployments=[deployment],
+                              seed=int(rng.integers(2**32)), max_requests=max_requests)
+    t = b.run.result.totals()
+    ttft = b.run.result.requests["ttft_s"].to_numpy(dtype=float)
+    ttft = ttft[np.isfinite(ttft)]
+    pools = b.run.pools
+    return {
+        "hour": float(b.hour),
+        "replicas": float(pools.loc[pools["kind"] != "api", "replicas"].sum()),
+        "requests": t["requests"],
+        "slo_attainment": t["slo_attainment"],
+        "spillover_share": t["spillover_share"],
+        "dropped_share": t["dropped"] / t["requests"] if t["requests"] else math.nan,
+        "ttft_p99_s": float(np.quantile(ttft, 0.99)) if ttft.size else math.nan,
+    }
+
+
 def simulation_replications(
     results: RiskResults,
     scenario: Scenario,
@@ -1665,6 +1702,7 @@ def simulation_replications(
     replications: int = 8,
     seed: int | None = 0,
     catalog: Catalog | None = None,
+    max_requests: int = 20_000,
 ) -> pd.DataFrame:
     """SimPy replications over a subset of the sampled scenarios (latency / spillover risk).
 
@@ -1675,15 +1713,15 @@ def simulation_replications(
     one row per replication: the sample index, its monthly cost, and the metrics
     ``simulate_fn`` returned.
 
-    ``planner.sim`` does not build a simulation plan from a scenario yet; until it does,
-    ``simulate_fn`` must be supplied (e.g. a function that builds a ``SimPlan`` for the
-    deployment and returns SLO attainment and spillover share from ``planner.sim.simulate``).
+    The default ``simulate_fn`` (:func:`busiest_hour_metrics`) simulates ``deployment`` (a
+    cloud or on-prem option, default the first one; sized by the cost engine at that sample) during the busiest hour
+    of the sample's traffic, cut to ``max_requests`` arrivals.
     """
     if simulate_fn is None:
-        raise PlannerError(
-            "simulation_replications: planner.sim has no scenario-to-plan builder yet; pass "
-            "simulate_fn(scenario, rng) -> {metric: value}"
-        )
+        hosted = [d for d in results.samples.columns if d in {**scenario.cloud, **scenario.onprem}]
+        deployment = deployment or (hosted[0] if hosted else None)
+        simulate_fn = functools.partial(busiest_hour_metrics, deployment=deployment,
+                                        catalog=catalog, max_requests=max_requests)
     if results.inputs is None or results.samples is None:
         raise PlannerError(
             "simulation_replications: the run kept no inputs/samples; run with keep_samples=True"

@@ -650,19 +650,32 @@ def _report_plan(sc: Scenario, det) -> tuple[str, ...]:
     return (str(s.iloc[0]["deployment"]),)
 
 
-def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
-    """Tables for the report's simulation section (contract in planner/report/providers.py).
+@dataclass(eq=False)
+class BusiestHour:
+    """A simulation of a plan's busiest hour: the run, the hour and the window simulated."""
 
-    Simulates one plan (``[simulation] deployments``, else the cheapest self-hosted option
-    serving every class) during the busiest hour of its classes' profiles, cut to
-    ``[simulation] report_max_requests`` requests; the ``slo`` table's ``note`` column says
-    what was simulated. ``planner simulate`` runs whole days.
+    run: ScenarioRun
+    hour: int
+    window_s: float
+    note: str
+
+
+def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
+                          deployments: Sequence[str] | None = None,
+                          seed: int | None = None,
+                          max_requests: int | None = None) -> BusiestHour:
+    """Simulate one plan during the busiest hour of its classes' diurnal profiles.
+
+    The plan is ``deployments``, else ``[simulation] deployments``, else the cheapest
+    self-hosted candidate serving every class; replicas as :func:`build_plan` sizes them.
+    Arrivals are cut after ``max_requests`` (default ``[simulation] report_max_requests``);
+    the window simulated is then shorter than the hour and the note says so.
     """
     from planner.sim import simulate
 
     cat = _catalog(catalog)
     det = _deterministic(sc, cat)
-    group = _report_plan(sc, det)
+    group = tuple(deployments) if deployments else _report_plan(sc, det)
     plan, pools, covered = build_plan(sc, group, catalog=cat, det=det)
     name = "+".join(group)
     tok = _tokenizer(sc, group[0], cat)
@@ -677,11 +690,11 @@ def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
         total += cl.requests_per_day * (size / 24.0) * (
             (1.0 - cl.batch_share) * w + cl.batch_share / size)
     hour = int(np.argmax(total))
-    seed = sc.simulation.seed
+    seed = sc.simulation.seed if seed is None else int(seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     reqs = scenario_requests(sc, hours=1, rng=rng, catalog=cat, tokenizer=tok,
                              start_hour=hour, classes=covered)
-    cap = sc.simulation.report_max_requests
+    cap = sc.simulation.report_max_requests if max_requests is None else int(max_requests)
     window_s = 3600.0
     if len(reqs) > cap:
         window_s = float(reqs.arrival_s[cap])
@@ -699,8 +712,21 @@ def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
     cut = f", first {window_s:.0f} s" if window_s < 3600 else ""
     note = (f"simulated {len(reqs):,} requests of the busiest hour (hour {hour} of the "
             f"profile{cut}) on {reps}"
-            + (f", spillover to {plan.api.name}" if plan.api is not None else "")
-            + "; planner simulate runs whole days")
+            + (f", spillover to {plan.api.name}" if plan.api is not None else ""))
+    return BusiestHour(run, hour, window_s, note)
+
+
+def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
+    """Tables for the report's simulation section (contract in planner/report/providers.py).
+
+    Simulates one plan (``[simulation] deployments``, else the cheapest self-hosted option
+    serving every class) during the busiest hour of its classes' profiles, cut to
+    ``[simulation] report_max_requests`` requests (:func:`simulate_busiest_hour`); the ``slo``
+    table's ``note`` column says what was simulated. ``planner simulate`` runs whole days.
+    """
+    b = simulate_busiest_hour(sc, catalog)
+    run, hour, res = b.run, b.hour, b.run.result
+    note = b.note + "; planner simulate runs whole days"
     df = res.requests
     requests = df[["class", "route", "status", "ttft_s", "tpot_s", "e2e_s"]].copy()
     for c in ("class", "route", "status"):
