@@ -289,10 +289,25 @@ def cmd_optimize(args) -> int:
         shown["infeasibility: re-solved without each group of limits"] = res.infeasibility
     if not res.check.violations.empty:
         shown["violations found by the re-check"] = res.check.violations
+    extra: dict[str, pd.DataFrame] = {}
+    if args.sensitivity and res.trusted:
+        from planner.engines.optimize import sensitivity
+
+        if not args.quiet:
+            progress("sensitivity: traffic, API and GPU price multipliers")
+        sens = sensitivity(
+            sc, options=opts, gap=sc.optimize.gap if args.gap is None else args.gap,
+            time_limit_s=sc.optimize.time_limit_s if args.time_limit is None
+            else args.time_limit)
+        shown["sensitivity: where the optimal mix changes (each axis alone, the others at x1)"] \
+            = sens.breakpoints if not sens.breakpoints.empty else pd.DataFrame(
+                {"note": ["the set of deployments used does not change over the scanned "
+                          "multipliers"]})
+        extra = {"sensitivity_grid": sens.grid, "sensitivity_breakpoints": sens.breakpoints}
     code = 0 if res.trusted else EXIT_INFEASIBLE if res.status == "infeasible" \
         else EXIT_NO_PLAN
     if args.out:
-        tables = {k: v for k, v in res.tables().items()
+        tables = {k: v for k, v in {**res.tables(), **extra}.items()
                   if not v.empty or k in ("summary", "messages")}
         written = write_tables(tables, args.out)
         if not args.quiet:
@@ -718,6 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "headroom that fixes it")
     p.add_argument("--verify-window", type=float, default=600.0, metavar="S",
                    help="with --verify: simulated seconds of the busiest hour (default 600)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also scan traffic and API/GPU price multipliers (x0.25..x8) and "
+                        "bisect where the optimal mix changes")
     p.add_argument("--objective", choices=["expected", "cvar"],
                    help="with --stochastic: expected cost, or expected + lambda x CVaR "
                         "(optimize.cvar_lambda, optimize.cvar_alpha)")

@@ -220,3 +220,31 @@ def test_risk_with_simulated_replications(capsys, tmp_path):
     code, _, err = run(capsys, "risk", "example:risk-example", "-n", "500", "--simulate", "1",
                        "--deployment", "gpt-4o", "-q")
     assert code == 2 and "need a cloud or on-prem deployment, got 'gpt-4o'" in err
+
+
+def test_optimize_sensitivity_breakpoints_bracket_the_base_plan(capsys, tmp_path):
+    out = tmp_path / "opt"
+    code, text, err = run(capsys, "optimize", "example:quickstart", "--sensitivity", "-q",
+                          "--out", str(out))
+    assert code == 0, err
+    plan = pd.read_csv(out / "plan.csv")
+    base = set(plan.loc[plan["chosen"] & (plan["requests_share"] >= 0.01), "deployment"])
+    bp = pd.read_csv(out / "sensitivity_breakpoints.csv")
+    grid = pd.read_csv(out / "sensitivity_grid.csv")
+    assert len(bp) >= 1 and set(grid["axis"]) == {"traffic", "api_price", "gpu_price"}
+
+    def used(mix: str) -> set[str]:
+        return {part.rsplit(" ", 1)[0] for part in mix.split(" + ")}
+
+    for axis, rows in bp.groupby("axis"):
+        assert (rows["multiplier_high"] / rows["multiplier_low"] <= 1.05 + 1e-12).all()
+        above = rows[rows["multiplier_low"] >= 1]
+        below = rows[rows["multiplier_high"] <= 1]
+        # the mix on either side of x1 is the plan the optimiser chose at x1
+        if len(above):
+            assert used(above.nsmallest(1, "multiplier")["mix_below"].iloc[0]) == base, axis
+        if len(below):
+            assert used(below.nlargest(1, "multiplier")["mix_above"].iloc[0]) == base, axis
+    # the grid agrees: the x1 point uses the base plan's deployments
+    one = grid[grid["multiplier"] == 1.0]
+    assert all(set(d.split(",")) == base for d in one["deployments"])
