@@ -326,7 +326,11 @@ def build_simulation(ctx: Context) -> Section:
         _chart(s, "slo_attainment", lambda: charts.slo_attainment(att))
         s.add(Table("slo_attainment", att))
     if (util := _frame(r, "utilisation")) is not None:
-        _chart(s, "utilisation_heatmap", lambda: charts.utilisation_heatmap(util))
+        _chart(s, "utilisation_heatmap", lambda: charts.utilisation_heatmap(util),
+               "Busy share: the share of paid replica time with at least one request in "
+               "flight. With continuous batching a replica is busy even at low load; the "
+               "utilisation table's mean_batch says how full its batches were, and the cost "
+               "table's utilisation is load over capacity at the SLO.")
         s.add(Table("utilisation", util))
     if not s.blocks:
         s.add(Note("The simulation returned no tables."))
