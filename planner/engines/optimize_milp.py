@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, linprog, milp
+from scipy.sparse.csgraph import connected_components
 
 from planner.engines.optimize_data import Problem
 
@@ -541,6 +542,7 @@ class SolveInfo:
     dual_bound: float
     time_s: float
     relaxed: bool = False
+    source: str = "highs"  # or "first-stage split" (see solve_milp)
 
 
 @contextmanager
@@ -564,30 +566,319 @@ def _quiet_fd1():
         os.close(devnull)
 
 
+def _highs(m: Milp, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray, gap: float,
+           time_limit_s: float) -> Any:
+    cons = [LinearConstraint(m.A, m.lo, m.hi)] if m.A.shape[0] else []
+    with _quiet_fd1():
+        return milp(m.c, integrality=integrality, bounds=Bounds(lb, ub), constraints=cons,
+                    options={"mip_rel_gap": gap, "time_limit": max(time_limit_s, 0.05),
+                             "disp": False, "presolve": True})
+
+
+def _lp_with_duals(m: Milp, time_limit_s: float) -> Any:
+    """The LP relaxation by ``scipy.optimize.linprog`` (HiGHS), which, unlike ``milp``, returns
+    the reduced costs (``lower.marginals`` >= 0, ``upper.marginals`` <= 0)."""
+    A = m.A.tocsr()
+    lo, hi = m.lo, m.hi
+    eq = np.isfinite(lo) & (lo == hi)
+    iu = np.flatnonzero(np.isfinite(hi) & ~eq)
+    il = np.flatnonzero(np.isfinite(lo) & ~eq)
+    ie = np.flatnonzero(eq)
+    kw: dict[str, Any] = {}
+    if iu.size or il.size:
+        kw["A_ub"] = sparse.vstack([A[iu], -A[il]]).tocsr()
+        kw["b_ub"] = np.concatenate([hi[iu], -lo[il]])
+    if ie.size:
+        kw["A_eq"], kw["b_eq"] = A[ie], lo[ie]
+    with _quiet_fd1():
+        return linprog(m.c, bounds=np.c_[m.lb, m.ub], method="highs",
+                       options={"time_limit": max(time_limit_s, 0.05)}, **kw)
+
+
+def _first_stage_mask(m: Milp) -> np.ndarray:
+    first = np.zeros(m.c.size, bool)
+    for name in ("blocks_fixed", "used", "finetune"):
+        if name in m.cols:
+            first[m.cols[name].ravel()] = True
+    return first & (m.integrality > 0)
+
+
+#: Seconds HiGHS gets on the whole problem before :func:`solve_milp` splits it.
+QUICK_SOLVE_S = 0.25
+
+#: Row groups that tie the hours together (month totals); the rest are per hour.
+_COUPLING = ("provider_share", "onprem_share", "budget", "cvar", "power")
+
+
+def _decomposed(m: Milp, lb: np.ndarray, ub: np.ndarray, gap: float, deadline: float,
+                max_parts: int = 64) -> Any:
+    """Solve a MILP whose first stage is fixed (by ``lb == ub``) as independent parts.
+
+    Without the month-total rows (:data:`_COUPLING`) the free columns fall apart into
+    independent parts (one per scenario and hour); each is a small MILP for HiGHS. The parts'
+    optima together solve that relaxation, so the sum of their dual bounds is a valid bound;
+    if the combined plan also satisfies every row (month totals included) it solves the
+    problem. Returns a ``scipy`` result (``status`` 0 or 2), or None when the problem does not
+    fall apart into 2..``max_parts`` parts, a part fails, or a month total is violated.
+    """
+    free = lb < ub
+    if not free.any():
+        return None
+    A = m.A.tocsr()
+    keep = ~np.isin(m.row_group, _COUPLING)
+    krows = np.flatnonzero(keep)
+    fcols = np.flatnonzero(free)
+    Ak = A[krows][:, fcols].tocsr()
+    graph = sparse.bmat([[None, Ak], [Ak.T, None]]).tocsr()
+    _, label = connected_components(graph, directed=False)
+    rlab, clab = label[:krows.size], label[krows.size:]
+    with_rows = np.unique(rlab[np.diff(Ak.indptr) > 0])
+    if not 2 <= with_rows.size <= max_parts:
+        return None
+    x = np.where(free, 0.0, lb)
+    const_rows = A[:, ~free] @ lb[~free]
+    bound = float(m.c[~free] @ lb[~free])
+    alone = fcols[~np.isin(clab, with_rows)]  # free columns in no row: cheapest bound
+    if np.any(((m.c[alone] < 0) & ~np.isfinite(ub[alone])) |
+              ((m.c[alone] > 0) & ~np.isfinite(lb[alone]))):
+        return None
+    x[alone] = np.where(m.c[alone] >= 0, lb[alone], ub[alone])
+    x[alone] = np.where(m.c[alone] == 0, np.clip(0.0, lb[alone], ub[alone]), x[alone])
+    bound += float(m.c[alone] @ x[alone])
+    order = np.argsort(clab, kind="stable")
+    starts = np.searchsorted(clab[order], with_rows)
+    ends = np.searchsorted(clab[order], with_rows, side="right")
+    rorder = np.argsort(rlab, kind="stable")
+    rstarts = np.searchsorted(rlab[rorder], with_rows)
+    rends = np.searchsorted(rlab[rorder], with_rows, side="right")
+    for p in range(with_rows.size):
+        cs = fcols[order[starts[p]:ends[p]]]
+        rs = krows[rorder[rstarts[p]:rends[p]]]
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None
+        with _quiet_fd1():
+            r = milp(m.c[cs], integrality=m.integrality[cs], bounds=Bounds(lb[cs], ub[cs]),
+                     constraints=[LinearConstraint(A[rs][:, cs], m.lo[rs] - const_rows[rs],
+                                                   m.hi[rs] - const_rows[rs])],
+                     options={"mip_rel_gap": gap, "time_limit": left, "disp": False})
+        if r.status == 2:
+            return OptimizeResult(status=2, x=None, fun=math.nan, mip_dual_bound=math.nan,
+                                  message="a part of the problem at this first stage is "
+                                          "infeasible")
+        if r.status != 0 or r.x is None:
+            return None
+        x[cs] = r.x
+        d = getattr(r, "mip_dual_bound", None)
+        bound += float(d) if d is not None and np.isfinite(d) else float(r.fun)
+    ax = A @ x
+    scale = np.maximum(1.0, np.maximum(np.abs(np.where(np.isfinite(m.lo), m.lo, 0)),
+                                       np.abs(np.where(np.isfinite(m.hi), m.hi, 0))))
+    if np.any(np.maximum(m.lo - ax, ax - m.hi) / scale > 1e-7):
+        return None  # a month total binds: solve the parts together
+    fun = float(m.c @ x)
+    return OptimizeResult(status=0, x=x, fun=fun, mip_dual_bound=min(bound, fun),
+                          message=f"solved as {with_rows.size} independent parts")
+
+
+def _solve_fixed_first_stage(m: Milp, lb: np.ndarray, ub: np.ndarray, gap: float,
+                             deadline: float) -> Any:
+    """The MILP at a fixed first stage: as independent parts when it falls apart
+    (:func:`_decomposed`), else by HiGHS as a whole."""
+    r = _decomposed(m, lb, ub, gap, deadline)
+    if r is not None:
+        return r
+    return _highs(m, m.integrality, lb, ub, gap, deadline - time.perf_counter())
+
+
+@dataclass
+class _Split:
+    """Outcome of :func:`_first_stage_split`: ``info`` when every other first stage was ruled
+    out, else None; ``x`` the best plan found either way (an incumbent for the fallback)."""
+
+    info: SolveInfo | None
+    x: np.ndarray | None
+
+
+def _first_stage_split(m: Milp, gap: float, t0: float, deadline: float,
+                       max_leaves: int = 8) -> _Split:
+    """Solve by branching on the first stage (servers, reserved blocks, 'used', fine-tunes).
+
+    A small branch and bound whose nodes are boxes on the first-stage integers (the root: their
+    bounds). At a node: its LP relaxation, then its MILP with only the first-stage integers
+    integer (hourly counts relaxed: a relaxation, and cheap, since the hourly counts are what
+    makes HiGHS slow) give lower bounds; a node whose bound is within the gap of the best plan
+    is closed. Otherwise the latter proposes a first stage ``y``, HiGHS solves the MILP with
+    the first stage fixed at ``y`` (the hourly problems only; its dual bound covers that point)
+    and the rest of the box is partitioned into child boxes (``y_i = y_i`` for i < j and
+    ``y_j <= y_j - 1`` or ``>= y_j + 1``). When every node is closed, the best plan is within
+    the gap of the optimum, with the bound the smallest over the closed nodes and the points.
+    Gives up (returning the best plan as an incumbent) after ``max_leaves`` points.
+    """
+    first = _first_stage_mask(m)
+    fidx = np.flatnonzero(first)
+    relax_hourly = np.where(first, m.integrality, 0)
+    zeros = np.zeros_like(m.integrality)
+    best_x: np.ndarray | None = None
+    best_f = math.inf
+    bounds: list[float] = []
+    stack = [(m.lb[fidx].copy(), m.ub[fidx].copy())]
+    leaves = 0
+    last_msg = ""
+
+    def need() -> float:
+        if not np.isfinite(best_f):
+            return math.inf
+        return best_f - (gap + 1e-9) * max(abs(best_f), 1e-300)
+
+    def box(lo_f: np.ndarray, hi_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lb, ub = m.lb.copy(), m.ub.copy()
+        lb[fidx], ub[fidx] = lo_f, hi_f
+        return lb, ub
+
+    while stack:
+        lo_f, hi_f = stack.pop()
+        lb, ub = box(lo_f, hi_f)
+        node_lb = -math.inf
+        y = None
+        for integ, g in ((zeros, 0.0), (relax_hourly, max(gap, 1e-3))):
+            if integ is zeros and not np.isfinite(best_f):
+                continue  # nothing to compare the LP bound with yet
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return _Split(None, best_x)
+            r = _highs(m, integ, lb, ub, g, left)
+            if r.status == 2:
+                node_lb = math.inf
+                break
+            if r.status == 0 and r.x is not None:
+                d = getattr(r, "mip_dual_bound", None)
+                node_lb = float(r.fun) if not integ.any() or d is None else float(d)
+                if integ.any():
+                    y = np.clip(np.round(np.asarray(r.x, float)[fidx]), lo_f, hi_f)
+            if node_lb >= need():
+                break
+        if node_lb >= need():
+            bounds.append(node_lb)
+            continue
+        if y is None or leaves >= max_leaves:
+            return _Split(None, best_x)
+        leaves += 1
+        lb, ub = box(y, y)
+        r2 = _solve_fixed_first_stage(m, lb, ub, gap, deadline)
+        if r2.status == 2:
+            bounds.append(math.inf)
+        elif r2.x is None or r2.status != 0:
+            return _Split(None, best_x)
+        else:
+            d = getattr(r2, "mip_dual_bound", None)
+            bounds.append(float(d) if d is not None and np.isfinite(d) else float(r2.fun))
+            if float(r2.fun) < best_f:
+                best_f, best_x, last_msg = float(r2.fun), np.asarray(r2.x, float), r2.message
+        for i in range(fidx.size):
+            for c_lo, c_hi in ((lo_f[i], y[i] - 1), (y[i] + 1, hi_f[i])):
+                if c_lo <= c_hi:
+                    clo, chi = lo_f.copy(), hi_f.copy()
+                    clo[:i] = chi[:i] = y[:i]
+                    clo[i], chi[i] = c_lo, c_hi
+                    stack.append((clo, chi))
+    if best_x is None:
+        return _Split(None, None)
+    bound = min(bounds) if bounds else best_f
+    g = max((best_f - bound) / max(abs(best_f), 1e-300), 0.0)
+    if g > gap + 1e-6:  # HiGHS's own 'optimal' at a 0 gap allows an absolute 1e-6
+        return _Split(None, best_x)
+    info = SolveInfo("optimal", f"{last_msg} (branched on the first stage: {leaves} "
+                     f"first stage(s) solved, {len(bounds) - leaves} region(s) bounded)",
+                     best_x, best_f, float(g), float(bound), time.perf_counter() - t0,
+                     False, "first-stage split")
+    return _Split(info, best_x)
+
+
+def _reduced_cost_bounds(m: Milp, lp: Any, upper: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced-cost fixing of the integer columns: every x with ``c x <= upper`` satisfies
+    ``c x >= z_LP + r_j (x_j - lb_j)`` (r_j >= 0 the reduced cost at the lower bound; likewise
+    at the upper bound), so ``x_j <= lb_j + (upper - z_LP) / r_j``. Keeps every solution at
+    least as good as the incumbent, hence the optimum and the dual bound stay valid."""
+    ints = m.integrality > 0
+    lb, ub = m.lb.copy(), m.ub.copy()
+    slack = (upper - float(lp.fun)) * (1 + 1e-6) + 1e-6 * max(1.0, abs(upper))
+    lm = np.asarray(lp.lower.marginals, float)
+    um = np.asarray(lp.upper.marginals, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hi_ = np.where(ints & (lm > 1e-9) & np.isfinite(m.lb), m.lb + slack / lm, np.inf)
+        lo_ = np.where(ints & (um < -1e-9) & np.isfinite(m.ub), m.ub - slack / -um, -np.inf)
+    ub = np.minimum(ub, np.floor(hi_ + 1e-6))
+    lb = np.maximum(lb, np.ceil(lo_ - 1e-6))
+    return np.minimum(lb, ub), np.maximum(ub, np.minimum(lb, ub))
+
+
 def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
                relax: bool = False) -> SolveInfo:
-    """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound)."""
+    """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound).
+
+    When there are both first-stage integers and other ones (hourly block counts) and HiGHS
+    does not settle the whole problem within :data:`QUICK_SOLVE_S`, the problem is split on
+    the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem at the
+    proposed first stage, and every other first stage is ruled out by a bound.
+    If one cannot be ruled out, the full MILP is solved, in a box reduced against the plan
+    found (reduced-cost fixing, :func:`_reduced_cost_bounds`: it still holds every plan at least
+    as cheap); the better plan is returned, with the gap against HiGHS's dual bound (valid for
+    the original problem: no plan cheaper than the incumbent was cut off).
+    """
     integ = np.zeros_like(m.integrality) if relax else m.integrality
-    cons = [LinearConstraint(m.A, m.lo, m.hi)] if m.A.shape[0] else []
     t0 = time.perf_counter()
-    with _quiet_fd1():
-        res = milp(m.c, integrality=integ, bounds=Bounds(m.lb, m.ub), constraints=cons,
-                   options={"mip_rel_gap": gap, "time_limit": time_limit_s, "disp": False,
-                            "presolve": True})
-    dt = time.perf_counter() - t0
+    deadline = t0 + time_limit_s
+    lb, ub = m.lb, m.ub
+    inc_x: np.ndarray | None = None
+    lp_bound = -math.inf
+    ints = integ > 0
+    first = _first_stage_mask(m) & ints
+    res = None
+    if ints.any() and first.any() and (ints & ~first).any() and m.A.shape[0]:
+        # small problems: HiGHS on the whole problem settles them faster than the split
+        quick = _highs(m, integ, lb, ub, gap, min(QUICK_SOLVE_S, time_limit_s / 4)) \
+            if QUICK_SOLVE_S > 0 else None
+        if quick is not None and quick.status in (0, 2):
+            res = quick
+        else:
+            split = _first_stage_split(m, gap, t0, deadline)
+            if split.info is not None:
+                return split.info
+            inc_x = split.x
+            if inc_x is not None:
+                lp = _lp_with_duals(m, max(deadline - time.perf_counter(), 0.05))
+                if lp.status == 0:
+                    lp_bound = float(lp.fun)
+                    lb, ub = _reduced_cost_bounds(m, lp, float(m.c @ inc_x))
+    if res is None:
+        res = _highs(m, integ, lb, ub, gap, deadline - time.perf_counter())
+    if inc_x is not None and res.x is None and res.status == 2:
+        # the reduced box should hold the incumbent; numerical trouble: solve the original
+        res = _highs(m, integ, m.lb, m.ub, gap, deadline - time.perf_counter())
     status = _STATUS.get(res.status, "error")
     x = None if res.x is None else np.asarray(res.x, float)
-    if status == "time_limit" and x is None:
-        status = "time_limit_no_solution"
     obj = float(res.fun) if x is not None else math.nan
     bound = getattr(res, "mip_dual_bound", None)
+    g = getattr(res, "mip_gap", None)
+    source = "highs"
+    if inc_x is not None and (x is None or float(m.c @ inc_x) < obj - 1e-9 * max(1.0, abs(obj))):
+        x, obj, source = inc_x, float(m.c @ inc_x), "first-stage split"
+        b = float(bound) if bound is not None and np.isfinite(bound) else -math.inf
+        bound = max(b, lp_bound)
+        g = (obj - bound) / max(abs(obj), 1e-300) if np.isfinite(bound) else math.inf
+        if status in ("infeasible", "error"):
+            status = "time_limit"
+    dt = time.perf_counter() - t0
+    if status == "time_limit" and x is None:
+        status = "time_limit_no_solution"
     if relax or not integ.any():
         bound = obj
-    g = getattr(res, "mip_gap", None)
     if g is None or relax or not integ.any():
         g = 0.0 if x is not None else math.nan
-    return SolveInfo(status, str(res.message), x, obj, float(g),
-                     float(bound) if bound is not None else math.nan, dt, relax)
+    msg = str(res.message) + ("" if source == "highs" else f" (plan from the {source})")
+    return SolveInfo(status, msg, x, obj, float(g),
+                     float(bound) if bound is not None else math.nan, dt, relax, source)
 
 
 # --------------------------------------------------------------------------------------------
