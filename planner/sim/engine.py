@@ -16,7 +16,7 @@ tokens)``.
 Event structure
 ---------------
 SimPy's environment is the clock and the event calendar. A replica's *completion*
-boundaries are SimPy timeouts; between boundaries its batch is fixed, so the ``k`` decode
+boundaries are timer-driven; between boundaries its batch is fixed, so the ``k`` decode
 iterations up to the next completion are jumped over in closed form
 (:class:`~planner.sim.stepmodel.DecodeKernel`) instead of one event per iteration or token.
 Autoscalers are SimPy processes.
@@ -28,8 +28,11 @@ boundary (arrivals are batched), and runs inline the admission boundaries they c
 first iteration end after an admissible arrival, found in closed form) while they come
 before any other event. The timeout for a completion boundary is created only when it is
 the earliest pending boundary, so a boundary that an admission moves first costs nothing.
-About one SimPy event per request remains (its completion, shared by requests finishing
-at the same iteration).
+In ``closed_form`` mode the pump also runs inline a completion boundary that comes strictly
+before the first event in SimPy's calendar (an autoscaler tick, the horizon): nothing can
+happen before it, so running it at once gives the order its timeout would. SimPy events are
+then spent only on the autoscalers, the horizon and the boundaries tied with or after them
+(with neither, one pump call replays the whole run).
 
 ``reference`` mode keeps the same routing but its replicas post one SimPy timeout per
 iteration and track every request's generated tokens explicitly; the tests check that both
@@ -44,6 +47,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from functools import cache
 from heapq import heappop, heappush
 
 import numpy as np
@@ -62,6 +66,31 @@ R_NONE, R_QUEUE_FULL, R_SLO, R_KV, R_NO_ROUTE, R_API_CLASS = 0, 1, 2, 3, 4, 5
 
 _EWMA_ALPHA = 0.02
 _PROGRESS_EVERY = 16384
+
+
+@cache
+def _min_function(n: int):
+    """``min`` of a list of exactly ``n`` numbers (``inf`` for ``n = 0``), unrolled.
+
+    CPython 3.11's builtin ``min`` parses its arguments as keywords, which costs about twice
+    a generated tournament of comparisons over a handful of items; the pump and the
+    shared-queue router take a minimum over the replicas once or twice per request. Same
+    value as ``min`` (ties keep equal values). Builtin ``min`` beyond 16 items.
+    """
+    if n == 0:
+        return lambda w: INF
+    if n > 16:
+        return min
+    names = [f"x{k}" for k in range(n)]
+    lines = ["def f(w):", f"    {', '.join(names)}, = w"]
+    while len(names) > 1:
+        for a, b in zip(names[::2], names[1::2], strict=False):
+            lines.append(f"    if {b} < {a}:\n        {a} = {b}")
+        names = names[::2]
+    lines.append(f"    return {names[0]}")
+    ns: dict = {}
+    exec("\n".join(lines), ns)  # a fixed template: no user input
+    return ns["f"]
 
 
 class _Pool:
@@ -83,6 +112,8 @@ class _Pool:
         "max_queue",
         "kernel",
         "prefill",
+        "pfa",
+        "pfb",
         "shared",
         "policy",
         "ewma_dt",
@@ -102,6 +133,7 @@ class _Pool:
         "ftok",
         "fin",
         "rrep",
+        "minf",
     )
 
     def __init__(self, eng: _Engine, index: int, spec):
@@ -114,6 +146,7 @@ class _Pool:
         self.qneed = 0
         self.nload: list = []
         self.kvload: list = []
+        self.minf = _min_function(0)  # min over nload / kvload (see rebuild)
         self.mb = spec.batch_cap
         self.cap = spec.kv_capacity
         self.lim = spec.max_prefill_tokens or 0
@@ -133,14 +166,15 @@ class _Pool:
         # the engine's per-request columns, for short lookups on hot paths
         self.need, self.pre, self.inp, self.out = eng.need, eng.pre, eng.inp, eng.out
         self.start, self.ftok, self.fin, self.rrep = eng.start, eng.ftok, eng.fin, eng.rrep
+        self.pfa = self.pfb = NAN  # NaN: not linear (see prefill)
         if type(m).prefill_time_s is LinearStepModel.prefill_time_s:
             a, b = float(m.prefill_base_s), float(m.prefill_s_per_token)
+            self.pfa, self.pfb = a, b  # hot paths inline ``prefill``: a + b n (0 for n = 0)
 
             def prefill(n: int, a: float = a, b: float = b) -> float:
                 return a + b * n if n else 0.0
 
         else:
-
             # a generic model costs a numpy call per prefill: memoise it by token count
             # (a pure function of n, so the records are unchanged); one memo per pool
             memo: dict = {0: 0.0}
@@ -162,6 +196,7 @@ class _Pool:
         # in place: replicas hold references to these lists
         self.nload[:] = [r.b + len(r.q) for r in self.reps]
         self.kvload[:] = [r.res + r.qres for r in self.reps]
+        self.minf = _min_function(len(self.reps))
         for r in self.all:
             r.pos = -1
         for j, r in enumerate(self.reps):
@@ -386,8 +421,9 @@ class _FastReplica(_ReplicaBase):
 
     Bookkeeping by absolute decode-step count ``step``: a request admitted at step ``S``
     with ``o`` output tokens finishes at step ``S + o - 1`` (the prefill gives its first
-    token), so running requests sit in a heap keyed by finish step (packed with the request
-    id into one int). Its context at step
+    token), so the distinct finish steps of the running requests sit in a heap, and ``due``
+    maps each to the requests finishing then (small ints and a dict: cheaper than big keys
+    packing the step with the request id, or tuples). Its context at step
     ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
     ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
     (after any prefill); the next boundary is ``wake_k`` steps later.
@@ -396,11 +432,12 @@ class _FastReplica(_ReplicaBase):
     :func:`_fast_methods`): they run once or twice per request.
     """
 
-    __slots__ = ("heap", "kvc", "step", "wake_k", "enqueue", "_boundary")
+    __slots__ = ("heap", "due", "kvc", "step", "wake_k", "enqueue", "_boundary")
 
     def __init__(self, eng: _Engine, pool: _Pool, gid: int, t: float = 0.0):
         super().__init__(eng, pool, gid, t)
         self.heap: list = []
+        self.due: dict = {}
         self.kvc = 0
         self.step = 0
         self.wake_k = 0
@@ -427,6 +464,9 @@ def _fast_methods(self: _FastReplica):
     gid = self.gid
     q = self.q
     heap = self.heap
+    due = self.due
+    due_get = due.get
+    due_pop = due.pop
     pq = pool.queue
     need, pre, inp, out = eng.need, eng.pre, eng.inp, eng.out
     start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
@@ -443,123 +483,134 @@ def _fast_methods(self: _FastReplica):
     closed = pool.closed
     base, de = pool.base, pool.de
     prefill = pool.prefill
+    pfa, pfb = pool.pfa, pool.pfb
+    linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
     kernel = pool.kernel
     sqrt = math.sqrt
     ceil = math.ceil
-    # heap keys: finish_step << shift | request id (one int: cheaper than a tuple)
-    shift = max(n_req, 1).bit_length()
-    mask = (1 << shift) - 1
-
-    def admit_one(i: int, tb: float, k: int, nd: int) -> None:
-        # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the queue is
-        # empty and nothing else happens before ``tb``): ``boundary()`` specialised to a
-        # one-request group with no completions, without the queue round trip.
-        step = self.step + k
-        self.step = step
-        t0 = tb + prefill(pre[i])
-        start[i] = tb
-        ftok[i] = t0
-        rrep[i] = gid
-        heappush(heap, ((step + out[i] - 1) << shift) | i)
-        kvc = self.kvc + inp[i] + 1 - step
-        self.kvc = kvc
-        b = self.b + 1
-        self.b = b
-        self.res += nd
-        if pool.track_ewma:
-            pool.note_admit(tb, 1)
-        if self.busy_since != self.busy_since:
-            self.busy_since = tb
-        self.t0 = t0
-        pos = self.pos
-        if pos >= 0:
-            nload[pos] += 1
-            kvload[pos] += nd
-        kc = (heap[0] >> shift) - step
-        self.wake_k = kc
-        if kc:
-            if closed:
-                tw = t0 + (
-                    kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
-                )
-            else:
-                tw = t0 + kernel.span(b, kvc + b * step, kc)
-        else:
-            tw = t0
-        self.wake_s = tw
-        wakes[gid] = tw
-        if tw < eng.barrier:
-            eng.barrier = tw
 
     def enqueue(i: int, t: float) -> None:
         nd = need[i]
         b = self.b
         if not q and b < mb and self.res + nd <= cap:
-            # it can start at the next iteration boundary: find it
+            # it can start at the next iteration boundary: find it (``tb``, ``k`` steps on)
             t0 = self.t0
-            if b == 0:
-                # idle (or only finishing a prefill): starts at t, or when the prefill ends
-                if t >= t0:
-                    admit_one(i, t, 0, nd)
-                    return
-                tb = t0
+            admit = False
+            if b == 0 and t >= t0:
+                # idle: starts now
+                tb = t
                 k = 0
-            elif t <= t0:
-                tb = t0
-                k = 0
+                admit = True
             else:
-                # first decode-step end at or after t: DecodeKernel.cover, inlined for the
-                # closed form (same arithmetic, so the same floats)
-                step = self.step
-                kv0 = self.kvc + b * step
-                kmax = (heap[0] >> shift) - step
-                dt = t - t0
-                if closed:
-                    alpha = base[b] + de * kv0
-                    if dt <= alpha or kmax == 1:
-                        k = 1
-                        tb = t0 + alpha
-                    else:
-                        beta = de * b
-                        if beta > 0.0:
-                            lin = alpha - 0.5 * beta
-                            k = ceil(2.0 * dt / (lin + sqrt(lin * lin + 2.0 * beta * dt)))
-                        else:
-                            k = ceil(dt / alpha)
-                        if k < 1:
-                            k = 1
-                        if k >= kmax:
-                            k = kmax
-                            sp = k * alpha + beta * (k * (k - 1) // 2)
-                        else:
-                            sp = k * alpha + beta * (k * (k - 1) // 2)
-                            while sp < dt and k < kmax:
-                                k += 1
-                                sp = k * alpha + beta * (k * (k - 1) // 2)
-                            while k > 1:
-                                prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
-                                if prev < dt:
-                                    break
-                                k -= 1
-                                sp = prev
-                        tb = t0 + sp
+                if b == 0 or t <= t0:
+                    # at the end of the prefill in progress
+                    tb = t0
+                    k = 0
                 else:
-                    k, sp = kernel.cover(b, kv0, dt, kmax)
-                    tb = t0 + sp
-            if tb < self.wake_s:
-                j = i + 1
-                if tb < eng.barrier and (j == n_req or tb < arr[j]):
-                    # nothing else happens before this boundary: admit now
-                    admit_one(i, tb, k, nd)
-                    return
-                # the pump runs the boundary in time order (no SimPy event)
-                self.wake_k = k
-                self.wake_s = tb
-                self.pend = True
-                wakes[gid] = tb
-                if tb < eng.barrier:
-                    eng.barrier = tb
-                heappush(pend_heap, (tb, gid))
+                    # first decode-step end at or after t: DecodeKernel.cover, inlined for
+                    # the closed form (same arithmetic, so the same floats)
+                    step = self.step
+                    kv0 = self.kvc + b * step
+                    kmax = heap[0] - step
+                    dt = t - t0
+                    if closed:
+                        alpha = base[b] + de * kv0
+                        if dt <= alpha or kmax == 1:
+                            k = 1
+                            tb = t0 + alpha
+                        else:
+                            beta = de * b
+                            if beta > 0.0:
+                                lin = alpha - 0.5 * beta
+                                k = ceil(2.0 * dt / (lin + sqrt(lin * lin + 2.0 * beta * dt)))
+                            else:
+                                k = ceil(dt / alpha)
+                            if k < 1:
+                                k = 1
+                            if k >= kmax:
+                                k = kmax
+                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                            else:
+                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                while sp < dt and k < kmax:
+                                    k += 1
+                                    sp = k * alpha + beta * (k * (k - 1) // 2)
+                                while k > 1:
+                                    prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
+                                    if prev < dt:
+                                        break
+                                    k -= 1
+                                    sp = prev
+                            tb = t0 + sp
+                    else:
+                        k, sp = kernel.cover(b, kv0, dt, kmax)
+                        tb = t0 + sp
+                if tb < self.wake_s:
+                    j = i + 1
+                    if tb < eng.barrier and (j == n_req or tb < arr[j]):
+                        # nothing else happens before this boundary: run it now (below)
+                        admit = True
+                    else:
+                        # the pump runs the boundary in time order (no SimPy event)
+                        self.wake_k = k
+                        self.wake_s = tb
+                        self.pend = True
+                        wakes[gid] = tb
+                        if tb < eng.barrier:
+                            eng.barrier = tb
+                        heappush(pend_heap, (tb, gid))
+            if admit:
+                # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the
+                # queue is empty and nothing else happens before ``tb``): ``boundary()``
+                # specialised to a one-request group with no completions, without the queue
+                # round trip.
+                step = self.step + k
+                self.step = step
+                if linpf:
+                    n = pre[i]
+                    t0 = tb + (pfa + pfb * n if n else 0.0)
+                else:
+                    t0 = tb + prefill(pre[i])
+                start[i] = tb
+                ftok[i] = t0
+                rrep[i] = gid
+                fs = step + out[i] - 1
+                ids = due_get(fs)
+                if ids is None:
+                    due[fs] = [i]
+                    heappush(heap, fs)
+                else:
+                    ids.append(i)
+                kvc = self.kvc + inp[i] + 1 - step
+                self.kvc = kvc
+                b += 1
+                self.b = b
+                self.res += nd
+                if pool.track_ewma:
+                    pool.note_admit(tb, 1)
+                if self.busy_since != self.busy_since:
+                    self.busy_since = tb
+                self.t0 = t0
+                pos = self.pos
+                if pos >= 0:
+                    nload[pos] += 1
+                    kvload[pos] += nd
+                kc = heap[0] - step
+                self.wake_k = kc
+                if kc:
+                    if closed:
+                        tw = t0 + (
+                            kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                        )
+                    else:
+                        tw = t0 + kernel.span(b, kvc + b * step, kc)
+                else:
+                    tw = t0
+                self.wake_s = tw
+                wakes[gid] = tw
+                if tw < eng.barrier:
+                    eng.barrier = tw
+                return
         q.append(i)
         self.qres += nd
         pos = self.pos
@@ -574,11 +625,9 @@ def _fast_methods(self: _FastReplica):
         b = self.b
         res = self.res
         kvc = self.kvc
-        if heap and heap[0] < (step + 1) << shift:
-            # completions: finish step == step (keys are finish_step << shift | id)
-            limit = (step + 1) << shift
-            while heap and heap[0] < limit:
-                i = heappop(heap) & mask
+        if heap and heap[0] <= step:
+            # completions (a boundary never passes the earliest finish step)
+            for i in due_pop(heappop(heap)):
                 fin[i] = now
                 nd = need[i]
                 b -= 1
@@ -626,12 +675,21 @@ def _fast_methods(self: _FastReplica):
                     res += need[i]
                 b += len(group)
             if group:
-                t0 = now + prefill(tokens)
+                if linpf:
+                    t0 = now + (pfa + pfb * tokens if tokens else 0.0)
+                else:
+                    t0 = now + prefill(tokens)
                 for i in group:
                     start[i] = now
                     ftok[i] = t0
                     rrep[i] = gid
-                    heappush(heap, ((step + out[i] - 1) << shift) | i)
+                    fs = step + out[i] - 1
+                    ids = due_get(fs)
+                    if ids is None:
+                        due[fs] = [i]
+                        heappush(heap, fs)
+                    else:
+                        ids.append(i)
                     kvc += inp[i] + 1 - step
                 if pool.track_ewma:
                     pool.note_admit(now, len(group))
@@ -649,7 +707,7 @@ def _fast_methods(self: _FastReplica):
             self.wake_k = 0
             tw = t0
         elif heap:
-            kc = (heap[0] >> shift) - step
+            kc = heap[0] - step
             self.wake_k = kc
             if kc:
                 if closed:
@@ -768,18 +826,21 @@ class _Engine:
         self.need = (requests.input_tokens + requests.output_tokens).tolist()
         self.pre = (requests.input_tokens - requests.cached_input_tokens).tolist()
         self.cls = requests.class_idx.tolist()
-        # records: typed buffers (cheap stores, zero-copy to numpy at the end)
-        self.start = array("d", [NAN]) * n
-        self.ftok = array("d", [NAN]) * n
-        self.fin = array("d", [NAN]) * n
-        self.rpool = array("q", [-1]) * n  # pool index, -2 = API, -1 = not routed
-        self.rrep = array("q", [-1]) * n
-        self.drop = array("b", [R_NONE]) * n
-        self.spill = array("b", [R_NONE]) * n
+        # records: typed buffers, written through memoryviews (a memoryview item store is
+        # several times cheaper than an array's, which parses its argument; zero-copy to
+        # numpy at the end)
+        self.start = memoryview(array("d", [NAN]) * n)
+        self.ftok = memoryview(array("d", [NAN]) * n)
+        self.fin = memoryview(array("d", [NAN]) * n)
+        self.rpool = memoryview(array("q", [-1]) * n)  # pool index, -2 = API, -1 = not routed
+        self.rrep = memoryview(array("q", [-1]) * n)
+        self.drop = memoryview(array("b", [R_NONE]) * n)
+        self.spill = memoryview(array("b", [R_NONE]) * n)
         self.busy_gid: list = []
         self.busy_from: list = []
         self.busy_to: list = []
         self.wakes: list = []  # next boundary of each entity (replica or control slot)
+        self.minw = _min_function(0)  # min(wakes), for its current length
         self.replicas: list = []
         self.pend: list = []  # heap of (time, gid): admission boundaries run by the pump
         self.barrier = INF
@@ -835,12 +896,14 @@ class _Engine:
         r = self.replica_cls(self, pool, gid, t)
         self.replicas.append(r)
         self.wakes.append(INF)
+        self.minw = _min_function(len(self.wakes))
         pool.all.append(r)
         return r
 
     def _control_slot(self) -> int:
         self.replicas.append(None)
         self.wakes.append(INF)
+        self.minw = _min_function(len(self.wakes))
         return len(self.wakes) - 1
 
     # ------------------------------------------------------------------ routing
@@ -884,6 +947,7 @@ class _Engine:
         idx = pool.index
         reps = pool.reps
         queue = pool.queue
+        nload = pool.nload  # updated in place (see _Pool.rebuild)
 
         def route_general(i: int, t: float) -> None:
             if need[i] > cap:
@@ -897,14 +961,12 @@ class _Engine:
 
             def route_shared(i: int, t: float) -> None:
                 nd = need[i]
-                if nd <= cap and not queue:
-                    nl = pool.nload
-                    if nl:
-                        r = reps[nl.index(min(nl))]
-                        if r.b + len(r.q) < mb and r.res + r.qres + nd <= cap:
-                            rpool[i] = idx
-                            r.enqueue(i, t)
-                            return
+                if nd <= cap and not queue and nload:
+                    r = reps[nload.index(pool.minf(nload))]
+                    if r.b + len(r.q) < mb and r.res + r.qres + nd <= cap:
+                        rpool[i] = idx
+                        r.enqueue(i, t)
+                        return
                 route_general(i, t)
 
             return route_shared
@@ -924,11 +986,15 @@ class _Engine:
         return route_general
 
     def _make_pump(self):
-        """Build ``_pump``: route arrivals and run inline boundaries, in time order.
+        """Build ``_pump``: route arrivals and run boundaries, in time order.
 
-        Invariant on return: every arrival and every inline (admission) boundary earlier
-        than the earliest timer-driven boundary has been processed, and that boundary has
-        a SimPy timeout. A closure over the engine's columns: it runs after every event.
+        Invariant on return: every arrival and every admission boundary earlier than the
+        earliest pending boundary has been processed, and that boundary, if a replica's, has
+        a SimPy timeout. In ``closed_form`` mode a replica's timer-driven boundary that comes
+        strictly before every event in SimPy's calendar (autoscaler ticks, the horizon) is
+        run inline too, with no timeout: nothing else can happen before it, so the order of
+        everything is the one the timeout would give. A closure over the engine's columns:
+        it runs after every event.
         """
         arr = self.arr
         n = self.n
@@ -938,11 +1004,21 @@ class _Engine:
         routers = self.routers
         cls = self.cls
         env = self.env
+        peek = env.peek
+        inline = self.plan.mode == "closed_form"
+        # the horizon is scheduled in SimPy only once env.run starts: bound inlining by it
+        horizon = INF if self.until_s is None else float(self.until_s)
 
         def pump() -> None:
             i = self.i
+            # the first event in SimPy's calendar: only the pump schedules events while it
+            # runs, and it returns right after scheduling one, so this holds throughout
+            cal = peek() if inline else -INF
+            if cal > horizon:
+                cal = horizon
+            mn = self.minw  # wakes grows only in autoscalers, never while this runs
             while True:
-                barrier = min(wakes) if wakes else INF
+                barrier = mn(wakes)
                 self.barrier = barrier
                 if i < n:
                     t = arr[i]
@@ -955,6 +1031,10 @@ class _Engine:
                                 break
                             routers[cls[i]](i, t)
                             i += 1
+                        bar = self.bar
+                        if bar is not None and i - self.reported >= _PROGRESS_EVERY:
+                            bar.update(i - self.reported)
+                            self.reported = i
                         continue
                 if pend and pend[0][0] <= barrier:
                     tb, g = heappop(pend)
@@ -964,20 +1044,23 @@ class _Engine:
                         r._boundary()
                     continue
                 if barrier < INF:
-                    # the earliest boundary is timer-driven: make sure its timeout exists
+                    # the earliest boundary is timer-driven
                     r = replicas[wakes.index(barrier)]
-                    if r is not None and (r.timer is None or r.timer_s > barrier):
-                        d = barrier - env.now
-                        ev = Timeout(env, d if d > 0.0 else 0.0)
-                        ev.callbacks.append(r.fire_cb)
-                        r.timer = ev
-                        r.timer_s = barrier
+                    if r is not None:
+                        if barrier < cal and not r.pend and r.wake_s == barrier:
+                            # no SimPy event before it: run it now (what its timeout's
+                            # callback would do), superseding any later timeout
+                            r.timer = None
+                            r._boundary()
+                            continue
+                        if r.timer is None or r.timer_s > barrier:
+                            d = barrier - env.now
+                            ev = Timeout(env, d if d > 0.0 else 0.0)
+                            ev.callbacks.append(r.fire_cb)
+                            r.timer = ev
+                            r.timer_s = barrier
                 break
             self.i = i
-            bar = self.bar
-            if bar is not None and i - self.reported >= _PROGRESS_EVERY:
-                bar.update(i - self.reported)
-                self.reported = i
 
         return pump
 
