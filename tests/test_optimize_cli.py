@@ -19,6 +19,7 @@ from planner.cli import EXIT_INFEASIBLE, main
 from planner.config import load_scenario
 from planner.engines.optimize import optimize, plan_view
 from tests.conftest import ROOT
+from tests.test_optimize import STOCH as _ENGINE_STOCH
 
 CAT = load_catalog()
 QUICKSTART = ROOT / "planner" / "templates" / "quickstart.toml"
@@ -50,35 +51,9 @@ gpus_per_replica = 2
 precision = "fp8"
 """
 
-# uncertain demand; a reserved pool (first stage) competes with on-demand and an API
-STOCH = """
-[scenario]
-name = "stoch"
-[workload.q]
-requests_per_day = { dist = "lognormal", median = 400000, p90 = 800000 }
-diurnal = "business"
-input = 1000
-output = 10
-[api.api]
-offering = "openai/gpt-4o-mini"
-input_usd_per_mtok = 1.0
-output_usd_per_mtok = 0
-[cloud.od]
-model = "llama-3.1-8b"
-accelerator = "h100-sxm"
-usd_per_gpu_hour = 3.0
-gpus_per_instance = 1
-capacity_requests_per_s = 1.0
-[cloud.rsv]
-model = "llama-3.1-8b"
-accelerator = "h100-sxm"
-usd_per_gpu_hour = 1.6
-gpus_per_instance = 1
-capacity_requests_per_s = 1.0
-plan = "reserved-1y"
-[planning]
-utilisation_target = 1.0
-"""
+# uncertain demand; a reserved pool (first stage) competes with on-demand and an API (the
+# engine tests' toy, here with the default objective)
+STOCH = _ENGINE_STOCH.format(objective="expected")
 
 # 90 requests/s on Llama-3.1-8B replicas at utilisation 1.0: the plan queues in simulation
 HEADROOM = """
