@@ -171,8 +171,9 @@ def cmd_risk(args) -> int:
                          progress=not args.quiet)
     tables = res.tables()
     shown = {"risk (USD per month unless named)": res.headline()}
-    if not res.tornado.empty:
-        shown["tornado (top 5 drivers per option)"] = res.tornado.groupby(
+    moving = res.tornado[res.tornado["swing"] > 0] if not res.tornado.empty else res.tornado
+    if not moving.empty:  # inputs an option does not depend on (zero swing) are not drivers
+        shown["tornado (top 5 drivers per option)"] = moving.groupby(
             "deployment", sort=False).head(5)
     if not res.breakeven.empty:
         shown["break-even volume"] = res.breakeven

@@ -248,3 +248,26 @@ def test_optimize_sensitivity_breakpoints_bracket_the_base_plan(capsys, tmp_path
     # the grid agrees: the x1 point uses the base plan's deployments
     one = grid[grid["multiplier"] == 1.0]
     assert all(set(d.split(",")) == base for d in one["deployments"])
+
+
+def test_risk_tornado_lists_only_inputs_that_move_an_option(capsys):
+    from planner.cli import scenario_path
+    from planner.config import load_scenario
+    from planner.engines.montecarlo import run_montecarlo
+
+    code, out, err = run(capsys, "risk", "example:quickstart", "-n", "3000", "--seed", "2",
+                         "--format", "json")
+    assert code == 0, err
+    data = json.loads(out[: out.rindex("}") + 1])
+    shown = pd.DataFrame(data["tornado (top 5 drivers per option)"])
+    assert len(shown) and (shown["swing"] > 0).all()
+    full = run_montecarlo(load_scenario(scenario_path("example:quickstart")), n=3000, seed=2,
+                          progress=False).tornado
+    # the API options do not depend on the on-prem ops cost: zero swing, so not listed
+    still = full[(full["deployment"] == "gpt-4o-mini")
+                 & (full["input"] == "onprem.llama-70b-hgx.ops_usd_per_year")]
+    assert (still["swing"] == 0).all() and len(still) == 1
+    listed = shown[shown["deployment"] == "gpt-4o-mini"]["input"]
+    assert "onprem.llama-70b-hgx.ops_usd_per_year" not in set(listed)
+    top = full[full["swing"] > 0].groupby("deployment", sort=False).head(5)
+    assert len(shown) == len(top)
