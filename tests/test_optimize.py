@@ -594,12 +594,8 @@ def test_verify_reports_slo_attainment_and_flags_an_underprovisioned_plan():
     assert chat["slo_attainment"] < chat["target"]
 
 
-def test_verify_finds_the_headroom_that_fixes_a_failing_plan():
-    # 90 requests/s flat on a Llama-3.1-8B H100 replica the perf model rates at ~30.5
-    # requests/s at the SLO: at utilisation_target 1.0 the optimiser buys 3 replicas (98%
-    # busy) and the simulation queues (the perf model's capacity has no queueing); one step
-    # of headroom (0.9 -> 4 replicas) passes
-    sc = scenario("""
+# 90 requests/s flat on Llama-3.1-8B replicas at utilisation 1.0 (also used by the CLI tests)
+HEADROOM = """
 [scenario]
 name = "headroom"
 [workload.chat]
@@ -613,7 +609,15 @@ accelerator = "h100-sxm"
 precision = "fp8"
 [planning]
 utilisation_target = 1.0
-""")
+"""
+
+
+def test_verify_finds_the_headroom_that_fixes_a_failing_plan():
+    # 90 requests/s flat on a Llama-3.1-8B H100 replica the perf model rates at ~30.5
+    # requests/s at the SLO: at utilisation_target 1.0 the optimiser buys 3 replicas (98%
+    # busy) and the simulation queues (the perf model's capacity has no queueing); one step
+    # of headroom (0.9 -> 4 replicas) passes
+    sc = scenario(HEADROOM)
     res = optimize(sc, verify=True, verify_window_s=150)
     assert res.plan.set_index("deployment").loc["gpu", "replicas_peak"] == 3
     v = res.verification.set_index("class").loc["chat"]

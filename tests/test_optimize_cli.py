@@ -19,6 +19,7 @@ from planner.cli import EXIT_INFEASIBLE, main
 from planner.config import load_scenario
 from planner.engines.optimize import optimize, plan_view
 from tests.conftest import ROOT
+from tests.test_optimize import HEADROOM  # the plan queues in simulation
 from tests.test_optimize import STOCH as _ENGINE_STOCH
 
 CAT = load_catalog()
@@ -54,24 +55,6 @@ precision = "fp8"
 # uncertain demand; a reserved pool (first stage) competes with on-demand and an API (the
 # engine tests' toy, here with the default objective)
 STOCH = _ENGINE_STOCH.format(objective="expected")
-
-# 90 requests/s on Llama-3.1-8B replicas at utilisation 1.0: the plan queues in simulation
-HEADROOM = """
-[scenario]
-name = "headroom"
-[workload.chat]
-requests_per_day = 7776000
-input = 1500
-output = 200
-slo = { ttft_s = 2.0, tpot_s = 0.1 }
-[cloud.gpu]
-model = "llama-3.1-8b"
-accelerator = "h100-sxm"
-precision = "fp8"
-[planning]
-utilisation_target = 1.0
-"""
-
 
 @pytest.fixture(scope="module")
 def high_volume():
