@@ -157,6 +157,26 @@ class Catalog:
     def server(self, entry_id: str) -> dict[str, Any]:
         return self._row("servers", entry_id)
 
+    def cheapest_cloud(self, accelerator: str | None, plan: str, *,
+                       required: bool = False) -> dict[str, Any] | None:
+        """The cheapest priced ``cloud_prices.csv`` row for an accelerator and price plan.
+
+        None when there is none, or a :class:`CatalogError` saying what to set when
+        ``required``.
+        """
+        df = self.clouds
+        rows = df[(df["accelerator"] == accelerator) & (df["plan"] == plan)]
+        rows = rows[rows["usd_per_gpu_hour"].notna()]
+        if rows.empty:
+            if required:
+                raise CatalogError(
+                    f"no {plan} cloud price for accelerator {accelerator!r} in the catalog; "
+                    "set usd_per_gpu_hour"
+                )
+            return None
+        best = rows.sort_values("usd_per_gpu_hour", kind="stable").iloc[0]
+        return {k: _clean(v) for k, v in best.to_dict().items()}
+
     def has(self, name: str, entry_id: str) -> bool:
         return entry_id in set(self.ids(name))
 

@@ -191,15 +191,7 @@ def finetune_cost(ft: FineTune, cat: Catalog, trace: _Trace) -> dict[str, Any]:
 
 
 def _cheapest_gpu_hour(cat: Catalog, accelerator: str, plan: str, trace: _Trace) -> float:
-    df = cat.clouds
-    rows = df[(df["accelerator"] == accelerator) & (df["plan"] == plan)]
-    rows = rows[rows["usd_per_gpu_hour"].notna()]
-    if rows.empty:
-        raise PlannerError(
-            f"no {plan} cloud price for accelerator {accelerator!r} in the catalog; "
-            "set usd_per_gpu_hour"
-        )
-    best = rows.sort_values("usd_per_gpu_hour").iloc[0]
+    best = cat.cheapest_cloud(accelerator, plan, required=True)
     trace.use("clouds", cat.cloud(best["id"]))
     return float(best["usd_per_gpu_hour"])
 

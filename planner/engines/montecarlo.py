@@ -808,17 +808,8 @@ class CompiledScenario:
     def _cheapest(self, accelerator: str, plan: str) -> float:
         key = (accelerator, plan)
         if key not in self._cheapest_cache:
-            df = self.cat.clouds
-            rows = df[(df["accelerator"] == accelerator) & (df["plan"] == plan)]
-            rows = rows[rows["usd_per_gpu_hour"].notna()]
-            if rows.empty:
-                raise PlannerError(
-                    f"no {plan} cloud price for accelerator {accelerator!r} in the catalog; "
-                    "set usd_per_gpu_hour"
-                )
-            self._cheapest_cache[key] = float(
-                rows.sort_values("usd_per_gpu_hour").iloc[0]["usd_per_gpu_hour"]
-            )
+            best = self.cat.cheapest_cloud(accelerator, plan, required=True)
+            self._cheapest_cache[key] = float(best["usd_per_gpu_hour"])
         return self._cheapest_cache[key]
 
     # -- options ---------------------------------------------------------------------------

@@ -885,9 +885,5 @@ def _peak_factor(sc: Scenario) -> float:
 
 
 def _cheapest_provider(cat: Catalog, accelerator: str | None, plan: str) -> str | None:
-    df = cat.clouds
-    rows = df[(df["accelerator"] == accelerator) & (df["plan"] == plan)]
-    rows = rows[rows["usd_per_gpu_hour"].notna()]
-    if rows.empty:
-        return None
-    return str(rows.sort_values("usd_per_gpu_hour").iloc[0]["provider"])
+    best = cat.cheapest_cloud(accelerator, plan)
+    return None if best is None else str(best["provider"])
