@@ -351,6 +351,27 @@ def test_checker_catches_tampered_solutions():
     assert "objective" in set(rep.violations["constraint"])
 
 
+def test_fixed_fleet_is_kept_and_checked():
+    # 2.5 req/s all day on a stated fleet of 3 always-on replicas (1 req/s each, $2/h):
+    # the fleet is paid either way, so it serves everything and the API nothing
+    text = toy().model_dump(mode="python")
+    text["cloud"]["gpu"]["replicas"] = 3
+    sc = parse_scenario(text, catalog=CAT)
+    res = optimize(sc, catalog=CAT, gap=0.0)
+    assert res.status == "optimal" and res.check.passed, res.check.violations
+    assert res.objective_usd_per_month == pytest.approx(3 * 2.0 * HPM, rel=1e-9)
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
+    m = build_milp(pb)
+    info = solve_milp(m, gap=0.0)
+    plan = decode(m, info.x)
+    assert (plan.blocks[0, plan.options.index("gpu")] == 3).all()
+    # a plan that drops one replica of the fleet in one hour breaks the fleet's lower bound
+    x = info.x.copy()
+    x[m.cols.at("blocks_hourly", scenario=0, option="gpu", hour=5)] = 2
+    rep = check_plan(pb, decode(m, x), milp_=m)
+    assert "option=gpu (fixed fleet)" in set(rep.violations["item"])
+
+
 def test_named_columns_round_trip():
     pb, m, info = _solved_quickstart()
     j = m.cols.at("blocks_hourly", scenario=0, option="llama-8b-h100", hour=7)

@@ -1116,7 +1116,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         hi = float(plan.blocks[:, j, :].max(initial=0.0))
         if hi > lim + tol:
             bad("limits", f"option={d}", hi, lim, hi - lim)
-        lo = float(plan.blocks[:, j, :].min(initial=0.0))
+        lo = float(plan.blocks[:, j, :].min(initial=np.inf))
         if lo < o.lb_blocks - tol:
             bad("limits", f"option={d} (fixed fleet)", lo, o.lb_blocks, o.lb_blocks - lo)
         integer = o.stage == "fixed" or pb.integer_hourly
