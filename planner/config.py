@@ -830,7 +830,8 @@ def _from_validation(exc: ValidationError, path: str | None, data: Mapping) -> S
             continue  # a table offered to the number branch of a number|distribution union
         if etype == "extra_forbidden":
             model = _model_at(loc)
-            known = [k for k in (model.model_fields if model else [])
+            # the names a file uses: a field's alias where it has one (``class``)
+            known = [f.alias or k for k, f in (model.model_fields.items() if model else ())
                      if k not in ("source_path", "variants_applied")]
             msg = _unknown("key", str(loc[-1]), known) if loc else "unknown key"
         elif etype == "missing":

@@ -161,3 +161,11 @@ def test_json_schema_exports():
     s = scenario_json_schema()
     assert "workload" in s["properties"]
     assert s["properties"]["variants"]["type"] == "object"
+
+
+def test_unknown_key_suggests_the_name_files_use_not_the_python_field(write_toml):
+    # [[simulation.trace]]'s class is stored as the field workload_class (alias "class")
+    text = MINIMAL + '\n[[simulation.trace]]\nfile = "x.csv"\nclas = "chat"\n'
+    e = err(write_toml, text)
+    assert e.key == "simulation.trace.0.clas"
+    assert "did you mean 'class'" in str(e) and "workload_class" not in str(e)
