@@ -24,7 +24,7 @@ EXAMPLE_PREFIX = "example:"
 EPILOG = """examples:
   planner report example:quickstart -o report/
   planner cost example:quickstart
-  planner cost studies/gpt4-summary-cost/scenario.toml --format json
+  planner cost studies/gpt4-turbo-summary/scenario.toml --format json
   planner cost my.toml --variant high-volume --set workload.chat.requests_per_day=5e5
   planner breakeven example:quickstart
   planner optimize studies/hybrid-support-bot/scenario.toml --stochastic -n 200 --verify

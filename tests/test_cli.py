@@ -271,3 +271,22 @@ def test_risk_tornado_lists_only_inputs_that_move_an_option(capsys):
     assert "onprem.llama-70b-hgx.ops_usd_per_year" not in set(listed)
     top = full[full["swing"] > 0].groupby("deployment", sort=False).head(5)
     assert len(shown) == len(top)
+
+
+def test_every_example_in_the_help_names_files_that_exist(capsys):
+    """Scenario paths and bundled examples quoted in --help (top level and every command)."""
+    import re
+
+    from planner.cli import build_parser, templates
+
+    ap = build_parser()
+    texts = [ap.format_help()]
+    sub = next(a for a in ap._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts += [p.format_help() for p in sub.choices.values()]
+    text = "\n".join(texts)
+    paths = set(re.findall(r"\bstudies/[\w./-]+\.toml", text))
+    examples = set(re.findall(r"\bexample:([\w-]+)", text)) - {"NAME"}  # the metavar
+    assert paths and examples
+    for p in paths:
+        assert (ROOT / p).is_file(), p
+    assert examples <= set(templates()), examples - set(templates())
