@@ -166,6 +166,11 @@ def cmd_cost(args) -> int:
 def cmd_risk(args) -> int:
     from planner.engines.montecarlo import run_montecarlo
 
+    if args.deployment and not args.simulate:
+        raise PlannerError("--deployment chooses what --simulate K runs; give --simulate too")
+    if args.simulate < 0:
+        raise PlannerError(f"--simulate: expected a number of replications >= 1, got "
+                           f"{args.simulate}")
     sc = load(args)
     res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol,
                          progress=not args.quiet)

@@ -220,6 +220,10 @@ def test_risk_with_simulated_replications(capsys, tmp_path):
     code, _, err = run(capsys, "risk", "example:risk-example", "-n", "500", "--simulate", "1",
                        "--deployment", "gpt-4o", "-q")
     assert code == 2 and "need a cloud or on-prem deployment, got 'gpt-4o'" in err
+    code, _, err = run(capsys, "risk", "example:risk-example", "--deployment", "llama-70b-hgx")
+    assert code == 2 and "give --simulate too" in err
+    code, _, err = run(capsys, "risk", "example:risk-example", "--simulate", "-2")
+    assert code == 2 and "--simulate: expected a number of replications >= 1" in err
 
 
 def test_optimize_sensitivity_breakpoints_bracket_the_base_plan(capsys, tmp_path):
