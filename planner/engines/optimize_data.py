@@ -33,7 +33,7 @@ than one unit has, one replica spanning ``units_per_block`` units.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -379,11 +379,13 @@ class Problem:
             opts[name] = o
         return replace(self, utilisation_target=utilisation_target, options=opts, messages=[])
 
-    def take(self, s: int) -> Problem:
-        """The problem of scenario ``s`` alone (a deterministic problem)."""
+    def _one_scenario(self, coef: Callable[[Any], Any], ub_hourly: Callable[[Any], Any],
+                      demand: np.ndarray) -> Problem:
+        """A one-scenario copy: ``coef`` maps every per-scenario coefficient array (leading
+        axis = scenario) to its one-scenario value, ``ub_hourly`` the hourly block bounds."""
 
         def t(a):
-            return None if a is None else np.atleast_1d(np.asarray(a)[s:s + 1])
+            return None if a is None else np.atleast_1d(coef(a))
 
         opts = {}
         for name, o in self.options.items():
@@ -393,37 +395,29 @@ class Problem:
             opts[name] = replace(o, classes=cl, block_usd_per_hour=t(o.block_usd_per_hour),
                                  block_usd_per_month=t(o.block_usd_per_month),
                                  fixed_usd_per_month=t(o.fixed_usd_per_month),
-                                 ub_hourly=t(o.ub_hourly))
+                                 ub_hourly=None if o.ub_hourly is None
+                                 else ub_hourly(o.ub_hourly))
         routes = [replace(r, legs=tuple((o, t(x)) for o, x in r.legs),
                           onprem_kept=t(r.onprem_kept),
                           touch={p: t(x) for p, x in r.touch.items()}) for r in self.routes]
-        return replace(self, demand=self.demand[s:s + 1], prob=np.ones(1), options=opts,
-                       routes=routes, finetune_usd={f: t(v) for f, v in self.finetune_usd.items()},
+        return replace(self, demand=demand, prob=np.ones(1), options=opts, routes=routes,
+                       finetune_usd={f: t(v) for f, v in self.finetune_usd.items()},
                        messages=[])
+
+    def take(self, s: int) -> Problem:
+        """The problem of scenario ``s`` alone (a deterministic problem)."""
+
+        def pick(a):
+            return np.atleast_1d(np.asarray(a)[s:s + 1])
+
+        return self._one_scenario(pick, pick, self.demand[s:s + 1])
 
     def mean_problem(self) -> Problem:
         """The expected-value problem: every coefficient replaced by its mean over scenarios."""
-
-        def m(a):
-            return None if a is None else np.atleast_1d(np.average(a, axis=0, weights=self.prob))
-
-        opts = {}
-        for name, o in self.options.items():
-            cl = {c: ClassCoef(m(k.capacity_rps), m(k.usd_per_request), m(k.tokens_per_request),
-                               k.quality, m(k.input_tokens), m(k.output_tokens))
-                  for c, k in o.classes.items()}
-            opts[name] = replace(o, classes=cl, block_usd_per_hour=m(o.block_usd_per_hour),
-                                 block_usd_per_month=m(o.block_usd_per_month),
-                                 fixed_usd_per_month=m(o.fixed_usd_per_month),
-                                 ub_hourly=None if o.ub_hourly is None else
-                                 np.max(o.ub_hourly, axis=0, keepdims=True))
-        routes = [replace(r, legs=tuple((o, m(x)) for o, x in r.legs),
-                          onprem_kept=m(r.onprem_kept),
-                          touch={p: m(x) for p, x in r.touch.items()}) for r in self.routes]
-        demand = np.average(self.demand, axis=0, weights=self.prob)[None]
-        return replace(self, demand=demand, prob=np.ones(1), options=opts, routes=routes,
-                       finetune_usd={f: m(v) for f, v in self.finetune_usd.items()},
-                       messages=[])
+        return self._one_scenario(
+            lambda a: np.average(a, axis=0, weights=self.prob),
+            lambda u: np.max(u, axis=0, keepdims=True),
+            np.average(self.demand, axis=0, weights=self.prob)[None])
 
 
 # --------------------------------------------------------------------------------------------
