@@ -252,10 +252,11 @@ def test_provider_share_and_onprem_share_limits():
 # infeasibility
 
 
-def test_infeasible_slo_is_explained():
-    data = tomllib.loads("""
+# a single-class scenario whose only candidate cannot meet the TTFT SLO (also used by the CLI
+# tests)
+SLO_INFEASIBLE = """
 [scenario]
-name = "slo"
+name = "impossible latency"
 [workload.chat]
 requests_per_day = 100000
 input = 2000
@@ -266,7 +267,11 @@ model = "llama-3.1-70b"
 accelerator = "h100-sxm"
 gpus_per_replica = 2
 precision = "fp8"
-""")
+"""
+
+
+def test_infeasible_slo_is_explained():
+    data = tomllib.loads(SLO_INFEASIBLE)
     sc = parse_scenario(data, catalog=CAT)
     res = optimize(sc)
     assert res.status == "infeasible"

@@ -19,7 +19,10 @@ from planner.cli import EXIT_INFEASIBLE, main
 from planner.config import load_scenario
 from planner.engines.optimize import optimize, plan_view
 from tests.conftest import ROOT
-from tests.test_optimize import HEADROOM  # the plan queues in simulation
+from tests.test_optimize import (
+    HEADROOM,  # the plan queues in simulation
+    SLO_INFEASIBLE,
+)
 from tests.test_optimize import STOCH as _ENGINE_STOCH
 
 CAT = load_catalog()
@@ -35,22 +38,6 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def _usd(x: float) -> str:
     return f"{x:,.0f} USD/month"
 
-
-# a single-class scenario whose only candidate cannot meet the TTFT SLO
-SLO_INFEASIBLE = """
-[scenario]
-name = "impossible latency"
-[workload.chat]
-requests_per_day = 100000
-input = 2000
-output = 200
-slo = { ttft_s = 0.001 }
-[cloud.big]
-model = "llama-3.1-70b"
-accelerator = "h100-sxm"
-gpus_per_replica = 2
-precision = "fp8"
-"""
 
 # uncertain demand; a reserved pool (first stage) competes with on-demand and an API (the
 # engine tests' toy, here with the default objective)
