@@ -156,6 +156,7 @@ class WorkloadClass(Strict):
     calls_per_request: AtLeastOne = 1.0
     samples_per_call: AtLeastOne = 1.0
     cached_share: Share = 0.0
+    prefix_cache_hit_share: Share = 0.0
     response_cache_hit_share: Share = 0.0
     batch_share: Share = 0.0
     retry_share: Share | None = None

@@ -107,7 +107,7 @@ class ClassLoad:
     requests_per_day: float  # LLM requests after response cache and retries
     input_tokens: float  # per request, context included
     output_tokens: float  # per request, all calls and samples
-    cached_share: float
+    cached_share: float  # API billing: input tokens billed at the cached-input price
     batch_share: float
     peak_to_mean: float
     weights: np.ndarray = field(repr=False)

@@ -26,13 +26,12 @@ from planner.config import (
 from planner.costs import selfhosted as sh
 from planner.costs import training as tr
 from planner.costs.api import (
-    API_PRICE_FIELDS,
     ApiPrices,
     api_cost_per_request,
     request_fee_usd,
-    resolve_api_prices,
 )
 from planner.errors import PlannerError
+from planner.model.price import api_prices
 from planner.workload import ClassLoad, class_load
 
 DEFAULT_LIFE_YEARS = 5.0
@@ -198,16 +197,6 @@ def _cheapest_gpu_hour(cat: Catalog, accelerator: str, plan: str, trace: _Trace)
 
 # ------------------------------------------------------------------------------------------
 # API
-
-
-def api_prices(dep: ApiDeployment, row: dict[str, Any], ft: bool) -> ApiPrices:
-    """Resolve an offering's prices at the medians of the scenario's overrides.
-
-    See :func:`planner.costs.api.resolve_api_prices` (a batch price keeps the catalog's
-    batch / realtime ratio when only the realtime price is overridden).
-    """
-    overrides = {f: med(getattr(dep, f, None)) for f in API_PRICE_FIELDS}
-    return resolve_api_prices(row, overrides, fine_tuned=ft, offering=dep.offering)
 
 
 def _fees(dep, requests_per_month: float) -> list[tuple[str, float, str]]:
