@@ -153,7 +153,13 @@ def test_spot_interruption_overhead():
 
 def test_response_cache_and_retries():
     s = summary(sc({"workload.w.response_cache_hit_share": 0.5, "planning.retry_share": 0.1}))
-    assert s.loc["a", "requests_per_month"] == pytest.approx(1000 * 0.5 * 1.1 * 730 / 24)
+    # model requests: after response-cache hits, with retries
+    assert s.loc["a", "llm_requests_per_month"] == pytest.approx(1000 * 0.5 * 1.1 * 730 / 24)
+    # per-request figures count the user requests the scenario declares, on every kind
+    assert s.loc["a", "requests_per_month"] == pytest.approx(1000 * 730 / 24)
+    for dep in s.index:
+        assert s.loc[dep, "usd_per_request"] == pytest.approx(
+            s.loc[dep, "usd_per_month"] / (1000 * 730 / 24))
 
 
 def test_fanout_and_samples():

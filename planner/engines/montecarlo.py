@@ -75,7 +75,7 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -85,26 +85,16 @@ from scipy import special
 
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario, parse_scenario
-from planner.costs import selfhosted as sh
-from planner.costs import training as tr
-from planner.costs.api import (
-    API_PRICE_FIELDS,
-    api_cost_per_request,
-    request_fee_usd,
-    resolve_api_prices,
-)
 from planner.distributions import (
     DistributionBase,
     LognormalDist,
     NormalDist,
     is_distribution,
-    median_of,
     sample_many,
     spearman_to_pearson,
 )
-from planner.engines import deterministic as det
 from planner.errors import PlannerError
-from planner.workload import class_volumes, diurnal_weights, hourly_load_extremes
+from planner.model.evaluate import Model
 
 __all__ = [
     "CHUNK_SIZE",
@@ -125,9 +115,6 @@ __all__ = [
 #: Samples per chunk: the unit of seeding, threading and Dask tasks.
 CHUNK_SIZE = 32_768
 #: Pilot draws used to place the capacity grid when token lengths are uncertain.
-PILOT_SAMPLES = 2_048
-_PILOT_SEED = 20_240_917
-_GRID_Q = (0.001, 0.03, 0.2, 0.5, 0.8, 0.97, 0.999)
 _SKIP_FIELDS = {"source_path", "variants_applied"}
 #: Inputs only the multi-year engine samples (their correlations are skipped here).
 _MULTIYEAR_ONLY = ("trends.", "scenario.discount_rate_per_year")
@@ -458,127 +445,19 @@ def chunk_sizes(n: int, chunk_size: int = CHUNK_SIZE) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------
-# capacity: perf model at the medians, or on a grid of length quantiles
+# compiled scenario: the one model (planner.model) with the sampler of its uncertain inputs
 
 
-@dataclass(frozen=True, eq=False)
-class _CapacityGrid:
-    """Requests/s per replica on an (input tokens, output tokens) grid.
-
-    Bilinear interpolation of the replica-seconds per request ``1 / rps`` (nearly linear in
-    the lengths: prefill and decode time grow with them), constant beyond the outermost nodes;
-    where a node has no capacity (``rps = 0``), ``rps`` itself is interpolated. At a node the
-    result is the perf model's value (to the last bit for ``rps``, one rounding for 1/rps).
-    """
-
-    isl: np.ndarray
-    osl: np.ndarray
-    rps: np.ndarray  # (len(isl), len(osl))
-
-    def __call__(self, isl: Any, osl: Any) -> np.ndarray:
-        i0, i1, ti = _axis(self.isl, isl)
-        j0, j1, tj = _axis(self.osl, osl)
-        inverse = bool((self.rps > 0).all())
-        r = 1.0 / self.rps if inverse else self.rps
-        a = r[i0, j0] * (1.0 - tj) + r[i0, j1] * tj
-        b = r[i1, j0] * (1.0 - tj) + r[i1, j1] * tj
-        v = a * (1.0 - ti) + b * ti
-        return 1.0 / v if inverse else v
-
-
-def _axis(nodes: np.ndarray, x: Any):
-    """Cell index and weight of ``x`` between sorted ``nodes`` (clamped to the end nodes)."""
-    x = np.asarray(x, dtype=float)
-    if nodes.size == 1:
-        z = np.zeros(x.shape, dtype=np.intp)
-        return z, z, np.zeros(x.shape)
-    xc = np.clip(x, nodes[0], nodes[-1])
-    # cell index = number of inner nodes <= x (a few comparisons beat a binary search here)
-    i = np.zeros(xc.shape, dtype=np.intp)
-    for node in nodes[1:-1]:
-        i += xc >= node
-    lo = nodes[i]
-    t = (xc - lo) / (nodes[i + 1] - lo)
-    return i, i + 1, t
-
-
-def _grid_nodes(pilot: np.ndarray, median: float) -> np.ndarray:
-    q = np.quantile(np.asarray(pilot, dtype=float), _GRID_Q)
-    nodes = np.unique(np.concatenate([q[q > 0], [median]]))
-    return nodes
-
-
-# --------------------------------------------------------------------------------------------
-# compiled scenario
-
-
-class _Ctx:
-    """One evaluation: sampled values (arrays) or medians for every input."""
-
-    def __init__(self, model: CompiledScenario, values: Mapping[str, Any], n: int,
-                 volume_scale: Any = 1.0, record: set | None = None):
-        self.m = model
-        self.values = values
-        self.n = n
-        self.scale = volume_scale
-        self.record = record
-        self.cache: dict[Any, Any] = {}
-
-    def v(self, key: str, x: Any, default: Any = None) -> Any:
-        """Value of the field at ``key``: the sample, else its median, else ``default``."""
-        if self.record is not None:
-            self.record.add(key)
-        if key in self.values:
-            return self.values[key]
-        if x is None:
-            return default
-        med = self.m.medians.get(key)
-        return med if med is not None else median_of(x)
-
-
-@dataclass
-class _OptionSpec:
-    name: str
-    kind: str
-    dep: Any
-    offering: str | None
-    served: tuple[str, ...]
-    unserved: dict[str, str]
-    tokenizer: str | None
-    row: dict[str, Any] | None = None  # API catalog row
-    ft: Any = None
-    # self-hosted
-    acc_id: str | None = None
-    acc_row: dict[str, Any] | None = None
-    offer: dict[str, Any] | None = None
-    server: dict[str, Any] | None = None
-    capacity: dict[str, Any] = field(default_factory=dict)  # class -> float | grid | key
-    periods: int = 24
-    model: str | None = None
-
-
-class CompiledScenario:
-    """A scenario prepared for vectorised evaluation.
+class CompiledScenario(Model):
+    """A scenario prepared for vectorised evaluation (:class:`planner.model.Model`) with the
+    sampler of its uncertain inputs.
 
     Build it with :func:`compile_scenario`. :meth:`evaluate` prices every option for arrays of
     input values; :attr:`inputs` lists the inputs that affect some option's cost.
     """
 
     def __init__(self, sc: Scenario, catalog: Catalog, correlations: list[Correlation]):
-        self.sc = sc
-        self.cat = catalog
-        self.hpm = float(sc.planning.hours_per_month)
-        self.horizon = int(sc.scenario.horizon_months)
-        self.all_inputs = uncertain_inputs(sc)
-        self.medians: dict[str, float] = {k: u.dist.median() for k, u in self.all_inputs.items()}
-        self._ratio_cache: dict[tuple, float] = {}
-        self._cheapest_cache: dict[tuple, float] = {}
-        self._cap_cache: dict[tuple, float] = {}
-        self._grid_cache: dict[tuple, _CapacityGrid] = {}
-        pilot = self._pilot()
-        self.options: list[_OptionSpec] = []
-        for name, (kind, dep) in sc.deployments().items():
-            self.options.append(self._compile_option(name, kind, dep, pilot))
+        super().__init__(sc, catalog, uncertain_inputs(sc))
         # one evaluation at the medians records which inputs the formulas read
         read: set[str] = set()
         self.baseline = self._evaluate({}, 1, 1.0, read)
@@ -593,488 +472,15 @@ class CompiledScenario:
             {k: u.dist for k, u in self.inputs.items()}, self.all_inputs, correlations
         )
 
-    # -- compile ---------------------------------------------------------------------------
-    def _pilot(self) -> dict[str, np.ndarray]:
-        if not self.all_inputs:
-            return {}
-        rng = np.random.default_rng(np.random.SeedSequence(_PILOT_SEED))
-        return sample_many(rng, {k: u.dist for k, u in self.all_inputs.items()}, PILOT_SAMPLES)
-
-    def _compile_option(self, name: str, kind: str, dep: Any, pilot) -> _OptionSpec:
-        sc, cat = self.sc, self.cat
-        ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
-        if kind == "api":
-            row = cat.api(dep.offering)
-            elig = det._eligible(sc, dep, det._tier(dep, row), ft)
-            return _OptionSpec(
-                name, kind, dep, dep.offering, tuple(c for c, w in elig.items() if not w),
-                {c: w for c, w in elig.items() if w}, dep.tokenizer or row.get("tokenizer"),
-                row=row, ft=ft,
-            )
-        llm_row = cat.llm(dep.model)
-        offer = cat.cloud(dep.offering) if kind == "cloud" and dep.offering is not None else None
-        server = cat.server(dep.server) if kind == "onprem" and dep.server is not None else None
-        acc_id = dep.accelerator or (offer or server or {}).get("accelerator")
-        acc_row = cat.accelerator(acc_id)
-        elig = det._eligible(sc, dep, det._tier(dep, llm_row), ft)
-        tokenizer = dep.tokenizer or llm_row.get("tokenizer")
-        periods = 168 if any(
-            not isinstance(w.diurnal, str) and len(w.diurnal) == 168
-            for w in sc.workload.values()
-        ) else 24
-        spec = _OptionSpec(
-            name, kind, dep, (dep.offering if kind == "cloud" else dep.server) or f"{acc_id}",
-            (), {}, tokenizer, ft=ft, acc_id=acc_id, acc_row=acc_row, offer=offer,
-            server=server, periods=periods, model=dep.model,
-        )
-        med_ctx = _Ctx(self, {}, 1)
-        pil_ctx = _Ctx(self, pilot, PILOT_SAMPLES)
-        for cname, why in list(elig.items()):
-            if why:
-                continue
-            key = f"{kind}.{name}.capacity_requests_per_s"
-            if dep.capacity_requests_per_s is not None:
-                spec.capacity[cname] = ("key", key)
-                continue
-            _, isl, osl = self._class(med_ctx, cname, tokenizer)[:3]
-            isl, osl = float(isl), float(osl)
-            slo = sc.workload[cname].slo
-            ttft = median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None
-            tpot = median_of(slo.tpot_s) if slo and slo.tpot_s is not None else None
-            rps, fits = self._capacity(llm_row, acc_row, dep, isl, osl, ttft, tpot, strict=True)
-            if not fits or rps <= 0:
-                elig[cname] = "cannot be served: no capacity at the median lengths"
-                continue
-            _, p_isl, p_osl = self._class(pil_ctx, cname, tokenizer)[:3]
-            p_isl = np.broadcast_to(np.asarray(p_isl, dtype=float), (PILOT_SAMPLES,))
-            p_osl = np.broadcast_to(np.asarray(p_osl, dtype=float), (PILOT_SAMPLES,))
-            if np.ptp(p_isl) == 0 and np.ptp(p_osl) == 0:
-                spec.capacity[cname] = ("value", rps)
-                continue
-            gkey = (llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
-                    tuple(sorted(dep.perf.items())), ttft, tpot, cname, tokenizer)
-            if gkey not in self._grid_cache:
-                gi = _grid_nodes(p_isl, isl) if np.ptp(p_isl) > 0 else np.array([isl])
-                go = _grid_nodes(p_osl, osl) if np.ptp(p_osl) > 0 else np.array([osl])
-                table = np.empty((gi.size, go.size))
-                for a, x in enumerate(gi):
-                    for b2, y in enumerate(go):
-                        if x == isl and y == osl:
-                            table[a, b2] = rps
-                        else:
-                            table[a, b2] = self._capacity(llm_row, acc_row, dep, float(x),
-                                                          float(y), ttft, tpot, strict=False)[0]
-                self._grid_cache[gkey] = _CapacityGrid(gi, go, table)
-            spec.capacity[cname] = ("grid", self._grid_cache[gkey])
-        spec.served = tuple(c for c, w in elig.items() if not w)
-        spec.unserved = {c: w for c, w in elig.items() if w}
-        return spec
-
-    def _capacity(self, llm_row, acc_row, dep, isl, osl, ttft, tpot, *, strict):
-        from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, replica_capacity
-
-        key = (llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
-               tuple(sorted(dep.perf.items())), isl, osl, ttft, tpot, strict)
-        if key in self._cap_cache:
-            return self._cap_cache[key]
-        try:
-            cap = replica_capacity(
-                LLMSpec.from_row(llm_row), AcceleratorSpec.from_row(acc_row),
-                gpus=dep.gpus_per_replica, precision=dep.precision, input_tokens=isl,
-                output_tokens=osl, ttft_slo_s=ttft, tpot_slo_s=tpot,
-                params=_perf_params(PerfParams, dep.perf),
-                **({} if strict else {"strict": False}),
-            )
-            out = (float(cap.requests_per_s), bool(cap.fits))
-        except PlannerError:
-            if strict:
-                raise
-            out = (0.0, False)
-        self._cap_cache[key] = out
-        return out
-
-    # -- shared pieces ---------------------------------------------------------------------
-    def _ratio(self, length, tokenizer, unit) -> float:
-        key = (length.tokenizer or tokenizer or "", length.lang, unit)
-        if key not in self._ratio_cache:
-            row = self.cat.tokens_per_unit(*key)
-            self._ratio_cache[key] = float(row["tokens_per_unit"])
-        return self._ratio_cache[key]
-
-    def _length(self, ctx: _Ctx, length, key: str, tokenizer) -> Any:
-        """Tokens of a Length (as planner.workload.resolve_length)."""
-        if length is None:
-            return 0.0
-        if length.tokens is not None:
-            return ctx.v(f"{key}.tokens", length.tokens)
-        unit, field_ = ("word", "words") if length.words is not None else ("char", "chars")
-        count = ctx.v(f"{key}.{field_}", getattr(length, field_))
-        if length.tokens_per_unit is not None:
-            ratio = ctx.v(f"{key}.tokens_per_unit", length.tokens_per_unit)
-        else:
-            ratio = self._ratio(length, tokenizer, unit)
-        return count * ratio
-
-    def _class(self, ctx: _Ctx, cname: str, tokenizer) -> tuple:
-        """(LLM requests/day, input tokens, output tokens, cached share, batch share, calls)."""
-        ck = ("class", cname, tokenizer)
-        if ck in ctx.cache:
-            return ctx.cache[ck]
-        sc = self.sc
-        wc = sc.workload[cname]
-        b = f"workload.{cname}"
-        if wc.retry_share is not None:
-            retry = ctx.v(f"{b}.retry_share", wc.retry_share)
-        else:
-            retry = ctx.v("planning.retry_share", sc.planning.retry_share)
-        calls = ctx.v(f"{b}.calls_per_request", wc.calls_per_request)
-        req, isl, osl = class_volumes(
-            ctx.v(f"{b}.requests_per_day", wc.requests_per_day),
-            self._length(ctx, wc.input, f"{b}.input", tokenizer),
-            self._length(ctx, wc.output, f"{b}.output", tokenizer),
-            context_tokens=self._length(ctx, wc.context, f"{b}.context", tokenizer),
-            calls_per_request=calls,
-            samples_per_call=ctx.v(f"{b}.samples_per_call", wc.samples_per_call),
-            response_cache_hit_share=ctx.v(f"{b}.response_cache_hit_share",
-                                           wc.response_cache_hit_share),
-            retry_share=retry,
-        )
-        if not (np.ndim(ctx.scale) == 0 and ctx.scale == 1.0):
-            req = req * ctx.scale
-        out = (req, isl, osl, ctx.v(f"{b}.cached_share", wc.cached_share),
-               ctx.v(f"{b}.batch_share", wc.batch_share), calls)
-        ctx.cache[ck] = out
-        return out
-
-    def _fees(self, ctx: _Ctx, dep, prefix: str, rpm) -> list:
-        out = []
-        for i, f in enumerate(dep.request_fees):
-            k = f"{prefix}.request_fees.{i}"
-            usd = request_fee_usd(
-                ctx.v(f"{k}.usd_per_million_requests", f.usd_per_million_requests),
-                ctx.v(f"{k}.gb", f.gb), ctx.v(f"{k}.seconds", f.seconds),
-                ctx.v(f"{k}.usd_per_gb_s", f.usd_per_gb_s),
-            )
-            out.append(usd * rpm)
-        return out
-
-    def _finetune(self, ctx: _Ctx, ft_name: str | None) -> Any:
-        """One-off fine-tune cost (retries included), as deterministic.finetune_cost."""
-        if ft_name is None:
-            return 0.0
-        ck = ("ft", ft_name)
-        if ck in ctx.cache:
-            return ctx.cache[ck]
-        ft = self.sc.finetune[ft_name]
-        b = f"finetune.{ft_name}"
-        tokens = ctx.v(f"{b}.training_tokens", ft.training_tokens) * ctx.v(f"{b}.epochs",
-                                                                           ft.epochs)
-        retry = ctx.v(f"{b}.retry_multiplier", ft.retry_multiplier)
-        if ft.method == "api":
-            row = self.cat.api(ft.base_model)
-            price = ctx.v(f"{b}.ft_train_usd_per_mtok", ft.ft_train_usd_per_mtok,
-                          row.get("ft_train_usd_per_mtok"))
-            if price is None:
-                raise PlannerError(
-                    f"fine-tune: API offering {ft.base_model!r} has no fine-tuning price in the "
-                    "catalog; set ft_train_usd_per_mtok"
-                )
-            once = tr.finetune_api_run_usd(price, tokens)
-        else:
-            llm = self.cat.llm(ft.base_model)
-            if ft.accelerator is None:
-                raise PlannerError(
-                    f"fine-tune {ft.base_model!r}: method {ft.method} needs accelerator"
-                )
-            acc = self.cat.accelerator(ft.accelerator)
-            factor = 1.0
-            if ft.method == "lora":
-                factor = ctx.v(f"{b}.lora_flops_factor", ft.lora_flops_factor,
-                               tr.LORA_FLOPS_FACTOR)
-            params_b = float(llm["params_b"])
-            mem = float(tr.full_finetune_memory_gb(params_b) if ft.method == "full"
-                        else tr.lora_memory_gb(params_b))
-            gpus = ft.gpus or int(np.ceil(mem / (0.9 * float(acc["mem_gb"]))))
-            mfu = ctx.v(f"{b}.mfu", ft.mfu, 0.35)
-            price = ctx.v(f"{b}.usd_per_gpu_hour", ft.usd_per_gpu_hour)
-            if price is None:
-                price = self._cheapest(ft.accelerator, "on-demand")
-            once, _ = tr.finetune_gpu_run_usd(params_b, tokens, factor, gpus,
-                                              float(acc["bf16_tflops"]), mfu, price)
-        usd = once * retry
-        ctx.cache[ck] = usd
-        return usd
-
-    def _cheapest(self, accelerator: str, plan: str) -> float:
-        key = (accelerator, plan)
-        if key not in self._cheapest_cache:
-            best = self.cat.cheapest_cloud(accelerator, plan, required=True)
-            self._cheapest_cache[key] = float(best["usd_per_gpu_hour"])
-        return self._cheapest_cache[key]
-
-    # -- options ---------------------------------------------------------------------------
-    def _api(self, ctx: _Ctx, o: _OptionSpec) -> dict[str, Any]:
-        dep, row = o.dep, o.row
-        b = f"api.{o.name}"
-        prices = resolve_api_prices(
-            row, {k: ctx.v(f"{b}.{k}", getattr(dep, k)) for k in API_PRICE_FIELDS},
-            fine_tuned=o.ft is not None, offering=dep.offering,
-        )
-        discount = ctx.v(f"{b}.discount", dep.discount)
-        margin = ctx.v(f"{b}.gross_margin", dep.gross_margin)
-        monthly = tokens_usd = fees_usd = 0.0
-        tokens = out_tokens = rpm_total = 0.0
-        for cname in o.served:
-            req, isl, osl, cached, batch, calls = self._class(ctx, cname, o.tokenizer)
-            parts = api_cost_per_request(
-                prices, isl, osl, cached_share=cached, batch_share=batch,
-                calls_per_request=calls, discount=discount,
-                gross_margin=margin if np.ndim(margin) == 0 else None,
-            )
-            if np.ndim(margin):  # sampled margin: applied element-wise (same formula)
-                parts = {k: v * (1.0 - margin) for k, v in parts.items()}
-            rpm = req * self.hpm / 24.0
-            for usd in parts.values():
-                usd_m = usd * rpm
-                monthly = monthly + usd_m
-                tokens_usd = tokens_usd + usd_m
-            for usd_m in self._fees(ctx, dep, b, rpm):
-                monthly = monthly + usd_m
-                fees_usd = fees_usd + usd_m
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
-            rpm_total = rpm_total + rpm
-        once = self._finetune(ctx, dep.fine_tune)
-        monthly = monthly + once / self.horizon
-        return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
-                "rpm": rpm_total, "api_tokens_usd": tokens_usd, "fees_usd": fees_usd}
-
-    def _load(self, ctx: _Ctx, o: _OptionSpec):
-        """Per-class load terms (replica-equivalents); shared by options with the same classes,
-        tokenizer and capacity (e.g. the same model rented and bought)."""
-        ck = ("load", o.tokenizer, o.served, o.periods,
-              tuple((o.capacity[c][0], id(o.capacity[c][1])) for c in o.served),
-              o.dep.capacity_requests_per_s is None)
-        if ck not in ctx.cache or any(o.capacity[c][0] == "key" for c in o.served):
-            ctx.cache[ck] = self._load_terms(ctx, o)
-        return ctx.cache[ck]
-
-    def _load_terms(self, ctx: _Ctx, o: _OptionSpec):
-        coefs, consts, weights, classes = [], 0.0, [], []
-        mean_load = 0.0
-        for cname in o.served:
-            req, isl, osl, _, batch, _ = self._class(ctx, cname, o.tokenizer)
-            how, cap = o.capacity[cname]
-            if how == "value":
-                rps = cap
-            elif how == "key":
-                rps = ctx.v(cap, o.dep.capacity_requests_per_s)
-            else:  # one interpolation per grid and class per evaluation (options share grids)
-                ck = ("rps", id(cap), cname, o.tokenizer)
-                if ck not in ctx.cache:
-                    ctx.cache[ck] = cap(isl, osl)
-                rps = ctx.cache[ck]
-            w = diurnal_weights(self.sc.workload[cname].diurnal)
-            days = w.size / 24
-            wt = np.tile(w, o.periods // w.size) if w.size != o.periods else w
-            rate_day = req * days  # requests in one profile period / 24 h ... per the profile
-            a = (1.0 - batch) * rate_day / 3600.0 / rps
-            flat = rate_day * wt.mean() / 3600.0
-            consts = consts + batch * flat / rps
-            coefs.append(a)
-            weights.append(wt)
-            classes.append((req, rate_day, wt, batch, rps))
-            mean_load = mean_load + req / 86400.0 / rps
-        return coefs, consts, np.array(weights), mean_load, classes
-
-    def _selfhosted(self, ctx: _Ctx, o: _OptionSpec) -> dict[str, Any]:
-        dep, plan = o.dep, self.sc.planning
-        b = f"{o.kind}.{o.name}"
-        coefs, const, weights, mean_load, classes = self._load(ctx, o)
-        peak = self._peak(ctx, o, coefs, const, weights, mean_load)
-        if dep.replicas is not None:
-            replicas = float(dep.replicas)
-        else:
-            replicas = sh.replicas_needed(peak, plan.utilisation_target, plan.ha_reserve_replicas)
-        rpm_total = tokens = out_tokens = 0.0
-        for cname in o.served:  # same sums as the deterministic engine, in the same order
-            req, isl, osl = self._class(ctx, cname, o.tokenizer)[:3]
-            rpm = req * self.hpm / 24.0
-            rpm_total = rpm_total + rpm
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
-        if o.kind == "cloud":
-            units, gpus_paid, monthly, parts = self._cloud(ctx, o, replicas, classes, weights)
-        else:
-            units, gpus_paid, monthly, parts = self._onprem(ctx, o, replicas, mean_load)
-        fees_usd = 0.0
-        for usd_m in self._fees(ctx, dep, b, rpm_total):
-            monthly = monthly + usd_m
-            fees_usd = fees_usd + usd_m
-        once = self._finetune(ctx, dep.fine_tune)
-        monthly = monthly + once / self.horizon
-        safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
-        util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe, 0.0)
-        return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
-                "rpm": rpm_total, "replicas": replicas, "units": units, "gpus": gpus_paid,
-                "utilisation": util, "fees_usd": fees_usd, **parts}
-
-    def _peak(self, ctx: _Ctx, o: _OptionSpec, coefs, const, weights, mean_load):
-        """Peak-hour load (replica-equivalents), as the deterministic engine computes it."""
-        ck = ("peak", id(coefs))
-        if ck in ctx.cache and ctx.cache[ck][0] is coefs:
-            return ctx.cache[ck][1]
-        pta = self.sc.planning.peak_to_average
-        if not coefs:
-            peak = 0.0
-        elif pta is not None:
-            peak, low, first = hourly_load_extremes(coefs, const, weights, need_min=True)
-            tol = 1e-8 + 1e-5 * np.abs(first)
-            flat = (peak - first <= tol) & (first - low <= tol)
-            peak = np.where(flat, mean_load * pta, peak)
-        else:
-            peak = hourly_load_extremes(coefs, const, weights)
-        ctx.cache[ck] = (coefs, peak)
-        return peak
-
-    def _cloud(self, ctx: _Ctx, o: _OptionSpec, replicas, classes, weights):
-        dep, offer = o.dep, o.offer
-        b = f"cloud.{o.name}"
-        gpi = dep.gpus_per_instance or int((offer or {}).get("gpus_per_instance") or 1)
-        if dep.usd_per_instance_hour is not None:
-            price_inst = ctx.v(f"{b}.usd_per_instance_hour", dep.usd_per_instance_hour)
-        elif dep.usd_per_gpu_hour is not None:
-            price_inst = ctx.v(f"{b}.usd_per_gpu_hour", dep.usd_per_gpu_hour) * gpi
-        elif offer is not None and offer.get("usd_per_instance_hour") is not None:
-            price_inst = float(offer["usd_per_instance_hour"])
-        elif offer is not None and offer.get("usd_per_gpu_hour") is not None:
-            price_inst = float(offer["usd_per_gpu_hour"]) * gpi
-        else:
-            price_inst = self._cheapest(o.acc_id, dep.plan) * gpi
-        plan = (offer or {}).get("plan") or dep.plan
-        factor = 1.0
-        if plan == "spot":
-            ov = ctx.v(f"{b}.interruption_overhead", dep.interruption_overhead,
-                       (offer or {}).get("interruption_overhead") or 0.0)
-            factor = sh.spot_factor(ov)
-        units, gpus_paid = sh.pack(replicas, dep.gpus_per_replica, gpi)
-        days = self.hpm / 24.0
-        if dep.billing == "always-on":
-            hours = units * self.hpm
-        elif dep.billing == "active-window":
-            hours = units * dep.active_hours_per_day * days
-        else:
-            startup = ctx.v(f"{b}.startup_s", dep.startup_s, (offer or {}).get("startup_s") or 0.0)
-            minb = ctx.v(f"{b}.min_billing_s", dep.min_billing_s,
-                         (offer or {}).get("min_billing_s") or 0.0)
-            idle = ctx.v(f"{b}.idle_timeout_s", dep.idle_timeout_s)
-            hourly_load = 0.0
-            hourly_rps = 0.0
-            for _req, rate_day, wt, batch, rps in classes:
-                raw = _col(rate_day) * wt / 3600.0
-                mix = (1.0 - _col(batch)) * raw + _col(batch) * raw.mean(axis=-1, keepdims=True)
-                hourly_load = hourly_load + mix / _col(rps)
-                hourly_rps = hourly_rps + mix
-            hourly_load = np.atleast_2d(np.broadcast_to(hourly_load, (1, o.periods))
-                                        if np.ndim(hourly_load) == 0 else hourly_load)
-            hourly_rps = np.atleast_2d(np.broadcast_to(hourly_rps, (1, o.periods))
-                                       if np.ndim(hourly_rps) == 0 else hourly_rps)
-            per_period = sh.scale_to_zero_hours_rows(
-                hourly_load, hourly_rps, replicas_cap=np.maximum(replicas, 1.0),
-                idle_timeout_s=idle, startup_s=startup, min_billing_s=minb,
-            )
-            rep = np.asarray(replicas, dtype=float)
-            inst = np.where(rep > 0, units / np.where(rep > 0, rep, 1.0), 1.0)
-            hours = per_period * inst * days * 24.0 / o.periods
-            if np.ndim(hours) == 1 and hours.size == 1:
-                hours = hours[0]
-        usd = hours * price_inst * factor
-        if dep.committed and self.sc.planning.lens == "marginal":
-            usd = np.zeros(np.shape(usd)) if np.ndim(usd) else 0.0
-        return units, gpus_paid, usd, {"rental_usd": usd}
-
-    def _onprem(self, ctx: _Ctx, o: _OptionSpec, replicas, mean_load):
-        dep, server, acc_row = o.dep, o.server, o.acc_row
-        b = f"onprem.{o.name}"
-        gps = dep.gpus_per_server or int((server or {}).get("gpus_per_server") or 8)
-        price = ctx.v(f"{b}.server_price_usd", dep.server_price_usd,
-                      (server or {}).get("server_price_usd"))
-        if price is None:
-            raise PlannerError(
-                f"onprem.{o.name}: no server price; set server (a servers.csv id) or "
-                "server_price_usd"
-            )
-        if dep.servers is not None:
-            units = float(dep.servers)
-            gpus_paid = units * gps
-        else:
-            units, gpus_paid = sh.pack(replicas, dep.gpus_per_replica, gps)
-        years = ctx.v(f"{b}.amortisation_years", dep.amortisation_years,
-                      (server or {}).get("life_years") or det.DEFAULT_LIFE_YEARS)
-        marginal = self.sc.planning.lens == "marginal" and dep.committed
-        maint_share = ctx.v(f"{b}.maintenance_share_per_year", dep.maintenance_share_per_year,
-                            (server or {}).get("maintenance_share_per_year") or 0.0)
-        gp = np.asarray(gpus_paid, dtype=float)
-        util = np.where(gp > 0, mean_load * dep.gpus_per_replica / np.where(gp > 0, gp, 1.0),
-                        0.0)
-        tdp = ctx.v(f"{b}.gpu_tdp_w", dep.gpu_tdp_w, acc_row.get("tdp_w"))
-        base_w = ctx.v(f"{b}.server_base_w", dep.server_base_w,
-                       (server or {}).get("server_base_w"))
-        if tdp is None or base_w is None:
-            missing = "gpu_tdp_w" if tdp is None else "server_base_w"
-            raise PlannerError(
-                f"onprem.{o.name}: the catalog has no {missing.replace('_', ' ')} for this "
-                f"hardware; set {missing} in the scenario"
-            )
-        power = sh.server_power_w(base_w, gps, tdp, util,
-                                  ctx.v(f"{b}.gpu_idle_power_share", dep.gpu_idle_power_share))
-        parts = sh.onprem_costs_usd_per_month(
-            units, price, years,
-            residual_share=ctx.v(f"{b}.residual_share", dep.residual_share),
-            cost_of_capital_per_year=ctx.v(f"{b}.cost_of_capital", dep.cost_of_capital),
-            maintenance_share_per_year=maint_share, power_w=power,
-            pue=ctx.v(f"{b}.pue", dep.pue),
-            usd_per_kwh=ctx.v(f"{b}.electricity_usd_per_kwh", dep.electricity_usd_per_kwh),
-            hours_per_month=self.hpm,
-            facilities_usd_per_server_year=ctx.v(f"{b}.facilities_usd_per_server_year",
-                                                 dep.facilities_usd_per_server_year),
-            ops_usd_per_year=ctx.v(f"{b}.ops_usd_per_year", dep.ops_usd_per_year),
-            implementation_usd=ctx.v(f"{b}.implementation_usd", dep.implementation_usd),
-            horizon_months=self.horizon, include_capex=not marginal,
-        )
-        total = 0.0
-        for v in parts.values():
-            total = total + v
-        extra = {f"onprem_{k}_usd": v for k, v in parts.items()}
-        pue = ctx.v(f"{b}.pue", dep.pue)
-        kwh = ctx.v(f"{b}.electricity_usd_per_kwh", dep.electricity_usd_per_kwh)
-        idle_w = sh.server_power_w(base_w, gps, tdp, 0.0,
-                                   ctx.v(f"{b}.gpu_idle_power_share", dep.gpu_idle_power_share))
-        extra.update({
-            "server_price_usd": price, "life_years": years,
-            "residual_share": ctx.v(f"{b}.residual_share", dep.residual_share),
-            "maintenance_share_per_year": maint_share,
-            "facilities_usd_per_server_year": ctx.v(f"{b}.facilities_usd_per_server_year",
-                                                    dep.facilities_usd_per_server_year),
-            "idle_server_energy_usd": sh.energy_usd_per_month(idle_w, 1.0, pue, kwh, self.hpm),
-            "implementation_once_usd": ctx.v(f"{b}.implementation_usd", dep.implementation_usd),
-            "include_capex": not marginal,
-        })
-        return units, gpus_paid, total, extra
-
-    # -- evaluation ------------------------------------------------------------------------
     def _evaluate(self, values: Mapping[str, Any], n: int, volume_scale: Any,
                   record: set | None = None, options: Sequence[str] | None = None
                   ) -> dict[str, dict[str, Any]]:
-        ctx = _Ctx(self, values, n, volume_scale, record)
-        out = {}
-        # a sample whose lengths leave a replica no capacity costs inf (p_infeasible)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for o in self.options:
-                if options is not None and o.name not in options:
-                    continue
-                out[o.name] = self._api(ctx, o) if o.kind == "api" else self._selfhosted(ctx, o)
-        return out
+        raw = self.evaluate_raw(self.ctx(values, n, volume_scale=volume_scale, record=record),
+                                options)
+        for d in raw.values():  # a fleet that cannot carry its load is not a valid option
+            if d["serves"] is not True:
+                d["monthly"] = np.where(d["serves"], d["monthly"], np.inf)
+        return raw
 
     def evaluate(self, values: Mapping[str, Any] | None = None, n: int | None = None, *,
                  volume_scale: Any = 1.0, options: Sequence[str] | None = None,
@@ -1098,18 +504,19 @@ class CompiledScenario:
         Returns
         -------
         dict
-            option -> {monthly, once, tokens, out_tokens, rpm, ...}: (n,) float arrays.
+            option -> {monthly, once, tokens, out_tokens, rpm, ...}: (n,) float arrays;
+            ``monthly`` is ``inf`` where a fixed fleet cannot carry the load.
         """
         values = dict(values or {})
         if n is None:
             n = max((np.size(v) for v in values.values()), default=1)
         raw = self._evaluate(values, int(n), volume_scale, None, options)
-        keys = ("monthly", "once", "tokens", "out_tokens", "rpm")
+        keys = ("monthly", "once", "tokens", "out_tokens", "rpm", "user_rpm")
         out = {}
         for name, d in raw.items():
             sel = d if parts else {k: d[k] for k in keys}
-            out[name] = {k: (_full(v, int(n)) if not isinstance(v, bool) else v)
-                         for k, v in sel.items()}
+            out[name] = {k: (_full(v, int(n)) if not isinstance(v, bool | list | type(None))
+                             else v) for k, v in sel.items()}
         return out
 
     # -- facts -----------------------------------------------------------------------------
@@ -1121,18 +528,6 @@ class CompiledScenario:
              "classes_unserved": "; ".join(f"{c}: {w}" for c, w in o.unserved.items())}
             for o in self.options
         ], columns=["deployment", "kind", "offering", "classes_served", "classes_unserved"])
-
-    def comparable(self) -> list[str]:
-        """Options that serve every workload class (those compared for 'cheapest')."""
-        allc = tuple(self.sc.workload)
-        full = [o.name for o in self.options if set(o.served) == set(allc) and o.served]
-        if full:
-            return full
-        sets: dict[tuple, list[str]] = {}
-        for o in self.options:
-            if o.served:
-                sets.setdefault(tuple(sorted(o.served)), []).append(o.name)
-        return max(sets.values(), key=len) if sets else []
 
     def draw(self, root: np.random.SeedSequence, index: int, size: int) -> dict[str, np.ndarray]:
         """Inputs of chunk ``index`` (``size`` samples)."""
@@ -1158,17 +553,6 @@ class CompiledScenario:
     @property
     def option_names(self) -> list[str]:
         return [o.name for o in self.options]
-
-
-def _perf_params(cls, perf: Mapping[str, float]):
-    if not perf:
-        return None
-    return cls.from_mapping(perf) if hasattr(cls, "from_mapping") else cls(**perf)
-
-
-def _col(x: Any) -> Any:
-    a = np.asarray(x, dtype=float)
-    return a[:, None] if a.ndim == 1 else a
 
 
 def _full(x: Any, n: int) -> np.ndarray:

@@ -43,17 +43,20 @@ from planner.catalog import Catalog
 from planner.config import Scenario, med
 from planner.costs import selfhosted as sh
 from planner.costs.api import api_cost_per_request
-from planner.engines.deterministic import (
-    _eligible,
-    _Evaluator,
-    _fees,
-    _hourly,
-    _tier,
-    api_prices,
-    finetune_cost,
-)
 from planner.errors import PlannerError
+from planner.model.capacity import CapacityCache
+from planner.model.evaluate import Model
+from planner.model.price import api_prices
+from planner.model.structure import eligible as _eligible
+from planner.model.structure import tier as _tier
+from planner.model.volumes import hourly_requests_per_s, tile_profile
 from planner.workload import class_load, diurnal_weights
+
+
+def _hourly(cl, periods: int) -> np.ndarray:
+    """Requests/s in each hour of ``periods`` (:func:`planner.model.volumes.hourly_requests_per_s`)."""
+    return tile_profile(hourly_requests_per_s(cl.requests_per_day, cl.weights, cl.batch_share),
+                        periods)
 
 KINDS = ("api", "cloud", "onprem")
 
@@ -471,7 +474,8 @@ class _Pricer:
 
     def __init__(self, sc: Scenario, cat: Catalog, cap_cache: dict):
         self.sc, self.cat, self.cap_cache = sc, cat, cap_cache
-        self.ev = _Evaluator(sc, cat, 1.0)
+        self.model = Model(sc, cat, caps=cap_cache.setdefault("model", CapacityCache()))
+        self.ctx = self.model.ctx()
         self.hpm = sc.planning.hours_per_month
         self._loads: dict = {}
         self._rows: dict = {}
@@ -507,7 +511,7 @@ class _Pricer:
         return self.cap_cache[key]
 
     def fees_per_request(self, dep) -> float:
-        return float(sum(usd for _, usd, _ in _fees(dep, 1.0)))
+        return float(sum(usd for _, usd, _ in self.model.fees(self.ctx, dep, "", 1.0)))
 
     def api(self, dep, cname: str) -> tuple[float, float, float, float]:
         if dep.offering not in self._rows:
@@ -526,20 +530,27 @@ class _Pricer:
 
     def cloud_block(self, name, dep, offer, acc_id, rpb) -> float:
         """USD for one block rented every hour of the month (always-on billing)."""
-        d = dep.model_copy(update={"billing": "always-on", "replicas": None})
-        _, _, usd = self.ev.cloud_cost(name, d, offer, acc_id, float(rpb), np.zeros(1),
-                                       np.zeros(1))
-        return float(usd)
+        o = self.model.by_name[name]
+        if dep.committed and self.sc.planning.lens == "marginal":
+            return 0.0
+        price, factor = self.model.cloud_instance_usd_per_hour(self.ctx, o)
+        units, _ = sh.pack(float(rpb), dep.gpus_per_replica, o.price.gpus_per_instance)
+        return float(units * self.hpm * price * factor)
 
     def onprem_blocks(self, name, dep, server, acc_row, rpb) -> tuple[float, float, float]:
         """(USD/month per block idle, fixed USD/month when used, USD per replica-hour of load).
 
-        From the deterministic engine's on-prem cost at 1 and 2 blocks and at full load.
+        From the model's on-prem cost at 1 and 2 blocks and at full load.
         """
-        d = dep.model_copy(update={"servers": None})
-        _, _, c1 = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), 0.0)
-        _, _, c2 = self.ev.onprem_cost(name, d, server, acc_row, float(2 * rpb), 0.0)
-        _, _, cf = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), float(rpb))
+        o = self.model.by_name[name]
+        gps = o.gpus_per_unit
+
+        def cost(reps: float, load: float) -> float:
+            units = float(sh.pack(reps, dep.gpus_per_replica, gps)[0])
+            return float(self.model.onprem(self.ctx, o, reps, load, None, units=units)[2])
+
+        c1, c2, cf = cost(float(rpb), 0.0), cost(float(2 * rpb), 0.0), cost(float(rpb),
+                                                                          float(rpb))
         per_block = c2 - c1
         return per_block, c1 - per_block, (cf - c1) / rpb / self.hpm
 
@@ -819,7 +830,7 @@ def build_problem(
     ft_usd = {}
     used_ft = {f for r in routes for f in r.finetunes}
     for f in used_ft:
-        ft_usd[f] = np.array([finetune_cost(pr.sc.finetune[f], cat, pr.ev.trace)["usd"]
+        ft_usd[f] = np.array([pr.model.finetune(pr.ctx, f)
                               for pr in pricers])
 
     # big-M upper bounds for blocks: every class this option may carry, all on it, per hour

@@ -98,32 +98,46 @@ class ReplicaCapacity:
 
 
 def _curve_arrays(
-    sm: StepModel, input_tokens: Any, output_tokens: Any, concurrency: Any
+    sm: StepModel, input_tokens: Any, output_tokens: Any, concurrency: Any,
+    prefix_cache_hit_share: Any = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Vectorised steady-state metrics; inputs broadcast together."""
+    """Vectorised steady-state metrics; inputs broadcast together.
+
+    ``prefix_cache_hit_share`` ``h``: the first ``h x I`` prompt tokens are served from the
+    prefix (KV) cache, so only ``n = I - h I`` (at least one) are prefilled; they attend to
+    the whole prompt (``pairs(I) - pairs(h I)`` causal pairs), and the KV cache still holds
+    the whole prompt.
+    """
     p = sm.params
     isl = np.asarray(input_tokens, dtype=float)
     osl = np.asarray(output_tokens, dtype=float)
     b = np.asarray(concurrency, dtype=float)
+    h = np.asarray(prefix_cache_hit_share, dtype=float)
+    if np.all(h == 0.0):
+        new = isl
+        pairs_per_new = sm.prefill_pairs(isl) / isl
+    else:
+        new = np.maximum(isl * (1.0 - h), 1.0)
+        pairs_per_new = (sm.prefill_pairs(isl) - sm.prefill_pairs(isl - new)) / new
     cap = float(p.max_tokens_per_step)
-    d = np.minimum(b, cap * osl / (isl + osl))
+    d = np.minimum(b, cap * osl / (new + osl))
     d = np.maximum(d, 0.0)
-    pre = d * isl / osl
+    pre = d * new / osl
     ctx = isl + osl / 2.0
     w = sm.llm.sliding_window
     if w:
         ctx = np.minimum(ctx, float(w))
     kv = d * ctx
-    pairs = pre * sm.prefill_pairs(isl) / isl
+    pairs = pre * pairs_per_new
     t = sm.step_time_s(d, kv, pre, pairs)
     safe_d = np.maximum(d, 1e-12)
     out_tps = safe_d / t
     rps = out_tps / osl
     # TTFT: the new prompt is chunked into steps that carry the running decodes plus up to
     # ``C - d`` prompt tokens (one prompt at a time, first come first served)
-    chunk = np.minimum(isl, np.maximum(cap - d, 1.0))
-    t_chunk = sm.step_time_s(d, kv, chunk, chunk * sm.prefill_pairs(isl) / isl)
-    ttft = t_chunk * isl / chunk
+    chunk = np.minimum(new, np.maximum(cap - d, 1.0))
+    t_chunk = sm.step_time_s(d, kv, chunk, chunk * pairs_per_new)
+    ttft = t_chunk * new / chunk
     return {
         "concurrency": np.broadcast_to(b, t.shape).astype(float),
         "decode_batch": np.broadcast_to(d, t.shape).astype(float),
@@ -193,6 +207,7 @@ def replica_capacity(
     tpot_slo_s: float | None = None,
     params: PerfParams | None = None,
     strict: bool = True,
+    prefix_cache_hit_share: float = 0.0,
 ) -> ReplicaCapacity:
     """Sustained capacity of one replica serving requests of the given mean lengths.
 
@@ -207,6 +222,12 @@ def replica_capacity(
         exceeds a node, lengths beyond the context window, or (when ``strict``) a model that
         does not fit; the message says by how much and which options fit. With
         ``strict=False`` a non-fitting configuration returns ``fits=False`` and zero rates.
+
+    Notes
+    -----
+    ``prefix_cache_hit_share``: share of each prompt served from the self-hosted prefix (KV)
+    cache (not prefilled; see :func:`_curve_arrays`). It is not the API's cached-token billing
+    share.
     """
     p = params or PerfParams()
     prec = normalize_precision(precision)
@@ -232,7 +253,10 @@ def replica_capacity(
                                           llm.sliding_window))
     bmax = min(mem_b, float(p.max_batch))
     grid = _batch_grid(bmax)
-    arr = _curve_arrays(sm, isl, osl, grid)
+    hit = float(prefix_cache_hit_share)
+    if not 0.0 <= hit <= 1.0:
+        raise PlannerError(f"prefix_cache_hit_share: expected a share in [0, 1], got {hit!r}")
+    arr = _curve_arrays(sm, isl, osl, grid, hit)
     ok = np.ones(grid.shape, dtype=bool)
     if ttft_slo_s is not None:
         ok &= arr["ttft_s"] <= float(ttft_slo_s)
@@ -247,7 +271,8 @@ def replica_capacity(
         i = 0
     slo_bound = meets and not bool(ok[-1]) and i < len(grid) - 1
     d_op = float(arr["decode_batch"][i])
-    limited = _limiter(sm, isl, osl, arr, i, mem_b, float(p.max_batch), slo_bound or not meets)
+    limited = _limiter(sm, isl, osl, arr, i, mem_b, float(p.max_batch), slo_bound or not meets,
+                       hit)
     scale = 1.0 if meets else 0.0
     return ReplicaCapacity(
         requests_per_s=float(arr["requests_per_s"][i]) * scale,
@@ -272,7 +297,7 @@ def replica_capacity(
 
 def _limiter(
     sm: StepModel, isl: float, osl: float, arr: dict[str, np.ndarray], i: int, mem_b: float,
-    cap_b: float, slo_bound: bool,
+    cap_b: float, slo_bound: bool, hit: float = 0.0,
 ) -> str:
     """Name what stops throughput growing at the operating point.
 
@@ -289,7 +314,7 @@ def _limiter(
     big = replace(sm.params, max_batch=int(4 * max(b, 1)), max_tokens_per_step=int(
         4 * max(sm.params.max_tokens_per_step, 1)))
     sm2 = StepModel(llm=sm.llm, acc=sm.acc, gpus=sm.gpus, precision=sm.precision, params=big)
-    t2 = float(_curve_arrays(sm2, isl, osl, 2.0 * max(d, 1.0))["output_tokens_per_s"])
+    t2 = float(_curve_arrays(sm2, isl, osl, 2.0 * max(d, 1.0), hit)["output_tokens_per_s"])
     if t2 < 1.05 * tput:
         c = sm._c
         n = d * (isl + osl) / osl

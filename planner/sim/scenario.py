@@ -154,7 +154,7 @@ def _step_model(sc: Scenario, name: str, cat: Any):
 
 
 def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
-    from planner.engines.deterministic import api_prices
+    from planner.model.price import api_prices
 
     dep = sc.api[name]
     row = cat.api(dep.offering)

@@ -1,0 +1,80 @@
+"""Volumes: profile length, hourly load, the one flatness rule and the busiest hour.
+
+Every engine (and the simulator's request generator) takes hourly volumes from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from planner.workload import hourly_load_extremes
+
+#: Tolerances of the one flatness test (as :func:`numpy.allclose`).
+FLAT_RTOL, FLAT_ATOL = 1e-5, 1e-8
+
+
+def profile_periods(sc: Any) -> int:
+    """Hours in the planning profile: 168 when any class has a weekly profile, else 24."""
+    return 168 if any(
+        not isinstance(w.diurnal, str) and len(w.diurnal) == 168 for w in sc.workload.values()
+    ) else 24
+
+
+def tile_profile(weights: np.ndarray, periods: int) -> np.ndarray:
+    """A 24-hour profile repeated to ``periods`` hours (a weekly one unchanged)."""
+    w = np.asarray(weights, dtype=float)
+    return np.tile(w, periods // w.size) if w.size != periods else w
+
+
+def hourly_requests_per_s(requests_per_day: Any, weights: np.ndarray, batch_share: Any
+                          ) -> Any:
+    """Requests/s in each hour; batch-eligible requests spread evenly (deferrable).
+
+    ``r_h = (1 - b) x R x days x w_h / 3600 + b x R x days x mean(w) / 3600`` with ``R`` the
+    requests per day, ``w`` the profile weights (summing to 1 over ``days`` days) and ``b``
+    the batch share. Broadcasts: ``requests_per_day`` and ``batch_share`` may be (n,) arrays,
+    giving (n, hours).
+    """
+    w = np.asarray(weights, dtype=float)
+    days = w.size / 24.0
+    r = np.asarray(requests_per_day, dtype=float)
+    b = np.asarray(batch_share, dtype=float)
+    if r.ndim:
+        r = r[:, None]
+    if b.ndim:
+        b = b[:, None]
+    raw = r * days * w / 3600.0
+    flat = r * days * w.mean() / 3600.0
+    return (1.0 - b) * raw + b * flat
+
+
+def is_flat(hourly: Any) -> Any:
+    """True where a load profile is the same in every hour (last axis), to the tolerances."""
+    h = np.asarray(hourly, dtype=float)
+    first = h[..., :1]
+    return (np.abs(h - first) <= FLAT_ATOL + FLAT_RTOL * np.abs(first)).all(axis=-1)
+
+
+def peak_load(coefs, const, weights, mean_load, peak_to_average: float | None) -> Any:
+    """Peak-hour load (replica-equivalents) of a pool: the one rule every engine uses.
+
+    The hourly load is ``L_h = const + sum_c coefs[c] x weights[c, h]``; the peak is its
+    maximum over the hours, except when the profile is flat and the scenario states a
+    ``peak_to_average``: then ``mean_load x peak_to_average``.
+    """
+    if not len(coefs):
+        return 0.0
+    if peak_to_average is None:
+        return hourly_load_extremes(coefs, const, weights)
+    peak, low, first = hourly_load_extremes(coefs, const, weights, need_min=True)
+    tol = FLAT_ATOL + FLAT_RTOL * np.abs(first)
+    flat = (peak - first <= tol) & (first - low <= tol)
+    return np.where(flat, mean_load * peak_to_average, peak)
+
+
+def busiest_hour(hourly_load: Any) -> int:
+    """Index of the hour with the highest load (the first one on ties)."""
+    h = np.asarray(hourly_load, dtype=float)
+    return int(np.argmax(h.reshape(-1, h.shape[-1]).max(axis=0)))
