@@ -250,6 +250,7 @@ def test_performance_section_in_every_report(quick):
     assert "performance" in res.sections and "performance" not in res.omitted
     assert '<section id="performance">' in doc and 'id="table-perf_validation"' in doc
     assert "calibration measurements not found" not in doc
+    assert "shared/data" not in doc  # catalog sources cite the original, not a build-only path
 
 
 def test_missing_calibration_data_omits_performance(tmp_path, monkeypatch):

@@ -61,3 +61,14 @@ def test_performance_validation_reads_only_the_shipped_data():
     for p in data:
         assert p.is_relative_to(PACKAGE), p
     assert not any("shared" in Path(p).parts for p in opened), opened
+
+
+def test_catalog_sources_cite_originals_not_build_only_paths():
+    # ``shared/data/...`` exists only in the build environment; a reader needs the vendor page,
+    # repository and commit, or paper the figure came from
+    from planner.catalog import TABLES, load_catalog
+
+    cat = load_catalog()
+    bad = [(name, src) for name in TABLES
+           for src in cat.table(name)["source"] if "shared/" in str(src)]
+    assert not bad, bad
