@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from planner.cli import main
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -148,11 +148,10 @@ def test_import_litellm_bundled_sample(capsys, tmp_path):
     assert code == 2 and "not a LiteLLM" in err
 
 
-@pytest.mark.skipif(not (SHARED / "data/prices").is_dir(), reason="needs ../shared/data")
 def test_import_litellm_real_file(capsys, tmp_path):
     out = tmp_path / "rows.csv"
     code, _, _ = run(capsys, "catalog", "import-litellm",
-                     str(SHARED / "data/prices/litellm_model_prices_and_context_window.json"),
+                     str(ROOT / "tests/data/litellm_model_prices_subset.json"),
                      "--provider", "openai,anthropic", "--out", str(out))
     assert code == 0
     df = pd.read_csv(out).set_index("id")

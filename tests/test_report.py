@@ -244,10 +244,19 @@ def test_chart_with_nothing_to_draw_becomes_a_note(tmp_path):
     assert "Chart cost_vs_volume not drawn: cost_vs_volume: no positive volumes" in doc
 
 
+def test_performance_section_in_every_report(quick):
+    # the calibration measurements ship with the package: no ../shared, no omission note
+    res, doc = quick
+    assert "performance" in res.sections and "performance" not in res.omitted
+    assert '<section id="performance">' in doc and 'id="table-perf_validation"' in doc
+    assert "calibration measurements not found" not in doc
+    assert "shared/data" not in doc  # catalog sources cite the original, not a build-only path
+
+
 def test_missing_calibration_data_omits_performance(tmp_path, monkeypatch):
     import planner.perf.validation as val
 
-    monkeypatch.setattr(val, "SHARED_REFERENCE", tmp_path / "nowhere")
+    monkeypatch.setattr(val, "REFERENCE_DATA", tmp_path / "nowhere")
     res = build_report(QUICKSTART, out_dir=tmp_path / "r", progress=False,
                        sections=["performance"], providers=FAST)
     assert "calibration measurements not found" in res.omitted["performance"]

@@ -198,7 +198,7 @@ def test_fit_recovers_a_known_workload():
 def test_fit_azure_traces_and_regenerate(conv):
     f_conv = fit_trace(conv, name="conv")
     f_code = fit_trace(azure_trace("code"), name="code")
-    # conversation: near-Poisson gaps; code: very bursty (see shared/data/README.md)
+    # conversation: near-Poisson gaps; code: very bursty (see planner/data/traces/README.md)
     assert f_conv.interarrival_cv == pytest.approx(1.09, abs=0.02)
     assert f_code.interarrival_cv > 10
     assert f_code.gap_ks_exponential > 5 * f_conv.gap_ks_exponential

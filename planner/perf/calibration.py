@@ -1,13 +1,14 @@
 """Fits behind the default :class:`planner.perf.params.PerfParams` (reproducible).
 
 * :func:`fit_gemm_curve` - GEMM efficiency curve and achieved HBM bandwidth from Vidur's
-  per-operator profiles (``../shared/data/profiling/vidur_mlp_gemm_efficiency_summary.csv``).
+  per-operator profiles (``planner/data/profiling/vidur_mlp_gemm_efficiency_summary.csv``).
 * :func:`fit_elementwise_factor` - the one end-to-end parameter, from
   ``measured_benchmarks_calibration.csv``; :func:`leave_one_out` gives its out-of-sample errors.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from scipy.optimize import least_squares
 
 from planner.perf.params import PerfParams
 
-SHARED_PROFILING = Path(__file__).resolve().parents[3] / "shared" / "data" / "profiling"
+#: Where the Vidur profile summary ships (inside the package; sources and licence in its
+#: ``SOURCES.md``).
+PROFILING_DATA = Path(str(resources.files("planner"))) / "data" / "profiling"
 VIDUR_SUMMARY = "vidur_mlp_gemm_efficiency_summary.csv"
 
 #: (hidden, ffn) of the profiled MLPs (Vidur model configs).
@@ -33,7 +36,7 @@ _GPUS = {"a100": (312e12, 2.039e12), "h100": (989e12, 3.35e12)}
 
 def load_vidur_summary(path: str | Path | None = None) -> pd.DataFrame:
     """Vidur MLP timings with FLOPs and weight bytes per row (bf16 weights)."""
-    p = Path(path) if path else SHARED_PROFILING / VIDUR_SUMMARY
+    p = Path(path) if path else PROFILING_DATA / VIDUR_SUMMARY
     d = pd.read_csv(p)
     d = d.iloc[:, :6].copy()
     d.columns = ["gpu", "model", "tp", "n", "up_ms", "down_ms"]

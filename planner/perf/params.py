@@ -8,12 +8,12 @@ Where the defaults come from
 ----------------------------
 * GEMM efficiency curve and HBM efficiency: least-squares fit of
   ``t(n) = max(bytes / (BW e_bw), flops / (peak e_max n / (n + n_half))) + t_kernel``
-  to Vidur's measured MLP up/down-projection timings (``../shared/data/profiling``,
+  to Vidur's measured MLP up/down-projection timings (``planner/data/profiling``,
   A100 and H100, TP 1-2, 1-4096 tokens; :func:`planner.perf.calibration.fit_gemm_curve`
   reproduces it): H100 ``e_max`` 0.76 (MAMF bf16 0.80), ``n_half`` 147 tokens,
   ``e_bw`` 0.92, ``t_kernel`` 9 us; A100 ``e_max`` 0.75 (MAMF 0.87), ``n_half`` 85,
   ``e_bw`` 0.80, ``t_kernel`` 7 us.
-* Low-precision matmuls: stas00/ml-engineering MAMF table (``measured_matmul_efficiency.csv``):
+* Low-precision matmuls: stas00/ml-engineering MAMF table (``compute/accelerator/README.md``):
   H100 fp8 0.709 vs bf16 0.803 of the respective peaks, ratio 0.88.
 * Memory headroom and batch caps: TensorRT-LLM and vLLM defaults (see the fields).
 * ``elementwise_bytes_factor``: the only parameter fitted to the end-to-end throughput

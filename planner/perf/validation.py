@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
 
-#: Default location of the shared reference data (relative to the repository root).
-SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
+#: Where the calibration measurements ship: ``planner/data/reference`` inside the package (a
+#: source checkout, an editable install and an installed wheel alike; sources and licences in
+#: its ``SOURCES.md``).
+REFERENCE_DATA = Path(str(resources.files("planner"))) / "data" / "reference"
 CALIBRATION_FILE = "measured_benchmarks_calibration.csv"
 
 #: Mean output tokens per MLPerf OpenOrca sample (mlcommons/inference llama2-70b README,
@@ -49,7 +52,9 @@ MLPERF_MEAN_OUTPUT_TOKENS = 294.45
 MLPERF_MEAN_INPUT_TOKENS = 350.0
 
 #: Built-in specifications for the calibration rows, used when the catalog lacks an id.
-#: Sources: ../shared/data/reference/model_arch.csv and hardware_specs.csv (as cited there);
+#: Sources: microsoft/vidur ``vidur/config/model_config.py`` and the models' ``config.json``
+#: (shapes); vendor datasheets as compiled in stas00/ml-engineering
+#: ``compute/accelerator/README.md`` (accelerators);
 #: Llama-2-70B from meta-llama/Llama-2-70b-hf config.json (80 layers, 8192 hidden, 64/8 heads,
 #: 28672 FFN, 32000 vocab, 4096 context; 68.98 B parameters).
 BUILTIN_LLMS: dict[str, dict[str, Any]] = {
@@ -206,8 +211,8 @@ def case_params(case: CalibrationCase, llm: LLMSpec, acc: AcceleratorSpec,
 
 
 def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
-    """Read the calibration CSV (default: ``../shared/data/reference``)."""
-    p = Path(path) if path else SHARED_REFERENCE / CALIBRATION_FILE
+    """Read the calibration CSV (default: the copy shipped in :data:`REFERENCE_DATA`)."""
+    p = Path(path) if path else REFERENCE_DATA / CALIBRATION_FILE
     return pd.read_csv(p)
 
 

@@ -4,9 +4,10 @@ Functions return tidy pandas DataFrames (the CLI and chart use them); ``python
 studies/perf-validation/perf_validation.py`` prints every table as Markdown (the tables in
 README.md are this output).
 
-Data: ``../shared/data/reference/measured_benchmarks_calibration.csv`` (calibration rows),
+Data: ``planner/data/reference/measured_benchmarks_calibration.csv`` (calibration rows),
 ``holdout_trtllm_perf_overview.csv`` in this folder (TensorRT-LLM perf overview rows not in
-the calibration file), ``../shared/data/profiling/`` (Vidur GEMM profiles).
+the calibration file), ``planner/data/profiling/`` (Vidur GEMM profiles); sources and licences
+in each folder's ``SOURCES.md``.
 """
 
 from __future__ import annotations
