@@ -15,15 +15,13 @@ from planner.engines.deterministic import evaluate
 from planner.engines.montecarlo import (
     CHUNK_SIZE,
     compile_scenario,
-    risk_tables,
     run_montecarlo,
-    scenario_at,
     simulation_replications,
     tail_stats,
-    uncertain_inputs,
 )
 from planner.engines.sensitivity import tornado
 from planner.errors import PlannerError
+from planner.uncertain import risk_tables, scenario_at, uncertain_inputs
 from tests.conftest import at_median
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +30,8 @@ STUDIES = sorted((ROOT / "studies").glob("*/scenario.toml"))
 
 
 def load_risk_example(overrides=None):
-    """The bundled risk example: scenario, correlations, trends (tables split off until the
-    schema has them)."""
+    """The bundled risk example: scenario, correlations, trends (the two tables split off so a
+    test can pass them to the engines explicitly)."""
     path = TEMPLATES / "risk-example.toml"
     rest, corr, trends = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
     return parse_scenario(rest, path=str(path), overrides=overrides), corr, trends

@@ -48,10 +48,11 @@ inputs by a Gaussian copula (see :class:`_Sampler`).
 
 Correlations
 ------------
-Until the scenario schema has a correlation table, pass ``correlations=`` to
-:func:`run_montecarlo`: a sequence of ``{"a": key, "b": key, "rho": r}`` mappings (or
-``(a, b, rho)`` tuples, or :class:`Correlation`), ``rho`` a Spearman rank correlation.
-Proposed TOML form (``Scenario.correlation: tuple[Correlation, ...]``)::
+The scenario's ``[[correlation]]`` table (:class:`planner.config.Correlation`: two inputs by
+key path and a Spearman rank correlation ``rho``) is used unless ``correlations=`` is passed
+to :func:`run_montecarlo`: a sequence of ``{"a": key, "b": key, "rho": r}`` mappings, ``(a, b,
+rho)`` tuples or Correlation objects. The inputs, their key paths and :func:`scenario_at` live
+in :mod:`planner.uncertain`::
 
     [[correlation]]
     a = "workload.chat.requests_per_day"
@@ -62,8 +63,8 @@ Simulation-backed risk
 ----------------------
 :func:`simulation_replications` is the hook for SimPy replications over a subset of the
 sampled scenarios: it picks the samples (spread over the cost distribution of one option),
-materialises each as a fixed scenario (:func:`scenario_at`) and calls a ``simulate_fn`` for
-it. ``planner.sim`` has no scenario-to-plan builder yet, so ``simulate_fn`` must be given.
+materialises each as a fixed scenario (:func:`planner.uncertain.scenario_at`) and calls a
+``simulate_fn`` for it (default :func:`busiest_hour_metrics`).
 """
 
 from __future__ import annotations
@@ -73,18 +74,17 @@ import functools
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import special
 
 from planner.catalog import Catalog, load_catalog
-from planner.config import Scenario, parse_scenario
+from planner.config import Correlation, Scenario
 from planner.costs import selfhosted as sh
 from planner.costs import training as tr
 from planner.costs.api import (
@@ -97,29 +97,24 @@ from planner.distributions import (
     DistributionBase,
     LognormalDist,
     NormalDist,
-    is_distribution,
     median_of,
     sample_many,
     spearman_to_pearson,
 )
 from planner.engines import deterministic as det
 from planner.errors import PlannerError
+from planner.uncertain import UncertainInput, _as_correlations, scenario_at, uncertain_inputs
 from planner.workload import class_volumes, diurnal_weights, hourly_load_extremes
 
 __all__ = [
     "CHUNK_SIZE",
     "CompiledScenario",
-    "Correlation",
     "RiskResults",
-    "UncertainInput",
     "compile_scenario",
-    "risk_tables",
     "run_montecarlo",
-    "scenario_at",
     "simulation_replications",
     "tail_stats",
     "tune_allocator",
-    "uncertain_inputs",
 ]
 
 #: Samples per chunk: the unit of seeding, threading and Dask tasks.
@@ -128,157 +123,8 @@ CHUNK_SIZE = 32_768
 PILOT_SAMPLES = 2_048
 _PILOT_SEED = 20_240_917
 _GRID_Q = (0.001, 0.03, 0.2, 0.5, 0.8, 0.97, 0.999)
-_SKIP_FIELDS = {"source_path", "variants_applied"}
 #: Inputs only the multi-year engine samples (their correlations are skipped here).
 _MULTIYEAR_ONLY = ("trends.", "scenario.discount_rate_per_year")
-
-
-# --------------------------------------------------------------------------------------------
-# correlation spec (proposed for planner/config.py)
-
-
-class Correlation(BaseModel):
-    """Rank correlation (Spearman rho) between two uncertain inputs named by dotted key path.
-
-    Proposed scenario table::
-
-        [[correlation]]
-        a = "workload.chat.requests_per_day"
-        b = "workload.chat.context.tokens"
-        rho = 0.5
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    a: str
-    b: str
-    rho: Annotated[float, Field(ge=-1.0, le=1.0)]
-
-
-def _as_correlations(spec: Any) -> list[Correlation]:
-    """Normalise a correlation spec to a list of :class:`Correlation` (PlannerError on junk)."""
-    if spec is None:
-        return []
-    if isinstance(spec, Mapping) and not {"a", "b", "rho"} <= set(spec):
-        items: Iterable[Any] = [(k[0], k[1], v) for k, v in spec.items()] if all(
-            isinstance(k, tuple) for k in spec) else [spec]
-    elif isinstance(spec, Mapping):
-        items = [spec]
-    else:
-        items = spec
-    out = []
-    for i, item in enumerate(items):
-        where = f"correlation[{i}]"
-        try:
-            if isinstance(item, Correlation):
-                out.append(item)
-            elif isinstance(item, BaseModel):
-                out.append(Correlation(a=item.a, b=item.b, rho=item.rho))
-            elif isinstance(item, Mapping):
-                out.append(Correlation(**item))
-            elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
-                out.append(Correlation(a=item[0], b=item[1], rho=item[2]))
-            else:
-                raise PlannerError(
-                    f"{where}: expected a table with a, b and rho (or an (a, b, rho) triple), "
-                    f"got {item!r}"
-                )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, PlannerError):
-                raise
-            raise PlannerError(
-                f"{where}: expected a = key path, b = key path, rho in [-1, 1]; {exc}"
-            ) from None
-    return out
-
-
-def risk_tables(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Correlation], dict]:
-    """Split the proposed ``[[correlation]]`` and ``[trends]`` tables off a parsed TOML mapping.
-
-    For scenario files written ahead of the schema: returns ``(rest, correlations, trends)``,
-    ``rest`` ready for :func:`planner.config.parse_scenario`. Pure (no file access).
-    """
-    rest = dict(data)
-    corr = _as_correlations(rest.pop("correlation", None))
-    trends = dict(rest.pop("trends", {}) or {})
-    return rest, corr, trends
-
-
-# --------------------------------------------------------------------------------------------
-# collecting the uncertain inputs
-
-
-@dataclass(frozen=True)
-class UncertainInput:
-    """One distribution-valued scenario field."""
-
-    key: str
-    path: tuple[str | int, ...]
-    dist: DistributionBase
-
-
-def _walk(obj: Any, path: tuple, out: dict[str, UncertainInput]) -> None:
-    if is_distribution(obj):
-        key = ".".join(str(p) for p in path)
-        out[key] = UncertainInput(key, path, obj)
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            if name in _SKIP_FIELDS:
-                continue
-            _walk(getattr(obj, name), (*path, name), out)
-    elif isinstance(obj, Mapping):
-        for k, v in obj.items():
-            _walk(v, (*path, k), out)
-    elif isinstance(obj, tuple | list):
-        for i, v in enumerate(obj):
-            _walk(v, (*path, i), out)
-
-
-def uncertain_inputs(sc: Any, *, prefix: tuple = ()) -> dict[str, UncertainInput]:
-    """Every distribution-valued field of a scenario (or any model), by dotted key path.
-
-    Tuple entries (``request_fees``) are indexed: ``api.x.request_fees.0.usd_per_gb_s``.
-    """
-    out: dict[str, UncertainInput] = {}
-    _walk(sc, prefix, out)
-    return out
-
-
-def _set_path(data: Any, path: Sequence[str | int], value: Any) -> None:
-    cur = data
-    for p in path[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(p)]
-        else:
-            if cur.get(p) is None:
-                cur[p] = {}
-            cur = cur[p]
-    last = path[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    else:
-        cur[last] = value
-
-
-def scenario_at(sc: Scenario, values: Mapping[str, float], *, catalog: Catalog | None = None
-                ) -> Scenario:
-    """The scenario with the given inputs fixed (``{key path: number}``); others unchanged.
-
-    Used to materialise one Monte Carlo sample (e.g. for a simulation replication, or to check
-    a sample against the deterministic engine).
-    """
-    known = uncertain_inputs(sc)
-    data = sc.model_dump(mode="python")
-    extra: dict[str, Any] = {}
-    for key, v in values.items():
-        if key in known:
-            _set_path(data, known[key].path, float(v))
-        else:
-            extra[key] = float(v)
-    # a correlation between fields that are now fixed numbers has nothing left to correlate
-    data["correlation"] = [c for c in data.get("correlation") or ()
-                           if c["a"] not in values and c["b"] not in values]
-    return parse_scenario(data, path=sc.source_path, overrides=extra or None, catalog=catalog)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1195,7 +1041,7 @@ def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
     ``correlations`` defaults to the scenario's ``correlation`` table when the schema has one.
     """
     if correlations is None:
-        correlations = getattr(sc, "correlation", None)
+        correlations = sc.correlation
     return CompiledScenario(sc, catalog or load_catalog(), _as_correlations(correlations))
 
 
@@ -1504,8 +1350,8 @@ def run_montecarlo(
         Root seed; None draws fresh entropy (recorded in ``seed_entropy`` to reproduce the run).
     catalog : Catalog, optional
     correlations : optional
-        Rank correlations between inputs (see :class:`Correlation`); defaults to the scenario's
-        ``correlation`` table when the schema has one.
+        Rank correlations between inputs (see :class:`planner.config.Correlation`); default
+        the scenario's ``correlation`` table.
     progress : bool
         tqdm progress bar over chunks.
     tol : float, optional
@@ -1699,10 +1545,10 @@ def simulation_replications(
 
     Picks ``replications`` samples spread evenly over the quantiles of ``deployment``'s monthly
     cost (the sample nearest each of the (i + 0.5) / replications quantiles, among the samples
-    whose inputs were kept), fixes the scenario at each (:func:`scenario_at`) and calls
-    ``simulate_fn(fixed_scenario, rng)`` with an independent generator per replication. Returns
-    one row per replication: the sample index, its monthly cost, and the metrics
-    ``simulate_fn`` returned.
+    whose inputs were kept), fixes the scenario at each
+    (:func:`planner.uncertain.scenario_at`) and calls ``simulate_fn(fixed_scenario, rng)``
+    with an independent generator per replication. Returns one row per replication: the
+    sample index, its monthly cost, and the metrics ``simulate_fn`` returned.
 
     The default ``simulate_fn`` (:func:`busiest_hour_metrics`) simulates ``deployment`` (a
     cloud or on-prem option, default the first one; sized by the cost engine at that sample) during the busiest hour

@@ -195,11 +195,13 @@ def sample_scenarios(
     """Draw ``n`` scenarios of the scenario's distribution-valued inputs.
 
     Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
-    correlations included) and materialises each draw with ``scenario_at``. Returns the
-    scenarios, the drawn values (one row per scenario) and notes.
+    correlations included) and materialises each draw with
+    :func:`planner.uncertain.scenario_at`. Returns the scenarios, the drawn values (one row per
+    scenario) and notes.
     """
     from planner.distributions import sample_many, spawn_generators
-    from planner.engines.montecarlo import compile_scenario, scenario_at, uncertain_inputs
+    from planner.engines.montecarlo import compile_scenario
+    from planner.uncertain import scenario_at, uncertain_inputs
 
     if n < 1:
         raise PlannerError(f"n_scenarios: expected at least 1, got {n}")
