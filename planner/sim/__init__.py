@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from planner.errors import PlannerError
+from planner.requests import RequestTable
 from planner.sim.engine import _Engine
 from planner.sim.output import requests_from_traces, write_result
 from planner.sim.plan import ROUTING_POLICIES, SLO, ApiTarget, Autoscale, PoolSpec, SimPlan
-from planner.sim.requests import RequestTable
 from planner.sim.results import REASONS, STATUSES, SimResult, build_result
 from planner.sim.scenario import ScenarioRun, report_tables, simulate_scenario
 from planner.sim.stepmodel import (

@@ -54,8 +54,8 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
+from planner.requests import RequestTable
 from planner.sim.plan import SimPlan
-from planner.sim.requests import RequestTable
 from planner.sim.stepmodel import DecodeKernel, LinearStepModel
 
 INF = math.inf

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from planner.errors import PlannerError
-from planner.sim.requests import RequestTable
+from planner.requests import RequestTable
 from planner.sim.results import SimResult
 
 __all__ = ["requests_from_traces", "write_frames", "write_result"]

@@ -50,8 +50,8 @@ import pandas as pd
 
 from planner.config import Length, Scenario, SimTrace, med
 from planner.errors import PlannerError
+from planner.requests import RequestTable
 from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
-from planner.sim.requests import RequestTable
 from planner.sim.results import SimResult
 
 __all__ = [
