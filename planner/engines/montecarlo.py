@@ -102,7 +102,9 @@ from planner.distributions import (
     spearman_to_pearson,
 )
 from planner.engines import deterministic as det
+from planner.engines import sensitivity as sens
 from planner.errors import PlannerError
+from planner.stats import cvar, metric_arrays
 from planner.uncertain import UncertainInput, _as_correlations, scenario_at, uncertain_inputs
 from planner.workload import class_volumes, diurnal_weights, hourly_load_extremes
 
@@ -114,6 +116,7 @@ __all__ = [
     "run_montecarlo",
     "simulation_replications",
     "tail_stats",
+    "tornado",
     "tune_allocator",
 ]
 
@@ -1061,7 +1064,9 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     - P95 standard error from the distribution-free 95 % confidence interval of a quantile
       (order statistics ``n q -/+ 1.96 sqrt(n q (1 - q))``; Conover, *Practical
       Nonparametric Statistics*, 3rd ed., 1999, sec. 3.2): (x_hi - x_lo) / (2 x 1.96)
-    - CVaR95 (expected shortfall): mean of the worst (largest) ceil(0.05 n) costs.
+    - CVaR95 (expected shortfall): :func:`planner.stats.cvar` at alpha = 0.95, the mean of the
+      worst 5 % of the samples (the boundary sample weighted fractionally when 0.05 n is not
+      whole).
     """
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -1072,8 +1077,7 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     half = _Z95 * math.sqrt(n * 0.95 * 0.05)
     lo = min(max(int(math.floor(n * 0.95 - half)) - 1, 0), n - 1)
     hi = min(max(int(math.ceil(n * 0.95 + half)) - 1, 0), n - 1)
-    k_tail = max(int(math.ceil(0.05 * n)), 1)
-    idx |= {lo, hi, n - k_tail}
+    idx |= {lo, hi}
     part = x.copy()
     _select(part, sorted(idx), 0)
     qv = []
@@ -1087,7 +1091,7 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     return {
         "mean": mean, "se_mean": sd / math.sqrt(n), "p5": float(qv[0]), "p50": float(qv[1]),
         "p95": float(qv[2]), "p95_se": float(part[hi] - part[lo]) / (2.0 * _Z95),
-        "cvar95": float(part[n - k_tail:].mean()),
+        "cvar95": cvar(x, 0.95),
     }
 
 
@@ -1178,17 +1182,6 @@ SUMMARY_COLUMNS = ["deployment", "kind", "metric", "mean", "se_mean", "p5", "p50
                    "p95_se", "cvar95", "at_median", "p_infeasible"]
 
 
-def _metric_arrays(monthly: np.ndarray, once: np.ndarray, tokens: np.ndarray, horizon: int,
-                   with_horizon: bool = True):
-    """usd_per_month, usd_horizon = (monthly - once / h) h + once and usd_per_mtok =
-    monthly / tokens x 1e6 (NaN without tokens), as the deterministic summary computes them."""
-    monthly, once, tokens = (np.asarray(a, dtype=float) for a in (monthly, once, tokens))
-    usd_h = (monthly - once / horizon) * horizon + once if with_horizon else None
-    per_mtok = np.divide(monthly, tokens, out=np.full(monthly.shape, np.nan), where=tokens > 0)
-    per_mtok *= 1e6
-    return {"usd_per_month": monthly, "usd_horizon": usd_h, "usd_per_mtok": per_mtok}
-
-
 def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -> pd.DataFrame:
     """Summary table from the (3, n_options, n) cost array of a run."""
     base = model.evaluate({}, 1)
@@ -1199,8 +1192,8 @@ def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -
         # with a constant one-off, usd_horizon is an increasing affine map of the monthly
         # cost, so its statistics follow from the monthly ones without another partition
         const_once = once.size > 0 and once.min() == once.max()
-        m = _metric_arrays(costs[0, j], once, costs[2, j], h, with_horizon=not const_once)
-        b = _metric_arrays(base[o.name]["monthly"], base[o.name]["once"],
+        m = metric_arrays(costs[0, j], once, costs[2, j], h, with_horizon=not const_once)
+        b = metric_arrays(base[o.name]["monthly"], base[o.name]["once"],
                            base[o.name]["tokens"], h)
         for metric, arr in m.items():
             derived = metric == "usd_horizon" and const_once
@@ -1461,8 +1454,6 @@ def run_montecarlo(
     in_df = None
     if inputs and keep_in:
         in_df = pd.DataFrame({k: np.concatenate(v)[: min(keep_in, m)] for k, v in inputs.items()})
-    from planner.engines import sensitivity as sens
-
     if sensitivity and model.inputs:
         torn = sens.tornado_compiled(model)
         rk = sens.rank_correlation(in_df.iloc[:rank_samples],
@@ -1584,46 +1575,27 @@ def simulation_replications(
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------------------------
-# report hook
+def tornado(scenario: Scenario, *, catalog: Catalog | None = None, low: float = 0.1,
+            high: float = 0.9, metric: str = "usd_per_month",
+            compiled: CompiledScenario | None = None) -> pd.DataFrame:
+    """One-at-a-time sensitivity of a scenario: each uncertain input at its P10 and P90, the
+    others at their medians (:func:`planner.engines.sensitivity.tornado_compiled` on the
+    compiled scenario).
 
+    Parameters
+    ----------
+    scenario : Scenario
+    low, high : float
+        Quantiles the input is swung between (default P10 and P90).
+    metric : str
+        ``usd_per_month`` (default), ``usd_horizon`` or ``usd_per_mtok``.
 
-def report_tables(scenario: Scenario, catalog: Catalog | None = None, *, n: int = 20_000,
-                  seed: int = 0, chart_samples: int = 4_000) -> dict[str, pd.DataFrame]:
-    """Tables for the report's risk section (contract in :mod:`planner.report.providers`).
-
-    Runs ``n`` samples with a fixed seed (the report is reproducible); the tornado is the one
-    of the option most often cheapest; yearly bands come from :func:`run_multiyear` when the
-    horizon is longer than a year.
+    Returns
+    -------
+    DataFrame
+        One row per (deployment, input): the input's low/median/high values, the option's
+        cost at each, the swing ``|usd_high - usd_low|`` and its rank within the deployment
+        (1 = largest swing).
     """
-    if not uncertain_inputs(scenario):
-        raise PlannerError("the scenario has no uncertain inputs (no distributions): "
-                           "there is no risk to show")
-    res = run_montecarlo(scenario, n=n, seed=seed, catalog=catalog)
-    samples = res.samples.iloc[:chart_samples].melt(var_name="deployment",
-                                                    value_name="usd_per_month")
-    s = res.summary[res.summary["metric"] == "usd_per_month"]
-    summary = pd.DataFrame({
-        "deployment": s["deployment"].to_numpy(), "usd_p5": s["p5"].to_numpy(),
-        "usd_p50": s["p50"].to_numpy(), "usd_p95": s["p95"].to_numpy(),
-        "mean_usd": s["mean"].to_numpy(), "cvar95_usd": s["cvar95"].to_numpy(),
-    })
-    win = res.win_probability.rename(columns={"p_cheapest": "probability"})[
-        ["deployment", "probability"]]
-    out = {"samples": samples, "summary": summary, "win": win}
-    if not res.tornado.empty and not win.empty:
-        best = win.loc[win["probability"].idxmax(), "deployment"]
-        t = res.tornado[(res.tornado["deployment"] == best) & (res.tornado["swing"] > 0)]
-        out["tornado"] = pd.DataFrame({
-            "input": t["input"].to_numpy(), "low_usd_per_month": t["usd_low"].to_numpy(),
-            "high_usd_per_month": t["usd_high"].to_numpy(),
-            "base_usd_per_month": t["usd_base"].to_numpy(),
-            "input_low": t["low_value"].to_numpy(), "input_high": t["high_value"].to_numpy(),
-        })
-    if scenario.scenario.horizon_months > 12:
-        from planner.engines.multiyear import run_multiyear
-
-        y = run_multiyear(scenario, n=min(n, 10_000), seed=seed, catalog=catalog).yearly
-        out["paths"] = y.rename(columns={"p5": "usd_p5", "p50": "usd_p50", "p95": "usd_p95"})[
-            ["year", "deployment", "usd_p5", "usd_p50", "usd_p95"]]
-    return out
+    model = compiled or compile_scenario(scenario, catalog=catalog)
+    return sens.tornado_compiled(model, low=low, high=high, metric=metric)

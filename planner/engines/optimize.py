@@ -71,6 +71,7 @@ from planner.engines.optimize_milp import (
     solve_milp,
 )
 from planner.errors import PlannerError
+from planner.stats import cvar
 
 __all__ = [
     "CascadeSpec",
@@ -431,16 +432,6 @@ def _first_stage(m: Milp, x: np.ndarray) -> dict[str, np.ndarray]:
                                                                   "finetune")}
 
 
-def _tail(x: np.ndarray, p: np.ndarray, alpha: float) -> float:
-    """CVaR_alpha of a discrete distribution: mean of the worst (1 - alpha) probability mass."""
-    order = np.argsort(x)[::-1]
-    xs, ps = x[order], p[order]
-    mass = 1.0 - alpha
-    cum = np.cumsum(ps)
-    take = np.minimum(ps, np.maximum(0.0, mass - (cum - ps)))
-    return float(np.dot(xs, take) / mass)
-
-
 # --------------------------------------------------------------------------------------------
 # the optimiser
 
@@ -694,7 +685,7 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
         ("p5_usd_per_month", float(np.quantile(x, 0.05)), ""),
         ("p50_usd_per_month", float(np.quantile(x, 0.5)), ""),
         ("p95_usd_per_month", float(np.quantile(x, 0.95)), ""),
-        (f"cvar{int(round(cvar_alpha * 100))}_usd_per_month", _tail(x, p, cvar_alpha),
+        (f"cvar{int(round(cvar_alpha * 100))}_usd_per_month", cvar(x, cvar_alpha, weights=p),
          "mean of the worst (1 - alpha) of scenarios"),
         ("EV_objective", ev, "plan for the mean scenario (its own estimate)"),
     ]

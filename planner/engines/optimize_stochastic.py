@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
+from planner import stats
 from planner.engines.optimize_data import Problem
 from planner.engines.optimize_milp import (
     Milp,
@@ -45,6 +46,7 @@ from planner.engines.optimize_milp import (
     build_milp,
     decode,
     raw_violations,
+    solve_milp,
 )
 
 FIRST = ("blocks_fixed", "used", "finetune")
@@ -116,9 +118,7 @@ class BendersResult:
 def _objective(q: np.ndarray, p: np.ndarray, cvar: bool, lam: float, alpha: float) -> float:
     if not cvar:
         return float(np.dot(p, q))
-    from planner.engines.optimize import _tail
-
-    return float(np.dot(p, q)) + lam * _tail(q, p, alpha)
+    return float(np.dot(p, q)) + lam * stats.cvar(q, alpha, weights=p)
 
 
 def solve_benders(
@@ -209,8 +209,6 @@ def solve_benders(
         return q, g, [o[2] for o in out]
 
     # -- the mean-value problem gives the first candidate (and the EEV) -----------------------
-    from planner.engines.optimize_milp import solve_milp
-
     ev_m = build_milp(pb.mean_problem())
     ev = solve_milp(ev_m, gap=gap, time_limit_s=max(1.0, time_limit_s / 4))
     ev_first = None
