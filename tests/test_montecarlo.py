@@ -361,9 +361,12 @@ def test_same_seed_same_result_whatever_the_threads():
 
 def test_convergence_stops_and_equals_a_run_of_that_size():
     sc, corr, _ = load_risk_example()
+    seen = []
     res = run_montecarlo(sc, n=16 * CHUNK_SIZE, seed=5, correlations=corr, tol=0.05,
-                         sensitivity=False, progress=True)
+                         sensitivity=False, progress=lambda done, total: seen.append((done, total)))
     assert res.converged is True
+    # progress goes to the callback, once per chunk, up to the samples actually drawn
+    assert seen[-1] == (res.n, 16 * CHUNK_SIZE) and len(seen) == res.n // CHUNK_SIZE
     assert res.n < 16 * CHUNK_SIZE and res.n % CHUNK_SIZE == 0
     conv = res.convergence
     last = conv[conv["n"] == res.n]

@@ -83,6 +83,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from planner import _runtime
 from planner.catalog import Catalog, load_catalog
 from planner.config import Correlation, Scenario
 from planner.costs import selfhosted as sh
@@ -117,7 +118,6 @@ __all__ = [
     "simulation_replications",
     "tail_stats",
     "tornado",
-    "tune_allocator",
 ]
 
 #: Samples per chunk: the unit of seeding, threading and Dask tasks.
@@ -1278,39 +1278,6 @@ def _convergence_rows(model: CompiledScenario, monthly: np.ndarray, n: int,
 # the run
 
 
-_ALLOCATOR_TUNED: list[bool] = []
-
-
-def tune_allocator() -> bool:
-    """Keep freed array memory in the heap instead of returning it to the OS (glibc only).
-
-    A run allocates and frees thousands of 256 KB temporaries; with glibc's defaults many are
-    served by fresh ``mmap`` pages or re-grown heap, and the page faults cost ~40 % of the
-    run. This sets ``M_MMAP_THRESHOLD`` to 32 MB and ``M_TRIM_THRESHOLD`` to 256 MB
-    (``mallopt``, process-wide, once; the process keeps up to that much freed memory for
-    reuse). Does nothing on other C libraries or when ``PLANNER_NO_MALLOPT`` is set.
-    Returns True when the settings were applied.
-    """
-    if _ALLOCATOR_TUNED:
-        return _ALLOCATOR_TUNED[0]
-    ok = False
-    if not os.environ.get("PLANNER_NO_MALLOPT"):
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("c")
-            libc = ctypes.CDLL(name) if name else None
-            if libc is not None and hasattr(libc, "mallopt"):
-                m_trim_threshold, m_mmap_threshold = -1, -3
-                ok = bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(
-                    libc.mallopt(m_trim_threshold, 256 * 1024 * 1024))
-        except (OSError, AttributeError):  # pragma: no cover - platform dependent
-            ok = False
-    _ALLOCATOR_TUNED.append(ok)
-    return ok
-
-
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -1322,7 +1289,7 @@ def run_montecarlo(
     seed: int | np.random.SeedSequence | None = None,
     catalog: Catalog | None = None,
     correlations: Any = None,
-    progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
     tol: float | None = None,
     keep_samples: bool = True,
     rank_samples: int = 10_000,
@@ -1330,7 +1297,7 @@ def run_montecarlo(
     sensitivity: bool = True,
     threads: int | None = None,
     compiled: CompiledScenario | None = None,
-    tune_malloc: bool = True,
+    tune_malloc: bool = False,
 ) -> RiskResults:
     """Sample every uncertain input and price every option per sample.
 
@@ -1345,8 +1312,8 @@ def run_montecarlo(
     correlations : optional
         Rank correlations between inputs (see :class:`planner.config.Correlation`); default
         the scenario's ``correlation`` table.
-    progress : bool
-        tqdm progress bar over chunks.
+    progress : callable, optional
+        Called as ``progress(samples_done, n)`` after each chunk (the engine prints nothing).
     tol : float, optional
         Convergence check at 1, 2, 4, 8 ... chunks of :data:`CHUNK_SIZE`: stop once, for every
         option, the P95 of the monthly cost moved by at most ``tol`` (relative) since the
@@ -1368,7 +1335,8 @@ def run_montecarlo(
     compiled : CompiledScenario, optional
         A scenario already compiled (:func:`compile_scenario`), to reuse it across runs.
     tune_malloc : bool
-        Call :func:`tune_allocator` (glibc ``mallopt``, once per process) first.
+        Call :func:`planner._runtime.tune_allocator` (glibc ``mallopt``, process-wide, once)
+        first. Default False: the CLI opts in for the process.
 
     Returns
     -------
@@ -1379,7 +1347,7 @@ def run_montecarlo(
     if tol is not None and not (isinstance(tol, numbers.Real) and 0 < tol < 1):
         raise PlannerError(f"tol: expected a relative tolerance in (0, 1), got {tol!r}")
     if tune_malloc:
-        tune_allocator()
+        _runtime.tune_allocator()
     model = compiled or compile_scenario(scenario, catalog=catalog, correlations=correlations)
     root = _root_seed(seed)
     threads = _default_threads() if threads is None else max(1, int(threads))
@@ -1390,11 +1358,7 @@ def run_montecarlo(
                               breakeven_samples if sensitivity else 0, 0))
     inputs: dict[str, list[np.ndarray]] = {k: [] for k in model.inputs}
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(n), unit="samples", desc=f"risk {scenario.name}")
+    done_samples = 0
 
     def work(c: int):
         want = starts[c] < keep_in
@@ -1422,8 +1386,9 @@ def run_montecarlo(
                 if vals is not None:
                     for key in inputs:
                         inputs[key].append(vals[key])
-                if bar is not None:
-                    bar.update(sizes[c])
+                done_samples += sizes[c]
+                if progress:
+                    progress(done_samples, int(n))
             done = cp
             m = int(starts[done])
             if tol is None:
@@ -1437,8 +1402,6 @@ def run_montecarlo(
     finally:
         if ex is not None:
             ex.shutdown()
-        if bar is not None:
-            bar.close()
     m = int(starts[done])
     costs = costs[:, :, :m]
     names = model.option_names

@@ -38,11 +38,11 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from planner import stats
+from planner._runtime import solver_output_guard
 from planner.engines.optimize_data import Problem
 from planner.engines.optimize_milp import (
     Milp,
     PlanArrays,
-    _quiet_fd1,
     build_milp,
     decode,
     raw_violations,
@@ -82,7 +82,7 @@ class _Sub:
         lb, ub = self.m.lb.copy(), self.m.ub.copy()
         lb[self.first] = xf
         ub[self.first] = xf
-        with _quiet_fd1():
+        with solver_output_guard():
             res = linprog(self.m.c, A_ub=self.A_ub, b_ub=self.b_ub, A_eq=self.A_eq,
                           b_eq=self.b_eq, bounds=np.column_stack([lb, ub]), method="highs")
         if res.status != 0:
@@ -194,7 +194,7 @@ def solve_benders(
         hi = np.concatenate([b[2] for b in base_rows] + [np.full(len(cut_lo), np.inf)])
         cons = [LinearConstraint(sparse.vstack(mats).tocsr(), lo, hi)] if mats else []
         left = max(1.0, time_limit_s - (time.perf_counter() - t0))
-        with _quiet_fd1():
+        with solver_output_guard():
             res = milp(cm, integrality=np.zeros_like(integ) if relax else integ,
                        bounds=Bounds(lbm, ubm), constraints=cons,
                        options={"mip_rel_gap": min(gap / 10.0, 1e-4), "time_limit": left})
