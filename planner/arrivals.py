@@ -33,7 +33,8 @@ import numpy as np
 from scipy import special
 
 from planner.errors import PlannerError
-from planner.sim.requests import RequestTable
+from planner.requests import RequestTable
+from planner.workload import diurnal_weights
 
 __all__ = [
     "ArrivalClass",
@@ -93,8 +94,6 @@ def hourly_rates(
     if weights is None:
         w = np.full(24, 1.0 / 24)
     elif isinstance(weights, str):
-        from planner.workload import diurnal_weights
-
         try:
             w = diurnal_weights(weights)
         except (KeyError, ValueError) as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner import __version__
+from planner import __version__, _runtime
 from planner.errors import PlannerError
 from planner.output import FORMATS, render, render_tables, write_tables
 
@@ -163,6 +163,35 @@ def cmd_cost(args) -> int:
     return 0
 
 
+class _Bar:
+    """A tqdm bar on stderr fed by an engine's ``progress(done, total)`` callback (engines
+    print nothing themselves). A new bar starts when the total changes or the count restarts
+    (one per simulated deployment). Used as ``with _Bar(...) as bar: engine(progress=bar)``;
+    ``bar`` is None when ``quiet``."""
+
+    def __init__(self, desc: str, unit: str, quiet: bool = False):
+        self.desc, self.unit, self.quiet, self.bar = desc, unit, quiet, None
+
+    def __enter__(self):
+        return None if self.quiet else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None or done < self.bar.n or total != self.bar.total:
+            self.close()
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, mininterval=0.5)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def cmd_risk(args) -> int:
     from planner.engines.montecarlo import run_montecarlo
 
@@ -172,8 +201,8 @@ def cmd_risk(args) -> int:
         raise PlannerError(f"--simulate: expected a number of replications >= 1, got "
                            f"{args.simulate}")
     sc = load(args)
-    res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol,
-                         progress=not args.quiet)
+    with _Bar(f"risk {sc.name}", "samples", args.quiet) as bar:
+        res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol, progress=bar)
     tables = res.tables()
     shown = {"risk (USD per month unless named)": res.headline()}
     moving = res.tornado[res.tornado["swing"] > 0] if not res.tornado.empty else res.tornado
@@ -398,11 +427,12 @@ def cmd_simulate(args) -> int:
             if d not in hosted:
                 raise PlannerError(f"--replicas {d}=...: not a self-hosted deployment; "
                                    f"self-hosted: {', '.join(hosted) or 'none'}")
-    runs = simulate_scenario(
-        sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
-        seed=args.seed, replicas=replicas, spillover=args.spillover,
-        traces=_simulate_traces(args, sc) or None, progress=not args.quiet,
-    )
+    with _Bar("simulate", "req", args.quiet) as bar:
+        runs = simulate_scenario(
+            sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
+            seed=args.seed, replicas=replicas, spillover=args.spillover,
+            traces=_simulate_traces(args, sc) or None, progress=bar,
+        )
     tables = run_tables(runs, records=bool(args.out))
     if args.out:
         written = write_frames(tables, args.out, fmt="parquet" if args.parquet else "csv")
@@ -866,6 +896,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # process-wide tweaks are the CLI's to make: glibc malloc tuning for the Monte Carlo
+    # engine, and fd 1 silenced around HiGHS calls so solver debug lines cannot corrupt output
+    _runtime.configure(tune_malloc=True, silence_solver_stdout=True)
     try:
         return int(args.func(args) or 0)
     except PlannerError as exc:

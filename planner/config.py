@@ -35,6 +35,23 @@ from pydantic import (
 from planner.distributions import Distribution, is_distribution, median_of
 from planner.errors import ScenarioError
 
+# Named diurnal shapes (the names ``diurnal`` accepts): relative request rate for each hour
+# 00..23 (local time), normalised to sum to 1 by :func:`planner.workload.diurnal_weights`. They are illustrative shapes, not measurements: give 24
+# (or 168) weights of your own, or fit them from a trace, when you have data.
+PROFILES: dict[str, tuple[float, ...]] = {
+    "flat": (1.0,) * 24,
+    # office hours 09-18 with a lunch dip; night traffic ~10% of the peak
+    "business": (0.10, 0.08, 0.07, 0.07, 0.08, 0.12, 0.25, 0.50, 0.80, 1.00, 1.00, 0.95,
+                 0.80, 0.95, 1.00, 0.95, 0.90, 0.75, 0.50, 0.35, 0.25, 0.20, 0.15, 0.12),
+    # consumer app: low at night, rising through the day, evening peak 20-22
+    "consumer": (0.35, 0.25, 0.18, 0.14, 0.12, 0.14, 0.22, 0.35, 0.48, 0.55, 0.60, 0.65,
+                 0.70, 0.68, 0.66, 0.66, 0.70, 0.78, 0.88, 0.95, 1.00, 0.98, 0.80, 0.55),
+    # traffic spread over time zones: mild swing
+    "global": (0.80, 0.75, 0.72, 0.72, 0.75, 0.80, 0.85, 0.90, 0.95, 1.00, 1.00, 1.00,
+               0.98, 0.97, 0.97, 0.98, 1.00, 1.00, 0.98, 0.95, 0.92, 0.90, 0.87, 0.83),
+}
+
+
 # --------------------------------------------------------------------------------------------
 # numeric slots: a number or a distribution, with range checks on both
 
@@ -857,6 +874,40 @@ def _from_validation(exc: ValidationError, path: str | None, data: Mapping) -> S
 
 
 # --------------------------------------------------------------------------------------------
+# distribution-valued fields (the uncertain inputs, see planner.uncertain)
+
+#: Scenario fields that are bookkeeping, not inputs.
+_SKIP_FIELDS = frozenset({"source_path", "variants_applied"})
+
+
+def distribution_fields(obj: Any, prefix: tuple = ()) -> dict[str, tuple[tuple, Any]]:
+    """Every distribution-valued field under ``obj`` (a scenario or any model/mapping/tuple).
+
+    Returns ``{dotted key path: (path, distribution)}``, in field order; tuple entries are
+    indexed (``api.x.request_fees.0.usd_per_gb_s``). :func:`planner.uncertain.uncertain_inputs`
+    wraps this; the reference check uses it to validate ``[[correlation]]`` keys.
+    """
+    out: dict[str, tuple[tuple, Any]] = {}
+
+    def walk(o: Any, path: tuple) -> None:
+        if is_distribution(o):
+            out[".".join(str(p) for p in path)] = (path, o)
+        elif isinstance(o, BaseModel):
+            for name in type(o).model_fields:
+                if name not in _SKIP_FIELDS:
+                    walk(getattr(o, name), (*path, name))
+        elif isinstance(o, Mapping):
+            for k, v in o.items():
+                walk(v, (*path, k))
+        elif isinstance(o, tuple | list):
+            for i, v in enumerate(o):
+                walk(v, (*path, i))
+
+    walk(obj, tuple(prefix))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # references against the catalog and between tables
 
 
@@ -934,9 +985,7 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
         for name, d in getattr(sc, kind).items():
             need_classes(list(d.quality), f"{kind}.{name}.quality")
     if sc.correlation:
-        from planner.engines.montecarlo import uncertain_inputs
-
-        known = list(uncertain_inputs(sc))
+        known = list(distribution_fields(sc))
         for i, c in enumerate(sc.correlation):
             for side in ("a", "b"):
                 v = getattr(c, side)
@@ -967,8 +1016,6 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                         path=path, key=f"workload.{cname}.{part}.lang",
                     )
         if isinstance(wc.diurnal, str):
-            from planner.workload import PROFILES
-
             if wc.diurnal not in PROFILES:
                 raise ScenarioError(
                     _unknown("diurnal profile", wc.diurnal, list(PROFILES)),

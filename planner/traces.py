@@ -3,7 +3,7 @@
 Import maps a file's columns (:class:`TraceColumns`: timestamp column and its format or
 unit, input and output token columns, optional class column) from CSV, JSON Lines or
 Parquet (Parquet needs ``pyarrow``). :func:`replay` turns a trace into a
-:class:`~planner.sim.RequestTable`, as-is or scaled in rate. :func:`fit_trace` fits a
+:class:`~planner.requests.RequestTable`, as-is or scaled in rate. :func:`fit_trace` fits a
 workload class (:class:`~planner.arrivals.ArrivalClass`): lognormal lengths by maximum
 likelihood (plus the empirical distribution), hourly rates and the burstiness of the
 inter-arrival gaps, with Kolmogorov-Smirnov statistics as goodness of fit.
@@ -30,7 +30,7 @@ from planner.arrivals import (
     LognormalLength,
 )
 from planner.errors import PlannerError
-from planner.sim.requests import RequestTable
+from planner.requests import RequestTable
 
 __all__ = [
     "AZURE_COLUMNS",

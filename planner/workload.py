@@ -23,23 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.config import Length, Scenario, WorkloadClass, med
-
-# Named diurnal shapes: relative request rate for each hour 00..23 (local time), normalised to
-# sum to 1 by :func:`diurnal_weights`. They are illustrative shapes, not measurements: give 24
-# (or 168) weights of your own, or fit them from a trace, when you have data.
-PROFILES: dict[str, tuple[float, ...]] = {
-    "flat": (1.0,) * 24,
-    # office hours 09-18 with a lunch dip; night traffic ~10% of the peak
-    "business": (0.10, 0.08, 0.07, 0.07, 0.08, 0.12, 0.25, 0.50, 0.80, 1.00, 1.00, 0.95,
-                 0.80, 0.95, 1.00, 0.95, 0.90, 0.75, 0.50, 0.35, 0.25, 0.20, 0.15, 0.12),
-    # consumer app: low at night, rising through the day, evening peak 20-22
-    "consumer": (0.35, 0.25, 0.18, 0.14, 0.12, 0.14, 0.22, 0.35, 0.48, 0.55, 0.60, 0.65,
-                 0.70, 0.68, 0.66, 0.66, 0.70, 0.78, 0.88, 0.95, 1.00, 0.98, 0.80, 0.55),
-    # traffic spread over time zones: mild swing
-    "global": (0.80, 0.75, 0.72, 0.72, 0.75, 0.80, 0.85, 0.90, 0.95, 1.00, 1.00, 1.00,
-               0.98, 0.97, 0.97, 0.98, 1.00, 1.00, 0.98, 0.95, 0.92, 0.90, 0.87, 0.83),
-}
+from planner.config import PROFILES, Length, Scenario, WorkloadClass, med
 
 
 def diurnal_weights(profile: str | Sequence[float]) -> np.ndarray:
@@ -48,7 +32,7 @@ def diurnal_weights(profile: str | Sequence[float]) -> np.ndarray:
     Parameters
     ----------
     profile : str or sequence of float
-        A name in :data:`PROFILES` or explicit non-negative weights.
+        A name in :data:`planner.config.PROFILES` or explicit non-negative weights.
     """
     w = np.asarray(PROFILES[profile] if isinstance(profile, str) else profile, dtype=float)
     if w.ndim != 1 or w.size not in (24, 168) or (w < 0).any() or w.sum() <= 0:

@@ -38,7 +38,7 @@ def at_median(sc, overrides=None):
     then ``overrides`` applied, for tests that need fixed inputs from a bundled example that
     carries distributions."""
     from planner.config import med, parse_scenario
-    from planner.engines.montecarlo import scenario_at, uncertain_inputs
+    from planner.uncertain import scenario_at, uncertain_inputs
 
     fixed = scenario_at(sc, {k: med(u.dist) for k, u in uncertain_inputs(sc).items()})
     if not overrides:

@@ -11,16 +11,11 @@ import pytest
 from pydantic import TypeAdapter
 from scipy import stats
 
-from planner.config import parse_scenario
+from planner.config import Correlation, parse_scenario
 from planner.distributions import Distribution, spawn_generators
-from planner.engines.montecarlo import (
-    Correlation,
-    _build_sampler,
-    chunk_generator,
-    compile_scenario,
-    risk_tables,
-)
+from planner.engines.montecarlo import _build_sampler, chunk_generator, compile_scenario
 from planner.errors import PlannerError
+from planner.uncertain import risk_tables
 
 D = TypeAdapter(Distribution).validate_python
 N = 200_000

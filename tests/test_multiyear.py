@@ -11,9 +11,9 @@ import pytest
 
 from planner.config import load_scenario, parse_scenario
 from planner.engines.deterministic import evaluate
-from planner.engines.montecarlo import risk_tables
 from planner.engines.multiyear import annual_decline, run_multiyear
 from planner.errors import PlannerError
+from planner.uncertain import risk_tables
 from tests.conftest import at_median
 
 ROOT = Path(__file__).resolve().parent.parent

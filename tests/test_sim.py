@@ -376,10 +376,15 @@ def test_summary_and_utilisation_frames():
     assert u.completed.sum() == len(df)
 
 
-def test_progress_bar_runs(capsys):
+def test_progress_goes_to_a_callback_and_nothing_is_printed(capsys):
     reqs = _workload(200, 5.0, seed=1)
-    r = simulate(SimPlan(pools=(PoolSpec("gpu", MODEL),)), reqs, progress=True)
+    seen = []
+    r = simulate(SimPlan(pools=(PoolSpec("gpu", MODEL),)), reqs,
+                 progress=lambda done, total: seen.append((done, total)))
     assert (r.requests.status == "completed").all()
+    assert seen and seen[-1] == (len(reqs), len(reqs))
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
 
 
 def test_bad_inputs_raise_planner_errors():

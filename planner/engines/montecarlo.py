@@ -48,10 +48,11 @@ inputs by a Gaussian copula (see :class:`_Sampler`).
 
 Correlations
 ------------
-Until the scenario schema has a correlation table, pass ``correlations=`` to
-:func:`run_montecarlo`: a sequence of ``{"a": key, "b": key, "rho": r}`` mappings (or
-``(a, b, rho)`` tuples, or :class:`Correlation`), ``rho`` a Spearman rank correlation.
-Proposed TOML form (``Scenario.correlation: tuple[Correlation, ...]``)::
+The scenario's ``[[correlation]]`` table (:class:`planner.config.Correlation`: two inputs by
+key path and a Spearman rank correlation ``rho``) is used unless ``correlations=`` is passed
+to :func:`run_montecarlo`: a sequence of ``{"a": key, "b": key, "rho": r}`` mappings, ``(a, b,
+rho)`` tuples or Correlation objects. The inputs, their key paths and :func:`scenario_at` live
+in :mod:`planner.uncertain`::
 
     [[correlation]]
     a = "workload.chat.requests_per_day"
@@ -62,8 +63,8 @@ Simulation-backed risk
 ----------------------
 :func:`simulation_replications` is the hook for SimPy replications over a subset of the
 sampled scenarios: it picks the samples (spread over the cost distribution of one option),
-materialises each as a fixed scenario (:func:`scenario_at`) and calls a ``simulate_fn`` for
-it. ``planner.sim`` has no scenario-to-plan builder yet, so ``simulate_fn`` must be given.
+materialises each as a fixed scenario (:func:`planner.uncertain.scenario_at`) and calls a
+``simulate_fn`` for it (default :func:`busiest_hour_metrics`).
 """
 
 from __future__ import annotations
@@ -73,199 +74,46 @@ import functools
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import special
 
+from planner import _runtime
 from planner.catalog import Catalog, load_catalog
-from planner.config import Scenario, parse_scenario
+from planner.config import Correlation, Scenario
 from planner.distributions import (
     DistributionBase,
     LognormalDist,
     NormalDist,
-    is_distribution,
     sample_many,
     spearman_to_pearson,
 )
+from planner.engines import sensitivity as sens
 from planner.errors import PlannerError
 from planner.model.evaluate import Model
+from planner.stats import cvar, metric_arrays
+from planner.uncertain import UncertainInput, _as_correlations, scenario_at, uncertain_inputs
 
 __all__ = [
     "CHUNK_SIZE",
     "CompiledScenario",
-    "Correlation",
     "RiskResults",
-    "UncertainInput",
     "compile_scenario",
-    "risk_tables",
     "run_montecarlo",
-    "scenario_at",
     "simulation_replications",
     "tail_stats",
-    "tune_allocator",
-    "uncertain_inputs",
+    "tornado",
 ]
 
 #: Samples per chunk: the unit of seeding, threading and Dask tasks.
 CHUNK_SIZE = 32_768
-#: Pilot draws used to place the capacity grid when token lengths are uncertain.
-_SKIP_FIELDS = {"source_path", "variants_applied"}
 #: Inputs only the multi-year engine samples (their correlations are skipped here).
 _MULTIYEAR_ONLY = ("trends.", "scenario.discount_rate_per_year")
-
-
-# --------------------------------------------------------------------------------------------
-# correlation spec (proposed for planner/config.py)
-
-
-class Correlation(BaseModel):
-    """Rank correlation (Spearman rho) between two uncertain inputs named by dotted key path.
-
-    Proposed scenario table::
-
-        [[correlation]]
-        a = "workload.chat.requests_per_day"
-        b = "workload.chat.context.tokens"
-        rho = 0.5
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    a: str
-    b: str
-    rho: Annotated[float, Field(ge=-1.0, le=1.0)]
-
-
-def _as_correlations(spec: Any) -> list[Correlation]:
-    """Normalise a correlation spec to a list of :class:`Correlation` (PlannerError on junk)."""
-    if spec is None:
-        return []
-    if isinstance(spec, Mapping) and not {"a", "b", "rho"} <= set(spec):
-        items: Iterable[Any] = [(k[0], k[1], v) for k, v in spec.items()] if all(
-            isinstance(k, tuple) for k in spec) else [spec]
-    elif isinstance(spec, Mapping):
-        items = [spec]
-    else:
-        items = spec
-    out = []
-    for i, item in enumerate(items):
-        where = f"correlation[{i}]"
-        try:
-            if isinstance(item, Correlation):
-                out.append(item)
-            elif isinstance(item, BaseModel):
-                out.append(Correlation(a=item.a, b=item.b, rho=item.rho))
-            elif isinstance(item, Mapping):
-                out.append(Correlation(**item))
-            elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
-                out.append(Correlation(a=item[0], b=item[1], rho=item[2]))
-            else:
-                raise PlannerError(
-                    f"{where}: expected a table with a, b and rho (or an (a, b, rho) triple), "
-                    f"got {item!r}"
-                )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, PlannerError):
-                raise
-            raise PlannerError(
-                f"{where}: expected a = key path, b = key path, rho in [-1, 1]; {exc}"
-            ) from None
-    return out
-
-
-def risk_tables(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Correlation], dict]:
-    """Split the proposed ``[[correlation]]`` and ``[trends]`` tables off a parsed TOML mapping.
-
-    For scenario files written ahead of the schema: returns ``(rest, correlations, trends)``,
-    ``rest`` ready for :func:`planner.config.parse_scenario`. Pure (no file access).
-    """
-    rest = dict(data)
-    corr = _as_correlations(rest.pop("correlation", None))
-    trends = dict(rest.pop("trends", {}) or {})
-    return rest, corr, trends
-
-
-# --------------------------------------------------------------------------------------------
-# collecting the uncertain inputs
-
-
-@dataclass(frozen=True)
-class UncertainInput:
-    """One distribution-valued scenario field."""
-
-    key: str
-    path: tuple[str | int, ...]
-    dist: DistributionBase
-
-
-def _walk(obj: Any, path: tuple, out: dict[str, UncertainInput]) -> None:
-    if is_distribution(obj):
-        key = ".".join(str(p) for p in path)
-        out[key] = UncertainInput(key, path, obj)
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            if name in _SKIP_FIELDS:
-                continue
-            _walk(getattr(obj, name), (*path, name), out)
-    elif isinstance(obj, Mapping):
-        for k, v in obj.items():
-            _walk(v, (*path, k), out)
-    elif isinstance(obj, tuple | list):
-        for i, v in enumerate(obj):
-            _walk(v, (*path, i), out)
-
-
-def uncertain_inputs(sc: Any, *, prefix: tuple = ()) -> dict[str, UncertainInput]:
-    """Every distribution-valued field of a scenario (or any model), by dotted key path.
-
-    Tuple entries (``request_fees``) are indexed: ``api.x.request_fees.0.usd_per_gb_s``.
-    """
-    out: dict[str, UncertainInput] = {}
-    _walk(sc, prefix, out)
-    return out
-
-
-def _set_path(data: Any, path: Sequence[str | int], value: Any) -> None:
-    cur = data
-    for p in path[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(p)]
-        else:
-            if cur.get(p) is None:
-                cur[p] = {}
-            cur = cur[p]
-    last = path[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    else:
-        cur[last] = value
-
-
-def scenario_at(sc: Scenario, values: Mapping[str, float], *, catalog: Catalog | None = None
-                ) -> Scenario:
-    """The scenario with the given inputs fixed (``{key path: number}``); others unchanged.
-
-    Used to materialise one Monte Carlo sample (e.g. for a simulation replication, or to check
-    a sample against the deterministic engine).
-    """
-    known = uncertain_inputs(sc)
-    data = sc.model_dump(mode="python")
-    extra: dict[str, Any] = {}
-    for key, v in values.items():
-        if key in known:
-            _set_path(data, known[key].path, float(v))
-        else:
-            extra[key] = float(v)
-    # a correlation between fields that are now fixed numbers has nothing left to correlate
-    data["correlation"] = [c for c in data.get("correlation") or ()
-                           if c["a"] not in values and c["b"] not in values]
-    return parse_scenario(data, path=sc.source_path, overrides=extra or None, catalog=catalog)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,7 +427,7 @@ def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
     ``correlations`` defaults to the scenario's ``correlation`` table when the schema has one.
     """
     if correlations is None:
-        correlations = getattr(sc, "correlation", None)
+        correlations = sc.correlation
     return CompiledScenario(sc, catalog or load_catalog(), _as_correlations(correlations))
 
 
@@ -599,7 +447,9 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     - P95 standard error from the distribution-free 95 % confidence interval of a quantile
       (order statistics ``n q -/+ 1.96 sqrt(n q (1 - q))``; Conover, *Practical
       Nonparametric Statistics*, 3rd ed., 1999, sec. 3.2): (x_hi - x_lo) / (2 x 1.96)
-    - CVaR95 (expected shortfall): mean of the worst (largest) ceil(0.05 n) costs.
+    - CVaR95 (expected shortfall): :func:`planner.stats.cvar` at alpha = 0.95, the mean of the
+      worst 5 % of the samples (the boundary sample weighted fractionally when 0.05 n is not
+      whole).
     """
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -610,8 +460,7 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     half = _Z95 * math.sqrt(n * 0.95 * 0.05)
     lo = min(max(int(math.floor(n * 0.95 - half)) - 1, 0), n - 1)
     hi = min(max(int(math.ceil(n * 0.95 + half)) - 1, 0), n - 1)
-    k_tail = max(int(math.ceil(0.05 * n)), 1)
-    idx |= {lo, hi, n - k_tail}
+    idx |= {lo, hi}
     part = x.copy()
     _select(part, sorted(idx), 0)
     qv = []
@@ -625,7 +474,7 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     return {
         "mean": mean, "se_mean": sd / math.sqrt(n), "p5": float(qv[0]), "p50": float(qv[1]),
         "p95": float(qv[2]), "p95_se": float(part[hi] - part[lo]) / (2.0 * _Z95),
-        "cvar95": float(part[n - k_tail:].mean()),
+        "cvar95": cvar(x, 0.95),
     }
 
 
@@ -716,17 +565,6 @@ SUMMARY_COLUMNS = ["deployment", "kind", "metric", "mean", "se_mean", "p5", "p50
                    "p95_se", "cvar95", "at_median", "p_infeasible"]
 
 
-def _metric_arrays(monthly: np.ndarray, once: np.ndarray, tokens: np.ndarray, horizon: int,
-                   with_horizon: bool = True):
-    """usd_per_month, usd_horizon = (monthly - once / h) h + once and usd_per_mtok =
-    monthly / tokens x 1e6 (NaN without tokens), as the deterministic summary computes them."""
-    monthly, once, tokens = (np.asarray(a, dtype=float) for a in (monthly, once, tokens))
-    usd_h = (monthly - once / horizon) * horizon + once if with_horizon else None
-    per_mtok = np.divide(monthly, tokens, out=np.full(monthly.shape, np.nan), where=tokens > 0)
-    per_mtok *= 1e6
-    return {"usd_per_month": monthly, "usd_horizon": usd_h, "usd_per_mtok": per_mtok}
-
-
 def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -> pd.DataFrame:
     """Summary table from the (3, n_options, n) cost array of a run."""
     base = model.evaluate({}, 1)
@@ -737,8 +575,8 @@ def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -
         # with a constant one-off, usd_horizon is an increasing affine map of the monthly
         # cost, so its statistics follow from the monthly ones without another partition
         const_once = once.size > 0 and once.min() == once.max()
-        m = _metric_arrays(costs[0, j], once, costs[2, j], h, with_horizon=not const_once)
-        b = _metric_arrays(base[o.name]["monthly"], base[o.name]["once"],
+        m = metric_arrays(costs[0, j], once, costs[2, j], h, with_horizon=not const_once)
+        b = metric_arrays(base[o.name]["monthly"], base[o.name]["once"],
                            base[o.name]["tokens"], h)
         for metric, arr in m.items():
             derived = metric == "usd_horizon" and const_once
@@ -823,39 +661,6 @@ def _convergence_rows(model: CompiledScenario, monthly: np.ndarray, n: int,
 # the run
 
 
-_ALLOCATOR_TUNED: list[bool] = []
-
-
-def tune_allocator() -> bool:
-    """Keep freed array memory in the heap instead of returning it to the OS (glibc only).
-
-    A run allocates and frees thousands of 256 KB temporaries; with glibc's defaults many are
-    served by fresh ``mmap`` pages or re-grown heap, and the page faults cost ~40 % of the
-    run. This sets ``M_MMAP_THRESHOLD`` to 32 MB and ``M_TRIM_THRESHOLD`` to 256 MB
-    (``mallopt``, process-wide, once; the process keeps up to that much freed memory for
-    reuse). Does nothing on other C libraries or when ``PLANNER_NO_MALLOPT`` is set.
-    Returns True when the settings were applied.
-    """
-    if _ALLOCATOR_TUNED:
-        return _ALLOCATOR_TUNED[0]
-    ok = False
-    if not os.environ.get("PLANNER_NO_MALLOPT"):
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("c")
-            libc = ctypes.CDLL(name) if name else None
-            if libc is not None and hasattr(libc, "mallopt"):
-                m_trim_threshold, m_mmap_threshold = -1, -3
-                ok = bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(
-                    libc.mallopt(m_trim_threshold, 256 * 1024 * 1024))
-        except (OSError, AttributeError):  # pragma: no cover - platform dependent
-            ok = False
-    _ALLOCATOR_TUNED.append(ok)
-    return ok
-
-
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -867,7 +672,7 @@ def run_montecarlo(
     seed: int | np.random.SeedSequence | None = None,
     catalog: Catalog | None = None,
     correlations: Any = None,
-    progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
     tol: float | None = None,
     keep_samples: bool = True,
     rank_samples: int = 10_000,
@@ -875,7 +680,7 @@ def run_montecarlo(
     sensitivity: bool = True,
     threads: int | None = None,
     compiled: CompiledScenario | None = None,
-    tune_malloc: bool = True,
+    tune_malloc: bool = False,
 ) -> RiskResults:
     """Sample every uncertain input and price every option per sample.
 
@@ -888,10 +693,10 @@ def run_montecarlo(
         Root seed; None draws fresh entropy (recorded in ``seed_entropy`` to reproduce the run).
     catalog : Catalog, optional
     correlations : optional
-        Rank correlations between inputs (see :class:`Correlation`); defaults to the scenario's
-        ``correlation`` table when the schema has one.
-    progress : bool
-        tqdm progress bar over chunks.
+        Rank correlations between inputs (see :class:`planner.config.Correlation`); default
+        the scenario's ``correlation`` table.
+    progress : callable, optional
+        Called as ``progress(samples_done, n)`` after each chunk (the engine prints nothing).
     tol : float, optional
         Convergence check at 1, 2, 4, 8 ... chunks of :data:`CHUNK_SIZE`: stop once, for every
         option, the P95 of the monthly cost moved by at most ``tol`` (relative) since the
@@ -913,7 +718,8 @@ def run_montecarlo(
     compiled : CompiledScenario, optional
         A scenario already compiled (:func:`compile_scenario`), to reuse it across runs.
     tune_malloc : bool
-        Call :func:`tune_allocator` (glibc ``mallopt``, once per process) first.
+        Call :func:`planner._runtime.tune_allocator` (glibc ``mallopt``, process-wide, once)
+        first. Default False: the CLI opts in for the process.
 
     Returns
     -------
@@ -924,7 +730,7 @@ def run_montecarlo(
     if tol is not None and not (isinstance(tol, numbers.Real) and 0 < tol < 1):
         raise PlannerError(f"tol: expected a relative tolerance in (0, 1), got {tol!r}")
     if tune_malloc:
-        tune_allocator()
+        _runtime.tune_allocator()
     model = compiled or compile_scenario(scenario, catalog=catalog, correlations=correlations)
     root = _root_seed(seed)
     threads = _default_threads() if threads is None else max(1, int(threads))
@@ -935,11 +741,7 @@ def run_montecarlo(
                               breakeven_samples if sensitivity else 0, 0))
     inputs: dict[str, list[np.ndarray]] = {k: [] for k in model.inputs}
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(n), unit="samples", desc=f"risk {scenario.name}")
+    done_samples = 0
 
     def work(c: int):
         want = starts[c] < keep_in
@@ -967,8 +769,9 @@ def run_montecarlo(
                 if vals is not None:
                     for key in inputs:
                         inputs[key].append(vals[key])
-                if bar is not None:
-                    bar.update(sizes[c])
+                done_samples += sizes[c]
+                if progress:
+                    progress(done_samples, int(n))
             done = cp
             m = int(starts[done])
             if tol is None:
@@ -982,8 +785,6 @@ def run_montecarlo(
     finally:
         if ex is not None:
             ex.shutdown()
-        if bar is not None:
-            bar.close()
     m = int(starts[done])
     costs = costs[:, :, :m]
     names = model.option_names
@@ -999,8 +800,6 @@ def run_montecarlo(
     in_df = None
     if inputs and keep_in:
         in_df = pd.DataFrame({k: np.concatenate(v)[: min(keep_in, m)] for k, v in inputs.items()})
-    from planner.engines import sensitivity as sens
-
     if sensitivity and model.inputs:
         torn = sens.tornado_compiled(model)
         rk = sens.rank_correlation(in_df.iloc[:rank_samples],
@@ -1083,10 +882,10 @@ def simulation_replications(
 
     Picks ``replications`` samples spread evenly over the quantiles of ``deployment``'s monthly
     cost (the sample nearest each of the (i + 0.5) / replications quantiles, among the samples
-    whose inputs were kept), fixes the scenario at each (:func:`scenario_at`) and calls
-    ``simulate_fn(fixed_scenario, rng)`` with an independent generator per replication. Returns
-    one row per replication: the sample index, its monthly cost, and the metrics
-    ``simulate_fn`` returned.
+    whose inputs were kept), fixes the scenario at each
+    (:func:`planner.uncertain.scenario_at`) and calls ``simulate_fn(fixed_scenario, rng)``
+    with an independent generator per replication. Returns one row per replication: the
+    sample index, its monthly cost, and the metrics ``simulate_fn`` returned.
 
     The default ``simulate_fn`` (:func:`busiest_hour_metrics`) simulates ``deployment`` (a
     cloud or on-prem option, default the first one; sized by the cost engine at that sample) during the busiest hour
@@ -1122,46 +921,27 @@ def simulation_replications(
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------------------------
-# report hook
+def tornado(scenario: Scenario, *, catalog: Catalog | None = None, low: float = 0.1,
+            high: float = 0.9, metric: str = "usd_per_month",
+            compiled: CompiledScenario | None = None) -> pd.DataFrame:
+    """One-at-a-time sensitivity of a scenario: each uncertain input at its P10 and P90, the
+    others at their medians (:func:`planner.engines.sensitivity.tornado_compiled` on the
+    compiled scenario).
 
+    Parameters
+    ----------
+    scenario : Scenario
+    low, high : float
+        Quantiles the input is swung between (default P10 and P90).
+    metric : str
+        ``usd_per_month`` (default), ``usd_horizon`` or ``usd_per_mtok``.
 
-def report_tables(scenario: Scenario, catalog: Catalog | None = None, *, n: int = 20_000,
-                  seed: int = 0, chart_samples: int = 4_000) -> dict[str, pd.DataFrame]:
-    """Tables for the report's risk section (contract in :mod:`planner.report.providers`).
-
-    Runs ``n`` samples with a fixed seed (the report is reproducible); the tornado is the one
-    of the option most often cheapest; yearly bands come from :func:`run_multiyear` when the
-    horizon is longer than a year.
+    Returns
+    -------
+    DataFrame
+        One row per (deployment, input): the input's low/median/high values, the option's
+        cost at each, the swing ``|usd_high - usd_low|`` and its rank within the deployment
+        (1 = largest swing).
     """
-    if not uncertain_inputs(scenario):
-        raise PlannerError("the scenario has no uncertain inputs (no distributions): "
-                           "there is no risk to show")
-    res = run_montecarlo(scenario, n=n, seed=seed, catalog=catalog)
-    samples = res.samples.iloc[:chart_samples].melt(var_name="deployment",
-                                                    value_name="usd_per_month")
-    s = res.summary[res.summary["metric"] == "usd_per_month"]
-    summary = pd.DataFrame({
-        "deployment": s["deployment"].to_numpy(), "usd_p5": s["p5"].to_numpy(),
-        "usd_p50": s["p50"].to_numpy(), "usd_p95": s["p95"].to_numpy(),
-        "mean_usd": s["mean"].to_numpy(), "cvar95_usd": s["cvar95"].to_numpy(),
-    })
-    win = res.win_probability.rename(columns={"p_cheapest": "probability"})[
-        ["deployment", "probability"]]
-    out = {"samples": samples, "summary": summary, "win": win}
-    if not res.tornado.empty and not win.empty:
-        best = win.loc[win["probability"].idxmax(), "deployment"]
-        t = res.tornado[(res.tornado["deployment"] == best) & (res.tornado["swing"] > 0)]
-        out["tornado"] = pd.DataFrame({
-            "input": t["input"].to_numpy(), "low_usd_per_month": t["usd_low"].to_numpy(),
-            "high_usd_per_month": t["usd_high"].to_numpy(),
-            "base_usd_per_month": t["usd_base"].to_numpy(),
-            "input_low": t["low_value"].to_numpy(), "input_high": t["high_value"].to_numpy(),
-        })
-    if scenario.scenario.horizon_months > 12:
-        from planner.engines.multiyear import run_multiyear
-
-        y = run_multiyear(scenario, n=min(n, 10_000), seed=seed, catalog=catalog).yearly
-        out["paths"] = y.rename(columns={"p5": "usd_p5", "p50": "usd_p50", "p95": "usd_p95"})[
-            ["year", "deployment", "usd_p5", "usd_p50", "usd_p95"]]
-    return out
+    model = compiled or compile_scenario(scenario, catalog=catalog)
+    return sens.tornado_compiled(model, low=low, high=high, metric=metric)

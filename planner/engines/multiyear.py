@@ -4,7 +4,8 @@ Buying GPUs now versus paying falling API prices is a risk question: this engine
 option year by year over the scenario's horizon under sampled trends and discounts the cash
 flows to a net present cost (NPC).
 
-Trends (proposed scenario table ``[trends]``, every field a number or a distribution)::
+Trends (the scenario's ``[trends]`` table, :class:`planner.config.Trends`, every field a number
+or a distribution)::
 
     [trends]
     api_price_decline_per_year = { dist = "triangular", low = 0.1, mode = 0.3, high = 0.5 }
@@ -44,65 +45,30 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from planner import config
 from planner.catalog import Catalog
-from planner.config import Scenario, Share
-from planner.distributions import Distribution, is_distribution
+from planner.config import Scenario, Trends
+from planner.distributions import is_distribution
 from planner.engines.montecarlo import (
     CHUNK_SIZE,
     CompiledScenario,
-    _as_correlations,
     _build_sampler,
     _root_seed,
     chunk_generator,
     chunk_sizes,
     compile_scenario,
     tail_stats,
-    uncertain_inputs,
 )
 from planner.errors import PlannerError
+from planner.uncertain import _as_correlations, uncertain_inputs
 
-__all__ = ["MultiYearResults", "Trends", "annual_decline", "run_multiyear"]
+__all__ = ["MultiYearResults", "annual_decline", "run_multiyear"]
 
-
-def _growth_ok(x: Any) -> Any:
-    lo = x.support()[0] if is_distribution(x) else float(x)
-    if not lo > -1.0:
-        raise ValueError(f"expected a growth rate > -1 (a fall of less than 100%), got {lo:g}")
-    return x
-
-
-class _Trends(BaseModel):
-    """Yearly trends of prices and traffic (proposed ``[trends]`` table).
-
-    Attributes
-    ----------
-    api_price_decline_per_year : share in [0, 1]
-        Yearly fall of API token prices (0.475 = the articles' ~80% in 2.5 years).
-    gpu_price_decline_per_year : share in [0, 1]
-        Yearly fall of cloud GPU rental prices.
-    hardware_price_decline_per_year : share in [0, 1]
-        Yearly fall of the price of servers bought in later years.
-    traffic_growth_per_year : number > -1
-        Yearly growth of every class's requests per day.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_price_decline_per_year: Share = 0.0
-    gpu_price_decline_per_year: Share = 0.0
-    hardware_price_decline_per_year: Share = 0.0
-    traffic_growth_per_year: Annotated[float | Distribution, AfterValidator(_growth_ok)] = 0.0
-
-
-#: The trends model: ``planner.config.Trends`` once the schema has it, else this module's.
-Trends = getattr(config, "Trends", _Trends)
 
 _TREND_FIELDS = ("api_price_decline_per_year", "gpu_price_decline_per_year",
                  "hardware_price_decline_per_year", "traffic_growth_per_year")
@@ -121,11 +87,9 @@ def annual_decline(total_decline: float, years: float) -> float:
     return 1.0 - (1.0 - total_decline) ** (1.0 / years)
 
 
-def _trends(sc: Scenario, trends: Any) -> Any:
+def _trends(sc: Scenario, trends: Any) -> Trends:
     if trends is None:
-        trends = getattr(sc, "trends", None)
-    if trends is None:
-        return _Trends()
+        return sc.trends
     if isinstance(trends, BaseModel):
         return trends
     if not isinstance(trends, Mapping):
@@ -290,8 +254,7 @@ def run_multiyear(
     ----------
     scenario : Scenario
     trends : Trends or mapping, optional
-        Trend rates (numbers or distributions); default the scenario's ``trends`` table when the
-        schema has one, else no trends.
+        Trend rates (numbers or distributions); default the scenario's ``trends`` table.
     n : int
         Monte Carlo samples (chunks of :data:`CHUNK_SIZE`, seeded as in
         :func:`planner.engines.montecarlo.run_montecarlo`).
@@ -309,7 +272,7 @@ def run_multiyear(
     tr = _trends(scenario, trends)
     model = compiled or compile_scenario(scenario, catalog=catalog, correlations=[])
     if correlations is None:
-        correlations = getattr(scenario, "correlation", None)
+        correlations = scenario.correlation
     extra = uncertain_inputs(tr, prefix=("trends",))
     rate_field = scenario.scenario.discount_rate_per_year if discount_rate is None else float(
         discount_rate)

@@ -52,6 +52,8 @@ import pandas as pd
 
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario
+from planner.distributions import sample_many, spawn_generators
+from planner.engines.montecarlo import compile_scenario
 from planner.engines.optimize_data import (
     CascadeSpec,
     OptimizeOptions,
@@ -70,7 +72,11 @@ from planner.engines.optimize_milp import (
     plan_costs,
     solve_milp,
 )
+from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
+from planner.engines.optimize_verify import busiest_hour, verify_plan
 from planner.errors import PlannerError
+from planner.stats import cvar
+from planner.uncertain import scenario_at, uncertain_inputs
 
 __all__ = [
     "CascadeSpec",
@@ -195,11 +201,10 @@ def sample_scenarios(
     """Draw ``n`` scenarios of the scenario's distribution-valued inputs.
 
     Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
-    correlations included) and materialises each draw with ``scenario_at``. Returns the
-    scenarios, the drawn values (one row per scenario) and notes.
+    correlations included) and materialises each draw with
+    :func:`planner.uncertain.scenario_at`. Returns the scenarios, the drawn values (one row per
+    scenario) and notes.
     """
-    from planner.distributions import sample_many, spawn_generators
-    from planner.engines.montecarlo import compile_scenario, scenario_at, uncertain_inputs
 
     if n < 1:
         raise PlannerError(f"n_scenarios: expected at least 1, got {n}")
@@ -429,16 +434,6 @@ def _first_stage(m: Milp, x: np.ndarray) -> dict[str, np.ndarray]:
                                                                   "finetune")}
 
 
-def _tail(x: np.ndarray, p: np.ndarray, alpha: float) -> float:
-    """CVaR_alpha of a discrete distribution: mean of the worst (1 - alpha) probability mass."""
-    order = np.argsort(x)[::-1]
-    xs, ps = x[order], p[order]
-    mass = 1.0 - alpha
-    cum = np.cumsum(ps)
-    take = np.minimum(ps, np.maximum(0.0, mass - (cum - ps)))
-    return float(np.dot(xs, take) / mass)
-
-
 # --------------------------------------------------------------------------------------------
 # the optimiser
 
@@ -623,8 +618,6 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
                       objective: str, cvar_lambda: float, cvar_alpha: float,
                       progress: Callable[[str], None] | None = None
                       ) -> OptimizeResult | None:
-    from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
-
     b = solve_benders(pb, gap=gap, time_limit_s=time_limit_s, objective=objective,
                       cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha, progress=progress)
     if b.plan is None or b.status in ("infeasible", "error"):
@@ -692,7 +685,7 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
         ("p5_usd_per_month", float(np.quantile(x, 0.05)), ""),
         ("p50_usd_per_month", float(np.quantile(x, 0.5)), ""),
         ("p95_usd_per_month", float(np.quantile(x, 0.95)), ""),
-        (f"cvar{int(round(cvar_alpha * 100))}_usd_per_month", _tail(x, p, cvar_alpha),
+        (f"cvar{int(round(cvar_alpha * 100))}_usd_per_month", cvar(x, cvar_alpha, weights=p),
          "mean of the worst (1 - alpha) of scenarios"),
         ("EV_objective", ev, "plan for the mean scenario (its own estimate)"),
     ]
@@ -721,7 +714,6 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
 
 def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
             window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None) -> None:
-    from planner.engines.optimize_verify import busiest_hour, verify_plan
 
     pb, plan = res.problem, res.solution
     s, h = busiest_hour(pb, plan)

@@ -41,10 +41,7 @@ flow x 3600 x (hours per month / periods) x USD/request (API bill, fees, on-prem
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +51,7 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, linprog, milp
 from scipy.sparse.csgraph import connected_components
 
+from planner._runtime import solver_output_guard
 from planner.engines.optimize_data import Problem
 
 #: Row groups the infeasibility diagnosis may drop (the others define the problem).
@@ -545,31 +543,10 @@ class SolveInfo:
     source: str = "highs"  # or "first-stage split" (see solve_milp)
 
 
-@contextmanager
-def _quiet_fd1():
-    """Silence file descriptor 1 while HiGHS runs: some HiGHS builds print MIP debug lines
-    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") straight to stdout even
-    with ``disp=False``, which would corrupt machine-readable output."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _highs(m: Milp, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray, gap: float,
            time_limit_s: float) -> Any:
     cons = [LinearConstraint(m.A, m.lo, m.hi)] if m.A.shape[0] else []
-    with _quiet_fd1():
+    with solver_output_guard():
         return milp(m.c, integrality=integrality, bounds=Bounds(lb, ub), constraints=cons,
                     options={"mip_rel_gap": gap, "time_limit": max(time_limit_s, 0.05),
                              "disp": False, "presolve": True})
@@ -590,7 +567,7 @@ def _lp_with_duals(m: Milp, time_limit_s: float) -> Any:
         kw["b_ub"] = np.concatenate([hi[iu], -lo[il]])
     if ie.size:
         kw["A_eq"], kw["b_eq"] = A[ie], lo[ie]
-    with _quiet_fd1():
+    with solver_output_guard():
         return linprog(m.c, bounds=np.c_[m.lb, m.ub], method="highs",
                        options={"time_limit": max(time_limit_s, 0.05)}, **kw)
 
@@ -657,7 +634,7 @@ def _decomposed(m: Milp, lb: np.ndarray, ub: np.ndarray, gap: float, deadline: f
         left = deadline - time.perf_counter()
         if left <= 0:
             return None
-        with _quiet_fd1():
+        with solver_output_guard():
             r = milp(m.c[cs], integrality=m.integrality[cs], bounds=Bounds(lb[cs], ub[cs]),
                      constraints=[LinearConstraint(A[rs][:, cs], m.lo[rs] - const_rows[rs],
                                                    m.hi[rs] - const_rows[rs])],

@@ -37,14 +37,16 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
+from planner import stats
+from planner._runtime import solver_output_guard
 from planner.engines.optimize_data import Problem
 from planner.engines.optimize_milp import (
     Milp,
     PlanArrays,
-    _quiet_fd1,
     build_milp,
     decode,
     raw_violations,
+    solve_milp,
 )
 
 FIRST = ("blocks_fixed", "used", "finetune")
@@ -80,7 +82,7 @@ class _Sub:
         lb, ub = self.m.lb.copy(), self.m.ub.copy()
         lb[self.first] = xf
         ub[self.first] = xf
-        with _quiet_fd1():
+        with solver_output_guard():
             res = linprog(self.m.c, A_ub=self.A_ub, b_ub=self.b_ub, A_eq=self.A_eq,
                           b_eq=self.b_eq, bounds=np.column_stack([lb, ub]), method="highs")
         if res.status != 0:
@@ -116,9 +118,7 @@ class BendersResult:
 def _objective(q: np.ndarray, p: np.ndarray, cvar: bool, lam: float, alpha: float) -> float:
     if not cvar:
         return float(np.dot(p, q))
-    from planner.engines.optimize import _tail
-
-    return float(np.dot(p, q)) + lam * _tail(q, p, alpha)
+    return float(np.dot(p, q)) + lam * stats.cvar(q, alpha, weights=p)
 
 
 def solve_benders(
@@ -194,7 +194,7 @@ def solve_benders(
         hi = np.concatenate([b[2] for b in base_rows] + [np.full(len(cut_lo), np.inf)])
         cons = [LinearConstraint(sparse.vstack(mats).tocsr(), lo, hi)] if mats else []
         left = max(1.0, time_limit_s - (time.perf_counter() - t0))
-        with _quiet_fd1():
+        with solver_output_guard():
             res = milp(cm, integrality=np.zeros_like(integ) if relax else integ,
                        bounds=Bounds(lbm, ubm), constraints=cons,
                        options={"mip_rel_gap": min(gap / 10.0, 1e-4), "time_limit": left})
@@ -209,8 +209,6 @@ def solve_benders(
         return q, g, [o[2] for o in out]
 
     # -- the mean-value problem gives the first candidate (and the EEV) -----------------------
-    from planner.engines.optimize_milp import solve_milp
-
     ev_m = build_milp(pb.mean_problem())
     ev = solve_milp(ev_m, gap=gap, time_limit_s=max(1.0, time_limit_s / 4))
     ev_first = None

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from planner.perf.params import PerfParams
+from planner.perf.validation import load_measurements, predict_calibration
 
 #: Where the Vidur profile summary ships (inside the package; sources and licence in its
 #: ``SOURCES.md``).
@@ -85,8 +86,6 @@ def fit_elementwise_factor(
     catalog: Any | None = None,
 ) -> dict[str, float]:
     """Least-squares ``elementwise_bytes_factor`` (log error) over the calibration rows."""
-    from planner.perf.validation import load_measurements, predict_calibration
-
     meas = load_measurements() if measurements is None else measurements
     base = params or PerfParams()
 
@@ -105,8 +104,6 @@ def leave_one_out(
     catalog: Any | None = None,
 ) -> pd.DataFrame:
     """Refit the factor without each row and predict that row (out-of-sample error)."""
-    from planner.perf.validation import load_measurements, predict_calibration
-
     meas = load_measurements() if measurements is None else measurements
     base = params or PerfParams()
     rows = []

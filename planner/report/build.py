@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from planner import __version__
+from planner.catalog import load_catalog
 from planner.config import Scenario, load_scenario
 from planner.errors import PlannerError
 from planner.report import export, html
@@ -171,8 +172,6 @@ def build_report(
         raise RuntimeError(f"no provider for engine(s) {sorted(unknown)}")
 
     if catalog is None:
-        from planner.catalog import load_catalog
-
         catalog = load_catalog()
     ctx = Context(sc)
     bar = tqdm(total=len(engines) + len(specs) + 2, desc="report", unit="step",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Callable
 from functools import cache
 from heapq import heappop, heappush
 
@@ -54,8 +55,8 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
+from planner.requests import RequestTable
 from planner.sim.plan import SimPlan
-from planner.sim.requests import RequestTable
 from planner.sim.stepmodel import DecodeKernel, LinearStepModel
 
 INF = math.inf
@@ -801,6 +802,20 @@ class _RefReplica(_ReplicaBase):
             self._go_idle(now)
 
 
+class _Progress:
+    """Routed-request counts for a ``progress(done, total)`` callback (the engine prints
+    nothing; the CLI draws the bar)."""
+
+    __slots__ = ("done", "fn", "total")
+
+    def __init__(self, fn: Callable[[int, int], None], total: int):
+        self.fn, self.total, self.done = fn, total, 0
+
+    def update(self, k: int) -> None:
+        self.done += k
+        self.fn(self.done, self.total)
+
+
 class _Engine:
     """One simulation run. Use :func:`planner.sim.simulate`."""
 
@@ -811,7 +826,7 @@ class _Engine:
         rng: np.random.Generator,
         *,
         until_s: float | None,
-        progress: bool,
+        progress: Callable[[int, int], None] | None,
     ):
         self.plan = plan
         self.req = requests
@@ -1133,10 +1148,8 @@ class _Engine:
                 cid = self._control_slot()
                 self.wakes[cid] = pool.spec.autoscale.interval_s
                 env.process(self._autoscaler(pool, cid))
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.n, unit="req", desc="simulate", mininterval=0.5)
+        if self.progress is not None:
+            self.bar = _Progress(self.progress, self.n)
         try:
             self._pump()
             if self.until_s is not None:
@@ -1146,4 +1159,3 @@ class _Engine:
         finally:
             if self.bar is not None:
                 self.bar.update(self.i - self.reported)
-                self.bar.close()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from planner.errors import PlannerError
-from planner.sim.requests import RequestTable
+from planner.output import write_tables
+from planner.requests import RequestTable
 from planner.sim.results import SimResult
 
 __all__ = ["requests_from_traces", "write_frames", "write_result"]
@@ -99,8 +100,6 @@ def write_frames(
     """Write each table as ``NAME.csv`` (all or nothing, :func:`planner.output.write_tables`)
     or ``NAME.parquet`` into ``out_dir``; returns the paths."""
     if fmt == "csv":
-        from planner.output import write_tables
-
         return write_tables(tables, out_dir)
     if fmt != "parquet":
         raise PlannerError(f"write_frames: fmt must be 'csv' or 'parquet', got '{fmt}'")

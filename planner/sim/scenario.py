@@ -50,8 +50,8 @@ import pandas as pd
 
 from planner.config import Length, Scenario, SimTrace, med
 from planner.errors import PlannerError
+from planner.requests import RequestTable
 from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
-from planner.sim.requests import RequestTable
 from planner.sim.results import SimResult
 
 __all__ = [
@@ -568,7 +568,7 @@ def simulate_scenario(
     spillover: str | None = None,
     traces: Sequence[SimTrace] | None = None,
     trace_dir: str | Path | None = None,
-    progress: bool = False,
+    progress: Any = None,
 ) -> list[ScenarioRun]:
     """Simulate the scenario's plans (see the module docstring); one :class:`ScenarioRun` each.
 
@@ -576,7 +576,7 @@ def simulate_scenario(
     replaces the generated arrivals; ``trace_dir`` resolves their relative paths (default: the
     scenario's folder). The same ``seed`` gives every plan the same arrivals.
     """
-    from planner.sim import simulate
+    from planner.sim.run import simulate
 
     cat = _catalog(catalog)
     sim = sc.simulation
@@ -671,7 +671,7 @@ def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
     Arrivals are cut after ``max_requests`` (default ``[simulation] report_max_requests``);
     the window simulated is then shorter than the hour and the note says so.
     """
-    from planner.sim import simulate
+    from planner.sim.run import simulate
 
     cat = _catalog(catalog)
     det = _deterministic(sc, cat)

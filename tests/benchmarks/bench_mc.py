@@ -33,13 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from planner.config import parse_scenario  # noqa: E402
 from planner.engines.deterministic import evaluate  # noqa: E402
-from planner.engines.montecarlo import (  # noqa: E402
-    CHUNK_SIZE,
-    compile_scenario,
-    risk_tables,
-    run_montecarlo,
-    scenario_at,
-)
+from planner.engines.montecarlo import CHUNK_SIZE, compile_scenario, run_montecarlo  # noqa: E402
+from planner.uncertain import risk_tables, scenario_at  # noqa: E402
 
 TEMPLATE = ROOT / "planner" / "templates" / "risk-example.toml"
 

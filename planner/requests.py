@@ -1,4 +1,6 @@
-"""Columnar request table: the simulator's input."""
+"""Columnar request table: what arrival processes and trace replay produce and the simulator
+(:mod:`planner.sim`) consumes. It sits below both, so :mod:`planner.arrivals` and
+:mod:`planner.traces` do not depend on the simulator."""
 
 from __future__ import annotations
 
