@@ -12,6 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from planner.catalog import load_catalog
+from planner.distributions import median_of
+from planner.model.evaluate import Model
+
 
 @dataclass(frozen=True)
 class OptionSizing:
@@ -41,40 +47,46 @@ class OptionSizing:
     prefix_cache_hit_share: Mapping[str, float] = field(default_factory=dict)
 
 
-def size_options(sc: Any, catalog: Any = None) -> dict[str, OptionSizing]:
-    """Size every self-hosted option of a scenario (see :class:`OptionSizing`)."""
-    from planner.catalog import load_catalog
-    from planner.config import med
-    from planner.engines.deterministic import evaluate  # replaced by the model (pending)
+def size_options(sc: Any, catalog: Any = None, *, model: Any = None) -> dict[str, OptionSizing]:
+    """Size every self-hosted option of a scenario at its medians (see :class:`OptionSizing`).
 
-    cat = catalog or load_catalog()
-    res = evaluate(sc, cat)
-    summ = res.summary.set_index("deployment")
-    cap = res.capacity
-    hpm = float(sc.planning.hours_per_month)
+    The price of a replica-hour: cloud, the instance-hour price (spot factor included) x
+    instances per replica; on-prem, the option's monthly ownership cost (capex, energy,
+    operations ... under the cost lens) / hours per month / replicas.
+    """
+    m = model if model is not None else Model(sc, catalog or load_catalog())
+    ctx = m.ctx()
     out: dict[str, OptionSizing] = {}
-    for name, (kind, dep) in sc.deployments().items():
-        if kind == "api":
-            continue
-        r = summ.loc[name]
-        served = tuple(c for c in str(r["classes_served"]).split(",") if c) if isinstance(
-            r["classes_served"], str) else ()
-        unserved = {}
-        if isinstance(r["classes_unserved"], str) and r["classes_unserved"]:
-            for part in r["classes_unserved"].split("; "):
-                c, _, why = part.partition(": ")
-                unserved[c] = why
-        reps = float(r["replicas"])
-        usd_rh = float(r["usd_per_month"]) / hpm / reps if reps > 0 else 0.0
-        rows = cap[cap["deployment"] == name]
-        out[name] = OptionSizing(
-            deployment=name, kind=kind, classes_served=served, classes_unserved=unserved,
-            replicas=int(round(reps)) if reps == reps else 0,
-            gpus_per_replica=int(dep.gpus_per_replica), usd_per_replica_hour=usd_rh,
-            requests_per_s_per_replica={
-                c: float(v) for c, v in zip(rows["class"], rows["requests_per_s_per_replica"],
-                                            strict=True)},
-            prefix_cache_hit_share={
-                c: float(med(sc.workload[c].prefix_cache_hit_share)) for c in served},
-        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for o in m.options:
+            if o.kind == "api":
+                continue
+            r = m.selfhosted(ctx, o)
+            reps = float(r["replicas"])
+            unserved = dict(o.unserved)
+            if not r["serves"]:
+                for c in o.served:
+                    unserved[c] = (f"fleet too small: {o.fleet_basis} for a peak load of "
+                                   f"{float(r['peak_load']):.3g} replicas")
+            served = tuple(c for c in o.served if c not in unserved)
+            if reps <= 0:
+                usd_rh = 0.0
+            elif o.kind == "cloud":
+                price, factor = m.cloud_instance_usd_per_hour(ctx, o)
+                usd_rh = float(price * factor * float(r["units"]) / reps)
+            else:
+                fixed = sum(float(r[f"onprem_{k}_usd"]) for k in (
+                    "capex", "maintenance", "energy", "facilities", "operations",
+                    "implementation"))
+                usd_rh = fixed / m.hpm / reps
+            out[o.name] = OptionSizing(
+                deployment=o.name, kind=o.kind, classes_served=served,
+                classes_unserved=unserved, replicas=int(round(reps)),
+                gpus_per_replica=int(o.dep.gpus_per_replica), usd_per_replica_hour=usd_rh,
+                requests_per_s_per_replica={c: float(np.asarray(m.rps(ctx, o, c)))
+                                            for c in o.served},
+                prefix_cache_hit_share={
+                    c: float(median_of(sc.workload[c].prefix_cache_hit_share))
+                    for c in o.served},
+            )
     return out
