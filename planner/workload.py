@@ -49,6 +49,49 @@ def peak_factor(profile: str | Sequence[float], peak_to_average: float | None = 
     return f
 
 
+def hourly_rates(
+    requests_per_day: float,
+    weights: Sequence[float] | np.ndarray,
+    batch_share: float = 0.0,
+    periods: int | None = None,
+) -> np.ndarray:
+    """Expected requests in each hour of a profile, batch-eligible requests spread evenly.
+
+    ``d_h = requests_per_day x days x w_h`` with ``w`` the weights normalised to sum to 1 and
+    ``days = len(w) / 24`` (1 for a day, 7 for a week); the batch-eligible share ``b`` is
+    deferrable, so it is spread evenly over the hours:
+
+        rate_h = (1 - b) x d_h + b x mean(d)
+
+    The rates sum to ``requests_per_day x days``. ``periods`` tiles a 24-hour profile over a
+    168-hour week (the per-hour volume does not change). Requests/s = rate / 3600.
+    """
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    d = requests_per_day * (w.size / 24.0) * w
+    if periods is not None and periods != w.size:
+        if periods % w.size:
+            raise ValueError(f"a {w.size}-hour profile does not tile {periods} hours")
+        d = np.tile(d, periods // w.size)
+    return (1.0 - batch_share) * d + batch_share * d.mean()
+
+
+def busiest_hour(hourly_load) -> tuple[int, ...]:
+    """The hour with the highest load: the index of the largest entry of ``hourly_load``.
+
+    ``hourly_load``'s last axis is the hour of the profile; leading axes (e.g. sampled
+    scenario and pool) are searched as well, and the whole index is returned (a 1-d load
+    gives ``(hour,)``). The first such entry wins a tie. The load is what the caller sizes
+    against, built from :func:`hourly_rates`, i.e. with batch-eligible requests spread
+    evenly over the hours: the total expected requests of the simulated classes
+    (``planner simulate``'s report hour) or a pool's load in replicas (``optimize --verify``).
+    """
+    a = np.asarray(hourly_load, dtype=float)
+    if a.size == 0:
+        raise ValueError("busiest_hour: no hours")
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(a)), a.shape))
+
+
 @dataclass(frozen=True)
 class TokenCount:
     """A length resolved to tokens, with how it was derived."""
@@ -115,6 +158,11 @@ class ClassLoad:
         """Mean request rate in each hour of the profile (24 or 168 values)."""
         days = self.weights.size / 24
         return self.requests_per_day * days * self.weights / 3600.0
+
+    def hourly_rates(self, periods: int | None = None) -> np.ndarray:
+        """Expected requests in each hour, batch-eligible ones spread evenly
+        (:func:`hourly_rates`)."""
+        return hourly_rates(self.requests_per_day, self.weights, self.batch_share, periods)
 
 
 def class_load(

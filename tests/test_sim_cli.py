@@ -15,9 +15,9 @@ import pytest
 
 from planner.catalog import load_catalog
 from planner.cli import main
-from planner.config import load_scenario
-from planner.engines.deterministic import evaluate
+from planner.config import load_scenario, med
 from planner.errors import PlannerError
+from planner.model.sizing import size_options
 from planner.sim import report_tables, simulate_scenario
 from planner.sim.scenario import scenario_requests
 from planner.traces import azure_trace
@@ -34,6 +34,7 @@ input = { words = 60, lang = "en" }
 context = { tokens = 500 }
 output = { tokens = 100 }
 cached_share = 0.25
+prefix_cache_hit_share = 0.25
 slo = { ttft_s = 1.0, tpot_s = 0.05 }
 
 [workload.nightly]
@@ -100,13 +101,13 @@ def test_simulate_prints_and_writes_tidy_tables(capsys, small, tmp_path):
           & ~(all_chat["tpot_s"] > slo.tpot_s))
     assert lat.loc["chat", "slo_attainment"] == pytest.approx(ok.mean(), rel=1e-12)
     assert lat.loc["chat", "slo_target"] == pytest.approx(slo.percentile / 100)
-    # replicas and price per replica-hour from the cost engine; GPU-hours = replica-hours x GPUs
-    det = evaluate(sc).summary.set_index("deployment").loc["gpu"]
+    # replicas and price per replica-hour from the model's sizing; GPU-hours = replica-hours x GPUs
+    size = size_options(sc)["gpu"]
     pools = pd.read_csv(out_dir / "pools.csv").set_index("deployment")
-    assert pools.loc["gpu", "replicas"] == det["replicas"]
-    assert pools.loc["gpu", "replicas_basis"] == "cost engine sizing"
+    assert pools.loc["gpu", "replicas"] == size.replicas
+    assert pools.loc["gpu", "replicas_basis"] == "model sizing"
     dep = pd.read_csv(out_dir / "deployments.csv").set_index("deployment").loc["gpu"]
-    price = det["usd_per_month"] / sc.planning.hours_per_month / det["replicas"]
+    price = size.usd_per_replica_hour
     assert dep["usd"] == pytest.approx(dep["replica_hours"] * price, rel=1e-12)
     assert dep["gpu_hours"] == pytest.approx(dep["replica_hours"] * 1, rel=1e-12)
     assert dep["usd"] == pytest.approx(req["cost_usd"].sum(), rel=1e-9)
@@ -243,10 +244,12 @@ def test_generated_requests_follow_the_scenario(small):
     for cname in ("chat", "nightly"):
         cl = class_load(sc, cname, sc.workload[cname], tok, cat)
         sub = df[df["class"] == cname]
-        # lengths: input + context (tokenizer-converted words), output; cached share of input
+        # lengths: input + context (tokenizer-converted words), output; the prefix-cache
+        # share of the input is not prefilled (cached_share is API billing only)
         assert (sub["input_tokens"] == round(cl.input_tokens)).all()
         assert (sub["output_tokens"] == round(cl.output_tokens)).all()
-        want_cached = np.rint(cl.cached_share * sub["input_tokens"]).astype(int)
+        share = med(sc.workload[cname].prefix_cache_hit_share)
+        want_cached = np.rint(share * sub["input_tokens"]).astype(int)
         assert (sub["cached_input_tokens"] == want_cached).all()
         # hourly counts: Poisson around the profile's rate (batch share spread evenly)
         counts = np.bincount((sub["arrival_s"] // 3600).astype(int), minlength=24)

@@ -2,10 +2,12 @@
 
 The optimiser sizes replicas with the performance model's capacity at each class's SLO, a
 closed-loop figure without queueing. Here the chosen plan is replayed request by request: the
-hour where some self-hosted pool is most loaded (over all sampled scenarios) is generated as
-Poisson arrivals at that hour's routed rates (x the intra-hour peak factor), each routed as the
-plan routes it (a cascade sends every request to the small model and the escalated share to
-the large one as well), on pools with the plan's replicas and the perf model's step times.
+hour where some self-hosted pool is most loaded (over all sampled scenarios;
+:func:`busiest_hour`, i.e. :func:`planner.workload.busiest_hour` of the pools' hourly loads,
+whose demand spreads batch-eligible requests evenly) is generated at that hour's routed rates
+(x the intra-hour peak factor), each routed as the plan routes it (a cascade sends every
+request to the small model and the escalated share to the large one as well), on pools with
+the plan's replicas and the perf model's step times.
 Requests a pool cannot serve within the class TTFT SLO spill to an API when the plan has an API
 eligible for the class (``spill_on_slo``); the share that spilled is reported.
 
@@ -13,15 +15,23 @@ A class passes when the share of its requests meeting every SLO bound is at leas
 percentile (p90 -> 90%). Requests arriving in the first ``warmup_s`` are simulated but not
 counted (the pools start empty).
 
-Arrivals and lengths (:mod:`planner.arrivals`): Poisson arrivals at the hour's mean rate (or
-bursty, ``burstiness``); each request has the class's mean input/output tokens for the serving
-option's tokenizer (the lengths the capacity was computed at), or lognormal lengths with
-coefficient of variation ``length_cv`` around them.
+Requests (:func:`verify_requests`) come from the generator ``planner simulate`` uses,
+:func:`planner.sim.requests_from_scenario.generate_class_requests`: Poisson arrivals at the
+hour's routed rate (or bursty, ``burstiness``), one stream per class and serving option
+(``class@option``); each request has the class's mean input/output tokens for the serving
+option's tokenizer (the lengths the capacity was computed at;
+:class:`~planner.sim.requests_from_scenario.TokenLength`), or lognormal lengths with
+coefficient of variation ``length_cv`` around them. ``round(prefix_cache_hit_share x input)``
+tokens of each request are prefix (KV) cache hits that are not prefilled: the workload's
+self-hosted ``prefix_cache_hit_share`` (the API billing share ``cached_share`` is not a cache
+here), taken from ``verify_plan(prefix_cache_hit_share=...)`` or else from the problem's
+``ClassCoef.prefix_cache_hit_share`` (per option, per scenario) when it carries one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +41,9 @@ from planner.catalog import Catalog
 from planner.engines.optimize_data import Problem
 from planner.engines.optimize_milp import PlanArrays, option_loads
 from planner.errors import PlannerError
+from planner.requests import RequestTable
+from planner.sim.requests_from_scenario import ClassStream, TokenLength, generate_class_requests
+from planner.workload import busiest_hour as _busiest
 
 API_POOL = "api"
 
@@ -53,31 +66,83 @@ class VerifyResult:
 
 def busiest_hour(pb: Problem, plan: PlanArrays) -> tuple[int, int]:
     """(scenario, hour) where a self-hosted pool runs closest to its capacity; else the hour
-    with the most requests."""
+    with the most requests (:func:`planner.workload.busiest_hour` of the pools' load in
+    replicas / their replicas, else of the demand)."""
     load = option_loads(pb, plan)
     reps = np.ceil(plan.blocks - 1e-6) * np.array(
         [pb.options[d].replicas_per_block for d in plan.options])[None, :, None]
     if load.size and np.any(reps > 0):
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(reps > 0, load / reps, 0.0)
-        s, _, h = np.unravel_index(int(np.argmax(u)), u.shape)
-        return int(s), int(h)
-    tot = pb.demand.sum(axis=1)
-    s, h = np.unravel_index(int(np.argmax(tot)), tot.shape)
-    return int(s), int(h)
+        s, _, h = _busiest(u)
+        return s, h
+    s, h = _busiest(pb.demand.sum(axis=1))
+    return s, h
 
 
-def _length(mean: float, cv: float, minimum: int):
-    """A length sampler (planner.arrivals) with this mean: fixed, or lognormal with
-    coefficient of variation ``cv`` (sigma^2 = ln(1 + cv^2), median = mean / exp(sigma^2 / 2))."""
-    from planner.arrivals import FixedLength, LognormalLength
+def _prefix_share(kc, s: int) -> float:
+    """The problem's prefix-cache hit share of one option serving one class in scenario s."""
+    v = getattr(kc, "prefix_cache_hit_share", None)
+    if v is None:
+        return 0.0
+    v = np.asarray(v, dtype=float)
+    return float(v[s] if v.ndim else v)
 
-    if cv <= 0:
-        return FixedLength(max(minimum, int(round(mean))))
-    sigma = math.sqrt(math.log1p(cv * cv))
-    median = max(mean, 1.0) / math.exp(0.5 * sigma * sigma)
-    return LognormalLength(median, median * math.exp(sigma * 1.2815515655446004),
-                           min_tokens=minimum)
+
+def verify_requests(
+    pb: Problem,
+    plan: PlanArrays,
+    s: int,
+    h: int,
+    rng: np.random.Generator,
+    *,
+    window_s: float = 3600.0,
+    length_cv: float = 0.0,
+    burstiness=None,
+    prefix_cache_hit_share: Mapping[str, float] | None = None,
+) -> tuple[RequestTable | None, list[str]]:
+    """The requests of scenario ``s``, hour ``h`` of the plan, cut to ``window_s``.
+
+    One stream per class and serving option (label ``class@option``, ``class@api`` for every
+    API offering of the class together) at the plan's routed rate x the peak factor; see the
+    module docstring. Returns the requests (None when the plan routes no traffic in that
+    hour) and the API labels.
+    """
+    rates: dict[tuple[str, str], float] = {}
+    for k, (r, c) in enumerate(plan.pairs):
+        f = float(plan.flows[s, k, h]) * pb.peak_factor
+        if f <= 0:
+            continue
+        for leg, mult in pb.routes[r].legs:
+            key = (pb.classes[c], leg)
+            rates[key] = rates.get(key, 0.0) + f * float(mult[s])
+    pseudo_api: list[str] = []
+    merged: dict[str, list] = {}
+    for (cname, opt), lam in rates.items():
+        o = pb.options[opt]
+        kc = o.classes[cname]
+        label = f"{cname}@{API_POOL if o.kind == 'api' else opt}"
+        if o.kind == "api" and label not in pseudo_api:
+            pseudo_api.append(label)
+        share = (float(prefix_cache_hit_share[cname])
+                 if prefix_cache_hit_share is not None and cname in prefix_cache_hit_share
+                 else _prefix_share(kc, s))
+        # several API offerings of one class share the simulator's single API target
+        m = merged.setdefault(label, [0.0, float(kc.input_tokens[s]),
+                                      float(kc.output_tokens[s]), share])
+        m[0] += lam
+    if not merged:
+        return None, []
+    streams = [ClassStream(label, (lam * 3600.0,), TokenLength(i_tok, cv=length_cv),
+                           TokenLength(o_tok, cv=length_cv), prefix_cache_hit_share=share)
+               for label, (lam, i_tok, o_tok, share) in merged.items()]
+    # one hour of arrivals at the busiest hour's rates, cut to the window
+    full = generate_class_requests(streams, 1, rng, burstiness=burstiness)
+    keep = full.arrival_s < window_s
+    reqs = RequestTable.from_arrays(full.arrival_s[keep], full.input_tokens[keep],
+                                    full.output_tokens[keep], full.classes[keep],
+                                    cached_input_tokens=full.cached_input_tokens[keep])
+    return reqs, pseudo_api
 
 
 def verify_plan(
@@ -93,15 +158,17 @@ def verify_plan(
     seed: int = 0,
     spill: bool = True,
     burstiness=None,
+    prefix_cache_hit_share: Mapping[str, float] | None = None,
 ) -> VerifyResult:
     """Simulate the plan at its busiest (or the given) hour; see the module docstring.
 
     ``spill=False`` forbids spilling pool traffic to an API (only planned API traffic goes
     there). ``burstiness``: a :class:`planner.arrivals.GammaRenewal` or ``MMPP2`` for
-    burstier-than-Poisson arrivals.
+    burstier-than-Poisson arrivals. ``prefix_cache_hit_share``: class -> share of each prompt
+    not prefilled (default: the problem's, else none).
     """
     from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, step_model
-    from planner.sim import SLO, ApiTarget, PoolSpec, RequestTable, SimPlan, simulate
+    from planner.sim import SLO, ApiTarget, PoolSpec, SimPlan, simulate
 
     if window_s <= warmup_s:
         raise PlannerError(f"verify: window_s ({window_s}) must exceed warmup_s ({warmup_s})")
@@ -111,42 +178,11 @@ def verify_plan(
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     msgs: list[str] = []
 
-    # rates per (pseudo-class) = class routed to one option
-    rates: dict[tuple[str, str], float] = {}
-    for k, (r, c) in enumerate(plan.pairs):
-        f = float(plan.flows[s, k, h]) * pb.peak_factor
-        if f <= 0:
-            continue
-        for leg, mult in pb.routes[r].legs:
-            key = (pb.classes[c], leg)
-            rates[key] = rates.get(key, 0.0) + f * float(mult[s])
-    if not rates:
+    reqs, pseudo_api = verify_requests(pb, plan, s, h, rng, window_s=window_s,
+                                       length_cv=length_cv, burstiness=burstiness,
+                                       prefix_cache_hit_share=prefix_cache_hit_share)
+    if reqs is None:
         return VerifyResult(s, h, pd.DataFrame(), True, ["no traffic in the simulated hour"])
-
-    from planner.arrivals import ArrivalClass, generate_requests
-
-    pseudo_api: list[str] = []
-    arrival_classes = []
-    merged: dict[str, list] = {}
-    for (cname, opt), lam in rates.items():
-        o = pb.options[opt]
-        kc = o.classes[cname]
-        label = f"{cname}@{API_POOL if o.kind == 'api' else opt}"
-        if o.kind == "api" and label not in pseudo_api:
-            pseudo_api.append(label)
-        # several API offerings of one class share the simulator's single API target
-        m = merged.setdefault(label, [0.0, float(kc.input_tokens[s]),
-                                      float(kc.output_tokens[s])])
-        m[0] += lam
-    for label, (lam, i_tok, o_tok) in merged.items():
-        arrival_classes.append(ArrivalClass(
-            label, 0.0, _length(i_tok, length_cv, 0), _length(o_tok, length_cv, 1),
-            rates_per_hour=(lam * 3600.0,), burstiness=burstiness))
-    # one hour of arrivals at the busiest hour's rates (planner.arrivals), cut to the window
-    full = generate_requests(arrival_classes, 1, rng)
-    keep = full.arrival_s < window_s
-    reqs = RequestTable.from_arrays(full.arrival_s[keep], full.input_tokens[keep],
-                                    full.output_tokens[keep], full.classes[keep])
 
     pools = []
     pool_rows = []

@@ -6,32 +6,44 @@ What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags 
   as ``planner cost`` compares them; or the ``deployments`` listed in ``[simulation]`` (or
   ``--deployment``) together, one pool each, in that order: a request goes to the first pool
   serving its class and moves to the next only when the first would spill (``max_queue``, or
-  the SLO rule when a spillover API is set). A pool serves the classes the cost engine found
-  it eligible for (its ``classes``, quality tier, capacity).
-* **Replicas** of a pool: ``[simulation] replicas`` / ``--replicas``, else the deployment's
-  fixed ``replicas``, else the cost engine's sizing (peak-hour load / utilisation target +
-  HA reserve, :func:`planner.engines.deterministic.evaluate`).
+  the SLO rule when a spillover API is set). A pool serves the classes the model sizes it
+  for (``classes_served`` of :func:`planner.model.sizing.size_options`: its ``classes``,
+  quality tier, capacity).
+* **Replicas** of a pool: ``[simulation] replicas`` / ``--replicas``, else the model's sizing
+  (``OptionSizing.replicas``: the deployment's fixed ``replicas``, else peak-hour load /
+  utilisation target + HA reserve).
 * **Step times** of a replica: the performance model (:func:`planner.perf.step_model`) with
   the deployment's model, accelerator, GPUs, precision and ``perf`` parameters. Its decode
   step is affine in the cached tokens at a fixed batch, so it is tabulated per batch size
   (:class:`~planner.sim.stepmodel.TabulatedStepModel`, exact to rounding) and the engine jumps
   over decode iterations in closed form; a model for which the table is not exact (e.g.
   sliding-window attention) runs step by step.
-* **Price of a replica-hour**: the cost engine's monthly cost of the deployment / hours per
-  month / its replicas (capex, energy and operations included for on-prem, under the
-  scenario's cost lens).
+* **Price of a replica-hour**: the model's ``OptionSizing.usd_per_replica_hour`` (capex,
+  energy and operations included for on-prem, under the scenario's cost lens).
 * **Spillover** (optional): ``[simulation] spillover = "<api name>"`` sends a request to that
   API when its predicted TTFT breaks the class SLO or the queue is full; the API also serves
   classes no pool serves. Its prices are the offering's (with the scenario's overrides and
-  discount); its latency ``api_ttft_s`` + ``output_tokens / api_output_tokens_per_s``.
-* **Requests** per class (:mod:`planner.arrivals`): Poisson arrivals (or Gamma renewal with
-  ``burstiness_cv``) at ``requests_per_day`` x (1 - response cache hits) x (1 + retries) on
-  the class's diurnal profile, batch-eligible requests spread evenly over the day (as the
-  cost engine does); prompt = input + calls x the class's fixed context, output = calls x
-  samples x output, in the serving model's tokenizer (the first pool's); a length given as a
+  discount, :func:`planner.model.price.api_prices`); its latency ``api_ttft_s`` +
+  ``output_tokens / api_output_tokens_per_s``. It serves the classes its ``classes`` and
+  quality tier allow.
+* **Requests** per class (:func:`scenario_requests`, the generator
+  :func:`planner.sim.requests_from_scenario.generate_class_requests` that ``planner optimize
+  --verify`` uses too): Poisson arrivals (or Gamma renewal with ``burstiness_cv``) at the
+  model's hourly volumes, :func:`planner.workload.hourly_rates`: ``requests_per_day`` x
+  (1 - response cache hits) x (1 + retries) on the class's diurnal profile, batch-eligible
+  requests spread evenly over the day; prompt = input + calls x the class's fixed context,
+  output = calls x samples x output, in the serving model's tokenizer (the first pool's)
+  (:func:`~planner.sim.requests_from_scenario.token_length`); a length given as a
   distribution is drawn per request, a fixed length is used as is (or spread lognormally
-  with ``length_cv``); ``cached_share`` of each prompt is a prefix-cache hit (not prefilled).
+  with ``length_cv``). **Prefix cache**: ``round(prefix_cache_hit_share x prompt)`` tokens of
+  each request are KV-cache hits, not prefilled (the model's share for the first pool
+  serving the class, i.e. the workload's ``prefix_cache_hit_share``). ``cached_share`` is the
+  API *billing* share and is not simulated as a cache; the run's notes say which applies. (A
+  request spilled to the API is billed at the cached price for its prefix-cache tokens.)
   Classes no pool or API of the plan serves are left out (and named in the notes).
+* **Busiest hour** (report and ``planner risk --simulate``): the profile hour with the most
+  expected requests of the simulated classes (:func:`profile_busiest_hour`, i.e.
+  :func:`planner.workload.busiest_hour` of :func:`planner.workload.hourly_rates`).
 * **Traces** (``[[simulation.trace]]`` or ``--trace``) replace the generated arrivals: each
   file is replayed as recorded (:func:`planner.traces.replay`), optionally scaled in rate or
   repeated to fill the period.
@@ -48,11 +60,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.config import Length, Scenario, SimTrace, med
+from planner.config import Scenario, SimTrace, med
 from planner.errors import PlannerError
+from planner.model.price import api_prices
+from planner.model.sizing import OptionSizing, size_options
 from planner.requests import RequestTable
 from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
+from planner.sim.requests_from_scenario import ClassStream, generate_class_requests, token_length
 from planner.sim.results import SimResult
+from planner.workload import busiest_hour, class_load
 
 __all__ = [
     "ScenarioRun",
@@ -61,6 +77,7 @@ __all__ = [
     "run_tables",
     "report_tables",
     "scenario_requests",
+    "scenario_streams",
     "simulate_scenario",
     "trace_requests",
 ]
@@ -81,18 +98,26 @@ def _catalog(catalog: Any):
     return catalog or load_catalog()
 
 
-def _deterministic(sc: Scenario, cat: Any):
-    from planner.engines.deterministic import evaluate
-
-    return evaluate(sc, cat)
-
-
-def _served(det, name: str) -> list[str]:
-    row = det.summary[det.summary["deployment"] == name]
-    if row.empty:
-        return []
-    s = row.iloc[0]["classes_served"]
-    return [c for c in str(s).split(",") if c] if isinstance(s, str) else []
+def _api_classes(sc: Scenario, name: str, cat: Any) -> list[str]:
+    """Classes the API ``name`` may serve: those in its ``classes`` (all when unset) whose
+    ``min_quality_tier`` its quality tier (the deployment's, the fine-tune's for the classes
+    it qualifies for, else the catalog's) meets. The cost model's eligibility rule for APIs."""
+    dep = sc.api[name]
+    row = cat.api(dep.offering)
+    tier = dep.quality_tier if getattr(dep, "quality_tier", None) is not None else (
+        row.get("quality_tier"))
+    ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
+    out = []
+    for cname, wc in sc.workload.items():
+        if dep.classes is not None and cname not in dep.classes:
+            continue
+        t = None if tier is None else float(tier)
+        if ft is not None and cname in ft.qualifies_for and ft.quality_tier is not None:
+            t = float(ft.quality_tier)
+        if wc.min_quality_tier is not None and t is not None and t > wc.min_quality_tier:
+            continue
+        out.append(cname)
+    return out
 
 
 def plan_groups(sc: Scenario, deployments: Sequence[str] | None = None) -> list[tuple[str, ...]]:
@@ -154,8 +179,6 @@ def _step_model(sc: Scenario, name: str, cat: Any):
 
 
 def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
-    from planner.model.price import api_prices
-
     dep = sc.api[name]
     row = cat.api(dep.offering)
     p = api_prices(dep, row, dep.fine_tune is not None)
@@ -203,41 +226,45 @@ def build_plan(
     deployments: Sequence[str],
     *,
     catalog: Any = None,
-    det: Any = None,
+    sizing: Mapping[str, OptionSizing] | None = None,
     replicas: Mapping[str, int] | int | None = None,
     spillover: str | None = None,
 ) -> tuple[SimPlan, pd.DataFrame, list[str]]:
     """A :class:`SimPlan` with one pool per deployment in ``deployments``.
 
+    A pool serves the option's ``classes_served`` and is priced at its
+    ``usd_per_replica_hour``, both from the model's sizing
+    (:func:`planner.model.sizing.size_options`).
+
     Parameters
     ----------
     replicas : int or mapping, optional
         Replicas of every pool (int) or per deployment; default ``[simulation] replicas``,
-        then the deployment's fixed ``replicas``, then the cost engine's sizing.
+        then the model's sizing (the deployment's fixed ``replicas`` when it has them).
     spillover : str, optional
         An ``[api.NAME]`` absorbing spillover (default ``[simulation] spillover``).
-    det : Results, optional
-        The cost engine's results for ``sc`` (computed when not given).
+    sizing : mapping, optional
+        ``size_options(sc, catalog)`` (computed when not given).
 
     Returns
     -------
     (plan, pools table, classes served by the plan's pools or API)
     """
     cat = _catalog(catalog)
-    det = det if det is not None else _deterministic(sc, cat)
+    sizing = sizing if sizing is not None else size_options(sc, cat)
     sim = sc.simulation
     spill = spillover if spillover is not None else sim.spillover
     if spill is not None and spill not in sc.api:
         raise PlannerError(f"simulate: spillover {spill!r} is not an [api.*] deployment of the "
                            f"scenario; APIs: {', '.join(sc.api) or 'none'}")
-    summary = det.summary.set_index("deployment")
     pools, rows = [], []
     covered: list[str] = []
     for name in deployments:
         kind, dep = sc.deployments()[name]
-        served = _served(det, name)
+        size = sizing[name]
+        served = list(size.classes_served)
         if not served:
-            why = summary.loc[name, "classes_unserved"] if name in summary.index else ""
+            why = "; ".join(f"{c}: {w}" for c, w in size.classes_unserved.items())
             raise PlannerError(f"simulate: {kind}.{name} serves none of the workload classes"
                                + (f" ({why})" if why else ""))
         if isinstance(replicas, int):
@@ -246,17 +273,13 @@ def build_plan(
             n, basis = int(replicas[name]), "given"
         elif name in sim.replicas:
             n, basis = sim.replicas[name], "[simulation] replicas"
-        elif dep.replicas is not None:
-            n, basis = int(dep.replicas), f"{kind}.{name}.replicas"
         else:
-            n, basis = int(summary.loc[name, "replicas"]), "cost engine sizing"
+            n = int(size.replicas)
+            basis = f"{kind}.{name}.replicas" if dep.replicas is not None else "model sizing"
         if n < 1:
             raise PlannerError(f"simulate: {name} needs at least one replica, got {n}")
         model, _, err, acc_id = _step_model(sc, name, cat)
-        det_reps = float(summary.loc[name, "replicas"])
-        usd_month = float(summary.loc[name, "usd_per_month"])
-        hpm = sc.planning.hours_per_month
-        usd_rh = usd_month / hpm / det_reps if det_reps > 0 else 0.0
+        usd_rh = float(size.usd_per_replica_hour)
         pools.append(PoolSpec(name, model, replicas=n, usd_per_replica_hour=usd_rh,
                               classes=tuple(served), routing=sim.routing,
                               max_queue=sim.max_queue))
@@ -264,7 +287,10 @@ def build_plan(
             "deployment": name, "kind": kind, "model": dep.model, "accelerator": acc_id,
             "gpus_per_replica": dep.gpus_per_replica, "precision": dep.precision,
             "replicas": n, "replicas_basis": basis, "usd_per_replica_hour": usd_rh,
-            "classes": ",".join(served), "max_batch": model.max_batch,
+            "classes": ",".join(served),
+            "prefix_cache_hit_share": ",".join(
+                f"{c}={size.prefix_cache_hit_share.get(c, 0.0):g}" for c in served),
+            "max_batch": model.max_batch,
             "kv_capacity_tokens": model.kv_capacity_tokens,
             "decode_table_max_rel_error": err,
             "step_times": "decode tabulated per batch size, exact prefill"
@@ -273,7 +299,7 @@ def build_plan(
         covered += [c for c in served if c not in covered]
     api = None
     if spill is not None:
-        api_classes = _served(det, spill)
+        api_classes = _api_classes(sc, spill, cat)
         api = _api_target(sc, spill, cat, api_classes)
         covered += [c for c in api_classes if c not in covered]
         rows.append({"deployment": spill, "kind": "api", "model": sc.api[spill].offering,
@@ -286,42 +312,66 @@ def build_plan(
 
 
 # ---------------------------------------------------------------------- requests
-@dataclass(frozen=True)
-class _Tokens:
-    """Per-request token counts: ``factor x ratio x draw`` (a distribution), ``factor x
-    tokens`` (fixed), or lognormal around it with coefficient of variation ``cv``."""
+def prefix_cache_shares(sc: Scenario, sizing: Mapping[str, OptionSizing] | None = None,
+                        deployments: Sequence[str] = ()) -> dict[str, float]:
+    """Per class, the share of each prompt a self-hosted replica does not prefill.
 
-    tokens: float
-    factor: float = 1.0
-    dist: Any = None
-    ratio: float = 1.0
-    cv: float = 0.0
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if self.dist is not None:
-            x = np.asarray(self.dist.sample(rng, n), dtype=float) * self.ratio
-        elif self.cv > 0:
-            s2 = math.log1p(self.cv * self.cv)
-            x = self.tokens * np.exp(math.sqrt(s2) * rng.standard_normal(n) - 0.5 * s2)
-        else:
-            x = np.full(n, self.tokens)
-        return np.maximum(np.rint(x * self.factor), 0.0)
+    The model's ``prefix_cache_hit_share`` of the first of ``deployments`` serving the class
+    (what its capacity was sized at), else the workload's ``prefix_cache_hit_share``. The API
+    billing share ``cached_share`` is never used.
+    """
+    out = {c: float(med(wc.prefix_cache_hit_share)) for c, wc in sc.workload.items()}
+    done: set[str] = set()
+    for d in deployments:
+        size = (sizing or {}).get(d)
+        for c, v in (size.prefix_cache_hit_share.items() if size is not None else ()):
+            if c in out and c not in done:
+                out[c] = float(v)
+                done.add(c)
+    return out
 
 
-def _length(length: Length | None, tokenizer: str | None, cat: Any, factor: float,
-            cv: float) -> _Tokens:
-    from planner.distributions import is_distribution
-    from planner.workload import resolve_length
+def scenario_streams(
+    sc: Scenario,
+    *,
+    hours: int,
+    catalog: Any = None,
+    tokenizer: str | None = None,
+    start_hour: int = 0,
+    classes: Sequence[str] | None = None,
+    prefix_cache_hit_share: Mapping[str, float] | None = None,
+) -> list[ClassStream]:
+    """What :func:`scenario_requests` generates, per class: rates, lengths, prefix cache.
 
-    if length is None:
-        return _Tokens(0.0)
-    tc = resolve_length(length, tokenizer, cat)
-    count = next(getattr(length, k) for k in ("tokens", "words", "chars")
-                 if getattr(length, k) is not None)
-    if is_distribution(count):
-        ratio = tc.tokens / float(med(count)) if float(med(count)) > 0 else 0.0
-        return _Tokens(tc.tokens, factor, count, ratio)
-    return _Tokens(tc.tokens, factor, cv=cv)
+    Rates: :meth:`planner.workload.ClassLoad.hourly_rates` (requests_per_day x (1 - response
+    cache hits) x (1 + retries) on the profile, batch-eligible requests spread evenly) for the
+    ``hours`` hours from profile hour ``start_hour``. Lengths: :func:`token_length` of input
+    (``length_cv`` spread), context (x calls, fixed) and output (x calls x samples).
+    ``prefix_cache_hit_share``: per class (default :func:`prefix_cache_shares`).
+    """
+    cat = _catalog(catalog)
+    sim = sc.simulation
+    names = list(classes) if classes is not None else list(sc.workload)
+    if not names:
+        raise PlannerError("simulate: the scenario has no workload classes")
+    shares = prefix_cache_shares(sc)
+    shares.update(prefix_cache_hit_share or {})
+    streams = []
+    for cname in names:
+        wc = sc.workload[cname]
+        cl = class_load(sc, cname, wc, tokenizer, cat)
+        calls, samples = float(med(wc.calls_per_request)), float(med(wc.samples_per_call))
+        day = cl.hourly_rates()
+        rates = day[(start_hour + np.arange(hours)) % day.size]
+        ctx = token_length(wc.context, tokenizer, cat, factor=calls)
+        streams.append(ClassStream(
+            cname, tuple(float(r) for r in rates),
+            token_length(wc.input, tokenizer, cat, cv=sim.length_cv),
+            token_length(wc.output, tokenizer, cat, factor=calls * samples, cv=sim.length_cv),
+            fixed_context_tokens=int(round(ctx.mean_tokens)),
+            prefix_cache_hit_share=shares[cname],
+        ))
+    return streams
 
 
 def scenario_requests(
@@ -333,45 +383,24 @@ def scenario_requests(
     tokenizer: str | None = None,
     start_hour: int = 0,
     classes: Sequence[str] | None = None,
+    prefix_cache_hit_share: Mapping[str, float] | None = None,
 ) -> RequestTable:
     """Generated requests of the scenario's workload classes over ``hours`` hours.
 
     Hour 0 of the table is hour ``start_hour`` of the classes' profiles (24 or 168 weights).
-    See the module docstring for volumes and lengths.
+    :func:`scenario_streams` then :func:`~planner.sim.requests_from_scenario.
+    generate_class_requests` (``[simulation] burstiness_cv``); see the module docstring.
     """
-    from planner.arrivals import ArrivalClass, GammaRenewal, generate_requests
-    from planner.workload import class_load
-
-    cat = _catalog(catalog)
     sim = sc.simulation
-    names = list(classes) if classes is not None else list(sc.workload)
-    if not names:
-        raise PlannerError("simulate: the scenario has no workload classes")
-    burst = GammaRenewal(sim.burstiness_cv) if sim.burstiness_cv is not None else None
-    arrival_classes, shares = [], []
-    for cname in names:
-        wc = sc.workload[cname]
-        cl = class_load(sc, cname, wc, tokenizer, cat)
-        calls, samples = float(med(wc.calls_per_request)), float(med(wc.samples_per_call))
-        w = cl.weights
-        h = (start_hour + np.arange(hours)) % w.size
-        days = w.size / 24.0
-        rates = cl.requests_per_day * ((1.0 - cl.batch_share) * days * w[h] + cl.batch_share / 24)
-        ctx = _length(wc.context, tokenizer, cat, calls, 0.0)
-        arrival_classes.append(ArrivalClass(
-            cname, cl.requests_per_day,
-            _length(wc.input, tokenizer, cat, 1.0, sim.length_cv),
-            _length(wc.output, tokenizer, cat, calls * samples, sim.length_cv),
-            rates_per_hour=tuple(float(r) for r in rates), burstiness=burst,
-            fixed_context_tokens=int(round(ctx.tokens * ctx.factor)),
-        ))
-        shares.append(cl.cached_share)
-    reqs = generate_requests(arrival_classes, hours, rng)
-    out = np.maximum(reqs.output_tokens, 1)
-    share = np.asarray(shares)[[names.index(c) for c in reqs.class_names]]
-    cached = np.rint(share[reqs.class_idx] * reqs.input_tokens).astype(np.int64)
-    return RequestTable(reqs.arrival_s, reqs.class_idx, reqs.class_names, reqs.input_tokens,
-                        out, cached)
+    streams = scenario_streams(sc, hours=hours, catalog=catalog, tokenizer=tokenizer,
+                               start_hour=start_hour, classes=classes,
+                               prefix_cache_hit_share=prefix_cache_hit_share)
+    burst = None
+    if sim.burstiness_cv is not None:
+        from planner.arrivals import GammaRenewal
+
+        burst = GammaRenewal(sim.burstiness_cv)
+    return generate_class_requests(streams, hours, rng, burstiness=burst)
 
 
 def _trace_columns(t: SimTrace):
@@ -589,7 +618,7 @@ def simulate_scenario(
         raise PlannerError(f"simulate: seed must be >= 0, got {seed}")
     traces = tuple(traces) if traces else tuple(sim.trace)
     groups = plan_groups(sc, deployments)
-    det = _deterministic(sc, cat)
+    sizing = size_options(sc, cat)
     _, targets = _slos(sc)
     trace_reqs = None
     if traces:
@@ -598,10 +627,11 @@ def simulate_scenario(
             raise PlannerError("simulate: the trace files hold no requests")
     runs = []
     for group in groups:
-        plan, pools, covered = build_plan(sc, group, catalog=cat, det=det, replicas=replicas,
-                                          spillover=spillover)
+        plan, pools, covered = build_plan(sc, group, catalog=cat, sizing=sizing,
+                                          replicas=replicas, spillover=spillover)
         name = "+".join(group)
         notes = []
+        shares = prefix_cache_shares(sc, sizing, group)
         left = [c for c in sc.workload if c not in covered]
         if trace_reqs is not None:
             reqs = trace_reqs
@@ -617,10 +647,12 @@ def simulate_scenario(
             if left:
                 notes.append(f"{name}: class(es) {', '.join(left)} not simulated (no pool or "
                              "API of this plan serves them)")
+            notes.append(_cache_note(name, sc, {c: shares[c] for c in covered}))
             rng = np.random.default_rng(np.random.SeedSequence(seed))
             reqs = scenario_requests(sc, hours=hours, rng=rng, catalog=cat,
                                      tokenizer=_tokenizer(sc, group[0], cat),
-                                     start_hour=start_hour, classes=covered)
+                                     start_hour=start_hour, classes=covered,
+                                     prefix_cache_hit_share=shares)
             if len(reqs) == 0:
                 raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
                                    "hour(s); check requests_per_day and the diurnal profile")
@@ -630,24 +662,42 @@ def simulate_scenario(
     return runs
 
 
+def _cache_note(name: str, sc: Scenario, shares: Mapping[str, float]) -> str:
+    """Which cache the simulated requests carry (prefix cache, not the API billing share)."""
+    used = ", ".join(f"{c} {v:.0%}" for c, v in shares.items()) or "none"
+    billed = [c for c in shares if float(med(sc.workload[c].cached_share)) > 0]
+    return (f"{name}: prefix (KV) cache hits per class, not prefilled (prefix_cache_hit_share): "
+            f"{used}" + (f"; cached_share ({', '.join(billed)}) is API billing only and is not "
+                         "simulated as a cache" if billed else ""))
+
+
 # ---------------------------------------------------------------------- report hook
-def _report_plan(sc: Scenario, det) -> tuple[str, ...]:
+def _report_plan(sc: Scenario, sizing: Mapping[str, OptionSizing]) -> tuple[str, ...]:
     """The plan the report simulates: ``[simulation] deployments``, else the cheapest
-    self-hosted candidate that serves every class (else the one serving most classes)."""
+    (replicas x price per replica-hour) self-hosted option that serves every class (else the
+    one serving most classes)."""
     if sc.simulation.deployments:
         return tuple(sc.simulation.deployments)
-    s = det.summary[det.summary["kind"].isin(["cloud", "onprem"])].copy()
-    s = s[s["classes_served"].fillna("").astype(str) != ""]
-    if s.empty:
+    cands = [o for o in sizing.values() if o.classes_served]
+    if not cands:
         hosted = [*sc.cloud, *sc.onprem]
         if not hosted:
             raise PlannerError("the scenario has no self-hosted (cloud/onprem) deployment to "
                                "simulate")
         raise PlannerError("no self-hosted deployment of the scenario serves any workload "
                            "class")
-    s["n_served"] = s["classes_served"].astype(str).str.count(",") + 1
-    s = s.sort_values(["n_served", "usd_per_month"], ascending=[False, True], kind="stable")
-    return (str(s.iloc[0]["deployment"]),)
+    best = min(cands, key=lambda o: (-len(o.classes_served),
+                                     o.replicas * o.usd_per_replica_hour))
+    return (best.deployment,)
+
+
+def profile_busiest_hour(loads: Sequence[Any]) -> tuple[int]:
+    """``(hour,)`` of the profile with the most expected requests of ``loads``
+    (:class:`~planner.workload.ClassLoad`), batch-eligible requests spread evenly
+    (:func:`planner.workload.busiest_hour` of the summed :func:`~planner.workload.hourly_rates`;
+    a 24-hour profile is repeated over a week when another class has 168 weights)."""
+    periods = max(cl.weights.size for cl in loads)
+    return busiest_hour(sum(cl.hourly_rates(periods) for cl in loads))
 
 
 @dataclass(eq=False)
@@ -674,26 +724,18 @@ def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
     from planner.sim.run import simulate
 
     cat = _catalog(catalog)
-    det = _deterministic(sc, cat)
-    group = tuple(deployments) if deployments else _report_plan(sc, det)
-    plan, pools, covered = build_plan(sc, group, catalog=cat, det=det)
+    sizing = size_options(sc, cat)
+    group = tuple(deployments) if deployments else _report_plan(sc, sizing)
+    plan, pools, covered = build_plan(sc, group, catalog=cat, sizing=sizing)
     name = "+".join(group)
     tok = _tokenizer(sc, group[0], cat)
-    # busiest hour of the profile (total expected requests of the simulated classes)
-    from planner.workload import class_load
-
     loads = [class_load(sc, c, sc.workload[c], tok, cat) for c in covered]
-    size = max(cl.weights.size for cl in loads)
-    total = np.zeros(size)
-    for cl in loads:
-        w = np.resize(cl.weights, size) * (cl.weights.size / size)
-        total += cl.requests_per_day * (size / 24.0) * (
-            (1.0 - cl.batch_share) * w + cl.batch_share / size)
-    hour = int(np.argmax(total))
+    (hour,) = profile_busiest_hour(loads)
     seed = sc.simulation.seed if seed is None else int(seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     reqs = scenario_requests(sc, hours=1, rng=rng, catalog=cat, tokenizer=tok,
-                             start_hour=hour, classes=covered)
+                             start_hour=hour, classes=covered,
+                             prefix_cache_hit_share=prefix_cache_shares(sc, sizing, group))
     cap = sc.simulation.report_max_requests if max_requests is None else int(max_requests)
     window_s = 3600.0
     if len(reqs) > cap:
