@@ -134,8 +134,10 @@ def test_generated_counts_follow_the_models_hourly_volumes(wc, seed):
 
 
 def test_one_hourly_volume_under_every_engine():
-    """workload.hourly_rates is the cost engine's hourly load (requests/s x 3600)."""
-    from planner.engines.deterministic import _hourly
+    """workload.hourly_rates is the one model's hourly load (replica-equivalents x capacity x
+    3600) and the optimiser's demand."""
+    from planner.engines.optimize_data import _hourly
+    from planner.model.evaluate import Model
 
     sc = _scenario({"a": {"requests_per_day": 86_400, "diurnal": "business",
                           "batch_share": 0.4, "input": 100, "output": 10}})
@@ -143,6 +145,12 @@ def test_one_hourly_volume_under_every_engine():
     for periods in (24, 168):
         np.testing.assert_allclose(cl.hourly_rates(periods), _hourly(cl, periods) * 3600,
                                    rtol=1e-12)
+    m = Model(sc, CAT)
+    o = m.options[0]
+    coefs, const, weights, _, _ = m.load(m.ctx(), o)
+    rps = float(m.rps(m.ctx(), o, "a"))
+    model_load = (const + coefs[0] * weights[0]) * rps * 3600.0
+    np.testing.assert_allclose(model_load, cl.hourly_rates(o.periods), rtol=1e-12)
 
 
 def test_busiest_hour_is_the_highest_load_first_on_ties():

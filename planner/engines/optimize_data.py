@@ -49,14 +49,12 @@ from planner.model.evaluate import Model
 from planner.model.price import api_prices
 from planner.model.structure import eligible as _eligible
 from planner.model.structure import tier as _tier
-from planner.model.volumes import hourly_requests_per_s, tile_profile
 from planner.workload import class_load, diurnal_weights
 
 
 def _hourly(cl, periods: int) -> np.ndarray:
-    """Requests/s in each hour of ``periods`` (:func:`planner.model.volumes.hourly_requests_per_s`)."""
-    return tile_profile(hourly_requests_per_s(cl.requests_per_day, cl.weights, cl.batch_share),
-                        periods)
+    """Requests/s in each hour of ``periods`` (:func:`planner.workload.hourly_rates` / 3600)."""
+    return cl.hourly_rates(periods) / 3600.0
 
 KINDS = ("api", "cloud", "onprem")
 

@@ -1,6 +1,8 @@
-"""Volumes: profile length, hourly load, the one flatness rule and the busiest hour.
+"""Volumes: profile length, hourly load, the one flatness rule and the peak.
 
-Every engine (and the simulator's request generator) takes hourly volumes from here.
+Every engine (and the simulator's request generator) takes hourly volumes from here or from
+the functions it re-exports: :func:`planner.workload.hourly_rates` (requests per hour,
+batch-eligible ones spread evenly) and :func:`planner.workload.busiest_hour`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from planner.workload import hourly_load_extremes
+from planner.workload import busiest_hour, hourly_load_extremes, hourly_rates
+
+__all__ = ["busiest_hour", "hourly_rates", "is_flat", "peak_load", "profile_periods",
+           "tile_profile"]
 
 #: Tolerances of the one flatness test (as :func:`numpy.allclose`).
 FLAT_RTOL, FLAT_ATOL = 1e-5, 1e-8
@@ -26,28 +31,6 @@ def tile_profile(weights: np.ndarray, periods: int) -> np.ndarray:
     """A 24-hour profile repeated to ``periods`` hours (a weekly one unchanged)."""
     w = np.asarray(weights, dtype=float)
     return np.tile(w, periods // w.size) if w.size != periods else w
-
-
-def hourly_requests_per_s(requests_per_day: Any, weights: np.ndarray, batch_share: Any
-                          ) -> Any:
-    """Requests/s in each hour; batch-eligible requests spread evenly (deferrable).
-
-    ``r_h = (1 - b) x R x days x w_h / 3600 + b x R x days x mean(w) / 3600`` with ``R`` the
-    requests per day, ``w`` the profile weights (summing to 1 over ``days`` days) and ``b``
-    the batch share. Broadcasts: ``requests_per_day`` and ``batch_share`` may be (n,) arrays,
-    giving (n, hours).
-    """
-    w = np.asarray(weights, dtype=float)
-    days = w.size / 24.0
-    r = np.asarray(requests_per_day, dtype=float)
-    b = np.asarray(batch_share, dtype=float)
-    if r.ndim:
-        r = r[:, None]
-    if b.ndim:
-        b = b[:, None]
-    raw = r * days * w / 3600.0
-    flat = r * days * w.mean() / 3600.0
-    return (1.0 - b) * raw + b * flat
 
 
 def is_flat(hourly: Any) -> Any:
@@ -72,9 +55,3 @@ def peak_load(coefs, const, weights, mean_load, peak_to_average: float | None) -
     tol = FLAT_ATOL + FLAT_RTOL * np.abs(first)
     flat = (peak - first <= tol) & (first - low <= tol)
     return np.where(flat, mean_load * peak_to_average, peak)
-
-
-def busiest_hour(hourly_load: Any) -> int:
-    """Index of the hour with the highest load (the first one on ties)."""
-    h = np.asarray(hourly_load, dtype=float)
-    return int(np.argmax(h.reshape(-1, h.shape[-1]).max(axis=0)))
