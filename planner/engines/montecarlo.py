@@ -3,38 +3,24 @@
 Any numeric field of a scenario may hold a distribution (:mod:`planner.distributions`). This
 engine collects them all by dotted key path (``workload.chat.requests_per_day``,
 ``api.gpt-4o.input_usd_per_mtok``, ``onprem.hgx.server_price_usd`` ...), draws them together
-(optionally rank-correlated through a Gaussian copula) and evaluates the deterministic engine's
-cost formulas on the arrays of samples: one numpy expression per formula, never a Python loop
-per sample. With every input fixed it reproduces
-:func:`planner.engines.deterministic.evaluate` exactly (same operations in the same order).
-Inputs that cannot change an option's monthly cost (pre-training jobs, payback, revenue, SLO
-bounds) are reported in ``unused_inputs`` and held at their medians.
+(optionally rank-correlated through a Gaussian copula) and evaluates the one model
+(:class:`planner.model.evaluate.Model`) on the arrays of samples: one numpy expression per
+formula, never a Python loop per sample. The deterministic engine is the same model at N=1, so
+with every input fixed this engine reproduces :func:`planner.engines.deterministic.evaluate`
+exactly. Inputs that cannot change an option's monthly cost (pre-training jobs, payback,
+revenue, SLO bounds) are reported in ``unused_inputs`` and held at their medians.
 
-How the pieces map to the deterministic engine
-----------------------------------------------
-* Structure is decided once, at the inputs' medians, exactly as the deterministic engine decides
-  it: which classes each option may serve (classes, quality tiers, fine-tune qualification, a
-  replica that does not fit), which catalog rows and price sources apply, the billing mode.
-  Only numbers vary between samples.
-* Volumes: :func:`planner.workload.class_volumes` per class and tokenizer.
-* API bills: :func:`planner.costs.api.resolve_api_prices` and
-  :func:`planner.costs.api.api_cost_per_request` per class, plus request fees.
-* Self-hosted: whole replicas from the peak hourly load
-  (:func:`planner.workload.hourly_load_extremes`, :func:`planner.costs.selfhosted.replicas_needed`,
-  ``ceil`` on arrays), packed into whole instances/servers (``pack``); cloud rental by billing
-  mode; on-prem capex, maintenance, energy, facilities and staff
-  (:func:`planner.costs.selfhosted.onprem_costs_usd_per_month`).
-* Fine-tune one-offs (:mod:`planner.costs.training`) spread over the horizon.
-* Replica capacity comes from the performance model (:func:`planner.perf.replica_capacity`),
-  called once per (deployment, class) at the median lengths. When a class's token lengths are
-  uncertain, it is called on a grid instead: input x output tokens at the 0.1, 3, 20, 50, 80,
-  97 and 99.9 % quantiles of a fixed 2,048-draw pilot sample plus the median lengths (at most
-  8 x 8 calls, shared by options with the same model, accelerator and parallelism), and the
-  replica-seconds per request (1 / requests per s) is interpolated bilinearly in (input
-  tokens, output tokens), held constant beyond the outermost nodes (0.5 % worst error against
-  the perf model on the risk example's grid). At the median lengths the grid returns the perf
-  model's value. SLO bounds are held at their medians (the grid is computed for one SLO). A
-  sample whose lengths leave no capacity costs ``inf`` and counts in ``p_infeasible``.
+What this module adds to the model
+----------------------------------
+* :class:`CompiledScenario`: the model built with the scenario's uncertain inputs (so a class
+  with uncertain token lengths gets a capacity grid, see :mod:`planner.model.capacity`) and
+  the sampler of those inputs; structure (eligibility, catalog rows, price sources, billing)
+  is decided once at the medians, only numbers vary between samples.
+* A sample whose lengths leave no capacity, or in which a fixed fleet (``replicas``, on-prem
+  ``servers``, ``max_*`` limits) cannot carry the peak load, costs ``inf`` and counts in
+  ``p_infeasible``.
+* Chunked sampling, statistics (P5/P50/P95, CVaR95 from :func:`planner.stats.cvar`),
+  P(cheapest), convergence, tornado and break-even ranges.
 
 Randomness and reproducibility
 ------------------------------
