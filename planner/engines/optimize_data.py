@@ -44,6 +44,7 @@ from planner.config import Scenario, med
 from planner.costs import selfhosted as sh
 from planner.costs.api import api_cost_per_request
 from planner.engines.deterministic import (
+    DEFAULT_LIFE_YEARS,
     _eligible,
     _Evaluator,
     _fees,
@@ -531,17 +532,75 @@ class _Pricer:
                                        np.zeros(1))
         return float(usd)
 
-    def onprem_blocks(self, name, dep, server, acc_row, rpb) -> tuple[float, float, float]:
-        """(USD/month per block idle, fixed USD/month when used, USD per replica-hour of load).
+    def onprem_block(self, name, dep, server, acc_row, upb: int, gpr: int
+                     ) -> tuple[float, float, float]:
+        """(USD/month per idle block, fixed USD/month when used, USD per replica-hour of load).
 
-        From the deterministic engine's on-prem cost at 1 and 2 blocks and at full load.
+        The on-prem cost components of :func:`planner.costs.selfhosted.onprem_costs_usd_per_month`
+        (capital recovery, maintenance, energy, facilities: linear in servers) for the
+        ``upb`` servers of one block with their GPUs idle; the operations staff and the
+        implementation once for the option. Energy follows the linear power model
+        :func:`planner.costs.selfhosted.server_power_w`: a server draws its base power plus
+        its GPUs at ``idle share`` of TDP (in the block price) and each GPU busy a share u of
+        the time adds ``(1 - idle share) x TDP x u``; a replica-hour of load (the load in
+        replica-equivalents, utilisation = load x GPUs per replica / GPUs paid, as the cost
+        engine computes it) therefore costs ``gpus_per_replica x (P(u=1) - P(u=0))`` per GPU
+        times PUE times the electricity price, whatever the number of servers. Catalog
+        fall-backs are the cost engine's (``onprem_cost``).
         """
-        d = dep.model_copy(update={"servers": None})
-        _, _, c1 = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), 0.0)
-        _, _, c2 = self.ev.onprem_cost(name, d, server, acc_row, float(2 * rpb), 0.0)
-        _, _, cf = self.ev.onprem_cost(name, d, server, acc_row, float(rpb), float(rpb))
-        per_block = c2 - c1
-        return per_block, c1 - per_block, (cf - c1) / rpb / self.hpm
+        p = _onprem_params(name, dep, server, acc_row, self.sc)
+        idle_w = sh.server_power_w(p["base_w"], p["gps"], p["tdp"], 0.0, p["idle"])
+        common = dict(
+            server_price_usd=p["price"], years=p["years"], residual_share=p["residual"],
+            cost_of_capital_per_year=p["coc"], maintenance_share_per_year=p["maint"],
+            pue=p["pue"], usd_per_kwh=p["kwh"], hours_per_month=self.hpm,
+            facilities_usd_per_server_year=p["facilities"],
+            horizon_months=self.sc.scenario.horizon_months, include_capex=p["capex"],
+        )
+        block = sh.onprem_costs_usd_per_month(float(upb), power_w=idle_w, **common)
+        fixed = sh.onprem_costs_usd_per_month(0.0, ops_usd_per_year=p["ops"],
+                                              implementation_usd=p["impl"], **common)
+        # W a replica adds at full load: the linear model's slope over its GPUs
+        busy_w = sh.server_power_w(0.0, gpr, p["tdp"], 1.0, p["idle"]) - \
+            sh.server_power_w(0.0, gpr, p["tdp"], 0.0, p["idle"])
+        per_rh = sh.energy_usd_per_month(busy_w, 1.0, p["pue"], p["kwh"], 1.0)
+        return (float(sum(np.asarray(v, float) for v in block.values())),
+                float(sum(np.asarray(v, float) for v in fixed.values())), float(per_rh))
+
+
+def _onprem_params(name: str, dep, server, acc_row, sc: Scenario) -> dict[str, Any]:
+    """An on-prem option's cost inputs at the medians, with the cost engine's catalog
+    fall-backs (``_Evaluator.onprem_cost``): server price, life, maintenance, power."""
+    gps = dep.gpus_per_server or int((server or {}).get("gpus_per_server") or 8)
+    if dep.server_price_usd is not None:
+        price = med(dep.server_price_usd)
+    elif server is not None and server.get("server_price_usd") is not None:
+        price = float(server["server_price_usd"])
+    else:
+        raise PlannerError(
+            f"onprem.{name}: no server price; set server (a servers.csv id) or server_price_usd")
+    years = med(dep.amortisation_years) if dep.amortisation_years is not None else (
+        (server or {}).get("life_years") or DEFAULT_LIFE_YEARS)
+    maint = med(dep.maintenance_share_per_year) if dep.maintenance_share_per_year is not None \
+        else (server or {}).get("maintenance_share_per_year") or 0.0
+    tdp = med(dep.gpu_tdp_w) if dep.gpu_tdp_w is not None else acc_row.get("tdp_w")
+    base_w = med(dep.server_base_w) if dep.server_base_w is not None else \
+        (server or {}).get("server_base_w")
+    if tdp is None or base_w is None:
+        missing = "gpu_tdp_w" if tdp is None else "server_base_w"
+        raise PlannerError(
+            f"onprem.{name}: the catalog has no {missing.replace('_', ' ')} for this "
+            f"hardware; set {missing} in the scenario")
+    return {
+        "gps": gps, "price": price, "years": years, "maint": maint, "tdp": float(tdp),
+        "base_w": float(base_w), "idle": med(dep.gpu_idle_power_share),
+        "residual": med(dep.residual_share), "coc": med(dep.cost_of_capital),
+        "pue": med(dep.pue), "kwh": med(dep.electricity_usd_per_kwh),
+        "facilities": med(dep.facilities_usd_per_server_year),
+        "ops": med(dep.ops_usd_per_year), "impl": med(dep.implementation_usd),
+        # the marginal lens leaves out capex and implementation of committed hardware
+        "capex": not (sc.planning.lens == "marginal" and dep.committed),
+    }
 
 
 def _pack(gpr: int, gpu_per_unit: int) -> tuple[int, int]:
@@ -710,7 +769,7 @@ def build_problem(
                        else {"model": dep.model, "accelerator": st.acc_id, "gpus": gpr,
                              "precision": dep.precision, "perf": dict(dep.perf)})
         tokenizer = dep.tokenizer or st.row.get("tokenizer")
-        energy = np.zeros(S)
+        energy = np.zeros(S)  # USD per replica-hour of load (on-prem)
         if kind == "cloud":
             o.block_usd_per_hour = np.zeros(S)
             month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb)
@@ -722,15 +781,13 @@ def build_problem(
                 o.block_usd_per_month = month
             o.fixed_usd_per_month = np.zeros(S)
         else:
-            vals = np.array([pr.onprem_blocks(name, pr.sc.onprem[name], st.server, st.acc_row,
-                                              rpb) for pr in pricers])
+            vals = np.array([pr.onprem_block(name, pr.sc.onprem[name], st.server, st.acc_row,
+                                             upb, gpr) for pr in pricers])
             o.block_usd_per_month, o.fixed_usd_per_month, energy = vals[:, 0], vals[:, 1], vals[:, 2]
             o.block_usd_per_hour = np.zeros(S)
-            tdp = med(dep.gpu_tdp_w) if dep.gpu_tdp_w is not None else st.acc_row.get("tdp_w")
-            base_w = med(dep.server_base_w) if dep.server_base_w is not None else \
-                (st.server or {}).get("server_base_w")
-            o.kw_per_block = float(sh.server_power_w(base_w, gpu_unit, tdp, 1.0,
-                                                     med(dep.gpu_idle_power_share))) * upb / 1e3
+            p0 = _onprem_params(name, dep, st.server, st.acc_row, sc)
+            o.kw_per_block = float(sh.server_power_w(p0["base_w"], gpu_unit, p0["tdp"], 1.0,
+                                                     p0["idle"])) * upb / 1e3
         # fixed counts (existing fleet) and caps
         fixed = None
         if kind == "onprem" and dep.servers is not None:
