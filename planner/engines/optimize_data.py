@@ -17,11 +17,26 @@ Where the numbers come from (the deterministic engine's helpers, imported, not c
   ``capacity_requests_per_s``;
 - API USD per request: ``api_prices`` + :func:`planner.costs.api.api_cost_per_request`
   (cached input, batch share, discount, margin) + request fees;
-- cloud USD per instance-hour and on-prem USD per server-month: the deterministic engine's
-  ``cloud_cost`` / ``onprem_cost`` evaluated for one and two blocks (same catalog fall-backs,
-  spot interruption factor, capital recovery, maintenance, facilities, lens); on-prem energy is
-  split into an idle part per server and a part per replica-hour of load (the linear power
-  model of :func:`planner.costs.selfhosted.server_power_w`), so it is exact at any utilisation;
+- cloud USD per block: the deterministic engine's ``cloud_cost`` for one block under the
+  option's billing (same catalog fall-backs, spot interruption factor, lens). The billing
+  decides the stage (:func:`fixed_fleet_billing`), as the cost engine bills it:
+
+  - ``always-on`` (and any reserved or ``committed`` option): a fleet fixed for the horizon
+    (first stage, like on-prem servers), paid every hour of the month;
+  - ``active-window``: a fixed fleet paid ``active_hours_per_day`` x days a month. The schema
+    does not say *which* hours the window covers, so the fleet is available in every profile
+    hour (an optimistic reading: the cost engine sizes it for the peak hour and bills the
+    window, and so does the optimiser);
+  - ``scale-to-zero`` (on-demand or spot plan): blocks chosen hour by hour, paid per
+    block-hour rented at the always-on price per hour. This is the optimiser's own model:
+    whole blocks in each hour, no idle time-out or start-up; the cost engine's scale-to-zero
+    bill (busy time plus idle gaps, :func:`planner.costs.selfhosted.scale_to_zero_hours`)
+    is a fluid estimate and will differ;
+- on-prem USD per block and per replica-hour of load: the pure functions of
+  :mod:`planner.costs.selfhosted` (``onprem_costs_usd_per_month`` for capital recovery,
+  maintenance, idle power, facilities, staff and implementation; the linear power model
+  ``server_power_w``, whose slope prices the energy of each replica-hour of load, so energy
+  is exact at any utilisation), with the cost engine's catalog fall-backs;
 - fine-tune one-off cost: ``finetune_cost`` (retry multiplier included), spread over the
   horizon.
 
@@ -249,9 +264,10 @@ class ClassCoef:
 class OptionData:
     """One deployment candidate.
 
-    ``stage``: ``api`` (pay per request), ``hourly`` (on-demand/spot replicas chosen per hour,
-    billed per hour), ``fixed`` (reserved/committed cloud or bought on-prem servers: one count
-    for the whole horizon, billed every hour of the month).
+    ``stage``: ``api`` (pay per request), ``hourly`` (scale-to-zero on-demand/spot blocks
+    chosen per hour, paid per block-hour), ``fixed`` (bought on-prem servers, or cloud billed
+    always-on or for an active window, reserved or committed: one count for the whole
+    horizon, paid ``block_usd_per_month`` whatever the load).
     """
 
     name: str
@@ -262,6 +278,8 @@ class OptionData:
     accelerator: str | None = None
     offering: str | None = None
     price_plan: str | None = None  # cloud: on-demand / spot / reserved-1y / reserved-3y
+    billing: str | None = None  # cloud: always-on / active-window / scale-to-zero
+    committed: bool = False
     finetune: str | None = None
     gpus_per_replica: int = 0
     replicas_per_block: int = 1
@@ -525,9 +543,11 @@ class _Pricer:
         usd = float(sum(float(np.asarray(v)) for v in parts.values()))
         return usd + self.fees_per_request(dep), cl.input_tokens, cl.output_tokens
 
-    def cloud_block(self, name, dep, offer, acc_id, rpb) -> float:
-        """USD for one block rented every hour of the month (always-on billing)."""
-        d = dep.model_copy(update={"billing": "always-on", "replicas": None})
+    def cloud_block(self, name, dep, offer, acc_id, rpb, billing: str) -> float:
+        """USD/month of one block under ``billing`` (the cost engine's ``cloud_cost`` for one
+        block): ``always-on`` pays every hour of the month, ``active-window``
+        ``active_hours_per_day`` hours a day. Same price fall-backs, spot factor and lens."""
+        d = dep.model_copy(update={"billing": billing, "replicas": None})
         _, _, usd = self.ev.cloud_cost(name, d, offer, acc_id, float(rpb), np.zeros(1),
                                        np.zeros(1))
         return float(usd)
@@ -601,6 +621,17 @@ def _onprem_params(name: str, dep, server, acc_row, sc: Scenario) -> dict[str, A
         # the marginal lens leaves out capex and implementation of committed hardware
         "capex": not (sc.planning.lens == "marginal" and dep.committed),
     }
+
+
+#: Cloud billings whose instances are a fleet fixed for the horizon (a first-stage count).
+FIXED_BILLINGS = ("always-on", "active-window")
+
+
+def fixed_fleet_billing(plan: str | None, billing: str | None, committed: bool) -> bool:
+    """A cloud option is a fleet fixed for the horizon (first stage) when it is billed
+    always-on or for an active window, reserved (``plan`` reserved-*), or committed; only a
+    ``scale-to-zero`` option on an on-demand or spot plan is rented hour by hour."""
+    return billing in FIXED_BILLINGS or committed or str(plan or "").startswith("reserved")
 
 
 def _pack(gpr: int, gpu_per_unit: int) -> tuple[int, int]:
@@ -749,7 +780,9 @@ def build_problem(
         if kind == "cloud":
             gpu_unit = dep.gpus_per_instance or int((st.offer or {}).get("gpus_per_instance") or 1)
             plan = (st.offer or {}).get("plan") or dep.plan
-            stage = "fixed" if (plan.startswith("reserved") or dep.committed) else "hourly"
+            stage = "fixed" if fixed_fleet_billing(plan, dep.billing, dep.committed) \
+                else "hourly"
+            billing = dep.billing
             if prov is None:
                 stated = dep.usd_per_gpu_hour is not None or dep.usd_per_instance_hour is not None
                 prov = name if stated else (
@@ -759,10 +792,12 @@ def build_problem(
             stage = "fixed"
             prov = None
             plan = None
+            billing = None
         rpb, upb = _pack(gpr, gpu_unit)
         o = OptionData(name, kind, stage, prov, model=dep.model, accelerator=st.acc_id,
                        offering=dep.offering if kind == "cloud" else dep.server,
-                       price_plan=plan if kind == "cloud" else None,
+                       price_plan=plan if kind == "cloud" else None, billing=billing,
+                       committed=bool(dep.committed),
                        finetune=dep.fine_tune, gpus_per_replica=gpr, replicas_per_block=rpb,
                        units_per_block=upb, gpus_per_block=upb * gpu_unit,
                        perf={"stated": True} if dep.capacity_requests_per_s is not None
@@ -771,15 +806,21 @@ def build_problem(
         tokenizer = dep.tokenizer or st.row.get("tokenizer")
         energy = np.zeros(S)  # USD per replica-hour of load (on-prem)
         if kind == "cloud":
-            o.block_usd_per_hour = np.zeros(S)
-            month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb)
-                              for pr in pricers])
+            o.fixed_usd_per_month = np.zeros(S)
             if stage == "hourly":
+                # scale-to-zero: whole block-hours rented in each hour, at the always-on price
+                month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id,
+                                                 rpb, "always-on") for pr in pricers])
                 o.block_usd_per_hour = month / hpm
                 o.block_usd_per_month = np.zeros(S)
             else:
-                o.block_usd_per_month = month
-            o.fixed_usd_per_month = np.zeros(S)
+                # a fixed fleet: always-on pays every hour of the month, active-window its
+                # active hours a day (committed/reserved scale-to-zero: every hour)
+                paid = billing if billing != "scale-to-zero" else "always-on"
+                o.block_usd_per_month = np.array([
+                    pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb, paid)
+                    for pr in pricers])
+                o.block_usd_per_hour = np.zeros(S)
         else:
             vals = np.array([pr.onprem_block(name, pr.sc.onprem[name], st.server, st.acc_row,
                                              upb, gpr) for pr in pricers])
@@ -880,7 +921,7 @@ def build_problem(
                               for pr in pricers])
 
     # big-M upper bounds for blocks: every class this option may carry, all on it, per hour
-    pf = _peak_factor(sc)
+    pf = _peak_factor(sc, demand)
     for o in opts.values():
         if not o.selfhosted:
             continue
@@ -905,7 +946,7 @@ def build_problem(
         name=sc.name, classes=classes, periods=P, hours_per_month=hpm,
         horizon_months=sc.scenario.horizon_months, demand=demand, prob=np.full(S, 1.0 / S),
         options=opts, routes=routes, finetune_usd=ft_usd, utilisation_target=util,
-        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=_peak_factor(sc),
+        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=pf,
         min_quality=minq, budget_usd_per_month=options.budget_usd_per_month,
         max_share_per_provider=options.max_share_per_provider,
         min_onprem_share=options.min_onprem_share, onprem_max_kw=options.onprem_max_kw,
@@ -926,12 +967,19 @@ def _escalation(sc: Scenario, name: str, k: CascadeSpec) -> float:
     return float(k.escalation_share)
 
 
-def _peak_factor(sc: Scenario) -> float:
-    """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every profile is flat."""
+def _peak_factor(sc: Scenario, demand: np.ndarray | None = None) -> float:
+    """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every class's hourly
+    demand is flat (as the cost engine decides it: its hourly load ``np.allclose`` to a
+    constant; batch-eligible requests are spread evenly, so a peaked profile whose requests
+    are all batch-eligible is flat too), else 1 (the profile's hours carry the peak)."""
     p2a = sc.planning.peak_to_average
     if p2a is None:
         return 1.0
-    flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
+    if demand is None:
+        flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
+    else:
+        d = np.asarray(demand, float).reshape(-1, demand.shape[-1])
+        flat = all(np.allclose(row, row[0]) for row in d)
     return float(p2a) if flat else 1.0
 
 
