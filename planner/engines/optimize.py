@@ -353,7 +353,7 @@ def _tables(pb: Problem, plan: PlanArrays, costs: pd.DataFrame) -> dict[str, pd.
     for d, o in pb.options.items():
         j = plan.options.index(d) if d in plan.options else None
         blocks = plan.blocks[:, j, :] if j is not None else np.zeros((S, P))
-        reps = blocks * o.replicas_per_block
+        reps = blocks * o.load_replicas_per_block if o.selfhosted else blocks
         if o.selfhosted:
             # replicas the load needs (the cost engine's ``replicas``): ceil(load / U) plus
             # the HA reserve in the busiest hour; the blocks may hold more (whole instances)

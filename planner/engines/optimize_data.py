@@ -283,6 +283,9 @@ class OptionData:
     finetune: str | None = None
     gpus_per_replica: int = 0
     replicas_per_block: int = 1
+    #: replicas per block that carry load when fewer than ``replicas_per_block`` (a stated
+    #: ``replicas`` fleet whose blocks have spare slots); see :attr:`load_replicas_per_block`
+    capacity_replicas_per_block: float | None = None
     units_per_block: int = 1
     gpus_per_block: int = 0
     lb_blocks: float = 0.0
@@ -301,6 +304,13 @@ class OptionData:
     @property
     def selfhosted(self) -> bool:
         return self.kind != "api"
+
+    @property
+    def load_replicas_per_block(self) -> float:
+        """Replicas of one block that serve load (capacity rows, the plan's replicas)."""
+        if self.capacity_replicas_per_block is not None:
+            return float(self.capacity_replicas_per_block)
+        return float(self.replicas_per_block)
 
 
 @dataclass
@@ -832,9 +842,18 @@ def build_problem(
         # fixed counts (existing fleet) and caps
         fixed = None
         if kind == "onprem" and dep.servers is not None:
-            fixed = dep.servers // upb if upb > 1 else dep.servers
+            fixed = dep.servers // upb
+            spare = dep.servers - fixed * upb
+            if spare:
+                # servers that hold no whole replica are paid all the same (the cost engine
+                # prices every stated server)
+                o.fixed_usd_per_month = o.fixed_usd_per_month + \
+                    o.block_usd_per_month * spare / upb
         elif dep.replicas is not None:
             fixed = int(math.ceil(dep.replicas / rpb))
+        if fixed and dep.replicas is not None and dep.replicas < fixed * rpb:
+            # a stated fleet of replicas: only those carry load, not every slot of its blocks
+            o.capacity_replicas_per_block = dep.replicas / fixed
         ub = math.inf
         if name in options.max_replicas:
             ub = min(ub, options.max_replicas[name] // rpb)

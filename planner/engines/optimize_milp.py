@@ -395,7 +395,7 @@ def build_milp(
                     with np.errstate(divide="ignore"):
                         coef = np.where(capc > 0, mult * pb.peak_factor / capc, 0.0)
                     rows.put(capr[:, j, :], fl[:, k, :], coef[:, None])
-            rep = U * o.replicas_per_block
+            rep = U * o.load_replicas_per_block
             if d in fixed_opts:
                 rows.put(capr[:, j, :], bf[fixed_opts.index(d)], -rep)
                 if d in use_fixed and ha > 0:
@@ -1102,7 +1102,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
     load = option_loads(pb, plan)
     for j, d in enumerate(plan.options):
         o = pb.options[d]
-        reps = plan.blocks[:, j, :] * o.replicas_per_block
+        reps = plan.blocks[:, j, :] * o.load_replicas_per_block
         used = plan.used[:, j, :]
         avail = pb.utilisation_target * (reps - pb.ha_reserve * used)
         n += reps.size * (3 if pb.ha_reserve > 0 else 1) + 3
