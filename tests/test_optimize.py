@@ -321,11 +321,18 @@ def _solved_quickstart():
     from planner.config import load_scenario
     from planner.templates import __path__ as tp
 
-    sc = load_scenario(tp[0] + "/quickstart.toml", catalog=CAT, variants=["high-volume"])
+    sc = load_scenario(tp[0] + "/quickstart.toml", catalog=CAT, variants=["high-volume"],
+                       overrides=SCALE_TO_ZERO)
     pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
     m = build_milp(pb)
     info = solve_milp(m)
     return pb, m, info
+
+
+#: The quickstart's rented GPUs billed per hour rented (scale-to-zero), so that the optimiser
+#: chooses their replicas hour by hour (always-on ones are a fleet fixed for the month).
+SCALE_TO_ZERO = {"cloud.llama-8b-h100.billing": "scale-to-zero",
+                 "cloud.llama-70b-h100.billing": "scale-to-zero"}
 
 
 def test_checker_catches_tampered_solutions():
@@ -370,11 +377,19 @@ def test_fixed_fleet_is_kept_and_checked():
     info = solve_milp(m, gap=0.0)
     plan = decode(m, info.x)
     assert (plan.blocks[0, plan.options.index("gpu")] == 3).all()
-    # a plan that drops one replica of the fleet in one hour breaks the fleet's lower bound
+    # always-on: the fleet is one first-stage count, the same in every hour
+    assert pb.options["gpu"].stage == "fixed"
+    # a plan with one replica fewer breaks the fleet's lower bound
     x = info.x.copy()
-    x[m.cols.at("blocks_hourly", scenario=0, option="gpu", hour=5)] = 2
+    x[m.cols.at("blocks_fixed", option="gpu")] = 2
     rep = check_plan(pb, decode(m, x), milp_=m)
     assert "option=gpu (fixed fleet)" in set(rep.violations["item"])
+    # a plan that drops one replica of the fleet in one hour is not one fleet
+    plan5 = decode(m, info.x)
+    plan5.blocks[0, plan5.options.index("gpu"), 5] = 2
+    rep = check_plan(pb, plan5)
+    assert {"option=gpu (fixed fleet)", "option=gpu"} <= set(rep.violations["item"])
+    assert "first_stage" in set(rep.violations["constraint"])
 
 
 def test_named_columns_round_trip():
@@ -476,6 +491,7 @@ accelerator = "h100-sxm"
 usd_per_gpu_hour = 3.0
 gpus_per_instance = 1
 capacity_requests_per_s = 1.0
+billing = "scale-to-zero"
 [cloud.rsv]
 model = "llama-3.1-8b"
 accelerator = "h100-sxm"

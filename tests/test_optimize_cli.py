@@ -21,12 +21,15 @@ from planner.engines.optimize import optimize, plan_view
 from tests.conftest import ROOT
 from tests.test_optimize import (
     HEADROOM,  # the plan queues in simulation
+    SCALE_TO_ZERO,  # the quickstart's GPUs rented per hour
     SLO_INFEASIBLE,
 )
 from tests.test_optimize import STOCH as _ENGINE_STOCH
 
 CAT = load_catalog()
 QUICKSTART = ROOT / "planner" / "templates" / "quickstart.toml"
+#: ``--set`` flags for SCALE_TO_ZERO
+HOURLY = [a for k, v in SCALE_TO_ZERO.items() for a in ("--set", f"{k}={v}")]
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -45,8 +48,10 @@ STOCH = _ENGINE_STOCH.format(objective="expected")
 
 @pytest.fixture(scope="module")
 def high_volume():
-    """The engine's answer for the quickstart's high-volume variant (API + rented GPUs)."""
-    sc = load_scenario(QUICKSTART, catalog=CAT, variants=["high-volume"])
+    """The engine's answer for the quickstart's high-volume variant (API + GPUs rented per
+    hour)."""
+    sc = load_scenario(QUICKSTART, catalog=CAT, variants=["high-volume"],
+                       overrides=SCALE_TO_ZERO)
     return optimize(sc, catalog=CAT, gap=0.0)
 
 
@@ -80,7 +85,7 @@ def test_quickstart_prints_status_plan_routing_and_hourly_mix(capsys):
 def test_mixed_plan_shows_what_to_rent_and_the_hourly_replicas(capsys, high_volume):
     res = high_volume
     code, out, _ = run(capsys, "optimize", "example:quickstart", "--variant", "high-volume",
-                       "--gap", "0", "--format", "json")
+                       *HOURLY, "--gap", "0", "--format", "json")
     assert code == 0
     data = json.loads(out)
     plan = pd.DataFrame(data[next(k for k in data if k.startswith("plan"))])
@@ -101,11 +106,32 @@ def test_mixed_plan_shows_what_to_rent_and_the_hourly_replicas(capsys, high_volu
     assert summary["status"] == "optimal" and summary["check_passed"] is True
 
 
+def test_always_on_gpus_are_one_fleet_for_the_month(capsys):
+    # the quickstart's GPUs are billed always-on (the default): the plan rents a fleet for
+    # the month, the same replicas in every hour, as the cost engine prices them
+    res = optimize(load_scenario(QUICKSTART, catalog=CAT, variants=["high-volume"]),
+                   catalog=CAT, gap=0.0)
+    code, out, _ = run(capsys, "optimize", "example:quickstart", "--variant", "high-volume",
+                       "--gap", "0", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    plan = pd.DataFrame(data[next(k for k in data if k.startswith("plan"))]).set_index(
+        "deployment")
+    hosted = res.plan[res.plan["chosen"] & (res.plan["kind"] == "cloud")]
+    assert len(hosted) >= 1
+    for _, r in hosted.iterrows():
+        reps = res.hourly.loc[res.hourly["deployment"] == r["deployment"], "replicas"]
+        assert reps.nunique() == 1
+        units = r["units_peak"]
+        assert plan.loc[r["deployment"], "decision"].startswith(
+            f"rent {units:g} instance{'s' * (units != 1)} always on (on-demand)")
+
+
 def test_out_writes_tidy_csvs(capsys, tmp_path, high_volume):
     res = high_volume
     out_dir = tmp_path / "opt"
     code, _, err = run(capsys, "optimize", "example:quickstart", "--variant", "high-volume",
-                       "--gap", "0", "--out", out_dir)
+                       *HOURLY, "--gap", "0", "--out", out_dir)
     assert code == 0
     files = {p.name for p in out_dir.iterdir()}
     assert {"summary.csv", "plan.csv", "hourly.csv", "routing.csv", "flows.csv",
@@ -255,7 +281,8 @@ def test_a_plan_that_fails_the_recheck_is_not_trusted_exit_4(capsys, monkeypatch
         return res
 
     monkeypatch.setattr(eng, "optimize", tampered)
-    code, out, _ = run(capsys, "optimize", "example:quickstart", "--variant", "high-volume")
+    code, out, _ = run(capsys, "optimize", "example:quickstart", "--variant", "high-volume",
+                       *HOURLY)
     assert code == EXIT_NO_PLAN == 4
     assert "solution FAILED the re-check: 1 capacity violation(s)" in out.splitlines()[0]
     block = out.split("== violations found by the re-check ==")[1]
@@ -263,7 +290,8 @@ def test_a_plan_that_fails_the_recheck_is_not_trusted_exit_4(capsys, monkeypatch
 
 
 def h_busiest() -> int:
-    sc = load_scenario(QUICKSTART, catalog=CAT, variants=["high-volume"])
+    sc = load_scenario(QUICKSTART, catalog=CAT, variants=["high-volume"],
+                       overrides=SCALE_TO_ZERO)
     res = optimize(sc, catalog=CAT)
     j = res.solution.options.index("llama-8b-h100")
     return int(np.argmax(res.solution.blocks[0, j]))

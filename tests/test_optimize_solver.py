@@ -29,8 +29,8 @@ def always_split(monkeypatch):
 
 
 def problem(api=1.0, p_od=2.0, p_rsv=1.2, cap=1.0, rpd=400_000, rpd2=150_000, share=None):
-    """Two classes with diurnal profiles; an API, an on-demand GPU (hourly integers) and a
-    reserved one (first-stage integers)."""
+    """Two classes with diurnal profiles; an API, an on-demand scale-to-zero GPU (hourly
+    integers) and a reserved one (first-stage integers)."""
     extra = f"[optimize]\nmax_share_per_provider = {share}\n" if share is not None else ""
     sc = parse_scenario(tomllib.loads(f"""
 [scenario]
@@ -55,6 +55,7 @@ accelerator = "h100-sxm"
 usd_per_gpu_hour = {p_od}
 gpus_per_instance = 1
 capacity_requests_per_s = {cap}
+billing = "scale-to-zero"
 [cloud.rsv]
 model = "llama-3.1-8b"
 accelerator = "h100-sxm"

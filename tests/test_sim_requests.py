@@ -13,7 +13,6 @@ Every expected figure is computed by the model's functions, none is typed in.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import math
 import tomllib
 
@@ -228,15 +227,6 @@ def test_verify_requests_carry_the_prefix_cache_not_the_billing_share(share):
                                   np.rint(share * reqs.input_tokens).astype(np.int64))
 
 
-def _problem_carries_prefix_cache() -> bool:
-    from planner.engines.optimize_data import ClassCoef
-
-    return "prefix_cache_hit_share" in {f.name for f in dataclasses.fields(ClassCoef)}
-
-
-@pytest.mark.xfail(not _problem_carries_prefix_cache(), strict=True,
-                   reason="optimize_data's ClassCoef does not carry prefix_cache_hit_share yet, "
-                          "so optimize --verify cannot see the workload's prefix cache")
 def test_verify_takes_the_prefix_cache_from_the_problem():
     sc = _cached(0.5)
     reqs = _verify_requests(sc)

@@ -3,8 +3,9 @@
 Given the workload classes (with their diurnal profiles, SLOs and quality needs) and the
 deployment candidates of a scenario, choose
 
-- on-prem servers per option (bought, amortised) and reserved cloud blocks (first stage),
-- on-demand / spot replicas in every hour of the profile,
+- on-prem servers per option (bought, amortised) and cloud fleets billed always-on, for an
+  active window, reserved or committed (first stage: one count for the horizon),
+- scale-to-zero (on-demand / spot) replicas in every hour of the profile,
 - the share of each class sent to each model (API, self-hosted, fine-tuned, cascade),
 - which fine-tunes to run (a yes/no with its one-off cost, retries included),
 
@@ -16,9 +17,9 @@ solution is re-checked against all constraints from the problem's data, its LP r
 and gap are reported, and an infeasible problem is explained.
 
 Uncertainty (``stochastic=True``): a sample-average approximation over Monte Carlo scenarios of
-the scenario's distributions (demand, prices, lengths ...): first stage = servers, reserved
-blocks, fine-tunes; second stage per scenario = on-demand/spot replicas (continuous, a fluid
-approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
+the scenario's distributions (demand, prices, lengths ...): first stage = servers, fixed
+cloud fleets, fine-tunes; second stage per scenario = scale-to-zero replicas (continuous, a
+fluid approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
 (Rockafellar & Uryasev 2000: CVaR = min_eta eta + E[(cost - eta)+] / (1 - alpha)). The value of
 the stochastic solution VSS = EEV - RP (Birge 1982): RP is the stochastic optimum, EEV the
 expected cost of fixing the first stage planned for the mean scenario and adapting the second
@@ -357,13 +358,20 @@ def _tables(pb: Problem, plan: PlanArrays, costs: pd.DataFrame) -> dict[str, pd.
     for d, o in pb.options.items():
         j = plan.options.index(d) if d in plan.options else None
         blocks = plan.blocks[:, j, :] if j is not None else np.zeros((S, P))
-        reps = blocks * o.replicas_per_block
+        reps = blocks * o.load_replicas_per_block if o.selfhosted else blocks
+        if o.selfhosted:
+            # replicas the load needs (the cost engine's ``replicas``): ceil(load / U) plus
+            # the HA reserve in the busiest hour; the blocks may hold more (whole instances)
+            used = plan.used[:, j, :]
+            need = np.ceil(load[:, j, :] / pb.utilisation_target - 1e-9) + pb.ha_reserve * used
+            need = np.where(load[:, j, :] > 0, need, pb.ha_reserve * used)
         plan_rows.append({
             "deployment": d, "kind": o.kind, "stage": o.stage, "provider": o.provider,
             "model": o.model, "accelerator": o.accelerator, "offering": o.offering,
-            "price_plan": o.price_plan,
+            "price_plan": o.price_plan, "billing": o.billing,
             "finetune": o.finetune,
             "blocks_fixed": float(blocks[0, 0]) + 0.0 if o.stage == "fixed" else np.nan,
+            "replicas_needed": float(need.max()) if o.selfhosted else np.nan,
             "replicas_peak": float(reps.max()) if o.selfhosted else np.nan,
             "replicas_mean": float(np.dot(prob, reps.mean(axis=1))) if o.selfhosted else np.nan,
             "gpus_peak": float(blocks.max() * o.gpus_per_block) if o.selfhosted else np.nan,
@@ -946,11 +954,17 @@ def _decision(r: pd.Series, reps: np.ndarray) -> str:
     n_rep, gpus = float(r["replicas_peak"]), float(r["gpus_peak"])
     if r["stage"] == "fixed":
         units = float(r["units_peak"])
+        inst = f"{units:g} instance{'s' * (units != 1)}"
+        plan = f" ({r['price_plan']})" if r["price_plan"] else ""
         if r["kind"] == "onprem":
             what = f"buy {units:g} {r['offering'] or 'server'} server{'s' * (units != 1)}"
+        elif str(r["price_plan"] or "").startswith("reserved") or \
+                r.get("billing") not in ("always-on", "active-window"):
+            what = f"reserve {inst}{plan}"
+        elif r["billing"] == "active-window":
+            what = f"rent {inst} for the active window{plan}"
         else:
-            what = (f"reserve {units:g} instance{'s' * (units != 1)}"
-                    + (f" ({r['price_plan']})" if r["price_plan"] else ""))
+            what = f"rent {inst} always on{plan}"
         return f"{what}: {n_rep:g} replicas on {gpus:g} GPUs"
     lo, hi = (float(reps.min()), float(reps.max())) if reps.size else (0.0, n_rep)
     rng = f"{lo:g}-{hi:g}" if abs(hi - lo) > 1e-9 else f"{hi:g}"

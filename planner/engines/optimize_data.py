@@ -17,12 +17,27 @@ Where the numbers come from (the deterministic engine's helpers, imported, not c
   ``capacity_requests_per_s``;
 - API USD per request: ``api_prices`` + :func:`planner.costs.api.api_cost_per_request`
   (cached input, batch share, discount, margin) + request fees;
-- cloud USD per instance-hour and on-prem USD per server-month: the deterministic engine's
-  ``cloud_cost`` / ``onprem_cost`` evaluated for one and two blocks (same catalog fall-backs,
-  spot interruption factor, capital recovery, maintenance, facilities, lens); on-prem energy is
-  split into an idle part per server and a part per replica-hour of load (the linear power
-  model of :func:`planner.costs.selfhosted.server_power_w`), so it is exact at any utilisation;
-- fine-tune one-off cost: ``finetune_cost`` (retry multiplier included), spread over the
+- cloud USD per block: the deterministic engine's ``cloud_cost`` for one block under the
+  option's billing (same catalog fall-backs, spot interruption factor, lens). The billing
+  decides the stage (:func:`fixed_fleet_billing`), as the cost engine bills it:
+
+  - ``always-on`` (and any reserved or ``committed`` option): a fleet fixed for the horizon
+    (first stage, like on-prem servers), paid every hour of the month;
+  - ``active-window``: a fixed fleet paid ``active_hours_per_day`` x days a month. The schema
+    does not say *which* hours the window covers, so the fleet is available in every profile
+    hour (an optimistic reading: the cost engine sizes it for the peak hour and bills the
+    window, and so does the optimiser);
+  - ``scale-to-zero`` (on-demand or spot plan): blocks chosen hour by hour, paid per
+    block-hour rented at the always-on price per hour. This is the optimiser's own model:
+    whole blocks in each hour, no idle time-out or start-up; the cost engine's scale-to-zero
+    bill (busy time plus idle gaps, :func:`planner.costs.selfhosted.scale_to_zero_hours`)
+    is a fluid estimate and will differ;
+- on-prem USD per block and per replica-hour of load: the pure functions of
+  :mod:`planner.costs.selfhosted` (``onprem_costs_usd_per_month`` for capital recovery,
+  maintenance, idle power, facilities, staff and implementation; the linear power model
+  ``server_power_w``, whose slope prices the energy of each replica-hour of load, so energy
+  is exact at any utilisation), with the cost engine's catalog fall-backs;
+- fine-tune one-off cost: the model's ``Model.finetune`` (retry multiplier included), spread over the
   horizon.
 
 A *block* is the integer unit a deployment is bought or rented in: one instance (cloud) or
@@ -243,15 +258,17 @@ class ClassCoef:
     quality: float  # nan when unknown
     input_tokens: np.ndarray | None = None  # per request, this option's tokenizer (S,)
     output_tokens: np.ndarray | None = None
+    prefix_cache_hit_share: np.ndarray | None = None  # self-hosted KV reuse the capacity assumes
 
 
 @dataclass
 class OptionData:
     """One deployment candidate.
 
-    ``stage``: ``api`` (pay per request), ``hourly`` (on-demand/spot replicas chosen per hour,
-    billed per hour), ``fixed`` (reserved/committed cloud or bought on-prem servers: one count
-    for the whole horizon, billed every hour of the month).
+    ``stage``: ``api`` (pay per request), ``hourly`` (scale-to-zero on-demand/spot blocks
+    chosen per hour, paid per block-hour), ``fixed`` (bought on-prem servers, or cloud billed
+    always-on or for an active window, reserved or committed: one count for the whole
+    horizon, paid ``block_usd_per_month`` whatever the load).
     """
 
     name: str
@@ -262,9 +279,14 @@ class OptionData:
     accelerator: str | None = None
     offering: str | None = None
     price_plan: str | None = None  # cloud: on-demand / spot / reserved-1y / reserved-3y
+    billing: str | None = None  # cloud: always-on / active-window / scale-to-zero
+    committed: bool = False
     finetune: str | None = None
     gpus_per_replica: int = 0
     replicas_per_block: int = 1
+    #: replicas per block that carry load when fewer than ``replicas_per_block`` (a stated
+    #: ``replicas`` fleet whose blocks have spare slots); see :attr:`load_replicas_per_block`
+    capacity_replicas_per_block: float | None = None
     units_per_block: int = 1
     gpus_per_block: int = 0
     lb_blocks: float = 0.0
@@ -283,6 +305,13 @@ class OptionData:
     @property
     def selfhosted(self) -> bool:
         return self.kind != "api"
+
+    @property
+    def load_replicas_per_block(self) -> float:
+        """Replicas of one block that serve load (capacity rows, the plan's replicas)."""
+        if self.capacity_replicas_per_block is not None:
+            return float(self.capacity_replicas_per_block)
+        return float(self.replicas_per_block)
 
 
 @dataclass
@@ -391,7 +420,8 @@ class Problem:
         opts = {}
         for name, o in self.options.items():
             cl = {c: ClassCoef(t(k.capacity_rps), t(k.usd_per_request), t(k.tokens_per_request),
-                               k.quality, t(k.input_tokens), t(k.output_tokens))
+                               k.quality, t(k.input_tokens), t(k.output_tokens),
+                               t(k.prefix_cache_hit_share))
                   for c, k in o.classes.items()}
             opts[name] = replace(o, classes=cl, block_usd_per_hour=t(o.block_usd_per_hour),
                                  block_usd_per_month=t(o.block_usd_per_month),
@@ -485,28 +515,23 @@ class _Pricer:
                                           self.cat)
         return self._loads[key]
 
-    def capacity(self, dep, llm_row, acc_row, cl, slo):
-        """ReplicaCapacity-like dict at the class SLO (cached per lengths and SLO)."""
+    def prefix_hit(self, cname: str) -> float:
+        """The class's self-hosted prefix-cache hit share (what the capacity assumes)."""
+        return float(med(self.sc.workload[cname].prefix_cache_hit_share))
+
+    def capacity(self, dep, llm_row, acc_row, cl, slo, hit: float = 0.0):
+        """ReplicaCapacity-like dict at the class SLO and prefix-cache share: the model's
+        capacity (:class:`planner.model.capacity.CapacityCache`, shared across scenarios)."""
         if dep.capacity_requests_per_s is not None:
             return {"requests_per_s": float(med(dep.capacity_requests_per_s)), "fits": True,
                     "meets_slo": True, "stated": True}
-        from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, replica_capacity
-
-        key = (llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
-               round(cl.input_tokens, 6), round(cl.output_tokens, 6), slo["ttft_s"],
-               slo["tpot_s"], tuple(sorted(dep.perf.items())))
-        if key not in self.cap_cache:
-            params = PerfParams.from_mapping(dep.perf) if dep.perf else None
-            cap = replica_capacity(
-                LLMSpec.from_row(llm_row), AcceleratorSpec.from_row(acc_row),
-                gpus=dep.gpus_per_replica, precision=dep.precision,
-                input_tokens=cl.input_tokens, output_tokens=cl.output_tokens,
-                ttft_slo_s=None if math.isinf(slo["ttft_s"]) else slo["ttft_s"],
-                tpot_slo_s=None if math.isinf(slo["tpot_s"]) else slo["tpot_s"],
-                params=params, strict=False,
-            )
-            self.cap_cache[key] = cap.to_dict()
-        return self.cap_cache[key]
+        cap = self.model.caps.full(
+            llm_row, acc_row, dep, float(cl.input_tokens), float(cl.output_tokens),
+            None if math.isinf(slo["ttft_s"]) else slo["ttft_s"],
+            None if math.isinf(slo["tpot_s"]) else slo["tpot_s"], float(hit), strict=False)
+        if cap is None:
+            return {"requests_per_s": 0.0, "fits": False, "limited_by": "does not fit"}
+        return cap.to_dict()
 
     def fees_per_request(self, dep) -> float:
         return float(sum(usd for _, usd, _ in self.model.fees(self.ctx, dep, "", 1.0)))
@@ -526,31 +551,65 @@ class _Pricer:
         usd = float(sum(float(np.asarray(v)) for v in parts.values()))
         return usd + self.fees_per_request(dep), cl.input_tokens, cl.output_tokens
 
-    def cloud_block(self, name, dep, offer, acc_id, rpb) -> float:
-        """USD for one block rented every hour of the month (always-on billing)."""
+    def cloud_block(self, name, dep, offer, acc_id, rpb, billing: str) -> float:
+        """USD/month of one block under ``billing``: ``always-on`` pays every hour of the
+        month, ``active-window`` ``active_hours_per_day`` hours a day; the model's instance
+        price (price chain, spot factor) and lens (committed capacity is free under the
+        marginal lens)."""
         o = self.model.by_name[name]
         if dep.committed and self.sc.planning.lens == "marginal":
             return 0.0
         price, factor = self.model.cloud_instance_usd_per_hour(self.ctx, o)
         units, _ = sh.pack(float(rpb), dep.gpus_per_replica, o.price.gpus_per_instance)
-        return float(units * self.hpm * price * factor)
+        hours = self.hpm if billing == "always-on" else (
+            dep.active_hours_per_day * self.hpm / 24.0)
+        return float(units * hours * price * factor)
 
-    def onprem_blocks(self, name, dep, server, acc_row, rpb) -> tuple[float, float, float]:
-        """(USD/month per block idle, fixed USD/month when used, USD per replica-hour of load).
+    def onprem_block(self, name, dep, server, acc_row, upb: int, gpr: int
+                     ) -> tuple[float, float, float]:
+        """(USD/month per idle block, fixed USD/month when used, USD per replica-hour of load).
 
-        From the model's on-prem cost at 1 and 2 blocks and at full load.
+        The on-prem cost components of :func:`planner.costs.selfhosted.onprem_costs_usd_per_month`
+        (capital recovery, maintenance, energy, facilities: linear in servers) for the
+        ``upb`` servers of one block with their GPUs idle; the operations staff and the
+        implementation once for the option. Energy follows the linear power model
+        :func:`planner.costs.selfhosted.server_power_w`: a server draws its base power plus
+        its GPUs at ``idle share`` of TDP (in the block price) and each GPU busy a share u of
+        the time adds ``(1 - idle share) x TDP x u``; a replica-hour of load (the load in
+        replica-equivalents, utilisation = load x GPUs per replica / GPUs paid, as the cost
+        engine computes it) therefore costs ``gpus_per_replica x (P(u=1) - P(u=0))`` per GPU
+        times PUE times the electricity price, whatever the number of servers. Catalog
+        inputs and fall-backs are the model's (:meth:`planner.model.evaluate.Model.onprem_inputs`).
         """
-        o = self.model.by_name[name]
-        gps = o.gpus_per_unit
+        p = self.model.onprem_inputs(self.ctx, self.model.by_name[name])
+        idle_w = sh.server_power_w(p["base_w"], p["gps"], p["tdp"], 0.0, p["idle"])
+        common = dict(
+            server_price_usd=p["price"], years=p["years"], residual_share=p["residual"],
+            cost_of_capital_per_year=p["coc"], maintenance_share_per_year=p["maint"],
+            pue=p["pue"], usd_per_kwh=p["kwh"], hours_per_month=self.hpm,
+            facilities_usd_per_server_year=p["facilities"],
+            horizon_months=self.sc.scenario.horizon_months, include_capex=p["capex"],
+        )
+        block = sh.onprem_costs_usd_per_month(float(upb), power_w=idle_w, **common)
+        fixed = sh.onprem_costs_usd_per_month(0.0, ops_usd_per_year=p["ops"],
+                                              implementation_usd=p["impl"], **common)
+        # W a replica adds at full load: the linear model's slope over its GPUs
+        busy_w = sh.server_power_w(0.0, gpr, p["tdp"], 1.0, p["idle"]) - \
+            sh.server_power_w(0.0, gpr, p["tdp"], 0.0, p["idle"])
+        per_rh = sh.energy_usd_per_month(busy_w, 1.0, p["pue"], p["kwh"], 1.0)
+        return (float(sum(np.asarray(v, float) for v in block.values())),
+                float(sum(np.asarray(v, float) for v in fixed.values())), float(per_rh))
 
-        def cost(reps: float, load: float) -> float:
-            units = float(sh.pack(reps, dep.gpus_per_replica, gps)[0])
-            return float(self.model.onprem(self.ctx, o, reps, load, None, units=units)[2])
 
-        c1, c2, cf = cost(float(rpb), 0.0), cost(float(2 * rpb), 0.0), cost(float(rpb),
-                                                                          float(rpb))
-        per_block = c2 - c1
-        return per_block, c1 - per_block, (cf - c1) / rpb / self.hpm
+#: Cloud billings whose instances are a fleet fixed for the horizon (a first-stage count).
+FIXED_BILLINGS = ("always-on", "active-window")
+
+
+def fixed_fleet_billing(plan: str | None, billing: str | None, committed: bool) -> bool:
+    """A cloud option is a fleet fixed for the horizon (first stage) when it is billed
+    always-on or for an active window, reserved (``plan`` reserved-*), or committed; only a
+    ``scale-to-zero`` option on an on-demand or spot plan is rented hour by hour."""
+    return billing in FIXED_BILLINGS or committed or str(plan or "").startswith("reserved")
 
 
 def _pack(gpr: int, gpu_per_unit: int) -> tuple[int, int]:
@@ -699,7 +758,9 @@ def build_problem(
         if kind == "cloud":
             gpu_unit = dep.gpus_per_instance or int((st.offer or {}).get("gpus_per_instance") or 1)
             plan = (st.offer or {}).get("plan") or dep.plan
-            stage = "fixed" if (plan.startswith("reserved") or dep.committed) else "hourly"
+            stage = "fixed" if fixed_fleet_billing(plan, dep.billing, dep.committed) \
+                else "hourly"
+            billing = dep.billing
             if prov is None:
                 stated = dep.usd_per_gpu_hour is not None or dep.usd_per_instance_hour is not None
                 prov = name if stated else (
@@ -709,43 +770,58 @@ def build_problem(
             stage = "fixed"
             prov = None
             plan = None
+            billing = None
         rpb, upb = _pack(gpr, gpu_unit)
         o = OptionData(name, kind, stage, prov, model=dep.model, accelerator=st.acc_id,
                        offering=dep.offering if kind == "cloud" else dep.server,
-                       price_plan=plan if kind == "cloud" else None,
+                       price_plan=plan if kind == "cloud" else None, billing=billing,
+                       committed=bool(dep.committed),
                        finetune=dep.fine_tune, gpus_per_replica=gpr, replicas_per_block=rpb,
                        units_per_block=upb, gpus_per_block=upb * gpu_unit,
                        perf={"stated": True} if dep.capacity_requests_per_s is not None
                        else {"model": dep.model, "accelerator": st.acc_id, "gpus": gpr,
                              "precision": dep.precision, "perf": dict(dep.perf)})
         tokenizer = dep.tokenizer or st.row.get("tokenizer")
-        energy = np.zeros(S)
+        energy = np.zeros(S)  # USD per replica-hour of load (on-prem)
         if kind == "cloud":
-            o.block_usd_per_hour = np.zeros(S)
-            month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb)
-                              for pr in pricers])
+            o.fixed_usd_per_month = np.zeros(S)
             if stage == "hourly":
+                # scale-to-zero: whole block-hours rented in each hour, at the always-on price
+                month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id,
+                                                 rpb, "always-on") for pr in pricers])
                 o.block_usd_per_hour = month / hpm
                 o.block_usd_per_month = np.zeros(S)
             else:
-                o.block_usd_per_month = month
-            o.fixed_usd_per_month = np.zeros(S)
+                # a fixed fleet: always-on pays every hour of the month, active-window its
+                # active hours a day (committed/reserved scale-to-zero: every hour)
+                paid = billing if billing != "scale-to-zero" else "always-on"
+                o.block_usd_per_month = np.array([
+                    pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb, paid)
+                    for pr in pricers])
+                o.block_usd_per_hour = np.zeros(S)
         else:
-            vals = np.array([pr.onprem_blocks(name, pr.sc.onprem[name], st.server, st.acc_row,
-                                              rpb) for pr in pricers])
+            vals = np.array([pr.onprem_block(name, pr.sc.onprem[name], st.server, st.acc_row,
+                                             upb, gpr) for pr in pricers])
             o.block_usd_per_month, o.fixed_usd_per_month, energy = vals[:, 0], vals[:, 1], vals[:, 2]
             o.block_usd_per_hour = np.zeros(S)
-            tdp = med(dep.gpu_tdp_w) if dep.gpu_tdp_w is not None else st.acc_row.get("tdp_w")
-            base_w = med(dep.server_base_w) if dep.server_base_w is not None else \
-                (st.server or {}).get("server_base_w")
-            o.kw_per_block = float(sh.server_power_w(base_w, gpu_unit, tdp, 1.0,
-                                                     med(dep.gpu_idle_power_share))) * upb / 1e3
+            p0 = pricers[0].model.onprem_inputs(pricers[0].ctx, pricers[0].model.by_name[name])
+            o.kw_per_block = float(sh.server_power_w(p0["base_w"], gpu_unit, p0["tdp"], 1.0,
+                                                     p0["idle"])) * upb / 1e3
         # fixed counts (existing fleet) and caps
         fixed = None
         if kind == "onprem" and dep.servers is not None:
-            fixed = dep.servers // upb if upb > 1 else dep.servers
+            fixed = dep.servers // upb
+            spare = dep.servers - fixed * upb
+            if spare:
+                # servers that hold no whole replica are paid all the same (the cost engine
+                # prices every stated server)
+                o.fixed_usd_per_month = o.fixed_usd_per_month + \
+                    o.block_usd_per_month * spare / upb
         elif dep.replicas is not None:
             fixed = int(math.ceil(dep.replicas / rpb))
+        if fixed and dep.replicas is not None and dep.replicas < fixed * rpb:
+            # a stated fleet of replicas: only those carry load, not every slot of its blocks
+            o.capacity_replicas_per_block = dep.replicas / fixed
         ub = math.inf
         if name in options.max_replicas:
             ub = min(ub, options.max_replicas[name] // rpb)
@@ -761,21 +837,23 @@ def build_problem(
         for c in classes:
             if name in why[c]:
                 continue
-            capd = base.capacity(dep, st.row, st.acc_row, base.load(c, tokenizer), slo[c])
+            capd = base.capacity(dep, st.row, st.acc_row, base.load(c, tokenizer), slo[c],
+                                 base.prefix_hit(c))
             if not capd.get("fits", True) or not capd.get("meets_slo", True) or \
                     capd["requests_per_s"] <= 0:
                 why[c][name] = _slo_reason(capd, slo[c])
                 continue
-            cap, i_tok, o_tok = np.zeros(S), np.zeros(S), np.zeros(S)
+            cap, i_tok, o_tok, hit = np.zeros(S), np.zeros(S), np.zeros(S), np.zeros(S)
             for s, pr in enumerate(pricers):
                 cl = pr.load(c, tokenizer)
+                hit[s] = pr.prefix_hit(c)
                 cap[s] = pr.capacity(getattr(pr.sc, kind)[name], st.row, st.acc_row, cl,
-                                     slo[c])["requests_per_s"]
+                                     slo[c], hit[s])["requests_per_s"]
                 i_tok[s], o_tok[s] = cl.input_tokens, cl.output_tokens
             with np.errstate(divide="ignore", invalid="ignore"):
                 e_req = np.where(cap > 0, energy / (3600.0 * cap), 0.0)
             o.classes[c] = ClassCoef(cap, fees + e_req, i_tok + o_tok, quality(name, c),
-                                     i_tok, o_tok)
+                                     i_tok, o_tok, hit)
         opts[name] = o
 
     # -- routes -----------------------------------------------------------------------------
@@ -832,7 +910,7 @@ def build_problem(
                               for pr in pricers])
 
     # big-M upper bounds for blocks: every class this option may carry, all on it, per hour
-    pf = _peak_factor(sc)
+    pf = _peak_factor(sc, demand)
     for o in opts.values():
         if not o.selfhosted:
             continue
@@ -857,7 +935,7 @@ def build_problem(
         name=sc.name, classes=classes, periods=P, hours_per_month=hpm,
         horizon_months=sc.scenario.horizon_months, demand=demand, prob=np.full(S, 1.0 / S),
         options=opts, routes=routes, finetune_usd=ft_usd, utilisation_target=util,
-        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=_peak_factor(sc),
+        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=pf,
         min_quality=minq, budget_usd_per_month=options.budget_usd_per_month,
         max_share_per_provider=options.max_share_per_provider,
         min_onprem_share=options.min_onprem_share, onprem_max_kw=options.onprem_max_kw,
@@ -878,12 +956,19 @@ def _escalation(sc: Scenario, name: str, k: CascadeSpec) -> float:
     return float(k.escalation_share)
 
 
-def _peak_factor(sc: Scenario) -> float:
-    """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every profile is flat."""
+def _peak_factor(sc: Scenario, demand: np.ndarray | None = None) -> float:
+    """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every class's hourly
+    demand is flat (as the cost engine decides it: its hourly load ``np.allclose`` to a
+    constant; batch-eligible requests are spread evenly, so a peaked profile whose requests
+    are all batch-eligible is flat too), else 1 (the profile's hours carry the peak)."""
     p2a = sc.planning.peak_to_average
     if p2a is None:
         return 1.0
-    flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
+    if demand is None:
+        flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
+    else:
+        d = np.asarray(demand, float).reshape(-1, demand.shape[-1])
+        flat = all(np.allclose(row, row[0]) for row in d)
     return float(p2a) if flat else 1.0
 
 

@@ -3,13 +3,15 @@
 Variables (named column blocks, see :class:`Columns`; ``s`` scenario, ``h`` profile hour,
 ``d`` deployment option, ``k`` an allowed (route, class) pair, ``f`` a fine-tune):
 
-- ``blocks_fixed[d]`` (integer, first stage): servers bought / reserved cloud blocks;
+- ``blocks_fixed[d]`` (integer, first stage): on-prem servers bought; cloud blocks billed
+  always-on or for an active window, reserved or committed (a fleet for the whole horizon:
+  the same count in every hour and scenario, see ``optimize_data.fixed_fleet_billing``);
 - ``used[d]`` (binary, first stage): the option is used (carries ops staff, implementation,
   the HA reserve);
 - ``finetune[f]`` (binary, first stage): run fine-tune ``f``; routes through a deployment of
   the fine-tuned model may only carry traffic when it is 1;
 - ``blocks_hourly[s, d, h]`` (integer when deterministic; continuous in the stochastic
-  version): on-demand / spot blocks running in hour ``h``;
+  version): scale-to-zero (on-demand / spot) blocks running in hour ``h``;
 - ``used_hourly[s, d, h]``: the hourly option runs in hour ``h`` (only with an HA reserve);
 - ``flow[s, k, h]`` (continuous, requests/s): class traffic sent down a route (API tokens are
   the flow times the tokens per request);
@@ -33,7 +35,12 @@ reports):
 - ``limits``: the users' caps on blocks (bounds; dropped as a group by the diagnosis);
 - ``cvar``: cost_s - eta - excess_s <= 0.
 
-Monthly cost of scenario s: fixed blocks x USD/block-month + used x fixed USD/month + fine-tunes
+The re-check (:func:`check_plan`) also verifies that every option whose billing makes it a
+fleet (on-prem, always-on, active-window, reserved, committed) has one block count in every
+hour and scenario (``first_stage``) and was not given the hourly stage (``billing``).
+
+Monthly cost of scenario s: fixed blocks x USD/block-month (always-on: every hour of the
+month; active-window: its hours) + used x fixed USD/month + fine-tunes
 / horizon + sum_h hourly blocks x USD/block-hour x (hours per month / periods) + sum_{k,h}
 flow x 3600 x (hours per month / periods) x USD/request (API bill, fees, on-prem energy).
 """
@@ -52,7 +59,7 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, linprog, mi
 from scipy.sparse.csgraph import connected_components
 
 from planner._runtime import solver_output_guard
-from planner.engines.optimize_data import Problem
+from planner.engines.optimize_data import Problem, fixed_fleet_billing
 
 #: Row groups the infeasibility diagnosis may drop (the others define the problem).
 OPTIONAL_GROUPS = ("quality", "tpm", "budget", "onprem_share", "provider_share", "power",
@@ -386,7 +393,7 @@ def build_milp(
                     with np.errstate(divide="ignore"):
                         coef = np.where(capc > 0, mult * pb.peak_factor / capc, 0.0)
                     rows.put(capr[:, j, :], fl[:, k, :], coef[:, None])
-            rep = U * o.replicas_per_block
+            rep = U * o.load_replicas_per_block
             if d in fixed_opts:
                 rows.put(capr[:, j, :], bf[fixed_opts.index(d)], -rep)
                 if d in use_fixed and ha > 0:
@@ -932,14 +939,14 @@ def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
         if o.stage == "fixed":
             n = plan.blocks[:, j, 0]
             label = "servers (capex, maintenance, idle power, facilities)" \
-                if o.kind == "onprem" else "reserved rental"
+                if o.kind == "onprem" else f"{o.price_plan or 'cloud'} rental ({o.billing})"
             recs.append((d, label, n * o.block_usd_per_month))
             fixed = o.fixed_usd_per_month
             if np.any(fixed != 0):
                 u = plan.used[:, j, 0]
                 recs.append((d, "fixed when used (staff, implementation)", u * fixed))
         else:
-            recs.append((d, f"{o.price_plan or 'on-demand'} rental",
+            recs.append((d, f"{o.price_plan or 'on-demand'} rental (per hour rented)",
                          plan.blocks[:, j, :].sum(axis=1) * o.block_usd_per_hour * w))
     for f, v in plan.finetune.items():
         recs.append((f"finetune:{f}", "fine-tune (one-off / horizon)",
@@ -1072,10 +1079,10 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
     load = option_loads(pb, plan)
     for j, d in enumerate(plan.options):
         o = pb.options[d]
-        reps = plan.blocks[:, j, :] * o.replicas_per_block
+        reps = plan.blocks[:, j, :] * o.load_replicas_per_block
         used = plan.used[:, j, :]
         avail = pb.utilisation_target * (reps - pb.ha_reserve * used)
-        n += reps.size * (3 if pb.ha_reserve > 0 else 1) + 3 + (o.stage == "fixed")
+        n += reps.size * (3 if pb.ha_reserve > 0 else 1) + 3
         for s, h in zip(*np.nonzero(load[:, j, :] - avail > tol * np.maximum(1.0, avail)),
                         strict=True):
             bad("capacity", f"s={s}, option={d}, h={h}", load[s, j, h], avail[s, h],
@@ -1086,7 +1093,16 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         if pb.ha_reserve > 0 and np.any(np.minimum(np.abs(used), np.abs(used - 1)) > 1e-6):
             bad("integrality", f"used[{d}]", float(used.max()), 1.0, float(
                 np.minimum(np.abs(used), np.abs(used - 1)).max()))
-        if o.stage == "fixed" and np.ptp(plan.blocks[:, j, :]) > tol:
+        # a fleet fixed for the horizon (on-prem servers; cloud billed always-on or for an
+        # active window, reserved or committed): one count in every hour and scenario,
+        # decided from the option's billing, not from the stage the builder gave it
+        fleet = o.kind == "onprem" or (o.kind == "cloud" and fixed_fleet_billing(
+            o.price_plan, o.billing, o.committed))
+        n += fleet + (o.stage == "fixed")
+        if fleet and o.stage != "fixed":
+            bad("billing", f"option={d}: billed {o.billing or 'as bought'} but rented per hour",
+                1.0, 0.0, 1.0)
+        if (fleet or o.stage == "fixed") and np.ptp(plan.blocks[:, j, :]) > tol:
             bad("first_stage", f"option={d}", float(np.ptp(plan.blocks[:, j, :])), 0.0,
                 float(np.ptp(plan.blocks[:, j, :])))
         lim = max(o.cap_blocks, o.lb_blocks)

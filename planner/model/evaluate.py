@@ -619,14 +619,13 @@ class Model:
         return units, gpus_paid, usd, {"rental_usd": usd, "usd_per_instance_hour": price_inst,
                                        "spot_factor": factor}
 
-    def onprem(self, ctx: Inputs, o: OptionSpec, replicas, mean_load, lines, *, units=None):
-        """Ownership cost of an on-prem option (capex, maintenance, energy, staff ...).
-
-        ``units`` overrides the servers (default: the fixed ``servers``, else the replicas
-        packed into whole servers)."""
+    def onprem_inputs(self, ctx: Inputs, o: OptionSpec) -> dict[str, Any]:
+        """An on-prem option's cost inputs, scenario values over catalog fall-backs: the one
+        place server price, life, maintenance, power (TDP, base and idle W), PUE, electricity,
+        facilities, staff and implementation are assembled (every engine prices on-prem from
+        these)."""
         dep, server, acc_row = o.dep, o.server, o.acc_row
         b = f"onprem.{o.name}"
-        gps = o.gpus_per_unit
         price = ctx.v(f"{b}.server_price_usd", dep.server_price_usd,
                       (server or {}).get("server_price_usd"))
         if price is None:
@@ -634,21 +633,6 @@ class Model:
                 f"onprem.{o.name}: no server price; set server (a servers.csv id) or "
                 "server_price_usd"
             )
-        if units is not None:
-            gpus_paid = units * gps
-        elif dep.servers is not None:
-            units = float(dep.servers)
-            gpus_paid = units * gps
-        else:
-            units, gpus_paid = sh.pack(replicas, dep.gpus_per_replica, gps)
-        years = ctx.v(f"{b}.amortisation_years", dep.amortisation_years,
-                      (server or {}).get("life_years") or DEFAULT_LIFE_YEARS)
-        marginal = self.sc.planning.lens == "marginal" and dep.committed
-        maint_share = ctx.v(f"{b}.maintenance_share_per_year", dep.maintenance_share_per_year,
-                            (server or {}).get("maintenance_share_per_year") or 0.0)
-        gp = np.asarray(gpus_paid, dtype=float)
-        util = np.where(gp > 0, mean_load * dep.gpus_per_replica / np.where(gp > 0, gp, 1.0),
-                        0.0)
         tdp = ctx.v(f"{b}.gpu_tdp_w", dep.gpu_tdp_w, acc_row.get("tdp_w"))
         base_w = ctx.v(f"{b}.server_base_w", dep.server_base_w,
                        (server or {}).get("server_base_w"))
@@ -658,40 +642,73 @@ class Model:
                 f"onprem.{o.name}: the catalog has no {missing.replace('_', ' ')} for this "
                 f"hardware; set {missing} in the scenario"
             )
-        idle_share = ctx.v(f"{b}.gpu_idle_power_share", dep.gpu_idle_power_share)
-        power = sh.server_power_w(base_w, gps, tdp, util, idle_share)
-        pue = ctx.v(f"{b}.pue", dep.pue)
-        kwh = ctx.v(f"{b}.electricity_usd_per_kwh", dep.electricity_usd_per_kwh)
-        residual = ctx.v(f"{b}.residual_share", dep.residual_share)
-        coc = ctx.v(f"{b}.cost_of_capital", dep.cost_of_capital)
-        fac_y = ctx.v(f"{b}.facilities_usd_per_server_year", dep.facilities_usd_per_server_year)
-        ops_y = ctx.v(f"{b}.ops_usd_per_year", dep.ops_usd_per_year)
-        impl = ctx.v(f"{b}.implementation_usd", dep.implementation_usd)
+        return {
+            "gps": o.gpus_per_unit, "price": price,
+            "price_source": ("scenario server_price_usd" if dep.server_price_usd is not None
+                             else f"servers.csv {(server or {}).get('id')}"),
+            "years": ctx.v(f"{b}.amortisation_years", dep.amortisation_years,
+                           (server or {}).get("life_years") or DEFAULT_LIFE_YEARS),
+            "maint": ctx.v(f"{b}.maintenance_share_per_year", dep.maintenance_share_per_year,
+                           (server or {}).get("maintenance_share_per_year") or 0.0),
+            "tdp": tdp, "base_w": base_w,
+            "idle": ctx.v(f"{b}.gpu_idle_power_share", dep.gpu_idle_power_share),
+            "pue": ctx.v(f"{b}.pue", dep.pue),
+            "kwh": ctx.v(f"{b}.electricity_usd_per_kwh", dep.electricity_usd_per_kwh),
+            "residual": ctx.v(f"{b}.residual_share", dep.residual_share),
+            "coc": ctx.v(f"{b}.cost_of_capital", dep.cost_of_capital),
+            "facilities": ctx.v(f"{b}.facilities_usd_per_server_year",
+                                dep.facilities_usd_per_server_year),
+            "ops": ctx.v(f"{b}.ops_usd_per_year", dep.ops_usd_per_year),
+            "impl": ctx.v(f"{b}.implementation_usd", dep.implementation_usd),
+            # the marginal lens leaves out capex and implementation of committed hardware
+            "capex": not (self.sc.planning.lens == "marginal" and dep.committed),
+        }
+
+    def onprem(self, ctx: Inputs, o: OptionSpec, replicas, mean_load, lines, *, units=None):
+        """Ownership cost of an on-prem option (capex, maintenance, energy, staff ...).
+
+        ``units`` overrides the servers (default: the fixed ``servers``, else the replicas
+        packed into whole servers)."""
+        dep = o.dep
+        p = self.onprem_inputs(ctx, o)
+        gps = p["gps"]
+        if units is not None:
+            gpus_paid = units * gps
+        elif dep.servers is not None:
+            units = float(dep.servers)
+            gpus_paid = units * gps
+        else:
+            units, gpus_paid = sh.pack(replicas, dep.gpus_per_replica, gps)
+        gp = np.asarray(gpus_paid, dtype=float)
+        util = np.where(gp > 0, mean_load * dep.gpus_per_replica / np.where(gp > 0, gp, 1.0),
+                        0.0)
+        power = sh.server_power_w(p["base_w"], gps, p["tdp"], util, p["idle"])
         parts = sh.onprem_costs_usd_per_month(
-            units, price, years, residual_share=residual, cost_of_capital_per_year=coc,
-            maintenance_share_per_year=maint_share, power_w=power, pue=pue, usd_per_kwh=kwh,
-            hours_per_month=self.hpm, facilities_usd_per_server_year=fac_y,
-            ops_usd_per_year=ops_y, implementation_usd=impl, horizon_months=self.horizon,
-            include_capex=not marginal,
+            units, p["price"], p["years"], residual_share=p["residual"],
+            cost_of_capital_per_year=p["coc"], maintenance_share_per_year=p["maint"],
+            power_w=power, pue=p["pue"], usd_per_kwh=p["kwh"], hours_per_month=self.hpm,
+            facilities_usd_per_server_year=p["facilities"], ops_usd_per_year=p["ops"],
+            implementation_usd=p["impl"], horizon_months=self.horizon,
+            include_capex=p["capex"],
         )
         total = 0.0
         for v in parts.values():
             total = total + v
         if lines is not None:
-            _onprem_lines(lines, parts, units=float(units), price=price, years=years,
-                          coc=coc, residual=residual, marginal=marginal, horizon=self.horizon,
-                          maint_share=maint_share, power=float(power), base_w=base_w, gps=gps,
-                          tdp=tdp, util=float(util), pue=pue, kwh=kwh, impl=impl,
-                          psrc=("scenario server_price_usd" if dep.server_price_usd is not None
-                                else f"servers.csv {server['id']}"))
+            _onprem_lines(lines, parts, units=float(units), price=p["price"], years=p["years"],
+                          coc=p["coc"], residual=p["residual"], marginal=not p["capex"],
+                          horizon=self.horizon, maint_share=p["maint"], power=float(power),
+                          base_w=p["base_w"], gps=gps, tdp=p["tdp"], util=float(util),
+                          pue=p["pue"], kwh=p["kwh"], impl=p["impl"], psrc=p["price_source"])
         extra = {f"onprem_{k}_usd": v for k, v in parts.items()}
-        idle_w = sh.server_power_w(base_w, gps, tdp, 0.0, idle_share)
+        idle_w = sh.server_power_w(p["base_w"], gps, p["tdp"], 0.0, p["idle"])
         extra.update({
-            "server_price_usd": price, "life_years": years, "residual_share": residual,
-            "maintenance_share_per_year": maint_share,
-            "facilities_usd_per_server_year": fac_y,
-            "idle_server_energy_usd": sh.energy_usd_per_month(idle_w, 1.0, pue, kwh, self.hpm),
-            "implementation_once_usd": impl, "include_capex": not marginal,
+            "server_price_usd": p["price"], "life_years": p["years"],
+            "residual_share": p["residual"], "maintenance_share_per_year": p["maint"],
+            "facilities_usd_per_server_year": p["facilities"],
+            "idle_server_energy_usd": sh.energy_usd_per_month(idle_w, 1.0, p["pue"], p["kwh"],
+                                                              self.hpm),
+            "implementation_once_usd": p["impl"], "include_capex": p["capex"],
         })
         return units, gpus_paid, total, extra
 
