@@ -42,7 +42,7 @@ from planner.costs.api import (
 )
 from planner.distributions import median_of, sample_many
 from planner.errors import PlannerError
-from planner.model.capacity import CapacityCache, CapacityGrid, grid_nodes
+from planner.model.capacity import CapacityCache, CapacityGrid, class_traffic, grid_nodes
 from planner.model.inputs import Inputs
 from planner.model.structure import (
     DEFAULT_LIFE_YEARS,
@@ -153,6 +153,8 @@ class Model:
             hit = float(median_of(wc.prefix_cache_hit_share))
             _, isl, osl = self.klass(med_ctx, cname, tokenizer)[:3]
             isl, osl = float(isl), float(osl)
+            inp = float(self.length(med_ctx, wc.input, f"workload.{cname}.input", tokenizer))
+            traffic = class_traffic(sc, wc, inp, isl)
             ttft = median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None
             tpot = median_of(slo.tpot_s) if slo and slo.tpot_s is not None else None
             row = {"deployment": name, "class": cname, "model": dep.model,
@@ -168,7 +170,8 @@ class Model:
                     "capacity_basis": "scenario capacity_requests_per_s (performance model "
                                       "not used)"})
                 continue
-            cap = self.caps.full(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit, strict=True)
+            cap = self.caps.full(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit, strict=True,
+                                 traffic=traffic)
             capd = cap.to_dict()
             rps = float(cap.requests_per_s)
             spec.capacity_rows.append({
@@ -194,7 +197,7 @@ class Model:
                 spec.capacity[cname] = ("value", rps)
                 continue
             gkey = (llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
-                    tuple(sorted(dep.perf.items())), ttft, tpot, hit, cname, tokenizer)
+                    tuple(sorted(dep.perf.items())), ttft, tpot, hit, traffic, cname, tokenizer)
             if gkey not in self._grid_cache:
                 gi = grid_nodes(p_isl, isl) if np.ptp(p_isl) > 0 else np.array([isl])
                 go = grid_nodes(p_osl, osl) if np.ptp(p_osl) > 0 else np.array([osl])
@@ -206,7 +209,7 @@ class Model:
                         else:
                             table[a, b2] = self.caps.rps(llm_row, acc_row, dep, float(x),
                                                          float(y), ttft, tpot, hit,
-                                                         strict=False)[0]
+                                                         strict=False, traffic=traffic)[0]
                 self._grid_cache[gkey] = CapacityGrid(gi, go, table)
             spec.capacity[cname] = ("grid", self._grid_cache[gkey])
         spec.served = tuple(c for c, w in elig.items() if not w)

@@ -1,0 +1,301 @@
+"""Open-loop capacity of a replica at a latency SLO percentile (requests arriving at a rate).
+
+:func:`planner.perf.replica_capacity` finds the largest closed-loop concurrency whose mean
+TTFT and TPOT meet the SLO. A planner sizes for an open stream of requests instead: they
+arrive at ``lam`` requests/s (Poisson, or burstier), their lengths vary, and TTFT includes the
+wait behind other prompts. This module gives the latency *percentiles* of one replica at an
+arrival rate and the largest rate that meets the SLO percentile, from the same step model
+(:class:`planner.perf.step.StepModel`) the simulator runs.
+
+The replica (vLLM V1 style chunked prefill, ``C = max_tokens_per_step`` tokens per step)
+alternates between two kinds of step:
+
+* **decode steps** ``t_d = T(d, K)``: the ``d`` running requests each produce a token;
+* **full steps** ``t_f = T(d, K, C - d, pairs)``: the same decodes plus ``C - d`` tokens of
+  waiting prompts (first come, first served), taken whenever a prompt is waiting.
+
+Flow balance at rate ``lam`` with ``n = I (1 - h)`` prompt tokens to prefill per request
+(``h`` the prefix-cache hit share) and ``O`` output tokens:
+
+* share of time in full steps (prefill utilisation) ``rho = lam n t_f / (C - d)``;
+* steps per second ``s = rho / t_f + (1 - rho) / t_d``, and ``d = lam O / s`` (each step
+  gives every running request one token), solved as a fixed point (``K = d (I + O / 2)``).
+
+**TPOT** of a request is the mean of the step times during its ``O`` decode steps:
+``t_d + (t_f - t_d) f`` with ``f`` the share of those steps that are full; the prompt tokens
+that arrive during its life are a compound renewal sum (mean ``lam L n``, variance
+``lam L n^2 (cv_n^2 + c_a^2)`` for arrivals with squared coefficient of variation ``c_a^2``), so
+``f`` is normal to first order with that mean and spread over ``(C - d) O``. Output lengths
+vary lognormally (``cv_out``); the percentile is taken over the mixture.
+
+**TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
+server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
+(C - d)`` of its work; the wait is that of a GI/G/1 queue with utilisation ``rho``,
+mean from Kingman's formula ``E[W] = rho / (1 - rho) E[S] (c_a^2 + c_s^2) / 2`` (exact for
+Poisson arrivals: Pollaczek-Khinchine) and the exponential tail ``P(W > w) = rho exp(-w rho /
+E[W])``; plus its own prefill (steps of at most ``C - d`` of its tokens beside the decodes) and
+half a step for the step in progress at arrival. Prompt lengths vary lognormally
+(``cv_in``).
+
+**Memory**: requests in the replica ``N = lam (TTFT + O t)`` (Little's law) plus ``z sqrt(N)``
+must fit the KV cache and the batch cap, otherwise admissions queue.
+
+The SLO holds when the TTFT and TPOT percentiles each meet their bound at ``1 - (1 - q) / 2``
+(so both hold together for at least a share ``q`` of the requests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtri
+
+from planner.perf.memory import max_concurrent_requests, memory_plan
+from planner.perf.step import StepModel
+
+#: Quantile points used to integrate over lognormal lengths.
+_NODES = 24
+
+
+def _lognormal_nodes(mean: float, cv: float) -> np.ndarray:
+    """Equal-weight quantile points of a lognormal with this mean and coefficient of
+    variation (the mean itself when ``cv`` is 0)."""
+    if cv <= 0:
+        return np.array([float(mean)])
+    s2 = np.log1p(cv * cv)
+    mu = np.log(mean) - s2 / 2.0
+    u = (np.arange(_NODES) + 0.5) / _NODES
+    return np.exp(mu + np.sqrt(s2) * ndtri(u))
+
+
+@dataclass(frozen=True)
+class OpenLoopPoint:
+    """Latency percentiles of one replica at arrival rates ``lam`` (arrays)."""
+
+    lam: np.ndarray
+    decode_batch: np.ndarray
+    t_decode_s: np.ndarray
+    t_full_s: np.ndarray
+    prefill_utilisation: np.ndarray
+    ttft_s: np.ndarray  # at the percentile
+    tpot_s: np.ndarray  # at the percentile
+    in_system: np.ndarray  # requests in the replica at the percentile
+    stable: np.ndarray
+
+
+def open_loop(
+    sm: StepModel,
+    lam: Any,
+    *,
+    input_tokens: float,
+    output_tokens: float,
+    prefix_cache_hit_share: float = 0.0,
+    cv_in: float = 0.0,
+    cv_out: float = 0.0,
+    arrival_cv: float = 1.0,
+    quantile: float = 0.95,
+    iterations: int = 40,
+) -> OpenLoopPoint:
+    """Latency percentiles of one replica at arrival rates ``lam`` (see the module docstring).
+
+    Parameters
+    ----------
+    sm : StepModel
+    lam : array_like
+        Arrival rates, requests/s.
+    input_tokens, output_tokens : float
+        Mean prompt (context included) and output tokens per request.
+    prefix_cache_hit_share : float
+        Share of each prompt served from the prefix (KV) cache (not prefilled).
+    cv_in, cv_out : float
+        Coefficients of variation of the prompt and output lengths (lognormal).
+    arrival_cv : float
+        Coefficient of variation of the inter-arrival times (1: Poisson).
+    quantile : float
+        Percentile of TTFT and TPOT returned, as a share (0.95 = p95).
+    """
+    lam = np.atleast_1d(np.asarray(lam, dtype=float))
+    isl, osl = float(input_tokens), float(output_tokens)
+    n = max(isl * (1.0 - float(prefix_cache_hit_share)), 1.0)
+    cap = float(sm.params.max_tokens_per_step)
+    pairs_per_tok = float((sm.prefill_pairs(isl) - sm.prefill_pairs(isl - n)) / n)
+    ctx = isl + osl / 2.0
+    if sm.llm.sliding_window:
+        ctx = min(ctx, float(sm.llm.sliding_window))
+    ca2 = float(arrival_cv) ** 2
+    def terms(d):
+        """Step times, prefill utilisation and steps per second at decode batch ``d``."""
+        chunk = np.maximum(cap - d, 1.0)
+        t_d = np.asarray(sm.step_time_s(np.maximum(d, 1.0), np.maximum(d, 1.0) * ctx),
+                         dtype=float)
+        t_f = np.asarray(sm.step_time_s(d, d * ctx, chunk, chunk * pairs_per_tok), dtype=float)
+        rho = lam * n * t_f / chunk
+        steps = np.minimum(rho, 1.0) / t_f + np.maximum(1.0 - rho, 0.0) / t_d
+        return chunk, t_d, t_f, rho, steps
+
+    # fixed point d = lam O / steps(d): increasing in d, so iterating from d = 0 climbs to
+    # the smallest fixed point (the stable operating point) when there is one
+    d = np.zeros_like(lam)
+    for _ in range(iterations):
+        d = np.minimum(lam * osl / terms(d)[4], cap - 1.0)
+    chunk, t_d, t_f, rho, steps = terms(d)
+    stable = (rho < 0.999) & (np.abs(lam * osl / steps - d) <= 1e-3 * np.maximum(d, 1.0))
+    stable &= d < cap - 1.0
+    t_mean = 1.0 / steps
+    z = float(ndtri(quantile))
+    # TPOT: mixture over output lengths of a normal approximation of the full-step share
+    o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
+    n_nodes = _lognormal_nodes(n, cv_in)
+    cv_n2 = float(np.var(n_nodes) / np.mean(n_nodes) ** 2) if n_nodes.size > 1 else 0.0
+    life = o_nodes[None, :] * t_mean[:, None]  # (L, nodes)
+    mean_f = (lam[:, None] * life * n) / (chunk[:, None] * o_nodes[None, :])
+    sd_f = np.sqrt(lam[:, None] * life * n * n * (cv_n2 + ca2)) / (
+        chunk[:, None] * o_nodes[None, :])
+    tpot = _mixture_quantile(t_d[:, None] + (t_f - t_d)[:, None] * mean_f,
+                             (t_f - t_d)[:, None] * sd_f, quantile)
+    # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
+    # queue's work is the fluid token time n t_f / (C - d) (prompts share full steps under
+    # load); a prompt's own prefill runs in steps of at most C - d of its tokens.
+    fluid = n_nodes[None, :] * (t_f / chunk)[:, None]
+    es = fluid.mean(axis=1)
+    cs2 = fluid.var(axis=1) / np.maximum(es * es, 1e-300)
+    r = np.minimum(rho, 0.999)
+    ew = r / (1.0 - r) * es * (ca2 + cs2) / 2.0
+    c_own = np.minimum(n_nodes[None, :], chunk[:, None])
+    t_own = np.asarray(sm.step_time_s(d[:, None], (d * ctx)[:, None], c_own,
+                                      c_own * pairs_per_tok), dtype=float)
+    own = n_nodes[None, :] / c_own * t_own
+    ttft = _wait_plus_service_quantile(r, ew, own + 0.5 * t_mean[:, None], quantile)
+    in_sys = lam * (ttft + osl * t_mean)
+    in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
+    return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable)
+
+
+def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
+    """q-quantile of an equal-weight mixture of normals (rows: points, columns: parts)."""
+    from scipy.special import ndtr
+
+    lo = (mean - 6.0 * sd).min(axis=1)
+    hi = (mean + 6.0 * sd).max(axis=1) + 1e-12
+    safe = np.maximum(sd, 1e-300)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        cdf = np.where(sd > 0, ndtr((mid[:, None] - mean) / safe),
+                       (mid[:, None] >= mean).astype(float)).mean(axis=1)
+        lo = np.where(cdf < q, mid, lo)
+        hi = np.where(cdf < q, hi, mid)
+    return hi
+
+
+def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
+                                q: float) -> np.ndarray:
+    """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` (atom at 0 of mass
+    ``1 - rho``), ``S`` equal-weight points (rows: points)."""
+    theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)
+    lo = service.min(axis=1)
+    hi = service.max(axis=1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
+    hi = np.maximum(hi, lo) + 1e-12
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        x = mid[:, None] - service
+        tail = np.where(x <= 0, 1.0, rho[:, None] * np.exp(
+            -np.maximum(x, 0.0) / np.maximum(theta[:, None], 1e-300)))
+        tail = np.where((x > 0) & (theta[:, None] <= 0), 0.0, tail)
+        p = tail.mean(axis=1)
+        lo = np.where(p > 1.0 - q, mid, lo)
+        hi = np.where(p > 1.0 - q, hi, mid)
+    return hi
+
+
+@dataclass(frozen=True)
+class SloCapacity:
+    """Largest arrival rate per replica meeting the SLO percentile, and what limits it."""
+
+    requests_per_s: float
+    ttft_s: float
+    tpot_s: float
+    decode_batch: float
+    prefill_utilisation: float
+    limited_by: str  # prefill compute | decode | KV memory | TTFT queueing | TPOT | slo
+
+
+def slo_capacity(
+    sm: StepModel,
+    *,
+    input_tokens: float,
+    output_tokens: float,
+    ttft_slo_s: float | None,
+    tpot_slo_s: float | None,
+    percentile: float = 90.0,
+    prefix_cache_hit_share: float = 0.0,
+    cv_in: float = 0.0,
+    cv_out: float = 0.0,
+    arrival_cv: float = 1.0,
+    max_in_system: float | None = None,
+) -> SloCapacity:
+    """Largest arrival rate one replica sustains with its TTFT and TPOT percentiles within
+    the SLO (each at ``1 - (1 - q) / 2`` so both hold for a share ``q``), its prefill queue
+    stable and its requests within the KV cache and batch cap (``max_in_system``; default
+    from the memory plan)."""
+    q = 1.0 - (1.0 - percentile / 100.0) / 2.0
+    isl, osl = float(input_tokens), float(output_tokens)
+    if max_in_system is None:
+        mp = memory_plan(sm.llm, sm.acc, sm.gpus, sm.precision, sm.params)
+        max_in_system = float(min(
+            max_concurrent_requests(mp.kv_capacity_tokens, isl, osl, sm.params.kv_reserve,
+                                    sm.llm.sliding_window), sm.params.max_batch))
+    # an upper bound: every step full of useful tokens at the largest step
+    cap = float(sm.params.max_tokens_per_step)
+    n = max(isl * (1.0 - prefix_cache_hit_share), 1.0)
+    t_cap = float(sm.step_time_s(cap * osl / (n + osl), cap * osl / (n + osl) * isl, cap * n /
+                                 (n + osl), cap * n / (n + osl) * isl))
+    hi = 2.0 * cap / (n + osl) / t_cap
+    kw = dict(input_tokens=isl, output_tokens=osl, prefix_cache_hit_share=prefix_cache_hit_share,
+              cv_in=cv_in, cv_out=cv_out, arrival_cv=arrival_cv, quantile=q)
+    lo_ok = 0.0
+    best = None
+    for _ in range(3):  # grid, then two refinements around the boundary
+        grid = np.linspace(lo_ok, hi, 33)[1:]
+        pt = open_loop(sm, grid, **kw)
+        ok = _ok(pt, ttft_slo_s, tpot_slo_s, max_in_system)
+        if ok.any():
+            i = int(np.flatnonzero(ok).max())
+            lo_ok = float(grid[i])
+            best = (pt, i)
+            hi = float(grid[min(i + 1, grid.size - 1)]) if i + 1 < grid.size else hi
+        else:
+            hi = float(grid[0])
+    if best is None:
+        return SloCapacity(0.0, np.nan, np.nan, 0.0, 0.0, "slo")
+    pt, i = best
+    nxt = open_loop(sm, np.array([hi]), **kw)
+    return SloCapacity(
+        requests_per_s=lo_ok, ttft_s=float(pt.ttft_s[i]), tpot_s=float(pt.tpot_s[i]),
+        decode_batch=float(pt.decode_batch[i]),
+        prefill_utilisation=float(pt.prefill_utilisation[i]),
+        limited_by=_limit(nxt, ttft_slo_s, tpot_slo_s, max_in_system),
+    )
+
+
+def _ok(pt: OpenLoopPoint, ttft, tpot, max_in: float) -> np.ndarray:
+    ok = pt.stable & (pt.in_system <= max_in)
+    if ttft is not None:
+        ok &= pt.ttft_s <= ttft
+    if tpot is not None:
+        ok &= pt.tpot_s <= tpot
+    return ok
+
+
+def _limit(pt: OpenLoopPoint, ttft, tpot, max_in: float) -> str:
+    """What fails first just above the capacity."""
+    if not bool(pt.stable[0]):
+        return "prefill compute" if pt.prefill_utilisation[0] >= 0.999 else "decode"
+    if pt.in_system[0] > max_in:
+        return "KV memory"
+    if ttft is not None and pt.ttft_s[0] > ttft:
+        return "TTFT queueing"
+    if tpot is not None and pt.tpot_s[0] > tpot:
+        return "TPOT"
+    return "slo"
