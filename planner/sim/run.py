@@ -9,7 +9,7 @@ import numpy as np
 
 from planner.errors import PlannerError
 from planner.requests import RequestTable
-from planner.sim.engine import _Engine
+from planner.sim.engine import Engine
 from planner.sim.plan import SimPlan
 from planner.sim.results import SimResult, build_result
 
@@ -59,6 +59,6 @@ def simulate(
         rng = np.random.default_rng(np.random.SeedSequence(0 if seed is None else seed))
     if until_s is not None and not until_s > 0:
         raise PlannerError(f"simulate: until_s must be > 0, got {until_s}")
-    eng = _Engine(plan, requests, rng, until_s=until_s, progress=progress or None)
+    eng = Engine(plan, requests, rng, until_s=until_s, progress=progress or None)
     eng.run()
     return build_result(eng)
