@@ -1,6 +1,8 @@
 """Simulation records as DataFrames, and their summaries.
 
 Every DataFrame of a run is built here, once, from the engine's flat per-request lists.
+``drop_reason`` / ``spill_reason`` are the refusal reasons of
+:func:`planner.sim.routing.spill_decision` (names: :data:`REASONS`).
 
 Definitions (per request):
 

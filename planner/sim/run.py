@@ -1,5 +1,10 @@
 """Simulate a request table on a plan: the simulator's entry point (re-exported as
-:func:`planner.sim.simulate`)."""
+:func:`planner.sim.simulate`).
+
+Builds an :class:`~planner.sim.engine.Engine` (event loop; routing and the spillover
+decision in :mod:`planner.sim.routing`, replicas in :mod:`planner.sim.replica`), runs it and
+turns its records into a :class:`~planner.sim.results.SimResult`.
+"""
 
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags 
 * **Plans.** Each self-hosted deployment candidate (``[cloud.*]``, ``[onprem.*]``) on its own,
   as ``planner cost`` compares them; or the ``deployments`` listed in ``[simulation]`` (or
   ``--deployment``) together, one pool each, in that order: a request goes to the first pool
-  serving its class and moves to the next only when the first would spill (``max_queue``, or
-  the SLO rule when a spillover API is set). A pool serves the classes the model sizes it
-  for (``classes_served`` of :func:`planner.model.sizing.size_options`: its ``classes``,
-  quality tier, capacity).
+  serving its class and moves to the next only when the first refuses it (``max_queue``, or
+  the SLO rule when a spillover API is set: :func:`planner.sim.routing.spill_decision`, the
+  one spillover decision). A pool serves the classes the model sizes it for
+  (``classes_served`` of :func:`planner.model.sizing.size_options`: its ``classes``, quality
+  tier, capacity).
 * **Replicas** of a pool: ``[simulation] replicas`` / ``--replicas``, else the model's sizing
   (``OptionSizing.replicas``: the deployment's fixed ``replicas``, else peak-hour load /
   utilisation target + HA reserve).
