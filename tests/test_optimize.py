@@ -528,10 +528,10 @@ def test_stochastic_recourse_beats_planning_for_the_mean():
 def test_benders_decomposition_matches_the_extensive_form(objective):
     sc = scenario(STOCH.format(objective=objective))
     opts = OptimizeOptions.from_scenario(sc)
-    from planner.engines.optimize import sample_scenarios
+    from planner.engines.optimize import sample_inputs
 
-    samples, _, _ = sample_scenarios(sc, 30, 11, CAT)
-    pb = build_problem(sc, CAT, opts, samples=samples)
+    values, _, _, model = sample_inputs(sc, 30, 11, CAT)
+    pb = build_problem(sc, CAT, opts, values=values, model=model)
     kw = {"gap": 1e-5, "objective": objective, "cvar_lambda": 1.0}
     ext = optimize_problem(pb, method="extensive", **kw)
     ben = optimize_problem(pb, method="benders", **kw)

@@ -17,7 +17,8 @@ solution is re-checked against all constraints from the problem's data, its LP r
 and gap are reported, and an infeasible problem is explained.
 
 Uncertainty (``stochastic=True``): a sample-average approximation over Monte Carlo scenarios of
-the scenario's distributions (demand, prices, lengths ...): first stage = servers, fixed
+the scenario's distributions (demand, prices, lengths ...; drawn by the Monte Carlo sampler,
+:func:`sample_inputs`, and priced all at once by the one model): first stage = servers, fixed
 cloud fleets, fine-tunes; second stage per scenario = scale-to-zero replicas (continuous, a
 fluid approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
 (Rockafellar & Uryasev 2000: CVaR = min_eta eta + E[(cost - eta)+] / (1 - alpha)). The value of
@@ -76,6 +77,7 @@ from planner.engines.optimize_milp import (
 from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
 from planner.engines.optimize_verify import busiest_hour, verify_plan
 from planner.errors import PlannerError
+from planner.model.evaluate import Model
 from planner.stats import cvar
 from planner.uncertain import scenario_at, uncertain_inputs
 
@@ -91,6 +93,7 @@ __all__ = [
     "optimize_problem",
     "plan_view",
     "report_tables",
+    "sample_inputs",
     "sample_scenarios",
     "sensitivity",
     "status_line",
@@ -196,34 +199,48 @@ class OptimizeResult:
 # scenarios for the stochastic version
 
 
-def sample_scenarios(
+def sample_inputs(
     sc: Scenario, n: int, seed: int | None, catalog: Catalog
-) -> tuple[list[Scenario], pd.DataFrame, list[str]]:
-    """Draw ``n`` scenarios of the scenario's distribution-valued inputs.
+) -> tuple[dict[str, np.ndarray], pd.DataFrame, list[str], Model | None]:
+    """Draw ``n`` values of the scenario's distribution-valued inputs.
 
     Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
-    correlations included) and materialises each draw with
-    :func:`planner.uncertain.scenario_at`. Returns the scenarios, the drawn values (one row per
-    scenario) and notes.
+    correlations included; same seed, same draws). Returns the values (key path -> (n,)
+    array), the same as a table (one row per scenario), notes, and the model they were drawn
+    with (``None`` when the scenario has no distributions), to price them all at once with
+    :func:`build_problem` (``values=``, ``model=``).
     """
-
     if n < 1:
         raise PlannerError(f"n_scenarios: expected at least 1, got {n}")
     known = uncertain_inputs(sc)
     if not known:
-        return [sc], pd.DataFrame(index=[0]), [
-            "the scenario has no distributions: the stochastic plan is the deterministic one"]
+        return {}, pd.DataFrame(index=[0]), [
+            "the scenario has no distributions: the stochastic plan is the deterministic one"
+        ], None
     notes = []
     try:
-        vals = compile_scenario(sc, catalog=catalog).draw(
-            np.random.SeedSequence(seed), 0, n)
+        model: Model = compile_scenario(sc, catalog=catalog)
+        vals = model.draw(np.random.SeedSequence(seed), 0, n)
     except PlannerError as exc:  # the sampler could not compile the scenario
         notes.append(f"correlations ignored ({exc}); inputs sampled independently")
         rng = spawn_generators(seed, 1)[0]
         vals = sample_many(rng, {k: u.dist for k, u in known.items()}, n)
+        model = None
+    return dict(vals), pd.DataFrame(vals), notes, model
+
+
+def sample_scenarios(
+    sc: Scenario, n: int, seed: int | None, catalog: Catalog
+) -> tuple[list[Scenario], pd.DataFrame, list[str]]:
+    """The draws of :func:`sample_inputs` materialised as scenarios
+    (:func:`planner.uncertain.scenario_at`, one pydantic parse each): the optimiser prices the
+    values directly; this is for checks against the deterministic problem of one sample."""
+    vals, drawn, notes, _ = sample_inputs(sc, n, seed, catalog)
+    if not vals:
+        return [sc], drawn, notes
     scen = [scenario_at(sc, {k: float(v[i]) for k, v in vals.items()}, catalog=catalog)
             for i in range(n)]
-    return scen, pd.DataFrame(vals), notes
+    return scen, drawn, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,9 +522,10 @@ def optimize(
     say = progress or (lambda _text: None)
     if stochastic:
         say(f"sampling {int(n_scenarios)} Monte Carlo scenarios")
-        samples, drawn, notes = sample_scenarios(scenario, int(n_scenarios), seed, cat)
+        values, drawn, notes, model = sample_inputs(scenario, int(n_scenarios), seed, cat)
         say("pricing the candidates in every scenario")
-        pb = build_problem(scenario, cat, opts, samples=samples)
+        pb = build_problem(scenario, cat, opts, values=values,
+                           n=int(n_scenarios) if values else 1, model=model)
     else:
         pb = build_problem(scenario, cat, opts)
     res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,

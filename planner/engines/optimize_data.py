@@ -6,20 +6,27 @@ routes (one deployment, or a cascade small -> large) with the classes they may s
 limits a plan must respect. Every coefficient has a leading scenario axis ``S`` (one scenario
 for the deterministic optimiser, one per Monte Carlo sample for the stochastic one).
 
-Where the numbers come from (the deterministic engine's helpers, imported, not copied):
+Where the numbers come from: the one model (:class:`planner.model.evaluate.Model`), built once
+for the scenario and evaluated at ``model.ctx(values, S)``, so every coefficient is an (S,)
+array expression of the model (no scenario object and no pricing loop per sample; the
+deterministic problem is the same code at S = 1 without values):
 
-- requests per class per hour: :func:`planner.workload.class_load` and the deterministic
-  engine's ``_hourly`` (batch-eligible requests spread evenly over the day);
-- eligibility: ``_eligible`` (a deployment's ``classes``, quality tiers, fine-tune
-  qualification);
-- replica capacity per class: :func:`planner.perf.replica_capacity` at the class's TTFT/TPOT
-  SLO (the largest load meeting the SLO, not the raw peak throughput), or the scenario's
-  ``capacity_requests_per_s``;
-- API USD per request: ``api_prices`` + :func:`planner.costs.api.api_cost_per_request`
-  (cached input, batch share, discount, margin) + request fees;
-- cloud USD per block: the deterministic engine's ``cloud_cost`` for one block under the
-  option's billing (same catalog fall-backs, spot interruption factor, lens). The billing
-  decides the stage (:func:`fixed_fleet_billing`), as the cost engine bills it:
+- requests per class per hour: :meth:`Model.klass` and
+  :func:`planner.model.volumes.hourly_rates_rows` (batch-eligible requests spread evenly);
+- eligibility: the model's, decided once at the medians (a deployment's ``classes``, quality
+  tiers, fine-tune qualification, an API slower than the class's TTFT SLO, a replica that
+  cannot meet the SLO; :mod:`planner.model.structure`);
+- replica capacity per class: :meth:`Model.rps` (the perf model at the class's TTFT/TPOT SLO and
+  prefix-cache share, the capacity grid when the class's lengths are uncertain, or the
+  scenario's ``capacity_requests_per_s``);
+- intra-hour peak: ``planning.peak_to_average`` applied to an option whose hourly load is flat,
+  the model's rule (:func:`planner.model.volumes.peak_load`), per option and scenario
+  (:attr:`OptionData.peak_factor`);
+- API USD per request: :meth:`Model.api_request_usd` (cached input, batch share, discount,
+  margin) + request fees (:meth:`Model.fees`);
+- cloud USD per block: the model's instance price (:meth:`Model.cloud_instance_usd_per_hour`:
+  price chain, spot interruption factor) and lens for one block under the option's billing.
+  The billing decides the stage (:func:`fixed_fleet_billing`), as the cost engine bills it:
 
   - ``always-on`` (and any reserved or ``committed`` option): a fleet fixed for the horizon
     (first stage, like on-prem servers), paid every hour of the month;
@@ -36,8 +43,9 @@ Where the numbers come from (the deterministic engine's helpers, imported, not c
   :mod:`planner.costs.selfhosted` (``onprem_costs_usd_per_month`` for capital recovery,
   maintenance, idle power, facilities, staff and implementation; the linear power model
   ``server_power_w``, whose slope prices the energy of each replica-hour of load, so energy
-  is exact at any utilisation), with the cost engine's catalog fall-backs;
-- fine-tune one-off cost: the model's ``Model.finetune`` (retry multiplier included), spread over the
+  is exact at any utilisation), with the model's inputs and catalog fall-backs
+  (:meth:`Model.onprem_inputs`);
+- fine-tune one-off cost: :meth:`Model.finetune` (retry multiplier included), spread over the
   horizon.
 
 A *block* is the integer unit a deployment is bought or rented in: one instance (cloud) or
@@ -57,14 +65,12 @@ import numpy as np
 from planner.catalog import Catalog
 from planner.config import Scenario, med
 from planner.costs import selfhosted as sh
-from planner.costs.api import api_cost_per_request
+from planner.distributions import median_of
 from planner.errors import PlannerError
-from planner.model.capacity import CapacityCache
 from planner.model.evaluate import Model
-from planner.model.price import api_prices
-from planner.model.structure import eligible as _eligible
-from planner.model.structure import tier as _tier
-from planner.workload import class_load, diurnal_weights
+from planner.model.volumes import hourly_rates_rows, is_flat
+from planner.uncertain import uncertain_inputs
+from planner.workload import diurnal_weights
 
 
 def _hourly(cl, periods: int) -> np.ndarray:
@@ -301,6 +307,9 @@ class OptionData:
     fixed_usd_per_month: np.ndarray | None = None  # when used at all (ops, implementation)
     classes: dict[str, ClassCoef] = field(default_factory=dict)
     perf: dict[str, Any] = field(default_factory=dict)  # for the simulation (spec ids)
+    #: (S,) intra-hour peak / hourly mean of this option's load: ``peak_to_average`` where
+    #: the model calls its hourly load (over the classes it may serve) flat, else 1
+    peak_factor: np.ndarray | None = None
 
     @property
     def selfhosted(self) -> bool:
@@ -344,7 +353,9 @@ class Problem:
     finetune_usd: dict[str, np.ndarray]  # one-off, (S,)
     utilisation_target: float
     ha_reserve: int
-    peak_factor: float  # intra-hour peak / hourly mean (flat profile + peak_to_average)
+    #: ``peak_to_average`` when every class's hourly demand is flat, else 1 (reported);
+    #: sizing uses each option's own :attr:`OptionData.peak_factor` (the model's rule)
+    peak_factor: float
     min_quality: dict[str, float]
     budget_usd_per_month: float | None
     max_share_per_provider: float | None
@@ -426,6 +437,7 @@ class Problem:
             opts[name] = replace(o, classes=cl, block_usd_per_hour=t(o.block_usd_per_hour),
                                  block_usd_per_month=t(o.block_usd_per_month),
                                  fixed_usd_per_month=t(o.fixed_usd_per_month),
+                                 peak_factor=t(o.peak_factor),
                                  ub_hourly=None if o.ub_hourly is None
                                  else ub_hourly(o.ub_hourly))
         routes = [replace(r, legs=tuple((o, t(x)) for o, x in r.legs),
@@ -455,12 +467,6 @@ class Problem:
 # building
 
 
-def _periods(sc: Scenario) -> int:
-    return 168 if any(
-        not isinstance(w.diurnal, str) and len(w.diurnal) == 168 for w in sc.workload.values()
-    ) else 24
-
-
 def _slo(wc) -> dict[str, float]:
     s = wc.slo
     out = {"ttft_s": math.inf, "tpot_s": math.inf, "e2e_s": math.inf, "percentile": 90.0}
@@ -474,8 +480,8 @@ def _slo(wc) -> dict[str, float]:
 
 
 class _MemoCatalog:
-    """A catalog whose row look-ups are memoised (pricing hundreds of sampled scenarios looks
-    the same rows up again and again; each look-up filters a DataFrame)."""
+    """A catalog whose row look-ups are memoised (each look-up filters a DataFrame; the
+    optimiser's studies build many problems of one scenario)."""
 
     _MEMO = ("llm", "accelerator", "api", "cloud", "server", "tokens_per_unit")
 
@@ -497,108 +503,88 @@ class _MemoCatalog:
         return call
 
 
-class _Pricer:
-    """Prices one (possibly sampled) scenario with the deterministic engine's helpers."""
+def _vec(x: Any, n: int) -> np.ndarray:
+    """``x`` (a scalar or ``(n,)`` array) as a fresh float array of shape ``(n,)``."""
+    return np.array(np.broadcast_to(np.asarray(x, dtype=float), (n,)), dtype=float)
 
-    def __init__(self, sc: Scenario, cat: Catalog, cap_cache: dict):
-        self.sc, self.cat, self.cap_cache = sc, cat, cap_cache
-        self.model = Model(sc, cat, caps=cap_cache.setdefault("model", CapacityCache()))
-        self.ctx = self.model.ctx()
-        self.hpm = sc.planning.hours_per_month
-        self._loads: dict = {}
-        self._rows: dict = {}
 
-    def load(self, cname: str, tokenizer: str | None):
-        key = (cname, tokenizer)
-        if key not in self._loads:
-            self._loads[key] = class_load(self.sc, cname, self.sc.workload[cname], tokenizer,
-                                          self.cat)
-        return self._loads[key]
+def _cloud_block(model: Model, ctx: Any, o: Any, rpb: int, billing: str) -> Any:
+    """USD/month of one block under ``billing``: ``always-on`` pays every hour of the month,
+    ``active-window`` ``active_hours_per_day`` hours a day; the model's instance price (price
+    chain, spot factor) and lens (committed capacity is free under the marginal lens)."""
+    dep = o.dep
+    if dep.committed and model.sc.planning.lens == "marginal":
+        return 0.0
+    price, factor = model.cloud_instance_usd_per_hour(ctx, o)
+    units, _ = sh.pack(float(rpb), dep.gpus_per_replica, o.price.gpus_per_instance)
+    hours = model.hpm if billing == "always-on" else (dep.active_hours_per_day * model.hpm / 24.0)
+    return units * hours * price * factor
 
-    def prefix_hit(self, cname: str) -> float:
-        """The class's self-hosted prefix-cache hit share (what the capacity assumes)."""
-        return float(med(self.sc.workload[cname].prefix_cache_hit_share))
 
-    def capacity(self, dep, llm_row, acc_row, cl, slo, hit: float = 0.0):
-        """ReplicaCapacity-like dict at the class SLO and prefix-cache share: the model's
-        capacity (:class:`planner.model.capacity.CapacityCache`, shared across scenarios)."""
-        if dep.capacity_requests_per_s is not None:
-            return {"requests_per_s": float(med(dep.capacity_requests_per_s)), "fits": True,
-                    "meets_slo": True, "stated": True}
-        cap = self.model.caps.full(
-            llm_row, acc_row, dep, float(cl.input_tokens), float(cl.output_tokens),
-            None if math.isinf(slo["ttft_s"]) else slo["ttft_s"],
-            None if math.isinf(slo["tpot_s"]) else slo["tpot_s"], float(hit), strict=False)
-        if cap is None:
-            return {"requests_per_s": 0.0, "fits": False, "limited_by": "does not fit"}
-        return cap.to_dict()
+def _onprem_block(model: Model, ctx: Any, o: Any, upb: int, gpr: int) -> tuple[Any, Any, Any]:
+    """(USD/month per idle block, fixed USD/month when used, USD per replica-hour of load).
 
-    def fees_per_request(self, dep) -> float:
-        return float(sum(usd for _, usd, _ in self.model.fees(self.ctx, dep, "", 1.0)))
+    The on-prem cost components of :func:`planner.costs.selfhosted.onprem_costs_usd_per_month`
+    (capital recovery, maintenance, energy, facilities: linear in servers) for the ``upb``
+    servers of one block with their GPUs idle; the operations staff and the implementation
+    once for the option. Energy follows the linear power model
+    :func:`planner.costs.selfhosted.server_power_w`: a server draws its base power plus its
+    GPUs at ``idle share`` of TDP (in the block price) and each GPU busy a share u of the time
+    adds ``(1 - idle share) x TDP x u``; a replica-hour of load (the load in
+    replica-equivalents, utilisation = load x GPUs per replica / GPUs paid, as the cost engine
+    computes it) therefore costs ``gpus_per_replica x (P(u=1) - P(u=0))`` per GPU times PUE
+    times the electricity price, whatever the number of servers. Inputs and catalog
+    fall-backs are the model's (:meth:`planner.model.evaluate.Model.onprem_inputs`), for every
+    value of ``ctx`` at once.
+    """
+    p = model.onprem_inputs(ctx, o)
+    idle_w = sh.server_power_w(p["base_w"], p["gps"], p["tdp"], 0.0, p["idle"])
+    common = dict(
+        server_price_usd=p["price"], years=p["years"], residual_share=p["residual"],
+        cost_of_capital_per_year=p["coc"], maintenance_share_per_year=p["maint"],
+        pue=p["pue"], usd_per_kwh=p["kwh"], hours_per_month=model.hpm,
+        facilities_usd_per_server_year=p["facilities"],
+        horizon_months=model.horizon, include_capex=p["capex"],
+    )
+    block = sh.onprem_costs_usd_per_month(float(upb), power_w=idle_w, **common)
+    fixed = sh.onprem_costs_usd_per_month(0.0, ops_usd_per_year=p["ops"],
+                                          implementation_usd=p["impl"], **common)
+    # W a replica adds at full load: the linear model's slope over its GPUs
+    busy_w = sh.server_power_w(0.0, gpr, p["tdp"], 1.0, p["idle"]) - \
+        sh.server_power_w(0.0, gpr, p["tdp"], 0.0, p["idle"])
+    per_rh = sh.energy_usd_per_month(busy_w, 1.0, p["pue"], p["kwh"], 1.0)
+    return (sum(np.asarray(v, float) for v in block.values()),
+            sum(np.asarray(v, float) for v in fixed.values()), per_rh)
 
-    def api(self, dep, cname: str) -> tuple[float, float, float, float]:
-        if dep.offering not in self._rows:
-            self._rows[dep.offering] = self.cat.api(dep.offering)
-        row = self._rows[dep.offering]
-        prices = api_prices(dep, row, dep.fine_tune is not None)
-        cl = self.load(cname, dep.tokenizer or row.get("tokenizer"))
-        wc = self.sc.workload[cname]
-        parts = api_cost_per_request(
-            prices, cl.input_tokens, cl.output_tokens, cached_share=cl.cached_share,
-            batch_share=cl.batch_share, calls_per_request=med(wc.calls_per_request),
-            discount=med(dep.discount), gross_margin=med(dep.gross_margin),
-        )
-        usd = float(sum(float(np.asarray(v)) for v in parts.values()))
-        return usd + self.fees_per_request(dep), cl.input_tokens, cl.output_tokens
 
-    def cloud_block(self, name, dep, offer, acc_id, rpb, billing: str) -> float:
-        """USD/month of one block under ``billing``: ``always-on`` pays every hour of the
-        month, ``active-window`` ``active_hours_per_day`` hours a day; the model's instance
-        price (price chain, spot factor) and lens (committed capacity is free under the
-        marginal lens)."""
-        o = self.model.by_name[name]
-        if dep.committed and self.sc.planning.lens == "marginal":
-            return 0.0
-        price, factor = self.model.cloud_instance_usd_per_hour(self.ctx, o)
-        units, _ = sh.pack(float(rpb), dep.gpus_per_replica, o.price.gpus_per_instance)
-        hours = self.hpm if billing == "always-on" else (
-            dep.active_hours_per_day * self.hpm / 24.0)
-        return float(units * hours * price * factor)
+def _fees_per_request(model: Model, ctx: Any, kind: str, name: str, dep: Any) -> Any:
+    """Request fees of one option, USD per LLM request (:meth:`Model.fees` at 1 request)."""
+    return sum(usd for _, usd, _ in model.fees(ctx, dep, f"{kind}.{name}", 1.0))
 
-    def onprem_block(self, name, dep, server, acc_row, upb: int, gpr: int
-                     ) -> tuple[float, float, float]:
-        """(USD/month per idle block, fixed USD/month when used, USD per replica-hour of load).
 
-        The on-prem cost components of :func:`planner.costs.selfhosted.onprem_costs_usd_per_month`
-        (capital recovery, maintenance, energy, facilities: linear in servers) for the
-        ``upb`` servers of one block with their GPUs idle; the operations staff and the
-        implementation once for the option. Energy follows the linear power model
-        :func:`planner.costs.selfhosted.server_power_w`: a server draws its base power plus
-        its GPUs at ``idle share`` of TDP (in the block price) and each GPU busy a share u of
-        the time adds ``(1 - idle share) x TDP x u``; a replica-hour of load (the load in
-        replica-equivalents, utilisation = load x GPUs per replica / GPUs paid, as the cost
-        engine computes it) therefore costs ``gpus_per_replica x (P(u=1) - P(u=0))`` per GPU
-        times PUE times the electricity price, whatever the number of servers. Catalog
-        inputs and fall-backs are the model's (:meth:`planner.model.evaluate.Model.onprem_inputs`).
-        """
-        p = self.model.onprem_inputs(self.ctx, self.model.by_name[name])
-        idle_w = sh.server_power_w(p["base_w"], p["gps"], p["tdp"], 0.0, p["idle"])
-        common = dict(
-            server_price_usd=p["price"], years=p["years"], residual_share=p["residual"],
-            cost_of_capital_per_year=p["coc"], maintenance_share_per_year=p["maint"],
-            pue=p["pue"], usd_per_kwh=p["kwh"], hours_per_month=self.hpm,
-            facilities_usd_per_server_year=p["facilities"],
-            horizon_months=self.sc.scenario.horizon_months, include_capex=p["capex"],
-        )
-        block = sh.onprem_costs_usd_per_month(float(upb), power_w=idle_w, **common)
-        fixed = sh.onprem_costs_usd_per_month(0.0, ops_usd_per_year=p["ops"],
-                                              implementation_usd=p["impl"], **common)
-        # W a replica adds at full load: the linear model's slope over its GPUs
-        busy_w = sh.server_power_w(0.0, gpr, p["tdp"], 1.0, p["idle"]) - \
-            sh.server_power_w(0.0, gpr, p["tdp"], 0.0, p["idle"])
-        per_rh = sh.energy_usd_per_month(busy_w, 1.0, p["pue"], p["kwh"], 1.0)
-        return (float(sum(np.asarray(v, float) for v in block.values())),
-                float(sum(np.asarray(v, float) for v in fixed.values())), float(per_rh))
+def _reason(o: Any, c: str, slo: dict) -> str:
+    """Why the model's option ``o`` does not serve class ``c`` (a capacity reason spelled
+    out: which SLO, by how much)."""
+    why = o.unserved[c]
+    if why.startswith("cannot be served"):
+        for row in o.capacity_rows:
+            if row["class"] == c:
+                return _slo_reason(row, slo)
+    return why
+
+
+def _option_peak_factor(pb_demand: np.ndarray, idx: Sequence[int], inv_cap: Sequence[Any],
+                        p2a: float | None) -> np.ndarray:
+    """(S,) intra-hour peak / hourly mean of one option's load, as the model decides it
+    (:func:`planner.model.volumes.peak_load`): ``peak_to_average`` where the option's hourly
+    load over the classes it may serve (``sum_c demand_c,h / capacity_c``) is flat
+    (:func:`planner.model.volumes.is_flat`), else 1 (the profile's hours carry the peak)."""
+    S = pb_demand.shape[0]
+    if p2a is None or not len(idx):
+        return np.ones(S)
+    load = sum(pb_demand[:, i, :] * np.asarray(k, float)[:, None] for i, k in zip(idx, inv_cap,
+                                                                                 strict=True))
+    return np.where(is_flat(load), float(p2a), 1.0)
 
 
 #: Cloud billings whose instances are a fleet fixed for the horizon (a first-stage count).
@@ -632,17 +618,107 @@ def _slo_reason(capd: dict, slo: dict) -> str:
     return "; ".join(bits) or "no capacity at the SLO"
 
 
-@dataclass
-class _Static:
-    """Per-option facts that do not vary between samples."""
-
-    kind: str
-    dep: Any
-    row: dict | None = None  # api row or llm row
-    offer: dict | None = None
-    server: dict | None = None
-    acc_row: dict | None = None
-    acc_id: str | None = None
+def _option_data(model: Model, ctx: Any, S: int, name: str, kind: str, dep: Any,
+                 options: OptimizeOptions, quality: Callable[[str, str], float],
+                 cat: Any) -> OptionData:
+    """One deployment option priced by the model for the S values of ``ctx``."""
+    o_ = model.by_name[name]
+    prov = options.provider.get(name)
+    if kind == "api":
+        prov = prov or o_.row.get("provider")
+        o = OptionData(name, "api", "api", prov, model=o_.row.get("llm") or dep.offering,
+                       offering=dep.offering, finetune=dep.fine_tune,
+                       tpm_limit=options.tpm_limit.get(name))
+        fees = _fees_per_request(model, ctx, kind, name, dep)
+        for c in o_.served:
+            usd = 0.0
+            for v in model.api_request_usd(ctx, o_, c).values():
+                usd = usd + v
+            _, i_tok, o_tok = model.klass(ctx, c, o_.tokenizer)[:3]
+            i_tok, o_tok = _vec(i_tok, S), _vec(o_tok, S)
+            o.classes[c] = ClassCoef(np.full(S, np.inf), _vec(usd + fees, S), i_tok + o_tok,
+                                     quality(name, c), i_tok, o_tok)
+        return o
+    # self-hosted
+    gpr = dep.gpus_per_replica
+    gpu_unit = o_.gpus_per_unit
+    if kind == "cloud":
+        plan = o_.price.plan
+        stage = "fixed" if fixed_fleet_billing(plan, dep.billing, dep.committed) else "hourly"
+        billing = dep.billing
+        if prov is None:
+            stated = dep.usd_per_gpu_hour is not None or dep.usd_per_instance_hour is not None
+            prov = name if stated else (
+                (o_.offer or {}).get("provider") or _cheapest_provider(cat, o_.acc_id, plan))
+    else:
+        stage, prov, plan, billing = "fixed", None, None, None
+    rpb, upb = _pack(gpr, gpu_unit)
+    o = OptionData(name, kind, stage, prov, model=dep.model, accelerator=o_.acc_id,
+                   offering=dep.offering if kind == "cloud" else dep.server,
+                   price_plan=plan if kind == "cloud" else None, billing=billing,
+                   committed=bool(dep.committed),
+                   finetune=dep.fine_tune, gpus_per_replica=gpr, replicas_per_block=rpb,
+                   units_per_block=upb, gpus_per_block=upb * gpu_unit,
+                   perf={"stated": True} if dep.capacity_requests_per_s is not None
+                   else {"model": dep.model, "accelerator": o_.acc_id, "gpus": gpr,
+                         "precision": dep.precision, "perf": dict(dep.perf)})
+    energy = np.zeros(S)  # USD per replica-hour of load (on-prem)
+    if kind == "cloud":
+        o.fixed_usd_per_month = np.zeros(S)
+        if stage == "hourly":
+            # scale-to-zero: whole block-hours rented in each hour, at the always-on price
+            o.block_usd_per_hour = _vec(_cloud_block(model, ctx, o_, rpb, "always-on"), S) / \
+                model.hpm
+            o.block_usd_per_month = np.zeros(S)
+        else:
+            # a fixed fleet: always-on pays every hour of the month, active-window its active
+            # hours a day (committed/reserved scale-to-zero: every hour)
+            paid = billing if billing != "scale-to-zero" else "always-on"
+            o.block_usd_per_month = _vec(_cloud_block(model, ctx, o_, rpb, paid), S)
+            o.block_usd_per_hour = np.zeros(S)
+    else:
+        block, fixed_m, per_rh = _onprem_block(model, ctx, o_, upb, gpr)
+        o.block_usd_per_month, o.fixed_usd_per_month = _vec(block, S), _vec(fixed_m, S)
+        energy = _vec(per_rh, S)
+        o.block_usd_per_hour = np.zeros(S)
+        p0 = model.onprem_inputs(model.ctx(), o_)  # power limits: at the medians
+        o.kw_per_block = float(sh.server_power_w(p0["base_w"], gpu_unit, p0["tdp"], 1.0,
+                                                 p0["idle"])) * upb / 1e3
+    # fixed counts (existing fleet) and caps
+    fixed = None
+    if kind == "onprem" and dep.servers is not None:
+        fixed = dep.servers // upb
+        spare = dep.servers - fixed * upb
+        if spare:
+            # servers that hold no whole replica are paid all the same (the cost engine prices
+            # every stated server)
+            o.fixed_usd_per_month = o.fixed_usd_per_month + o.block_usd_per_month * spare / upb
+    elif dep.replicas is not None:
+        fixed = int(math.ceil(dep.replicas / rpb))
+    if fixed and dep.replicas is not None and dep.replicas < fixed * rpb:
+        # a stated fleet of replicas: only those carry load, not every slot of its blocks
+        o.capacity_replicas_per_block = dep.replicas / fixed
+    ub = math.inf
+    if name in options.max_replicas:
+        ub = min(ub, options.max_replicas[name] // rpb)
+    if name in options.max_servers:
+        ub = min(ub, options.max_servers[name] // upb)
+    if name in options.max_kw and o.kw_per_block > 0:
+        ub = min(ub, math.floor(options.max_kw[name] / o.kw_per_block + 1e-9))
+    o.cap_blocks = float(ub)
+    if fixed is not None:
+        o.lb_blocks = o.cap_blocks = float(fixed)
+        o.fixed_fleet = True
+    fees = _vec(_fees_per_request(model, ctx, kind, name, dep), S)
+    for c in o_.served:
+        cap = _vec(model.rps(ctx, o_, c), S)
+        _, i_tok, o_tok = model.klass(ctx, c, o_.tokenizer)[:3]
+        i_tok, o_tok = _vec(i_tok, S), _vec(o_tok, S)
+        hit = np.full(S, float(median_of(model.sc.workload[c].prefix_cache_hit_share)))
+        e_req = np.where(cap > 0, energy / (3600.0 * cap), 0.0)
+        o.classes[c] = ClassCoef(cap, fees + e_req, i_tok + o_tok, quality(name, c),
+                                 i_tok, o_tok, hit)
+    return o
 
 
 def build_problem(
@@ -650,211 +726,98 @@ def build_problem(
     cat: Catalog,
     options: OptimizeOptions,
     *,
-    samples: Sequence[Scenario] | None = None,
+    values: Mapping[str, Any] | None = None,
+    n: int | None = None,
+    model: Model | None = None,
     integer_hourly: bool | None = None,
 ) -> Problem:
-    """Price a scenario into a :class:`Problem`.
+    """Price a scenario into a :class:`Problem`: every coefficient from the one model.
 
     Parameters
     ----------
     sc : Scenario
-        The scenario at its medians: it fixes the structure (options, eligibility, routes).
+        The scenario (its medians fix the structure: options, eligibility, routes).
     cat : Catalog
     options : OptimizeOptions
-    samples : sequence of Scenario, optional
-        Sampled scenarios (all inputs fixed); coefficients are priced once per sample, giving
-        the scenario axis. Default: ``[sc]``.
+    values : mapping of key path to array (S,), optional
+        Sampled values of the scenario's uncertain inputs (one per scenario of the
+        sample-average problem; :func:`planner.engines.optimize.sample_inputs`); inputs not
+        given are held at their medians. Default: none, one scenario at the medians (the
+        deterministic problem).
+    n : int, optional
+        Number of scenarios S (default: the length of the arrays in ``values``, else 1).
+    model : Model, optional
+        The model to price with. Default: ``Model(sc, cat)`` without ``values``, else the model
+        with the scenario's uncertain inputs (a capacity grid for uncertain lengths); pass the
+        one the values were drawn with (:func:`planner.engines.montecarlo.compile_scenario`)
+        to build it once.
     integer_hourly : bool, optional
         Overrides ``options.integer_hourly``.
+
+    Every (S,) coefficient is one array expression of the model at ``model.ctx(values, S)``:
+    demand per class and hour (:meth:`Model.klass` +
+    :func:`planner.model.volumes.hourly_rates_rows`), API USD per request
+    (:meth:`Model.api_request_usd` + :meth:`Model.fees`), capacity per replica
+    (:meth:`Model.rps`), cloud and on-prem block prices (:meth:`Model.cloud_instance_usd_per_hour`,
+    :meth:`Model.onprem_inputs`), fine-tune one-offs (:meth:`Model.finetune`) and token counts.
+    Which options serve which classes is the model's (decided once, at the medians).
     """
-    samples = list(samples) if samples else [sc]
-    S = len(samples)
+    values = dict(values or {})
+    if n is None:
+        n = max((np.size(v) for v in values.values()), default=1)
+    S = int(n)
     classes = tuple(sc.workload)
     if not classes:
         raise PlannerError("optimize: the scenario has no workload classes")
-    deps = {n: kd for n, kd in sc.deployments().items() if n not in set(options.exclude)}
-    unknown = [n for n in options.exclude if n not in sc.deployments()]
+    deps = {n_: kd for n_, kd in sc.deployments().items() if n_ not in set(options.exclude)}
+    unknown = [n_ for n_ in options.exclude if n_ not in sc.deployments()]
     if unknown:
         raise PlannerError(f"optimize.exclude: unknown deployment(s) {', '.join(unknown)}")
     if not deps:
         raise PlannerError("optimize: the scenario has no deployment candidates to choose from")
-    P = _periods(sc)
+    if model is None:
+        model = Model(sc, _MemoCatalog(cat), uncertain_inputs(sc) if values else None)
+    cat = model.cat
+    ctx = model.ctx(values, S)
+    P = model.periods
     hpm = sc.planning.hours_per_month
     util = options.utilisation_target or sc.planning.utilisation_target
     slo = {c: _slo(wc) for c, wc in sc.workload.items()}
-    cap_cache: dict = {}
-    cat = _MemoCatalog(cat)
-    pricers = [_Pricer(s, cat, cap_cache) for s in samples]
-    base = pricers[0] if S == 1 else _Pricer(sc, cat, cap_cache)
 
-    # -- static facts and eligibility at the medians ---------------------------------------
-    static: dict[str, _Static] = {}
+    # -- eligibility: the model's, decided once at the medians ------------------------------
     why: dict[str, dict[str, str]] = {c: {} for c in classes}
-    for name, (kind, dep) in deps.items():
-        if kind == "api":
-            row = cat.api(dep.offering)
-            static[name] = _Static(kind, dep, row=row)
-        else:
-            row = cat.llm(dep.model)
-            offer = cat.cloud(dep.offering) if kind == "cloud" and dep.offering else None
-            server = cat.server(dep.server) if kind == "onprem" and dep.server else None
-            acc_id = dep.accelerator or (offer or server or {}).get("accelerator")
-            static[name] = _Static(kind, dep, row=row, offer=offer, server=server,
-                                   acc_row=cat.accelerator(acc_id), acc_id=acc_id)
-        st = static[name]
-        ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
-        for c, reason in _eligible(sc, dep, _tier(dep, st.row), ft).items():
-            if reason:
-                why[c][name] = reason
+    for name in deps:
+        o_ = model.by_name[name]
+        for c in o_.unserved:
+            why[c][name] = _reason(o_, c, slo[c])
 
     def quality(name: str, c: str) -> float:
         q = options.quality.get(name, {})
         if c in q:
             return float(q[c])
-        row = static[name].row
+        o_ = model.by_name[name]
+        row = o_.row if o_.kind == "api" else o_.llm_row
         v = row.get("quality_score") if row else None
         return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) \
             else math.nan
 
-    # -- per-sample coefficients ------------------------------------------------------------
-    first_dep = next(iter(deps.values()))[1]
-    tok0 = getattr(first_dep, "tokenizer", None) or static[next(iter(deps))].row.get("tokenizer")
+    # -- coefficients: (S,) arrays of the model at the sampled values -----------------------
+    first = model.by_name[next(iter(deps))]
+    tok0 = first.tokenizer
     demand = np.zeros((S, len(classes), P))
-    for s, pr in enumerate(pricers):
-        for i, c in enumerate(classes):
-            demand[s, i] = _hourly(pr.load(c, tok0), P)
     lengths = {}
-    for c in classes:
-        cl = base.load(c, tok0)
-        lengths[c] = (float(cl.input_tokens), float(cl.output_tokens))
+    med_ctx = model.ctx()
+    for i, c in enumerate(classes):
+        req, _, _, _, batch = model.klass(ctx, c, tok0)[:5]
+        demand[:, i] = hourly_rates_rows(_vec(req, S), diurnal_weights(sc.workload[c].diurnal),
+                                         _vec(batch, S), P) / 3600.0
+        _, isl, osl = model.klass(med_ctx, c, tok0)[:3]
+        lengths[c] = (float(isl), float(osl))
 
     opts: dict[str, OptionData] = {}
-    for name, st in static.items():
-        dep, kind = st.dep, st.kind
-        prov = options.provider.get(name)
-        if kind == "api":
-            prov = prov or st.row.get("provider")
-            o = OptionData(name, "api", "api", prov, model=st.row.get("llm") or dep.offering,
-                           offering=dep.offering, finetune=dep.fine_tune,
-                           tpm_limit=options.tpm_limit.get(name))
-            api_ttft = st.row.get("ttft_s")
-            for c in classes:
-                if name in why[c]:
-                    continue
-                if api_ttft is not None and not math.isnan(api_ttft) and \
-                        api_ttft > slo[c]["ttft_s"]:
-                    why[c][name] = (f"TTFT SLO {slo[c]['ttft_s']:g} s cannot be met (the API's "
-                                    f"catalog TTFT is {api_ttft:g} s)")
-                    continue
-                usd, i_tok, o_tok = np.zeros(S), np.zeros(S), np.zeros(S)
-                for s, pr in enumerate(pricers):
-                    usd[s], i_tok[s], o_tok[s] = pr.api(pr.sc.api[name], c)
-                o.classes[c] = ClassCoef(np.full(S, np.inf), usd, i_tok + o_tok,
-                                         quality(name, c), i_tok, o_tok)
-            opts[name] = o
-            continue
-        # self-hosted
-        gpr = dep.gpus_per_replica
-        if kind == "cloud":
-            gpu_unit = dep.gpus_per_instance or int((st.offer or {}).get("gpus_per_instance") or 1)
-            plan = (st.offer or {}).get("plan") or dep.plan
-            stage = "fixed" if fixed_fleet_billing(plan, dep.billing, dep.committed) \
-                else "hourly"
-            billing = dep.billing
-            if prov is None:
-                stated = dep.usd_per_gpu_hour is not None or dep.usd_per_instance_hour is not None
-                prov = name if stated else (
-                    (st.offer or {}).get("provider") or _cheapest_provider(cat, st.acc_id, plan))
-        else:
-            gpu_unit = dep.gpus_per_server or int((st.server or {}).get("gpus_per_server") or 8)
-            stage = "fixed"
-            prov = None
-            plan = None
-            billing = None
-        rpb, upb = _pack(gpr, gpu_unit)
-        o = OptionData(name, kind, stage, prov, model=dep.model, accelerator=st.acc_id,
-                       offering=dep.offering if kind == "cloud" else dep.server,
-                       price_plan=plan if kind == "cloud" else None, billing=billing,
-                       committed=bool(dep.committed),
-                       finetune=dep.fine_tune, gpus_per_replica=gpr, replicas_per_block=rpb,
-                       units_per_block=upb, gpus_per_block=upb * gpu_unit,
-                       perf={"stated": True} if dep.capacity_requests_per_s is not None
-                       else {"model": dep.model, "accelerator": st.acc_id, "gpus": gpr,
-                             "precision": dep.precision, "perf": dict(dep.perf)})
-        tokenizer = dep.tokenizer or st.row.get("tokenizer")
-        energy = np.zeros(S)  # USD per replica-hour of load (on-prem)
-        if kind == "cloud":
-            o.fixed_usd_per_month = np.zeros(S)
-            if stage == "hourly":
-                # scale-to-zero: whole block-hours rented in each hour, at the always-on price
-                month = np.array([pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id,
-                                                 rpb, "always-on") for pr in pricers])
-                o.block_usd_per_hour = month / hpm
-                o.block_usd_per_month = np.zeros(S)
-            else:
-                # a fixed fleet: always-on pays every hour of the month, active-window its
-                # active hours a day (committed/reserved scale-to-zero: every hour)
-                paid = billing if billing != "scale-to-zero" else "always-on"
-                o.block_usd_per_month = np.array([
-                    pr.cloud_block(name, pr.sc.cloud[name], st.offer, st.acc_id, rpb, paid)
-                    for pr in pricers])
-                o.block_usd_per_hour = np.zeros(S)
-        else:
-            vals = np.array([pr.onprem_block(name, pr.sc.onprem[name], st.server, st.acc_row,
-                                             upb, gpr) for pr in pricers])
-            o.block_usd_per_month, o.fixed_usd_per_month, energy = vals[:, 0], vals[:, 1], vals[:, 2]
-            o.block_usd_per_hour = np.zeros(S)
-            p0 = pricers[0].model.onprem_inputs(pricers[0].ctx, pricers[0].model.by_name[name])
-            o.kw_per_block = float(sh.server_power_w(p0["base_w"], gpu_unit, p0["tdp"], 1.0,
-                                                     p0["idle"])) * upb / 1e3
-        # fixed counts (existing fleet) and caps
-        fixed = None
-        if kind == "onprem" and dep.servers is not None:
-            fixed = dep.servers // upb
-            spare = dep.servers - fixed * upb
-            if spare:
-                # servers that hold no whole replica are paid all the same (the cost engine
-                # prices every stated server)
-                o.fixed_usd_per_month = o.fixed_usd_per_month + \
-                    o.block_usd_per_month * spare / upb
-        elif dep.replicas is not None:
-            fixed = int(math.ceil(dep.replicas / rpb))
-        if fixed and dep.replicas is not None and dep.replicas < fixed * rpb:
-            # a stated fleet of replicas: only those carry load, not every slot of its blocks
-            o.capacity_replicas_per_block = dep.replicas / fixed
-        ub = math.inf
-        if name in options.max_replicas:
-            ub = min(ub, options.max_replicas[name] // rpb)
-        if name in options.max_servers:
-            ub = min(ub, options.max_servers[name] // upb)
-        if name in options.max_kw and o.kw_per_block > 0:
-            ub = min(ub, math.floor(options.max_kw[name] / o.kw_per_block + 1e-9))
-        o.cap_blocks = float(ub)
-        if fixed is not None:
-            o.lb_blocks = o.cap_blocks = float(fixed)
-            o.fixed_fleet = True
-        fees = np.array([pr.fees_per_request(getattr(pr.sc, kind)[name]) for pr in pricers])
-        for c in classes:
-            if name in why[c]:
-                continue
-            capd = base.capacity(dep, st.row, st.acc_row, base.load(c, tokenizer), slo[c],
-                                 base.prefix_hit(c))
-            if not capd.get("fits", True) or not capd.get("meets_slo", True) or \
-                    capd["requests_per_s"] <= 0:
-                why[c][name] = _slo_reason(capd, slo[c])
-                continue
-            cap, i_tok, o_tok, hit = np.zeros(S), np.zeros(S), np.zeros(S), np.zeros(S)
-            for s, pr in enumerate(pricers):
-                cl = pr.load(c, tokenizer)
-                hit[s] = pr.prefix_hit(c)
-                cap[s] = pr.capacity(getattr(pr.sc, kind)[name], st.row, st.acc_row, cl,
-                                     slo[c], hit[s])["requests_per_s"]
-                i_tok[s], o_tok[s] = cl.input_tokens, cl.output_tokens
-            with np.errstate(divide="ignore", invalid="ignore"):
-                e_req = np.where(cap > 0, energy / (3600.0 * cap), 0.0)
-            o.classes[c] = ClassCoef(cap, fees + e_req, i_tok + o_tok, quality(name, c),
-                                     i_tok, o_tok, hit)
-        opts[name] = o
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, (kind, dep) in deps.items():
+            opts[name] = _option_data(model, ctx, S, name, kind, dep, options, quality, cat)
 
     # -- routes -----------------------------------------------------------------------------
     minq = {c: float(v) for c, v in options.min_quality.items() if c in classes}
@@ -880,7 +843,7 @@ def build_problem(
                 raise PlannerError(f"cascade.{kname}: unknown deployment {leg!r}")
         if k.small not in opts or k.large not in opts:
             continue
-        e = np.array([_escalation(pr.sc, kname, k) for pr in pricers])
+        e = _vec(_escalation(sc, ctx, kname, k), S)
         small, large = opts[k.small], opts[k.large]
         ok, q = [], {}
         for c in (k.classes or classes):
@@ -906,8 +869,16 @@ def build_problem(
     ft_usd = {}
     used_ft = {f for r in routes for f in r.finetunes}
     for f in used_ft:
-        ft_usd[f] = np.array([pr.model.finetune(pr.ctx, f)
-                              for pr in pricers])
+        ft_usd[f] = _vec(model.finetune(ctx, f), S)
+
+    # intra-hour peak factor of each option's load: the model's rule (volumes.peak_load)
+    p2a = sc.planning.peak_to_average
+    for o in opts.values():
+        idx = [classes.index(c) for c in o.classes]
+        inv = [np.where(k.capacity_rps > 0, 1.0 / np.where(k.capacity_rps > 0, k.capacity_rps,
+                                                           1.0), 0.0)
+               if o.selfhosted else np.ones(S) for k in o.classes.values()]
+        o.peak_factor = _option_peak_factor(demand, idx, inv, p2a)
 
     # big-M upper bounds for blocks: every class this option may carry, all on it, per hour
     pf = _peak_factor(sc, demand)
@@ -926,7 +897,7 @@ def build_problem(
             with np.errstate(divide="ignore", invalid="ignore"):
                 inv = np.where(k.capacity_rps > 0, mult / k.capacity_rps, 0.0)
             load += demand[:, i, :] * inv[:, None]
-        ub = np.ceil(load * pf / util / o.replicas_per_block - 1e-9) + \
+        ub = np.ceil(load * o.peak_factor[:, None] / util / o.replicas_per_block - 1e-9) + \
             math.ceil(sc.planning.ha_reserve_replicas / o.replicas_per_block)
         o.ub_hourly = np.maximum(ub, o.lb_blocks)
         o.ub_blocks = max(o.lb_blocks, float(ub.max()))
@@ -949,10 +920,12 @@ def name_blocked(why: dict[str, dict[str, str]], c: str, name: str) -> bool:
     return name in why.get(c, {})
 
 
-def _escalation(sc: Scenario, name: str, k: CascadeSpec) -> float:
+def _escalation(sc: Scenario, ctx: Any, name: str, k: CascadeSpec) -> Any:
+    """A cascade's escalation share: the scenario's ``cascade.NAME.escalation_share`` (its
+    sampled values when given, else its median), else the settings'."""
     table = getattr(sc, "cascade", None) or {}
     if name in table:
-        return float(med(table[name].escalation_share))
+        return ctx.v(f"cascade.{name}.escalation_share", table[name].escalation_share)
     return float(k.escalation_share)
 
 

@@ -22,9 +22,10 @@ reports):
 
 - ``demand``: sum_k flow[s, k, h] = D[s, c, h] for every class and hour;
 - ``capacity``: for a self-hosted option, the load in replica-equivalents
-  ``sum_k mult x peak_factor x flow / capacity_c`` <= ``U x (replicas - HA x used)``, where
-  capacity_c is one replica's sustainable requests/s at class c's TTFT/TPOT SLO (perf model)
-  and U the utilisation target;
+  ``sum_k mult x peak_factor_d x flow / capacity_c`` <= ``U x (replicas - HA x used)``, where
+  capacity_c is one replica's sustainable requests/s at class c's TTFT/TPOT SLO (perf model),
+  peak_factor_d the option's intra-hour peak factor (``planning.peak_to_average`` where the
+  model calls the option's hourly load flat, else 1) and U the utilisation target;
 - ``link``: no blocks unless ``used`` (so the HA reserve and fixed costs apply to any use);
 - ``finetune``: flow[s, k, h] <= D[s, c, h] x finetune[f];
 - ``quality``: sum_k (q_k - q_min_c) x flow >= 0 (the class's average quality, each hour);
@@ -391,7 +392,7 @@ def build_milp(
                         continue
                     capc = o.classes[pb.classes[c]].capacity_rps
                     with np.errstate(divide="ignore"):
-                        coef = np.where(capc > 0, mult * pb.peak_factor / capc, 0.0)
+                        coef = np.where(capc > 0, mult * o.peak_factor / capc, 0.0)
                     rows.put(capr[:, j, :], fl[:, k, :], coef[:, None])
             rep = U * o.load_replicas_per_block
             if d in fixed_opts:
@@ -985,7 +986,7 @@ def option_loads(pb: Problem, plan: PlanArrays) -> np.ndarray:
                 j = plan.options.index(leg)
                 capc = pb.options[leg].classes[cname].capacity_rps
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    inv = np.where(capc > 0, mult * pb.peak_factor / capc, np.inf)
+                    inv = np.where(capc > 0, mult * pb.options[leg].peak_factor / capc, np.inf)
                 f = plan.flows[:, k, :]
                 load[:, j, :] += np.where(f > 0, f * inv[:, None], 0.0)
     return load

@@ -5,7 +5,7 @@ closed-loop figure without queueing. Here the chosen plan is replayed request by
 hour where some self-hosted pool is most loaded (over all sampled scenarios;
 :func:`busiest_hour`, i.e. :func:`planner.workload.busiest_hour` of the pools' hourly loads,
 whose demand spreads batch-eligible requests evenly) is generated at that hour's routed rates
-(x the intra-hour peak factor), each routed as the plan routes it (a cascade sends every
+(x the serving option's intra-hour peak factor), each routed as the plan routes it (a cascade sends every
 request to the small model and the escalated share to the large one as well), on pools with
 the plan's replicas and the perf model's step times.
 Requests a pool cannot serve within the class TTFT SLO spill to an API when the plan has an API
@@ -104,18 +104,20 @@ def verify_requests(
     """The requests of scenario ``s``, hour ``h`` of the plan, cut to ``window_s``.
 
     One stream per class and serving option (label ``class@option``, ``class@api`` for every
-    API offering of the class together) at the plan's routed rate x the peak factor; see the
-    module docstring. Returns the requests (None when the plan routes no traffic in that
+    API offering of the class together) at the plan's routed rate x the serving option's
+    peak factor; see the module docstring. Returns the requests (None when the plan routes no traffic in that
     hour) and the API labels.
     """
     rates: dict[tuple[str, str], float] = {}
     for k, (r, c) in enumerate(plan.pairs):
-        f = float(plan.flows[s, k, h]) * pb.peak_factor
+        f = float(plan.flows[s, k, h])
         if f <= 0:
             continue
         for leg, mult in pb.routes[r].legs:
             key = (pb.classes[c], leg)
-            rates[key] = rates.get(key, 0.0) + f * float(mult[s])
+            pf = pb.options[leg].peak_factor
+            rates[key] = rates.get(key, 0.0) + f * float(mult[s]) * (
+                1.0 if pf is None else float(pf[s]))
     pseudo_api: list[str] = []
     merged: dict[str, list] = {}
     for (cname, opt), lam in rates.items():

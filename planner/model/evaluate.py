@@ -118,7 +118,7 @@ class Model:
         ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
         if kind == "api":
             row = cat.api(dep.offering)
-            elig = eligible(sc, dep, tier(dep, row), ft)
+            elig = eligible(sc, dep, tier(dep, row), ft, api_ttft_s=row.get("ttft_s"))
             return OptionSpec(
                 name, kind, dep, dep.offering, tuple(c for c, w in elig.items() if not w),
                 {c: w for c, w in elig.items() if w}, dep.tokenizer or row.get("tokenizer"),
@@ -331,8 +331,10 @@ class Model:
                 )
             once = tr.finetune_api_run_usd(price, tokens)
             info = {"method": "api", "tokens_trained": tokens, "gpu_hours": 0.0, "gpus": 0,
-                    "mem_gb": np.nan,
-                    "basis": f"{price:g} usd/Mtok x {tokens:g} tokens x {retry:g} retries"}
+                    "mem_gb": np.nan}
+            if ctx.trace:  # the formula text needs numbers (sampled inputs are arrays)
+                info["basis"] = (f"{price:g} usd/Mtok x {tokens:g} tokens x {retry:g} "
+                                 "retries")
         else:
             llm = self.cat.llm(ft.base_model)
             if ft.accelerator is None:
@@ -389,28 +391,50 @@ class Model:
         return usd
 
     # -- options ---------------------------------------------------------------------------
-    def api(self, ctx: Inputs, o: OptionSpec) -> dict[str, Any]:
-        """Monthly bill of an API option for the classes it serves."""
-        dep, row = o.dep, o.row
+    def api_prices(self, ctx: Inputs, o: OptionSpec):
+        """The API option's resolved prices (:func:`planner.costs.api.resolve_api_prices`)."""
+        ck = ("api_prices", o.name)
+        if ck not in ctx.cache:
+            b = f"api.{o.name}"
+            ctx.cache[ck] = resolve_api_prices(
+                o.row, {k: ctx.v(f"{b}.{k}", getattr(o.dep, k)) for k in API_PRICE_FIELDS},
+                fine_tuned=o.ft is not None, offering=o.dep.offering,
+            )
+        return ctx.cache[ck]
+
+    def api_request_usd(self, ctx: Inputs, o: OptionSpec, cname: str) -> dict[str, Any]:
+        """USD per LLM request of class ``cname`` on API option ``o``, by token component
+        (:func:`planner.costs.api.api_cost_per_request`: cached input, batch share, calls,
+        discount, gross margin). Request fees are apart: :meth:`fees` with ``rpm = 1``."""
+        dep = o.dep
         b = f"api.{o.name}"
-        prices = resolve_api_prices(
-            row, {k: ctx.v(f"{b}.{k}", getattr(dep, k)) for k in API_PRICE_FIELDS},
-            fine_tuned=o.ft is not None, offering=dep.offering,
-        )
+        prices = self.api_prices(ctx, o)
         discount = ctx.v(f"{b}.discount", dep.discount)
         margin = ctx.v(f"{b}.gross_margin", dep.gross_margin)
+        _, isl, osl, cached, batch, calls = self.klass(ctx, cname, o.tokenizer)[:6]
+        parts = api_cost_per_request(
+            prices, isl, osl, cached_share=cached, batch_share=batch,
+            calls_per_request=calls, discount=discount,
+            gross_margin=margin if np.ndim(margin) == 0 else None,
+        )
+        if np.ndim(margin):  # sampled margin: applied element-wise (same formula)
+            parts = {k: v * (1.0 - margin) for k, v in parts.items()}
+        return parts
+
+    def api(self, ctx: Inputs, o: OptionSpec) -> dict[str, Any]:
+        """Monthly bill of an API option for the classes it serves."""
+        dep = o.dep
+        b = f"api.{o.name}"
+        prices = self.api_prices(ctx, o)
+        if ctx.record is not None:  # read even when the option serves no class
+            ctx.v(f"{b}.discount", dep.discount)
+            ctx.v(f"{b}.gross_margin", dep.gross_margin)
         lines: list | None = [] if ctx.trace else None
         monthly = tokens_usd = fees_usd = 0.0
         tokens = out_tokens = rpm_total = user_total = 0.0
         for cname in o.served:
             req, isl, osl, cached, batch, calls, user = self.klass(ctx, cname, o.tokenizer)
-            parts = api_cost_per_request(
-                prices, isl, osl, cached_share=cached, batch_share=batch,
-                calls_per_request=calls, discount=discount,
-                gross_margin=margin if np.ndim(margin) == 0 else None,
-            )
-            if np.ndim(margin):  # sampled margin: applied element-wise (same formula)
-                parts = {k: v * (1.0 - margin) for k, v in parts.items()}
+            parts = self.api_request_usd(ctx, o, cname)
             rpm = req * self.hpm / 24.0
             for comp, usd in parts.items():
                 usd_m = usd * rpm

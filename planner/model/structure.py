@@ -1,15 +1,19 @@
 """Structure of a scenario, decided once: options, eligibility, catalog rows, price sources.
 
 Everything here is fixed for every evaluation of the model (medians, samples or scenarios):
-which classes an option may serve (its ``classes``, quality tiers, fine-tune qualification, a
-replica that cannot carry the class at its SLO), which catalog rows apply, where a price comes
-from, the billing mode and the profile length. Only numbers vary between evaluations.
+which classes an option may serve (its ``classes``, quality tiers, fine-tune qualification, an
+API whose catalog TTFT exceeds the class's TTFT SLO, a replica that cannot carry the class at
+its SLO), which catalog rows apply, where a price comes from, the billing mode and the
+profile length. Only numbers vary between evaluations.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from planner.distributions import median_of
 
 DEFAULT_LIFE_YEARS = 5.0
 
@@ -23,8 +27,15 @@ def tier(dep: Any, default_row: dict[str, Any] | None) -> float | None:
     return None
 
 
-def eligible(sc: Any, dep: Any, tier_: float | None, ft: Any) -> dict[str, str]:
-    """class -> '' when the option may serve it, else the reason it may not."""
+def eligible(sc: Any, dep: Any, tier_: float | None, ft: Any, *,
+             api_ttft_s: float | None = None) -> dict[str, str]:
+    """class -> '' when the option may serve it, else the reason it may not.
+
+    ``api_ttft_s``: an API's time to first token (its catalog row's ``ttft_s``); an API slower
+    than a class's TTFT SLO (at its median) does not serve the class, in every engine.
+    """
+    ttft_api = None if api_ttft_s is None or math.isnan(float(api_ttft_s)) \
+        else float(api_ttft_s)
     out: dict[str, str] = {}
     for cname, wc in sc.workload.items():
         if dep.classes is not None and cname not in dep.classes:
@@ -36,8 +47,27 @@ def eligible(sc: Any, dep: Any, tier_: float | None, ft: Any) -> dict[str, str]:
         if wc.min_quality_tier is not None and t is not None and t > wc.min_quality_tier:
             out[cname] = f"quality tier {t:g} worse than the class's minimum {wc.min_quality_tier}"
             continue
+        slo_ttft = wc.slo.ttft_s if wc.slo is not None else None
+        if ttft_api is not None and slo_ttft is not None and \
+                ttft_api > float(median_of(slo_ttft)):
+            out[cname] = (f"TTFT SLO {float(median_of(slo_ttft)):g} s cannot be met (the API's "
+                          f"catalog TTFT is {ttft_api:g} s)")
+            continue
         out[cname] = ""
     return out
+
+
+def api_classes(sc: Any, cat: Any, name: str) -> tuple[str, ...]:
+    """Classes the API deployment ``name`` may serve, as the cost model decides it.
+
+    :func:`eligible` at the API's :func:`tier` (its own, else its catalog row's), with its
+    fine-tune's tier for the classes the fine-tune qualifies for -- the rule the model
+    compiles every API option with. The simulator's spillover API serves exactly these.
+    """
+    dep = sc.api[name]
+    ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
+    elig = eligible(sc, dep, tier(dep, cat.api(dep.offering)), ft)
+    return tuple(c for c, why in elig.items() if not why)
 
 
 @dataclass(frozen=True)

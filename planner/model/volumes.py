@@ -13,7 +13,7 @@ import numpy as np
 
 from planner.workload import busiest_hour, hourly_load_extremes, hourly_rates
 
-__all__ = ["busiest_hour", "hourly_rates", "is_flat", "peak_load", "profile_periods",
+__all__ = ["busiest_hour", "hourly_rates", "hourly_rates_rows", "is_flat", "peak_load", "profile_periods",
            "tile_profile"]
 
 #: Tolerances of the one flatness test (as :func:`numpy.allclose`).
@@ -31,6 +31,24 @@ def tile_profile(weights: np.ndarray, periods: int) -> np.ndarray:
     """A 24-hour profile repeated to ``periods`` hours (a weekly one unchanged)."""
     w = np.asarray(weights, dtype=float)
     return np.tile(w, periods // w.size) if w.size != periods else w
+
+
+def hourly_rates_rows(requests_per_day: Any, weights: Any, batch_share: Any,
+                      periods: int) -> np.ndarray:
+    """:func:`planner.workload.hourly_rates` for ``n`` values at once: ``(n, periods)``
+    requests per hour from ``requests_per_day`` and ``batch_share`` (scalars or ``(n,)``),
+    the same arithmetic in the same order (row ``i`` equals ``hourly_rates(req[i], weights,
+    batch[i], periods)``)."""
+    req = np.atleast_1d(np.asarray(requests_per_day, dtype=float))[:, None]
+    b = np.atleast_1d(np.asarray(batch_share, dtype=float))[:, None]
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    d = req * (w.size / 24.0) * w
+    if periods != w.size:
+        if periods % w.size:
+            raise ValueError(f"a {w.size}-hour profile does not tile {periods} hours")
+        d = np.tile(d, (1, periods // w.size))
+    return (1.0 - b) * d + b * d.mean(axis=-1, keepdims=True)
 
 
 def is_flat(hourly: Any) -> Any:

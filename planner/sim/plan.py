@@ -1,4 +1,8 @@
-"""What the simulator runs: pools of replicas, an optional API to spill to, SLOs."""
+"""What the simulator runs: pools of replicas, an optional API to spill to, SLOs.
+
+Plain data, validated. How a request is routed among them, and when it spills, is
+:mod:`planner.sim.routing` (:func:`~planner.sim.routing.spill_decision`).
+"""
 
 from __future__ import annotations
 
@@ -129,7 +133,8 @@ class PoolSpec:
         One of :data:`ROUTING_POLICIES`.
     max_queue : int, optional
         Queue limit: pool queue (``shared``) or per-replica queue (others). When it is
-        reached the request spills to the API or is dropped (``queue_full``).
+        reached the pool refuses the request (``queue_full``): it goes to the next pool of
+        its class, the API, or is dropped (:func:`planner.sim.routing.spill_decision`).
     max_prefill_tokens : int, optional
         Prompt tokens admitted into one prefill iteration (at least one request always is);
         the rest wait for the next iteration.
@@ -199,16 +204,16 @@ class SimPlan:
     Parameters
     ----------
     pools : tuple of PoolSpec
-        A request goes to the first pool (in this order) that serves its class and can take
-        it without spilling; if every such pool would spill, to the API (when allowed), else
-        it queues at the first such pool.
+        A request goes to the first pool (in this order) that serves its class and does not
+        refuse it; if every such pool refuses it, to the API when its class may go there,
+        else it is dropped. The rule: :func:`planner.sim.routing.spill_decision`.
     api : ApiTarget, optional
-        Spillover target.
+        Spillover target (and the server of classes no pool serves).
     slos : mapping of class name to SLO
         Used for spillover decisions and attainment.
     spill_on_slo : bool
-        Spill when the predicted TTFT (queue wait + prefill) exceeds the class TTFT SLO x
-        ``spill_margin``.
+        Refuse (spill) when the predicted TTFT (queue wait + prefill) exceeds the class TTFT
+        SLO x ``spill_margin`` (only classes the API serves).
     util_interval_s : float
         Width of the utilisation intervals.
     mode : str

@@ -1,6 +1,8 @@
 """Simulation records as DataFrames, and their summaries.
 
 Every DataFrame of a run is built here, once, from the engine's flat per-request lists.
+``drop_reason`` / ``spill_reason`` are the refusal reasons of
+:func:`planner.sim.routing.spill_decision` (names: :data:`REASONS`).
 
 Definitions (per request):
 
@@ -27,15 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from planner.sim.routing import REASONS  # reason names by code (the spill decision's)
+
 if TYPE_CHECKING:
-    from planner.sim.engine import _Engine
+    from planner.sim.engine import Engine
     from planner.sim.plan import SimPlan
 
 __all__ = ["SimResult", "STATUSES", "REASONS"]
 
 STATUSES = ("completed", "dropped", "in_flight", "pending")
-#: reason codes of engine.py, by index
-REASONS = ("", "queue_full", "slo", "exceeds_kv_capacity", "no_route", "api_class")
 _Q = (0.5, 0.9, 0.99)
 
 
@@ -187,7 +189,7 @@ class SimResult:
 
 
 # ---------------------------------------------------------------------- building
-def build_result(eng: _Engine) -> SimResult:
+def build_result(eng: Engine) -> SimResult:
     """Turn an engine's flat records into a :class:`SimResult` (the only place frames are built)."""
     plan = eng.plan
     req = eng.req
@@ -357,7 +359,7 @@ def build_result(eng: _Engine) -> SimResult:
     )
 
 
-def _utilisation(eng: _Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:
+def _utilisation(eng: Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:
     width = eng.plan.util_interval_s
     n_iv = max(1, math.ceil(end_s / width - 1e-12)) if end_s > 0 else 1
     edges = np.arange(n_iv + 1, dtype=float) * width

@@ -1,5 +1,10 @@
 """Simulate a request table on a plan: the simulator's entry point (re-exported as
-:func:`planner.sim.simulate`)."""
+:func:`planner.sim.simulate`).
+
+Builds an :class:`~planner.sim.engine.Engine` (event loop; routing and the spillover
+decision in :mod:`planner.sim.routing`, replicas in :mod:`planner.sim.replica`), runs it and
+turns its records into a :class:`~planner.sim.results.SimResult`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 
 from planner.errors import PlannerError
 from planner.requests import RequestTable
-from planner.sim.engine import _Engine
+from planner.sim.engine import Engine
 from planner.sim.plan import SimPlan
 from planner.sim.results import SimResult, build_result
 
@@ -59,6 +64,6 @@ def simulate(
         rng = np.random.default_rng(np.random.SeedSequence(0 if seed is None else seed))
     if until_s is not None and not until_s > 0:
         raise PlannerError(f"simulate: until_s must be > 0, got {until_s}")
-    eng = _Engine(plan, requests, rng, until_s=until_s, progress=progress or None)
+    eng = Engine(plan, requests, rng, until_s=until_s, progress=progress or None)
     eng.run()
     return build_result(eng)

@@ -5,10 +5,11 @@ What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags 
 * **Plans.** Each self-hosted deployment candidate (``[cloud.*]``, ``[onprem.*]``) on its own,
   as ``planner cost`` compares them; or the ``deployments`` listed in ``[simulation]`` (or
   ``--deployment``) together, one pool each, in that order: a request goes to the first pool
-  serving its class and moves to the next only when the first would spill (``max_queue``, or
-  the SLO rule when a spillover API is set). A pool serves the classes the model sizes it
-  for (``classes_served`` of :func:`planner.model.sizing.size_options`: its ``classes``,
-  quality tier, capacity).
+  serving its class and moves to the next only when the first refuses it (``max_queue``, or
+  the SLO rule when a spillover API is set: :func:`planner.sim.routing.spill_decision`, the
+  one spillover decision). A pool serves the classes the model sizes it for
+  (``classes_served`` of :func:`planner.model.sizing.size_options`: its ``classes``, quality
+  tier, capacity).
 * **Replicas** of a pool: ``[simulation] replicas`` / ``--replicas``, else the model's sizing
   (``OptionSizing.replicas``: the deployment's fixed ``replicas``, else peak-hour load /
   utilisation target + HA reserve).
@@ -24,8 +25,9 @@ What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags 
   API when its predicted TTFT breaks the class SLO or the queue is full; the API also serves
   classes no pool serves. Its prices are the offering's (with the scenario's overrides and
   discount, :func:`planner.model.price.api_prices`); its latency ``api_ttft_s`` +
-  ``output_tokens / api_output_tokens_per_s``. It serves the classes its ``classes`` and
-  quality tier allow.
+  ``output_tokens / api_output_tokens_per_s``. It serves the classes the cost model lets
+  it serve (:func:`planner.model.structure.api_classes`: its ``classes``, quality tier and
+  fine-tune); which request goes there is :func:`planner.sim.routing.spill_decision`.
 * **Requests** per class (:func:`scenario_requests`, the generator
   :func:`planner.sim.requests_from_scenario.generate_class_requests` that ``planner optimize
   --verify`` uses too): Poisson arrivals (or Gamma renewal with ``burstiness_cv``) at the
@@ -64,6 +66,7 @@ from planner.config import Scenario, SimTrace, med
 from planner.errors import PlannerError
 from planner.model.price import api_prices
 from planner.model.sizing import OptionSizing, size_options
+from planner.model.structure import api_classes as model_api_classes
 from planner.requests import RequestTable
 from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
 from planner.sim.requests_from_scenario import ClassStream, generate_class_requests, token_length
@@ -96,28 +99,6 @@ def _catalog(catalog: Any):
     from planner.catalog import load_catalog
 
     return catalog or load_catalog()
-
-
-def _api_classes(sc: Scenario, name: str, cat: Any) -> list[str]:
-    """Classes the API ``name`` may serve: those in its ``classes`` (all when unset) whose
-    ``min_quality_tier`` its quality tier (the deployment's, the fine-tune's for the classes
-    it qualifies for, else the catalog's) meets. The cost model's eligibility rule for APIs."""
-    dep = sc.api[name]
-    row = cat.api(dep.offering)
-    tier = dep.quality_tier if getattr(dep, "quality_tier", None) is not None else (
-        row.get("quality_tier"))
-    ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
-    out = []
-    for cname, wc in sc.workload.items():
-        if dep.classes is not None and cname not in dep.classes:
-            continue
-        t = None if tier is None else float(tier)
-        if ft is not None and cname in ft.qualifies_for and ft.quality_tier is not None:
-            t = float(ft.quality_tier)
-        if wc.min_quality_tier is not None and t is not None and t > wc.min_quality_tier:
-            continue
-        out.append(cname)
-    return out
 
 
 def plan_groups(sc: Scenario, deployments: Sequence[str] | None = None) -> list[tuple[str, ...]]:
@@ -299,7 +280,7 @@ def build_plan(
         covered += [c for c in served if c not in covered]
     api = None
     if spill is not None:
-        api_classes = _api_classes(sc, spill, cat)
+        api_classes = list(model_api_classes(sc, cat, spill))  # the cost model's rule
         api = _api_target(sc, spill, cat, api_classes)
         covered += [c for c in api_classes if c not in covered]
         rows.append({"deployment": spill, "kind": "api", "model": sc.api[spill].offering,

@@ -1,0 +1,567 @@
+"""Replicas with continuous batching: the closed-form replica and the per-iteration reference.
+
+Iteration model (both implementations)
+--------------------------------------
+vLLM-style continuous batching, prefill-prioritised. At each *iteration boundary* a replica
+(1) completes the requests that produced their last token, then (2) admits queued requests
+first-come-first-served while its batch cap and KV budget allow (a request reserves
+``input + output`` tokens of KV cache, so memory never overflows and nothing is preempted; a
+request that does not fit waits and blocks the queue behind it), (3) runs one prefill
+iteration over the admitted prompts, ``prefill_time_s(sum of uncached input tokens)``, which
+gives each of them its first token (``max_prefill_tokens`` caps the prompt tokens of one
+prefill iteration), then (4) runs decode iterations of the whole batch, each producing one
+token per request in ``decode_step_time_s(batch, sum over the batch of input + generated
+tokens)``.
+
+* :class:`FastReplica` (``closed_form`` mode): between boundaries its batch is fixed, so the
+  ``k`` decode iterations up to the next completion are jumped over in closed form
+  (:class:`~planner.sim.stepmodel.DecodeKernel`); an admission into an idle or running
+  replica finds its boundary in closed form too and, when nothing else can happen first,
+  runs it at once.
+* :class:`RefReplica` (``reference`` mode): one SimPy timeout per prefill or decode
+  iteration, every request's generated tokens tracked explicitly. The tests check that both
+  give the same per-request times.
+
+A replica takes requests through ``enqueue(i, t)`` (called by the routers of
+:mod:`planner.sim.routing`; it never decides to refuse one) and runs ``boundary()`` when the
+event loop (:mod:`planner.sim.engine`) reaches its next boundary, ``wake_s``. It writes the
+engine's per-request records (``start``, ``ftok``, ``fin``, ``rrep``) and busy intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heappop, heappush
+from typing import Any
+
+from planner.sim.routing import Pool
+
+__all__ = ["FastReplica", "RefReplica", "ReplicaBase"]
+
+INF = math.inf
+NAN = math.nan
+
+
+class ReplicaBase:
+    """State shared by both replica implementations."""
+
+    __slots__ = (
+        "eng",
+        "pool",
+        "gid",
+        "pos",
+        "q",
+        "qres",
+        "b",
+        "res",
+        "t0",
+        "wake_s",
+        "timer",
+        "timer_s",
+        "pend",
+        "busy_since",
+        "draining",
+        "paid_from_s",
+        "stop_s",
+        "ready_s",
+        "fire_cb",
+    )
+
+    def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
+        self.fire_cb = self._fire
+        self.eng = eng
+        self.pool = pool
+        self.gid = gid
+        self.pos = -1
+        self.q: deque = deque()
+        self.qres = 0
+        self.b = 0
+        self.res = 0
+        self.t0 = t
+        self.wake_s = INF  # true time of the next boundary
+        self.timer = None  # pending SimPy timeout (may be earlier than wake_s)
+        self.timer_s = INF
+        self.pend = False  # next boundary is an admission run inline by the pump
+        self.busy_since = NAN
+        self.draining = False
+        self.paid_from_s = t
+        self.stop_s = NAN
+        self.ready_s = t
+
+    def _arm(self, tw: float) -> None:
+        """Make ``tw`` the next timer-driven boundary.
+
+        The SimPy timeout itself is created lazily by the pump, only when this is the
+        earliest pending boundary, so a boundary that an admission supersedes first costs
+        no event.
+        """
+        self.wake_s = tw
+        eng = self.eng
+        eng.wakes[self.gid] = tw
+        if tw < eng.barrier:
+            eng.barrier = tw
+
+    def _fire(self, ev) -> None:
+        if ev is not self.timer:
+            return  # superseded
+        self.timer = None
+        if not self.pend and self.timer_s == self.wake_s:
+            self.boundary()
+        self.eng.pump()
+
+    def boundary(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _go_idle(self, t: float) -> None:
+        eng = self.eng
+        self.wake_s = INF
+        eng.wakes[self.gid] = INF
+        bs = self.busy_since
+        if bs == bs:
+            eng.busy_gid.append(self.gid)
+            eng.busy_from.append(bs)
+            eng.busy_to.append(t)
+            self.busy_since = NAN
+        if self.draining and not self.q:
+            self.stop_s = t
+
+    def _take(self, b: int, res: int) -> tuple[list, int, bool]:
+        """Pop the requests admitted at this boundary (FCFS: local queue, then pool queue).
+
+        Returns (admitted ids, prompt tokens to prefill, whether the prefill-token limit
+        stopped admission while the head would otherwise fit).
+        """
+        pool = self.pool
+        eng = self.eng
+        need = eng.need
+        pre = eng.pre
+        q = self.q
+        pq = pool.queue if (pool.shared and not self.draining) else None
+        mb = pool.mb
+        cap = pool.cap
+        lim = pool.lim
+        group: list = []
+        tokens = 0
+        limited = False
+        while True:
+            if q:
+                i = q[0]
+                local = True
+            elif pq:
+                i = pq[0]
+                local = False
+            else:
+                break
+            nd = need[i]
+            if b >= mb or res + nd > cap:
+                break
+            pt = pre[i]
+            if lim and group and tokens + pt > lim:
+                limited = True
+                break
+            if local:
+                q.popleft()
+                self.qres -= nd
+            else:
+                pq.popleft()
+                pool.qneed -= nd
+            b += 1
+            res += nd
+            tokens += pt
+            group.append(i)
+        return group, tokens, limited
+
+    def _loads(self) -> None:
+        pos = self.pos
+        if pos >= 0:
+            pool = self.pool
+            pool.nload[pos] = self.b + len(self.q)
+            pool.kvload[pos] = self.res + self.qres
+
+
+class FastReplica(ReplicaBase):
+    """Replica whose decode iterations between boundaries are advanced in closed form.
+
+    Bookkeeping by absolute decode-step count ``step``: a request admitted at step ``S``
+    with ``o`` output tokens finishes at step ``S + o - 1`` (the prefill gives its first
+    token), so the distinct finish steps of the running requests sit in a heap, and ``due``
+    maps each to the requests finishing then (small ints and a dict: cheaper than big keys
+    packing the step with the request id, or tuples). Its context at step
+    ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
+    ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
+    (after any prefill); the next boundary is ``wake_k`` steps later.
+
+    ``enqueue`` and ``boundary`` are closures over the replica's constants (built by
+    :func:`_fast_methods`): they run once or twice per request.
+    """
+
+    __slots__ = ("heap", "due", "kvc", "step", "wake_k", "enqueue", "boundary")
+
+    def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
+        super().__init__(eng, pool, gid, t)
+        self.heap: list = []
+        self.due: dict = {}
+        self.kvc = 0
+        self.step = 0
+        self.wake_k = 0
+        self.enqueue, self.boundary = _fast_methods(self)
+        boundary = self.boundary
+        pump = eng.pump
+
+        def fire(ev) -> None:
+            # ReplicaBase._fire, with the boundary and the pump bound
+            if ev is not self.timer:
+                return
+            self.timer = None
+            if not self.pend and self.timer_s == self.wake_s:
+                boundary()
+            pump()
+
+        self.fire_cb = fire
+
+
+def _fast_methods(self: FastReplica):
+    """``enqueue(i, t)`` and ``boundary()`` of a closed-form replica."""
+    eng = self.eng
+    pool = self.pool
+    gid = self.gid
+    q = self.q
+    heap = self.heap
+    due = self.due
+    due_get = due.get
+    due_pop = due.pop
+    pq = pool.queue
+    need, pre, inp, out = eng.need, eng.pre, eng.inp, eng.out
+    start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
+    wakes = eng.wakes
+    arr = eng.arr
+    n_req = eng.n
+    pend_heap = eng.pend
+    nload = pool.nload
+    kvload = pool.kvload
+    mb = pool.mb
+    cap = pool.cap
+    lim = pool.lim
+    shared = pool.shared
+    closed = pool.closed
+    base, de = pool.base, pool.de
+    prefill = pool.prefill
+    pfa, pfb = pool.pfa, pool.pfb
+    linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
+    kernel = pool.kernel
+    sqrt = math.sqrt
+    ceil = math.ceil
+
+    def enqueue(i: int, t: float) -> None:
+        nd = need[i]
+        b = self.b
+        if not q and b < mb and self.res + nd <= cap:
+            # it can start at the next iteration boundary: find it (``tb``, ``k`` steps on)
+            t0 = self.t0
+            admit = False
+            if b == 0 and t >= t0:
+                # idle: starts now
+                tb = t
+                k = 0
+                admit = True
+            else:
+                if b == 0 or t <= t0:
+                    # at the end of the prefill in progress
+                    tb = t0
+                    k = 0
+                else:
+                    # first decode-step end at or after t: DecodeKernel.cover, inlined for
+                    # the closed form (same arithmetic, so the same floats)
+                    step = self.step
+                    kv0 = self.kvc + b * step
+                    kmax = heap[0] - step
+                    dt = t - t0
+                    if closed:
+                        alpha = base[b] + de * kv0
+                        if dt <= alpha or kmax == 1:
+                            k = 1
+                            tb = t0 + alpha
+                        else:
+                            beta = de * b
+                            if beta > 0.0:
+                                lin = alpha - 0.5 * beta
+                                k = ceil(2.0 * dt / (lin + sqrt(lin * lin + 2.0 * beta * dt)))
+                            else:
+                                k = ceil(dt / alpha)
+                            if k < 1:
+                                k = 1
+                            if k >= kmax:
+                                k = kmax
+                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                            else:
+                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                while sp < dt and k < kmax:
+                                    k += 1
+                                    sp = k * alpha + beta * (k * (k - 1) // 2)
+                                while k > 1:
+                                    prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
+                                    if prev < dt:
+                                        break
+                                    k -= 1
+                                    sp = prev
+                            tb = t0 + sp
+                    else:
+                        k, sp = kernel.cover(b, kv0, dt, kmax)
+                        tb = t0 + sp
+                if tb < self.wake_s:
+                    j = i + 1
+                    if tb < eng.barrier and (j == n_req or tb < arr[j]):
+                        # nothing else happens before this boundary: run it now (below)
+                        admit = True
+                    else:
+                        # the pump runs the boundary in time order (no SimPy event)
+                        self.wake_k = k
+                        self.wake_s = tb
+                        self.pend = True
+                        wakes[gid] = tb
+                        if tb < eng.barrier:
+                            eng.barrier = tb
+                        heappush(pend_heap, (tb, gid))
+            if admit:
+                # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the
+                # queue is empty and nothing else happens before ``tb``): ``boundary()``
+                # specialised to a one-request group with no completions, without the queue
+                # round trip.
+                step = self.step + k
+                self.step = step
+                if linpf:
+                    n = pre[i]
+                    t0 = tb + (pfa + pfb * n if n else 0.0)
+                else:
+                    t0 = tb + prefill(pre[i])
+                start[i] = tb
+                ftok[i] = t0
+                rrep[i] = gid
+                fs = step + out[i] - 1
+                ids = due_get(fs)
+                if ids is None:
+                    due[fs] = [i]
+                    heappush(heap, fs)
+                else:
+                    ids.append(i)
+                kvc = self.kvc + inp[i] + 1 - step
+                self.kvc = kvc
+                b += 1
+                self.b = b
+                self.res += nd
+                if pool.track_ewma:
+                    pool.note_admit(tb, 1)
+                if self.busy_since != self.busy_since:
+                    self.busy_since = tb
+                self.t0 = t0
+                pos = self.pos
+                if pos >= 0:
+                    nload[pos] += 1
+                    kvload[pos] += nd
+                kc = heap[0] - step
+                self.wake_k = kc
+                if kc:
+                    if closed:
+                        tw = t0 + (
+                            kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                        )
+                    else:
+                        tw = t0 + kernel.span(b, kvc + b * step, kc)
+                else:
+                    tw = t0
+                self.wake_s = tw
+                wakes[gid] = tw
+                if tw < eng.barrier:
+                    eng.barrier = tw
+                return
+        q.append(i)
+        self.qres += nd
+        pos = self.pos
+        if pos >= 0:
+            nload[pos] += 1
+            kvload[pos] += nd
+
+    def boundary() -> None:
+        now = self.wake_s
+        step = self.step + self.wake_k
+        self.step = step
+        b = self.b
+        res = self.res
+        kvc = self.kvc
+        if heap and heap[0] <= step:
+            # completions (a boundary never passes the earliest finish step)
+            for i in due_pop(heappop(heap)):
+                fin[i] = now
+                nd = need[i]
+                b -= 1
+                res -= nd
+                kvc -= nd - step
+        t0 = now
+        limited = False
+        if q or (shared and pq and not self.draining):
+            if not lim:
+                # no prefill limit: take while the head fits, local queue then pool queue
+                # (ReplicaBase._take, inlined)
+                group = []
+                tokens = 0
+                if q:
+                    qres = self.qres
+                    while q:
+                        i = q[0]
+                        nd = need[i]
+                        if b >= mb or res + nd > cap:
+                            break
+                        q.popleft()
+                        qres -= nd
+                        b += 1
+                        res += nd
+                        tokens += pre[i]
+                        group.append(i)
+                    self.qres = qres
+                if not q and shared and pq and not self.draining:
+                    taken = 0
+                    while pq:
+                        i = pq[0]
+                        nd = need[i]
+                        if b >= mb or res + nd > cap:
+                            break
+                        pq.popleft()
+                        taken += nd
+                        b += 1
+                        res += nd
+                        tokens += pre[i]
+                        group.append(i)
+                    pool.qneed -= taken
+            else:
+                group, tokens, limited = self._take(b, res)
+                for i in group:
+                    res += need[i]
+                b += len(group)
+            if group:
+                if linpf:
+                    t0 = now + (pfa + pfb * tokens if tokens else 0.0)
+                else:
+                    t0 = now + prefill(tokens)
+                for i in group:
+                    start[i] = now
+                    ftok[i] = t0
+                    rrep[i] = gid
+                    fs = step + out[i] - 1
+                    ids = due_get(fs)
+                    if ids is None:
+                        due[fs] = [i]
+                        heappush(heap, fs)
+                    else:
+                        ids.append(i)
+                    kvc += inp[i] + 1 - step
+                if pool.track_ewma:
+                    pool.note_admit(now, len(group))
+                if self.busy_since != self.busy_since:
+                    self.busy_since = now
+        self.b = b
+        self.res = res
+        self.kvc = kvc
+        self.t0 = t0
+        pos = self.pos
+        if pos >= 0:
+            nload[pos] = b + len(q)
+            kvload[pos] = res + self.qres
+        if limited:
+            self.wake_k = 0
+            tw = t0
+        elif heap:
+            kc = heap[0] - step
+            self.wake_k = kc
+            if kc:
+                if closed:
+                    tw = t0 + (
+                        kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                    )
+                else:
+                    tw = t0 + kernel.span(b, kvc + b * step, kc)
+            else:
+                tw = t0
+        else:
+            self._go_idle(t0)
+            return
+        # ReplicaBase._arm(tw), inlined
+        self.wake_s = tw
+        wakes[gid] = tw
+        if tw < eng.barrier:
+            eng.barrier = tw
+
+    return enqueue, boundary
+
+
+class RefReplica(ReplicaBase):
+    """Per-iteration reference replica: one SimPy event per prefill or decode iteration."""
+
+    __slots__ = ("running", "gen", "phase", "group")
+
+    def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
+        super().__init__(eng, pool, gid, t)
+        self.running: list = []
+        self.gen: dict = {}
+        self.phase = 0  # 0 idle, 1 prefill, 2 decode
+        self.group: list = []
+
+    def enqueue(self, i: int, t: float) -> None:
+        self.q.append(i)
+        self.qres += self.eng.need[i]
+        self._loads()
+        if self.phase == 0:
+            # idle: the next iteration starts now (t0 <= t: it went idle in the past)
+            self.wake_s = t if t > self.t0 else self.t0
+            self.boundary()
+
+    def boundary(self) -> None:
+        eng = self.eng
+        pool = self.pool
+        now = self.wake_s
+        gen = self.gen
+        out = eng.out
+        if self.phase == 1:
+            for i in self.group:
+                gen[i] = 1
+                eng.ftok[i] = now
+        elif self.phase == 2:
+            for i in self.running:
+                gen[i] += 1
+        done = [i for i in self.running if gen[i] >= out[i]]
+        if done:
+            self.running = [i for i in self.running if gen[i] < out[i]]
+            for i in done:
+                eng.fin[i] = now
+                self.res -= eng.need[i]
+                del gen[i]
+            self.b = len(self.running)
+        self.t0 = now
+        group, tokens, _ = self._take(self.b, self.res)
+        if group:
+            for i in group:
+                eng.start[i] = now
+                eng.rrep[i] = self.gid
+                gen[i] = 0
+                self.res += eng.need[i]
+            self.running.extend(group)
+            self.b = len(self.running)
+            pool.note_admit(now, len(group))
+            if self.busy_since != self.busy_since:
+                self.busy_since = now
+            self.group = group
+            self.phase = 1
+            self._loads()
+            self._arm(now + pool.prefill(tokens))
+        elif self.running:
+            inp = eng.inp
+            kv = sum(inp[i] + gen[i] for i in self.running)
+            self.phase = 2
+            self._loads()
+            self._arm(now + float(pool.model.decode_step_time_s(self.b, kv)))
+        else:
+            self.phase = 0
+            self._loads()
+            self._go_idle(now)
+
+
