@@ -530,7 +530,15 @@ class Trends(Strict):
 
 
 class Planning(Strict):
-    """Planning reserves applied to self-hosted capacity and to billed volumes."""
+    """Planning reserves applied to self-hosted capacity and to billed volumes.
+
+    ``capacity``: how a replica's capacity at a class's latency SLO is computed.
+    ``closed-loop`` (default): the largest steady concurrency whose mean TTFT and TPOT meet
+    the SLO (:func:`planner.perf.replica_capacity`). ``open-loop``: the largest arrival rate
+    whose TTFT and TPOT percentiles (the SLO's ``percentile``) meet it with prefill queueing,
+    length spread (``[simulation] length_cv``) and arrival burstiness
+    (``[simulation] burstiness_cv``) (:func:`planner.perf.openloop.slo_capacity`).
+    """
 
     utilisation_target: Annotated[float, Field(gt=0, le=1)] = 0.9
     ha_reserve_replicas: NonNegInt = 0
@@ -538,6 +546,7 @@ class Planning(Strict):
     retry_share: Share = 0.0
     hours_per_month: Annotated[float, Field(gt=0)] = 730.0
     lens: Literal["tco", "marginal"] = "tco"
+    capacity: Literal["closed-loop", "open-loop"] = "closed-loop"
 
 
 RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]

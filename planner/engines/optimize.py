@@ -375,6 +375,10 @@ def _tables(pb: Problem, plan: PlanArrays, costs: pd.DataFrame) -> dict[str, pd.
     for d, o in pb.options.items():
         j = plan.options.index(d) if d in plan.options else None
         blocks = plan.blocks[:, j, :] if j is not None else np.zeros((S, P))
+        # whole blocks as whole numbers in the tables (the solver returns integers to within
+        # its tolerance, e.g. 1.9999999999999998; the check ran on the values as returned)
+        near = np.abs(blocks - np.rint(blocks)) < 1e-6
+        blocks = np.where(near, np.rint(blocks), blocks)
         reps = blocks * o.load_replicas_per_block if o.selfhosted else blocks
         if o.selfhosted:
             # replicas the load needs (the cost engine's ``replicas``): ceil(load / U) plus

@@ -20,8 +20,9 @@ import numpy as np
 
 from planner.errors import PlannerError
 
-#: Quantiles of the pilot sample at which the capacity grid has nodes.
-GRID_Q = (0.001, 0.03, 0.2, 0.5, 0.8, 0.97, 0.999)
+#: Quantiles of the pilot sample at which the capacity grid has nodes (dense enough for the
+#: open-loop capacity's kinks where the binding limit changes: ~1% worst interpolation error).
+GRID_Q = (0.001, 0.01, 0.03, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97, 0.99, 0.999)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,33 +89,20 @@ class Traffic:
     arrival_cv: float = 1.0
 
 
-def length_cv(length: Any, fixed_cv: float) -> float:
-    """Coefficient of variation of a scenario length: its distribution's (from 256 quantile
-    points), else ``fixed_cv`` (the simulator's ``length_cv`` spread of a fixed length)."""
-    from planner.distributions import is_distribution
-
-    if length is None:
-        return 0.0
-    count = next((getattr(length, k) for k in ("tokens", "words", "chars")
-                  if getattr(length, k, None) is not None), None)
-    if count is not None and is_distribution(count):
-        x = np.asarray(count.ppf((np.arange(256) + 0.5) / 256), dtype=float)
-        m = float(x.mean())
-        return float(x.std() / m) if m > 0 else 0.0
-    return float(fixed_cv)
-
-
 def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -> Traffic:
-    """The :class:`Traffic` of a workload class: its SLO percentile, the spread of its prompt
-    (the input varies, the fixed context does not) and output lengths, and the scenario's
-    arrival burstiness (``[simulation] burstiness_cv``, Poisson when unset), as the simulator
-    generates them."""
+    """The :class:`Traffic` of a workload class: its SLO percentile, the per-request spread
+    of its prompt (the input varies, the fixed context does not) and output lengths
+    (``[simulation] length_cv``), and the scenario's arrival burstiness
+    (``[simulation] burstiness_cv``, Poisson when unset), as the simulator generates them.
+
+    A length written as a distribution is uncertainty about the class's mean length (what
+    the risk engine samples), not per-request spread, so every engine sizes the same replica
+    for the same mean lengths."""
     sim = sc.simulation
     cv = float(sim.length_cv)
-    cv_in = length_cv(wc.input, cv) * (input_tokens / prompt_tokens if prompt_tokens else 0.0)
     return Traffic(
         percentile=float(wc.slo.percentile) if wc.slo is not None else 90.0,
-        cv_in=cv_in, cv_out=length_cv(wc.output, cv),
+        cv_in=cv * (input_tokens / prompt_tokens if prompt_tokens else 0.0), cv_out=cv,
         arrival_cv=float(sim.burstiness_cv) if sim.burstiness_cv is not None else 1.0,
     )
 
@@ -164,14 +152,49 @@ class CapacityCache:
                 cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
                 max_in_system=cap.max_batch)
             rps = op.requests_per_s
-            cap = replace(
-                cap, requests_per_s=rps, output_tokens_per_s=rps * osl,
-                input_tokens_per_s=rps * isl, batch=op.decode_batch, ttft_s=op.ttft_s,
-                tpot_s=op.tpot_s, e2e_s=op.ttft_s + (osl - 1.0) * op.tpot_s,
-                limited_by=op.limited_by, meets_slo=rps > 0,
-                method=f"open-loop p{traffic.percentile:g} ({cap.method} steps)")
+            if rps <= 0:  # not even a trickle meets the SLO: keep the one-request latencies
+                cap = replace(cap, requests_per_s=0.0, output_tokens_per_s=0.0,
+                              input_tokens_per_s=0.0, meets_slo=False, limited_by="slo")
+            else:
+                cap = replace(
+                    cap, requests_per_s=rps, output_tokens_per_s=rps * osl,
+                    input_tokens_per_s=rps * isl, batch=op.decode_batch, ttft_s=op.ttft_s,
+                    tpot_s=op.tpot_s, e2e_s=op.ttft_s + (osl - 1.0) * op.tpot_s,
+                    limited_by=op.limited_by, meets_slo=rps > 0,
+                    method=f"open-loop p{traffic.percentile:g} ({cap.method} steps)")
         self._cache[key] = cap
         return cap
+
+    def table(self, llm_row, acc_row, dep, isl: np.ndarray, osl: np.ndarray, ttft, tpot,
+              hit: float, traffic: Traffic | None) -> np.ndarray:
+        """Requests/s per replica on the grid ``isl x osl`` (0 where nothing fits): the
+        open-loop capacity of every node in one array evaluation when ``traffic`` and an SLO
+        are given, else :meth:`rps` node by node."""
+        from planner.perf import AcceleratorSpec, LLMSpec, PerfParams
+        from planner.perf.memory import max_concurrent_requests, memory_plan
+        from planner.perf.openloop import slo_capacity_many
+        from planner.perf.step import step_model
+
+        if traffic is None or (ttft is None and tpot is None):
+            return np.array([[self.rps(llm_row, acc_row, dep, float(x), float(y), ttft, tpot,
+                                       hit, strict=False)[0] for y in osl] for x in isl])
+        llm, acc = LLMSpec.from_row(llm_row), AcceleratorSpec.from_row(acc_row)
+        params = PerfParams.from_mapping(dep.perf) if dep.perf else None
+        sm = step_model(llm, acc, dep.gpus_per_replica, dep.precision, params)
+        mp = memory_plan(llm, acc, sm.gpus, sm.precision, sm.params)
+        ii, oo = np.meshgrid(np.asarray(isl, float), np.asarray(osl, float), indexing="ij")
+        fits = np.array([[self.rps(llm_row, acc_row, dep, float(x), float(y), None, None, hit,
+                                   strict=False)[1] for y in osl] for x in isl])
+        bmax = np.minimum(max_concurrent_requests(mp.kv_capacity_tokens, ii, oo,
+                                                  sm.params.kv_reserve, llm.sliding_window),
+                          float(sm.params.max_batch))
+        ops = slo_capacity_many(
+            sm, input_tokens=ii.ravel(), output_tokens=oo.ravel(), ttft_slo_s=ttft,
+            tpot_slo_s=tpot, percentile=traffic.percentile, prefix_cache_hit_share=hit,
+            cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
+            max_in_system=bmax.ravel())
+        rps = np.array([op.requests_per_s for op in ops]).reshape(ii.shape)
+        return np.where(fits, rps, 0.0)
 
     def rps(self, llm_row, acc_row, dep, isl, osl, ttft, tpot, hit, *, strict,
             traffic: Traffic | None = None) -> tuple:

@@ -154,7 +154,9 @@ class Model:
             _, isl, osl = self.klass(med_ctx, cname, tokenizer)[:3]
             isl, osl = float(isl), float(osl)
             inp = float(self.length(med_ctx, wc.input, f"workload.{cname}.input", tokenizer))
-            traffic = class_traffic(sc, wc, inp, isl)
+            traffic = (class_traffic(sc, wc, inp, isl)
+                       if sc.planning.capacity == "open-loop" else None)
+            spec.traffic[cname] = traffic
             ttft = median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None
             tpot = median_of(slo.tpot_s) if slo and slo.tpot_s is not None else None
             row = {"deployment": name, "class": cname, "model": dep.model,
@@ -201,15 +203,9 @@ class Model:
             if gkey not in self._grid_cache:
                 gi = grid_nodes(p_isl, isl) if np.ptp(p_isl) > 0 else np.array([isl])
                 go = grid_nodes(p_osl, osl) if np.ptp(p_osl) > 0 else np.array([osl])
-                table = np.empty((gi.size, go.size))
-                for a, x in enumerate(gi):
-                    for b2, y in enumerate(go):
-                        if x == isl and y == osl:
-                            table[a, b2] = rps
-                        else:
-                            table[a, b2] = self.caps.rps(llm_row, acc_row, dep, float(x),
-                                                         float(y), ttft, tpot, hit,
-                                                         strict=False, traffic=traffic)[0]
+                table = self.caps.table(llm_row, acc_row, dep, gi, go, ttft, tpot, hit,
+                                        traffic)
+                table[(gi == isl)[:, None] & (go == osl)[None, :]] = rps  # the median node
                 self._grid_cache[gkey] = CapacityGrid(gi, go, table)
             spec.capacity[cname] = ("grid", self._grid_cache[gkey])
         spec.served = tuple(c for c, w in elig.items() if not w)

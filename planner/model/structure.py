@@ -129,6 +129,7 @@ class OptionSpec:
     server: dict[str, Any] | None = None
     capacity: dict[str, Any] = field(default_factory=dict)  # class -> (how, value|grid|key)
     capacity_rows: list[dict[str, Any]] = field(default_factory=list)
+    traffic: dict[str, Any] = field(default_factory=dict)  # class -> capacity.Traffic
     periods: int = 24
     model: str | None = None
     price: CloudPriceSource | None = None

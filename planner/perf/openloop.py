@@ -59,15 +59,15 @@ from planner.perf.step import StepModel
 _NODES = 24
 
 
-def _lognormal_nodes(mean: float, cv: float) -> np.ndarray:
-    """Equal-weight quantile points of a lognormal with this mean and coefficient of
-    variation (the mean itself when ``cv`` is 0)."""
+def _lognormal_nodes(mean: Any, cv: float) -> np.ndarray:
+    """Equal-weight quantile points (last axis) of lognormals with these means and coefficient
+    of variation (the means themselves when ``cv`` is 0)."""
+    mean = np.asarray(mean, dtype=float)
     if cv <= 0:
-        return np.array([float(mean)])
+        return mean[..., None]
     s2 = np.log1p(cv * cv)
-    mu = np.log(mean) - s2 / 2.0
     u = (np.arange(_NODES) + 0.5) / _NODES
-    return np.exp(mu + np.sqrt(s2) * ndtri(u))
+    return mean[..., None] * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u))
 
 
 @dataclass(frozen=True)
@@ -117,19 +117,23 @@ def open_loop(
         Percentile of TTFT and TPOT returned, as a share (0.95 = p95).
     """
     lam = np.atleast_1d(np.asarray(lam, dtype=float))
-    isl, osl = float(input_tokens), float(output_tokens)
-    n = max(isl * (1.0 - float(prefix_cache_hit_share)), 1.0)
+    isl = np.asarray(input_tokens, dtype=float)
+    osl = np.asarray(output_tokens, dtype=float)
+    n = np.maximum(isl * (1.0 - float(prefix_cache_hit_share)), 1.0)
     cap = float(sm.params.max_tokens_per_step)
-    pairs_per_tok = float((sm.prefill_pairs(isl) - sm.prefill_pairs(isl - n)) / n)
+    pairs_per_tok = (sm.prefill_pairs(isl) - sm.prefill_pairs(isl - n)) / n
     ctx = isl + osl / 2.0
     if sm.llm.sliding_window:
-        ctx = min(ctx, float(sm.llm.sliding_window))
+        ctx = np.minimum(ctx, float(sm.llm.sliding_window))
     ca2 = float(arrival_cv) ** 2
+    lam, isl, osl, n, pairs_per_tok, ctx = np.broadcast_arrays(lam, isl, osl, n, pairs_per_tok,
+                                                               ctx)
+
     def terms(d):
         """Step times, prefill utilisation and steps per second at decode batch ``d``."""
         chunk = np.maximum(cap - d, 1.0)
-        t_d = np.asarray(sm.step_time_s(np.maximum(d, 1.0), np.maximum(d, 1.0) * ctx),
-                         dtype=float)
+        one = np.maximum(d, 1.0)
+        t_d = np.asarray(sm.step_time_s(one, one * ctx), dtype=float)
         t_f = np.asarray(sm.step_time_s(d, d * ctx, chunk, chunk * pairs_per_tok), dtype=float)
         rho = lam * n * t_f / chunk
         steps = np.minimum(rho, 1.0) / t_f + np.maximum(1.0 - rho, 0.0) / t_d
@@ -145,45 +149,43 @@ def open_loop(
     stable &= d < cap - 1.0
     t_mean = 1.0 / steps
     z = float(ndtri(quantile))
+    e = (..., None)  # the node axis
     # TPOT: mixture over output lengths of a normal approximation of the full-step share
     o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
     n_nodes = _lognormal_nodes(n, cv_in)
-    cv_n2 = float(np.var(n_nodes) / np.mean(n_nodes) ** 2) if n_nodes.size > 1 else 0.0
-    life = o_nodes[None, :] * t_mean[:, None]  # (L, nodes)
-    mean_f = (lam[:, None] * life * n) / (chunk[:, None] * o_nodes[None, :])
-    sd_f = np.sqrt(lam[:, None] * life * n * n * (cv_n2 + ca2)) / (
-        chunk[:, None] * o_nodes[None, :])
-    tpot = _mixture_quantile(t_d[:, None] + (t_f - t_d)[:, None] * mean_f,
-                             (t_f - t_d)[:, None] * sd_f, quantile)
+    cv_n2 = cv_in * cv_in if n_nodes.shape[-1] > 1 else 0.0
+    life = o_nodes * t_mean[e]
+    mean_f = (lam[e] * life * n[e]) / (chunk[e] * o_nodes)
+    sd_f = np.sqrt(lam[e] * life * n[e] * n[e] * (cv_n2 + ca2)) / (chunk[e] * o_nodes)
+    tpot = _mixture_quantile(t_d[e] + (t_f - t_d)[e] * mean_f, (t_f - t_d)[e] * sd_f,
+                             quantile)
     # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
     # queue's work is the fluid token time n t_f / (C - d) (prompts share full steps under
     # load); a prompt's own prefill runs in steps of at most C - d of its tokens.
-    fluid = n_nodes[None, :] * (t_f / chunk)[:, None]
-    es = fluid.mean(axis=1)
-    cs2 = fluid.var(axis=1) / np.maximum(es * es, 1e-300)
+    es = n * t_f / chunk
     r = np.minimum(rho, 0.999)
-    ew = r / (1.0 - r) * es * (ca2 + cs2) / 2.0
-    c_own = np.minimum(n_nodes[None, :], chunk[:, None])
-    t_own = np.asarray(sm.step_time_s(d[:, None], (d * ctx)[:, None], c_own,
-                                      c_own * pairs_per_tok), dtype=float)
-    own = n_nodes[None, :] / c_own * t_own
-    ttft = _wait_plus_service_quantile(r, ew, own + 0.5 * t_mean[:, None], quantile)
+    ew = r / (1.0 - r) * es * (ca2 + cv_n2) / 2.0
+    c_own = np.minimum(n_nodes, chunk[e])
+    t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
+                                      c_own * pairs_per_tok[e]), dtype=float)
+    own = n_nodes / c_own * t_own
+    ttft = _wait_plus_service_quantile(r, ew, own + 0.5 * t_mean[e], quantile)
     in_sys = lam * (ttft + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable)
 
 
 def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
-    """q-quantile of an equal-weight mixture of normals (rows: points, columns: parts)."""
+    """q-quantile of an equal-weight mixture of normals (parts on the last axis)."""
     from scipy.special import ndtr
 
-    lo = (mean - 6.0 * sd).min(axis=1)
-    hi = (mean + 6.0 * sd).max(axis=1) + 1e-12
+    lo = (mean - 6.0 * sd).min(axis=-1)
+    hi = (mean + 6.0 * sd).max(axis=-1) + 1e-12
     safe = np.maximum(sd, 1e-300)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        cdf = np.where(sd > 0, ndtr((mid[:, None] - mean) / safe),
-                       (mid[:, None] >= mean).astype(float)).mean(axis=1)
+        cdf = np.where(sd > 0, ndtr((mid[..., None] - mean) / safe),
+                       (mid[..., None] >= mean).astype(float)).mean(axis=-1)
         lo = np.where(cdf < q, mid, lo)
         hi = np.where(cdf < q, hi, mid)
     return hi
@@ -192,18 +194,18 @@ def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
 def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
                                 q: float) -> np.ndarray:
     """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` (atom at 0 of mass
-    ``1 - rho``), ``S`` equal-weight points (rows: points)."""
+    ``1 - rho``), ``S`` equal-weight points on the last axis."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)
-    lo = service.min(axis=1)
-    hi = service.max(axis=1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
+    lo = service.min(axis=-1)
+    hi = service.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
     hi = np.maximum(hi, lo) + 1e-12
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        x = mid[:, None] - service
-        tail = np.where(x <= 0, 1.0, rho[:, None] * np.exp(
-            -np.maximum(x, 0.0) / np.maximum(theta[:, None], 1e-300)))
-        tail = np.where((x > 0) & (theta[:, None] <= 0), 0.0, tail)
-        p = tail.mean(axis=1)
+        x = mid[..., None] - service
+        tail = np.where(x <= 0, 1.0, rho[..., None] * np.exp(
+            -np.maximum(x, 0.0) / np.maximum(theta[..., None], 1e-300)))
+        tail = np.where((x > 0) & (theta[..., None] <= 0), 0.0, tail)
+        p = tail.mean(axis=-1)
         lo = np.where(p > 1.0 - q, mid, lo)
         hi = np.where(p > 1.0 - q, hi, mid)
     return hi
@@ -221,11 +223,22 @@ class SloCapacity:
     limited_by: str  # prefill compute | decode | KV memory | TTFT queueing | TPOT | slo
 
 
-def slo_capacity(
+def slo_capacity(sm: StepModel, *, input_tokens: float, output_tokens: float,
+                 **kw: Any) -> SloCapacity:
+    """Largest arrival rate one replica sustains with its TTFT and TPOT percentiles within
+    the SLO (each at ``1 - (1 - q) / 2`` so both hold for a share ``q``), its prefill queue
+    stable and its requests within the KV cache and batch cap (``max_in_system``; default
+    from the memory plan). Keywords as :func:`slo_capacity_many`."""
+    out = slo_capacity_many(sm, input_tokens=np.array([float(input_tokens)]),
+                            output_tokens=np.array([float(output_tokens)]), **kw)
+    return out[0]
+
+
+def slo_capacity_many(
     sm: StepModel,
     *,
-    input_tokens: float,
-    output_tokens: float,
+    input_tokens: np.ndarray,
+    output_tokens: np.ndarray,
     ttft_slo_s: float | None,
     tpot_slo_s: float | None,
     percentile: float = 90.0,
@@ -233,53 +246,59 @@ def slo_capacity(
     cv_in: float = 0.0,
     cv_out: float = 0.0,
     arrival_cv: float = 1.0,
-    max_in_system: float | None = None,
-) -> SloCapacity:
-    """Largest arrival rate one replica sustains with its TTFT and TPOT percentiles within
-    the SLO (each at ``1 - (1 - q) / 2`` so both hold for a share ``q``), its prefill queue
-    stable and its requests within the KV cache and batch cap (``max_in_system``; default
-    from the memory plan)."""
+    max_in_system: Any = None,
+) -> list[SloCapacity]:
+    """:func:`slo_capacity` for many (prompt, output) length pairs at once (one array
+    evaluation: a grid of 32 rates per pair, refined twice around the boundary)."""
     q = 1.0 - (1.0 - percentile / 100.0) / 2.0
-    isl, osl = float(input_tokens), float(output_tokens)
+    isl = np.asarray(input_tokens, dtype=float).reshape(-1)
+    osl = np.asarray(output_tokens, dtype=float).reshape(-1)
     if max_in_system is None:
         mp = memory_plan(sm.llm, sm.acc, sm.gpus, sm.precision, sm.params)
-        max_in_system = float(min(
+        max_in_system = np.minimum(
             max_concurrent_requests(mp.kv_capacity_tokens, isl, osl, sm.params.kv_reserve,
-                                    sm.llm.sliding_window), sm.params.max_batch))
+                                    sm.llm.sliding_window), sm.params.max_batch)
+    max_in = np.broadcast_to(np.asarray(max_in_system, dtype=float), isl.shape)[:, None]
     # an upper bound: every step full of useful tokens at the largest step
     cap = float(sm.params.max_tokens_per_step)
-    n = max(isl * (1.0 - prefix_cache_hit_share), 1.0)
-    t_cap = float(sm.step_time_s(cap * osl / (n + osl), cap * osl / (n + osl) * isl, cap * n /
-                                 (n + osl), cap * n / (n + osl) * isl))
+    n = np.maximum(isl * (1.0 - prefix_cache_hit_share), 1.0)
+    dd, pp = cap * osl / (n + osl), cap * n / (n + osl)
+    t_cap = np.asarray(sm.step_time_s(dd, dd * isl, pp, pp * isl), dtype=float)
     hi = 2.0 * cap / (n + osl) / t_cap
-    kw = dict(input_tokens=isl, output_tokens=osl, prefix_cache_hit_share=prefix_cache_hit_share,
-              cv_in=cv_in, cv_out=cv_out, arrival_cv=arrival_cv, quantile=q)
-    lo_ok = 0.0
-    best = None
+    lo = np.zeros_like(hi)
+    found = np.zeros(isl.shape, dtype=bool)
+    kw = dict(input_tokens=isl[:, None], output_tokens=osl[:, None],
+              prefix_cache_hit_share=prefix_cache_hit_share, cv_in=cv_in, cv_out=cv_out,
+              arrival_cv=arrival_cv, quantile=q)
+    frac = np.linspace(0.0, 1.0, 33)[1:]
     for _ in range(3):  # grid, then two refinements around the boundary
-        grid = np.linspace(lo_ok, hi, 33)[1:]
-        pt = open_loop(sm, grid, **kw)
-        ok = _ok(pt, ttft_slo_s, tpot_slo_s, max_in_system)
-        if ok.any():
-            i = int(np.flatnonzero(ok).max())
-            lo_ok = float(grid[i])
-            best = (pt, i)
-            hi = float(grid[min(i + 1, grid.size - 1)]) if i + 1 < grid.size else hi
-        else:
-            hi = float(grid[0])
-    if best is None:
-        return SloCapacity(0.0, np.nan, np.nan, 0.0, 0.0, "slo")
-    pt, i = best
-    nxt = open_loop(sm, np.array([hi]), **kw)
-    return SloCapacity(
-        requests_per_s=lo_ok, ttft_s=float(pt.ttft_s[i]), tpot_s=float(pt.tpot_s[i]),
-        decode_batch=float(pt.decode_batch[i]),
-        prefill_utilisation=float(pt.prefill_utilisation[i]),
-        limited_by=_limit(nxt, ttft_slo_s, tpot_slo_s, max_in_system),
-    )
+        grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+        ok = _ok(open_loop(sm, grid, **kw), ttft_slo_s, tpot_slo_s, max_in)
+        anyok = ok.any(axis=1)
+        last = np.where(anyok, ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
+        new_lo = np.where(anyok, grid[np.arange(len(isl)), np.maximum(last, 0)], lo)
+        nxt = np.minimum(last + 1, ok.shape[1] - 1)
+        new_hi = np.where(anyok & (last + 1 < ok.shape[1]), grid[np.arange(len(isl)), nxt],
+                          np.where(anyok, hi, grid[:, 0]))
+        found |= anyok
+        lo, hi = new_lo, new_hi
+    at = open_loop(sm, lo[:, None], **kw)
+    above = open_loop(sm, hi[:, None], **kw)
+    out = []
+    for k in range(len(isl)):
+        if not found[k]:
+            out.append(SloCapacity(0.0, np.nan, np.nan, 0.0, 0.0, "slo"))
+            continue
+        out.append(SloCapacity(
+            requests_per_s=float(lo[k]), ttft_s=float(at.ttft_s[k, 0]),
+            tpot_s=float(at.tpot_s[k, 0]), decode_batch=float(at.decode_batch[k, 0]),
+            prefill_utilisation=float(at.prefill_utilisation[k, 0]),
+            limited_by=_limit(above, k, ttft_slo_s, tpot_slo_s, float(max_in[k, 0])),
+        ))
+    return out
 
 
-def _ok(pt: OpenLoopPoint, ttft, tpot, max_in: float) -> np.ndarray:
+def _ok(pt: OpenLoopPoint, ttft, tpot, max_in) -> np.ndarray:
     ok = pt.stable & (pt.in_system <= max_in)
     if ttft is not None:
         ok &= pt.ttft_s <= ttft
@@ -288,14 +307,14 @@ def _ok(pt: OpenLoopPoint, ttft, tpot, max_in: float) -> np.ndarray:
     return ok
 
 
-def _limit(pt: OpenLoopPoint, ttft, tpot, max_in: float) -> str:
-    """What fails first just above the capacity."""
-    if not bool(pt.stable[0]):
-        return "prefill compute" if pt.prefill_utilisation[0] >= 0.999 else "decode"
-    if pt.in_system[0] > max_in:
+def _limit(pt: OpenLoopPoint, k: int, ttft, tpot, max_in: float) -> str:
+    """What fails first just above the capacity (row ``k``)."""
+    if not bool(pt.stable[k, 0]):
+        return "prefill compute" if pt.prefill_utilisation[k, 0] >= 0.999 else "decode"
+    if pt.in_system[k, 0] > max_in:
         return "KV memory"
-    if ttft is not None and pt.ttft_s[0] > ttft:
+    if ttft is not None and pt.ttft_s[k, 0] > ttft:
         return "TTFT queueing"
-    if tpot is not None and pt.tpot_s[0] > tpot:
+    if tpot is not None and pt.tpot_s[k, 0] > tpot:
         return "TPOT"
     return "slo"

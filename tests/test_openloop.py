@@ -1,0 +1,117 @@
+"""Open-loop replica capacity at an SLO percentile (planner.perf.openloop).
+
+Level 2 (queueing theory): the waiting-time tail the model uses is exact for M/M/1
+(``P(W > w) = rho exp(-(mu - lam) w)``, so the q-quantile of the wait is
+``ln(rho / (1 - q)) / (mu - lam)``); Kingman's mean reduces to Pollaczek-Khinchine.
+Invariants (hypothesis): latency percentiles never fall as the arrival rate rises; capacity
+never rises when the SLO tightens, arrivals get burstier or lengths spread more; a prefix cache
+never lowers it; it never exceeds the closed-loop maximum throughput.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.catalog import load_catalog
+from planner.config import parse_scenario
+from planner.engines.deterministic import evaluate
+from planner.perf import AcceleratorSpec, LLMSpec, replica_capacity, step_model
+from planner.perf.openloop import _wait_plus_service_quantile, open_loop, slo_capacity
+
+CAT = load_catalog()
+
+
+def _sm(model="llama-3.1-8b", acc="h100-sxm", gpus=1, precision="fp8"):
+    return step_model(LLMSpec.from_row(CAT.llm(model)), AcceleratorSpec.from_row(
+        CAT.accelerator(acc)), gpus, precision)
+
+
+@pytest.mark.parametrize("rho,q", [(0.3, 0.9), (0.7, 0.95), (0.9, 0.99)])
+def test_wait_quantile_is_exact_for_mm1(rho, q):
+    mu = 2.0
+    lam = rho * mu
+    ew = rho / (mu - lam)  # M/M/1 mean wait (Kingman with c_a^2 = c_s^2 = 1 is exact here)
+    got = _wait_plus_service_quantile(np.array([rho]), np.array([ew]), np.zeros((1, 1)), q)
+    want = math.log(rho / (1.0 - q)) / (mu - lam)
+    assert float(got[0]) == pytest.approx(want, rel=1e-6)
+    # below the atom at zero the quantile is 0 (no wait)
+    low = _wait_plus_service_quantile(np.array([rho]), np.array([ew]), np.zeros((1, 1)),
+                                      1.0 - rho - 0.01)
+    assert float(low[0]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_low_load_latencies_are_one_request_alone():
+    sm = _sm()
+    pt = open_loop(sm, [1e-6], input_tokens=1000, output_tokens=100, quantile=0.9)
+    t1 = float(sm.step_time_s(1.0, 1.0 * 1050))
+    assert float(pt.tpot_s[0]) == pytest.approx(t1, rel=1e-3)
+    own = float(sm.step_time_s(0.0, 0.0, 1000, sm.prefill_pairs(1000)))
+    assert own <= float(pt.ttft_s[0]) <= own + t1
+
+
+@settings(max_examples=40, deadline=None)
+@given(isl=st.integers(100, 6000), osl=st.integers(20, 800),
+       lam=st.lists(st.floats(0.01, 60.0), min_size=2, max_size=6))
+def test_percentiles_never_fall_as_load_rises(isl, osl, lam):
+    lam = np.sort(np.asarray(lam))
+    pt = open_loop(_sm(), lam, input_tokens=isl, output_tokens=osl, quantile=0.95)
+    ok = pt.stable
+    assert np.all(np.diff(pt.ttft_s[ok]) >= -1e-9)
+    assert np.all(np.diff(pt.tpot_s[ok]) >= -1e-9)
+    assert np.all(np.diff(pt.prefill_utilisation) >= -1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(isl=st.integers(200, 4000), osl=st.integers(20, 500),
+       ttft=st.floats(0.3, 5.0), tpot=st.floats(0.02, 0.2))
+def test_capacity_is_monotone_in_slo_burstiness_spread_and_cache(isl, osl, ttft, tpot):
+    sm = _sm()
+    kw = dict(input_tokens=isl, output_tokens=osl)
+    base = slo_capacity(sm, ttft_slo_s=ttft, tpot_slo_s=tpot, **kw).requests_per_s
+    tol = 0.02 * base + 1e-9  # the search resolves the rate to ~1/32^3 of its bracket
+    assert slo_capacity(sm, ttft_slo_s=ttft / 2, tpot_slo_s=tpot, **kw).requests_per_s <= \
+        base + tol
+    assert slo_capacity(sm, ttft_slo_s=ttft, tpot_slo_s=tpot, percentile=99,
+                        **kw).requests_per_s <= base + tol
+    assert slo_capacity(sm, ttft_slo_s=ttft, tpot_slo_s=tpot, arrival_cv=3.0,
+                        **kw).requests_per_s <= base + tol
+    assert slo_capacity(sm, ttft_slo_s=ttft, tpot_slo_s=tpot, cv_in=1.0, cv_out=1.0,
+                        **kw).requests_per_s <= base + tol
+    assert slo_capacity(sm, ttft_slo_s=ttft, tpot_slo_s=tpot, prefix_cache_hit_share=0.8,
+                        **kw).requests_per_s >= base - tol
+    closed = replica_capacity(sm.llm, sm.acc, gpus=1, precision="fp8", input_tokens=isl,
+                              output_tokens=osl)
+    assert base <= closed.requests_per_s * 1.02
+
+
+CS = {
+    "scenario": {"name": "customer service"},
+    "workload": {"cs": {"requests_per_day": 3e6, "diurnal": "business",
+                        "input": {"tokens": 300}, "context": {"tokens": 2000},
+                        "output": {"tokens": 200}, "slo": {"ttft_s": 1.5, "tpot_s": 0.06}}},
+    "cloud": {"q72": {"model": "qwen2.5-72b", "accelerator": "h100-sxm",
+                      "gpus_per_replica": 2, "precision": "fp8"}},
+}
+
+
+def test_open_loop_sizing_is_a_planning_choice_with_its_limit_shown():
+    closed = evaluate(parse_scenario(CS, catalog=CAT), CAT)
+    data = {**CS, "planning": {"capacity": "open-loop"},
+            "simulation": {"burstiness_cv": 2.0, "length_cv": 0.5}}
+    opened = evaluate(parse_scenario(data, catalog=CAT), CAT)
+    c0 = closed.capacity.iloc[0]
+    c1 = opened.capacity.iloc[0]
+    assert c1["capacity_basis"].startswith("open-loop p90")
+    assert c1["limited_by"] in {"prefill compute", "decode", "KV memory", "TTFT queueing",
+                                "TPOT"}
+    assert c1["requests_per_s_per_replica"] < c0["requests_per_s_per_replica"]
+    r0 = closed.summary.set_index("deployment").loc["q72", "replicas"]
+    r1 = opened.summary.set_index("deployment").loc["q72", "replicas"]
+    assert r1 > r0
+    # the p90 latencies at the operating point meet the SLO
+    assert c1["ttft_s"] <= 1.5 and c1["tpot_s"] <= 0.06
