@@ -35,7 +35,7 @@ For any other model :class:`DecodeKernel` evaluates the ``k`` step times vectori
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -254,6 +254,8 @@ class TabulatedStepModel:
     decode_s_per_kv_token: float
     kv_capacity_tokens: int
     max_batch: int
+    #: memo of the mixed step's ``core(B, p)`` (see :meth:`mixed_step_time_s`)
+    _mixed_core: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_model(
@@ -298,9 +300,38 @@ class TabulatedStepModel:
     ) -> float:
         """One chunked-prefill iteration: the model's own mixed step (``step_time_s`` of
         :class:`planner.perf.step.StepModel`, KV capped at the sliding window), or a decode
-        step plus a prefill iteration for a model without one."""
-        return _sum_mixed(self, decode_tokens, kv_tokens, prefill_tokens, prefill_pairs,
-                          self.model)
+        step plus a prefill iteration for a model without one.
+
+        The perf model's step is ``core(B, p) + e K + q pairs`` (decode attention reads
+        each cached token once, prefill attention is FLOP-bound per pair), so without a
+        sliding window ``core(B, p) = step_time_s(B, 0, p, 0)`` is memoised and the two
+        linear terms added: the model's value to rounding, without a numpy call per step.
+        """
+        inner = self.model
+        llm = getattr(inner, "llm", None)
+        if (
+            not prefill_tokens
+            or not callable(getattr(inner, "step_time_s", None))
+            or llm is None
+            or getattr(llm, "sliding_window", None)
+        ):
+            return _sum_mixed(self, decode_tokens, kv_tokens, prefill_tokens, prefill_pairs,
+                              inner)
+        memo = self._mixed_core
+        q = memo.get("pair_s")
+        if q is None:
+            big = 1e12
+            q = memo["pair_s"] = (
+                float(inner.step_time_s(0, 0, 1, big)) - float(inner.step_time_s(0, 0, 1, 0.0))
+            ) / big
+        key = (decode_tokens, prefill_tokens)
+        core = memo.get(key)
+        if core is None:
+            if len(memo) > 500_000:
+                memo.clear()
+                memo["pair_s"] = q
+            core = memo[key] = float(inner.step_time_s(decode_tokens, 0, prefill_tokens, 0.0))
+        return core + self.decode_s_per_kv_token * kv_tokens + q * prefill_pairs
 
     def decode_step_time_s(self, batch: Any, kv_tokens: Any) -> Any:
         """``base[B] + e K``."""
