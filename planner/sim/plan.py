@@ -160,7 +160,8 @@ class PoolSpec:
         by the step model's mixed step
         (:func:`~planner.sim.stepmodel.mixed_step_function`). The iteration model of both:
         :mod:`planner.sim.replica`. Scenario-built pools are chunked unless the
-        deployment's ``perf`` sets ``chunked_prefill = false``.
+        deployment's ``perf`` sets ``chunked_prefill = false``. (The SLO spill rule's
+        predicted TTFT still adds ``prefill_time_s`` of the request's prompt.)
     max_tokens_per_step : int, optional
         The token budget ``C`` of one chunked iteration (decodes + prompt tokens);
         default :data:`DEFAULT_MAX_TOKENS_PER_STEP` (vLLM V1 ``max_num_batched_tokens``).

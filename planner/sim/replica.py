@@ -2,23 +2,42 @@
 
 Iteration model (both implementations)
 --------------------------------------
-vLLM-style continuous batching, prefill-prioritised. At each *iteration boundary* a replica
-(1) completes the requests that produced their last token, then (2) admits queued requests
+vLLM-style continuous batching. At each *iteration boundary* a replica (1) completes the
+requests that produced their last token, then (2) admits queued requests
 first-come-first-served while its batch cap and KV budget allow (a request reserves
 ``input + output`` tokens of KV cache, so memory never overflows and nothing is preempted; a
-request that does not fit waits and blocks the queue behind it), (3) runs one prefill
-iteration over the admitted prompts, ``prefill_time_s(sum of uncached input tokens)``, which
-gives each of them its first token (``max_prefill_tokens`` caps the prompt tokens of one
-prefill iteration), then (4) runs decode iterations of the whole batch, each producing one
-token per request in ``decode_step_time_s(batch, sum over the batch of input + generated
-tokens)``.
+request that does not fit waits and blocks the queue behind it), then (3) runs the next
+iteration, in one of two ways (:class:`~planner.sim.plan.PoolSpec` ``chunked_prefill``):
+
+* **Prefill-prioritised** (not chunked, the ``PoolSpec`` default): one prefill iteration over
+  the prompts admitted at this boundary, ``prefill_time_s(sum of uncached input tokens)``,
+  which gives each of them its first token (``max_prefill_tokens`` caps the prompt tokens of
+  one prefill iteration) while the running requests stall; then decode iterations of the
+  whole batch, each producing one token per request in ``decode_step_time_s(batch, sum over
+  the batch of input + generated tokens)``.
+* **Chunked prefill** (vLLM V1; scenario-built pools): admitted requests whose prompt is not
+  yet fully prefilled wait in a FCFS list. Each iteration carries every *decoding* request
+  (``d`` of them, one token each, context ``K = sum of input + generated``) plus up to ``C -
+  d`` prompt tokens taken from that list in order (``C`` = ``max_tokens_per_step``; none when
+  ``d >= C``): a prompt may be split over several iterations and several prompts may share
+  one. Its time is the step model's mixed step ``mixed(d, K, p, pairs)``
+  (:func:`~planner.sim.stepmodel.mixed_step_function`; ``decode_step_time_s(d, K)`` when
+  ``p = 0``), with ``p`` the prompt tokens and ``pairs`` their causal (query, key) pairs,
+  ``P(b) - P(a)`` for a chunk over prompt tokens ``[a, b)``
+  (:func:`~planner.sim.stepmodel.prefill_pairs_function`). Cached prefix tokens
+  (``cached_input_tokens``) are not prefilled: a prompt's chunks start at its cached length
+  (and a fully cached prompt completes in the first iteration that reaches it). A request
+  whose last prompt token is in an iteration gets its first token at that iteration's end
+  and decodes from the next; with one output token it completes at that boundary.
 
 * :class:`FastReplica` (``closed_form`` mode): between boundaries its batch is fixed, so the
   ``k`` decode iterations up to the next completion are jumped over in closed form
   (:class:`~planner.sim.stepmodel.DecodeKernel`); an admission into an idle or running
   replica finds its boundary in closed form too and, when nothing else can happen first,
-  runs it at once.
-* :class:`RefReplica` (``reference`` mode): one SimPy timeout per prefill or decode
+  runs it at once. With chunked prefill, each iteration that carries prompt tokens is its
+  own boundary (there are about total prompt tokens / ``C`` of them, plus one per
+  admission); the closed-form jump is used once no prompt is pending.
+* :class:`RefReplica` (``reference`` mode): one SimPy timeout per prefill, decode or mixed
   iteration, every request's generated tokens tracked explicitly. The tests check that both
   give the same per-request times.
 
@@ -194,7 +213,10 @@ class FastReplica(ReplicaBase):
     packing the step with the request id, or tuples). Its context at step
     ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
     ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
-    (after any prefill); the next boundary is ``wake_k`` steps later.
+    (after any prefill); the next boundary is ``wake_k`` steps later. With chunked prefill
+    ``step`` counts every iteration (mixed ones too) and ``S`` is the step after the
+    iteration holding the request's last prompt token, so the same bookkeeping holds; the
+    prompts still pending sit in ``pf`` and ``b`` counts them too (admitted requests).
 
     ``enqueue`` and ``boundary`` are closures over the replica's constants (built by
     :func:`_fast_methods`): they run once or twice per request.
