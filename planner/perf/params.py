@@ -102,6 +102,12 @@ class PerfParams:
     max_tokens_per_step : int
         Engine cap on tokens (decode + prefill chunk) per iteration (vLLM V1
         ``max_num_batched_tokens`` 8192 for the API server; trtllm-bench <= 32768).
+    chunked_prefill : bool
+        Whether the engine splits prompts into chunks that share iterations with the
+        running decodes (vLLM V1 default, ``True``) or runs prefill-only iterations that
+        stall them (``False``). Read by the request-level simulator
+        (:class:`planner.sim.plan.PoolSpec`); a scenario's ``perf`` table may give it as
+        ``true``/``false`` (or 1/0).
     """
 
     gemm_efficiency: float | None = None
@@ -124,6 +130,7 @@ class PerfParams:
     kv_reserve: str = "full"
     max_batch: int = 1024
     max_tokens_per_step: int = 8192
+    chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
         unit = (
@@ -162,6 +169,13 @@ class PerfParams:
         if int(self.max_tokens_per_step) < 1:
             raise PlannerError(
                 f"perf params: 'max_tokens_per_step' must be >= 1, got {self.max_tokens_per_step!r}"
+            )
+        cp = self.chunked_prefill
+        if isinstance(cp, int | float) and not isinstance(cp, bool) and cp in (0, 1):
+            object.__setattr__(self, "chunked_prefill", bool(cp))  # a scenario's perf = {..}
+        elif not isinstance(cp, bool):
+            raise PlannerError(
+                f"perf params: 'chunked_prefill' must be true or false, got {cp!r}"
             )
 
     def replace(self, **changes: Any) -> PerfParams:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from planner.errors import PlannerError
 from planner.sim.stepmodel import StepModel
 
-__all__ = ["SLO", "ApiTarget", "Autoscale", "PoolSpec", "SimPlan", "ROUTING_POLICIES"]
+__all__ = [
+    "SLO",
+    "ApiTarget",
+    "Autoscale",
+    "DEFAULT_MAX_TOKENS_PER_STEP",
+    "PoolSpec",
+    "SimPlan",
+    "ROUTING_POLICIES",
+]
 
 #: ``shared``: one FCFS queue per pool; a request goes to the least-loaded replica that can
 #: admit it at its next iteration, otherwise waits in the pool queue and the first replica
@@ -21,6 +29,10 @@ __all__ = ["SLO", "ApiTarget", "Autoscale", "PoolSpec", "SimPlan", "ROUTING_POLI
 #: queued), FCFS per replica. ``least_kv``: join the replica with the fewest reserved KV
 #: tokens (running + queued). ``random``: a uniformly random replica (uses the ``rng``).
 ROUTING_POLICIES = ("shared", "jsq", "least_kv", "random")
+
+#: Token budget of a chunked iteration when a pool gives none (vLLM V1's
+#: ``max_num_batched_tokens``, :attr:`planner.perf.params.PerfParams.max_tokens_per_step`).
+DEFAULT_MAX_TOKENS_PER_STEP = 8192
 
 
 def _pos(name: str, v: float, *, allow_zero: bool = False, allow_inf: bool = False) -> None:
@@ -136,9 +148,24 @@ class PoolSpec:
         reached the pool refuses the request (``queue_full``): it goes to the next pool of
         its class, the API, or is dropped (:func:`planner.sim.routing.spill_decision`).
     max_prefill_tokens : int, optional
-        Prompt tokens admitted into one prefill iteration (at least one request always is);
-        the rest wait for the next iteration.
+        Non-chunked pools: prompt tokens admitted into one prefill iteration (at least one
+        request always is); the rest wait for the next iteration. Not with
+        ``chunked_prefill`` (``max_tokens_per_step`` bounds its chunks).
     autoscale : Autoscale, optional
+    chunked_prefill : bool
+        ``False`` (default): prefill-prioritised iterations, an admitted group's prompts
+        in one prefill-only iteration during which the running decodes stall. ``True``:
+        vLLM-V1-style chunked prefill, every iteration carries all running decodes plus up
+        to ``max_tokens_per_step - decodes`` prompt tokens, first come first served, timed
+        by the step model's mixed step
+        (:func:`~planner.sim.stepmodel.mixed_step_function`). The iteration model of both:
+        :mod:`planner.sim.replica`. Scenario-built pools are chunked unless the
+        deployment's ``perf`` sets ``chunked_prefill = false``. (The SLO spill rule's
+        predicted TTFT still adds ``prefill_time_s`` of the request's prompt.)
+    max_tokens_per_step : int, optional
+        The token budget ``C`` of one chunked iteration (decodes + prompt tokens);
+        default :data:`DEFAULT_MAX_TOKENS_PER_STEP` (vLLM V1 ``max_num_batched_tokens``).
+        Scenario-built pools take the deployment's ``perf`` parameter.
     """
 
     name: str
@@ -152,6 +179,8 @@ class PoolSpec:
     max_queue: int | None = None
     max_prefill_tokens: int | None = None
     autoscale: Autoscale | None = None
+    chunked_prefill: bool = False
+    max_tokens_per_step: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -181,6 +210,13 @@ class PoolSpec:
             raise PlannerError(f"PoolSpec '{self.name}': max_queue must be >= 0")
         if self.max_prefill_tokens is not None and self.max_prefill_tokens < 1:
             raise PlannerError(f"PoolSpec '{self.name}': max_prefill_tokens must be >= 1")
+        if self.max_tokens_per_step is not None and self.max_tokens_per_step < 1:
+            raise PlannerError(f"PoolSpec '{self.name}': max_tokens_per_step must be >= 1")
+        if self.chunked_prefill and self.max_prefill_tokens is not None:
+            raise PlannerError(
+                f"PoolSpec '{self.name}': max_prefill_tokens applies to non-chunked prefill; "
+                "with chunked_prefill the step budget is max_tokens_per_step"
+            )
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
 
@@ -188,6 +224,12 @@ class PoolSpec:
     def batch_cap(self) -> int:
         """Effective batch cap."""
         return int(self.max_batch if self.max_batch is not None else self.step_model.max_batch)
+
+    @property
+    def step_token_budget(self) -> int:
+        """Effective token budget ``C`` of one chunked iteration."""
+        c = self.max_tokens_per_step
+        return int(c if c is not None else DEFAULT_MAX_TOKENS_PER_STEP)
 
     @property
     def kv_capacity(self) -> int:

@@ -2,23 +2,42 @@
 
 Iteration model (both implementations)
 --------------------------------------
-vLLM-style continuous batching, prefill-prioritised. At each *iteration boundary* a replica
-(1) completes the requests that produced their last token, then (2) admits queued requests
+vLLM-style continuous batching. At each *iteration boundary* a replica (1) completes the
+requests that produced their last token, then (2) admits queued requests
 first-come-first-served while its batch cap and KV budget allow (a request reserves
 ``input + output`` tokens of KV cache, so memory never overflows and nothing is preempted; a
-request that does not fit waits and blocks the queue behind it), (3) runs one prefill
-iteration over the admitted prompts, ``prefill_time_s(sum of uncached input tokens)``, which
-gives each of them its first token (``max_prefill_tokens`` caps the prompt tokens of one
-prefill iteration), then (4) runs decode iterations of the whole batch, each producing one
-token per request in ``decode_step_time_s(batch, sum over the batch of input + generated
-tokens)``.
+request that does not fit waits and blocks the queue behind it), then (3) runs the next
+iteration, in one of two ways (:class:`~planner.sim.plan.PoolSpec` ``chunked_prefill``):
+
+* **Prefill-prioritised** (not chunked, the ``PoolSpec`` default): one prefill iteration over
+  the prompts admitted at this boundary, ``prefill_time_s(sum of uncached input tokens)``,
+  which gives each of them its first token (``max_prefill_tokens`` caps the prompt tokens of
+  one prefill iteration) while the running requests stall; then decode iterations of the
+  whole batch, each producing one token per request in ``decode_step_time_s(batch, sum over
+  the batch of input + generated tokens)``.
+* **Chunked prefill** (vLLM V1; scenario-built pools): admitted requests whose prompt is not
+  yet fully prefilled wait in a FCFS list. Each iteration carries every *decoding* request
+  (``d`` of them, one token each, context ``K = sum of input + generated``) plus up to ``C -
+  d`` prompt tokens taken from that list in order (``C`` = ``max_tokens_per_step``; none when
+  ``d >= C``): a prompt may be split over several iterations and several prompts may share
+  one. Its time is the step model's mixed step ``mixed(d, K, p, pairs)``
+  (:func:`~planner.sim.stepmodel.mixed_step_function`; ``decode_step_time_s(d, K)`` when
+  ``p = 0``), with ``p`` the prompt tokens and ``pairs`` their causal (query, key) pairs,
+  ``P(b) - P(a)`` for a chunk over prompt tokens ``[a, b)``
+  (:func:`~planner.sim.stepmodel.prefill_pairs_function`). Cached prefix tokens
+  (``cached_input_tokens``) are not prefilled: a prompt's chunks start at its cached length
+  (and a fully cached prompt completes in the first iteration that reaches it). A request
+  whose last prompt token is in an iteration gets its first token at that iteration's end
+  and decodes from the next; with one output token it completes at that boundary.
 
 * :class:`FastReplica` (``closed_form`` mode): between boundaries its batch is fixed, so the
   ``k`` decode iterations up to the next completion are jumped over in closed form
   (:class:`~planner.sim.stepmodel.DecodeKernel`); an admission into an idle or running
   replica finds its boundary in closed form too and, when nothing else can happen first,
-  runs it at once.
-* :class:`RefReplica` (``reference`` mode): one SimPy timeout per prefill or decode
+  runs it at once. With chunked prefill, each iteration that carries prompt tokens is its
+  own boundary (there are about total prompt tokens / ``C`` of them, plus one per
+  admission); the closed-form jump is used once no prompt is pending.
+* :class:`RefReplica` (``reference`` mode): one SimPy timeout per prefill, decode or mixed
   iteration, every request's generated tokens tracked explicitly. The tests check that both
   give the same per-request times.
 
@@ -66,6 +85,7 @@ class ReplicaBase:
         "stop_s",
         "ready_s",
         "fire_cb",
+        "pf",
     )
 
     def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
@@ -88,6 +108,9 @@ class ReplicaBase:
         self.paid_from_s = t
         self.stop_s = NAN
         self.ready_s = t
+        # chunked prefill: admitted prompts not yet fully prefilled, FCFS, as
+        # [request, prompt tokens left, next prompt position]
+        self.pf: deque = deque()
 
     def _arm(self, tw: float) -> None:
         """Make ``tw`` the next timer-driven boundary.
@@ -190,7 +213,10 @@ class FastReplica(ReplicaBase):
     packing the step with the request id, or tuples). Its context at step
     ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
     ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
-    (after any prefill); the next boundary is ``wake_k`` steps later.
+    (after any prefill); the next boundary is ``wake_k`` steps later. With chunked prefill
+    ``step`` counts every iteration (mixed ones too) and ``S`` is the step after the
+    iteration holding the request's last prompt token, so the same bookkeeping holds; the
+    prompts still pending sit in ``pf`` and ``b`` counts them too (admitted requests).
 
     ``enqueue`` and ``boundary`` are closures over the replica's constants (built by
     :func:`_fast_methods`): they run once or twice per request.
@@ -252,6 +278,11 @@ def _fast_methods(self: FastReplica):
     kernel = pool.kernel
     sqrt = math.sqrt
     ceil = math.ceil
+    chunked = pool.chunked
+    budget = pool.budget
+    mixed = pool.mixed
+    pairs_of = pool.pairs
+    pf = self.pf
 
     def enqueue(i: int, t: float) -> None:
         nd = need[i]
@@ -323,6 +354,14 @@ def _fast_methods(self: FastReplica):
                         if tb < eng.barrier:
                             eng.barrier = tb
                         heappush(pend_heap, (tb, gid))
+            if admit and chunked:
+                # the boundary ``k`` steps on, at ``tb``: run it now (it admits ``i``)
+                q.append(i)
+                self.qres += nd
+                self.wake_s = tb
+                self.wake_k = k
+                cboundary()
+                return
             if admit:
                 # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the
                 # queue is empty and nothing else happens before ``tb``): ``boundary()``
@@ -491,7 +530,137 @@ def _fast_methods(self: FastReplica):
         if tw < eng.barrier:
             eng.barrier = tw
 
-    return enqueue, boundary
+    def cboundary() -> None:
+        """A boundary of a chunked-prefill replica (see the module docstring).
+
+        While prompts are pending (``pf``) it runs one mixed iteration and wakes at its end
+        (``wake_k = 0``); once none is, the decode iterations up to the next completion
+        are jumped over in closed form, as in :func:`boundary`. ``step`` counts every
+        iteration, so a request whose prompt ends in the iteration from step ``s`` decodes
+        from ``S = s + 1`` and finishes at step ``S + o - 1`` as in the non-chunked replica.
+        """
+        now = self.wake_s
+        step = self.step + self.wake_k
+        b = self.b
+        res = self.res
+        kvc = self.kvc
+        if heap and heap[0] <= step:
+            for i in due_pop(heappop(heap)):
+                fin[i] = now
+                nd = need[i]
+                b -= 1
+                res -= nd
+                kvc -= nd - step
+        if q or (shared and pq and not self.draining):
+            # admission (ReplicaBase._take without a prefill limit, inlined)
+            n0 = len(pf)
+            if q:
+                qres = self.qres
+                while q:
+                    i = q[0]
+                    nd = need[i]
+                    if b >= mb or res + nd > cap:
+                        break
+                    q.popleft()
+                    qres -= nd
+                    b += 1
+                    res += nd
+                    start[i] = now
+                    rrep[i] = gid
+                    n = pre[i]
+                    pf.append([i, n, inp[i] - n])
+                self.qres = qres
+            if not q and shared and pq and not self.draining:
+                taken = 0
+                while pq:
+                    i = pq[0]
+                    nd = need[i]
+                    if b >= mb or res + nd > cap:
+                        break
+                    pq.popleft()
+                    taken += nd
+                    b += 1
+                    res += nd
+                    start[i] = now
+                    rrep[i] = gid
+                    n = pre[i]
+                    pf.append([i, n, inp[i] - n])
+                pool.qneed -= taken
+            got = len(pf) - n0
+            if got:
+                if pool.track_ewma:
+                    pool.note_admit(now, got)
+                if self.busy_since != self.busy_since:
+                    self.busy_since = now
+        if pf:
+            # one mixed iteration: every decode + up to ``budget - d`` prompt tokens, FCFS
+            d = b - len(pf)
+            room = budget - d
+            if room < 0:
+                room = 0
+            p = 0
+            pairs = 0.0
+            done = []
+            while pf:
+                ent = pf[0]
+                rem = ent[1]
+                if rem > room:
+                    if room:
+                        a = ent[2]
+                        ent[1] = rem - room
+                        ent[2] = a + room
+                        p += room
+                        pairs += pairs_of(a + room) - pairs_of(a)
+                    break
+                pf.popleft()
+                if rem:
+                    a = ent[2]
+                    room -= rem
+                    p += rem
+                    pairs += pairs_of(a + rem) - pairs_of(a)
+                done.append(ent[0])
+            t0 = now + mixed(d, kvc + d * step, p, pairs)
+            step += 1
+            for i in done:
+                ftok[i] = t0
+                fs = step + out[i] - 1
+                ids = due_get(fs)
+                if ids is None:
+                    due[fs] = [i]
+                    heappush(heap, fs)
+                else:
+                    ids.append(i)
+                kvc += inp[i] + 1 - step
+            kc = 0 if pf else heap[0] - step
+        else:
+            t0 = now
+            kc = heap[0] - step if heap else -1
+        self.step = step
+        self.b = b
+        self.res = res
+        self.kvc = kvc
+        self.t0 = t0
+        pos = self.pos
+        if pos >= 0:
+            nload[pos] = b + len(q)
+            kvload[pos] = res + self.qres
+        if kc < 0:
+            self._go_idle(t0)
+            return
+        self.wake_k = kc
+        if kc:
+            if closed:
+                tw = t0 + (kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2))
+            else:
+                tw = t0 + kernel.span(b, kvc + b * step, kc)
+        else:
+            tw = t0
+        self.wake_s = tw
+        wakes[gid] = tw
+        if tw < eng.barrier:
+            eng.barrier = tw
+
+    return enqueue, (cboundary if chunked else boundary)
 
 
 class RefReplica(ReplicaBase):
@@ -503,7 +672,7 @@ class RefReplica(ReplicaBase):
         super().__init__(eng, pool, gid, t)
         self.running: list = []
         self.gen: dict = {}
-        self.phase = 0  # 0 idle, 1 prefill, 2 decode
+        self.phase = 0  # 0 idle, 1 prefill, 2 decode, 3 chunked (mixed) iteration
         self.group: list = []
 
     def enqueue(self, i: int, t: float) -> None:
@@ -516,6 +685,9 @@ class RefReplica(ReplicaBase):
             self.boundary()
 
     def boundary(self) -> None:
+        if self.pool.chunked:
+            self._chunked_boundary()
+            return
         eng = self.eng
         pool = self.pool
         now = self.wake_s
@@ -565,3 +737,73 @@ class RefReplica(ReplicaBase):
             self._go_idle(now)
 
 
+
+    def _chunked_boundary(self) -> None:
+        """Chunked prefill: every iteration carries the running decodes and up to
+        ``budget - decodes`` prompt tokens of the admitted prompts, FCFS."""
+        eng = self.eng
+        pool = self.pool
+        now = self.wake_s
+        gen = self.gen
+        out = eng.out
+        running = self.running
+        if self.phase == 3:
+            for i in running:
+                gen[i] += 1
+            for i in self.group:  # prompts whose last token was in the iteration
+                gen[i] = 1
+                eng.ftok[i] = now
+            running.extend(self.group)
+            self.group = []
+        done = [i for i in running if gen[i] >= out[i]]
+        if done:
+            running = self.running = [i for i in running if gen[i] < out[i]]
+            for i in done:
+                eng.fin[i] = now
+                self.res -= eng.need[i]
+                del gen[i]
+        pf = self.pf
+        self.b = len(running) + len(pf)
+        self.t0 = now
+        group, _, _ = self._take(self.b, self.res)
+        if group:
+            pre, inp = eng.pre, eng.inp
+            for i in group:
+                eng.start[i] = now
+                eng.rrep[i] = self.gid
+                gen[i] = 0
+                self.res += eng.need[i]
+                pf.append([i, pre[i], inp[i] - pre[i]])
+            self.b = len(running) + len(pf)
+            pool.note_admit(now, len(group))
+            if self.busy_since != self.busy_since:
+                self.busy_since = now
+        if not (running or pf):
+            self.phase = 0
+            self._loads()
+            self._go_idle(now)
+            return
+        d = len(running)
+        inp = eng.inp
+        kv = sum(inp[i] + gen[i] for i in running)
+        room = max(pool.budget - d, 0)
+        pairs_of = pool.pairs
+        p = 0
+        pairs = 0.0
+        finished = []
+        while pf:
+            i, rem, a = pf[0]
+            take = min(rem, room)
+            if take:
+                p += take
+                room -= take
+                pairs += pairs_of(a + take) - pairs_of(a)
+            if take < rem:
+                pf[0] = [i, rem - take, a + take]
+                break
+            pf.popleft()
+            finished.append(i)
+        self.group = finished
+        self.phase = 3
+        self._loads()
+        self._arm(now + pool.mixed(d, kv, p, pairs))

@@ -28,7 +28,12 @@ from functools import cache
 from typing import Any
 
 from planner.sim.plan import SimPlan
-from planner.sim.stepmodel import DecodeKernel, LinearStepModel
+from planner.sim.stepmodel import (
+    DecodeKernel,
+    LinearStepModel,
+    mixed_step_function,
+    prefill_pairs_function,
+)
 
 __all__ = [
     "REASONS",
@@ -114,6 +119,10 @@ class Pool:
         "fin",
         "rrep",
         "minf",
+        "chunked",
+        "budget",
+        "mixed",
+        "pairs",
     )
 
     def __init__(self, eng: Any, index: int, spec):
@@ -165,6 +174,11 @@ class Pool:
                 return v
 
         self.prefill = prefill
+        # chunked prefill: the step token budget, mixed-step times and prompt-prefix pairs
+        self.chunked = bool(spec.chunked_prefill)
+        self.budget = spec.step_token_budget
+        self.mixed = mixed_step_function(m)
+        self.pairs = prefill_pairs_function(m)
         self.shared = spec.routing == "shared"
         self.policy = spec.routing
         self.ewma_dt = NAN

@@ -19,6 +19,12 @@ What is simulated (``[simulation]`` in the scenario, ``planner simulate`` flags 
   (:class:`~planner.sim.stepmodel.TabulatedStepModel`, exact to rounding) and the engine jumps
   over decode iterations in closed form; a model for which the table is not exact (e.g.
   sliding-window attention) runs step by step.
+* **Prefill**: chunked, as vLLM V1 schedules by default (:mod:`planner.sim.replica`): each
+  iteration carries every running decode and up to ``max_tokens_per_step - decodes`` prompt
+  tokens (the deployment's ``perf`` parameter, default 8192), timed by the performance
+  model's mixed step (:meth:`planner.perf.step.StepModel.step_time_s`), the same step the
+  sizing's batching model assumes. ``perf = { chunked_prefill = false }`` on a deployment
+  simulates prefill-only iterations instead, during which the running decodes stall.
 * **Price of a replica-hour**: the model's ``OptionSizing.usd_per_replica_hour`` (capex,
   energy and operations included for on-prem, under the scenario's cost lens).
 * **Spillover** (optional): ``[simulation] spillover = "<api name>"`` sends a request to that
@@ -259,11 +265,14 @@ def build_plan(
             basis = f"{kind}.{name}.replicas" if dep.replicas is not None else "model sizing"
         if n < 1:
             raise PlannerError(f"simulate: {name} needs at least one replica, got {n}")
-        model, _, err, acc_id = _step_model(sc, name, cat)
+        model, exact, err, acc_id = _step_model(sc, name, cat)
         usd_rh = float(size.usd_per_replica_hour)
+        params = exact.params
         pools.append(PoolSpec(name, model, replicas=n, usd_per_replica_hour=usd_rh,
                               classes=tuple(served), routing=sim.routing,
-                              max_queue=sim.max_queue))
+                              max_queue=sim.max_queue,
+                              chunked_prefill=bool(params.chunked_prefill),
+                              max_tokens_per_step=int(params.max_tokens_per_step)))
         rows.append({
             "deployment": name, "kind": kind, "model": dep.model, "accelerator": acc_id,
             "gpus_per_replica": dep.gpus_per_replica, "precision": dep.precision,
@@ -276,6 +285,8 @@ def build_plan(
             "decode_table_max_rel_error": err,
             "step_times": "decode tabulated per batch size, exact prefill"
             if err <= TABLE_TOLERANCE else "exact performance model (per-step evaluation)",
+            "prefill": (f"chunked, {int(params.max_tokens_per_step)} tokens per step"
+                        if params.chunked_prefill else "prefill-only iterations (not chunked)"),
         })
         covered += [c for c in served if c not in covered]
     api = None

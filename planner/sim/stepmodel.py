@@ -5,7 +5,13 @@ A replica's engine runs iterations ("steps"). The simulator needs only:
 * ``prefill_time_s(n_tokens)``: one prefill iteration over ``n_tokens`` prompt tokens;
 * ``decode_step_time_s(batch, kv_tokens)``: one decode iteration of ``batch`` sequences that
   together hold ``kv_tokens`` tokens of context;
-* ``kv_capacity_tokens`` and ``max_batch``.
+* ``kv_capacity_tokens`` and ``max_batch``;
+* for pools with chunked prefill (:class:`~planner.sim.plan.PoolSpec` ``chunked_prefill``),
+  the time of one *mixed* iteration, :func:`mixed_step_function`: a model's own
+  ``mixed_step_time_s(decode_tokens, kv_tokens, prefill_tokens, prefill_pairs)`` when it
+  has one (the performance model's ``step_time_s``), else a decode step plus a prefill
+  iteration; and the causal (query, key) pairs of a prompt prefix,
+  :func:`prefill_pairs_function`.
 
 :class:`StepModel` is that protocol (``planner.perf.step_model(...)`` returns a conforming
 object). :class:`LinearStepModel` is the simple concrete model used in tests, queueing
@@ -29,7 +35,7 @@ For any other model :class:`DecodeKernel` evaluates the ``k`` step times vectori
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -43,6 +49,8 @@ __all__ = [
     "StepModel",
     "TabulatedStepModel",
     "decode_kernel",
+    "mixed_step_function",
+    "prefill_pairs_function",
 ]
 
 
@@ -117,6 +125,25 @@ class LinearStepModel:
             self.decode_base_s
             + self.decode_s_per_seq * batch
             + self.decode_s_per_kv_token * kv_tokens
+        )
+
+    def mixed_step_time_s(
+        self, decode_tokens: int, kv_tokens: int, prefill_tokens: int, prefill_pairs: float = 0.0
+    ) -> float:
+        """One chunked-prefill iteration: ``decode(B, K) + b p`` with ``B`` decodes and ``p``
+        prompt tokens (``prefill(p) = a + b p`` when ``B = 0``; ``decode(B, K)`` when ``p = 0``).
+
+        The fixed cost of a mixed step is the decode step's (one pass over the weights); each
+        prompt token adds ``b``. Attention pairs are not charged (the model has no term for
+        them).
+        """
+        if not decode_tokens:
+            return self.prefill_time_s(prefill_tokens)
+        return (
+            self.decode_base_s
+            + self.decode_s_per_seq * decode_tokens
+            + self.decode_s_per_kv_token * kv_tokens
+            + self.prefill_s_per_token * prefill_tokens
         )
 
     def decode_span_s(self, batch: int, kv0: int, k: int) -> float:
@@ -196,6 +223,14 @@ class LinearDecodeStepModel(LinearStepModel):
     def prefill_time_s(self, n_tokens: Any) -> Any:
         return self.prefill_model.prefill_time_s(n_tokens)
 
+    def mixed_step_time_s(
+        self, decode_tokens: int, kv_tokens: int, prefill_tokens: int, prefill_pairs: float = 0.0
+    ) -> float:
+        """The prefill model's mixed step when it has one (``step_time_s``), else a decode
+        step plus a prefill iteration of the chunk."""
+        return _sum_mixed(self, decode_tokens, kv_tokens, prefill_tokens, prefill_pairs,
+                          self.prefill_model)
+
 
 @dataclass(frozen=True, eq=False)
 class TabulatedStepModel:
@@ -219,6 +254,8 @@ class TabulatedStepModel:
     decode_s_per_kv_token: float
     kv_capacity_tokens: int
     max_batch: int
+    #: memo of the mixed step's ``core(B, p)`` (see :meth:`mixed_step_time_s`)
+    _mixed_core: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_model(
@@ -258,6 +295,44 @@ class TabulatedStepModel:
         """The model's own prefill time."""
         return self.model.prefill_time_s(n_tokens)
 
+    def mixed_step_time_s(
+        self, decode_tokens: int, kv_tokens: int, prefill_tokens: int, prefill_pairs: float = 0.0
+    ) -> float:
+        """One chunked-prefill iteration: the model's own mixed step (``step_time_s`` of
+        :class:`planner.perf.step.StepModel`, KV capped at the sliding window), or a decode
+        step plus a prefill iteration for a model without one.
+
+        The perf model's step is ``core(B, p) + e K + q pairs`` (decode attention reads
+        each cached token once, prefill attention is FLOP-bound per pair), so without a
+        sliding window ``core(B, p) = step_time_s(B, 0, p, 0)`` is memoised and the two
+        linear terms added: the model's value to rounding, without a numpy call per step.
+        """
+        inner = self.model
+        llm = getattr(inner, "llm", None)
+        if (
+            not prefill_tokens
+            or not callable(getattr(inner, "step_time_s", None))
+            or llm is None
+            or getattr(llm, "sliding_window", None)
+        ):
+            return _sum_mixed(self, decode_tokens, kv_tokens, prefill_tokens, prefill_pairs,
+                              inner)
+        memo = self._mixed_core
+        q = memo.get("pair_s")
+        if q is None:
+            big = 1e12
+            q = memo["pair_s"] = (
+                float(inner.step_time_s(0, 0, 1, big)) - float(inner.step_time_s(0, 0, 1, 0.0))
+            ) / big
+        key = (decode_tokens, prefill_tokens)
+        core = memo.get(key)
+        if core is None:
+            if len(memo) > 500_000:
+                memo.clear()
+                memo["pair_s"] = q
+            core = memo[key] = float(inner.step_time_s(decode_tokens, 0, prefill_tokens, 0.0))
+        return core + self.decode_s_per_kv_token * kv_tokens + q * prefill_pairs
+
     def decode_step_time_s(self, batch: Any, kv_tokens: Any) -> Any:
         """``base[B] + e K``."""
         e = self.decode_s_per_kv_token
@@ -266,6 +341,88 @@ class TabulatedStepModel:
         b = np.asarray(batch, dtype=np.int64)
         table = np.asarray(self.base_list(int(b.max()) if b.size else 0))
         return table[b] + e * np.asarray(kv_tokens, dtype=float)
+
+
+def _perf_mixed(model: Any, d: int, kv: int, p: int, pairs: float) -> float:
+    """``model.step_time_s(d, kv, p, pairs)`` with the decode context capped at the sliding
+    window, as :meth:`planner.perf.step.StepModel.decode_step_time_s` caps it."""
+    llm = getattr(model, "llm", None)
+    w = getattr(llm, "sliding_window", None) if llm is not None else None
+    if w and kv > d * w:
+        kv = d * w
+    return float(model.step_time_s(d, kv, p, pairs))
+
+
+def _sum_mixed(model: Any, d: int, kv: int, p: int, pairs: float, inner: Any) -> float:
+    """Mixed step of ``model`` whose prefill (and maybe mixed steps) come from ``inner``."""
+    if not p:
+        return float(model.decode_step_time_s(d, kv)) if d else 0.0
+    if callable(getattr(inner, "step_time_s", None)):
+        return _perf_mixed(inner, d, kv, p, pairs)
+    t = float(inner.prefill_time_s(p))
+    return t + float(model.decode_step_time_s(d, kv)) if d else t
+
+
+def mixed_step_function(model: StepModel):
+    """``f(decode_tokens, kv_tokens, prefill_tokens, prefill_pairs) -> seconds`` of one
+    chunked-prefill iteration of ``model`` (floats; 0 for an empty iteration).
+
+    * a model with ``mixed_step_time_s`` (:class:`LinearStepModel`,
+      :class:`TabulatedStepModel`, any user model): that;
+    * :class:`planner.perf.step.StepModel` (``step_time_s``): its mixed step, the decode
+      context capped at the sliding window as its decode step caps it;
+    * any other model: ``decode_step_time_s(B, K) + prefill_time_s(p)`` (no overlap).
+
+    An iteration without prompt tokens is always ``decode_step_time_s(B, K)``.
+    """
+    own = getattr(model, "mixed_step_time_s", None)
+    dec = model.decode_step_time_s
+
+    if callable(own):
+
+        def mixed(d: int, kv: int, p: int, pairs: float) -> float:
+            if not p:
+                return float(dec(d, kv)) if d else 0.0
+            return float(own(d, kv, p, pairs))
+
+        return mixed
+
+    def generic(d: int, kv: int, p: int, pairs: float) -> float:
+        return _sum_mixed(model, d, kv, p, pairs, model)
+
+    return generic
+
+
+def prefill_pairs_function(model: StepModel):
+    """``P(L)``: causal (query, key) attention pairs of a prompt's first ``L`` tokens.
+
+    ``L (L + 1) / 2``, or with a sliding window ``w < L``: ``w (w + 1) / 2 + (L - w) w``
+    (:meth:`planner.perf.step.StepModel.prefill_pairs`, in pure Python). The window is the
+    model's ``llm.sliding_window`` (or its wrapped model's). A chunk covering prompt tokens
+    ``[a, b)`` has ``P(b) - P(a)`` pairs.
+    """
+    m = model
+    for _ in range(3):
+        if getattr(m, "llm", None) is not None:
+            break
+        m = getattr(m, "model", None) or getattr(m, "prefill_model", None)
+        if m is None:
+            break
+    llm = getattr(m, "llm", None) if m is not None else None
+    w = getattr(llm, "sliding_window", None) if llm is not None else None
+    if w:
+        w = int(w)
+        head = w * (w + 1) / 2.0
+
+        def pairs_w(n: int) -> float:
+            return n * (n + 1.0) / 2.0 if n <= w else head + (n - w) * float(w)
+
+        return pairs_w
+
+    def pairs(n: int) -> float:
+        return n * (n + 1.0) / 2.0
+
+    return pairs
 
 
 class DecodeKernel:
