@@ -207,7 +207,11 @@ def verify_plan(
         acc = AcceleratorSpec.from_row(cat.accelerator(o.perf["accelerator"]))
         params = PerfParams.from_mapping(o.perf["perf"]) if o.perf.get("perf") else None
         sm = step_model(llm, acc, o.perf["gpus"], o.perf["precision"], params)
-        pools.append(PoolSpec(d, sm, replicas=reps, classes=labels))
+        # the same iteration model as planner simulate (chunked prefill unless the
+        # deployment's perf parameters say otherwise)
+        pools.append(PoolSpec(d, sm, replicas=reps, classes=labels,
+                              chunked_prefill=bool(sm.params.chunked_prefill),
+                              max_tokens_per_step=int(sm.params.max_tokens_per_step)))
         pool_rows.append({"deployment": d, "replicas": reps, "classes": ",".join(labels)})
         if spill:
             spill_classes.update(lab for lab in labels if lab.split("@")[0] in api_eligible)
