@@ -81,12 +81,15 @@ class Traffic:
     percentile : the SLO percentile (90: p90 of TTFT and of TPOT, jointly)
     cv_in, cv_out : coefficients of variation of the prompt and output lengths
     arrival_cv : coefficient of variation of the inter-arrival gaps (1: Poisson)
+    servers : replicas of the pool the arrivals are shared over (the router joins the
+        shortest queue, so waits pool over them)
     """
 
     percentile: float = 90.0
     cv_in: float = 0.0
     cv_out: float = 0.0
     arrival_cv: float = 1.0
+    servers: float = 1.0  # replicas of the pool sharing the arrivals (pooled prefill wait)
 
 
 def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -> Traffic:
@@ -150,7 +153,7 @@ class CapacityCache:
                 sm, input_tokens=isl, output_tokens=osl, ttft_slo_s=ttft, tpot_slo_s=tpot,
                 percentile=traffic.percentile, prefix_cache_hit_share=hit,
                 cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
-                max_in_system=cap.max_batch)
+                max_in_system=cap.max_batch, servers=traffic.servers)
             rps = op.requests_per_s
             if rps <= 0:  # not even a trickle meets the SLO: keep the one-request latencies
                 cap = replace(cap, requests_per_s=0.0, output_tokens_per_s=0.0,
@@ -192,7 +195,7 @@ class CapacityCache:
             sm, input_tokens=ii.ravel(), output_tokens=oo.ravel(), ttft_slo_s=ttft,
             tpot_slo_s=tpot, percentile=traffic.percentile, prefix_cache_hit_share=hit,
             cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
-            max_in_system=bmax.ravel())
+            max_in_system=bmax.ravel(), servers=traffic.servers)
         rps = np.array([op.requests_per_s for op in ops]).reshape(ii.shape)
         return np.where(fits, rps, 0.0)
 

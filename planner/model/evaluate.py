@@ -28,6 +28,7 @@ Where each figure is computed
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ from planner.model.structure import (
     tier,
 )
 from planner.model.volumes import peak_load, profile_periods, tile_profile
-from planner.workload import class_volumes, diurnal_weights
+from planner.workload import class_volumes, diurnal_weights, hourly_rates
 
 #: Draws of the fixed pilot sample that places the capacity grid's nodes.
 PILOT_SAMPLES = 2_048
@@ -145,6 +146,7 @@ class Model:
         self._fleet(spec)
         med_ctx = self.ctx()
         pil_ctx = self.ctx(pilot, PILOT_SAMPLES)
+        servers = self._pool_size(spec, elig, med_ctx)
         for cname, why in list(elig.items()):
             if why:
                 continue
@@ -154,7 +156,7 @@ class Model:
             _, isl, osl = self.klass(med_ctx, cname, tokenizer)[:3]
             isl, osl = float(isl), float(osl)
             inp = float(self.length(med_ctx, wc.input, f"workload.{cname}.input", tokenizer))
-            traffic = (class_traffic(sc, wc, inp, isl)
+            traffic = (replace(class_traffic(sc, wc, inp, isl), servers=servers)
                        if sc.planning.capacity == "open-loop" else None)
             spec.traffic[cname] = traffic
             ttft = median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None
@@ -210,7 +212,63 @@ class Model:
             spec.capacity[cname] = ("grid", self._grid_cache[gkey])
         spec.served = tuple(c for c, w in elig.items() if not w)
         spec.unserved = {c: w for c, w in elig.items() if w}
+        if servers > 1 and spec.served:
+            spec.pool_size = servers
+            spec.pool_peak = float(np.max(self.peak(self.ctx(), spec)))
         return spec
+
+    def _pool_size(self, o: OptionSpec, elig: dict[str, str], ctx: Inputs) -> float:
+        """Replicas the option's arrivals are shared over, for the open-loop capacity (whose
+        prefill wait pools over the replicas): the fixed ``replicas``, else the smallest pool
+        ``R`` whose capacity at ``R`` replicas carries the peak hour's load (a bisection: the
+        capacity per replica grows with ``R``, the load per replica falls), at the medians
+        (structure is decided once)."""
+        dep = o.dep
+        if self.sc.planning.capacity != "open-loop":
+            return 1.0
+        if dep.replicas is not None:
+            return float(max(dep.replicas, 1))
+        terms = []
+        for cname, why in elig.items():
+            wc = self.sc.workload[cname]
+            if why or dep.capacity_requests_per_s is not None or wc.slo is None:
+                continue
+            req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
+            if float(req) <= 0:
+                continue
+            inp = float(self.length(ctx, wc.input, f"workload.{cname}.input", o.tokenizer))
+            peak = float(np.max(hourly_rates(float(req), diurnal_weights(wc.diurnal),
+                                             float(batch)))) / 3600.0
+            terms.append((wc, float(isl), float(osl), inp, peak))
+        if not terms:
+            return 1.0
+
+        def load(r: float) -> float:
+            out = 0.0
+            for wc, isl, osl, inp, peak in terms:
+                t = replace(class_traffic(self.sc, wc, inp, isl), servers=r)
+                cap = self.caps.full(
+                    o.llm_row, o.acc_row, dep, isl, osl,
+                    median_of(wc.slo.ttft_s) if wc.slo.ttft_s is not None else None,
+                    median_of(wc.slo.tpot_s) if wc.slo.tpot_s is not None else None,
+                    float(median_of(wc.prefix_cache_hit_share)), strict=False, traffic=t)
+                if cap is None or cap.requests_per_s <= 0:
+                    return np.inf
+                out += peak / cap.requests_per_s
+            return out
+
+        u = float(self.sc.planning.utilisation_target)
+        hi = load(1.0) / u
+        if not np.isfinite(hi) or hi <= 1.0:
+            return 1.0
+        lo, hi = 1, int(np.ceil(hi))  # load(1) / u <= hi: hi replicas always suffice
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if load(float(mid)) <= u * mid:
+                hi = mid
+            else:
+                lo = mid
+        return float(hi)
 
     def _fleet(self, o: OptionSpec) -> None:
         """Replicas a fixed fleet (``replicas``, on-prem ``servers``) or a limit
@@ -519,6 +577,11 @@ class Model:
             reps = float(dep.replicas)
         else:
             reps = sh.replicas_needed(peak, plan.utilisation_target, plan.ha_reserve_replicas)
+            if o.pool_size > 1 and o.pool_peak > 0:
+                # the capacity pools the prefill wait over ``pool_size`` replicas (the size
+                # the medians' peak needs): a load needs that pool, scaled with the load
+                pooled = np.ceil(o.pool_size * np.asarray(peak) / o.pool_peak - 1e-9)
+                reps = np.maximum(reps, pooled + plan.ha_reserve_replicas)
             if o.fleet_replicas is not None:
                 reps = np.minimum(reps, o.fleet_replicas)
         if o.fleet_replicas is None:

@@ -130,6 +130,8 @@ class OptionSpec:
     capacity: dict[str, Any] = field(default_factory=dict)  # class -> (how, value|grid|key)
     capacity_rows: list[dict[str, Any]] = field(default_factory=list)
     traffic: dict[str, Any] = field(default_factory=dict)  # class -> capacity.Traffic
+    pool_size: float = 1.0  # replicas the open-loop capacity assumes (pooled prefill wait)
+    pool_peak: float = 0.0  # peak load (replica-equivalents) at the medians, at that size
     periods: int = 24
     model: str | None = None
     price: CloudPriceSource | None = None

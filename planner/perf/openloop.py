@@ -25,15 +25,21 @@ Flow balance at rate ``lam`` with ``n = I (1 - h)`` prompt tokens to prefill per
 ``t_d + (t_f - t_d) f`` with ``f`` the share of those steps that are full; the prompt tokens
 that arrive during its life are a compound renewal sum (mean ``lam L n``, variance
 ``lam L n^2 (cv_n^2 + c_a^2)`` for arrivals with squared coefficient of variation ``c_a^2``), so
-``f`` is normal to first order with that mean and spread over ``(C - d) O``. Output lengths
-vary lognormally (``cv_out``); the percentile is taken over the mixture.
+the count is taken as ``D Poisson(m / D)`` prompts with ``D = c_r^2 + c_n^2`` (``c_r^2 = c_a^2
+/ c``: a replica of ``c`` gets about every c-th request of the pool; exact for
+Poisson arrivals of equal prompts, and it keeps the skew of a small count: a few long prompts
+in a short life), over a life of ``O x`` the request's own TPOT (a request that meets more
+prompts lives longer and meets more). Output lengths vary lognormally (``cv_out``); the
+percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
-(C - d)`` of its work; the wait is that of a GI/G/1 queue with utilisation ``rho``,
-mean from Kingman's formula ``E[W] = rho / (1 - rho) E[S] (c_a^2 + c_s^2) / 2`` (exact for
-Poisson arrivals: Pollaczek-Khinchine) and the exponential tail ``P(W > w) = rho exp(-w rho /
-E[W])``; plus its own prefill (steps of at most ``C - d`` of its tokens beside the decodes) and
+(C - d)`` of its work; the wait is that of a G/G/c queue over the ``c`` replicas of the pool
+(the router sends each request to the replica with the fewest requests), utilisation
+``rho``: Allen-Cunneen's mean ``E[W] = P_c E[S] / (c (1 - rho)) (c_a^2 + c_s^2) / 2`` with
+``P_c`` the Erlang C probability of waiting (for ``c = 1``, Kingman's formula, exact for
+Poisson arrivals: Pollaczek-Khinchine), and the exponential tail ``P(W > w) = P_c
+exp(-w P_c / E[W])`` (exact for M/M/c); plus its own prefill (steps of at most ``C - d`` of its tokens beside the decodes) and
 half a step for the step in progress at arrival. Prompt lengths vary lognormally
 (``cv_in``).
 
@@ -96,6 +102,7 @@ def open_loop(
     cv_out: float = 0.0,
     arrival_cv: float = 1.0,
     quantile: float = 0.95,
+    servers: float = 1.0,
     iterations: int = 40,
 ) -> OpenLoopPoint:
     """Latency percentiles of one replica at arrival rates ``lam`` (see the module docstring).
@@ -115,6 +122,9 @@ def open_loop(
         Coefficient of variation of the inter-arrival times (1: Poisson).
     quantile : float
         Percentile of TTFT and TPOT returned, as a share (0.95 = p95).
+    servers : float
+        Replicas of the pool sharing the arrivals (the prefill wait pools over them: a
+        join-the-shortest-queue router makes the prefill stage a G/G/c queue).
     """
     lam = np.atleast_1d(np.asarray(lam, dtype=float))
     isl = np.asarray(input_tokens, dtype=float)
@@ -126,6 +136,10 @@ def open_loop(
     if sm.llm.sliding_window:
         ctx = np.minimum(ctx, float(sm.llm.sliding_window))
     ca2 = float(arrival_cv) ** 2
+    # a replica of a pool of ``servers`` gets about every c-th request of the pool (the
+    # router joins the shortest queue, close to round robin for equal replicas): its gaps
+    # are sums of c of the pool's, c_r^2 = c_a^2 / c
+    ca2_rep = ca2 / max(float(servers), 1.0)
     lam, isl, osl, n, pairs_per_tok, ctx = np.broadcast_arrays(lam, isl, osl, n, pairs_per_tok,
                                                                ctx)
 
@@ -155,24 +169,62 @@ def open_loop(
     n_nodes = _lognormal_nodes(n, cv_in)
     cv_n2 = cv_in * cv_in if n_nodes.shape[-1] > 1 else 0.0
     life = o_nodes * t_mean[e]
-    mean_f = (lam[e] * life * n[e]) / (chunk[e] * o_nodes)
-    sd_f = np.sqrt(lam[e] * life * n[e] * n[e] * (cv_n2 + ca2)) / (chunk[e] * o_nodes)
-    tpot = _mixture_quantile(t_d[e] + (t_f - t_d)[e] * mean_f, (t_f - t_d)[e] * sd_f,
-                             quantile)
+    arrivals = lam[e] * life  # prompts arriving during a request's life (per output node)
+    # the prompt tokens arriving during the life: a compound count, variance
+    # m n^2 (c_a^2 + c_n^2), taken as D Poisson(m / D) prompts of n tokens with
+    # D = max(c_a^2 + c_n^2, 1): exact for Poisson arrivals of equal prompts, and it keeps
+    # the skew of a small count (a few long prompts in a short life)
+    disp = max(ca2_rep + cv_n2, 0.05)
+    per_prompt = ((t_f - t_d) * n / chunk)[e] / o_nodes  # TPOT added by one prompt
+    # a request that meets more prompts lives longer and meets more: its life is O x its
+    # own TPOT, so the count at TPOT x has mean lam O x
+    tpot = _compound_poisson_quantile(t_d, per_prompt * disp, lam[e] * o_nodes / disp,
+                                      quantile)
+    del arrivals
     # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
     # queue's work is the fluid token time n t_f / (C - d) (prompts share full steps under
     # load); a prompt's own prefill runs in steps of at most C - d of its tokens.
     es = n * t_f / chunk
     r = np.minimum(rho, 0.999)
-    ew = r / (1.0 - r) * es * (ca2 + cv_n2) / 2.0
+    c = max(float(servers), 1.0)
+    p_wait = erlang_c(c, c * r)
+    ew = p_wait * es / (c * (1.0 - r)) * (ca2 + cv_n2) / 2.0
     c_own = np.minimum(n_nodes, chunk[e])
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
-    ttft = _wait_plus_service_quantile(r, ew, own + 0.5 * t_mean[e], quantile)
+    ttft = _wait_plus_service_quantile(p_wait, ew, own + 0.5 * t_mean[e], quantile)
     in_sys = lam * (ttft + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable)
+
+
+def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
+                               q: float) -> np.ndarray:
+    """q-quantile ``x`` of ``base + step K`` where ``K ~ Poisson(count_per_s x)`` (the count
+    grows with the value itself: a request's life is its output tokens times its TPOT), mixed
+    with equal weights over the last axis of ``step`` and ``count_per_s``."""
+    from scipy.special import pdtr
+
+    base = np.asarray(base, dtype=float)
+    lo = base.copy()
+    hi = base * 2.0 + 1e-9
+    for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
+        k = np.floor((hi - base)[..., None] / np.maximum(step, 1e-300))
+        cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * hi[..., None]), 1.0)
+        done = cdf.mean(axis=-1) >= q
+        if done.all():
+            break
+        hi = np.where(done, hi, hi * 2.0)
+    safe = np.maximum(step, 1e-300)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        k = np.floor((mid - base)[..., None] / safe)
+        cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * mid[..., None]), 1.0)
+        cdf = cdf.mean(axis=-1)
+        lo = np.where(cdf < q, mid, lo)
+        hi = np.where(cdf < q, hi, mid)
+    return hi
 
 
 def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
@@ -191,10 +243,23 @@ def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
     return hi
 
 
+def erlang_c(c: float, a: Any) -> np.ndarray:
+    """Probability of waiting in an M/M/c queue with offered load ``a = lam / mu`` (Erlang C);
+    ``a / c`` for one server. Stable recurrence over the Erlang B formula."""
+    a = np.asarray(a, dtype=float)
+    k = int(round(c))
+    b = np.ones_like(a)
+    for j in range(1, k + 1):
+        b = a * b / (j + a * b)
+    rho = np.minimum(a / k, 1.0 - 1e-12)
+    return b / (1.0 - rho + rho * b)
+
+
 def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
                                 q: float) -> np.ndarray:
-    """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` (atom at 0 of mass
-    ``1 - rho``), ``S`` equal-weight points on the last axis."""
+    """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` with ``rho`` the
+    probability of waiting (atom at 0 of mass ``1 - rho``), ``S`` equal-weight points on the
+    last axis."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)
     lo = service.min(axis=-1)
     hi = service.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
@@ -247,6 +312,7 @@ def slo_capacity_many(
     cv_out: float = 0.0,
     arrival_cv: float = 1.0,
     max_in_system: Any = None,
+    servers: float = 1.0,
 ) -> list[SloCapacity]:
     """:func:`slo_capacity` for many (prompt, output) length pairs at once (one array
     evaluation: a grid of 32 rates per pair, refined twice around the boundary)."""
@@ -269,7 +335,7 @@ def slo_capacity_many(
     found = np.zeros(isl.shape, dtype=bool)
     kw = dict(input_tokens=isl[:, None], output_tokens=osl[:, None],
               prefix_cache_hit_share=prefix_cache_hit_share, cv_in=cv_in, cv_out=cv_out,
-              arrival_cv=arrival_cv, quantile=q)
+              arrival_cv=arrival_cv, quantile=q, servers=servers)
     frac = np.linspace(0.0, 1.0, 33)[1:]
     for _ in range(3):  # grid, then two refinements around the boundary
         grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
