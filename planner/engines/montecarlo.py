@@ -67,15 +67,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from planner import _runtime
 from planner.catalog import Catalog, load_catalog
 from planner.config import Correlation, Scenario
 from planner.distributions import (
     DistributionBase,
-    LognormalDist,
-    NormalDist,
+    copula_factor,
+    correlated_normals,
+    from_normals,
+    is_normal_family,
     sample_many,
     spearman_to_pearson,
 )
@@ -106,28 +107,6 @@ _MULTIYEAR_ONLY = ("trends.", "scenario.discount_rate_per_year")
 # sampling
 
 
-#: Copula uniforms are clipped to [2**-54, 1 - 2**-53] (as planner.distributions does) so no
-#: ppf sees exactly 0 or 1.
-_U_LO, _U_HI = 2.0**-54, 1.0 - 2.0**-53
-
-
-def _normal_family(d: DistributionBase) -> bool:
-    """Untruncated normal or lognormal: drawn from standard normals without an inverse CDF."""
-    return isinstance(d, LognormalDist) or (isinstance(d, NormalDist) and not d.truncated)
-
-
-def _from_z(d: DistributionBase, z: np.ndarray) -> np.ndarray:
-    """``ppf(Phi(z))`` for the normal family, computed directly (in place on ``z``)."""
-    if isinstance(d, LognormalDist):
-        mu, sigma = d.log_params()
-        z *= sigma
-        z += mu
-        return np.exp(z, out=z)
-    z *= d.sd
-    z += d.mean_value
-    return z
-
-
 @dataclass(frozen=True)
 class _Sampler:
     """Draws the uncertain inputs from one generator, in a fixed order.
@@ -137,10 +116,12 @@ class _Sampler:
     2. independent untruncated normals and lognormals: one ``standard_normal`` block,
        ``x = mean + sd z`` or ``exp(mu + sigma z)`` (the same distributions as ``ppf(u)``;
        ``scipy.special.ndtri`` would cost ~30 ns a value, the largest cost of a run);
-    3. each correlated group: a Gaussian copula ``z = L e`` with ``L L^T`` the Pearson matrix
-       ``2 sin(pi rho / 6)`` of the Spearman targets (as
-       :func:`planner.distributions.gaussian_copula_uniforms`); normal-family members use
-       ``z`` directly, the others ``ppf(clip(Phi(z)))``.
+    3. each correlated group: a Gaussian copula, its latent normals ``z = L e`` drawn by
+       :func:`planner.distributions.correlated_normals` (as
+       :func:`planner.distributions.gaussian_copula_uniforms` draws them) with ``L L^T`` the
+       Pearson matrix ``2 sin(pi rho / 6)`` of the Spearman targets; normal-family members
+       use ``z`` directly, the others ``ppf(clip(Phi(z)))``
+       (:func:`planner.distributions.from_normals`).
     """
 
     dists: dict[str, DistributionBase]
@@ -159,17 +140,11 @@ class _Sampler:
         if self.normal:
             z = rng.standard_normal((len(self.normal), n))
             for j, k in enumerate(self.normal):
-                out[k] = _from_z(self.dists[k], z[j])
+                out[k] = from_normals(self.dists[k], z[j])
         for names, factor in self.groups:
-            z = factor @ rng.standard_normal((len(names), n))
+            z = correlated_normals(rng, n, factor)
             for j, k in enumerate(names):
-                d = self.dists[k]
-                if _normal_family(d):
-                    out[k] = _from_z(d, z[j])
-                else:
-                    u = special.ndtr(z[j])
-                    np.clip(u, _U_LO, _U_HI, out=u)
-                    out[k] = np.asarray(d._ppf(u), dtype=float)
+                out[k] = from_normals(self.dists[k], z[j])
         return {k: out[k] for k in self.dists}
 
 
@@ -231,27 +206,19 @@ def _build_sampler(dists: dict[str, DistributionBase], known: Mapping[str, Any],
         pear = spearman_to_pearson(rho)
         np.fill_diagonal(pear, 1.0)
         groups.append((tuple(members), _factor(pear, sub)))
-    other = tuple(k for k in alone if not _normal_family(dists[k]))
-    normal = tuple(k for k in alone if _normal_family(dists[k]))
+    other = tuple(k for k in alone if not is_normal_family(dists[k]))
+    normal = tuple(k for k in alone if is_normal_family(dists[k]))
     return _Sampler(dict(dists), other, normal, tuple(groups))
 
 
 def _factor(pear: np.ndarray, sub: Mapping[tuple[str, str], float]) -> np.ndarray:
-    """L with L L^T = pear (Cholesky, or an eigen factor when singular); PlannerError if the
+    """L with L L^T = pear (:func:`planner.distributions.copula_factor`); PlannerError if the
     matrix is not positive semi-definite, naming the correlations involved."""
     try:
-        return np.linalg.cholesky(pear)
-    except np.linalg.LinAlgError:
-        pass
-    w, v = np.linalg.eigh(pear)
-    if w[0] < -1e-9 * pear.shape[0]:
+        return copula_factor(pear)
+    except PlannerError as exc:
         listed = "; ".join(f"({a}, {b}) rho = {r:g}" for (a, b), r in sub.items())
-        raise PlannerError(
-            f"correlation: {listed}: these correlations cannot hold together (the copula's "
-            f"correlation matrix is not positive semi-definite, smallest eigenvalue "
-            f"{w[0]:.3g}); weaken some of them"
-        )
-    return v * np.sqrt(np.clip(w, 0.0, None))
+        raise PlannerError(f"correlation: {listed}: {str(exc).removeprefix('corr: ')}") from None
 
 
 def _root_seed(seed: Any) -> np.random.SeedSequence:
