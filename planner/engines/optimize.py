@@ -54,7 +54,6 @@ import pandas as pd
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario
 from planner.distributions import sample_many, spawn_generators
-from planner.engines.montecarlo import compile_scenario
 from planner.engines.optimize_data import (
     CascadeSpec,
     OptimizeOptions,
@@ -75,6 +74,7 @@ from planner.engines.optimize_milp import (
 )
 from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
 from planner.engines.optimize_verify import busiest_hour, verify_plan
+from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
 from planner.stats import cvar
 from planner.uncertain import scenario_at, uncertain_inputs
@@ -201,7 +201,7 @@ def sample_scenarios(
 ) -> tuple[list[Scenario], pd.DataFrame, list[str]]:
     """Draw ``n`` scenarios of the scenario's distribution-valued inputs.
 
-    Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
+    Uses the Monte Carlo engine's sampler (:func:`planner.engines.risk.compiled.compile_scenario`,
     correlations included) and materialises each draw with
     :func:`planner.uncertain.scenario_at`. Returns the scenarios, the drawn values (one row per
     scenario) and notes.
