@@ -4,7 +4,8 @@ convergence rows.
 Pure functions of the per-sample cost arrays a run produces
 (:func:`planner.engines.risk.run.run_montecarlo`, the sweep in :mod:`planner.sweep`). The one
 CVaR is :func:`planner.stats.cvar` and the per-sample metrics (``usd_per_month``,
-``usd_horizon``, ``usd_per_mtok``) are :func:`planner.stats.metric_arrays`, shared with the
+``usd_horizon``, ``usd_per_mtok``) are :func:`planner.stats.metric_arrays` (and its parts
+:func:`~planner.stats.usd_horizon`, :func:`~planner.stats.usd_per_mtok`), shared with the
 deterministic engine and the optimiser.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from planner.engines.risk.compiled import CompiledScenario
-from planner.stats import cvar, metric_arrays
+from planner.stats import cvar, metric_arrays, usd_horizon, usd_per_mtok
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -63,12 +64,13 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
         c = int(math.ceil(p))
         t = p - f
         qv.append(part[f] + (part[c] - part[f]) * t if c != f else part[f])
+    p95_se = float(part[hi] - part[lo]) / (2.0 * _Z95)
+    del part  # freed first: the sd and the CVaR each need a temporary of x's size
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if n > 1 else 0.0
     return {
         "mean": mean, "se_mean": sd / math.sqrt(n), "p5": float(qv[0]), "p50": float(qv[1]),
-        "p95": float(qv[2]), "p95_se": float(part[hi] - part[lo]) / (2.0 * _Z95),
-        "cvar95": cvar(x, 0.95),
+        "p95": float(qv[2]), "p95_se": p95_se, "cvar95": cvar(x, 0.95),
     }
 
 
@@ -89,8 +91,16 @@ SUMMARY_COLUMNS = ["deployment", "kind", "metric", "mean", "se_mean", "p5", "p50
                    "p95_se", "cvar95", "at_median", "p_infeasible"]
 
 
+_METRICS = ("usd_per_month", "usd_horizon", "usd_per_mtok")
+
+
 def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -> pd.DataFrame:
-    """Summary table from the (3, n_options, n) cost array of a run."""
+    """Summary table from the (3, n_options, n) cost array of a run.
+
+    Each (option, metric) array is made inside the job that summarises it
+    (:func:`planner.stats.usd_horizon`, :func:`planner.stats.usd_per_mtok`), so besides
+    ``costs`` at most ``threads`` per-sample arrays exist at once.
+    """
     base = model.evaluate({}, 1)
     h = model.horizon
     jobs = []
@@ -99,22 +109,27 @@ def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -
         # with a constant one-off, usd_horizon is an increasing affine map of the monthly
         # cost, so its statistics follow from the monthly ones without another partition
         const_once = once.size > 0 and once.min() == once.max()
-        m = metric_arrays(costs[0, j], once, costs[2, j], h, with_horizon=not const_once)
         b = metric_arrays(base[o.name]["monthly"], base[o.name]["once"],
-                           base[o.name]["tokens"], h)
-        for metric, arr in m.items():
+                          base[o.name]["tokens"], h)
+        for metric in _METRICS:
             derived = metric == "usd_horizon" and const_once
-            jobs.append((o, metric, None if derived else arr, float(b[metric][0])))
+            jobs.append((j, o, metric, derived, float(b[metric][0])))
 
     infeasible = {o.name: float(np.mean(np.isinf(costs[0, j]))) if costs.shape[2] else np.nan
                   for j, o in enumerate(model.options)}
 
     def one(job):
-        o, metric, arr, at_median = job
-        if arr is None:
+        j, o, metric, derived, at_median = job
+        if derived:
             return None
-        finite = arr[np.isfinite(arr)] if not np.isfinite(arr).all() else arr
-        st = tail_stats(finite)
+        if metric == "usd_per_month":
+            arr = costs[0, j]
+        elif metric == "usd_horizon":
+            arr = usd_horizon(costs[0, j], costs[1, j], h)
+        else:
+            arr = usd_per_mtok(costs[0, j], costs[2, j])
+        ok = np.isfinite(arr)
+        st = tail_stats(arr if ok.all() else arr[ok])
         return {"deployment": o.name, "kind": o.kind, "metric": metric, **st,
                 "at_median": at_median, "p_infeasible": infeasible[o.name]}
 
@@ -123,10 +138,10 @@ def summarise(model: CompiledScenario, costs: np.ndarray, *, threads: int = 1) -
             rows = list(ex.map(one, jobs))
     else:
         rows = [one(j) for j in jobs]
-    for i, (o, metric, arr, at_median) in enumerate(jobs):
-        if arr is None:  # usd_horizon from usd_per_month (the row before it)
+    for i, (j, _, metric, derived, at_median) in enumerate(jobs):
+        if derived:  # usd_horizon from usd_per_month (the row before it)
             mo = rows[i - 1]
-            once = float(costs[1, model.option_names.index(o.name)][0])
+            once = float(costs[1, j][0])
             rows[i] = {**mo, "metric": metric, "at_median": at_median, **{
                 k: (mo[k] - once / h) * h + once
                 for k in ("mean", "p5", "p50", "p95", "cvar95")}}
