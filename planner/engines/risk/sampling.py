@@ -96,6 +96,7 @@ class Sampler:
         return tuple(self.dists)
 
     def draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """``n`` samples of every input from ``rng``, in :attr:`names` order."""
         out: dict[str, np.ndarray] = {}
         if self.other:
             out.update(sample_many(rng, {k: self.dists[k] for k in self.other}, n))
@@ -111,7 +112,7 @@ class Sampler:
 
 
 def build_sampler(dists: dict[str, DistributionBase], known: Mapping[str, Any],
-                   correlations: list[Correlation]) -> Sampler:
+                  correlations: list[Correlation]) -> Sampler:
     """Validate correlations (key paths, PSD) and group the correlated inputs."""
     pairs: dict[tuple[str, str], float] = {}
     for i, c in enumerate(correlations):
