@@ -193,7 +193,7 @@ class _Bar:
 
 
 def cmd_risk(args) -> int:
-    from planner.engines.montecarlo import run_montecarlo
+    from planner.engines.risk.run import run_montecarlo
 
     if args.deployment and not args.simulate:
         raise PlannerError("--deployment chooses what --simulate K runs; give --simulate too")
@@ -212,14 +212,14 @@ def cmd_risk(args) -> int:
     if not res.breakeven.empty:
         shown["break-even volume"] = res.breakeven
     if args.years:
-        from planner.engines.multiyear import run_multiyear
+        from planner.engines.risk.multiyear import run_multiyear
 
         my = run_multiyear(sc, n=min(args.n, 20_000), seed=args.seed)
         shown["net present cost"] = my.npc
         shown["yearly cost"] = my.yearly
         tables.update({"npc": my.npc, "yearly": my.yearly})
     if args.simulate:
-        from planner.engines.montecarlo import simulation_replications
+        from planner.engines.risk.replications import simulation_replications
 
         reps = simulation_replications(res, sc, deployment=args.deployment,
                                        replications=args.simulate, seed=args.seed)

@@ -44,8 +44,13 @@ __all__ = [
     "PertDist",
     "TriangularDist",
     "UniformDist",
+    "copula_factor",
+    "copula_uniforms",
+    "correlated_normals",
+    "from_normals",
     "gaussian_copula_uniforms",
     "is_distribution",
+    "is_normal_family",
     "mean_of",
     "median_of",
     "sample_many",
@@ -874,8 +879,12 @@ def spearman_to_pearson(rho: Any) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
-def _copula_factor(corr: np.ndarray) -> np.ndarray:
-    """L with ``L @ L.T == corr``: Cholesky, or eigen-decomposition when corr is singular."""
+def copula_factor(corr: Any) -> np.ndarray:
+    """L with ``L @ L.T == corr``: Cholesky, or eigen-decomposition when corr is singular.
+
+    ``corr`` must be a symmetric, unit-diagonal, positive semi-definite matrix of correlations
+    in [-1, 1]; PlannerError otherwise. The factor is what :func:`correlated_normals` takes.
+    """
     c = np.asarray(corr, dtype=float)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise PlannerError(f"corr: expected a square matrix, got shape {c.shape}")
@@ -912,12 +921,70 @@ def _copula_factor(corr: np.ndarray) -> np.ndarray:
     return v * np.sqrt(np.clip(w, 0.0, None))
 
 
+def correlated_normals(rng: np.random.Generator, n: int, factor: np.ndarray) -> np.ndarray:
+    """The Gaussian copula's latent normals: ``factor @ E`` with ``E = rng.standard_normal((k,
+    n))``, so each column is N(0, ``factor @ factor.T``).
+
+    The one place correlated normals are drawn: :func:`gaussian_copula_uniforms` and the Monte
+    Carlo sampler (:class:`planner.engines.risk.sampling.Sampler`) both call it, so the same
+    generator state and factor give the same numbers in both.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n : int
+        Number of draws (columns).
+    factor : (k, k) numpy.ndarray
+        A factor of the correlation matrix (:func:`copula_factor`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(k, n)``; row ``j`` is latent variable ``j``.
+    """
+    return factor @ rng.standard_normal((factor.shape[0], int(n)))
+
+
+def copula_uniforms(z: np.ndarray) -> np.ndarray:
+    """``Phi(z)`` clipped to [2**-54, 1 - 2**-53] (a new array), so no ``ppf`` sees 0 or 1: the
+    copula's uniforms from its latent normals (:func:`correlated_normals`)."""
+    u = special.ndtr(z)
+    np.clip(u, _U_MIN, _U_MAX, out=u)
+    return u
+
+
+def is_normal_family(d: DistributionBase) -> bool:
+    """Untruncated normal or lognormal: :func:`from_normals` maps a standard normal to it
+    directly, without an inverse CDF."""
+    return isinstance(d, LognormalDist) or (isinstance(d, NormalDist) and not d.truncated)
+
+
+def from_normals(d: DistributionBase, z: np.ndarray) -> np.ndarray:
+    """Values of ``d`` at standard-normal draws ``z``: ``ppf(Phi(z))``.
+
+    For the normal family (:func:`is_normal_family`) this is ``mean + sd z`` or ``exp(mu +
+    sigma z)``, computed in place on ``z`` (``scipy.special.ndtri`` would cost ~30 ns a value);
+    otherwise ``d.ppf`` of :func:`copula_uniforms` of ``z`` (``z`` unchanged).
+    """
+    if isinstance(d, LognormalDist):
+        mu, sigma = d.log_params()
+        z *= sigma
+        z += mu
+        return np.exp(z, out=z)
+    if isinstance(d, NormalDist) and not d.truncated:
+        z *= d.sd
+        z += d.mean_value
+        return z
+    return np.asarray(d._ppf(copula_uniforms(z)), dtype=float)
+
+
 def gaussian_copula_uniforms(rng: np.random.Generator, n: int, corr: np.ndarray) -> np.ndarray:
     """``n`` rows of ``k`` correlated U(0, 1) draws from a Gaussian copula.
 
     ``Z ~ N(0, corr)`` built as ``L @ E`` with ``E`` iid standard normal and ``L`` the Cholesky
     factor of ``corr`` (an eigen-decomposition factor when ``corr`` is positive semi-definite
-    but singular); ``U = Phi(Z)``, clipped to [2**-54, 1 - 2**-53] so no ``ppf`` sees 0 or 1.
+    but singular; :func:`copula_factor`, :func:`correlated_normals`); ``U = Phi(Z)``, clipped
+    to [2**-54, 1 - 2**-53] so no ``ppf`` sees 0 or 1 (:func:`copula_uniforms`).
 
     Parameters
     ----------
@@ -934,16 +1001,12 @@ def gaussian_copula_uniforms(rng: np.random.Generator, n: int, corr: np.ndarray)
     numpy.ndarray
         Shape ``(n, k)``; each column is contiguous in memory.
     """
-    factor = _copula_factor(corr)
+    factor = copula_factor(corr)
     if not isinstance(rng, np.random.Generator):
         raise PlannerError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise PlannerError(f"n: expected a non-negative integer sample count, got {n!r}")
-    k = factor.shape[0]
-    z = factor @ rng.standard_normal((k, int(n)))
-    u = special.ndtr(z)
-    np.clip(u, _U_MIN, _U_MAX, out=u)
-    return u.T
+    return copula_uniforms(correlated_normals(rng, int(n), factor)).T
 
 
 def sample_many(

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["cvar", "metric_arrays"]
+__all__ = ["cvar", "metric_arrays", "usd_horizon", "usd_per_mtok"]
 
 
 def _tail_mass(alpha: float, total: float) -> float:
@@ -98,13 +98,24 @@ def metric_arrays(monthly: np.ndarray, once: np.ndarray, tokens: np.ndarray, hor
                   with_horizon: bool = True) -> dict[str, np.ndarray | None]:
     """Per-sample cost metrics, as the deterministic summary computes them.
 
-    ``usd_per_month`` = monthly; ``usd_horizon`` = (monthly - once / h) h + once (None when
-    ``with_horizon`` is false); ``usd_per_mtok`` = monthly / tokens x 1e6 (NaN without
-    tokens). ``once`` is the one-off cost already spread into ``monthly`` over the horizon
-    ``h`` months.
+    ``usd_per_month`` = monthly; ``usd_horizon`` (:func:`usd_horizon`; None when
+    ``with_horizon`` is false); ``usd_per_mtok`` (:func:`usd_per_mtok`).
     """
     monthly, once, tokens = (np.asarray(a, dtype=float) for a in (monthly, once, tokens))
-    usd_h = (monthly - once / horizon) * horizon + once if with_horizon else None
+    usd_h = usd_horizon(monthly, once, horizon) if with_horizon else None
+    return {"usd_per_month": monthly, "usd_horizon": usd_h,
+            "usd_per_mtok": usd_per_mtok(monthly, tokens)}
+
+
+def usd_horizon(monthly: np.ndarray, once: np.ndarray, horizon: int) -> np.ndarray:
+    """Cost over the horizon per sample: ``(monthly - once / h) h + once``, ``once`` being the
+    one-off cost already spread into ``monthly`` over the horizon ``h`` months (float arrays)."""
+    return (monthly - once / horizon) * horizon + once
+
+
+def usd_per_mtok(monthly: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """USD per million tokens per sample: ``monthly / tokens x 1e6`` (NaN without tokens;
+    float arrays)."""
     per_mtok = np.divide(monthly, tokens, out=np.full(monthly.shape, np.nan), where=tokens > 0)
     per_mtok *= 1e6
-    return {"usd_per_month": monthly, "usd_horizon": usd_h, "usd_per_mtok": per_mtok}
+    return per_mtok

@@ -4,12 +4,12 @@
 [0.7, 0.9]}, n=100_000, seed=1)`` runs a Monte Carlo per grid point (the cartesian product of
 the override values, in the order given) and returns one tidy table.
 
-Work is split into tasks of one chunk of :data:`planner.engines.montecarlo.CHUNK_SIZE` samples
+Work is split into tasks of one chunk of :data:`planner.engines.risk.sampling.CHUNK_SIZE` samples
 of one grid point. Grid point ``g`` uses child ``g`` of ``SeedSequence(seed)`` as its root seed
 and chunk ``c`` child ``c`` of that root, so every task's samples are fixed by ``(seed, g, c)``
 alone: results are bit-identical to a serial run (``scheduler="serial"``) with the same seed,
 whatever the number of workers or the order tasks finish in, and grid point ``g`` equals
-``run_montecarlo(scenario_g, n=n, seed=SeedSequence(seed).spawn(G)[g])``.
+``planner.engines.risk.run.run_montecarlo(scenario_g, n=n, seed=SeedSequence(seed).spawn(G)[g])``.
 
 Schedulers: ``None`` starts a local cluster of ``n_workers`` processes on 127.0.0.1 (closed
 afterwards); ``"tcp://host:port"`` connects to a running scheduler (its workers need planner
@@ -30,15 +30,9 @@ import pandas as pd
 
 from planner.catalog import Catalog
 from planner.config import Scenario, parse_scenario
-from planner.engines.montecarlo import (
-    CHUNK_SIZE,
-    CompiledScenario,
-    _root_seed,
-    chunk_sizes,
-    compile_scenario,
-    summarise,
-    win_probability,
-)
+from planner.engines.risk.compiled import CompiledScenario, compile_scenario
+from planner.engines.risk.sampling import CHUNK_SIZE, chunk_sizes, root_seed
+from planner.engines.risk.stats import summarise, win_probability
 from planner.errors import PlannerError
 
 __all__ = ["grid_points", "parse_grid", "scenario_with", "sweep"]
@@ -151,7 +145,7 @@ def sweep(
     if not isinstance(grid, Mapping):
         grid = parse_grid(list(grid))
     points = grid_points(grid)
-    root = _root_seed(seed)
+    root = root_seed(seed)
     roots = root.spawn(len(points))
     models = [
         compile_scenario(scenario_with(scenario, p, catalog=catalog), catalog=catalog,

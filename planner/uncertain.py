@@ -24,16 +24,15 @@ from planner.errors import PlannerError
 
 __all__ = [
     "UncertainInput",
+    "as_correlations",
     "risk_tables",
     "scenario_at",
     "uncertain_inputs",
 ]
 
 
-def _as_correlations(spec: Any) -> list[Correlation]:
+def as_correlations(spec: Any) -> list[Correlation]:
     """Normalise a correlation spec to a list of :class:`planner.config.Correlation`.
-
-    (Private by name, shared by the sampling engines.)
 
     ``spec`` is None, one ``{"a": key, "b": key, "rho": r}`` mapping, a ``{(a, b): rho}``
     mapping, or a sequence of mappings, ``(a, b, rho)`` triples or Correlation-like models.
@@ -82,7 +81,7 @@ def risk_tables(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Correlati
     than the file's. Pure (no file access).
     """
     rest = dict(data)
-    corr = _as_correlations(rest.pop("correlation", None))
+    corr = as_correlations(rest.pop("correlation", None))
     trends = dict(rest.pop("trends", {}) or {})
     return rest, corr, trends
 

@@ -256,7 +256,7 @@ def test_optimize_sensitivity_breakpoints_bracket_the_base_plan(capsys, tmp_path
 def test_risk_tornado_lists_only_inputs_that_move_an_option(capsys):
     from planner.cli import scenario_path
     from planner.config import load_scenario
-    from planner.engines.montecarlo import run_montecarlo
+    from planner.engines.risk.run import run_montecarlo
 
     code, out, err = run(capsys, "risk", "example:quickstart", "-n", "3000", "--seed", "2",
                          "--format", "json")

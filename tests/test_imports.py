@@ -186,8 +186,8 @@ def test_checker_catches_a_synthetic_cycle():
     assert cycle is not None and cycle[0] == cycle[-1]
     assert set(cycle) == {"p.a", "p.b", "p.c"}
     assert find_cycle({"p.a": {"p.b"}, "p.b": set(), "p.c": {"p.a", "p.b"}}) is None
-    assert upward_edges({"planner.config": {"planner.engines.montecarlo"}}) == {
-        ("planner.config", "planner.engines.montecarlo")}
+    assert upward_edges({"planner.config": {"planner.engines.risk.run"}}) == {
+        ("planner.config", "planner.engines.risk.run")}
 
 
 def test_checker_resolves_import_forms(tmp_path):

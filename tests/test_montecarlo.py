@@ -13,14 +13,12 @@ import pytest
 from planner.config import load_scenario, parse_scenario
 from planner.distributions import median_of
 from planner.engines.deterministic import evaluate
-from planner.engines.montecarlo import (
-    CHUNK_SIZE,
-    compile_scenario,
-    run_montecarlo,
-    simulation_replications,
-    tail_stats,
-    tornado,
-)
+from planner.engines.risk.compiled import compile_scenario
+from planner.engines.risk.replications import simulation_replications
+from planner.engines.risk.run import run_montecarlo
+from planner.engines.risk.sampling import CHUNK_SIZE
+from planner.engines.risk.stats import tail_stats
+from planner.engines.risk.tornado import tornado
 from planner.errors import PlannerError
 from planner.uncertain import risk_tables, scenario_at, uncertain_inputs
 from tests.conftest import at_median
@@ -511,7 +509,7 @@ def test_rank_correlation():
     # ranks with ties (the amortisation-years choice) are average ranks, as scipy's
     from scipy import stats
 
-    from planner.engines.sensitivity import _average_ranks
+    from planner.engines.risk.tornado import _average_ranks
 
     a = res.inputs.to_numpy()[:5000]
     assert np.array_equal(_average_ranks(a), stats.rankdata(a, axis=0))
@@ -605,7 +603,7 @@ def test_bad_arguments():
 def test_report_tables_follow_the_report_contract():
     from planner.cli import scenario_path
     from planner.config import load_scenario
-    from planner.engines.risk import report_tables
+    from planner.engines.risk.report import report_tables
 
     sc = load_scenario(scenario_path("example:risk-example"))
     t = report_tables(sc, n=2000, chart_samples=500)

@@ -13,7 +13,8 @@ from scipy import stats
 
 from planner.config import Correlation, parse_scenario
 from planner.distributions import Distribution, spawn_generators
-from planner.engines.montecarlo import _build_sampler, chunk_generator, compile_scenario
+from planner.engines.risk.compiled import compile_scenario
+from planner.engines.risk.sampling import build_sampler, chunk_generator
 from planner.errors import PlannerError
 from planner.uncertain import risk_tables
 
@@ -68,7 +69,7 @@ def _check_marginal(x, dist):
 ])
 def test_independent_marginals(spec):
     d = D(spec)
-    s = _build_sampler({"x": d, "y": D({"dist": "uniform", "low": 0, "high": 1})}, {"x": d}, [])
+    s = build_sampler({"x": d, "y": D({"dist": "uniform", "low": 0, "high": 1})}, {"x": d}, [])
     x = _draw(s)["x"]
     _check_marginal(x, d)
     lo, hi = d.support()
@@ -77,7 +78,7 @@ def test_independent_marginals(spec):
 
 def test_choice_frequencies():
     d = D({"dist": "choice", "values": [3, 4, 5], "p": [0.3, 0.5, 0.2]})
-    x = _draw(_build_sampler({"x": d}, {"x": d}, []))["x"]
+    x = _draw(build_sampler({"x": d}, {"x": d}, []))["x"]
     for v, p in ((3, 0.3), (4, 0.5), (5, 0.2)):
         assert abs(np.mean(x == v) - p) <= 4.5 * math.sqrt(p * (1 - p) / N)
 
@@ -92,7 +93,7 @@ def test_copula_rank_correlations_and_marginals():
     }
     corr = [Correlation(a="a", b="b", rho=0.6), Correlation(a="a", b="c", rho=-0.3),
             Correlation(a="d", b="e", rho=0.0)]
-    s = _build_sampler(dists, dists, corr)
+    s = build_sampler(dists, dists, corr)
     assert {frozenset(g[0]) for g in s.groups} == {frozenset("abc"), frozenset("de")}
     x = _draw(s)
     for (p, q), target in ((("a", "b"), 0.6), (("a", "c"), -0.3), (("b", "c"), None),
@@ -159,7 +160,7 @@ def test_bad_correlations_name_the_field(corr, match):
 def test_trend_correlations_are_left_to_the_multiyear_engine():
     dists = {"x": D({"dist": "uniform", "low": 0, "high": 1})}
     known = {**dists, "trends.api_price_decline_per_year": None}
-    s = _build_sampler(dists, known, [Correlation(a="x", b="trends.api_price_decline_per_year",
+    s = build_sampler(dists, known, [Correlation(a="x", b="trends.api_price_decline_per_year",
                                                   rho=0.5)])
     assert s.groups == ()
 

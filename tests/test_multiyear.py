@@ -11,7 +11,7 @@ import pytest
 
 from planner.config import load_scenario, parse_scenario
 from planner.engines.deterministic import evaluate
-from planner.engines.multiyear import annual_decline, run_multiyear
+from planner.engines.risk.multiyear import annual_decline, run_multiyear
 from planner.errors import PlannerError
 from planner.uncertain import risk_tables
 from tests.conftest import at_median

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from planner.catalog import load_catalog
 from planner.config import parse_scenario
 from planner.engines.deterministic import evaluate
-from planner.engines.montecarlo import compile_scenario
+from planner.engines.risk.compiled import compile_scenario
 from planner.model.sizing import size_options
 
 CAT = load_catalog()

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from planner.config import load_scenario
-from planner.engines.montecarlo import CHUNK_SIZE, run_montecarlo
+from planner.engines.risk.run import run_montecarlo
+from planner.engines.risk.sampling import CHUNK_SIZE
 from planner.errors import PlannerError
 from planner.sweep import grid_points, parse_grid, scenario_with, sweep
 

@@ -55,7 +55,6 @@ import pandas as pd
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario
 from planner.distributions import sample_many, spawn_generators
-from planner.engines.montecarlo import compile_scenario
 from planner.engines.optimize_data import (
     CascadeSpec,
     OptimizeOptions,
@@ -76,6 +75,7 @@ from planner.engines.optimize_milp import (
 )
 from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
 from planner.engines.optimize_verify import busiest_hour, verify_plan
+from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
 from planner.model.evaluate import Model
 from planner.stats import cvar
@@ -204,7 +204,7 @@ def sample_inputs(
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame, list[str], Model | None]:
     """Draw ``n`` values of the scenario's distribution-valued inputs.
 
-    Uses the Monte Carlo engine's sampler (:func:`planner.engines.montecarlo.compile_scenario`,
+    Uses the Monte Carlo engine's sampler (:func:`planner.engines.risk.compiled.compile_scenario`,
     correlations included; same seed, same draws). Returns the values (key path -> (n,)
     array), the same as a table (one row per scenario), notes, and the model they were drawn
     with (``None`` when the scenario has no distributions), to price them all at once with

@@ -749,7 +749,7 @@ def build_problem(
     model : Model, optional
         The model to price with. Default: ``Model(sc, cat)`` without ``values``, else the model
         with the scenario's uncertain inputs (a capacity grid for uncertain lengths); pass the
-        one the values were drawn with (:func:`planner.engines.montecarlo.compile_scenario`)
+        one the values were drawn with (:func:`planner.engines.risk.compiled.compile_scenario`)
         to build it once.
     integer_hourly : bool, optional
         Overrides ``options.integer_hourly``.

@@ -14,7 +14,7 @@ other exception is a bug and propagates.
 
 Contracts (columns; optional ones in brackets)
 ----------------------------------------------
-risk (``planner.engines.risk``):
+risk (``planner.engines.risk.report``):
     ``samples``: deployment, usd_per_month (one row per sample and option) - required;
     ``summary``: deployment, usd_p5, usd_p50, usd_p95 [mean_usd, cvar95_usd, ...];
     ``win``: deployment, probability;
@@ -120,7 +120,8 @@ def _engine_tables(module: str, what: str, engine: str):
     return provider
 
 
-risk = _engine_tables("planner.engines.risk", "the Monte Carlo risk engine", "risk")
+risk = _engine_tables("planner.engines.risk.report", "the Monte Carlo risk engine",
+                      "risk")
 optimiser = _engine_tables("planner.engines.optimize", "the optimiser", "optimiser")
 simulation = _engine_tables("planner.sim", "the simulation", "simulation")
 

@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from planner.config import parse_scenario  # noqa: E402
 from planner.engines.deterministic import evaluate  # noqa: E402
-from planner.engines.montecarlo import CHUNK_SIZE, compile_scenario, run_montecarlo  # noqa: E402
+from planner.engines.risk.compiled import compile_scenario  # noqa: E402
+from planner.engines.risk.run import run_montecarlo  # noqa: E402
+from planner.engines.risk.sampling import CHUNK_SIZE  # noqa: E402
 from planner.uncertain import risk_tables, scenario_at  # noqa: E402
 
 TEMPLATE = ROOT / "planner" / "templates" / "risk-example.toml"

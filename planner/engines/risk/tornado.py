@@ -11,10 +11,10 @@
 - Break-even volume: per sample, the multiple of the scenario's request volume at which a
   self-hosted option's monthly cost equals an API option's, by bisection in log(volume).
 
-Every function works on a compiled scenario (``model``: a
-:class:`planner.engines.montecarlo.CompiledScenario`, which the Monte Carlo engine passes in;
-this module does not import that engine, which calls it). The tornado of a scenario is
-:func:`planner.engines.montecarlo.tornado`.
+Every function but :func:`tornado` (the tornado of a scenario) works on a compiled scenario
+(``model``: a :class:`planner.engines.risk.compiled.CompiledScenario`);
+:func:`planner.engines.risk.run.run_montecarlo` calls them on the scenario it compiled and the
+inputs it kept.
 """
 
 from __future__ import annotations
@@ -25,13 +25,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from planner.catalog import Catalog
+from planner.config import Scenario
+from planner.engines.risk.compiled import CompiledScenario, compile_scenario
 from planner.errors import PlannerError
 from planner.stats import metric_arrays
 
 __all__ = [
+    "BREAKEVEN_COLUMNS",
+    "RANK_COLUMNS",
+    "TORNADO_COLUMNS",
+    "breakeven_frame",
     "breakeven_volumes",
     "rank_correlation",
+    "rank_frame",
+    "tornado",
     "tornado_compiled",
+    "tornado_frame",
 ]
 
 TORNADO_COLUMNS = ["deployment", "kind", "input", "low_value", "median_value", "high_value",
@@ -57,9 +67,35 @@ def breakeven_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=BREAKEVEN_COLUMNS)
 
 
-def tornado_compiled(model: Any, *, low: float = 0.1, high: float = 0.9,
+def tornado(scenario: Scenario, *, catalog: Catalog | None = None, low: float = 0.1,
+            high: float = 0.9, metric: str = "usd_per_month",
+            compiled: CompiledScenario | None = None) -> pd.DataFrame:
+    """One-at-a-time sensitivity of a scenario: each uncertain input at its P10 and P90, the
+    others at their medians (:func:`tornado_compiled` on the compiled
+    scenario).
+
+    Parameters
+    ----------
+    scenario : Scenario
+    low, high : float
+        Quantiles the input is swung between (default P10 and P90).
+    metric : str
+        ``usd_per_month`` (default), ``usd_horizon`` or ``usd_per_mtok``.
+
+    Returns
+    -------
+    DataFrame
+        One row per (deployment, input): the input's low/median/high values, the option's
+        cost at each, the swing ``|usd_high - usd_low|`` and its rank within the deployment
+        (1 = largest swing).
+    """
+    model = compiled or compile_scenario(scenario, catalog=catalog)
+    return tornado_compiled(model, low=low, high=high, metric=metric)
+
+
+def tornado_compiled(model: CompiledScenario, *, low: float = 0.1, high: float = 0.9,
                      metric: str = "usd_per_month") -> pd.DataFrame:
-    """Tornado table of a compiled scenario (see :func:`planner.engines.montecarlo.tornado`)."""
+    """Tornado table of a compiled scenario (see :func:`tornado`)."""
     if metric not in _METRICS:
         raise PlannerError(f"metric: expected one of {', '.join(_METRICS)}, got {metric!r}")
     if not 0.0 <= low < high <= 1.0:
@@ -150,7 +186,7 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def breakeven_volumes(model: Any, inputs: pd.DataFrame | None, *,
+def breakeven_volumes(model: CompiledScenario, inputs: pd.DataFrame | None, *,
                       lo: float = 1e-3, hi: float = 1e3, steps: int = 20) -> pd.DataFrame:
     """Distribution of the break-even volume of each (self-hosted, API) pair.
 

@@ -20,7 +20,7 @@ Year ``y = 0 .. Y-1`` (``Y = ceil(horizon_months / 12)``; the last year may be p
 ``f_y`` of a year), per sample:
 
 * volume multiple ``g_y = (1 + traffic_growth)^y`` (constant within a year); the option is
-  re-sized for it (whole replicas, instances, servers) by the Monte Carlo engine's formulas;
+  re-sized for it (whole replicas, instances, servers) by compiled scenario's formulas (:mod:`planner.engines.risk.compiled`);
 * API: ``12 f_y (token bill x (1 - api_decline)^y + request fees)``;
 * cloud: ``12 f_y (GPU rental x (1 - gpu_decline)^y + request fees)``;
 * on-prem, a cash view: servers are bought when the fleet must grow (never sold before the
@@ -54,18 +54,17 @@ from pydantic import BaseModel, ValidationError
 from planner.catalog import Catalog
 from planner.config import Scenario, Trends
 from planner.distributions import is_distribution
-from planner.engines.montecarlo import (
+from planner.engines.risk.compiled import CompiledScenario, compile_scenario
+from planner.engines.risk.sampling import (
     CHUNK_SIZE,
-    CompiledScenario,
-    _build_sampler,
-    _root_seed,
+    build_sampler,
     chunk_generator,
     chunk_sizes,
-    compile_scenario,
-    tail_stats,
+    root_seed,
 )
+from planner.engines.risk.stats import tail_stats
 from planner.errors import PlannerError
-from planner.uncertain import _as_correlations, uncertain_inputs
+from planner.uncertain import as_correlations, uncertain_inputs
 
 __all__ = ["MultiYearResults", "annual_decline", "run_multiyear"]
 
@@ -257,7 +256,7 @@ def run_multiyear(
         Trend rates (numbers or distributions); default the scenario's ``trends`` table.
     n : int
         Monte Carlo samples (chunks of :data:`CHUNK_SIZE`, seeded as in
-        :func:`planner.engines.montecarlo.run_montecarlo`).
+        :func:`planner.engines.risk.run.run_montecarlo`).
     correlations : optional
         Rank correlations; may name ``trends.*`` inputs (e.g. API and GPU price declines).
     discount_rate : float, optional
@@ -284,8 +283,8 @@ def run_multiyear(
     dists.update({k: u.dist for k, u in extra.items()})
     known = dict(model.all_inputs)
     known.update(extra)
-    sampler = _build_sampler(dists, known, _as_correlations(correlations))
-    root = _root_seed(seed)
+    sampler = build_sampler(dists, known, as_correlations(correlations))
+    root = root_seed(seed)
 
     def fixed(values: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
         t = {}

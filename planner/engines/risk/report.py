@@ -1,8 +1,9 @@
 """The report's risk section: the Monte Carlo cost distribution of a month and, for horizons
 longer than a year, the multi-year cost paths.
 
-The hook :func:`report_tables` sits above both engines (:mod:`planner.engines.montecarlo`,
-:mod:`planner.engines.multiyear`), so neither has to import the other's caller.
+The hook :func:`report_tables` (called by :mod:`planner.report.providers`) sits above both
+engines (:mod:`planner.engines.risk.run`, :mod:`planner.engines.risk.multiyear`), so neither
+has to import the other's caller.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import pandas as pd
 
 from planner.catalog import Catalog
 from planner.config import Scenario
-from planner.engines.montecarlo import run_montecarlo
-from planner.engines.multiyear import run_multiyear
+from planner.engines.risk.multiyear import run_multiyear
+from planner.engines.risk.run import run_montecarlo
 from planner.errors import PlannerError
 from planner.uncertain import uncertain_inputs
 

@@ -1,0 +1,164 @@
+"""The compiled scenario: the one model (:mod:`planner.model`) with the sampler of its inputs.
+
+:class:`CompiledScenario` is :class:`planner.model.evaluate.Model` built with the scenario's
+uncertain inputs (so a class with uncertain token lengths gets a capacity grid, see
+:mod:`planner.model.capacity`) plus the :class:`planner.engines.risk.sampling.Sampler` of the
+inputs that can change some option's cost. Structure (eligibility, catalog rows, price sources,
+billing) is decided once at the medians; only numbers vary between samples, and every formula
+is one numpy expression over the arrays of samples. Inputs that cannot change an option's
+monthly cost (pre-training jobs, payback, revenue, SLO bounds) are listed in ``unused`` and
+held at their medians. A sample whose lengths leave no capacity, or in which a fixed fleet
+(``replicas``, on-prem ``servers``, ``max_*`` limits) cannot carry the peak load, costs
+``inf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.catalog import Catalog, load_catalog
+from planner.config import Correlation, Scenario
+from planner.engines.risk.sampling import build_sampler, chunk_generator
+from planner.model.evaluate import Model
+from planner.uncertain import UncertainInput, as_correlations, uncertain_inputs
+
+__all__ = ["CompiledScenario", "compile_scenario"]
+
+
+class CompiledScenario(Model):
+    """A scenario prepared for vectorised evaluation (:class:`planner.model.Model`) with the
+    sampler of its uncertain inputs.
+
+    Build it with :func:`compile_scenario`. :meth:`evaluate` prices every option for arrays of
+    input values; :attr:`inputs` lists the inputs that affect some option's cost.
+    """
+
+    def __init__(self, sc: Scenario, catalog: Catalog, correlations: list[Correlation]):
+        super().__init__(sc, catalog, uncertain_inputs(sc))
+        # one evaluation at the medians records which inputs the formulas read
+        read: set[str] = set()
+        self.baseline = self._evaluate({}, 1, 1.0, read)
+        self.inputs: dict[str, UncertainInput] = {
+            k: u for k, u in self.all_inputs.items() if k in read
+        }
+        self.unused: dict[str, str] = {
+            k: _unused_reason(k) for k in self.all_inputs if k not in read
+        }
+        self.correlations = correlations
+        self.sampler = build_sampler(
+            {k: u.dist for k, u in self.inputs.items()}, self.all_inputs, correlations
+        )
+
+    def _evaluate(self, values: Mapping[str, Any], n: int, volume_scale: Any,
+                  record: set | None = None, options: Sequence[str] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+        raw = self.evaluate_raw(self.ctx(values, n, volume_scale=volume_scale, record=record),
+                                options)
+        for d in raw.values():  # a fleet that cannot carry its load is not a valid option
+            if d["serves"] is not True:
+                d["monthly"] = np.where(d["serves"], d["monthly"], np.inf)
+        return raw
+
+    def evaluate(self, values: Mapping[str, Any] | None = None, n: int | None = None, *,
+                 volume_scale: Any = 1.0, options: Sequence[str] | None = None,
+                 parts: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """Price every option for ``n`` samples of the inputs.
+
+        Parameters
+        ----------
+        values : mapping of key path to array (n,), optional
+            Sampled inputs; inputs not given are held at their medians.
+        n : int, optional
+            Number of samples (default: the length of the arrays in ``values``, else 1).
+        volume_scale : float or array (n,)
+            Multiplies every class's requests per day.
+        options : names, optional
+            Only these options.
+        parts : bool
+            Also return cost components (``api_tokens_usd``, ``rental_usd``,
+            ``onprem_*_usd`` ...) used by the multi-year engine.
+
+        Returns
+        -------
+        dict
+            option -> {monthly, once, tokens, out_tokens, rpm, ...}: (n,) float arrays;
+            ``monthly`` is ``inf`` where a fixed fleet cannot carry the load.
+        """
+        values = dict(values or {})
+        if n is None:
+            n = max((np.size(v) for v in values.values()), default=1)
+        raw = self._evaluate(values, int(n), volume_scale, None, options)
+        keys = ("monthly", "once", "tokens", "out_tokens", "rpm", "user_rpm")
+        out = {}
+        for name, d in raw.items():
+            sel = d if parts else {k: d[k] for k in keys}
+            out[name] = {k: (_full(v, int(n)) if not isinstance(v, bool | list | type(None))
+                             else v) for k, v in sel.items()}
+        return out
+
+    # -- facts -----------------------------------------------------------------------------
+    def option_frame(self) -> pd.DataFrame:
+        """One row per option: kind, offering, classes served/unserved."""
+        return pd.DataFrame([
+            {"deployment": o.name, "kind": o.kind, "offering": o.offering,
+             "classes_served": ",".join(o.served),
+             "classes_unserved": "; ".join(f"{c}: {w}" for c, w in o.unserved.items())}
+            for o in self.options
+        ], columns=["deployment", "kind", "offering", "classes_served", "classes_unserved"])
+
+    def draw(self, root: np.random.SeedSequence, index: int, size: int) -> dict[str, np.ndarray]:
+        """Inputs of chunk ``index`` (``size`` samples)."""
+        return self.sampler.draw(chunk_generator(root, index), size)
+
+    def run_chunk(self, root: np.random.SeedSequence, index: int, size: int,
+                  keep_inputs: bool = False, out: np.ndarray | None = None):
+        """Sample and price one chunk: ``(costs (3, n_options, size), inputs or None)``.
+
+        ``costs[0]`` is the monthly cost, ``costs[1]`` the one-off total, ``costs[2]`` tokens per
+        month, per option in :attr:`option_names` order (written into ``out`` when given).
+        """
+        vals = self.draw(root, index, size)
+        res = self._evaluate(vals, size, 1.0)
+        arr = np.empty((3, len(self.options), size)) if out is None else out
+        for j, o in enumerate(self.options):
+            r = res[o.name]
+            arr[0, j] = r["monthly"]
+            arr[1, j] = r["once"]
+            arr[2, j] = r["tokens"]
+        return arr, (vals if keep_inputs else None)
+
+    @property
+    def option_names(self) -> list[str]:
+        return [o.name for o in self.options]
+
+
+def _full(x: Any, n: int) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.shape == (n,):
+        return a
+    return np.broadcast_to(a.reshape(-1)[0] if a.size == 1 else a, (n,)).copy()
+
+
+def _unused_reason(key: str) -> str:
+    if ".slo." in key:
+        return "held at its median (the capacity grid is computed for one SLO)"
+    if key.startswith("trends."):
+        return "used by the multi-year engine only"
+    if key.startswith("scenario.discount_rate"):
+        return "used by the multi-year engine only"
+    return "does not affect any deployment option's monthly cost"
+
+
+def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
+                     correlations: Any = None) -> CompiledScenario:
+    """Prepare a scenario for vectorised evaluation (catalog rows, eligibility, capacity).
+
+    ``correlations`` defaults to the scenario's ``correlation`` table when the schema has one.
+    """
+    if correlations is None:
+        correlations = sc.correlation
+    return CompiledScenario(sc, catalog or load_catalog(), as_correlations(correlations))
