@@ -258,10 +258,21 @@ class Model:
             return out
 
         u = float(self.sc.planning.utilisation_target)
-        hi = load(1.0) / u
-        if not np.isfinite(hi) or hi <= 1.0:
+        lo = 1
+        first = load(1.0) / u
+        while not np.isfinite(first) and lo < 4096:
+            # one replica meets the SLO at no rate (e.g. a cluster of bursty arrivals waits
+            # behind itself): a larger pool spreads it; find the smallest that has capacity
+            lo *= 2
+            first = load(float(lo)) / u
+        if not np.isfinite(first):
             return 1.0
-        lo, hi = 1, int(np.ceil(hi))  # load(1) / u <= hi: hi replicas always suffice
+        if first <= lo:
+            if lo == 1:
+                return 1.0
+            hi, lo = lo, lo // 2
+        else:
+            hi = int(np.ceil(max(first, lo + 1)))  # load(lo) / u <= hi: enough replicas
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if load(float(mid)) <= u * mid:
