@@ -107,14 +107,16 @@ def uncertain_inputs(sc: Any, *, prefix: tuple = ()) -> dict[str, UncertainInput
 
 
 def _set_path(data: Any, path: Sequence[str | int], value: Any) -> None:
+    """Set ``value`` at ``path`` in nested dicts and lists; a tuple on the way (a dumped
+    tuple field such as ``request_fees``) becomes a list so it can take the value."""
     cur = data
     for p in path[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(p)]
-        else:
-            if cur.get(p) is None:
-                cur[p] = {}
-            cur = cur[p]
+        key = int(p) if isinstance(cur, list) else p
+        if not isinstance(cur, list) and cur.get(key) is None:
+            cur[key] = {}
+        if isinstance(cur[key], tuple):
+            cur[key] = list(cur[key])
+        cur = cur[key]
     last = path[-1]
     if isinstance(cur, list):
         cur[int(last)] = value

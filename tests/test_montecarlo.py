@@ -558,6 +558,23 @@ def test_simulation_hook():
         simulation_replications(res, sc, deployment="gpt-4o")
 
 
+def test_scenario_at_fixes_inputs_inside_tuple_fields():
+    """An uncertain request fee (``request_fees`` is a tuple field) is fixed like any other
+    input, and the fixed scenario costs what the model priced at that value."""
+    sink = parse_scenario(tomllib.loads(KITCHEN_SINK_A), overrides={
+        "api.claude.request_fees": [
+            {"name": "gw", "usd_per_million_requests": {"dist": "uniform", "low": 1, "high": 5}}],
+    })
+    key = "api.claude.request_fees.0.usd_per_million_requests"
+    fixed = scenario_at(sink, {key: 4.25})
+    assert key not in uncertain_inputs(fixed)
+    assert fixed.api["claude"].request_fees[0].usd_per_million_requests == 4.25
+    model = compile_scenario(sink)
+    got = model.evaluate({key: np.array([4.25])}, 1)["claude"]["monthly"]
+    det = evaluate(fixed).summary.set_index("deployment").loc["claude", "usd_per_month"]
+    np.testing.assert_allclose(got, det, rtol=1e-12)
+
+
 def test_scenario_at_drops_correlations_of_fixed_inputs():
     sc = load_scenario(TEMPLATES / "risk-example.toml")
     linked = {c.a for c in sc.correlation} | {c.b for c in sc.correlation}
