@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def peak_factor(profile: str | Sequence[float], peak_to_average: float | None = 
     """Peak-hour rate / mean rate for a profile (x peak_to_average when the profile is flat)."""
     w = diurnal_weights(profile)
     f = float(w.max() * w.size)
-    if peak_to_average is not None and np.allclose(w, w[0]):
+    if peak_to_average is not None and is_flat(w):
         f = float(peak_to_average)
     return f
 
@@ -66,14 +67,37 @@ def hourly_rates(
     The rates sum to ``requests_per_day x days``. ``periods`` tiles a 24-hour profile over a
     168-hour week (the per-hour volume does not change). Requests/s = rate / 3600.
     """
+    w = np.asarray(weights)
+    return hourly_rates_rows(requests_per_day, w, batch_share,
+                             w.size if periods is None else periods)[0]
+
+
+def hourly_rates_rows(requests_per_day: Any, weights: Any, batch_share: Any,
+                      periods: int) -> np.ndarray:
+    """:func:`hourly_rates` for ``n`` values at once: ``(n, periods)`` requests per hour from
+    ``requests_per_day`` and ``batch_share`` (scalars or ``(n,)``)."""
+    req = np.atleast_1d(np.asarray(requests_per_day, dtype=float))[:, None]
+    b = np.atleast_1d(np.asarray(batch_share, dtype=float))[:, None]
     w = np.asarray(weights, dtype=float)
     w = w / w.sum()
-    d = requests_per_day * (w.size / 24.0) * w
-    if periods is not None and periods != w.size:
+    d = req * (w.size / 24.0) * w
+    if periods != w.size:
         if periods % w.size:
             raise ValueError(f"a {w.size}-hour profile does not tile {periods} hours")
-        d = np.tile(d, periods // w.size)
-    return (1.0 - batch_share) * d + batch_share * d.mean()
+        d = np.tile(d, (1, periods // w.size))
+    return (1.0 - b) * d + b * d.mean(axis=-1, keepdims=True)
+
+
+#: Tolerances of the one flatness test (as :func:`numpy.allclose`).
+FLAT_RTOL, FLAT_ATOL = 1e-5, 1e-8
+
+
+def is_flat(hourly: Any) -> Any:
+    """True where a profile or load is the same in every hour (last axis), to the
+    tolerances: the one flatness rule behind ``planning.peak_to_average``."""
+    h = np.asarray(hourly, dtype=float)
+    first = h[..., :1]
+    return (np.abs(h - first) <= FLAT_ATOL + FLAT_RTOL * np.abs(first)).all(axis=-1)
 
 
 def busiest_hour(hourly_load) -> tuple[int, ...]:

@@ -931,8 +931,7 @@ def _escalation(sc: Scenario, ctx: Any, name: str, k: CascadeSpec) -> Any:
 
 def _peak_factor(sc: Scenario, demand: np.ndarray | None = None) -> float:
     """Intra-hour peak / hourly mean: ``planning.peak_to_average`` when every class's hourly
-    demand is flat (as the cost engine decides it: its hourly load ``np.allclose`` to a
-    constant; batch-eligible requests are spread evenly, so a peaked profile whose requests
+    demand is flat (the one flatness rule, :func:`planner.workload.is_flat`; batch-eligible requests are spread evenly, so a peaked profile whose requests
     are all batch-eligible is flat too), else 1 (the profile's hours carry the peak)."""
     p2a = sc.planning.peak_to_average
     if p2a is None:
@@ -941,7 +940,7 @@ def _peak_factor(sc: Scenario, demand: np.ndarray | None = None) -> float:
         flat = all(np.ptp(diurnal_weights(wc.diurnal)) < 1e-12 for wc in sc.workload.values())
     else:
         d = np.asarray(demand, float).reshape(-1, demand.shape[-1])
-        flat = all(np.allclose(row, row[0]) for row in d)
+        flat = bool(is_flat(d).all())
     return float(p2a) if flat else 1.0
 
 

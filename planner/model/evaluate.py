@@ -152,15 +152,10 @@ class Model:
                 continue
             wc = sc.workload[cname]
             slo = wc.slo
-            hit = float(median_of(wc.prefix_cache_hit_share))
-            _, isl, osl = self.klass(med_ctx, cname, tokenizer)[:3]
-            isl, osl = float(isl), float(osl)
-            inp = float(self.length(med_ctx, wc.input, f"workload.{cname}.input", tokenizer))
-            traffic = (replace(class_traffic(sc, wc, inp, isl), servers=servers)
-                       if sc.planning.capacity == "open-loop" else None)
+            isl, osl, ttft, tpot, hit, traffic = self._capacity_inputs(med_ctx, spec, cname)
+            if traffic is not None:
+                traffic = replace(traffic, servers=servers)
             spec.traffic[cname] = traffic
-            ttft = median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None
-            tpot = median_of(slo.tpot_s) if slo and slo.tpot_s is not None else None
             row = {"deployment": name, "class": cname, "model": dep.model,
                    "accelerator": acc_id, "gpus_per_replica": dep.gpus_per_replica,
                    "precision": dep.precision, "prefix_cache_hit_share": hit}
@@ -217,6 +212,23 @@ class Model:
             spec.pool_peak = float(np.max(self.peak(self.ctx(), spec)))
         return spec
 
+    def _capacity_inputs(self, ctx: Inputs, o: OptionSpec, cname: str) -> tuple:
+        """What a replica's capacity for a class depends on, at the medians: (prompt tokens,
+        output tokens, TTFT SLO, TPOT SLO, prefix-cache hit share, :class:`Traffic` or
+        ``None`` with the closed-loop capacity)."""
+        wc = self.sc.workload[cname]
+        slo = wc.slo
+        _, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
+        isl, osl = float(isl), float(osl)
+        traffic = None
+        if self.sc.planning.capacity == "open-loop":
+            inp = float(self.length(ctx, wc.input, f"workload.{cname}.input", o.tokenizer))
+            traffic = class_traffic(self.sc, wc, inp, isl)
+        return (isl, osl,
+                median_of(slo.ttft_s) if slo and slo.ttft_s is not None else None,
+                median_of(slo.tpot_s) if slo and slo.tpot_s is not None else None,
+                float(median_of(wc.prefix_cache_hit_share)), traffic)
+
     def _pool_size(self, o: OptionSpec, elig: dict[str, str], ctx: Inputs) -> float:
         """Replicas the option's arrivals are shared over, for the open-loop capacity (whose
         prefill wait pools over the replicas): the fixed ``replicas``, else the smallest pool
@@ -233,25 +245,20 @@ class Model:
             wc = self.sc.workload[cname]
             if why or dep.capacity_requests_per_s is not None or wc.slo is None:
                 continue
-            req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
+            req, _, _, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
             if float(req) <= 0:
                 continue
-            inp = float(self.length(ctx, wc.input, f"workload.{cname}.input", o.tokenizer))
             peak = float(np.max(hourly_rates(float(req), diurnal_weights(wc.diurnal),
                                              float(batch)))) / 3600.0
-            terms.append((wc, float(isl), float(osl), inp, peak))
+            terms.append((self._capacity_inputs(ctx, o, cname), peak))
         if not terms:
             return 1.0
 
         def load(r: float) -> float:
             out = 0.0
-            for wc, isl, osl, inp, peak in terms:
-                t = replace(class_traffic(self.sc, wc, inp, isl), servers=r)
-                cap = self.caps.full(
-                    o.llm_row, o.acc_row, dep, isl, osl,
-                    median_of(wc.slo.ttft_s) if wc.slo.ttft_s is not None else None,
-                    median_of(wc.slo.tpot_s) if wc.slo.tpot_s is not None else None,
-                    float(median_of(wc.prefix_cache_hit_share)), strict=False, traffic=t)
+            for (isl, osl, ttft, tpot, hit, traffic), peak in terms:
+                cap = self.caps.full(o.llm_row, o.acc_row, dep, isl, osl, ttft, tpot, hit,
+                                     strict=False, traffic=replace(traffic, servers=r))
                 if cap is None or cap.requests_per_s <= 0:
                     return np.inf
                 out += peak / cap.requests_per_s

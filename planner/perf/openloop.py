@@ -164,23 +164,20 @@ def open_loop(
     t_mean = 1.0 / steps
     z = float(ndtri(quantile))
     e = (..., None)  # the node axis
-    # TPOT: mixture over output lengths of a normal approximation of the full-step share
+    # TPOT: over the output-length nodes, the prompts a request meets during its life
     o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
     n_nodes = _lognormal_nodes(n, cv_in)
     cv_n2 = cv_in * cv_in if n_nodes.shape[-1] > 1 else 0.0
-    life = o_nodes * t_mean[e]
-    arrivals = lam[e] * life  # prompts arriving during a request's life (per output node)
     # the prompt tokens arriving during the life: a compound count, variance
-    # m n^2 (c_a^2 + c_n^2), taken as D Poisson(m / D) prompts of n tokens with
-    # D = max(c_a^2 + c_n^2, 1): exact for Poisson arrivals of equal prompts, and it keeps
-    # the skew of a small count (a few long prompts in a short life)
+    # m n^2 (c_r^2 + c_n^2), taken as D Poisson(m / D) prompts of n tokens with
+    # D = c_r^2 + c_n^2 (at least 0.05): exact for Poisson arrivals of equal prompts, and it
+    # keeps the skew of a small count (a few long prompts in a short life)
     disp = max(ca2_rep + cv_n2, 0.05)
     per_prompt = ((t_f - t_d) * n / chunk)[e] / o_nodes  # TPOT added by one prompt
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
     tpot = _compound_poisson_quantile(t_d, per_prompt * disp, lam[e] * o_nodes / disp,
                                       quantile)
-    del arrivals
     # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
     # queue's work is the fluid token time n t_f / (C - d) (prompts share full steps under
     # load); a prompt's own prefill runs in steps of at most C - d of its tokens.
@@ -222,22 +219,6 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
         k = np.floor((mid - base)[..., None] / safe)
         cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * mid[..., None]), 1.0)
         cdf = cdf.mean(axis=-1)
-        lo = np.where(cdf < q, mid, lo)
-        hi = np.where(cdf < q, hi, mid)
-    return hi
-
-
-def _mixture_quantile(mean: np.ndarray, sd: np.ndarray, q: float) -> np.ndarray:
-    """q-quantile of an equal-weight mixture of normals (parts on the last axis)."""
-    from scipy.special import ndtr
-
-    lo = (mean - 6.0 * sd).min(axis=-1)
-    hi = (mean + 6.0 * sd).max(axis=-1) + 1e-12
-    safe = np.maximum(sd, 1e-300)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        cdf = np.where(sd > 0, ndtr((mid[..., None] - mean) / safe),
-                       (mid[..., None] >= mean).astype(float)).mean(axis=-1)
         lo = np.where(cdf < q, mid, lo)
         hi = np.where(cdf < q, hi, mid)
     return hi
