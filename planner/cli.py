@@ -117,6 +117,15 @@ def cmd_cost(args) -> int:
     sc = load(args)
     res = evaluate(sc)
     summary = res.summary.drop(columns=["lens"])
+    check_cols: list[str] = []
+    if getattr(args, "check", False):
+        from planner.sim.scenario import check_sizing
+
+        with _Bar("simulating busiest hours", "option", args.quiet) as bar:
+            chk = check_sizing(sc, max_requests=args.check_max_requests, progress=bar)
+        check_cols = ["simulated_slo_attainment", "slo_target"]
+        summary = summary.merge(chk.drop(columns=["simulated_requests"]), on="deployment",
+                                how="left")
     if sc.scenario.currency.upper() != "USD":
         from planner.config import med
 
@@ -126,7 +135,8 @@ def cmd_cost(args) -> int:
     notes: list[str] = []
     if not summary.empty and args.format == "table" and not args.detail:
         compact = ["deployment", "kind", "offering", "usd_per_month", "usd_horizon",
-                   "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation"]
+                   "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation",
+                   "requests_per_s_per_replica", "limited_by", *check_cols]
         if (summary["classes_unserved"] != "").any():
             compact.insert(3, "classes_unserved")
         summary = summary[compact].sort_values("usd_per_month", kind="stable")
@@ -150,6 +160,10 @@ def cmd_cost(args) -> int:
         tables["payback"] = payback(sc, res=res)
     if args.detail:
         tables["assumptions"] = res.assumptions
+    if check_cols:
+        notes.append("simulated_slo_attainment: each self-hosted option simulated alone at "
+                     "these replicas in the busiest hour of its classes (worst class; share "
+                     "of requests meeting TTFT and TPOT) against slo_target")
     notes += [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
              f"horizon {res.horizon_months} months; USD"]
     notes += list(res.warnings)
@@ -687,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--detail", action="store_true",
                    help="also print cost lines, capacity, class volumes and catalog sources")
+    p.add_argument("--check", action="store_true",
+                   help="simulate each self-hosted option's busiest hour at its sizing and "
+                        "show the SLO attainment beside its cost")
+    p.add_argument("--check-max-requests", type=int, default=None, metavar="N",
+                   help="cut each simulated hour to N requests (default: [simulation] "
+                        "report_max_requests)")
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser(

@@ -546,7 +546,7 @@ class Planning(Strict):
     retry_share: Share = 0.0
     hours_per_month: Annotated[float, Field(gt=0)] = 730.0
     lens: Literal["tco", "marginal"] = "tco"
-    capacity: Literal["closed-loop", "open-loop"] = "closed-loop"
+    capacity: Literal["closed-loop", "open-loop"] = "open-loop"
 
 
 RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]

@@ -206,12 +206,38 @@ class _Layout:
             "usd_per_mtok": monthly / tokens * 1e6 if tokens else np.nan,
             "usd_per_m_output_tok": monthly / out_tokens * 1e6 if out_tokens else np.nan,
             "replicas": np.nan, "gpus": np.nan, "units": np.nan, "utilisation": np.nan,
+            "requests_per_s_per_replica": np.nan, "limited_by": "",
             "lens": self.sc.planning.lens,
         }
         if kind != "api":
             row.update(replicas=float(r["replicas"]), gpus=float(r["gpus"]),
-                       units=float(r["units"]), utilisation=float(r["utilisation"]))
+                       units=float(r["units"]), utilisation=float(r["utilisation"]),
+                       **self._mix_capacity(o, served))
         self.summary.append(row)
+
+    def _mix_capacity(self, o, served: list[str]) -> dict[str, Any]:
+        """One replica's capacity at the SLO for the option's traffic mix, and what limits it.
+
+        ``rps = sum_c lam_c / sum_c (lam_c / cap_c)`` over the served classes (peak-hour
+        requests/s ``lam_c``, capacity per replica at class c's SLO ``cap_c``): the requests/s
+        one replica carries when the classes arrive in their peak-hour proportions. The limit
+        is that of the class needing the most replica-equivalents ``lam_c / cap_c``.
+        """
+        caps = {r["class"]: r for r in o.capacity_rows}
+        peaks = {r["class"]: r["peak_requests_per_s"] for r in self.class_rows
+                 if r["deployment"] == o.name}
+        lam, eq, worst = 0.0, 0.0, (-1.0, "")
+        for c in served:
+            cap = float(caps.get(c, {}).get("requests_per_s_per_replica", np.nan))
+            p = float(peaks.get(c, 0.0))
+            if not cap > 0:
+                continue
+            lam += p
+            eq += p / cap
+            if p / cap > worst[0]:
+                worst = (p / cap, str(caps[c].get("limited_by", "")))
+        return {"requests_per_s_per_replica": lam / eq if eq > 0 else np.nan,
+                "limited_by": worst[1]}
 
     def line(self, dep: str, kind: str, cname: str, component: str, usd: float, basis: str):
         self.lines.append({
@@ -275,7 +301,8 @@ SUMMARY_COLUMNS = [
     "classes_unserved", "usd_per_month", "usd_horizon", "requests_per_month",
     "llm_requests_per_month", "usd_per_request",
     "tokens_per_month", "usd_per_mtok",
-    "usd_per_m_output_tok", "replicas", "gpus", "units", "utilisation", "lens",
+    "usd_per_m_output_tok", "replicas", "gpus", "units", "utilisation",
+    "requests_per_s_per_replica", "limited_by", "lens",
 ]
 CAPACITY_COLUMNS = [
     "deployment", "class", "model", "accelerator", "gpus_per_replica", "precision",

@@ -750,6 +750,45 @@ def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
     return BusiestHour(run, hour, window_s, note)
 
 
+def check_sizing(sc: Scenario, catalog: Any = None, *, seed: int | None = None,
+                 max_requests: int | None = None, progress: Any = None) -> pd.DataFrame:
+    """Simulate each self-hosted option alone at the cost engine's sizing during the busiest
+    hour of its classes (:func:`simulate_busiest_hour`) and report its SLO attainment.
+
+    Returns one row per self-hosted option that serves a class: ``deployment``,
+    ``simulated_hour``, ``simulated_requests``, ``simulated_slo_attainment`` (the worst
+    class's share of requests meeting TTFT and TPOT), ``slo_target`` (that class's
+    percentile) and ``simulated_meets_slo`` (attainment >= target in every class, no request
+    dropped). ``progress(done, total)`` is called after each option.
+    """
+    cat = _catalog(catalog)
+    sizing = size_options(sc, cat)
+    names = [n for n, o in sizing.items() if o.classes_served and o.replicas >= 1]
+    rows = []
+    for k, name in enumerate(names):
+        b = simulate_busiest_hour(sc, cat, deployments=[name], seed=seed,
+                                  max_requests=max_requests)
+        lat = b.run.latency()
+        lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
+        att = lat["slo_attainment"].astype(float)
+        tgt = lat["slo_target"].astype(float)
+        worst = int(np.nanargmin((att - tgt).to_numpy())) if len(lat) else 0
+        dropped = int(lat["dropped"].sum()) if "dropped" in lat else 0
+        rows.append({
+            "deployment": name, "simulated_hour": b.hour,
+            "simulated_requests": int(len(b.run.requests)),
+            "simulated_slo_attainment": float(att.iloc[worst]) if len(lat) else np.nan,
+            "slo_target": float(tgt.iloc[worst]) if len(lat) else np.nan,
+            "simulated_meets_slo": bool(len(lat) and (att >= tgt - 1e-12).all()
+                                        and dropped == 0),
+        })
+        if progress is not None:
+            progress(k + 1, len(names))
+    return pd.DataFrame(rows, columns=["deployment", "simulated_hour", "simulated_requests",
+                                       "simulated_slo_attainment", "slo_target",
+                                       "simulated_meets_slo"])
+
+
 def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
     """Tables for the report's simulation section (contract in planner/report/providers.py).
 
