@@ -23,6 +23,8 @@ if "PLANNER_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="planner-test-cache-")
     os.environ["PLANNER_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# reports built by the tests validate every chart against the Vega-Lite schema
+os.environ.setdefault("PLANNER_VALIDATE_CHARTS", "1")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import altair as alt
@@ -112,6 +113,8 @@ def js_bundle() -> str:
     Read from the on-disk cache (:func:`bundle_cache_path`) when there; otherwise built by
     vl-convert and stored there for the next run. ``PLANNER_NO_CACHE=1`` skips the cache.
     """
+    if threading.current_thread() is not _warm_thread():
+        _ready()  # (functools.cache does not stop two threads building it at once)
     use_cache = not os.environ.get("PLANNER_NO_CACHE")
     path = bundle_cache_path() if use_cache else None
     if path is not None:
@@ -127,18 +130,67 @@ def js_bundle() -> str:
 
 
 def spec(chart) -> dict:
-    """The chart's Vega-Lite specification with its data inlined."""
-    return chart.to_dict()
+    """The chart's Vega-Lite specification with its data inlined.
+
+    altair's JSON-schema validation of every chart costs ~0.05-0.1 s each (most of a second
+    per report) and checks planner's own chart code, not user input: it runs when
+    ``PLANNER_VALIDATE_CHARTS`` is set (the test suite sets it), not in normal runs.
+    """
+    return chart.to_dict(validate=bool(os.environ.get("PLANNER_VALIDATE_CHARTS")))
+
+
+_WARM: list[threading.Thread] = []
+_WARM_SPEC = {
+    "data": {"values": [{"a": 0}]}, "mark": "point",
+    "encoding": {"x": {"field": "a", "type": "quantitative"}},
+}
+
+
+def warm_up() -> None:
+    """Start vl-convert's JavaScript engine (and read or build the bundle) on a background
+    thread: the first conversion of a process costs ~1.3 s, spent in native code that does
+    not hold the GIL, so it overlaps the engines' Python work instead of following it.
+    Conversions wait for it to finish (:func:`_ready`); a failure here is left for the real
+    conversion to report."""
+    if _WARM:
+        return
+
+    def run() -> None:
+        try:
+            _vlc().vegalite_to_svg(_WARM_SPEC, vl_version=vegalite_version())
+            js_bundle()
+        except Exception:  # noqa: S110 - the real call raises the same error, with context
+            pass
+
+    t = threading.Thread(target=run, name="planner-vl-convert-warm-up", daemon=True)
+    _WARM.append(t)
+    t.start()
+
+
+def _warm_thread() -> threading.Thread | None:
+    return _WARM[0] if _WARM else None
+
+
+def _ready() -> None:
+    """Wait for :func:`warm_up` (vl-convert is then called from one thread at a time)."""
+    for t in _WARM:
+        t.join()
+
+
+wait_warm_up = _ready
 
 
 def svg(spec_dict: dict) -> str:
+    _ready()
     return _vlc().vegalite_to_svg(spec_dict, vl_version=vegalite_version())
 
 
 def png(spec_dict: dict, scale: float = PNG_SCALE) -> bytes:
+    _ready()
     return _vlc().vegalite_to_png(spec_dict, vl_version=vegalite_version(), scale=scale)
 
 
 def svg_to_png(svg_text: str, scale: float = PNG_SCALE) -> bytes:
     """Rasterise an SVG made by :func:`svg` (about 3x faster than rendering the spec again)."""
+    _ready()
     return _vlc().svg_to_png(svg_text, scale=scale)
