@@ -10,7 +10,9 @@ Set ``PLANNER_CATALOG=/path/to/dir`` to use another catalog directory (same file
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
 import os
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -82,7 +84,62 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=1)
+def _text_dtype() -> Any:
+    """The dtype ``pd.read_csv(dtype=str)`` gives text (object before pandas 3, str since)."""
+    return pd.read_csv(io.StringIO("a\nx\n"), dtype=str, keep_default_na=False)["a"].dtype
+
+
 def _read_table(path: Path) -> pd.DataFrame:
+    """One catalog CSV as a DataFrame: text columns as str with blanks None, true/false
+    columns as bool (None for blanks), every other column float unless a cell is not a number
+    (then text).
+
+    Parsed with the csv module and typed column by column in Python (numbers still through
+    ``pd.to_numeric``), one DataFrame built at the end: several times faster than the pandas
+    string operations of :func:`_read_table_pandas`, which every command that loads a
+    scenario paid, and equal to it (a test compares them on every catalog file). A file the
+    fast path does not handle plainly (no data rows, ragged rows, duplicate column names)
+    goes through :func:`_read_table_pandas`.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError as exc:
+        raise CatalogError(f"catalog file missing: {path}") from exc
+    except (csv.Error, UnicodeDecodeError):
+        return _read_table_pandas(path)
+    rows = [r for r in rows if r]  # blank lines (pandas skips them)
+    if rows and rows[0] and rows[0][0].startswith("\ufeff"):
+        rows[0][0] = rows[0][0][1:]
+    header = [c.strip() for c in rows[0]] if rows else []
+    data = rows[1:]
+    if (not data or len(set(header)) != len(header) or "" in header
+            or any(len(r) != len(header) for r in data)):
+        return _read_table_pandas(path)
+    columns: dict[str, pd.Series] = {}
+    for j, col in enumerate(header):
+        s = [r[j].strip() for r in data]
+        if col in _TEXT_COLUMNS:
+            columns[col] = pd.Series([v or None for v in s], dtype=_text_dtype())
+            continue
+        low = [v.lower() for v in s]
+        if all(v in ("true", "false", "") for v in low) and any(v in ("true", "false")
+                                                                for v in low):
+            columns[col] = pd.Series([{"true": True, "false": False}.get(v) for v in low])
+            continue
+        num = pd.to_numeric(pd.Series([v if v != "" else np.nan for v in s], dtype=object),
+                            errors="coerce")
+        missing = num.isna().tolist()
+        if any(m and v != "" for m, v in zip(missing, s, strict=True)):
+            columns[col] = pd.Series([v or None for v in s], dtype=_text_dtype())  # text
+        else:
+            columns[col] = num.astype(float)
+    return pd.DataFrame(columns)
+
+
+def _read_table_pandas(path: Path) -> pd.DataFrame:
+    """The reference reader (pandas throughout); :func:`_read_table` falls back to it."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, comment=None)
     except FileNotFoundError as exc:

@@ -17,7 +17,17 @@ import pandas as pd
 import pytest
 from scipy.optimize import brentq
 
-from planner.catalog import _KIND_LABEL, Catalog, CatalogError, _clean, load_catalog
+from planner.catalog import (
+    _KIND_LABEL,
+    TABLES,
+    Catalog,
+    CatalogError,
+    _clean,
+    _read_table,
+    _read_table_pandas,
+    catalog_dir,
+    load_catalog,
+)
 from planner.config import load_scenario
 from planner.engines.breakeven import VolumeCosts, breakeven, cost_curve, volume_breakeven
 from planner.engines.deterministic import evaluate
@@ -225,3 +235,40 @@ def test_catalog_cheapest_cloud_and_tokens_per_unit_equal_dataframe_filters():
                         cat.tokens_per_unit(tok, lang, unit)
                 else:
                     assert _same(cat.tokens_per_unit(tok, lang, unit), want), (tok, lang, unit)
+
+
+# -- catalog reader -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_fast_catalog_reader_equals_pandas_reader_on_the_catalog(name):
+    path = catalog_dir() / TABLES[name][0]
+    pd.testing.assert_frame_equal(_read_table(path), _read_table_pandas(path),
+                                  check_exact=True)
+
+
+@pytest.mark.parametrize("text", [
+    "id,x,flag,notes,weird\na, 1.5 ,TRUE,hello,1\nb,,false,,two\n",  # blanks, bool, text col
+    "\ufeffid,x\n a ,1e3\n\nb,-2\n",  # BOM, blank line, padded id
+    'id,x,note2\n"a,b",3,"multi\nline"\nc,NA,x\n',  # quoted comma/newline; NA is text
+    "id,flag\na,true\nb,false\n",  # bool without blanks
+    "id,x\na,inf\nb,nan\nc,1_000\n",  # what float() and to_numeric disagree on
+    "id,x\n",  # header only: pandas path
+    "id,x\na,1,extra\nb,2\n",  # ragged: pandas path
+    " id , x \na,1\n",  # padded header
+])
+def test_fast_catalog_reader_equals_pandas_reader_on_edge_cases(tmp_path, text):
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        want = _read_table_pandas(path)
+    except Exception as exc:  # noqa: BLE001 - the fast reader must fail the same way
+        with pytest.raises(type(exc)):
+            _read_table(path)
+        return
+    pd.testing.assert_frame_equal(_read_table(path), want, check_exact=True)
+
+
+def test_catalog_reader_missing_file(tmp_path):
+    with pytest.raises(CatalogError, match="catalog file missing"):
+        _read_table(tmp_path / "nope.csv")
