@@ -11,7 +11,8 @@ engine per volume point.
 
 ``--baseline DIR`` times another source tree too (e.g. ``git archive main | tar -x -C
 /tmp/base``), its runs interleaved with this tree's, each tree with its own cache directory.
-``min_s`` is the least noisy figure on a shared machine; the load average is recorded.
+``min_s`` is the least noisy figure on a shared machine; the load average is recorded, and the
+CPU time of the runs (user + system, all threads: ``*_cpu_*``).
 
 Run: python tests/benchmarks/bench_report.py [--repeat 3] [--baseline DIR]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,12 +53,22 @@ def _env(tree: Path, cache: Path) -> dict[str, str]:
     return env
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU: dict[str, list[float]] = {}
+
+
 def report_once(tree: Path, cache: Path, out: Path) -> float:
-    t = time.perf_counter()
+    """Wall seconds of one report; its CPU seconds (all threads) go to ``CPU[tree]``."""
+    c, t = _children_cpu(), time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "planner", "report", "example:quickstart", "-o", str(out), "-q"],
         cwd=tree, env=_env(tree, cache), capture_output=True, text=True)
     wall = time.perf_counter() - t
+    CPU.setdefault(str(tree), []).append(_children_cpu() - c)
     if proc.returncode != 0:
         raise SystemExit(f"planner report failed in {tree}:\n{proc.stderr}")
     return wall
@@ -113,6 +125,8 @@ def main() -> None:
             "after_first_min_s": round(min(after[name]), 3),
             "after_first_median_s": round(statistics.median(after[name]), 3),
             "after_first_runs_s": [round(t, 3) for t in after[name]],
+            "first_run_cpu_s": round(CPU[str(tree)][0], 3),
+            "after_first_cpu_min_s": round(min(CPU[str(tree)][1:]), 3),
             "breakeven_min_s": round(min(be[name]), 4),
             "breakeven_runs_s": [round(t, 4) for t in be[name]],
         }

@@ -5,7 +5,8 @@ imports included): ``planner --help``, ``planner validate example:quickstart`` a
 ``planner cost example:quickstart``, ``--repeat`` times, interleaved (one of each in turn, so a
 burst of load from other processes hits them alike). ``min_s`` is the least noisy figure on a
 shared machine; ``median_s`` and every run are listed too, with the load average before and
-after. Targets (issue 15): ``--help`` <= 0.15 s, ``validate`` and ``cost`` <= 0.5 s.
+after, and the child's CPU time (``cpu_min_s``: user + system, less sensitive to other
+processes than the wall time, though not immune). Targets (issue 15): ``--help`` <= 0.15 s, ``validate`` and ``cost`` <= 0.5 s.
 
 ``--baseline DIR`` runs the same commands against another source tree (e.g.
 ``git archive main | tar -x -C /tmp/base``) interleaved with this one, for a before/after on
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,14 +45,20 @@ def _env(tree: Path, cache: str) -> dict[str, str]:
     return env
 
 
-def run_once(tree: Path, argv: list[str], cache: str) -> float:
-    t = time.perf_counter()
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_once(tree: Path, argv: list[str], cache: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child)."""
+    c, t = _children_cpu(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "planner", *argv], cwd=tree,
                           env=_env(tree, cache), capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _children_cpu() - c
     if proc.returncode != 0:
         raise SystemExit(f"planner {' '.join(argv)} failed in {tree}:\n{proc.stderr}")
-    return wall
+    return wall, cpu
 
 
 def importtime(tree: Path, argv: list[str], cache: str, top: int = 8) -> list[dict]:
@@ -69,9 +77,11 @@ def importtime(tree: Path, argv: list[str], cache: str, top: int = 8) -> list[di
     return rows[:top]
 
 
-def summary(times: list[float]) -> dict:
+def summary(runs: list[tuple[float, float]]) -> dict:
+    times, cpus = [w for w, _ in runs], [c for _, c in runs]
     return {"min_s": round(min(times), 4), "median_s": round(statistics.median(times), 4),
-            "runs_s": [round(t, 4) for t in times]}
+            "runs_s": [round(t, 4) for t in times],
+            "cpu_min_s": round(min(cpus), 4), "cpu_median_s": round(statistics.median(cpus), 4)}
 
 
 def main() -> None:
@@ -86,7 +96,8 @@ def main() -> None:
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
     load_before = os.getloadavg()[0]
-    times: dict[str, dict[str, list[float]]] = {t: {c: [] for c in COMMANDS} for t in trees}
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
+        t: {c: [] for c in COMMANDS} for t in trees}
     with tempfile.TemporaryDirectory(prefix="planner-bench-cache-") as cache:
         for tree in trees.values():  # warm the OS file cache and __pycache__ once
             for argv in COMMANDS.values():
