@@ -48,10 +48,15 @@ def tune_allocator() -> bool:
     if not os.environ.get("PLANNER_NO_MALLOPT"):
         try:
             import ctypes
-            import ctypes.util
 
-            name = ctypes.util.find_library("c")
-            libc = ctypes.CDLL(name) if name else None
+            # the process's own symbols hold the C library's; ctypes.util.find_library would
+            # run ``ldconfig -p`` in a subprocess (~30 ms of every command's start-up)
+            libc = ctypes.CDLL(None)
+            if not hasattr(libc, "mallopt"):
+                import ctypes.util
+
+                name = ctypes.util.find_library("c")
+                libc = ctypes.CDLL(name) if name else None
             if libc is not None and hasattr(libc, "mallopt"):
                 m_trim_threshold, m_mmap_threshold = -1, -3
                 ok = bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(

@@ -12,12 +12,14 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from planner import __version__, _runtime
 from planner.errors import PlannerError
 from planner.output import FORMATS, render, render_tables, write_tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXAMPLE_PREFIX = "example:"
 
@@ -292,6 +294,8 @@ def cmd_optimize(args) -> int:
     """Exit status 0 with a trusted plan, 3 when infeasible, 4 without a trusted plan."""
     import time
 
+    import pandas as pd
+
     from planner.engines.optimize import (
         OptimizeOptions,
         hourly_view,
@@ -544,6 +548,8 @@ def _csv_list(v: str | None, cast=str):
 
 
 def cmd_perf(args) -> int:
+    import pandas as pd
+
     from planner.catalog import load_catalog
     from planner.perf import AcceleratorSpec, LLMSpec
     from planner.perf.report import gpu_hour_prices, perf_search, perf_summary
@@ -615,6 +621,8 @@ def cmd_schema(args) -> int:
 
 
 def cmd_catalog_list(args) -> int:
+    import pandas as pd
+
     from planner.catalog import load_catalog
 
     cat = load_catalog()

@@ -21,6 +21,7 @@ matrix) are :class:`planner.errors.PlannerError`.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import numbers
 from collections.abc import Mapping
@@ -28,7 +29,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
-from scipy import special, stats
 
 from planner.errors import PlannerError
 
@@ -58,8 +58,32 @@ __all__ = [
     "spearman_to_pearson",
 ]
 
-#: z such that Phi(z) = 0.9, i.e. the 90th percentile of the standard normal.
-Z90 = float(special.ndtri(0.9))
+
+class _LazyModule:
+    """A module imported on first attribute access (keeps ``import planner.distributions``,
+    and so every scenario load, free of scipy's ~0.7 s import; ``planner --help``,
+    ``validate`` and ``cost`` never need it)."""
+
+    __slots__ = ("_name", "_module")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr: str) -> Any:
+        module = self._module
+        if module is None:
+            module = self._module = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+special = _LazyModule("scipy.special")
+stats = _LazyModule("scipy.stats")
+
+#: z such that Phi(z) = 0.9, i.e. the 90th percentile of the standard normal:
+#: ``float(scipy.special.ndtri(0.9))``, written out so that importing this module does not
+#: import scipy (a test checks the two agree bit for bit).
+Z90 = 1.2815515655446004
 
 #: Smallest uniform draw used by ``sample``: ``rng.random`` can return exactly 0.0 (probability
 #: 2**-53 per draw), which would map to -inf for unbounded supports; it is raised to 2**-54.
@@ -641,7 +665,7 @@ class PertDist(DistributionBase):
 
     def median(self) -> float:
         a, b = self.beta_params()
-        return self.low + (self.high - self.low) * float(special.betaincinv(a, b, 0.5))
+        return self.low + (self.high - self.low) * _beta_median(a, b)
 
     def mean(self) -> float:
         return (self.low + self.lamb * self.mode + self.high) / (self.lamb + 2.0)
@@ -652,6 +676,15 @@ class PertDist(DistributionBase):
     def _ppf(self, u: np.ndarray) -> np.ndarray:
         a, b = self.beta_params()
         return _beta_ppf(a, b, u, self.low, self.high)
+
+
+def _beta_median(a: float, b: float) -> float:
+    """Median of the standard Beta(a, b): exactly 0.5 when ``a == b`` (symmetry; spares
+    ``planner cost`` the scipy import for the common symmetric case, and is exact where
+    ``betaincinv`` can be off by ~1e-8), else ``scipy.special.betaincinv(a, b, 0.5)``."""
+    if a == b:
+        return 0.5
+    return float(special.betaincinv(a, b, 0.5))
 
 
 class BetaDist(DistributionBase):
@@ -677,7 +710,7 @@ class BetaDist(DistributionBase):
         return self
 
     def median(self) -> float:
-        return self.low + (self.high - self.low) * float(special.betaincinv(self.a, self.b, 0.5))
+        return self.low + (self.high - self.low) * _beta_median(self.a, self.b)
 
     def mean(self) -> float:
         return self.low + (self.high - self.low) * self.a / (self.a + self.b)

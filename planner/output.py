@@ -9,14 +9,17 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # numpy and pandas load with the first table, not with the CLI's parser
+    import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 
 
 def _fmt(x) -> str:
+    import numpy as np
+
     if isinstance(x, bool | np.bool_):
         return str(bool(x))
     if isinstance(x, int | np.integer):

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# planner's on-disk cache (the report's Vega bundle) goes to a directory of this test session,
+# not the user's cache (subprocesses inherit it)
+if "PLANNER_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="planner-test-cache-")
+    os.environ["PLANNER_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# reports built by the tests validate every chart against the Vega-Lite schema
+os.environ.setdefault("PLANNER_VALIDATE_CHARTS", "1")
 
 
 @pytest.fixture

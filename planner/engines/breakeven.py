@@ -14,15 +14,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
 
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario, med
 from planner.engines.deterministic import Results, evaluate
+from planner.model.evaluate import Model
+
+
+def brentq(*args, **kwargs):
+    """:func:`scipy.optimize.brentq` (imported on first use: scipy.optimize is slow to load)."""
+    from scipy.optimize import brentq as _brentq
+
+    return _brentq(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -33,96 +42,134 @@ class BreakevenResults:
     curve: pd.DataFrame
 
 
-def cost_curve(sc: Scenario, scales, catalog: Catalog | None = None) -> pd.DataFrame:
-    """Monthly cost of every option at volume multiples ``scales`` (tidy)."""
-    cat = catalog or load_catalog()
+class VolumeCosts:
+    """Monthly cost, LLM requests per day and tokens per month of every option at volume
+    multiples, from one :class:`~planner.model.evaluate.Model` built once (its structure,
+    capacity and pool sizes are decided at the scenario's own volume, as
+    :func:`~planner.engines.deterministic.evaluate` decides them) and evaluated for a whole
+    grid of multiples as one array evaluation (the multiples are the N values of
+    ``volume_scale``), instead of one deterministic engine run per point.
+
+    The figures equal the deterministic engine's ``summary`` (``usd_per_month``,
+    ``tokens_per_month``) and ``classes`` (``requests_per_day`` summed over the option's
+    classes) at ``volume_scale = x``.
+    """
+
+    def __init__(self, sc: Scenario, catalog: Catalog | None = None, *,
+                 model: Model | None = None):
+        self.cat = catalog or load_catalog()
+        self.model = model if model is not None else Model(sc, self.cat)
+        self.names = [o.name for o in self.model.options]
+        self._points: dict[float, dict[str, tuple[float, float, float]]] = {}
+
+    def grid(self, scales: Sequence[float]) -> dict[str, np.ndarray]:
+        """``{option: array (len(scales), 3)}`` of (usd/month, LLM requests/day,
+        tokens/month) at each multiple, in one evaluation; also fills the point cache."""
+        x = np.asarray(scales, dtype=float).reshape(-1)
+        m = self.model
+        ctx = m.ctx(n=x.size, volume_scale=x)
+        raw = m.evaluate_raw(ctx)
+        out = {}
+        for o in m.options:
+            r = raw[o.name]
+            req: Any = 0.0
+            for cname in o.served:
+                req = req + m.klass(ctx, cname, o.tokenizer)[0]
+            out[o.name] = np.stack([np.broadcast_to(np.asarray(v, dtype=float), x.shape)
+                                    for v in (r["monthly"], req, r["tokens"])], axis=1)
+        for i, xi in enumerate(x.tolist()):
+            self._points.setdefault(xi, {k: tuple(float(v) for v in a[i])
+                                         for k, a in out.items()})
+        return out
+
+    def at(self, x: float) -> dict[str, tuple[float, float, float]]:
+        """``{option: (usd/month, LLM requests/day, tokens/month)}`` at one multiple."""
+        x = float(x)
+        if x not in self._points:
+            self.grid([x])
+        return self._points[x]
+
+
+def cost_curve(sc: Scenario, scales, catalog: Catalog | None = None, *,
+               volumes: VolumeCosts | None = None) -> pd.DataFrame:
+    """Monthly cost of every option at volume multiples ``scales`` (tidy; one array
+    evaluation of the model for the whole grid)."""
+    vc = volumes if volumes is not None else VolumeCosts(sc, catalog)
+    kinds = {o.name: o.kind for o in vc.model.options}
+    scales = [float(s) for s in scales]
+    grid = vc.grid(scales) if scales else {}
     rows = []
-    for s in scales:
-        res = evaluate(sc, cat, volume_scale=float(s))
-        for r in res.summary.itertuples():
+    for i, s in enumerate(scales):
+        for name in vc.names:
+            usd, req, tok = (float(v) for v in grid[name][i])
             rows.append({
-                "volume_scale": float(s), "deployment": r.deployment, "kind": r.kind,
-                "requests_per_day": _requests_per_day(res, r.deployment),
-                "tokens_per_month": r.tokens_per_month, "usd_per_month": r.usd_per_month,
+                "volume_scale": s, "deployment": name, "kind": kinds[name],
+                "requests_per_day": req, "tokens_per_month": tok, "usd_per_month": usd,
             })
-    return pd.DataFrame(rows)
-
-
-def _requests_per_day(res: Results, dep: str) -> float:
-    c = res.classes
-    return float(c.loc[c["deployment"] == dep, "requests_per_day"].sum())
-
-
-def _monthly(sc, cat, scale: float) -> dict[str, tuple[float, float, float]]:
-    res = evaluate(sc, cat, volume_scale=scale)
-    out = {}
-    for r in res.summary.itertuples():
-        out[r.deployment] = (r.usd_per_month, _requests_per_day(res, r.deployment),
-                             r.tokens_per_month)
-    return out
+    return pd.DataFrame(rows)  # (no columns when the scenario has no options, as before)
 
 
 def volume_breakeven(
     sc: Scenario, catalog: Catalog | None = None, *, lo: float = 1e-4, hi: float = 1e4,
-    points: int = 41,
+    points: int = 41, volumes: VolumeCosts | None = None, base: Results | None = None,
 ) -> pd.DataFrame:
     """For each (API option, self-hosted option) pair serving the same classes, the volume
-    at which self-hosting becomes cheaper."""
-    cat = catalog or load_catalog()
-    base = evaluate(sc, cat)
+    at which self-hosting becomes cheaper.
+
+    The ``points`` grid multiples are priced in one array evaluation; Brent's method then
+    refines each bracketed crossing with single-point evaluations of the same model.
+    """
+    vc = volumes if volumes is not None else VolumeCosts(sc, catalog)
+    base = base if base is not None else evaluate(sc, vc.cat, model=vc.model)
     s = base.summary
     apis = s[s["kind"] == "api"]
     selfs = s[s["kind"] != "api"]
     grid = np.geomspace(lo, hi, points)
-    cache: dict[float, dict] = {}
-
-    def at(x: float):
-        if x not in cache:
-            cache[x] = _monthly(sc, cat, x)
-        return cache[x]
+    pairs = [(a, h) for a in apis.itertuples() for h in selfs.itertuples()
+             if a.classes_served == h.classes_served and a.classes_served]
+    costs = vc.grid(grid) if pairs else {}
+    at = vc.at
 
     rows = []
-    for a in apis.itertuples():
-        for h in selfs.itertuples():
-            if a.classes_served != h.classes_served or not a.classes_served:
-                continue
+    for a, h in pairs:
 
-            def diff(x, a=a.deployment, h=h.deployment):
-                m = at(x)
-                return m[h][0] - m[a][0]
+        def diff(x, a=a.deployment, h=h.deployment):
+            m = at(x)
+            return m[h][0] - m[a][0]
 
-            vals = np.array([diff(x) for x in grid])
-            idx = np.nonzero((vals[:-1] > 0) & (vals[1:] <= 0))[0]
-            row = {"api": a.deployment, "selfhosted": h.deployment,
-                   "classes": a.classes_served}
-            if idx.size == 0:
-                cheaper = "selfhosted" if vals[0] <= 0 else "api"
-                row.update({"volume_scale": np.nan, "requests_per_day": np.nan,
-                            "tokens_per_month": np.nan, "usd_per_month": np.nan,
-                            "note": f"no crossing in x{lo:g}..x{hi:g} of the scenario volume; "
-                                    f"{cheaper} is cheaper throughout"})
-            else:
-                i = int(idx[0])
-                x = brentq(diff, grid[i], grid[i + 1], xtol=1e-10, rtol=1e-10)
-                m = at(x)
-                row.update({"volume_scale": x, "requests_per_day": m[a.deployment][1],
-                            "tokens_per_month": m[a.deployment][2],
-                            "usd_per_month": m[a.deployment][0],
-                            "note": "self-hosting is cheaper above this volume"})
-            rows.append(row)
+        vals = costs[h.deployment][:, 0] - costs[a.deployment][:, 0]
+        idx = np.nonzero((vals[:-1] > 0) & (vals[1:] <= 0))[0]
+        row = {"api": a.deployment, "selfhosted": h.deployment,
+               "classes": a.classes_served}
+        if idx.size == 0:
+            cheaper = "selfhosted" if vals[0] <= 0 else "api"
+            row.update({"volume_scale": np.nan, "requests_per_day": np.nan,
+                        "tokens_per_month": np.nan, "usd_per_month": np.nan,
+                        "note": f"no crossing in x{lo:g}..x{hi:g} of the scenario volume; "
+                                f"{cheaper} is cheaper throughout"})
+        else:
+            i = int(idx[0])
+            x = brentq(diff, grid[i], grid[i + 1], xtol=1e-10, rtol=1e-10)
+            m = at(x)
+            row.update({"volume_scale": x, "requests_per_day": m[a.deployment][1],
+                        "tokens_per_month": m[a.deployment][2],
+                        "usd_per_month": m[a.deployment][0],
+                        "note": "self-hosting is cheaper above this volume"})
+        rows.append(row)
     return pd.DataFrame(rows, columns=["api", "selfhosted", "classes", "volume_scale",
                                        "requests_per_day", "tokens_per_month",
                                        "usd_per_month", "note"])
 
 
-def finetune_breakeven(sc: Scenario, catalog: Catalog | None = None) -> pd.DataFrame:
+def finetune_breakeven(sc: Scenario, catalog: Catalog | None = None,
+                       res: Results | None = None) -> pd.DataFrame:
     """Fine-tuned option vs each other option serving the same classes.
 
     T* (cumulative tokens) = fine-tune cost / (cost per token without - cost per token with);
     months to pay back = fine-tune cost / (monthly saving).
     """
     cat = catalog or load_catalog()
-    res = evaluate(sc, cat)
+    res = res or evaluate(sc, cat)
     s = res.summary
     ft_cost = res.finetune.set_index("finetune")["usd"] if not res.finetune.empty else {}
     deps = sc.deployments()
@@ -215,9 +262,11 @@ def breakeven(sc: Scenario, catalog: Catalog | None = None,
               scales=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)) -> BreakevenResults:
     """All break-even analyses of a scenario."""
     cat = catalog or load_catalog()
+    vc = VolumeCosts(sc, cat)  # one model for every analysis
+    base = evaluate(sc, cat, model=vc.model)
     return BreakevenResults(
-        volume=volume_breakeven(sc, cat),
-        finetune=finetune_breakeven(sc, cat),
-        payback=payback(sc, cat),
-        curve=cost_curve(sc, scales, cat),
+        volume=volume_breakeven(sc, cat, volumes=vc, base=base),
+        finetune=finetune_breakeven(sc, cat, res=base),
+        payback=payback(sc, cat, res=base),
+        curve=cost_curve(sc, scales, cat, volumes=vc),
     )

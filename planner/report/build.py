@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,7 @@ def build_report(
 
     if catalog is None:
         catalog = load_catalog()
+    export.warm_up()  # vl-convert starts on another thread while the engines run
     ctx = Context(sc)
     bar = tqdm(total=len(engines) + len(specs) + 2, desc="report", unit="step",
                disable=not progress, file=sys.stderr, leave=False)
@@ -227,20 +229,28 @@ def build_report(
             (tmp / HTML_NAME).write_text(doc, encoding="utf-8")
             for name, text in csvs.items():
                 (tmp / "tables" / f"{name}.csv").write_text(text, encoding="utf-8")
-            for name, spec_dict in vl.items():
-                bar.set_postfix_str(f"{name}.svg")
-                svg = export.svg(spec_dict)
-                (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
-                bar.update()
-                bar.set_postfix_str(f"{name}.png")
-                (tmp / "charts" / f"{name}.png").write_bytes(export.svg_to_png(svg))
-                bar.update()
+            # SVGs one after another (vl-convert's JavaScript engine), each rasterised to PNG
+            # on a worker thread meanwhile (native code, no GIL: the next SVG overlaps it)
+            workers = max(1, min(2, os.cpu_count() or 1))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                pngs = []
+                for name, spec_dict in vl.items():
+                    bar.set_postfix_str(f"{name}.svg")
+                    svg = export.svg(spec_dict)
+                    (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
+                    pngs.append((name, pool.submit(export.svg_to_png, svg)))
+                    bar.update()
+                for name, png in pngs:
+                    bar.set_postfix_str(f"{name}.png")
+                    (tmp / "charts" / f"{name}.png").write_bytes(png.result())
+                    bar.update()
             _publish(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         bar.update()
     finally:
         bar.close()
+        export.wait_warm_up()  # never leave vl-convert busy on a thread behind us
     return ReportResult(
         out_dir=out,
         html=out / HTML_NAME,
