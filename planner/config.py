@@ -533,11 +533,12 @@ class Planning(Strict):
     """Planning reserves applied to self-hosted capacity and to billed volumes.
 
     ``capacity``: how a replica's capacity at a class's latency SLO is computed.
-    ``closed-loop`` (default): the largest steady concurrency whose mean TTFT and TPOT meet
-    the SLO (:func:`planner.perf.replica_capacity`). ``open-loop``: the largest arrival rate
-    whose TTFT and TPOT percentiles (the SLO's ``percentile``) meet it with prefill queueing,
-    length spread (``[simulation] length_cv``) and arrival burstiness
-    (``[simulation] burstiness_cv``) (:func:`planner.perf.openloop.slo_capacity`).
+    ``open-loop`` (default): the largest arrival rate at which at most ``1 - percentile`` of
+    requests miss the TTFT or the TPOT bound, with prefill queueing over the pool, length
+    spread (``[simulation] length_cv``) and arrival burstiness (``[simulation]
+    burstiness_cv``) (:func:`planner.perf.openloop.slo_capacity`). ``closed-loop``: the
+    largest steady concurrency whose mean TTFT and TPOT meet the SLO
+    (:func:`planner.perf.replica_capacity`; optimistic under open arrivals).
     """
 
     utilisation_target: Annotated[float, Field(gt=0, le=1)] = 0.9
