@@ -100,7 +100,10 @@ CS = {
 
 
 def test_open_loop_sizing_is_a_planning_choice_with_its_limit_shown():
-    closed = evaluate(parse_scenario(CS, catalog=CAT), CAT)
+    closed = evaluate(parse_scenario({**CS, "planning": {"capacity": "closed-loop"}},
+                                     catalog=CAT), CAT)
+    default = evaluate(parse_scenario(CS, catalog=CAT), CAT)
+    assert default.capacity.iloc[0]["capacity_basis"].startswith("open-loop p90")
     data = {**CS, "planning": {"capacity": "open-loop"},
             "simulation": {"burstiness_cv": 2.0, "length_cv": 0.5}}
     opened = evaluate(parse_scenario(data, catalog=CAT), CAT)
