@@ -284,6 +284,9 @@ _GROUP_TEXT = {
     "provider_share": "the maximum share per provider (max_share_per_provider)",
     "power": "the on-prem power limit (onprem_max_kw)",
     "limits": "the caps on replicas/servers (max_replicas, max_servers, max_kw)",
+    "min_replicas": "the minimum replicas while serving (min_replicas)",
+    "min_run": "the minimum run length of hourly rentals (min_run_hours)",
+    "ramp": "the maximum change per hour (max_change_per_hour)",
 }
 
 
