@@ -258,3 +258,86 @@ def test_new_row_groups_are_named_and_optional():
     plan = decode(m, info.x)
     assert check_plan(pb, plan, objective=info.objective, milp_=m).passed
     assert math.isfinite(info.objective)
+
+
+# ------------------------------------------------------------------------------------------
+# whole replicas in the stochastic plan
+
+
+STOCH = """
+[scenario]
+name = "stoch"
+[workload.chat]
+requests_per_day = {{ dist = "lognormal", median = 300000, p90 = 420000 }}
+diurnal = "business"
+input = 1000
+output = 50
+[api.api]
+offering = "openai/gpt-4o-mini"
+input_usd_per_mtok = 3.0
+output_usd_per_mtok = 0
+[cloud.od]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+usd_per_gpu_hour = 2.0
+gpus_per_instance = 1
+capacity_requests_per_s = 1.3
+billing = "scale-to-zero"
+[cloud.rsv]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+usd_per_gpu_hour = 1.2
+gpus_per_instance = 1
+capacity_requests_per_s = 1.3
+plan = "reserved-1y"
+[planning]
+utilisation_target = 0.9
+{extra}
+"""
+
+
+@pytest.mark.parametrize("method", ["extensive", "benders"])
+def test_stochastic_plan_is_whole_replicas(method):
+    from planner.engines.optimize import hourly_view, plan_view
+
+    sc = parse_scenario(tomllib.loads(STOCH.format(extra="")), catalog=CAT)
+    res = optimize(sc, stochastic=True, n_scenarios=12, seed=3, method=method)
+    assert res.trusted, res.messages
+    h = res.hourly[res.hourly["deployment"] == "od"]
+    reps = h["replicas"].to_numpy()
+    assert reps.max() > 0
+    np.testing.assert_array_equal(reps, np.round(reps))  # whole in every scenario and hour
+    assert res.problem.integer_hourly  # and checked as such
+    assert any(m.startswith("whole replicas:") for m in res.messages)
+    # every scenario's rented replicas carry its load (capacity re-checked from the data)
+    load = h["load_replicas"].to_numpy()
+    assert np.all(reps * 0.9 >= load - 1e-6)
+    # the objective is the whole plan's expected cost, recomputed
+    assert res.objective_usd_per_month == pytest.approx(
+        float(np.dot(res.problem.prob, res.scenarios["usd_per_month"])), rel=1e-9)
+    # expected counts reported apart from the (whole) decision
+    pv = plan_view(res).set_index("deployment")
+    exp = float(np.dot(res.problem.prob,
+                       h.groupby("scenario")["replicas"].mean().to_numpy()))
+    assert pv.loc["od", "expected_replicas"] == pytest.approx(exp, rel=1e-9)
+    assert "expected" in pv.loc["od", "decision"]
+    lo, hi = int(reps.min()), int(reps.max())
+    assert pv.loc["od", "decision"].startswith(f"rent {lo}-{hi} on-demand replicas per hour")
+    hv = hourly_view(res)
+    dec = hv["od replicas"].to_numpy(float)
+    np.testing.assert_array_equal(dec, np.round(dec))
+    assert "od expected_replicas" in hv
+    mean_h = h.assign(w=h["scenario"].map(dict(enumerate(res.problem.prob)))).assign(
+        x=lambda d: d["replicas"] * d["w"]).groupby("hour")["x"].sum().to_numpy()
+    np.testing.assert_allclose(hv["od expected_replicas"].to_numpy(float), mean_h, rtol=1e-9)
+
+
+def test_stochastic_whole_replicas_keep_the_plan_rules():
+    sc = parse_scenario(tomllib.loads(STOCH.format(
+        extra="[optimize]\nmin_replicas = 2\nmax_change_per_hour = 2\n")), catalog=CAT)
+    res = optimize(sc, stochastic=True, n_scenarios=8, seed=1, method="extensive")
+    assert res.trusted, res.messages
+    b = np.round(res.solution.blocks[:, res.solution.options.index("od"), :], 6)
+    np.testing.assert_array_equal(b, np.round(b))
+    assert b.max() > 2 and np.all((b == 0) | (b >= 2))
+    assert np.all(np.abs(b - np.roll(b, 1, axis=-1)) <= 2)

@@ -20,7 +20,10 @@ Uncertainty (``stochastic=True``): a sample-average approximation over Monte Car
 the scenario's distributions (demand, prices, lengths ...; drawn by the Monte Carlo sampler,
 :func:`sample_inputs`, and priced all at once by the one model): first stage = servers, fixed
 cloud fleets, fine-tunes; second stage per scenario = scale-to-zero replicas (continuous, a
-fluid approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
+fluid approximation, in the solve) and routing. The plan returned is whole replicas: each
+scenario's hourly counts are then re-solved in whole replicas at the chosen first stage
+(:func:`.optimize_stochastic.whole_replicas`; expected counts are reported apart from the
+whole-replica decision in :func:`plan_view` and :func:`hourly_view`). Objective: expected monthly cost, or expected + lambda x CVaR_alpha
 (Rockafellar & Uryasev 2000: CVaR = min_eta eta + E[(cost - eta)+] / (1 - alpha)). The value of
 the stochastic solution VSS = EEV - RP (Birge 1982): RP is the stochastic optimum, EEV the
 expected cost of fixing the first stage planned for the mean scenario and adapting the second
@@ -73,7 +76,12 @@ from planner.engines.optimize_milp import (
     plan_costs,
     solve_milp,
 )
-from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
+from planner.engines.optimize_stochastic import (
+    _objective,
+    scenario_raw_violations,
+    solve_benders,
+    whole_replicas,
+)
 from planner.engines.optimize_verify import busiest_hour, verify_plan
 from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
@@ -616,17 +624,24 @@ def optimize_problem(
                               infeasibility=table, messages=tuple(msgs),
                               n_scenarios=pb.n_scenarios, milp_shape=m.shape, problem=pb)
     plan = decode(m, info.x)
-    check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
-                       milp_=m)
     if info.status == "time_limit":
         msgs.append(f"time limit reached: best plan found has a gap of {info.gap:.2%} "
                     f"(bound {info.dual_bound:,.0f} USD/month)")
-    costs = plan_costs(pb, plan)
-    tabs = _tables(pb, plan, costs)
+    w = _whole(pb, plan, info.objective, info.dual_bound, gap=gap, time_limit_s=time_limit_s,
+               say=say, **kw)
+    if w is None:
+        check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
+                           milp_=m)
+        pbr, objective, g = pb, info.objective, info.gap
+        costs = plan_costs(pb, plan)
+        tabs = _tables(pb, plan, costs)
+    else:
+        pbr, plan, check, costs, tabs, objective, g, more = w
+        msgs += more
     res = OptimizeResult(
-        pb.name, info.status, info.objective, info.gap, lp.objective,
+        pb.name, info.status, objective, g, lp.objective,
         time.perf_counter() - t0, lp.time_s, check, n_scenarios=pb.n_scenarios,
-        milp_shape=m.shape, problem=pb, solution=plan, messages=(), **tabs,
+        milp_shape=m.shape, problem=pbr, solution=plan, messages=(), **tabs,
     )
     if stochastic and pb.n_scenarios > 1:
         say("value of the stochastic solution: solving the mean-value problem (EV, EEV)")
@@ -639,6 +654,36 @@ def optimize_problem(
     res.objective = obj
     res.time_s = time.perf_counter() - t0
     return res
+
+
+def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: float,
+           time_limit_s: float, objective: str, cvar_lambda: float, cvar_alpha: float,
+           say: Callable[[str], None]) -> tuple | None:
+    """A plan solved with continuous hourly counts (the stochastic fluid) made whole
+    (:func:`whole_replicas`), re-checked, costed and tabled; None when it already is whole
+    (integer hourly counts, or no hourly option). Returns (problem, plan, check, costs,
+    tables, objective, gap against ``bound``, messages)."""
+    if pb.integer_hourly or not any(o.stage == "hourly" for o in pb.options.values()):
+        return None
+    say("whole replicas: re-solving each scenario's hourly counts in whole replicas")
+    w = whole_replicas(pb, plan, gap=gap, time_limit_s=max(5.0, time_limit_s / 2))
+    check = check_plan(w.problem, w.plan, extra=w.extra)
+    check.n_checked += w.n_checked
+    costs = plan_costs(w.problem, w.plan)
+    tabs = _tables(w.problem, w.plan, costs)
+    q = tabs["scenarios"]["usd_per_month"].to_numpy()
+    obj = _objective(q, pb.prob, objective == "cvar" and cvar_lambda > 0, cvar_lambda,
+                     cvar_alpha)
+    lo = min(bound, fluid) if np.isfinite(bound) else fluid
+    g = max(0.0, (obj - lo) / abs(obj)) if obj else 0.0
+    how = f"{w.resolved} re-solved" + (f", {w.rounded} rounded up (no time left or no whole "
+                                       f"plan)" if w.rounded else "")
+    msgs = [f"whole replicas: the first stage was chosen with continuous hourly counts (a "
+            f"fluid); every scenario's hourly counts are whole replicas ({how}): "
+            f"{obj:,.0f} USD/month against {fluid:,.0f} for the fluid plan "
+            f"({(obj - fluid) / abs(fluid) if fluid else 0.0:+.1%}); gap {g:.2%} against the "
+            f"fluid bound"]
+    return w.problem, w.plan, check, costs, tabs, obj, g, msgs
 
 
 def _warn_check(check: CheckReport, msgs: list[str]) -> None:
@@ -656,28 +701,37 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     if b.plan is None or b.status in ("infeasible", "error"):
         return None
     plan = b.plan
-    check = check_plan(pb, plan, extra=scenario_raw_violations(b))
-    check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
-                           for m, x in zip(b.milps, b.xs, strict=True))
-    costs = plan_costs(pb, plan)
-    tabs = _tables(pb, plan, costs)
+    say = progress or (lambda _text: None)
+    w = _whole(pb, plan, b.objective, b.lower_bound, gap=gap, time_limit_s=time_limit_s,
+               say=say, objective=objective, cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
+    pbr, obj, g = pb, b.objective, b.gap
+    if w is None:
+        check = check_plan(pb, plan, extra=scenario_raw_violations(b))
+        check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
+                               for m, x in zip(b.milps, b.xs, strict=True))
+        costs = plan_costs(pb, plan)
+        tabs = _tables(pb, plan, costs)
+        more_w: list[str] = []
+    else:
+        pbr, plan, check, costs, tabs, obj, g, more_w = w
     msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
             f"{b.iterations} iterations, bound {b.lower_bound:,.0f} USD/month, gap "
             f"{b.gap:.2%}"]
     if b.status == "time_limit":
         msgs.append(f"time limit reached: best plan found has a gap of {b.gap:.2%}")
+    msgs += more_w
     if objective == "expected":
         recomputed = float(np.dot(pb.prob, tabs["scenarios"]["usd_per_month"]))
-        if abs(recomputed - b.objective) > 1e-6 * max(1.0, abs(b.objective)):
+        if abs(recomputed - obj) > 1e-6 * max(1.0, abs(obj)):
             check.violations.loc[len(check.violations)] = [
-                "objective", "objective vs recomputed cost", b.objective, recomputed,
-                b.objective - recomputed]
+                "objective", "objective vs recomputed cost", obj, recomputed,
+                obj - recomputed]
             check.passed = False
     rows = sum(m.A.shape[0] for m in b.milps)
     cols = sum(m.A.shape[1] for m in b.milps)
     res = OptimizeResult(
-        pb.name, b.status, b.objective, b.gap, b.lp_bound, time.perf_counter() - t0, 0.0,
-        check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pb,
+        pb.name, b.status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
+        check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pbr,
         solution=plan, messages=(), **tabs,
     )
     res.stochastic, more = _stochastic_report(pb, b.objective, tabs["scenarios"],
@@ -972,8 +1026,10 @@ def status_line(res: OptimizeResult) -> str:
             f"{res.check.summary()}")
 
 
-def _decision(r: pd.Series, reps: np.ndarray) -> str:
-    """What to do about one chosen deployment, in words."""
+def _decision(r: pd.Series, reps: np.ndarray, expected: np.ndarray | None = None) -> str:
+    """What to do about one chosen deployment, in words (``reps``: its whole replicas in
+    every scenario and hour; ``expected``: stochastic plans, the mean over scenarios of each
+    hour's count)."""
     if r["kind"] == "api":
         return f"call {r['offering'] or r['deployment']} (pay per token)"
     n_rep, gpus = float(r["replicas_peak"]), float(r["gpus_peak"])
@@ -994,30 +1050,44 @@ def _decision(r: pd.Series, reps: np.ndarray) -> str:
     lo, hi = (float(reps.min()), float(reps.max())) if reps.size else (0.0, n_rep)
     rng = f"{lo:g}-{hi:g}" if abs(hi - lo) > 1e-9 else f"{hi:g}"
     if reps.size and np.any(np.abs(reps - np.round(reps)) > 1e-6):
-        rng = f"{lo:.1f}-{hi:.1f}"  # the stochastic second stage is continuous (fluid)
+        rng = f"{lo:.1f}-{hi:.1f}"  # not whole: a plan made outside optimize()
     plan = f" {r['price_plan']}" if r["price_plan"] else ""
-    return f"rent {rng}{plan} replicas per hour ({gpus:g} GPUs at peak)"
+    exp = ""
+    if expected is not None and expected.size:
+        e0, e1 = float(expected.min()), float(expected.max())
+        exp = f"; expected {e0:.1f}-{e1:.1f} over the scenarios"
+    return f"rent {rng}{plan} replicas per hour ({gpus:g} GPUs at peak{exp})"
 
 
 def plan_view(res: OptimizeResult) -> pd.DataFrame:
     """The chosen deployments and what to buy, reserve, rent or call.
 
-    Columns: deployment, kind, model, decision, replicas_peak, gpus_peak, requests_share,
-    usd_per_month (mean over scenarios when stochastic). A chosen fine-tune is a row of its
-    own (``finetune:NAME``, its one-off cost spread over the horizon), so the rows add up to
+    Columns: deployment, kind, model, decision, replicas_peak (whole replicas: the most in
+    any hour and scenario), expected_replicas (the probability-weighted mean over scenarios
+    and hours; what the plan rents on average, not a count to rent), gpus_peak,
+    requests_share, usd_per_month (mean over scenarios when stochastic). A chosen fine-tune is
+    a row of its own (``finetune:NAME``, its one-off cost spread over the horizon), so the rows add up to
     the plan's cost. Empty without a plan.
     """
-    cols = ["deployment", "kind", "model", "decision", "replicas_peak", "gpus_peak",
-            "requests_share", "usd_per_month"]
+    cols = ["deployment", "kind", "model", "decision", "replicas_peak", "expected_replicas",
+            "gpus_peak", "requests_share", "usd_per_month"]
     if res.plan.empty:
         return pd.DataFrame(columns=cols)
     chosen = res.plan[res.plan["chosen"]]
     h = res.hourly
+    prob = res.problem.prob if res.problem is not None else np.ones(1)
     rows = []
     for _, r in chosen.iterrows():
-        reps = h.loc[h["deployment"] == r["deployment"], "replicas"].to_numpy(float)
+        hd = h[h["deployment"] == r["deployment"]]
+        reps = hd["replicas"].to_numpy(float)
+        exp = None
+        if res.n_scenarios > 1 and r["kind"] != "api" and r["stage"] == "hourly":
+            exp = (hd.assign(w=hd["scenario"].map(dict(enumerate(prob))))
+                   .assign(x=lambda d: d["replicas"] * d["w"])
+                   .groupby("hour")["x"].sum().to_numpy(float))
         rows.append({**{c: r[c] for c in cols if c in r.index},
-                     "decision": _decision(r, reps[np.isfinite(reps)])})
+                     "expected_replicas": r["replicas_mean"],
+                     "decision": _decision(r, reps[np.isfinite(reps)], exp)})
     horizon = res.problem.horizon_months if res.problem is not None else math.nan
     ft = res.finetune
     for _, f in (ft[ft["chosen"].astype(bool)] if "chosen" in ft else ft).iterrows():
@@ -1031,34 +1101,53 @@ def plan_view(res: OptimizeResult) -> pd.DataFrame:
         "usd_per_month", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    """The lower weighted median (a value of ``x``: whole when ``x`` is)."""
+    ok = np.isfinite(x)
+    if not ok.any():
+        return math.nan
+    x, w = x[ok], w[ok]
+    o = np.argsort(x, kind="stable")
+    c = np.cumsum(w[o])
+    return float(x[o][np.searchsorted(c, 0.5 * c[-1] - 1e-12)])
+
+
 def hourly_view(res: OptimizeResult, max_rows: int = 24) -> pd.DataFrame:
     """The hourly mix, compact: one row per hour (or per group of hours when the profile
     has more than ``max_rows``), requests/s per chosen deployment and replicas of the
-    self-hosted ones (probability-weighted mean over scenarios; the maximum within a group
-    of hours for replicas, the mean for requests/s)."""
+    self-hosted ones: ``replicas`` is the decision, whole replicas (stochastic: the
+    probability-weighted median over scenarios, each scenario's count being whole), and with
+    several scenarios ``expected_replicas`` the probability-weighted mean (the maximum within
+    a group of hours for replicas, the mean for requests/s)."""
     if res.hourly.empty or res.plan.empty:
         return pd.DataFrame()
     chosen = res.plan.loc[res.plan["chosen"], "deployment"].tolist()
     h = res.hourly[res.hourly["deployment"].isin(chosen)]
     prob = res.problem.prob if res.problem is not None else np.ones(1)
     h = h.assign(w=h["scenario"].map(dict(enumerate(prob))))
-    g = (h.assign(rps=h["requests_per_s"] * h["w"], reps=h["replicas"] * h["w"])
-         .groupby(["hour", "deployment"], sort=False)[["rps", "reps"]].sum(min_count=1)
+    g = (h.assign(rps=h["requests_per_s"] * h["w"], exp=h["replicas"] * h["w"])
+         .groupby(["hour", "deployment"], sort=False)[["rps", "exp"]].sum(min_count=1)
          .reset_index())
+    med = h.groupby(["hour", "deployment"], sort=False)[["replicas", "w"]].apply(
+        lambda d: _weighted_median(d["replicas"].to_numpy(float), d["w"].to_numpy(float)))
+    g["reps"] = med.reindex(pd.MultiIndex.from_frame(g[["hour", "deployment"]])).to_numpy()
     periods = int(g["hour"].max()) + 1
     step = max(1, math.ceil(periods / max_rows))
     g["bucket"] = g["hour"] // step
     agg = g.groupby(["bucket", "deployment"], sort=False).agg(
-        rps=("rps", "mean"), reps=("reps", "max")).reset_index()
+        rps=("rps", "mean"), reps=("reps", "max"), exp=("exp", "max")).reset_index()
     out = pd.DataFrame({"hour": [f"{b * step}" if step == 1 else
                                  f"{b * step}-{min(periods, (b + 1) * step) - 1}"
                                  for b in sorted(agg["bucket"].unique())]})
     kind = res.plan.set_index("deployment")["kind"]
+    stage = res.plan.set_index("deployment")["stage"]
     for d in chosen:
         a = agg[agg["deployment"] == d].set_index("bucket").sort_index()
         out[f"{d} req/s"] = a["rps"].to_numpy()
         if kind[d] != "api":
             out[f"{d} replicas"] = a["reps"].to_numpy()
+            if res.n_scenarios > 1 and stage[d] == "hourly":
+                out[f"{d} expected_replicas"] = a["exp"].to_numpy()
     return out
 
 
