@@ -341,3 +341,57 @@ def test_stochastic_whole_replicas_keep_the_plan_rules():
     np.testing.assert_array_equal(b, np.round(b))
     assert b.max() > 2 and np.all((b == 0) | (b >= 2))
     assert np.all(np.abs(b - np.roll(b, 1, axis=-1)) <= 2)
+
+
+# ------------------------------------------------------------------------------------------
+# --verify simulates the whole planned day
+
+
+def test_hour_window_caps_the_requests_of_busy_hours():
+    from planner.engines.optimize_verify import MIN_WINDOW_S, hour_window
+
+    assert hour_window(1.0, 600.0, 3000) == 600.0  # 600 requests: the whole window
+    assert hour_window(10.0, 600.0, 3000) == 300.0  # 3000 requests
+    assert hour_window(100.0, 600.0, 3000) == MIN_WINDOW_S == 120.0  # at least 120 s
+    assert hour_window(100.0, 600.0, None) == 600.0
+
+
+def test_verify_simulates_every_hour_of_the_planned_day():
+    sc = parse_scenario(tomllib.loads("""
+[scenario]
+name = "day"
+[workload.chat]
+requests_per_day = 1000000
+diurnal = "business"
+input = 800
+output = 100
+slo = { ttft_s = 2.0, tpot_s = 0.1 }
+[cloud.gpu]
+model = "llama-3.1-70b"
+accelerator = "h100-sxm"
+gpus_per_replica = 2
+gpus_per_instance = 2
+precision = "fp8"
+billing = "scale-to-zero"
+[planning]
+utilisation_target = 0.7
+"""), catalog=CAT)
+    res = optimize(sc, verify=True, verify_window_s=120)
+    assert res.trusted
+    hv = res.verification_hours
+    busy = np.flatnonzero(res.problem.demand[0].sum(axis=0) > 0)
+    assert sorted(hv["hour"].unique()) == busy.tolist()  # every hour with traffic
+    assert len(busy) == 24
+    v = res.verification.set_index("class").loc["chat"]
+    assert v["hours"] == len(busy) and v["requests"] == hv["requests"].sum()
+    att = np.sum(hv["slo_attainment"] * hv["requests"]) / hv["requests"].sum()
+    assert v["slo_attainment"] == pytest.approx(att, rel=1e-12)
+    assert v["worst_hour_attainment"] == pytest.approx(hv["slo_attainment"].min())
+    assert bool(v["passed"]) == bool(hv["passed"].all())
+    # each hour is simulated with that hour's replicas: the hours differ
+    reps = res.hourly.set_index("hour")["replicas"]
+    assert reps.nunique() > 1
+    # at 70% utilisation the plan meets its p90 SLO in every hour of the day
+    assert bool(v["passed"]) and hv["passed"].all()
+    assert any(m.startswith("simulated the planned day (24 simulated hours)")
+               for m in res.messages)

@@ -31,8 +31,9 @@ stage in every scenario. Small sample-average problems are solved as one MILP (t
 form); larger ones by L-shaped (Benders) decomposition (:mod:`.optimize_stochastic`), which
 solves one small LP per scenario and a master MILP over the first stage.
 
-Verification (``verify=True``): the plan is simulated (:mod:`planner.sim`) at its most loaded
-hour; when a class misses its SLO target, the utilisation target is lowered step by step
+Verification (``verify=True``): the plan is simulated (:mod:`planner.sim`) in every hour of
+the planned day (:func:`.optimize_verify.verify_day`; each hour's window capped to a few
+thousand requests); when a class misses its SLO target in some hour, the utilisation target is lowered step by step
 (more headroom), re-optimised and re-simulated until it passes, and the extra cost is reported.
 
 Sensitivity: :func:`sensitivity` scans traffic and price multipliers and bisects to where the
@@ -82,7 +83,7 @@ from planner.engines.optimize_stochastic import (
     solve_benders,
     whole_replicas,
 )
-from planner.engines.optimize_verify import busiest_hour, verify_plan
+from planner.engines.optimize_verify import MAX_REQUESTS_PER_HOUR, busiest_hour, verify_day
 from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
 from planner.model.evaluate import Model
@@ -140,7 +141,9 @@ class OptimizeResult:
     costs : deployment x component: USD/month (mean over scenarios).
     scenarios : stochastic: monthly cost of the plan in each sampled scenario.
     stochastic : stochastic: RP, EV, EEV, VSS, cost quantiles and CVaR.
-    verification : simulated SLO attainment per class at the busiest hour.
+    verification : simulated SLO attainment per class over the planned day (every hour of
+        the profile; ``hour`` is the worst one, ``passed`` every hour meets the target).
+    verification_hours : the same per simulated hour and class.
     headroom : utilisation targets tried when the simulated plan missed its SLO.
     infeasibility : constraint groups and whether dropping each restores feasibility.
     messages : plain-language notes (explanations, warnings).
@@ -165,6 +168,7 @@ class OptimizeResult:
     scenarios: pd.DataFrame = field(default_factory=pd.DataFrame)
     stochastic: pd.DataFrame = field(default_factory=pd.DataFrame)
     verification: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verification_hours: pd.DataFrame = field(default_factory=pd.DataFrame)
     headroom: pd.DataFrame = field(default_factory=pd.DataFrame)
     infeasibility: pd.DataFrame = field(default_factory=pd.DataFrame)
     messages: tuple[str, ...] = ()
@@ -197,7 +201,8 @@ class OptimizeResult:
             "summary": self.summary(), "plan": self.plan, "hourly": self.hourly,
             "routing": self.routing, "flows": self.flows, "finetune": self.finetune,
             "costs": self.costs, "scenarios": self.scenarios, "stochastic": self.stochastic,
-            "verification": self.verification, "headroom": self.headroom,
+            "verification": self.verification,
+            "verification_hours": self.verification_hours, "headroom": self.headroom,
             "infeasibility": self.infeasibility, "violations": self.check.violations,
             "messages": pd.DataFrame({"message": list(self.messages)}),
         }
@@ -505,12 +510,13 @@ def optimize(
     stochastic : bool
         Sample-average version over ``n_scenarios`` Monte Carlo scenarios (``seed``).
     verify : bool
-        Simulate the plan at its busiest hour; on an SLO miss, search the headroom that fixes
+        Simulate the plan in every hour of its day; on an SLO miss, search the headroom that fixes
         it.
     options : OptimizeOptions, optional
         Limits and settings (default: :meth:`OptimizeOptions.from_scenario`).
     verify_window_s : float
-        Simulated seconds of the busiest hour.
+        Simulated seconds of each hour (busy hours are cut to about
+        :data:`.optimize_verify.MAX_REQUESTS_PER_HOUR` requests, at least 120 s).
     method : {"auto", "extensive", "benders"}
         How the stochastic version is solved (see :func:`optimize_problem`).
     progress : callable, optional
@@ -801,24 +807,39 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
 
 def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
             window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None) -> None:
-
+    """Simulate every hour of the planned day (:func:`verify_day`, the scenario with the
+    busiest hour); on an SLO miss, lower the utilisation target step by step, re-optimise and
+    re-simulate the hours that missed until they pass."""
     pb, plan = res.problem, res.solution
-    s, h = busiest_hour(pb, plan)
-    say(f"simulating {window_s:g} s of the busiest hour ({h}) with the SimPy engine")
-    vr = verify_plan(pb, plan, cat, scenario=s, hour=h, window_s=window_s, seed=seed)
-    table = vr.table.assign(scenario=s, hour=h, utilisation_target=pb.utilisation_target)
-    msgs = list(res.messages) + vr.messages
-    where = f"hour {h}" + (f" of scenario {s}" if pb.n_scenarios > 1 else "")
-    if vr.passed:
-        msgs.append(f"simulated at the busiest {where}: every class meets its SLO target "
-                    + ", ".join(f"{r['class']} {r['slo_attainment']:.1%}"
-                                for _, r in vr.table.iterrows()))
+    s, _ = busiest_hour(pb, plan)
+    say(f"simulating the planned day: {pb.periods} hours, up to {window_s:g} s of each "
+        f"(about {MAX_REQUESTS_PER_HOUR:,} requests an hour at most)")
+    vd = verify_day(pb, plan, cat, scenario=s, window_s=window_s, seed=seed)
+    worst = int(vd.hours.loc[vd.hours["slo_attainment"].idxmin(), "hour"]) \
+        if len(vd.hours) and vd.hours["slo_attainment"].notna().any() else 0
+    table = vd.summary.assign(scenario=s, hour=worst,
+                              utilisation_target=pb.utilisation_target)
+    cols = ["scenario", "hour", "utilisation_target"] + list(vd.summary.columns)
+    table = table[cols] if len(table) else table
+    res.verification_hours = vd.hours
+    msgs = list(res.messages) + vd.messages
+    where = f"{vd.hours['hour'].nunique() if len(vd.hours) else 0} simulated hours" + (
+        f" of scenario {s}" if pb.n_scenarios > 1 else "")
+    if vd.passed:
+        msgs.append(f"simulated the planned day ({where}): every class meets its SLO target "
+                    "in every hour; lowest hourly attainment " + ", ".join(
+                        f"{r['class']} {r['worst_hour_attainment']:.1%} (hour "
+                        f"{r['worst_hour']})" for _, r in vd.summary.iterrows()))
         res.verification, res.messages = table, tuple(msgs)
         return
-    fails = vr.table[~vr.table["passed"]]
-    msgs.append(f"the plan FAILS its SLO in simulation at the busiest {where}: " + ", ".join(
-        f"{r['class']} {r['slo_attainment']:.1%} within SLO (target {r['target']:.0%})"
-        for _, r in fails.iterrows()))
+    fails = vd.summary[~vd.summary["passed"]]
+    bad_hours = vd.failed_hours
+    msgs.append(f"the plan FAILS its SLO in simulation in {len(bad_hours)} of {where} "
+                f"(hours {_hours_text(bad_hours)}): " + ", ".join(
+                    f"{r['class']} {r['worst_hour_attainment']:.1%} within SLO in hour "
+                    f"{r['worst_hour']} (target {r['target']:.0%}; "
+                    f"{r['hours_passed']}/{r['hours']} hours pass)"
+                    for _, r in fails.iterrows()))
     base = replace(pb.take(s), integer_hourly=True)
     ref = solve_milp(build_milp(base), gap=gap, time_limit_s=time_limit_s)
     base_cost = ref.objective if ref.x is not None else _slice_cost(res, s)
@@ -836,11 +857,14 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
                           "note": f"no plan: {info.status}"})
             break
         plan2 = decode(m2, info.x)
-        vr2 = verify_plan(pb2, plan2, cat, window_s=window_s, seed=seed)
+        vd2 = verify_day(pb2, plan2, cat, scenario=0, hours=bad_hours, window_s=window_s,
+                         seed=seed)
         tries.append({"utilisation_target": u, "usd_per_month": info.objective,
-                      "min_slo_attainment": float(vr2.table["slo_attainment"].min()),
-                      "passed": vr2.passed, "note": f"busiest hour {vr2.hour}"})
-        if vr2.passed:
+                      "min_slo_attainment": float(vd2.hours["slo_attainment"].min())
+                      if len(vd2.hours) else math.nan,
+                      "passed": vd2.passed,
+                      "note": f"hours {_hours_text(bad_hours)} re-simulated"})
+        if vd2.passed:
             extra = info.objective - base_cost
             msgs.append(f"headroom that fixes it: utilisation_target {u:g} (instead of {u0:g}) "
                         f"passes in simulation at {info.objective:,.0f} USD/month "
@@ -852,6 +876,18 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
     res.verification = table
     res.headroom = pd.DataFrame(tries)
     res.messages = tuple(msgs)
+
+
+def _hours_text(hours: Sequence[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``."""
+    out, run = [], []
+    for h in list(hours) + [None]:
+        if run and (h is None or h != run[-1] + 1):
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+            run = []
+        if h is not None:
+            run.append(h)
+    return ", ".join(out)
 
 
 def _slice_cost(res: OptimizeResult, s: int) -> float:
