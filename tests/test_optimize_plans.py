@@ -395,3 +395,44 @@ utilisation_target = 0.7
     assert bool(v["passed"]) and hv["passed"].all()
     assert any(m.startswith("simulated the planned day (24 simulated hours)")
                for m in res.messages)
+
+
+def test_plan_rule_settings_from_the_scenario_and_their_validation():
+    from planner.errors import PlannerError
+
+    data = tomllib.loads("""
+[scenario]
+name = "cfg"
+[workload.q]
+requests_per_day = 100000
+input = 500
+output = 50
+[cloud.gpu]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+usd_per_gpu_hour = 2.0
+gpus_per_instance = 1
+capacity_requests_per_s = 1.0
+billing = "scale-to-zero"
+min_replicas = 3
+startup_s = 300
+[optimize]
+min_run_hours = 2
+max_change_per_hour = 5
+""")
+    sc = parse_scenario(data, catalog=CAT)
+    opts = OptimizeOptions.from_scenario(sc)
+    assert opts.min_replicas_by == {"gpu": 3} and opts.min_replicas == 1
+    assert opts.min_run_hours == 2 and opts.max_change_per_hour == 5
+    o = build_problem(sc, CAT, opts).options["gpu"]
+    assert (o.min_blocks, o.min_run_hours, o.max_change_blocks) == (3.0, 2, 5.0)
+    # the deployment's start-up time x its USD/hour: 300 s x $2/h
+    assert o.startup_s == 300.0
+    assert o.startup_usd_per_block[0] == pytest.approx(2.0 * 300.0 / 3600.0)
+    for bad in ({"min_replicas": 0}, {"min_run_hours": 0}, {"max_change_per_hour": 0},
+                {"startup_usd_per_replica": -1.0}):
+        with pytest.raises(PlannerError):
+            OptimizeOptions(**bad)
+    data["optimize"]["min_run_hours"] = 0
+    with pytest.raises(PlannerError):
+        parse_scenario(data, catalog=CAT)
