@@ -436,3 +436,12 @@ max_change_per_hour = 5
     data["optimize"]["min_run_hours"] = 0
     with pytest.raises(PlannerError):
         parse_scenario(data, catalog=CAT)
+
+
+def test_verify_without_a_performance_model_is_not_a_crash():
+    # stated capacities (no performance model): nothing to simulate, said so (it used to
+    # raise "SimPlan: give at least one pool or an API target")
+    res = optimize(two_gpus(single=True), verify=True, verify_window_s=150)
+    assert res.trusted and res.verification.empty and res.verification_hours.empty
+    assert any(m.startswith("verification: nothing simulated") for m in res.messages)
+    assert any("no performance model (stated capacity)" in m for m in res.messages)

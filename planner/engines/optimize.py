@@ -825,6 +825,11 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
     msgs = list(res.messages) + vd.messages
     where = f"{vd.hours['hour'].nunique() if len(vd.hours) else 0} simulated hours" + (
         f" of scenario {s}" if pb.n_scenarios > 1 else "")
+    if vd.hours.empty:
+        msgs.append("verification: nothing simulated (no traffic, or no pool with a "
+                    "performance model: stated capacities are taken as given)")
+        res.messages = tuple(msgs)
+        return
     if vd.passed:
         msgs.append(f"simulated the planned day ({where}): every class meets its SLO target "
                     "in every hour; lowest hourly attainment " + ", ".join(

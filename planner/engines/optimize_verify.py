@@ -219,6 +219,10 @@ def verify_plan(
     api = None
     if pseudo_api or spill_classes:
         api = ApiTarget(name=API_POOL, classes=tuple(pseudo_api) + tuple(sorted(spill_classes)))
+    if not pools and api is None:
+        # nothing to simulate (e.g. every pool has a stated capacity, no performance model)
+        return VerifyResult(s, h, pd.DataFrame(), True, msgs + [
+            f"hour {h}: no pool with a performance model carries traffic; nothing simulated"])
     slos = {}
     for lab in reqs.class_names:
         v = pb.slo[lab.split("@")[0]]
@@ -342,7 +346,7 @@ def verify_day(
         vr = verify_plan(pb, plan, cat, scenario=s, hour=int(h), window_s=win,
                          warmup_s=min(warmup_s, win / 4.0), seed=seed + int(h), **kw)
         for m in vr.messages:
-            if m not in msgs:
+            if m not in msgs and not m.endswith("nothing simulated"):
                 msgs.append(m)
         if len(vr.table):
             t = vr.table.assign(scenario=s, hour=int(h), window_s=win)
