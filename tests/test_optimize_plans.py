@@ -445,3 +445,34 @@ def test_verify_without_a_performance_model_is_not_a_crash():
     assert res.trusted and res.verification.empty and res.verification_hours.empty
     assert any(m.startswith("verification: nothing simulated") for m in res.messages)
     assert any("no performance model (stated capacity)" in m for m in res.messages)
+
+
+def test_whole_replicas_rounds_up_when_there_is_no_time_to_re_solve():
+    from planner.engines.optimize import optimize_problem, sample_inputs
+    from planner.engines.optimize_stochastic import whole_replicas
+
+    sc = parse_scenario(tomllib.loads(STOCH.format(extra="")), catalog=CAT)
+    values, _, _, model = sample_inputs(sc, 6, 5, CAT)
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc), values=values, n=6,
+                       model=model)
+    assert not pb.integer_hourly
+    m = build_milp(pb)
+    fluid = decode(m, solve_milp(m, gap=0.0).x)
+    j = fluid.options.index("od")
+    assert np.any(np.abs(fluid.blocks[:, j] - np.round(fluid.blocks[:, j])) > 1e-6)
+    w = whole_replicas(pb, fluid, time_limit_s=0.0)
+    assert (w.resolved, w.rounded) == (0, 6)
+    np.testing.assert_array_equal(w.plan.blocks[:, j], np.ceil(fluid.blocks[:, j] - 1e-6))
+    assert check_plan(w.problem, w.plan).passed  # more capacity, same routing: still a plan
+    full = whole_replicas(pb, fluid)
+    assert full.resolved == 6
+    assert check_plan(full.problem, full.plan).passed
+    # re-solving costs no more than rounding up (both keep the first stage)
+    from planner.engines.optimize_milp import plan_costs
+
+    def cost(p):
+        c = plan_costs(w.problem, p).groupby("scenario")["usd_per_month"].sum()
+        return float(np.dot(pb.prob, c.reindex(range(6), fill_value=0.0)))
+
+    assert cost(full.plan) <= cost(w.plan) + 1e-6
+    assert optimize_problem(pb).problem.integer_hourly
