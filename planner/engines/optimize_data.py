@@ -35,8 +35,12 @@ deterministic problem is the same code at S = 1 without values):
     hour (an optimistic reading: the cost engine sizes it for the peak hour and bills the
     window, and so does the optimiser);
   - ``scale-to-zero`` (on-demand or spot plan): blocks chosen hour by hour, paid per
-    block-hour rented at the always-on price per hour. This is the optimiser's own model:
-    whole blocks in each hour, no idle time-out or start-up; the cost engine's scale-to-zero
+    block-hour rented at the always-on price per hour, plus each block started (cyclic
+    over the profile) at its start-up time x that price (:func:`_plan_rules`: the
+    deployment's ``startup_s``, else the offering's, else :data:`DEFAULT_STARTUP_S`; or
+    ``startup_usd_per_replica``), with the plan's minimum replicas while serving, minimum
+    run length and maximum change per hour. This is the optimiser's own model: whole
+    blocks in each hour, no idle time-out; the cost engine's scale-to-zero
     bill (busy time plus idle gaps, :func:`planner.costs.selfhosted.scale_to_zero_hours`)
     is a fluid estimate and will differ;
 - on-prem USD per block and per replica-hour of load: the pure functions of
