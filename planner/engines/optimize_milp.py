@@ -924,7 +924,7 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
 
 
 #: Seconds :func:`solve_milp` spends polishing the hourly counts of a plan (:func:`_polish`).
-POLISH_S = 1.0
+POLISH_S = 0.3
 
 
 def _polish(m: Milp, x: np.ndarray, time_limit_s: float) -> np.ndarray:
