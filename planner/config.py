@@ -268,6 +268,7 @@ class _SelfHosted(Strict):
     tokenizer: str | None = None
     request_fees: tuple[RequestFee, ...] = ()
     max_replicas: NonNegInt | None = None
+    min_replicas: PosInt | None = None  # optimiser: replicas while serving ([optimize])
     provider: str | None = None
     quality: dict[str, QualityScore] = Field(default_factory=dict)
 
@@ -474,6 +475,14 @@ class Optimize(Strict):
     gap, time_limit_s : MILP relative optimality gap and time limit (HiGHS).
     objective : ``expected`` cost, or ``cvar`` (expected + cvar_lambda x CVaR_alpha).
     exclude : deployments the optimiser must not use.
+    min_replicas : replicas an option runs in any hour it serves (a deployment's own
+        ``min_replicas`` overrides it).
+    startup_usd_per_replica : USD per replica started by an hourly (scale-to-zero) rental;
+        default: the deployment's (else the catalog offering's, else 120 s) ``startup_s`` x
+        the replica's USD/hour.
+    min_run_hours : a started hourly replica runs at least this many hours.
+    max_change_per_hour : most replicas an hourly option may add or remove from one hour to
+        the next.
     """
 
     budget_usd_per_month: NonNeg | None = None
@@ -487,6 +496,10 @@ class Optimize(Strict):
     cvar_lambda: Annotated[float, Field(ge=0)] = 1.0
     cvar_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.95
     exclude: tuple[str, ...] = ()
+    min_replicas: PosInt = 1
+    startup_usd_per_replica: NonNeg | None = None
+    min_run_hours: PosInt = 1
+    max_change_per_hour: PosInt | None = None
 
 
 class Cascade(Strict):

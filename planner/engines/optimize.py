@@ -20,7 +20,10 @@ Uncertainty (``stochastic=True``): a sample-average approximation over Monte Car
 the scenario's distributions (demand, prices, lengths ...; drawn by the Monte Carlo sampler,
 :func:`sample_inputs`, and priced all at once by the one model): first stage = servers, fixed
 cloud fleets, fine-tunes; second stage per scenario = scale-to-zero replicas (continuous, a
-fluid approximation) and routing. Objective: expected monthly cost, or expected + lambda x CVaR_alpha
+fluid approximation, in the solve) and routing. The plan returned is whole replicas: each
+scenario's hourly counts are then re-solved in whole replicas at the chosen first stage
+(:func:`.optimize_stochastic.whole_replicas`; expected counts are reported apart from the
+whole-replica decision in :func:`plan_view` and :func:`hourly_view`). Objective: expected monthly cost, or expected + lambda x CVaR_alpha
 (Rockafellar & Uryasev 2000: CVaR = min_eta eta + E[(cost - eta)+] / (1 - alpha)). The value of
 the stochastic solution VSS = EEV - RP (Birge 1982): RP is the stochastic optimum, EEV the
 expected cost of fixing the first stage planned for the mean scenario and adapting the second
@@ -28,8 +31,9 @@ stage in every scenario. Small sample-average problems are solved as one MILP (t
 form); larger ones by L-shaped (Benders) decomposition (:mod:`.optimize_stochastic`), which
 solves one small LP per scenario and a master MILP over the first stage.
 
-Verification (``verify=True``): the plan is simulated (:mod:`planner.sim`) at its most loaded
-hour; when a class misses its SLO target, the utilisation target is lowered step by step
+Verification (``verify=True``): the plan is simulated (:mod:`planner.sim`) in every hour of
+the planned day (:func:`.optimize_verify.verify_day`; each hour's window capped to a few
+thousand requests); when a class misses its SLO target in some hour, the utilisation target is lowered step by step
 (more headroom), re-optimised and re-simulated until it passes, and the extra cost is reported.
 
 Sensitivity: :func:`sensitivity` scans traffic and price multipliers and bisects to where the
@@ -73,8 +77,13 @@ from planner.engines.optimize_milp import (
     plan_costs,
     solve_milp,
 )
-from planner.engines.optimize_stochastic import scenario_raw_violations, solve_benders
-from planner.engines.optimize_verify import busiest_hour, verify_plan
+from planner.engines.optimize_stochastic import (
+    _objective,
+    scenario_raw_violations,
+    solve_benders,
+    whole_replicas,
+)
+from planner.engines.optimize_verify import MAX_REQUESTS_PER_HOUR, busiest_hour, verify_day
 from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
 from planner.model.evaluate import Model
@@ -132,7 +141,9 @@ class OptimizeResult:
     costs : deployment x component: USD/month (mean over scenarios).
     scenarios : stochastic: monthly cost of the plan in each sampled scenario.
     stochastic : stochastic: RP, EV, EEV, VSS, cost quantiles and CVaR.
-    verification : simulated SLO attainment per class at the busiest hour.
+    verification : simulated SLO attainment per class over the planned day (every hour of
+        the profile; ``hour`` is the worst one, ``passed`` every hour meets the target).
+    verification_hours : the same per simulated hour and class.
     headroom : utilisation targets tried when the simulated plan missed its SLO.
     infeasibility : constraint groups and whether dropping each restores feasibility.
     messages : plain-language notes (explanations, warnings).
@@ -157,6 +168,7 @@ class OptimizeResult:
     scenarios: pd.DataFrame = field(default_factory=pd.DataFrame)
     stochastic: pd.DataFrame = field(default_factory=pd.DataFrame)
     verification: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verification_hours: pd.DataFrame = field(default_factory=pd.DataFrame)
     headroom: pd.DataFrame = field(default_factory=pd.DataFrame)
     infeasibility: pd.DataFrame = field(default_factory=pd.DataFrame)
     messages: tuple[str, ...] = ()
@@ -189,7 +201,8 @@ class OptimizeResult:
             "summary": self.summary(), "plan": self.plan, "hourly": self.hourly,
             "routing": self.routing, "flows": self.flows, "finetune": self.finetune,
             "costs": self.costs, "scenarios": self.scenarios, "stochastic": self.stochastic,
-            "verification": self.verification, "headroom": self.headroom,
+            "verification": self.verification,
+            "verification_hours": self.verification_hours, "headroom": self.headroom,
             "infeasibility": self.infeasibility, "violations": self.check.violations,
             "messages": pd.DataFrame({"message": list(self.messages)}),
         }
@@ -284,6 +297,9 @@ _GROUP_TEXT = {
     "provider_share": "the maximum share per provider (max_share_per_provider)",
     "power": "the on-prem power limit (onprem_max_kw)",
     "limits": "the caps on replicas/servers (max_replicas, max_servers, max_kw)",
+    "min_replicas": "the minimum replicas while serving (min_replicas)",
+    "min_run": "the minimum run length of hourly rentals (min_run_hours)",
+    "ramp": "the maximum change per hour (max_change_per_hour)",
 }
 
 
@@ -494,12 +510,13 @@ def optimize(
     stochastic : bool
         Sample-average version over ``n_scenarios`` Monte Carlo scenarios (``seed``).
     verify : bool
-        Simulate the plan at its busiest hour; on an SLO miss, search the headroom that fixes
+        Simulate the plan in every hour of its day; on an SLO miss, search the headroom that fixes
         it.
     options : OptimizeOptions, optional
         Limits and settings (default: :meth:`OptimizeOptions.from_scenario`).
     verify_window_s : float
-        Simulated seconds of the busiest hour.
+        Simulated seconds of each hour (busy hours are cut to about
+        :data:`.optimize_verify.MAX_REQUESTS_PER_HOUR` requests, at least 120 s).
     method : {"auto", "extensive", "benders"}
         How the stochastic version is solved (see :func:`optimize_problem`).
     progress : callable, optional
@@ -613,17 +630,24 @@ def optimize_problem(
                               infeasibility=table, messages=tuple(msgs),
                               n_scenarios=pb.n_scenarios, milp_shape=m.shape, problem=pb)
     plan = decode(m, info.x)
-    check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
-                       milp_=m)
     if info.status == "time_limit":
         msgs.append(f"time limit reached: best plan found has a gap of {info.gap:.2%} "
                     f"(bound {info.dual_bound:,.0f} USD/month)")
-    costs = plan_costs(pb, plan)
-    tabs = _tables(pb, plan, costs)
+    w = _whole(pb, plan, info.objective, info.dual_bound, gap=gap, time_limit_s=time_limit_s,
+               say=say, **kw)
+    if w is None:
+        check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
+                           milp_=m)
+        pbr, objective, g = pb, info.objective, info.gap
+        costs = plan_costs(pb, plan)
+        tabs = _tables(pb, plan, costs)
+    else:
+        pbr, plan, check, costs, tabs, objective, g, more = w
+        msgs += more
     res = OptimizeResult(
-        pb.name, info.status, info.objective, info.gap, lp.objective,
+        pb.name, info.status, objective, g, lp.objective,
         time.perf_counter() - t0, lp.time_s, check, n_scenarios=pb.n_scenarios,
-        milp_shape=m.shape, problem=pb, solution=plan, messages=(), **tabs,
+        milp_shape=m.shape, problem=pbr, solution=plan, messages=(), **tabs,
     )
     if stochastic and pb.n_scenarios > 1:
         say("value of the stochastic solution: solving the mean-value problem (EV, EEV)")
@@ -636,6 +660,36 @@ def optimize_problem(
     res.objective = obj
     res.time_s = time.perf_counter() - t0
     return res
+
+
+def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: float,
+           time_limit_s: float, objective: str, cvar_lambda: float, cvar_alpha: float,
+           say: Callable[[str], None]) -> tuple | None:
+    """A plan solved with continuous hourly counts (the stochastic fluid) made whole
+    (:func:`whole_replicas`), re-checked, costed and tabled; None when it already is whole
+    (integer hourly counts, or no hourly option). Returns (problem, plan, check, costs,
+    tables, objective, gap against ``bound``, messages)."""
+    if pb.integer_hourly or not any(o.stage == "hourly" for o in pb.options.values()):
+        return None
+    say("whole replicas: re-solving each scenario's hourly counts in whole replicas")
+    w = whole_replicas(pb, plan, gap=gap, time_limit_s=max(5.0, time_limit_s / 2))
+    check = check_plan(w.problem, w.plan, extra=w.extra)
+    check.n_checked += w.n_checked
+    costs = plan_costs(w.problem, w.plan)
+    tabs = _tables(w.problem, w.plan, costs)
+    q = tabs["scenarios"]["usd_per_month"].to_numpy()
+    obj = _objective(q, pb.prob, objective == "cvar" and cvar_lambda > 0, cvar_lambda,
+                     cvar_alpha)
+    lo = min(bound, fluid) if np.isfinite(bound) else fluid
+    g = max(0.0, (obj - lo) / abs(obj)) if obj else 0.0
+    how = f"{w.resolved} re-solved" + (f", {w.rounded} rounded up (no time left or no whole "
+                                       f"plan)" if w.rounded else "")
+    msgs = [f"whole replicas: the first stage was chosen with continuous hourly counts (a "
+            f"fluid); every scenario's hourly counts are whole replicas ({how}): "
+            f"{obj:,.0f} USD/month against {fluid:,.0f} for the fluid plan "
+            f"({(obj - fluid) / abs(fluid) if fluid else 0.0:+.1%}); gap {g:.2%} against the "
+            f"fluid bound"]
+    return w.problem, w.plan, check, costs, tabs, obj, g, msgs
 
 
 def _warn_check(check: CheckReport, msgs: list[str]) -> None:
@@ -653,28 +707,37 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     if b.plan is None or b.status in ("infeasible", "error"):
         return None
     plan = b.plan
-    check = check_plan(pb, plan, extra=scenario_raw_violations(b))
-    check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
-                           for m, x in zip(b.milps, b.xs, strict=True))
-    costs = plan_costs(pb, plan)
-    tabs = _tables(pb, plan, costs)
+    say = progress or (lambda _text: None)
+    w = _whole(pb, plan, b.objective, b.lower_bound, gap=gap, time_limit_s=time_limit_s,
+               say=say, objective=objective, cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
+    pbr, obj, g = pb, b.objective, b.gap
+    if w is None:
+        check = check_plan(pb, plan, extra=scenario_raw_violations(b))
+        check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
+                               for m, x in zip(b.milps, b.xs, strict=True))
+        costs = plan_costs(pb, plan)
+        tabs = _tables(pb, plan, costs)
+        more_w: list[str] = []
+    else:
+        pbr, plan, check, costs, tabs, obj, g, more_w = w
     msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
             f"{b.iterations} iterations, bound {b.lower_bound:,.0f} USD/month, gap "
             f"{b.gap:.2%}"]
     if b.status == "time_limit":
         msgs.append(f"time limit reached: best plan found has a gap of {b.gap:.2%}")
+    msgs += more_w
     if objective == "expected":
         recomputed = float(np.dot(pb.prob, tabs["scenarios"]["usd_per_month"]))
-        if abs(recomputed - b.objective) > 1e-6 * max(1.0, abs(b.objective)):
+        if abs(recomputed - obj) > 1e-6 * max(1.0, abs(obj)):
             check.violations.loc[len(check.violations)] = [
-                "objective", "objective vs recomputed cost", b.objective, recomputed,
-                b.objective - recomputed]
+                "objective", "objective vs recomputed cost", obj, recomputed,
+                obj - recomputed]
             check.passed = False
     rows = sum(m.A.shape[0] for m in b.milps)
     cols = sum(m.A.shape[1] for m in b.milps)
     res = OptimizeResult(
-        pb.name, b.status, b.objective, b.gap, b.lp_bound, time.perf_counter() - t0, 0.0,
-        check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pb,
+        pb.name, b.status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
+        check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pbr,
         solution=plan, messages=(), **tabs,
     )
     res.stochastic, more = _stochastic_report(pb, b.objective, tabs["scenarios"],
@@ -744,24 +807,44 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
 
 def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
             window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None) -> None:
-
+    """Simulate every hour of the planned day (:func:`verify_day`, the scenario with the
+    busiest hour); on an SLO miss, lower the utilisation target step by step, re-optimise and
+    re-simulate the hours that missed until they pass."""
     pb, plan = res.problem, res.solution
-    s, h = busiest_hour(pb, plan)
-    say(f"simulating {window_s:g} s of the busiest hour ({h}) with the SimPy engine")
-    vr = verify_plan(pb, plan, cat, scenario=s, hour=h, window_s=window_s, seed=seed)
-    table = vr.table.assign(scenario=s, hour=h, utilisation_target=pb.utilisation_target)
-    msgs = list(res.messages) + vr.messages
-    where = f"hour {h}" + (f" of scenario {s}" if pb.n_scenarios > 1 else "")
-    if vr.passed:
-        msgs.append(f"simulated at the busiest {where}: every class meets its SLO target "
-                    + ", ".join(f"{r['class']} {r['slo_attainment']:.1%}"
-                                for _, r in vr.table.iterrows()))
+    s, _ = busiest_hour(pb, plan)
+    say(f"simulating the planned day: {pb.periods} hours, up to {window_s:g} s of each "
+        f"(about {MAX_REQUESTS_PER_HOUR:,} requests an hour at most)")
+    vd = verify_day(pb, plan, cat, scenario=s, window_s=window_s, seed=seed)
+    worst = int(vd.hours.loc[vd.hours["slo_attainment"].idxmin(), "hour"]) \
+        if len(vd.hours) and vd.hours["slo_attainment"].notna().any() else 0
+    table = vd.summary.assign(scenario=s, hour=worst,
+                              utilisation_target=pb.utilisation_target)
+    cols = ["scenario", "hour", "utilisation_target"] + list(vd.summary.columns)
+    table = table[cols] if len(table) else table
+    res.verification_hours = vd.hours
+    msgs = list(res.messages) + vd.messages
+    where = f"{vd.hours['hour'].nunique() if len(vd.hours) else 0} simulated hours" + (
+        f" of scenario {s}" if pb.n_scenarios > 1 else "")
+    if vd.hours.empty:
+        msgs.append("verification: nothing simulated (no traffic, or no pool with a "
+                    "performance model: stated capacities are taken as given)")
+        res.messages = tuple(msgs)
+        return
+    if vd.passed:
+        msgs.append(f"simulated the planned day ({where}): every class meets its SLO target "
+                    "in every hour; lowest hourly attainment " + ", ".join(
+                        f"{r['class']} {r['worst_hour_attainment']:.1%} (hour "
+                        f"{r['worst_hour']})" for _, r in vd.summary.iterrows()))
         res.verification, res.messages = table, tuple(msgs)
         return
-    fails = vr.table[~vr.table["passed"]]
-    msgs.append(f"the plan FAILS its SLO in simulation at the busiest {where}: " + ", ".join(
-        f"{r['class']} {r['slo_attainment']:.1%} within SLO (target {r['target']:.0%})"
-        for _, r in fails.iterrows()))
+    fails = vd.summary[~vd.summary["passed"]]
+    bad_hours = vd.failed_hours
+    msgs.append(f"the plan FAILS its SLO in simulation in {len(bad_hours)} of {where} "
+                f"(hours {_hours_text(bad_hours)}): " + ", ".join(
+                    f"{r['class']} {r['worst_hour_attainment']:.1%} within SLO in hour "
+                    f"{r['worst_hour']} (target {r['target']:.0%}; "
+                    f"{r['hours_passed']}/{r['hours']} hours pass)"
+                    for _, r in fails.iterrows()))
     base = replace(pb.take(s), integer_hourly=True)
     ref = solve_milp(build_milp(base), gap=gap, time_limit_s=time_limit_s)
     base_cost = ref.objective if ref.x is not None else _slice_cost(res, s)
@@ -779,11 +862,14 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
                           "note": f"no plan: {info.status}"})
             break
         plan2 = decode(m2, info.x)
-        vr2 = verify_plan(pb2, plan2, cat, window_s=window_s, seed=seed)
+        vd2 = verify_day(pb2, plan2, cat, scenario=0, hours=bad_hours, window_s=window_s,
+                         seed=seed)
         tries.append({"utilisation_target": u, "usd_per_month": info.objective,
-                      "min_slo_attainment": float(vr2.table["slo_attainment"].min()),
-                      "passed": vr2.passed, "note": f"busiest hour {vr2.hour}"})
-        if vr2.passed:
+                      "min_slo_attainment": float(vd2.hours["slo_attainment"].min())
+                      if len(vd2.hours) else math.nan,
+                      "passed": vd2.passed,
+                      "note": f"hours {_hours_text(bad_hours)} re-simulated"})
+        if vd2.passed:
             extra = info.objective - base_cost
             msgs.append(f"headroom that fixes it: utilisation_target {u:g} (instead of {u0:g}) "
                         f"passes in simulation at {info.objective:,.0f} USD/month "
@@ -795,6 +881,18 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
     res.verification = table
     res.headroom = pd.DataFrame(tries)
     res.messages = tuple(msgs)
+
+
+def _hours_text(hours: Sequence[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``."""
+    out, run = [], []
+    for h in list(hours) + [None]:
+        if run and (h is None or h != run[-1] + 1):
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}")
+            run = []
+        if h is not None:
+            run.append(h)
+    return ", ".join(out)
 
 
 def _slice_cost(res: OptimizeResult, s: int) -> float:
@@ -969,8 +1067,10 @@ def status_line(res: OptimizeResult) -> str:
             f"{res.check.summary()}")
 
 
-def _decision(r: pd.Series, reps: np.ndarray) -> str:
-    """What to do about one chosen deployment, in words."""
+def _decision(r: pd.Series, reps: np.ndarray, expected: np.ndarray | None = None) -> str:
+    """What to do about one chosen deployment, in words (``reps``: its whole replicas in
+    every scenario and hour; ``expected``: stochastic plans, the mean over scenarios of each
+    hour's count)."""
     if r["kind"] == "api":
         return f"call {r['offering'] or r['deployment']} (pay per token)"
     n_rep, gpus = float(r["replicas_peak"]), float(r["gpus_peak"])
@@ -991,30 +1091,44 @@ def _decision(r: pd.Series, reps: np.ndarray) -> str:
     lo, hi = (float(reps.min()), float(reps.max())) if reps.size else (0.0, n_rep)
     rng = f"{lo:g}-{hi:g}" if abs(hi - lo) > 1e-9 else f"{hi:g}"
     if reps.size and np.any(np.abs(reps - np.round(reps)) > 1e-6):
-        rng = f"{lo:.1f}-{hi:.1f}"  # the stochastic second stage is continuous (fluid)
+        rng = f"{lo:.1f}-{hi:.1f}"  # not whole: a plan made outside optimize()
     plan = f" {r['price_plan']}" if r["price_plan"] else ""
-    return f"rent {rng}{plan} replicas per hour ({gpus:g} GPUs at peak)"
+    exp = ""
+    if expected is not None and expected.size:
+        e0, e1 = float(expected.min()), float(expected.max())
+        exp = f"; expected {e0:.1f}-{e1:.1f} over the scenarios"
+    return f"rent {rng}{plan} replicas per hour ({gpus:g} GPUs at peak{exp})"
 
 
 def plan_view(res: OptimizeResult) -> pd.DataFrame:
     """The chosen deployments and what to buy, reserve, rent or call.
 
-    Columns: deployment, kind, model, decision, replicas_peak, gpus_peak, requests_share,
-    usd_per_month (mean over scenarios when stochastic). A chosen fine-tune is a row of its
-    own (``finetune:NAME``, its one-off cost spread over the horizon), so the rows add up to
+    Columns: deployment, kind, model, decision, replicas_peak (whole replicas: the most in
+    any hour and scenario), expected_replicas (the probability-weighted mean over scenarios
+    and hours; what the plan rents on average, not a count to rent), gpus_peak,
+    requests_share, usd_per_month (mean over scenarios when stochastic). A chosen fine-tune is
+    a row of its own (``finetune:NAME``, its one-off cost spread over the horizon), so the rows add up to
     the plan's cost. Empty without a plan.
     """
-    cols = ["deployment", "kind", "model", "decision", "replicas_peak", "gpus_peak",
-            "requests_share", "usd_per_month"]
+    cols = ["deployment", "kind", "model", "decision", "replicas_peak", "expected_replicas",
+            "gpus_peak", "requests_share", "usd_per_month"]
     if res.plan.empty:
         return pd.DataFrame(columns=cols)
     chosen = res.plan[res.plan["chosen"]]
     h = res.hourly
+    prob = res.problem.prob if res.problem is not None else np.ones(1)
     rows = []
     for _, r in chosen.iterrows():
-        reps = h.loc[h["deployment"] == r["deployment"], "replicas"].to_numpy(float)
+        hd = h[h["deployment"] == r["deployment"]]
+        reps = hd["replicas"].to_numpy(float)
+        exp = None
+        if res.n_scenarios > 1 and r["kind"] != "api" and r["stage"] == "hourly":
+            exp = (hd.assign(w=hd["scenario"].map(dict(enumerate(prob))))
+                   .assign(x=lambda d: d["replicas"] * d["w"])
+                   .groupby("hour")["x"].sum().to_numpy(float))
         rows.append({**{c: r[c] for c in cols if c in r.index},
-                     "decision": _decision(r, reps[np.isfinite(reps)])})
+                     "expected_replicas": r["replicas_mean"],
+                     "decision": _decision(r, reps[np.isfinite(reps)], exp)})
     horizon = res.problem.horizon_months if res.problem is not None else math.nan
     ft = res.finetune
     for _, f in (ft[ft["chosen"].astype(bool)] if "chosen" in ft else ft).iterrows():
@@ -1028,34 +1142,53 @@ def plan_view(res: OptimizeResult) -> pd.DataFrame:
         "usd_per_month", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    """The lower weighted median (a value of ``x``: whole when ``x`` is)."""
+    ok = np.isfinite(x)
+    if not ok.any():
+        return math.nan
+    x, w = x[ok], w[ok]
+    o = np.argsort(x, kind="stable")
+    c = np.cumsum(w[o])
+    return float(x[o][np.searchsorted(c, 0.5 * c[-1] - 1e-12)])
+
+
 def hourly_view(res: OptimizeResult, max_rows: int = 24) -> pd.DataFrame:
     """The hourly mix, compact: one row per hour (or per group of hours when the profile
     has more than ``max_rows``), requests/s per chosen deployment and replicas of the
-    self-hosted ones (probability-weighted mean over scenarios; the maximum within a group
-    of hours for replicas, the mean for requests/s)."""
+    self-hosted ones: ``replicas`` is the decision, whole replicas (stochastic: the
+    probability-weighted median over scenarios, each scenario's count being whole), and with
+    several scenarios ``expected_replicas`` the probability-weighted mean (the maximum within
+    a group of hours for replicas, the mean for requests/s)."""
     if res.hourly.empty or res.plan.empty:
         return pd.DataFrame()
     chosen = res.plan.loc[res.plan["chosen"], "deployment"].tolist()
     h = res.hourly[res.hourly["deployment"].isin(chosen)]
     prob = res.problem.prob if res.problem is not None else np.ones(1)
     h = h.assign(w=h["scenario"].map(dict(enumerate(prob))))
-    g = (h.assign(rps=h["requests_per_s"] * h["w"], reps=h["replicas"] * h["w"])
-         .groupby(["hour", "deployment"], sort=False)[["rps", "reps"]].sum(min_count=1)
+    g = (h.assign(rps=h["requests_per_s"] * h["w"], exp=h["replicas"] * h["w"])
+         .groupby(["hour", "deployment"], sort=False)[["rps", "exp"]].sum(min_count=1)
          .reset_index())
+    med = h.groupby(["hour", "deployment"], sort=False)[["replicas", "w"]].apply(
+        lambda d: _weighted_median(d["replicas"].to_numpy(float), d["w"].to_numpy(float)))
+    g["reps"] = med.reindex(pd.MultiIndex.from_frame(g[["hour", "deployment"]])).to_numpy()
     periods = int(g["hour"].max()) + 1
     step = max(1, math.ceil(periods / max_rows))
     g["bucket"] = g["hour"] // step
     agg = g.groupby(["bucket", "deployment"], sort=False).agg(
-        rps=("rps", "mean"), reps=("reps", "max")).reset_index()
+        rps=("rps", "mean"), reps=("reps", "max"), exp=("exp", "max")).reset_index()
     out = pd.DataFrame({"hour": [f"{b * step}" if step == 1 else
                                  f"{b * step}-{min(periods, (b + 1) * step) - 1}"
                                  for b in sorted(agg["bucket"].unique())]})
     kind = res.plan.set_index("deployment")["kind"]
+    stage = res.plan.set_index("deployment")["stage"]
     for d in chosen:
         a = agg[agg["deployment"] == d].set_index("bucket").sort_index()
         out[f"{d} req/s"] = a["rps"].to_numpy()
         if kind[d] != "api":
             out[f"{d} replicas"] = a["reps"].to_numpy()
+            if res.n_scenarios > 1 and stage[d] == "hourly":
+                out[f"{d} expected_replicas"] = a["exp"].to_numpy()
     return out
 
 

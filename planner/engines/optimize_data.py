@@ -35,8 +35,12 @@ deterministic problem is the same code at S = 1 without values):
     hour (an optimistic reading: the cost engine sizes it for the peak hour and bills the
     window, and so does the optimiser);
   - ``scale-to-zero`` (on-demand or spot plan): blocks chosen hour by hour, paid per
-    block-hour rented at the always-on price per hour. This is the optimiser's own model:
-    whole blocks in each hour, no idle time-out or start-up; the cost engine's scale-to-zero
+    block-hour rented at the always-on price per hour, plus each block started (cyclic
+    over the profile) at its start-up time x that price (:func:`_plan_rules`: the
+    deployment's ``startup_s``, else the offering's, else :data:`DEFAULT_STARTUP_S`; or
+    ``startup_usd_per_replica``), with the plan's minimum replicas while serving, minimum
+    run length and maximum change per hour. This is the optimiser's own model: whole
+    blocks in each hour, no idle time-out; the cost engine's scale-to-zero
     bill (busy time plus idle gaps, :func:`planner.costs.selfhosted.scale_to_zero_hours`)
     is a fluid estimate and will differ;
 - on-prem USD per block and per replica-hour of load: the pure functions of
@@ -102,8 +106,14 @@ class CascadeSpec:
 _SCALARS = (
     "budget_usd_per_month", "max_share_per_provider", "min_onprem_share", "onprem_max_kw",
     "utilisation_target", "gap", "time_limit_s", "objective", "cvar_lambda", "cvar_alpha",
-    "exclude",
+    "exclude", "min_replicas", "startup_usd_per_replica", "min_run_hours",
+    "max_change_per_hour",
 )
+
+#: Seconds a rented replica takes to start (instance boot, engine start, weights load) when
+#: neither the deployment nor its catalog offering states ``startup_s``: the simulator's
+#: autoscaler default (:class:`planner.sim.plan.Autoscale`).
+DEFAULT_STARTUP_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -136,9 +146,23 @@ class OptimizeOptions:
     exclude : tuple of str
         Deployments the optimiser must not use.
     integer_hourly : bool, optional
-        Hourly (on-demand/spot) replica counts integer (default: yes when deterministic; in the
-        stochastic version they are continuous, a fluid approximation, and the first stage
-        stays integer).
+        Hourly (on-demand/spot) replica counts integer in the solve (default: yes when
+        deterministic; the stochastic version solves with continuous hourly counts, a fluid
+        approximation, then re-solves each scenario's hourly counts in whole replicas at the
+        chosen first stage: the plan is whole replicas either way).
+    min_replicas : int
+        Replicas a self-hosted option runs in any hour it serves (default 1; per deployment:
+        ``min_replicas_by``).
+    startup_usd_per_replica : float, optional
+        USD per replica started by an hourly (scale-to-zero) rental. Default: the
+        deployment's ``startup_s`` (else the catalog offering's, else
+        :data:`DEFAULT_STARTUP_S`) x the replica's USD/hour (billed while it starts, not
+        serving).
+    min_run_hours : int
+        A started hourly replica runs at least this many hours (1: no constraint).
+    max_change_per_hour : int, optional
+        Most replicas an hourly option may add or remove from one hour to the next (cyclic
+        over the profile; at least one block when a block holds more replicas).
     """
 
     budget_usd_per_month: float | None = None
@@ -161,6 +185,11 @@ class OptimizeOptions:
     min_quality: Mapping[str, float] = field(default_factory=dict)
     cascades: Mapping[str, CascadeSpec] = field(default_factory=dict)
     integer_hourly: bool | None = None
+    min_replicas: int = 1
+    min_replicas_by: Mapping[str, int] = field(default_factory=dict)
+    startup_usd_per_replica: float | None = None
+    min_run_hours: int = 1
+    max_change_per_hour: int | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in ("expected", "cvar"):
@@ -184,6 +213,19 @@ class OptimizeOptions:
             raise PlannerError(f"optimize.gap: expected a relative gap in [0, 1], got {self.gap}")
         if not self.time_limit_s > 0:
             raise PlannerError(f"optimize.time_limit_s: expected > 0, got {self.time_limit_s}")
+        for name, v in (("min_replicas", self.min_replicas),
+                        ("min_run_hours", self.min_run_hours),
+                        *((f"{d}.min_replicas", n) for d, n in self.min_replicas_by.items())):
+            if int(v) != v or v < 1:
+                raise PlannerError(f"optimize.{name}: expected a whole number >= 1, got {v}")
+        if self.max_change_per_hour is not None and (
+                int(self.max_change_per_hour) != self.max_change_per_hour
+                or self.max_change_per_hour < 1):
+            raise PlannerError("optimize.max_change_per_hour: expected a whole number >= 1, "
+                               f"got {self.max_change_per_hour}")
+        if self.startup_usd_per_replica is not None and not self.startup_usd_per_replica >= 0:
+            raise PlannerError("optimize.startup_usd_per_replica: expected >= 0, got "
+                               f"{self.startup_usd_per_replica}")
         for name, k in self.cascades.items():
             if not 0.0 <= k.escalation_share <= 1.0:
                 raise PlannerError(
@@ -213,12 +255,13 @@ class OptimizeOptions:
                     v if isinstance(v, str) else med(v))
         maps: dict[str, dict[str, Any]] = {
             "tpm_limit": {}, "max_replicas": {}, "max_servers": {}, "max_kw": {},
-            "provider": {}, "quality": {},
+            "provider": {}, "quality": {}, "min_replicas_by": {},
         }
         for kind in KINDS:
             for name, dep in getattr(sc, kind).items():
-                for key in ("tpm_limit", "max_replicas", "max_servers", "max_kw", "provider"):
-                    v = getattr(dep, key, None)
+                for key in ("tpm_limit", "max_replicas", "max_servers", "max_kw", "provider",
+                            "min_replicas_by"):
+                    v = getattr(dep, "min_replicas" if key == "min_replicas_by" else key, None)
                     if v is not None:
                         maps[key][name] = v if isinstance(v, str | int) else med(v)
                 q = getattr(dep, "quality", None)
@@ -310,6 +353,17 @@ class OptionData:
     #: (S,) intra-hour peak / hourly mean of this option's load: ``peak_to_average`` where
     #: the model calls its hourly load (over the classes it may serve) flat, else 1
     peak_factor: np.ndarray | None = None
+    #: blocks the option runs in any hour it serves (``min_replicas`` / replicas per block,
+    #: rounded up; 1 is what whole blocks imply anyway)
+    min_blocks: float = 1.0
+    #: hourly stage: (S,) USD per block started (billed while it starts, not serving) and the
+    #: start-up time it was derived from (nan when stated in USD)
+    startup_usd_per_block: np.ndarray | None = None
+    startup_s: float = math.nan
+    #: hourly stage: a started block runs at least this many hours (1: no constraint)
+    min_run_hours: int = 1
+    #: hourly stage: most blocks added or removed from one hour to the next
+    max_change_blocks: float = math.inf
 
     @property
     def selfhosted(self) -> bool:
@@ -406,6 +460,8 @@ class Problem:
                 else o.block_usd_per_hour * g,
                 block_usd_per_month=None if o.block_usd_per_month is None
                 else o.block_usd_per_month * g,
+                startup_usd_per_block=None if o.startup_usd_per_block is None
+                else o.startup_usd_per_block * g,
             )
         return replace(self, demand=self.demand * traffic, options=opts, messages=[])
 
@@ -438,6 +494,7 @@ class Problem:
                                  block_usd_per_month=t(o.block_usd_per_month),
                                  fixed_usd_per_month=t(o.fixed_usd_per_month),
                                  peak_factor=t(o.peak_factor),
+                                 startup_usd_per_block=t(o.startup_usd_per_block),
                                  ub_hourly=None if o.ub_hourly is None
                                  else ub_hourly(o.ub_hourly))
         routes = [replace(r, legs=tuple((o, t(x)) for o, x in r.legs),
@@ -706,6 +763,7 @@ def _option_data(model: Model, ctx: Any, S: int, name: str, kind: str, dep: Any,
     if name in options.max_kw and o.kw_per_block > 0:
         ub = min(ub, math.floor(options.max_kw[name] / o.kw_per_block + 1e-9))
     o.cap_blocks = float(ub)
+    _plan_rules(o, dep, options, S, getattr(o_, "offer", None))
     if fixed is not None:
         o.lb_blocks = o.cap_blocks = float(fixed)
         o.fixed_fleet = True
@@ -719,6 +777,34 @@ def _option_data(model: Model, ctx: Any, S: int, name: str, kind: str, dep: Any,
         o.classes[c] = ClassCoef(cap, fees + e_req, i_tok + o_tok, quality(name, c),
                                  i_tok, o_tok, hit)
     return o
+
+
+def _plan_rules(o: OptionData, dep: Any, options: OptimizeOptions, S: int,
+                offer: Mapping[str, Any] | None) -> None:
+    """The runnable-plan rules of a self-hosted option: replicas while serving, and for an
+    hourly rental its start-up cost per block, minimum run length and maximum change per
+    hour (:class:`OptimizeOptions`)."""
+    rpb = float(o.load_replicas_per_block)
+    m = int(options.min_replicas_by.get(o.name, options.min_replicas))
+    o.min_blocks = float(max(1, math.ceil(m / max(rpb, 1e-12) - 1e-9)))
+    if o.stage != "hourly":
+        o.startup_usd_per_block = np.zeros(S)
+        return
+    if options.startup_usd_per_replica is not None:
+        o.startup_usd_per_block = np.full(S, float(options.startup_usd_per_replica) *
+                                          o.replicas_per_block)
+    else:
+        st = getattr(dep, "startup_s", None)
+        if st is None:
+            v = (offer or {}).get("startup_s")
+            st = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        o.startup_s = float(med(st)) if st is not None else DEFAULT_STARTUP_S
+        o.startup_usd_per_block = o.block_usd_per_hour * o.startup_s / 3600.0
+    o.min_run_hours = int(options.min_run_hours)
+    if options.max_change_per_hour is not None:
+        # in blocks; a block holding more replicas than the limit may still change by one
+        o.max_change_blocks = float(max(1, math.floor(options.max_change_per_hour /
+                                                      max(rpb, 1e-12) + 1e-9)))
 
 
 def build_problem(
@@ -899,6 +985,13 @@ def build_problem(
             load += demand[:, i, :] * inv[:, None]
         ub = np.ceil(load * o.peak_factor[:, None] / util / o.replicas_per_block - 1e-9) + \
             math.ceil(sc.planning.ha_reserve_replicas / o.replicas_per_block)
+        if not o.fixed_fleet:  # room for the minimum replicas while serving
+            ub = np.where(ub > 0, np.maximum(ub, o.min_blocks), ub)
+        if o.stage == "hourly" and (o.min_run_hours > 1 or np.isfinite(o.max_change_blocks)
+                                    or np.any(o.startup_usd_per_block > o.block_usd_per_hour)):
+            # a block may run through hours that do not need it (a minimum run, a ramp, or a
+            # start-up dearer than an hour's rent): any hour may hold the busiest hour's count
+            ub = np.broadcast_to(ub.max(axis=1, keepdims=True), ub.shape).copy()
         o.ub_hourly = np.maximum(ub, o.lb_blocks)
         o.ub_blocks = max(o.lb_blocks, float(ub.max()))
 

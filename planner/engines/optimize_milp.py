@@ -12,7 +12,11 @@ Variables (named column blocks, see :class:`Columns`; ``s`` scenario, ``h`` prof
   the fine-tuned model may only carry traffic when it is 1;
 - ``blocks_hourly[s, d, h]`` (integer when deterministic; continuous in the stochastic
   version): scale-to-zero (on-demand / spot) blocks running in hour ``h``;
-- ``used_hourly[s, d, h]``: the hourly option runs in hour ``h`` (only with an HA reserve);
+- ``used_hourly[s, d, h]`` (binary): the hourly option runs in hour ``h`` (with an HA
+  reserve, or a minimum number of replicas above one block);
+- ``starts[s, d, h]`` (continuous, >= 0): hourly blocks started in hour ``h``, priced at the
+  option's USD per block started (the replica's USD/hour x its start-up time, or
+  ``startup_usd_per_replica``); only for options with a start-up price or a minimum run;
 - ``flow[s, k, h]`` (continuous, requests/s): class traffic sent down a route (API tokens are
   the flow times the tokens per request);
 - ``eta``, ``excess[s]``: the Rockafellar-Uryasev CVaR linearisation.
@@ -27,6 +31,15 @@ reports):
   peak_factor_d the option's intra-hour peak factor (``planning.peak_to_average`` where the
   model calls the option's hourly load flat, else 1) and U the utilisation target;
 - ``link``: no blocks unless ``used`` (so the HA reserve and fixed costs apply to any use);
+- ``min_replicas``: blocks >= min_blocks x used (per hour for an hourly option, via
+  ``used_hourly``): an option that serves in an hour runs at least ``min_replicas`` replicas
+  (one block is implied by whole blocks, so rows only when the minimum is above one block);
+- ``starts``: starts[s, d, h] >= blocks[s, d, h] - blocks[s, d, h - 1], cyclic over the
+  profile (the day or week repeats: hour 0 follows the last hour);
+- ``min_run``: blocks[s, d, h] >= sum of starts[s, d, h - t] for t < ``min_run_hours`` (a
+  started block runs that long; blocks are identical, so an older one may stop instead);
+- ``ramp``: |blocks[s, d, h] - blocks[s, d, h - 1]| <= the most blocks an hour may add or
+  remove (``max_change_per_hour`` replicas, at least one block), cyclic;
 - ``finetune``: flow[s, k, h] <= D[s, c, h] x finetune[f];
 - ``quality``: sum_k (q_k - q_min_c) x flow >= 0 (the class's average quality, each hour);
 - ``tpm``: API tokens per minute <= the offering's limit, each hour;
@@ -38,11 +51,14 @@ reports):
 
 The re-check (:func:`check_plan`) also verifies that every option whose billing makes it a
 fleet (on-prem, always-on, active-window, reserved, committed) has one block count in every
-hour and scenario (``first_stage``) and was not given the hourly stage (``billing``).
+hour and scenario (``first_stage``) and was not given the hourly stage (``billing``), and the
+runnable-plan rules from the plan's block counts: ``min_replicas`` (wherever an option runs),
+``min_run`` (with the starts the counts imply) and ``ramp``.
 
 Monthly cost of scenario s: fixed blocks x USD/block-month (always-on: every hour of the
 month; active-window: its hours) + used x fixed USD/month + fine-tunes
-/ horizon + sum_h hourly blocks x USD/block-hour x (hours per month / periods) + sum_{k,h}
+/ horizon + sum_h (hourly blocks x USD/block-hour + starts x USD/start) x (hours per month /
+periods) + sum_{k,h}
 flow x 3600 x (hours per month / periods) x USD/request (API bill, fees, on-prem energy).
 """
 
@@ -50,7 +66,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,7 +80,7 @@ from planner.engines.optimize_data import Problem, fixed_fleet_billing
 
 #: Row groups the infeasibility diagnosis may drop (the others define the problem).
 OPTIONAL_GROUPS = ("quality", "tpm", "budget", "onprem_share", "provider_share", "power",
-                   "limits")
+                   "limits", "min_replicas", "min_run", "ramp")
 
 _STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "error"}
 
@@ -211,6 +227,12 @@ class Milp:
         return self.A.shape
 
 
+def _startup(o) -> np.ndarray:
+    """(S,) USD per block started of an option (0 when it has none)."""
+    v = getattr(o, "startup_usd_per_block", None)
+    return np.zeros(1) if v is None else np.asarray(v, float)
+
+
 def _sh_options(pb: Problem, stage: str) -> list[str]:
     return [n for n, o in pb.options.items() if o.selfhosted and o.stage == stage]
 
@@ -268,7 +290,10 @@ def build_milp(
     # options too when their hourly counts are continuous (the HA reserve then stays warm in
     # every hour of a used option; with integer hourly counts it is decided per hour)
     hourly_first = ha > 0 and not pb.integer_hourly
-    use_fixed = [d for d in fixed_opts if ha > 0 or
+    # a fixed option with a minimum number of replicas while serving needs one too
+    min_fixed = [d for d in fixed_opts if "min_replicas" not in drop and
+                 opts[d].min_blocks > 1 and not opts[d].fixed_fleet]
+    use_fixed = [d for d in fixed_opts if ha > 0 or d in min_fixed or
                  float(np.max(np.abs(opts[d].fixed_usd_per_month))) > 0]
     use_first = use_fixed + (hourly_opts if hourly_first else [])
     uf = cols.add("used", (("option", tuple(use_first)),), lb=0, ub=1, integer=True)
@@ -284,9 +309,22 @@ def build_milp(
                   ub=np.stack([ub_h(opts[d]) for d in hourly_opts], axis=1)
                   if hourly_opts else 0.0,
                   integer=pb.integer_hourly)
-    uh_opts = tuple(hourly_opts) if ha > 0 and pb.integer_hourly else ()
+    # per-hour "used" binaries: with an HA reserve, or a minimum number of replicas while
+    # serving above one block (one block is what whole blocks imply anyway)
+    min_hourly = [d for d in hourly_opts if "min_replicas" not in drop and
+                  opts[d].min_blocks > 1] if pb.integer_hourly else []
+    uh_opts = tuple(d for d in hourly_opts if ha > 0 or d in min_hourly) \
+        if pb.integer_hourly else ()
     uh = cols.add("used_hourly", (("scenario", scen), ("option", uh_opts), ("hour", hours)),
                   lb=0, ub=1, integer=pb.integer_hourly)
+    # start-ups of hourly blocks (priced, or needed by a minimum run length), cyclic over the
+    # profile: starts[h] >= blocks[h] - blocks[h - 1]
+    def run_hours(o) -> int:
+        return 1 if "min_run" in drop else min(int(o.min_run_hours), P)
+
+    st_opts = tuple(d for d in hourly_opts if P > 1 and (
+        run_hours(opts[d]) > 1 or np.any(_startup(opts[d]) > 0)))
+    st = cols.add("starts", (("scenario", scen), ("option", st_opts), ("hour", hours)), lb=0)
     plabels = tuple(f"{pb.routes[r].name}:{pb.classes[c]}" for r, c in pairs)
     # a flow is bounded by its class's demand, and is 0 where a self-hosted leg has no
     # capacity in that scenario
@@ -346,6 +384,8 @@ def build_milp(
         cost(sidx, ft[j], pb.finetune_usd[f] / pb.horizon_months)
     for j, d in enumerate(hourly_opts):
         cost(sidx[:, None], bh[:, j, :], (opts[d].block_usd_per_hour * w)[:, None])
+    for j, d in enumerate(st_opts):
+        cost(sidx[:, None], st[:, j, :], (_startup(opts[d]) * w)[:, None])
     for k, (r, c) in enumerate(pairs):
         usd = pb.route_usd_per_request(r, pb.classes[c])
         cost(sidx[:, None], fl[:, k, :], (usd * 3600.0 * w)[:, None])
@@ -402,8 +442,8 @@ def build_milp(
             else:
                 i = hourly_opts.index(d)
                 rows.put(capr[:, j, :], bh[:, i, :], -rep)
-                if uh_opts:
-                    rows.put(capr[:, j, :], uh[:, i, :], U * ha)
+                if d in uh_opts:
+                    rows.put(capr[:, j, :], uh[:, uh_opts.index(d), :], U * ha)
                 elif hourly_first:
                     rows.put(capr[:, j, :], uf[use_first.index(d)], U * ha)
         # link: blocks only when used
@@ -412,16 +452,69 @@ def build_milp(
             for j, d in enumerate(use_fixed):
                 rows.put(lk[j], bf[fixed_opts.index(d)], 1.0)
                 rows.put(lk[j], uf[j], -opts[d].ub_blocks)
-        if ha > 0 and hourly_opts:
+        link_h = [d for d in hourly_opts if d in uh_opts or d in use_first]
+        if link_h:
             lk = rows.new("link", [f"link[s={s}, option={d}, h={h}]" for s in range(S)
-                                   for d in hourly_opts for h in range(P)], -np.inf,
-                          0.0).reshape(S, len(hourly_opts), P)
-            for i, d in enumerate(hourly_opts):
-                rows.put(lk[:, i, :], bh[:, i, :], 1.0)
-                if uh_opts:
-                    rows.put(lk[:, i, :], uh[:, i, :], -ub_h(opts[d]))
+                                   for d in link_h for h in range(P)], -np.inf,
+                          0.0).reshape(S, len(link_h), P)
+            for i, d in enumerate(link_h):
+                rows.put(lk[:, i, :], bh[:, hourly_opts.index(d), :], 1.0)
+                if d in uh_opts:
+                    rows.put(lk[:, i, :], uh[:, uh_opts.index(d), :], -ub_h(opts[d]))
                 else:
                     rows.put(lk[:, i, :], uf[use_first.index(d)], -opts[d].ub_blocks)
+        # min_replicas: an option that runs (used, hence any that serves: the capacity and
+        # link rows) runs at least min_blocks blocks
+        if min_fixed:
+            mr = rows.new("min_replicas", [f"min_replicas[option={d}]" for d in min_fixed],
+                          0.0, np.inf)
+            for i, d in enumerate(min_fixed):
+                rows.put(mr[i], bf[fixed_opts.index(d)], 1.0)
+                rows.put(mr[i], uf[use_fixed.index(d)], -opts[d].min_blocks)
+        if min_hourly:
+            mr = rows.new("min_replicas", [f"min_replicas[s={s}, option={d}, h={h}]"
+                                           for s in range(S) for d in min_hourly
+                                           for h in range(P)], 0.0,
+                          np.inf).reshape(S, len(min_hourly), P)
+            for i, d in enumerate(min_hourly):
+                rows.put(mr[:, i, :], bh[:, hourly_opts.index(d), :], 1.0)
+                rows.put(mr[:, i, :], uh[:, uh_opts.index(d), :], -opts[d].min_blocks)
+        # starts[h] - blocks[h] + blocks[h - 1] >= 0 (cyclic: the profile repeats)
+        prev = np.roll(np.arange(P), 1)
+        if st_opts:
+            sr = rows.new("starts", [f"starts[s={s}, option={d}, h={h}]" for s in range(S)
+                                     for d in st_opts for h in range(P)], 0.0,
+                          np.inf).reshape(S, len(st_opts), P)
+            for i, d in enumerate(st_opts):
+                j = hourly_opts.index(d)
+                rows.put(sr[:, i, :], st[:, i, :], 1.0)
+                rows.put(sr[:, i, :], bh[:, j, :], -1.0)
+                rows.put(sr[:, i, :], bh[:, j, prev], 1.0)
+        # min_run: blocks[h] >= starts in the last R hours (a started block runs R hours)
+        mrun = [d for d in st_opts if run_hours(opts[d]) > 1]
+        if mrun:
+            rr = rows.new("min_run", [f"min_run[s={s}, option={d}, h={h}]" for s in range(S)
+                                      for d in mrun for h in range(P)], 0.0,
+                          np.inf).reshape(S, len(mrun), P)
+            for i, d in enumerate(mrun):
+                rows.put(rr[:, i, :], bh[:, hourly_opts.index(d), :], 1.0)
+                for t in range(run_hours(opts[d])):
+                    rows.put(rr[:, i, :], st[:, st_opts.index(d), np.roll(np.arange(P), t)],
+                             -1.0)
+        # ramp: |blocks[h] - blocks[h - 1]| <= max_change_blocks
+        ramp = [d for d in hourly_opts if "ramp" not in drop and P > 1 and
+                np.isfinite(opts[d].max_change_blocks)]
+        if ramp:
+            v = np.array([opts[d].max_change_blocks for d in ramp])
+            rr = rows.new("ramp", [f"ramp[s={s}, option={d}, h={h}]" for s in range(S)
+                                   for d in ramp for h in range(P)],
+                          np.broadcast_to(-v[None, :, None], (S, len(ramp), P)).ravel(),
+                          np.broadcast_to(v[None, :, None], (S, len(ramp), P)).ravel()
+                          ).reshape(S, len(ramp), P)
+            for i, d in enumerate(ramp):
+                j = hourly_opts.index(d)
+                rows.put(rr[:, i, :], bh[:, j, :], 1.0)
+                rows.put(rr[:, i, :], bh[:, j, prev], -1.0)
 
     # fine-tune gating
     gated = [(k, f) for k, (r, _) in enumerate(pairs) for f in pb.routes[r].finetunes]
@@ -594,23 +687,31 @@ QUICK_SOLVE_S = 0.25
 #: Row groups that tie the hours together (month totals); the rest are per hour.
 _COUPLING = ("provider_share", "onprem_share", "budget", "cvar", "power")
 
+#: Row groups that tie the hours of an hourly option together (start-ups, minimum run
+#: length, change per hour). :func:`_decomposed` solves the hours apart without them (a
+#: relaxation: starts cost nothing there), then prices the start-ups of the plan found.
+_HOURS = ("starts", "min_run", "ramp")
+
 
 def _decomposed(m: Milp, lb: np.ndarray, ub: np.ndarray, gap: float, deadline: float,
                 max_parts: int = 64) -> Any:
     """Solve a MILP whose first stage is fixed (by ``lb == ub``) as independent parts.
 
-    Without the month-total rows (:data:`_COUPLING`) the free columns fall apart into
-    independent parts (one per scenario and hour); each is a small MILP for HiGHS. The parts'
-    optima together solve that relaxation, so the sum of their dual bounds is a valid bound;
-    if the combined plan also satisfies every row (month totals included) it solves the
-    problem. Returns a ``scipy`` result (``status`` 0 or 2), or None when the problem does not
-    fall apart into 2..``max_parts`` parts, a part fails, or a month total is violated.
+    Without the month-total rows (:data:`_COUPLING`) and the rows tying the hours of an
+    option together (:data:`_HOURS`) the free columns fall apart into independent parts (one
+    per scenario and hour); each is a small MILP for HiGHS. The parts' optima together solve
+    that relaxation (start-ups free), so the sum of their dual bounds is a valid bound; the
+    combined plan's start-ups are then set to the blocks it starts (:func:`tight_starts`) and
+    priced, and if it satisfies every row (month totals, minimum run, change per hour) it is
+    a plan of the problem, within the reported bound (its start-ups are the gap). Returns a
+    ``scipy`` result (``status`` 0 or 2), or None when the problem does not fall apart into
+    2..``max_parts`` parts, a part fails, or a row left out is violated.
     """
     free = lb < ub
     if not free.any():
         return None
     A = m.A.tocsr()
-    keep = ~np.isin(m.row_group, _COUPLING)
+    keep = ~np.isin(m.row_group, _COUPLING + _HOURS)
     krows = np.flatnonzero(keep)
     fcols = np.flatnonzero(free)
     Ak = A[krows][:, fcols].tocsr()
@@ -656,6 +757,8 @@ def _decomposed(m: Milp, lb: np.ndarray, ub: np.ndarray, gap: float, deadline: f
         x[cs] = r.x
         d = getattr(r, "mip_dual_bound", None)
         bound += float(d) if d is not None and np.isfinite(d) else float(r.fun)
+    if "starts" in m.cols and m.cols["starts"].size:
+        x = tight_starts(m, x)
     ax = A @ x
     scale = np.maximum(1.0, np.maximum(np.abs(np.where(np.isfinite(m.lo), m.lo, 0)),
                                        np.abs(np.where(np.isfinite(m.hi), m.hi, 0))))
@@ -800,6 +903,71 @@ def _reduced_cost_bounds(m: Milp, lp: Any, upper: float) -> tuple[np.ndarray, np
 
 def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
                relax: bool = False) -> SolveInfo:
+    """Solve with HiGHS (see :func:`_solve_milp`); the ``starts`` of the plan found are then
+    set to the blocks actually started (``max(0, blocks[h] - blocks[h - 1])``: feasible, and
+    no dearer), so the objective is what the plan costs."""
+    t0 = time.perf_counter()
+    info = _solve_milp(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if info.x is None or relax or "starts" not in m.cols or not m.cols["starts"].size:
+        return info
+    x = tight_starts(m, info.x)
+    left = time_limit_s - (time.perf_counter() - t0)
+    if info.gap > 1e-9 and left > 0:
+        x = _polish(m, x, min(left, POLISH_S))
+    obj = float(m.c @ x)
+    if obj > info.objective + 1e-9 * max(1.0, abs(info.objective)):
+        return info  # cannot happen (the rows bound starts from below only); keep HiGHS's
+    g = info.gap
+    if np.isfinite(info.dual_bound) and obj != info.objective:
+        g = max(0.0, (obj - info.dual_bound) / max(abs(obj), 1e-300))
+    return replace(info, x=x, objective=obj, gap=float(g))
+
+
+#: Seconds :func:`solve_milp` spends polishing the hourly counts of a plan (:func:`_polish`).
+POLISH_S = 0.3
+
+
+def _polish(m: Milp, x: np.ndarray, time_limit_s: float) -> np.ndarray:
+    """A plan at least as cheap as ``x``: the problem re-solved with the first stage fixed at
+    ``x``'s and every hourly count kept between the lowest and highest count of its option in
+    the hour before, the hour and the hour after (cyclic), at a 0 gap within the time given.
+    The hours-apart solution (:func:`_decomposed`) is within the gap, but leaves the start-ups
+    out of the choice; this lets an hour keep its neighbours' fleet when the start-ups make
+    that cheaper (no switching GPU types for a few dollars' saving)."""
+    lb, ub = m.lb.copy(), m.ub.copy()
+    first = _first_stage_mask(m)
+    lb[first] = ub[first] = np.round(x[first])
+    bh = m.cols["blocks_hourly"]
+    v = np.round(x[bh])
+    nb = np.stack([np.roll(v, 1, axis=-1), v, np.roll(v, -1, axis=-1)])
+    lb[bh] = np.maximum(lb[bh], nb.min(axis=0))
+    ub[bh] = np.minimum(ub[bh], nb.max(axis=0))
+    if np.any(lb > ub):
+        return x
+    r = _highs(m, m.integrality, lb, ub, 0.0, time_limit_s)
+    if r.x is None or r.status not in (0, 1):
+        return x
+    y = tight_starts(m, np.asarray(r.x, float))
+    if not raw_violations(m, y) and float(m.c @ y) < float(m.c @ x) - 1e-9:
+        return y
+    return x
+
+
+def tight_starts(m: Milp, x: np.ndarray) -> np.ndarray:
+    """``x`` with every ``starts[s, d, h]`` column at ``max(0, blocks[h] - blocks[h - 1])``."""
+    x = np.array(x, float)
+    b = m.cols.blocks["starts"]
+    opts = list(b.axes[1][1])
+    if not opts:
+        return x
+    bho = list(m.cols.blocks["blocks_hourly"].axes[1][1])
+    bh = x[m.cols["blocks_hourly"][:, [bho.index(d) for d in opts], :]]
+    x[b.index] = np.maximum(0.0, bh - np.roll(bh, 1, axis=-1))
+    return x
+
+
+def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
+                relax: bool = False) -> SolveInfo:
     """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound).
 
     When there are both first-stage integers and other ones (hourly block counts) and HiGHS
@@ -926,6 +1094,20 @@ def decode(m: Milp, x: np.ndarray) -> PlanArrays:
 # costs and checks, recomputed from the problem (not from the matrix)
 
 
+def plan_starts(pb: Problem, plan: PlanArrays) -> np.ndarray:
+    """(S, O, P) blocks started in each hour: ``max(0, blocks[h] - blocks[h - 1])`` of an
+    hourly option (cyclic over the profile: the day or week repeats); 0 for a fixed fleet."""
+    b = plan.blocks
+    out = np.zeros_like(b)
+    if b.shape[-1] < 2:
+        return out
+    for j, d in enumerate(plan.options):
+        if pb.options[d].stage == "hourly":
+            out[:, j, :] = np.maximum(0.0, b[:, j, :] - np.roll(b[:, j, :], 1, axis=-1))
+    out[out < 1e-9] = 0.0
+    return out
+
+
 def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
     """Monthly cost lines per scenario: columns scenario, deployment, component, usd_per_month.
 
@@ -935,6 +1117,7 @@ def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
     S, C, P = pb.demand.shape
     w = pb.hour_weight
     recs = []
+    starts = plan_starts(pb, plan)
     for j, d in enumerate(plan.options):
         o = pb.options[d]
         if o.stage == "fixed":
@@ -949,6 +1132,10 @@ def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
         else:
             recs.append((d, f"{o.price_plan or 'on-demand'} rental (per hour rented)",
                          plan.blocks[:, j, :].sum(axis=1) * o.block_usd_per_hour * w))
+            su = _startup(o)
+            if np.any(su != 0) and P > 1:
+                recs.append((d, "start-ups (billed while starting)",
+                             starts[:, j, :].sum(axis=1) * su * w))
     for f, v in plan.finetune.items():
         recs.append((f"finetune:{f}", "fine-tune (one-off / horizon)",
                      np.full(S, v) * pb.finetune_usd[f] / pb.horizon_months))
@@ -1078,6 +1265,7 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
             pb.demand[s, c, h], served[s, c, h] - pb.demand[s, c, h])
     # capacity (replicas x utilisation target, HA reserve when used)
     load = option_loads(pb, plan)
+    starts = plan_starts(pb, plan)
     for j, d in enumerate(plan.options):
         o = pb.options[d]
         reps = plan.blocks[:, j, :] * o.load_replicas_per_block
@@ -1117,6 +1305,29 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         frac = np.abs(plan.blocks[:, j, :] - np.round(plan.blocks[:, j, :]))
         if integer and np.any(frac > 1e-6):
             bad("integrality", f"option={d}", float(frac.max()), 0.0, float(frac.max()))
+        # runnable-plan rules: replicas while serving, minimum run length, change per hour
+        b = plan.blocks[:, j, :]
+        if not o.fixed_fleet and o.min_blocks > 1:
+            runs = (load[:, j, :] > tol) | (b > tol)
+            n += int(runs.sum())
+            short = runs & (b < o.min_blocks - tol)
+            for s, h in zip(*np.nonzero(short), strict=True):
+                bad("min_replicas", f"s={s}, option={d}, h={h}", b[s, h], o.min_blocks,
+                    o.min_blocks - b[s, h])
+        if o.stage == "hourly" and P > 1:
+            run = min(int(o.min_run_hours), P)
+            if run > 1:
+                started = sum(np.roll(starts[:, j, :], t, axis=-1) for t in range(run))
+                n += b.size
+                for s, h in zip(*np.nonzero(started - b > tol), strict=True):
+                    bad("min_run", f"s={s}, option={d}, h={h}: blocks started in the last "
+                        f"{run} h", started[s, h], b[s, h], started[s, h] - b[s, h])
+            if np.isfinite(o.max_change_blocks):
+                step = np.abs(b - np.roll(b, 1, axis=-1))
+                n += b.size
+                for s, h in zip(*np.nonzero(step > o.max_change_blocks + tol), strict=True):
+                    bad("ramp", f"s={s}, option={d}, h={h}", step[s, h], o.max_change_blocks,
+                        step[s, h] - o.max_change_blocks)
     # fine-tune gating
     n += len(plan.finetune) + sum(len(pb.routes[r].finetunes) for r, _ in plan.pairs)
     for f, val in plan.finetune.items():

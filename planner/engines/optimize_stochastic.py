@@ -23,6 +23,11 @@ Complete recourse: the scenario LPs carry penalised slacks (unserved demand, qua
 share shortfalls; :func:`build_milp` ``recourse_penalty``) so a first stage that cannot serve
 some scenario yields a large cost, and a cut, instead of an infeasible LP. A final plan with a
 positive slack is reported as infeasible for that scenario.
+
+Whole replicas (:func:`whole_replicas`): the hourly counts are continuous in the scenario LPs
+(a fluid); the plan returned re-solves each scenario's hourly counts in whole replicas at the
+chosen first stage, so the decision is whole replicas everywhere; the fluid optimum stays a
+lower bound on its cost.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -302,3 +307,80 @@ def scenario_raw_violations(res: BendersResult, tol: float = 1e-6) -> list[dict]
             if len(out) >= 50:
                 return out
     return out
+
+
+@dataclass
+class WholePlan:
+    """Outcome of :func:`whole_replicas`: the plan in whole replicas and how it was made."""
+
+    problem: Problem  # the problem with integer hourly counts (what the plan is checked on)
+    plan: PlanArrays
+    resolved: int  # scenarios whose hourly counts were re-solved as a MILP
+    rounded: int  # scenarios rounded up instead (no time left, or no whole plan found)
+    extra: list[dict] = field(default_factory=list)  # raw violations of the re-solves
+    n_checked: int = 0
+
+
+def _fixed_values(m: Milp, pb: Problem, plan: PlanArrays) -> dict[str, np.ndarray]:
+    """The plan's first stage (servers, fleets, 'used', fine-tunes) in ``m``'s column order."""
+    out = {}
+    for name in FIRST:
+        keys = m.cols.blocks[name].axes[0][1]
+        vals = []
+        for k in keys:
+            if name == "finetune":
+                vals.append(plan.finetune.get(k, 0.0))
+            else:
+                j = plan.options.index(k)
+                arr = plan.blocks if name == "blocks_fixed" else plan.used
+                vals.append(arr[0, j, 0])
+        out[name] = np.round(np.asarray(vals, float)) + 0.0
+    return out
+
+
+def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
+                   time_limit_s: float = 30.0) -> WholePlan:
+    """The stochastic plan in whole replicas: each scenario's hourly (scale-to-zero) counts
+    re-solved as a MILP with integer counts (routing re-optimised, start-ups, minimum
+    replicas, run length and ramp rules enforced) at the plan's first stage, which stays as
+    decided. A scenario the time limit leaves no time for, or whose re-solve finds no plan,
+    has its fluid counts rounded up (capacity, links and whole-block ramp limits still hold;
+    :func:`check_plan` re-checks the rest). Never None.
+    """
+    from planner.engines.optimize_milp import solve_milp
+
+    t0 = time.perf_counter()
+    pbw = replace(pb, integer_hourly=True)
+    S = pb.n_scenarios
+    blocks, used, flows = plan.blocks.copy(), plan.used.copy(), plan.flows.copy()
+    hourly = [j for j, d in enumerate(plan.options) if pb.options[d].stage == "hourly"]
+    resolved = rounded = 0
+    extra: list[dict] = []
+    n_checked = 0
+    for s in range(S):
+        left = time_limit_s - (time.perf_counter() - t0)
+        info = None
+        if left > 0.05:
+            m = build_milp(pbw.take(s))
+            for name, vals in _fixed_values(m, pbw, plan).items():
+                idx = m.cols[name].ravel()
+                m.lb[idx] = m.ub[idx] = vals
+            info = solve_milp(m, gap=gap, time_limit_s=max(0.05, left / (S - s)))
+        if info is not None and info.x is not None:
+            ps = decode(m, info.x)
+            blocks[s], used[s], flows[s] = ps.blocks[0], ps.used[0], ps.flows[0]
+            resolved += 1
+            for v in raw_violations(m, info.x):
+                v["item"] = f"s={s}: {v['item']}"
+                extra.append(v)
+            n_checked += m.A.shape[0] + info.x.size + int(np.count_nonzero(m.integrality))
+        else:
+            for j in hourly:
+                o = pb.options[plan.options[j]]
+                b = np.ceil(blocks[s, j] - 1e-6)
+                blocks[s, j] = np.where(b > 0, np.maximum(b, o.min_blocks), 0.0)
+                if pb.ha_reserve > 0:
+                    used[s, j] = np.maximum(used[s, j], blocks[s, j] > 0)
+            rounded += 1
+    out = PlanArrays(plan.options, blocks, used, flows, dict(plan.finetune), plan.pairs, None)
+    return WholePlan(pbw, out, resolved, rounded, extra[:50], n_checked)

@@ -1,4 +1,5 @@
-"""Check an optimised plan by simulation (planner.sim) at its most loaded hour.
+"""Check an optimised plan by simulation (planner.sim): every hour of the planned day
+(:func:`verify_day`), or one hour (:func:`verify_plan`, by default the most loaded).
 
 The optimiser sizes replicas with the performance model's capacity at each class's SLO, a
 closed-loop figure without queueing. Here the chosen plan is replayed request by request: the
@@ -218,6 +219,10 @@ def verify_plan(
     api = None
     if pseudo_api or spill_classes:
         api = ApiTarget(name=API_POOL, classes=tuple(pseudo_api) + tuple(sorted(spill_classes)))
+    if not pools and api is None:
+        # nothing to simulate (e.g. every pool has a stated capacity, no performance model)
+        return VerifyResult(s, h, pd.DataFrame(), True, msgs + [
+            f"hour {h}: no pool with a performance model carries traffic; nothing simulated"])
     slos = {}
     for lab in reqs.class_names:
         v = pb.slo[lab.split("@")[0]]
@@ -252,3 +257,132 @@ def verify_plan(
     table = pd.DataFrame(rows)
     passed = bool(table["passed"].all()) if len(table) else True
     return VerifyResult(s, h, table, passed, msgs, pd.DataFrame(pool_rows))
+
+
+#: Requests simulated per hour by :func:`verify_day` (each hour's window is cut so that
+#: about this many requests arrive in it, but never below :data:`MIN_WINDOW_S`).
+MAX_REQUESTS_PER_HOUR = 3000
+#: The shortest window :func:`verify_day` simulates of an hour, seconds.
+MIN_WINDOW_S = 120.0
+
+
+@dataclass
+class DayVerifyResult:
+    """Simulated SLO attainment of a plan in every hour of its profile (one scenario).
+
+    hours : one row per (hour, class): scenario, hour, window_s, class, requests,
+        slo_attainment, target, spillover_share, dropped, ttft_p90_s, tpot_p90_s,
+        queue_mean_s, passed.
+    summary : one row per class over the day: requests, slo_attainment (all simulated
+        requests), worst_hour, worst_hour_attainment, target, spillover_share, dropped,
+        ttft_p90_s and tpot_p90_s (worst hour), passed (every hour meets the target).
+    """
+
+    scenario: int
+    hours: pd.DataFrame
+    summary: pd.DataFrame
+    passed: bool
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def failed_hours(self) -> list[int]:
+        if self.hours.empty:
+            return []
+        return sorted(int(h) for h in self.hours.loc[~self.hours["passed"], "hour"].unique())
+
+
+def hour_window(rate_per_s: float, window_s: float,
+                max_requests: int | None = MAX_REQUESTS_PER_HOUR) -> float:
+    """Seconds of an hour :func:`verify_day` simulates: ``window_s``, cut to about
+    ``max_requests`` arrivals at ``rate_per_s`` but not below :data:`MIN_WINDOW_S` (nor above
+    ``window_s``); the whole ``window_s`` when ``max_requests`` is None."""
+    if max_requests is None or rate_per_s <= 0:
+        return float(window_s)
+    return float(min(window_s, max(MIN_WINDOW_S, max_requests / rate_per_s)))
+
+
+def verify_day(
+    pb: Problem,
+    plan: PlanArrays,
+    cat: Catalog,
+    *,
+    scenario: int | None = None,
+    hours: list[int] | None = None,
+    window_s: float = 600.0,
+    warmup_s: float = 60.0,
+    max_requests_per_hour: int | None = MAX_REQUESTS_PER_HOUR,
+    seed: int = 0,
+    **kw,
+) -> DayVerifyResult:
+    """Simulate every hour of the planned day (or week: every profile hour; or ``hours``)
+    of one scenario (default: the one with the busiest hour, :func:`busiest_hour`) with
+    :func:`verify_plan`, the plan's replicas and routing of that hour.
+
+    Each hour simulates ``window_s`` seconds, cut to about ``max_requests_per_hour``
+    arrivals (at least :data:`MIN_WINDOW_S`; None: no cap) so a whole day stays fast; the
+    warm-up is ``min(warmup_s, window / 4)``. The plan passes when every class meets its SLO
+    percentile in every simulated hour. ``kw`` goes to :func:`verify_plan`.
+    """
+    s = busiest_hour(pb, plan)[0] if scenario is None else scenario
+    P = pb.periods
+    rate = plan.flows[s].sum(axis=0)  # routed requests/s per hour (all routes)
+    rows, msgs = [], []
+    capped = shared = 0
+    done: dict[tuple, pd.DataFrame] = {}
+    peak = max((float(o.peak_factor[s]) for o in pb.options.values()
+                if o.peak_factor is not None), default=1.0)
+    for h in (range(P) if hours is None else hours):
+        if rate[h] <= 0:
+            continue
+        # an hour with the same routed rates and replicas as one simulated already has the
+        # same request and pool distribution: it shares that hour's result
+        key = (tuple(np.round(plan.flows[s, :, h], 9)), tuple(np.round(plan.blocks[s, :, h], 6)))
+        win = hour_window(float(rate[h]) * peak, window_s, max_requests_per_hour)
+        if key in done:
+            shared += 1
+            rows.append(done[key].assign(hour=int(h)))
+            continue
+        capped += win < window_s
+        vr = verify_plan(pb, plan, cat, scenario=s, hour=int(h), window_s=win,
+                         warmup_s=min(warmup_s, win / 4.0), seed=seed + int(h), **kw)
+        for m in vr.messages:
+            if m not in msgs and not m.endswith("nothing simulated"):
+                msgs.append(m)
+        if len(vr.table):
+            t = vr.table.assign(scenario=s, hour=int(h), window_s=win)
+            done[key] = t
+            rows.append(t)
+    if shared:
+        msgs.append(f"{shared} hour(s) with the same routed rates and replicas as a simulated "
+                    "hour share its result")
+    if capped:
+        msgs.append(f"{capped} busy hour(s) simulated for less than {window_s:g} s: about "
+                    f"{max_requests_per_hour:,} requests an hour (at least "
+                    f"{MIN_WINDOW_S:g} s) keep the whole-day check fast")
+    cols = ["scenario", "hour", "window_s", "class", "requests", "slo_attainment", "target",
+            "spillover_share", "dropped", "ttft_p90_s", "tpot_p90_s", "queue_mean_s", "passed"]
+    table = pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+    summ = []
+    for cname, g in table.groupby("class", sort=False):
+        n = g["requests"].to_numpy(float)
+        att = g["slo_attainment"].to_numpy(float)
+        ok = np.isfinite(att)
+        worst = g.iloc[int(np.nanargmin(np.where(ok, att, np.inf)))] if ok.any() else g.iloc[0]
+        summ.append({
+            "class": cname, "requests": int(n.sum()),
+            "slo_attainment": float(np.sum(att[ok] * n[ok]) / max(n[ok].sum(), 1.0))
+            if ok.any() else math.nan,
+            "worst_hour": int(worst["hour"]),
+            "worst_hour_attainment": float(worst["slo_attainment"]),
+            "target": float(g["target"].iloc[0]),
+            "spillover_share": float(np.sum(g["spillover_share"].to_numpy(float) * n) /
+                                     max(n.sum(), 1.0)),
+            "dropped": int(g["dropped"].sum()),
+            "ttft_p90_s": float(g["ttft_p90_s"].max()),
+            "tpot_p90_s": float(g["tpot_p90_s"].max()),
+            "hours": int(len(g)), "hours_passed": int(g["passed"].sum()),
+            "passed": bool(g["passed"].all()),
+        })
+    summary = pd.DataFrame(summ)
+    passed = bool(table["passed"].all()) if len(table) else True
+    return DayVerifyResult(s, table, summary, passed, msgs)
