@@ -325,17 +325,19 @@ def cmd_optimize(args) -> int:
             columns=["kind"])
         if not res.finetune.empty:
             shown["fine-tune decisions"] = res.finetune
-        shown["hourly mix (requests/s, replicas" + (", mean over scenarios)"
-                                                     if res.n_scenarios > 1 else ")")] = \
+        shown["hourly mix (requests/s, replicas" + (
+            ": whole replicas of the median scenario, expected = mean over scenarios)"
+            if res.n_scenarios > 1 else ")")] = \
             hourly_view(res)
     if not res.stochastic.empty:
         shown[f"stochastic: {res.n_scenarios} scenarios (P5/P50/P95, CVaR, VSS)"] = \
             res.stochastic
     if not res.verification.empty:
         v = res.verification
-        shown[f"verification: simulated hour {int(v['hour'].iloc[0])}, SLO attainment and "
-              "spillover"] = v.drop(columns=["scenario", "hour", "utilisation_target"],
-                                    errors="ignore")
+        nh = int(v["hours"].max()) if "hours" in v else 1
+        shown[f"verification: {nh} simulated hour(s) of the plan, SLO attainment over the "
+              "day and in the worst hour"] = v.drop(
+            columns=["scenario", "hour", "utilisation_target"], errors="ignore")
     if not res.headroom.empty:
         shown["headroom: utilisation targets tried"] = res.headroom
     if not res.infeasibility.empty:
