@@ -203,7 +203,11 @@ def build_costs(ctx: Context) -> Section:
     else:
         s.add(Note("No cost lines: the scenario has no deployment options."))
     captions = {
-        "summary": "One row per deployment option.",
+        "summary": "One row per deployment option. For self-hosted options, "
+                   "requests_per_s_per_replica is what one replica sustains at the latency SLO "
+                   "for the option's traffic mix (open-loop capacity, planning.capacity) and "
+                   "limited_by names what binds (TPOT, TTFT queueing, decode, KV memory, "
+                   "compute); the simulation section checks the plan it simulates.",
         "costs": "Tidy cost lines with their basis.",
         "capacity": "Per self-hosted option and class: replica throughput, latency, limits.",
         "classes": "Per class volumes as each option's tokenizer counts them.",
