@@ -280,6 +280,23 @@ class Model:
             hi, lo = lo, lo // 2
         else:
             hi = int(np.ceil(max(first, lo + 1)))  # load(lo) / u <= hi: enough replicas
+        # lo < R* <= hi (R* the smallest R with load(R) <= u R). The load per replica-capacity
+        # changes slowly with R, so its own bounds close the bracket in a few evaluations:
+        # R* >= load(hi) / u (load falls with R), and ceil(load(m) / u) is enough replicas for
+        # any m below R*; bisection when that stalls.
+        for _ in range(6):
+            if hi - lo <= 1:
+                break
+            lo = max(lo, int(np.ceil(load(float(hi)) / u - 1e-12)) - 1)
+            m = lo + 1
+            if m >= hi:
+                break
+            lm = load(float(m))
+            if lm <= u * m:
+                hi = m
+                break
+            lo = m
+            hi = min(hi, max(int(np.ceil(lm / u - 1e-12)), lo + 1))
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if load(float(mid)) <= u * mid:

@@ -107,9 +107,10 @@ def open_loop(
     arrival_cv: float = 1.0,
     quantile: float = 0.95,
     servers: float = 1.0,
-    iterations: int = 40,
+    iterations: int = 30,
     ttft_slo_s: float | None = None,
     tpot_slo_s: float | None = None,
+    quantiles: bool = True,
 ) -> OpenLoopPoint:
     """Latency percentiles of one replica at arrival rates ``lam`` (see the module docstring).
 
@@ -134,6 +135,9 @@ def open_loop(
     ttft_slo_s, tpot_slo_s : float, optional
         SLO bounds: the point then also carries the share of requests over each
         (``ttft_miss``, ``tpot_miss``).
+    quantiles : bool
+        Compute the TTFT and TPOT percentiles (NaN when False: the capacity search needs only
+        the miss shares, stability and memory).
     """
     lam = np.atleast_1d(np.asarray(lam, dtype=float))
     isl = np.asarray(input_tokens, dtype=float)
@@ -162,11 +166,31 @@ def open_loop(
         steps = np.minimum(rho, 1.0) / t_f + np.maximum(1.0 - rho, 0.0) / t_d
         return chunk, t_d, t_f, rho, steps
 
-    # fixed point d = lam O / steps(d): increasing in d, so iterating from d = 0 climbs to
-    # the smallest fixed point (the stable operating point) when there is one
+    # fixed point d = lam O / steps(d) =: F(d), F increasing: iterating from d = 0 climbs to
+    # the smallest fixed point d* (the stable operating point) when there is one. Steffensen's
+    # extrapolation from two iterates speeds it up; it is kept only where F(a) >= a (then
+    # a <= d*, so the climb never passes d*), else the plain iterate is taken.
+    def F(x):
+        tr = terms(x)
+        return np.minimum(lam * osl / tr[4], cap - 1.0), tr[3]
+
     d = np.zeros_like(lam)
     for _ in range(iterations):
-        d = np.minimum(lam * osl / terms(d)[4], cap - 1.0)
+        d1, rho1 = F(d)
+        d2, _ = F(d1)
+        den = d2 - 2.0 * d1 + d
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(den < 0, d - (d1 - d) ** 2 / den, d2)
+        a = np.clip(np.nan_to_num(a, nan=0.0), d2, cap - 1.0)
+        fa, rho_a = F(a)
+        d_next = np.where(fa >= a, fa, d2)
+        # settled, or past what a replica can do (prefill saturated, batch at its cap): the
+        # stability test below decides those
+        done = np.all((np.abs(d_next - d) <= 1e-7 * np.maximum(d_next, 1.0))
+                      | (rho1 >= 0.999) | (d_next >= cap - 1.0))
+        d = d_next
+        if done:
+            break
     chunk, t_d, t_f, rho, steps = terms(d)
     stable = (rho < 0.999) & (np.abs(lam * osl / steps - d) <= 1e-3 * np.maximum(d, 1.0))
     stable &= d < cap - 1.0
@@ -186,7 +210,7 @@ def open_loop(
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
     tpot = _compound_poisson_quantile(t_d, per_prompt * disp, lam[e] * o_nodes / disp,
-                                      quantile)
+                                      quantile) if quantiles else np.full_like(t_d, np.nan)
     tpot_miss = None if tpot_slo_s is None else 1.0 - _compound_poisson_cdf(
         t_d, per_prompt * disp, lam[e] * o_nodes / disp, np.full_like(t_d, tpot_slo_s))
     # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
@@ -200,10 +224,14 @@ def open_loop(
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
-    ttft = _wait_plus_service_quantile(p_wait, ew, own + 0.5 * t_mean[e], quantile)
+    service = own + 0.5 * t_mean[e]
+    ttft = _wait_plus_service_quantile(p_wait, ew, service, quantile) if quantiles else \
+        np.full_like(p_wait, np.nan)
     ttft_miss = None if ttft_slo_s is None else _wait_plus_service_tail(
-        p_wait, ew, own + 0.5 * t_mean[e], np.full_like(p_wait, ttft_slo_s))
-    in_sys = lam * (ttft + osl * t_mean)
+        p_wait, ew, service, np.full_like(p_wait, ttft_slo_s))
+    # requests in the replica (Little's law at the mean TTFT and life) plus z standard
+    # deviations of a Poisson count
+    in_sys = lam * (ew + service.mean(axis=-1) + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable, ttft_miss,
                          tpot_miss)
@@ -393,7 +421,7 @@ def slo_capacity_many(
     frac = np.linspace(0.0, 1.0, 33)[1:]
     for _ in range(3):  # grid, then two refinements around the boundary
         grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
-        ok = _ok(open_loop(sm, grid, **kw), max_in, 1.0 - percentile / 100.0)
+        ok = _ok(open_loop(sm, grid, quantiles=False, **kw), max_in, 1.0 - percentile / 100.0)
         anyok = ok.any(axis=1)
         last = np.where(anyok, ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
         new_lo = np.where(anyok, grid[np.arange(len(isl)), np.maximum(last, 0)], lo)
@@ -403,7 +431,7 @@ def slo_capacity_many(
         found |= anyok
         lo, hi = new_lo, new_hi
     at = open_loop(sm, lo[:, None], **kw)
-    above = open_loop(sm, hi[:, None], **kw)
+    above = open_loop(sm, hi[:, None], quantiles=False, **kw)
     out = []
     for k in range(len(isl)):
         if not found[k]:
