@@ -48,6 +48,7 @@ offering = "openai/gpt-4o-mini"
 
 [cloud.gpu]
 model = "llama-3.1-8b"
+tokenizer = "cl100k"  # no en/word row for llama3
 accelerator = "h100-sxm"
 precision = "fp8"
 usd_per_gpu_hour = 2.5
