@@ -215,7 +215,7 @@ def test_cli_trace_file_needs_a_class_when_ambiguous(capsys, small, tmp_path):
         (["--trace", "missing.csv"], "not found"),
         (["--trace", "chat=bundled:azure-nope"], "unknown bundled trace"),
         (["--rate-scale", "2"], "needs --trace"),
-        (["--hours", "0"], "hours must be >= 1"),
+        (["--hours", "0"], "--hours: expected an integer >= 1"),
         (["--set", "simulation.routing=fifo"], "simulation.routing"),
         (["--set", "simulation.spillover=gpu"], "simulation.spillover"),
     ],
