@@ -25,6 +25,7 @@ from planner.errors import (
     EXIT_USER,
     MAX_MESSAGE_CHARS,
     PlannerError,
+    ScenarioError,
     clean_text,
     shorten,
 )
@@ -116,8 +117,10 @@ def load(args):
     from planner.config import load_scenario
 
     variants = [v for vs in (args.variant or []) for v in vs.split(",") if v]
-    return load_scenario(scenario_path(args.scenario), variants=variants,
-                         overrides=_parse_set(args.set))
+    sc = load_scenario(scenario_path(args.scenario), variants=variants,
+                       overrides=_parse_set(args.set))
+    args.loaded_scenario = scenario_path(args.scenario)  # errors from here on name the file
+    return sc
 
 
 def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = None) -> None:
@@ -1121,7 +1124,11 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(args)
         return int(args.func(args) or 0)
     except PlannerError as exc:
-        print(f"planner: error: {_error_text(exc)}", file=sys.stderr)
+        text = _error_text(exc)
+        loaded = getattr(args, "loaded_scenario", None)
+        if loaded and not isinstance(exc, ScenarioError) and loaded not in text:
+            text = f"{clean_text(shorten(loaded, 300)[1:-1])}: {text}"  # an engine's error
+        print(f"planner: error: {text}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0

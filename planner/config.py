@@ -1319,7 +1319,7 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                         path=path, key=f"workload.{cname}.{part}.lang",
                     )
         _check_tokenizers(sc, cat, cname, wc, path)
-        _check_hosted_lengths(sc, cname, wc, path)
+        _check_hosted_lengths(sc, cname, wc, path, cat)
         if isinstance(wc.diurnal, str):
             if wc.diurnal not in PROFILES:
                 raise ScenarioError(
@@ -1366,11 +1366,13 @@ def _check_tokenizers(sc: Scenario, cat: Any, cname: str, wc: WorkloadClass,
 
 
 def _check_hosted_lengths(sc: Scenario, cname: str, wc: WorkloadClass,
-                          path: str | None) -> None:
+                          path: str | None, cat: Any) -> None:
     """A class a self-hosted deployment serves needs >= 1 output token (and >= 1 prompt
-    token) per request: the performance model times at least one decode step."""
-    hosted = [n for kind in ("cloud", "onprem") for n, d in getattr(sc, kind).items()
-              if (d.classes is None or cname in d.classes) and d.capacity_requests_per_s is None]
+    token) per request, the performance model timing at least one decode step, and its
+    request (at the median lengths) must fit the model's context window."""
+    deps = {n: d for kind in ("cloud", "onprem") for n, d in getattr(sc, kind).items()
+            if (d.classes is None or cname in d.classes) and d.capacity_requests_per_s is None}
+    hosted = list(deps)
     if not hosted:
         return
 
@@ -1389,6 +1391,21 @@ def _check_hosted_lengths(sc: Scenario, cname: str, wc: WorkloadClass,
             f"expected >= 1 prompt token (input + context; the self-hosted deployment "
             f"{shorten(hosted[0])} serves this class), got {inp + (ctx or 0):g}", path=path,
             key=f"workload.{cname}.input")
+    if out is None or inp is None or (wc.context is not None and ctx is None):
+        return
+    total = inp + (ctx or 0) + out
+    for name, d in deps.items():
+        window = cat.llm(d.model).get("max_context_tokens")
+        try:
+            window = float(window)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(window) and window > 0 and total > window:
+            raise ScenarioError(
+                f"input + context + output = {total:,.0f} tokens exceed the context window of "
+                f"{shorten(d.model)} ({window:,.0f} tokens), which deployment "
+                f"{shorten(name)} serves this class with; shorten the request or restrict "
+                f"the deployment's classes", path=path, key=f"workload.{cname}")
 
 
 def _check_simulation(sc: Scenario, path: str | None) -> None:
