@@ -392,8 +392,12 @@ def cmd_sweep(args) -> int:
 
     sc = load(args)
     check_risk_size(sc, args.n)
-    df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
-               scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    try:
+        df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
+                   scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    except OSError as exc:  # an unreachable scheduler (Dask times out after 30 s)
+        where = f"--scheduler {shorten(args.scheduler)}: " if args.scheduler else ""
+        raise PlannerError(f"{where}{_error_text(exc)}") from None
     emit(args, {"sweep": df})
     return 0
 
@@ -1136,8 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
         print("planner: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a path the user gave that cannot be read or written
-        where = f" {shorten(str(exc.filename), 200)}" if exc.filename else ""
-        print(f"planner: error:{where}: {_error_text(exc.strerror or exc)}", file=sys.stderr)
+        where = f"{shorten(str(exc.filename), 200)}: " if exc.filename else ""
+        print(f"planner: error: {where}{_error_text(exc.strerror or exc)}", file=sys.stderr)
         if args.debug:
             import traceback
 
