@@ -425,7 +425,7 @@ def test_bad_flags_exit_2_naming_the_flag(capsys, argv, flag):
 def test_resource_limits_refuse_before_allocating(capsys, monkeypatch):
     import planner.cli as cli
 
-    # 1e11 samples fit no memory: refused from the estimate, not by running out of it
+    # 5e7 samples x ~30 columns need ~20 GiB: refused from the estimate, before allocating
     code, _, err = run(capsys, "risk", "example:risk-example", "-n", "50000000")
     assert code == 2 and "GiB of memory" in err
     code, _, err = run(capsys, "simulate", "example:quickstart", "--set",
