@@ -250,6 +250,23 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None, repl
         if v is not None and v > MAX_SIMULATED_REPLICAS:
             raise PlannerError(f"simulate: {where} = {v:,} replicas; the simulator handles at "
                                f"most {MAX_SIMULATED_REPLICAS:,} per pool")
+    # pools sized by the cost engine: its sizing, before the simulator builds the replicas
+    hosted = {**sc.cloud, **sc.onprem}
+    sized = [d for d in (deployments or hosted) if d in hosted
+             and not isinstance(replicas, int)
+             and (replicas or {}).get(d) is None and d not in sc.simulation.replicas
+             and hosted[d].replicas is None]
+    if sized:
+        from planner.engines.deterministic import evaluate
+
+        summary = evaluate(sc).summary.set_index("deployment")
+        for d in sized:
+            n = summary["replicas"].get(d) if d in summary.index else None
+            if n is not None and n == n and n > MAX_SIMULATED_REPLICAS:
+                raise PlannerError(
+                    f"simulate: the cost engine sizes {shorten(d)} at {n:,.0f} replicas; the "
+                    f"simulator handles at most {MAX_SIMULATED_REPLICAS:,} per pool (give "
+                    f"--replicas {shorten(d)[1:-1]}=N, or simulate a smaller volume)")
 
 
 # ---------------------------------------------------------------------------- commands

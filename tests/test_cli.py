@@ -434,6 +434,12 @@ def test_resource_limits_refuse_before_allocating(capsys, monkeypatch):
     code, _, err = run(capsys, "simulate", "example:quickstart", "--replicas", "20000",
                        "--deployment", "llama-8b-h100", "--hours", "1")
     assert code == 2 and "replicas" in err
+    # 83,000 requests in the hour, but 333 times the output: the sizing is refused
+    code, _, err = run(capsys, "simulate", "example:quickstart", "--hours", "1",
+                       "--deployment", "llama-70b-h100", "--set",
+                       "workload.chat.output.words=50000", "--set",
+                       "workload.chat.requests_per_day=2e6")
+    assert code == 2 and "the cost engine sizes 'llama-70b-h100' at" in err
 
 
 def test_terminal_output_escapes_control_characters(capsys, write_toml):

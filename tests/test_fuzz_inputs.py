@@ -430,10 +430,7 @@ class Generator:
                           ROOT / "planner" / "templates" / "risk-example.toml"])
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         cmd = self.pick(["cost", "cost", "cost", "risk", "optimize", "simulate"])
-        # not for simulate: request lengths (x1e3 output tokens makes an hour of decoding take
-        # minutes; the simulator has no estimate of decode work yet, see the issue)
-        leaves = [lf for lf in numeric_leaves(data) if lf[0][0] != "variants" and not (
-            cmd == "simulate" and set(lf[0]) & {"input", "output", "context"})]
+        leaves = [lf for lf in numeric_leaves(data) if lf[0][0] != "variants"]
         where, v = self.pick(leaves)
         new = v * float(self.pick([0.0, 1e-3, 1e3]))
         set_at(data, where, int(new) if isinstance(v, int) else new)
