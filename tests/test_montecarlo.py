@@ -67,12 +67,14 @@ output = { tokens = 500 }
 batch_share = 0.6
 
 [api.claude]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 offering = "anthropic/claude-sonnet-4-5"
 discount = 0.1
 request_fees = [{ name = "gateway", usd_per_million_requests = 3.5 },
                 { name = "lambda", gb = 0.128, seconds = 5, usd_per_gb_s = 0.0000166667 }]
 
 [api.gemini]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 offering = "google/gemini-2.5-pro"
 gross_margin = 0.75
 input_usd_per_mtok = 1.0
@@ -82,6 +84,7 @@ offering = "openai/gpt-4o-mini-2024-07-18"
 fine_tune = "mini"
 
 [cloud.stz]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-8b"
 accelerator = "h100-sxm"
 precision = "fp8"
@@ -92,6 +95,7 @@ idle_timeout_s = 200
 classes = ["chat"]
 
 [cloud.window]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-8b"
 offering = "lambda/a100-80gb-8x-on-demand"
 billing = "active-window"
@@ -100,6 +104,7 @@ fine_tune = "lora8b"
 request_fees = [{ name = "lb", usd_per_million_requests = 1.0 }]
 
 [cloud.spot]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-70b"
 offering = "aws/p5.48xlarge-spot"
 gpus_per_replica = 4
@@ -107,6 +112,7 @@ precision = "fp8"
 interruption_overhead = 0.1
 
 [cloud.stated]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-70b"
 accelerator = "h100-sxm"
 gpus_per_replica = 2
@@ -115,6 +121,7 @@ gpus_per_instance = 2
 capacity_requests_per_s = 3.5
 
 [onprem.fixed]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-70b"
 server = "dgx-h100"
 gpus_per_replica = 2
@@ -126,6 +133,7 @@ implementation_usd = 40000
 maintenance_share_per_year = 0.08
 
 [onprem.auto]
+tokenizer = "cl100k"  # no en/word row for its own tokenizer
 model = "llama-3.1-8b"
 accelerator = "a100-80gb"
 server_price_usd = 150000
@@ -178,6 +186,7 @@ offering = "openai/gpt-4o"
 batch_input_usd_per_mtok = 1.0
 
 [cloud.c1]
+tokenizer = "o200k"  # no zh/char row for llama3
 model = "llama-3.1-70b"
 accelerator = "h100-sxm"
 gpus_per_replica = 2
@@ -186,6 +195,7 @@ committed = true
 usd_per_gpu_hour = 2.1
 
 [onprem.o1]
+tokenizer = "o200k"  # no zh/char row for llama3
 model = "llama-3.1-70b"
 server = "hgx-h100"
 gpus_per_replica = 2

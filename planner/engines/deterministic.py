@@ -272,7 +272,6 @@ class _Layout:
                 kind = summ[dep]["kind"]
                 if kind == "api":
                     m = costs[(costs["deployment"] == dep) & (costs["class"] == c[2])]
-                    usd_req = m["usd_per_month"].sum() / c.requests_per_month
                     # per *user* request: LLM requests exclude response-cache hits and
                     # include retries, so scale by LLM requests per user request
                     wc = self.sc.workload[c[2]]
