@@ -705,18 +705,20 @@ class BusiestHour:
 def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
                           deployments: Sequence[str] | None = None,
                           seed: int | None = None,
-                          max_requests: int | None = None) -> BusiestHour:
+                          max_requests: int | None = None,
+                          sizing: Mapping[str, OptionSizing] | None = None) -> BusiestHour:
     """Simulate one plan during the busiest hour of its classes' diurnal profiles.
 
     The plan is ``deployments``, else ``[simulation] deployments``, else the cheapest
     self-hosted candidate serving every class; replicas as :func:`build_plan` sizes them.
     Arrivals are cut after ``max_requests`` (default ``[simulation] report_max_requests``);
-    the window simulated is then shorter than the hour and the note says so.
+    the window simulated is then shorter than the hour and the note says so. ``sizing``: the
+    scenario's :func:`size_options`, when the caller has it already.
     """
     from planner.sim.run import simulate
 
     cat = _catalog(catalog)
-    sizing = size_options(sc, cat)
+    sizing = size_options(sc, cat) if sizing is None else sizing
     group = tuple(deployments) if deployments else _report_plan(sc, sizing)
     plan, pools, covered = build_plan(sc, group, catalog=cat, sizing=sizing)
     name = "+".join(group)
@@ -767,7 +769,7 @@ def check_sizing(sc: Scenario, catalog: Any = None, *, seed: int | None = None,
     rows = []
     for k, name in enumerate(names):
         b = simulate_busiest_hour(sc, cat, deployments=[name], seed=seed,
-                                  max_requests=max_requests)
+                                  max_requests=max_requests, sizing=sizing)
         lat = b.run.latency()
         lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
         att = lat["slo_attainment"].astype(float)
