@@ -133,7 +133,7 @@ def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = Non
     if args.quiet and args.format == "table":
         return
     print(render_tables(tables, args.format))
-    for n in notes or []:
+    for n in [] if args.quiet else notes or []:
         if args.format == "table":
             print(clean_text(f"note: {n}"))
         else:
