@@ -41,6 +41,7 @@ EPILOG = """examples:
   planner new --template quickstart -o my.toml
   planner catalog list accelerators
   planner catalog import-litellm prices.json --provider openai --out my_prices.csv
+  planner catalog import-skypilot skypilot-catalog/catalogs/v7 --clouds aws,lambda --out clouds.csv
 """
 
 
@@ -681,6 +682,30 @@ def cmd_catalog_import(args) -> int:
     return 0
 
 
+def cmd_catalog_import_skypilot(args) -> int:
+    from planner.catalog_import import import_skypilot
+
+    res = import_skypilot(args.path, clouds=_csv_list(args.clouds), as_of=args.as_of or "",
+                          cheapest=args.cheapest)
+    df = res.rows
+    if not args.quiet:
+        print(res.report(), file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        df.to_csv(tmp, index=False)
+        tmp.replace(out)
+        if not args.quiet:
+            print(f"wrote {len(df)} cloud price rows to {out}", file=sys.stderr)
+        return 0
+    if args.format == "table":
+        print(render(df[["id", "accelerator", "gpus_per_instance", "plan", "usd_per_gpu_hour",
+                         "usd_per_instance_hour", "as_of"]]))
+    else:
+        print(render(df, args.format))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -917,6 +942,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_catalog_import)
+    q = csub.add_parser("import-skypilot",
+                        help="SkyPilot catalog vms.csv -> cloud_prices.csv rows")
+    q.add_argument("path", metavar="FILE_OR_DIR",
+                   help="a vms.csv / <cloud>_vms*.csv file, or a directory searched for them")
+    q.add_argument("--clouds", help="only these clouds, comma-separated (e.g. aws,gcp,lambda)")
+    q.add_argument("--cheapest", action="store_true",
+                   help="one row per instance type and plan, at its cheapest region")
+    q.add_argument("--as-of", help="as_of date for the rows (default: each file's date)")
+    q.add_argument("--out", help="CSV file to write (cloud_prices.csv layout)")
+    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_catalog_import_skypilot)
     return ap
 
 
