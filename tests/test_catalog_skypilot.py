@@ -156,3 +156,31 @@ def test_full_shared_copy_gives_rows_for_every_cloud():
     res = import_skypilot(SHARED)
     assert set(res.rows["provider"]) == CLOUDS
     assert res.unmapped
+
+
+def test_catalog_has_skypilot_prices_for_the_former_gaps():
+    cat = load_catalog()
+    for acc in ("l40s", "l4", "mi300x", "h200", "b200"):
+        row = cat.cheapest_cloud(acc, "on-demand")
+        assert row is not None and row["usd_per_gpu_hour"] > 0, acc
+    rows = cat.clouds[cat.clouds["source"].str.contains("import-skypilot", na=False)]
+    assert set(rows["accelerator"]) == {"l40s", "l4", "mi300x", "h200", "b200"}
+    assert rows["source"].str.startswith("skypilot-org/skypilot-catalog catalogs/v7/").all()
+    assert not rows["source"].str.contains("shared/").any()
+    # no GCP accelerator-only rows (they leave out the host VM) and no RunPod L40S (its
+    # SpotPrice above Price suggests swapped columns)
+    assert not (rows["provider"] == "gcp").any()
+    assert not ((rows["provider"] == "runpod") & (rows["accelerator"] == "l40s")).any()
+
+
+def test_perf_search_includes_l40s_with_a_price(capsys):
+    from planner.perf.report import perf_search
+
+    df = perf_search(load_catalog(), "llama-3.1-8b", isl=2000, osl=200, ttft_slo_s=1.0)
+    l40s = df[df["accelerator"] == "l40s"]
+    assert not l40s.empty
+    assert (l40s["usd_per_hour"] > 0).all()
+    assert main(["perf", "--search", "--model", "llama-3.1-8b", "--isl", "2000", "--osl", "200",
+                 "--ttft-slo", "1", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert ",l40s," in out
