@@ -251,7 +251,7 @@ def import_skypilot(path: str | Path, *, clouds: list[str] | None = None, as_of:
              "accelerator_only"), 0))
         file_as_of = as_of or _mtime_date(f)
         try:
-            fh = f.open(encoding="utf-8", newline="")
+            fh = f.open(encoding="utf-8-sig", newline="")
         except OSError as exc:
             raise PlannerError(f"{f}: cannot read ({exc.strerror})") from None
         with fh:
