@@ -14,7 +14,6 @@ from planner.cli import main
 from planner.errors import PlannerError
 
 DATA = Path(__file__).parent / "data" / "skypilot"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "prices" / "skypilot"
 CLOUDS = {"aws", "gcp", "lambda", "runpod", "nebius", "cudo", "vast", "fluidstack"}
 
 
@@ -149,13 +148,6 @@ def test_cli_writes_catalog_rows(tmp_path, capsys):
     df.to_csv(cat_dir / "cloud_prices.csv", index=False)
     cat = load_catalog(cat_dir)
     assert cat.cheapest_cloud("l40s", "on-demand")["usd_per_gpu_hour"] == pytest.approx(0.43)
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared SkyPilot copy not present")
-def test_full_shared_copy_gives_rows_for_every_cloud():
-    res = import_skypilot(SHARED)
-    assert set(res.rows["provider"]) == CLOUDS
-    assert res.unmapped
 
 
 def test_catalog_has_skypilot_prices_for_the_former_gaps():
