@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -183,3 +185,48 @@ def test_cli_concurrency_with_search_is_an_error(capsys):
     code, _, err = run(capsys, "perf", "--search", "--model", "llama-3.1-8b",
                        "--concurrency", "1,2")
     assert code == 2 and "--search" in err
+
+
+# ----------------------------------------------------------------------------- validation
+REFERENCE = Path(__file__).resolve().parents[1] / "planner/data/reference/closed_loop_measurements.csv"
+
+
+def closed_loop_validation() -> pd.DataFrame:
+    """Predicted vs measured TTFT, ITL and output tokens/s for every row of the closed-loop
+    reference measurements (signed errors, predicted / measured - 1)."""
+    ref = pd.read_csv(REFERENCE)
+    out = []
+    keys = ["catalog_model", "accelerator", "gpus", "precision", "isl", "osl"]
+    for (m, a, g, p, i, o), rows in ref.groupby(keys, sort=False):
+        df = curve((m, a, int(g), p), float(i), float(o), rows["concurrency"].to_numpy())
+        rows = rows.reset_index(drop=True)
+        out.append(pd.DataFrame({
+            "id": rows["id"], "concurrency": rows["concurrency"],
+            "ttft_err": df["ttft_s"] / (rows["ttft_ms"] / 1e3) - 1.0,
+            "itl_err": df["itl_s"] / (rows["itl_ms"] / 1e3) - 1.0,
+            "tput_err": df["output_tokens_per_s"] / rows["output_tokens_per_s"] - 1.0,
+        }))
+    return pd.concat(out, ignore_index=True)
+
+
+def test_reference_measurements_are_closed_loop():
+    ref = pd.read_csv(REFERENCE)
+    assert len(ref) >= 8 and ref["id"].is_unique
+    assert ref["source_url"].str.startswith("https://").all() and ref["accessed"].notna().all()
+    # the published rows obey the closed-loop identity (output tokens/s, mean TTFT and ITL)
+    ident = ref["concurrency"] * ref["osl"] / (
+        ref["ttft_ms"] / 1e3 + (ref["osl"] - 1) * ref["itl_ms"] / 1e3)
+    np.testing.assert_allclose(ident, ref["output_tokens_per_s"], rtol=0.01)
+
+
+def test_closed_loop_against_published_measurements():
+    err = closed_loop_validation()
+    med = err[["ttft_err", "itl_err", "tput_err"]].abs().median()
+    print("\nclosed loop vs published measurements (predicted / measured - 1)\n"
+          + err.round(3).to_string(index=False)
+          + f"\nmedian |error|: TTFT {med['ttft_err']:.1%}, ITL {med['itl_err']:.1%}, "
+            f"throughput {med['tput_err']:.1%}")
+    # loose bounds for now (issue 13 asks for 25% / 12% / 10% on held-out data)
+    assert med["tput_err"] < 0.15 and med["itl_err"] < 0.25 and med["ttft_err"] < 0.40, med
+    # where the measurement queues for KV memory the model does too (TTFT jumps)
+    assert (err.loc[err["concurrency"] >= 100, "ttft_err"].abs() < 0.5).all()
