@@ -779,9 +779,13 @@ def cmd_perf(args) -> int:
 
     from planner.catalog import load_catalog
     from planner.perf import AcceleratorSpec, LLMSpec
+    from planner.perf.closedloop import parse_concurrency
     from planner.perf.report import gpu_hour_prices, perf_search, perf_summary
 
     cat = load_catalog()
+    conc = parse_concurrency(args.concurrency) if args.concurrency is not None else None
+    if args.search and conc:
+        raise PlannerError("--concurrency applies to one configuration; drop --search")
     if args.search:
         df = perf_search(
             cat, args.model, accelerators=_csv_list(args.accelerators),
@@ -802,6 +806,7 @@ def cmd_perf(args) -> int:
             cat.accelerator(args.accelerator)),
         gpus=args.tp, precision=args.precision, input_tokens=args.isl, output_tokens=args.osl,
         ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, usd_per_gpu_hour=price,
+        concurrency=conc,
     )
     cost = pd.DataFrame([{
         "usd_per_gpu_hour": price, "usd_per_hour": res.get("usd_per_hour"),
@@ -1157,6 +1162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", help="with --search: e.g. bf16,fp8")
     p.add_argument("--tps", help="with --search: tensor-parallel degrees, e.g. 1,2,4,8")
     p.add_argument("--target-tps", type=float, help="with --search: output tokens/s needed")
+    p.add_argument("--concurrency", metavar="C1,C2,...",
+                   help="closed-loop latency/throughput at these concurrencies, e.g. "
+                        "1,5,25,50,100 (default 1, 8, 32, max batch)")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("new", help="write a scenario from a template")

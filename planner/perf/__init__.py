@@ -6,6 +6,8 @@ Public entry points
   largest load meeting the SLOs (or maximum throughput).
 * :func:`batching_curve`, :func:`capacity_grid` - throughput and latency versus concurrency and
   lengths (vectorised).
+* :func:`closed_loop_curve` - closed-loop TTFT, ITL and throughput with ``c`` requests always
+  in flight (``planner perf --concurrency``).
 * :func:`step_model` - step-time functions for the simulation (``prefill_time_s``,
   ``decode_step_time_s``, ``step_time_s``).
 * :func:`search_configs` - rank (accelerator, precision, TP) by $ per 1M output tokens.
@@ -23,6 +25,7 @@ from planner.perf.batching import (
     capacity_grid,
     replica_capacity,
 )
+from planner.perf.closedloop import closed_loop_curve
 from planner.perf.first_principles import (
     decode_tokens_per_s_bandwidth,
     flops_per_token,
@@ -56,6 +59,7 @@ __all__ = [
     "StepModel",
     "batching_curve",
     "capacity_grid",
+    "closed_loop_curve",
     "decode_tokens_per_s_bandwidth",
     "default_kv_precision",
     "fitting_options",

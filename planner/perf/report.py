@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import PlannerError
-from planner.perf.batching import batching_curve, replica_capacity
+from planner.perf.batching import replica_capacity
+from planner.perf.closedloop import closed_loop_curve
 from planner.perf.memory import memory_plan
 from planner.perf.params import PerfParams
 from planner.perf.search import search_configs
@@ -41,14 +42,17 @@ def perf_summary(
     usd_per_gpu_hour: float | None = None,
     loads: Iterable[float] | None = None,
     params: PerfParams | None = None,
+    concurrency: Iterable[float] | None = None,
 ) -> dict[str, Any]:
     """Everything ``planner perf`` prints for one configuration.
 
     Returns ``{"memory": dict, "capacity": dict, "curve": DataFrame, "usd_per_hour": float|None,
     "usd_per_1m_output_tokens": float|None, "usd_per_1m_input_tokens": float|None}``. The curve
-    holds TTFT/TPOT/throughput at ``loads`` concurrent requests (default 1, 8, 32, 128 and the
-    maximum batch, capped at it). Raises :class:`PlannerError` for configurations that do not
-    fit (with the options that would).
+    is the closed-loop steady state (:func:`planner.perf.closedloop.closed_loop_curve`: TTFT,
+    ITL/TPOT, throughput with ``c`` requests always in flight) at ``concurrency`` as given
+    (beyond the KV-memory limit the extra requests queue), else at ``loads`` (default 1, 8,
+    32, 128 and the maximum batch, capped at it). Raises :class:`PlannerError` for
+    configurations that do not fit (with the options that would).
     """
     p = params or PerfParams()
     cap = replica_capacity(llm, acc, gpus=gpus, precision=precision, input_tokens=input_tokens,
@@ -56,10 +60,14 @@ def perf_summary(
                            tpot_slo_s=tpot_slo_s, params=p)
     mp = memory_plan(llm, acc, gpus, precision, p)
     bmax = max(cap.max_batch, 1.0)
-    want = list(loads) if loads is not None else [1, 8, 32, 128, bmax]
-    grid = np.unique(np.clip(np.asarray(want, dtype=float), 1.0, bmax))
-    curve = batching_curve(llm, acc, gpus=gpus, precision=precision, input_tokens=input_tokens,
-                           output_tokens=output_tokens, concurrency=grid, params=p)
+    if concurrency is not None:
+        grid = np.asarray(list(concurrency), dtype=float)
+    else:
+        want = list(loads) if loads is not None else [1, 8, 32, 128, bmax]
+        grid = np.unique(np.clip(np.asarray(want, dtype=float), 1.0, bmax))
+    curve = closed_loop_curve(llm, acc, gpus=gpus, precision=precision,
+                              input_tokens=input_tokens, output_tokens=output_tokens,
+                              concurrency=grid, params=p)
     usd_h = None if usd_per_gpu_hour is None else float(usd_per_gpu_hour) * gpus
     per_m_out = per_m_in = None
     if usd_h is not None and cap.output_tokens_per_s > 0:
