@@ -1,10 +1,11 @@
 """planner: cost, capacity and risk planning for LLM workloads.
 
 Layers (data flows one way): scenario files -> :mod:`planner.config` -> :mod:`planner.workload`
--> :mod:`planner.perf` -> :mod:`planner.costs` -> engines -> tidy pandas results -> CLI.
+-> :mod:`planner.perf` -> :mod:`planner.costs` -> engines -> tidy pandas results -> the
+Python API (:mod:`planner.api`: ``planner.load``, ``planner.cost`` ...) and the CLI.
 """
 
-__version__ = "0.1.0"
+from planner._version import __version__
 
 #: the Python API (:mod:`planner.api`), imported on first use so ``import planner`` stays cheap
 _API = (
