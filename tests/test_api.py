@@ -208,3 +208,33 @@ def test_new_help_lists_every_template(capsys):
     for name in names:
         assert f"\n  {name} " in out, name
     assert "support assistant" in out  # each with its description
+
+
+def test_report_and_perf_are_callable_and_still_the_subpackages(quickstart, tmp_path):
+    import planner.perf
+    import planner.report
+
+    # the import system set the subpackages on the package; they call the API functions
+    assert planner.perf is sys.modules["planner.perf"]
+    assert planner.report is sys.modules["planner.report"]
+    assert callable(planner.report.build_report) and callable(planner.perf.replica_capacity)
+    p = planner.perf("llama-3.1-8b", "h100-sxm", precision="fp8")
+    assert isinstance(p, api.PerfResult)
+    pd.testing.assert_frame_equal(p.capacity, api.perf("llama-3.1-8b", "h100-sxm",
+                                                       precision="fp8").capacity)
+    rep = planner.report(quickstart, tmp_path / "r", sections=["summary"])
+    assert isinstance(rep, api.ReportResult) and rep.html.is_file()
+
+
+def test_readme_python_block_runs(tmp_path):
+    """The README's 'Python API' code block, run as written in an empty directory."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python API"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "planner.report(sc" in block and "planner.perf(" in block
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                          env=_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "report" / "report.html").is_file()
