@@ -1,8 +1,10 @@
 """Command-line interface (thin: parse arguments, call the engines, print or write tables).
 
-Exit status: 0 success, 2 user error (bad scenario, unknown id, bad flag), 1 internal error;
-``planner optimize`` also 3 (infeasible: the explanation is printed) and 4 (no trusted plan:
-time limit without a plan, solver error, or a plan that failed the re-check).
+Exit status (:data:`EXIT_STATUS`): 0 success, 2 user error (bad scenario, unknown id, bad flag,
+an output path that cannot be written, a run too large to start), 1 internal error (a bug:
+one line asking for a report; the traceback with ``--debug``); ``planner optimize`` also 3
+(infeasible: the explanation is printed) and 4 (no trusted plan: time limit without a plan,
+solver error, or a plan that failed the re-check).
 """
 
 from __future__ import annotations
@@ -16,8 +18,25 @@ from typing import TYPE_CHECKING
 from planner import __version__, _runtime, api
 from planner.api import EXAMPLE_PREFIX, scenario_path, templates  # noqa: F401 (re-exported)
 from planner.api import parse_overrides as _parse_set
-from planner.errors import PlannerError
-from planner.output import FORMATS, render, render_tables, write_tables
+from planner.errors import (
+    EXIT_INFEASIBLE,
+    EXIT_INTERNAL,
+    EXIT_NO_PLAN,
+    EXIT_USER,
+    MAX_MESSAGE_CHARS,
+    PlannerError,
+    ScenarioError,
+    clean_text,
+    shorten,
+)
+from planner.output import (
+    FORMATS,
+    check_output_dir,
+    check_output_file,
+    render,
+    render_tables,
+    write_tables,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,13 +59,32 @@ EPILOG = """examples:
   planner new --template quickstart -o my.toml
   planner catalog list accelerators
   planner catalog import-litellm prices.json --provider openai --out my_prices.csv
+
+exit status:
+  0  success
+  1  internal error (a bug: please report it; rerun with --debug for the traceback)
+  2  user error: a bad scenario file or flag (the message names the file and key), an
+     output path that cannot be written, or a run too large to start
+  3  planner optimize: infeasible (the constraint to blame is printed)
+  4  planner optimize: no trusted plan (time limit without a plan, solver error, or the plan
+     failed the re-check)
 """
+
+#: Exit status -> meaning (the epilog above and the README's table say the same).
+EXIT_STATUS = {
+    0: "success",
+    EXIT_INTERNAL: "internal error",
+    EXIT_USER: "user error",
+    EXIT_INFEASIBLE: "infeasible",
+    EXIT_NO_PLAN: "no trusted plan",
+}
 
 
 def load(args):
     """The scenario of a command's arguments (``--variant``, ``--set``) via :func:`api.load`."""
-    return api.load(args.scenario, variants=args.variant or [],
-                    overrides=_parse_set(args.set))
+    sc = api.load(args.scenario, variants=args.variant or [], overrides=_parse_set(args.set))
+    args.loaded_scenario = scenario_path(args.scenario)  # errors from here on name the file
+    return sc
 
 
 def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = None) -> None:
@@ -59,9 +97,140 @@ def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = Non
     print(render_tables(tables, args.format))
     for n in notes or []:
         if args.format == "table":
-            print(f"note: {n}")
+            print(clean_text(f"note: {n}"))
         else:
-            print(f"note: {n}", file=sys.stderr)
+            print(clean_text(f"note: {n}"), file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- limits
+
+#: Most Monte Carlo samples (``risk -n``, ``sweep -n``) and optimisation scenarios.
+MAX_SAMPLES = 50_000_000
+#: Most memory a run may plan to hold (the estimate is checked before allocating), bytes;
+#: ``PLANNER_MAX_MEMORY_GB`` raises it.
+MAX_MEMORY_BYTES = 4 * 2**30
+#: Most requests ``planner simulate`` generates in one run (all simulated deployments);
+#: the simulator handles ~40,000 a second on one core.
+MAX_SIMULATED_REQUESTS = 5_000_000
+#: Most replicas of one simulated pool.
+MAX_SIMULATED_REPLICAS = 10_000
+
+# command -> flag attribute -> (lowest, highest, lowest excluded, integer); checked before
+# any work by :func:`check_flags`
+_FLAG_RANGES: dict[str, dict[str, tuple[float | None, float | None, bool, bool]]] = {
+    "risk": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),
+             "tol": (0, 1, True, False), "simulate": (0, 1000, False, True)},
+    "sweep": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),
+              "workers": (1, 256, False, True)},
+    "optimize": {"n": (1, 100_000, False, True), "seed": (0, 2**63 - 1, False, True),
+                 "gap": (0, 1, False, False), "time_limit": (0, 7 * 86400, True, False),
+                 "verify_window": (0, 86400, True, False)},
+    "simulate": {"hours": (1, 8784, False, True), "start_hour": (0, 167, False, True),
+                 "seed": (0, 2**63 - 1, False, True), "rate_scale": (0, 1e6, True, False)},
+    "train": {"params_b": (0, 1e9, True, False), "tokens": (0, 1e18, True, False),
+              "peak_tflops": (0, 1e9, True, False), "mfu": (0, 1, True, False),
+              "price": (0, 1e9, False, False), "gpus": (1, 1e9, False, True),
+              "discount": (0, 1, False, False)},
+    "perf": {"tp": (1, 1024, False, True), "isl": (1, 1e7, False, False),
+             "osl": (1, 1e7, False, False), "ttft_slo": (0, 86400, True, False),
+             "tpot_slo": (0, 3600, True, False), "price": (0, 1e6, False, False),
+             "target_tps": (0, 1e12, True, False)},
+}
+
+
+def check_flags(args) -> None:
+    """Numeric flags in range and finite (exit 2 naming the flag), before any work."""
+    import math
+
+    for attr, (lo, hi, open_lo, integer) in _FLAG_RANGES.get(args.command, {}).items():
+        v = getattr(args, attr, None)
+        if v is None:
+            continue
+        flag = "-n" if attr == "n" else "--" + attr.replace("_", "-")
+        lo_text = f"> {lo:g}" if open_lo else f">= {lo:g}"
+        ok = math.isfinite(v) and (v > lo if open_lo else v >= lo) and v <= hi
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise PlannerError(f"{flag}: expected {kind} {lo_text} and <= {hi:g}, got "
+                               f"{shorten(v)}")
+
+
+def _memory_text(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.0f} MiB"
+
+
+def _max_memory_bytes() -> float:
+    import os
+
+    try:
+        return float(os.environ.get("PLANNER_MAX_MEMORY_GB", "")) * 2**30
+    except ValueError:
+        return MAX_MEMORY_BYTES
+
+
+def check_risk_size(sc, n: int) -> None:
+    """Refuse a Monte Carlo run whose samples would not fit in memory (before allocating).
+
+    The engine keeps every sample of every uncertain input and the cost of every option per
+    sample, plus working arrays of about as many again: ~16 bytes x n x (inputs + options).
+    """
+    from planner.uncertain import uncertain_inputs
+
+    width = len(uncertain_inputs(sc)) + len(sc.deployments()) + 4
+    need = 16.0 * n * width
+    if need > _max_memory_bytes():
+        raise PlannerError(
+            f"-n {n:,}: {n:,} samples x {width} columns need about {_memory_text(need)} of "
+            f"memory, over the {_memory_text(_max_memory_bytes())} limit; use fewer samples "
+            "(--tol stops early when the P95 is stable) or set PLANNER_MAX_MEMORY_GB")
+
+
+def check_simulation_size(sc, *, hours: int, deployments: list[str] | None, replicas) -> None:
+    """Refuse a simulation with more requests or replicas than it can handle in a
+    reasonable time and memory (estimated from the scenario before generating anything)."""
+    from planner.config import med
+
+    per_day = sum(float(med(wc.requests_per_day)) * float(med(wc.calls_per_request))
+                  for wc in sc.workload.values())
+    runs = len(deployments) if deployments else max(len(sc.cloud) + len(sc.onprem), 1)
+    if sc.simulation.deployments and not deployments:
+        runs = 1
+    total = per_day * hours / 24.0 * (1 if deployments else runs)
+    if total > MAX_SIMULATED_REQUESTS:
+        raise PlannerError(
+            f"simulate: about {total:,.0f} requests ({per_day:,.0f} a day x {hours} h"
+            + (f" x {runs} deployments simulated one by one" if runs > 1 and not deployments
+               else "")
+            + f"), over the limit of {MAX_SIMULATED_REQUESTS:,} (~{_memory_text(total * 400)}"
+            f" and {total / 40_000 / 60:,.0f} minutes); simulate fewer hours (--hours), one "
+            "deployment (--deployment), or a smaller requests_per_day")
+    stated = [("--replicas", replicas if isinstance(replicas, int) else None)]
+    if isinstance(replicas, dict):
+        stated += [(f"--replicas {k}", v) for k, v in replicas.items()]
+    stated += [(f"simulation.replicas.{k}", v) for k, v in sc.simulation.replicas.items()]
+    for kind in ("cloud", "onprem"):
+        stated += [(f"{kind}.{k}.replicas", d.replicas) for k, d in getattr(sc, kind).items()]
+    for where, v in stated:
+        if v is not None and v > MAX_SIMULATED_REPLICAS:
+            raise PlannerError(f"simulate: {where} = {v:,} replicas; the simulator handles at "
+                               f"most {MAX_SIMULATED_REPLICAS:,} per pool")
+    # pools sized by the cost engine: its sizing, before the simulator builds the replicas
+    hosted = {**sc.cloud, **sc.onprem}
+    sized = [d for d in (deployments or hosted) if d in hosted
+             and not isinstance(replicas, int)
+             and (replicas or {}).get(d) is None and d not in sc.simulation.replicas
+             and hosted[d].replicas is None]
+    if sized:
+        from planner.engines.deterministic import evaluate
+
+        summary = evaluate(sc).summary.set_index("deployment")
+        for d in sized:
+            n = summary["replicas"].get(d) if d in summary.index else None
+            if n is not None and n == n and n > MAX_SIMULATED_REPLICAS:
+                raise PlannerError(
+                    f"simulate: the cost engine sizes {shorten(d)} at {n:,.0f} replicas; the "
+                    f"simulator handles at most {MAX_SIMULATED_REPLICAS:,} per pool (give "
+                    f"--replicas {shorten(d)[1:-1]}=N, or simulate a smaller volume)")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -71,8 +240,8 @@ def cmd_validate(args) -> int:
     sc = load(args)
     n = {k: len(getattr(sc, k)) for k in ("workload", "api", "cloud", "onprem", "finetune")}
     if not args.quiet:
-        print(f"{args.scenario}: valid scenario {sc.name!r} "
-              + ", ".join(f"{v} {k}" for k, v in n.items()))
+        print(clean_text(f"{shorten(args.scenario, 300)[1:-1]}: valid scenario "
+                         f"{shorten(sc.name)} " + ", ".join(f"{v} {k}" for k, v in n.items())))
     return 0
 
 
@@ -180,6 +349,7 @@ def cmd_risk(args) -> int:
         raise PlannerError(f"--simulate: expected a number of replications >= 1, got "
                            f"{args.simulate}")
     sc = load(args)
+    check_risk_size(sc, args.n)
     with _Bar(f"risk {sc.name}", "samples", args.quiet) as bar:
         res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol, progress=bar)
     tables = res.tables()
@@ -216,8 +386,13 @@ def cmd_sweep(args) -> int:
     from planner.sweep import parse_grid, sweep
 
     sc = load(args)
-    df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
-               scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    check_risk_size(sc, args.n)
+    try:
+        df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
+                   scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
+    except OSError as exc:  # an unreachable scheduler (Dask times out after 30 s)
+        where = f"--scheduler {shorten(args.scheduler)}: " if args.scheduler else ""
+        raise PlannerError(f"{where}{_error_text(exc)}") from None
     emit(args, {"sweep": df})
     return 0
 
@@ -233,7 +408,7 @@ def cmd_report(args) -> int:
         print(f"wrote {res.html} ({len(res.charts)} charts, {len(res.tables)} tables, "
               f"{res.seconds:.1f} s)")
         for k, why in res.omitted.items():
-            print(f"note: section {k} omitted: {why}")
+            print(clean_text(f"note: section {k} omitted: {why}"))
     return 0
 
 
@@ -247,10 +422,6 @@ def cmd_breakeven(args) -> int:
         tables["curve"] = b.curve
     emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"})
     return 0
-
-
-EXIT_INFEASIBLE = 3
-EXIT_NO_PLAN = 4
 
 
 def cmd_optimize(args) -> int:
@@ -268,6 +439,11 @@ def cmd_optimize(args) -> int:
     )
 
     sc = load(args)
+    from planner.config import med
+
+    if not any(float(med(wc.requests_per_day)) > 0 for wc in sc.workload.values()):
+        raise PlannerError(f"{shorten(args.scenario, 300)[1:-1]}: nothing to optimise: every "
+                           "workload class has requests_per_day = 0 (at its median)")
     opts = OptimizeOptions.from_scenario(
         sc, **({"objective": args.objective} if args.objective else {}))
     t0 = time.perf_counter()
@@ -333,19 +509,19 @@ def cmd_optimize(args) -> int:
     notes = [f"note: {m}" for m in res.messages]
     if args.quiet and args.format == "table":
         if code:
-            print("\n".join([status_line(res), *notes]), file=sys.stderr)
+            print(clean_text("\n".join([status_line(res), *notes])), file=sys.stderr)
         return code
     if args.format == "table":
-        print(status_line(res))
+        print(clean_text(status_line(res)))
         if shown:
             print()
             print(render_tables(shown, "table"))
         if notes:
             print()
-            print("\n".join(notes))
+            print(clean_text("\n".join(notes)))
     else:
         print(render_tables({"summary": res.summary(), **shown}, args.format))
-        print("\n".join([status_line(res), *notes]), file=sys.stderr)
+        print(clean_text("\n".join([status_line(res), *notes])), file=sys.stderr)
     return code
 
 
@@ -408,8 +584,11 @@ def cmd_simulate(args) -> int:
         hosted = [*sc.cloud, *sc.onprem]
         for d in replicas:
             if d not in hosted:
-                raise PlannerError(f"--replicas {d}=...: not a self-hosted deployment; "
-                                   f"self-hosted: {', '.join(hosted) or 'none'}")
+                raise PlannerError(f"--replicas {shorten(d)}=...: not a self-hosted "
+                                   f"deployment; self-hosted: {', '.join(hosted) or 'none'}")
+    check_simulation_size(sc, hours=args.hours or sc.simulation.hours,
+                          deployments=deployments or list(sc.simulation.deployments) or None,
+                          replicas=replicas)
     with _Bar("simulate", "req", args.quiet) as bar:
         runs = simulate_scenario(
             sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
@@ -512,6 +691,23 @@ def _csv_list(v: str | None, cast=str):
     return [cast(x) for x in v.split(",") if x] if v else None
 
 
+def _tp_list(text: str | None) -> list[int] | None:
+    """``--tps 1,2,4``: tensor-parallel degrees, each an integer in [1, 1024]."""
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            v = int(part)
+        except ValueError:
+            v = 0
+        if not 1 <= v <= 1024:
+            raise PlannerError(f"--tps {shorten(text)}: expected comma-separated integers in "
+                               f"[1, 1024] (e.g. 1,2,4,8), got {shorten(part)}")
+        out.append(v)
+    return out
+
+
 def cmd_perf(args) -> int:
     import pandas as pd
 
@@ -524,7 +720,7 @@ def cmd_perf(args) -> int:
         df = perf_search(
             cat, args.model, accelerators=_csv_list(args.accelerators),
             precisions=_csv_list(args.precisions) or ("bf16", "fp8"),
-            tps=_csv_list(args.tps, int) or (1, 2, 4, 8), isl=args.isl, osl=args.osl,
+            tps=_tp_list(args.tps) or (1, 2, 4, 8), isl=args.isl, osl=args.osl,
             ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, plan=args.plan,
             target_output_tokens_per_s=args.target_tps,
         )
@@ -627,7 +823,11 @@ def cmd_catalog_import(args) -> int:
     from planner.catalog_import import import_litellm
 
     providers = [p for ps in (args.provider or []) for p in ps.split(",") if p]
-    df = import_litellm(args.file, providers=providers or None, as_of=args.as_of or "")
+    try:
+        df = import_litellm(args.file, providers=providers or None, as_of=args.as_of or "")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise PlannerError(f"{shorten(args.file, 300)}: not a LiteLLM price JSON file "
+                           f"({_error_text(exc)[:300]})") from None
     if args.out:
         out = Path(args.out)
         tmp = out.with_suffix(out.suffix + ".tmp")
@@ -680,6 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--version", action="version", version=f"planner {__version__}")
+    ap.add_argument("--debug", action="store_true",
+                    help="print the traceback of an internal error (for a bug report)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("cost", help="cost table for every deployment option")
@@ -730,7 +932,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sweep", help="grid of scenario overrides x Monte Carlo, on Dask (local or a cluster)",
         epilog="example:\n  planner sweep example:risk-example --grid "
-               "workload.chat.requests_per_day=1e5,1e6 --grid planning.lens=tco,marginal",
+               "planning.utilisation_target=0.6,0.8 --grid planning.lens=tco,marginal\n\n"
+               "an input that is a distribution in a [[correlation]] cannot be gridded "
+               "(fixing it\nleaves nothing to correlate): grid another key, or drop the "
+               "correlation with a variant",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(p)
@@ -898,22 +1103,85 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _error_text(exc: BaseException) -> str:
+    """An error message fit for a terminal: control characters escaped, length capped."""
+    text = clean_text(str(exc))
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + f"… ({len(text):,} characters in all)"
+    return text
+
+
+def check_outputs(args) -> None:
+    """Every output path a command will write, checked before any work (exit 2 with the
+    reason): ``--out``/``-o`` directories, and the files of ``new``/``schema -o`` and
+    ``catalog import-litellm --out``."""
+    command = getattr(args, "command", None)
+    if command in ("new", "schema"):
+        if getattr(args, "output", None) not in (None, "-"):
+            check_output_file(args.output, flag="-o")
+        return
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    if command == "catalog":
+        check_output_file(out, flag="--out")
+    else:
+        check_output_dir(out, flag="-o" if command == "report" else "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``planner`` command line; returns the exit status (see :data:`EXIT_STATUS`).
+
+    A user error (:class:`~planner.errors.PlannerError`, a bad flag, an unreadable or
+    unwritable path) prints one paragraph and returns 2; any other exception is a bug: one
+    line asking for a report (the traceback too with ``--debug``) and status 1.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a bad flag (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USER
     # process-wide tweaks are the CLI's to make: glibc malloc tuning for the Monte Carlo
     # engine, and fd 1 silenced around HiGHS calls so solver debug lines cannot corrupt output
     _runtime.configure(tune_malloc=True, silence_solver_stdout=True)
     try:
+        check_outputs(args)
+        check_flags(args)
         return int(args.func(args) or 0)
     except PlannerError as exc:
-        print(f"planner: error: {exc}", file=sys.stderr)
+        text = _error_text(exc)
+        loaded = getattr(args, "loaded_scenario", None)
+        if loaded and not isinstance(exc, ScenarioError) and loaded not in text:
+            text = f"{clean_text(shorten(loaded, 300)[1:-1])}: {text}"  # an engine's error
+        print(f"planner: error: {text}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        where = f"{shorten(str(exc.filename), 200)}: " if exc.filename else ""
+        print(f"planner: error: {where}{_error_text(exc.strerror or exc)}", file=sys.stderr)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_USER
+    except Exception as exc:  # a bug: say so in one line, the traceback only when asked
+        print(f"planner: internal error ({type(exc).__name__}: "
+              f"{shorten(_error_text(exc), 300)[1:-1]}); this is a bug, please report it "
+              "with the command and scenario file"
+              + ("" if args.debug else " (rerun with --debug for the traceback)"),
+              file=sys.stderr)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

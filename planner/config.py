@@ -33,7 +33,24 @@ from pydantic import (
 )
 
 from planner.distributions import Distribution, is_distribution, median_of
-from planner.errors import ScenarioError
+from planner.errors import ScenarioError, shorten
+
+# --------------------------------------------------------------------------------------------
+# limits of what a scenario file may hold (checked before any engine runs)
+
+#: Largest scenario file (and each file it ``extends``), bytes.
+MAX_FILE_BYTES = 1_000_000
+#: Longest ``extends`` chain (a file, its base, the base's base ...).
+MAX_EXTENDS_DEPTH = 32
+#: Deepest nesting of tables, arrays and dotted keys in a scenario.
+MAX_NESTING = 48
+#: Largest magnitude of any number in a scenario: no planning input comes near it, and
+#: products of a few such numbers stay finite.
+MAX_ABS_NUMBER = 1e18
+#: Most requests per day of one workload class (1e12 a day is ~12 million a second).
+MAX_REQUESTS_PER_DAY = 1e12
+#: Most replicas (or servers) a deployment may state.
+MAX_REPLICAS = 100_000
 
 # Named diurnal shapes (the names ``diurnal`` accepts): relative request rate for each hour
 # 00..23 (local time), normalised to sum to 1 by :func:`planner.workload.diurnal_weights`. They are illustrative shapes, not measurements: give 24
@@ -92,6 +109,41 @@ Share = Annotated[_Num, AfterValidator(_check_range(0.0, 1.0, "in [0, 1]"))]
 AtLeastOne = Annotated[_Num, AfterValidator(_check_range(1.0, None, ">= 1"))]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
+#: a share that must not be zero (an MFU of 0 makes every job infinitely long)
+Fraction = Annotated[_Num, AfterValidator(_check_range(0.0, 1.0, "in (0, 1]", open_lo=True))]
+
+
+def _check_requests(x: Any) -> Any:
+    # an unbounded distribution (lognormal) is bounded by its median
+    m = float(median_of(x)) if is_distribution(x) else float(x)
+    if m > MAX_REQUESTS_PER_DAY:
+        what = "a distribution whose median is" if is_distribution(x) else "a number"
+        raise ValueError(f"expected {what} at most {MAX_REQUESTS_PER_DAY:g} requests a day, "
+                         f"got {m:g}")
+    return x
+
+
+Requests = Annotated[_Num, AfterValidator(_check_range(0.0, None, ">= 0")),
+                     AfterValidator(_check_requests)]
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+
+
+def _check_perf(v: dict[str, float]) -> dict[str, float]:
+    """``perf = {...}``: known performance-model parameters with values it accepts."""
+    from planner.errors import PlannerError
+    from planner.perf.params import PerfParams
+
+    for k in ("max_batch", "max_tokens_per_step"):
+        if k in v and not 1 <= v[k] <= 1e6:
+            raise ValueError(f"{k}: expected a number in [1, 1e6], got {v[k]:g}")
+    try:
+        PerfParams.from_mapping(dict(v))
+    except PlannerError as exc:
+        raise ValueError(str(exc).removeprefix("perf params: ")) from None
+    return v
+
+
+PerfOverrides = Annotated[dict[str, float], AfterValidator(_check_perf)]
 
 
 def med(x: Any) -> Any:
@@ -165,7 +217,7 @@ class WorkloadClass(Strict):
     """One class of requests (chat, summarise, search ...)."""
 
     description: str = ""
-    requests_per_day: NonNeg
+    requests_per_day: Requests
     diurnal: DiurnalSpec = "flat"
     input: LengthField
     output: LengthField
@@ -260,15 +312,15 @@ class _SelfHosted(Strict):
     precision: Precision = "bf16"
     classes: tuple[str, ...] | None = None
     fine_tune: str | None = None
-    replicas: NonNegInt | None = None
+    replicas: Replicas | None = None
     committed: bool = False
     capacity_requests_per_s: Positive | None = None
-    perf: dict[str, float] = Field(default_factory=dict)
+    perf: PerfOverrides = Field(default_factory=dict)
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
     tokenizer: str | None = None
     request_fees: tuple[RequestFee, ...] = ()
-    max_replicas: NonNegInt | None = None
-    min_replicas: PosInt | None = None  # optimiser: replicas while serving ([optimize])
+    max_replicas: Replicas | None = None
+    min_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] | None = None  # optimiser
     provider: str | None = None
     quality: dict[str, QualityScore] = Field(default_factory=dict)
 
@@ -310,7 +362,7 @@ class OnPremDeployment(_SelfHosted):
     server: str | None = None
     server_price_usd: NonNeg | None = None
     gpus_per_server: PosInt | None = None
-    servers: NonNegInt | None = None
+    servers: Replicas | None = None
     amortisation_years: Positive | None = None
     residual_share: Share = 0.0
     cost_of_capital: NonNeg = 0.0
@@ -323,7 +375,7 @@ class OnPremDeployment(_SelfHosted):
     facilities_usd_per_server_year: NonNeg = 0.0
     ops_usd_per_year: NonNeg = 0.0
     implementation_usd: NonNeg = 0.0
-    max_servers: NonNegInt | None = None
+    max_servers: Replicas | None = None
     max_kw: Positive | None = None
 
     @model_validator(mode="after")
@@ -351,8 +403,8 @@ class FineTune(Strict):
     accelerator: str | None = None
     gpus: PosInt | None = None
     usd_per_gpu_hour: NonNeg | None = None
-    mfu: Share | None = None
-    lora_flops_factor: Share | None = None
+    mfu: Fraction | None = None
+    lora_flops_factor: Fraction | None = None
 
 
 class PreTraining(Strict):
@@ -363,7 +415,7 @@ class PreTraining(Strict):
     tokens: Positive
     accelerator: str | None = None
     peak_tflops: Positive | None = None
-    mfu: Share = 1.0
+    mfu: Fraction = 1.0
     usd_per_gpu_hour: NonNeg | None = None
     cloud_offering: str | None = None
     gpus: PosInt | None = None
@@ -387,7 +439,7 @@ class InferenceFlops(Strict):
     params_b: Positive | None = None
     accelerator: str | None = None
     peak_tflops: Positive | None = None
-    mfu: Share = 1.0
+    mfu: Fraction = 1.0
     usd_per_gpu_hour: NonNeg | None = None
     usd_per_instance_hour: NonNeg | None = None
     gpus_per_instance: PosInt = 1
@@ -496,10 +548,10 @@ class Optimize(Strict):
     cvar_lambda: Annotated[float, Field(ge=0)] = 1.0
     cvar_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.95
     exclude: tuple[str, ...] = ()
-    min_replicas: PosInt = 1
+    min_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
     startup_usd_per_replica: NonNeg | None = None
-    min_run_hours: PosInt = 1
-    max_change_per_hour: PosInt | None = None
+    min_run_hours: Annotated[int, Field(ge=1, le=8784)] = 1
+    max_change_per_hour: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] | None = None
 
 
 class Cascade(Strict):
@@ -558,7 +610,7 @@ class Planning(Strict):
     ha_reserve_replicas: NonNegInt = 0
     peak_to_average: Annotated[float, Field(ge=1)] | None = None
     retry_share: Share = 0.0
-    hours_per_month: Annotated[float, Field(gt=0)] = 730.0
+    hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
     lens: Literal["tco", "marginal"] = "tco"
     capacity: Literal["closed-loop", "open-loop"] = "open-loop"
 
@@ -624,14 +676,15 @@ class Simulation(Strict):
     hours: Annotated[int, Field(ge=1, le=8784)] = 24
     start_hour: Annotated[int, Field(ge=0, le=167)] = 0
     deployments: tuple[str, ...] = ()
-    replicas: dict[str, PosInt] = Field(default_factory=dict)
+    replicas: dict[str, Annotated[int, Field(ge=1, le=MAX_REPLICAS)]] = Field(
+        default_factory=dict)
     spillover: str | None = None
     routing: RoutingPolicy = "shared"
     max_queue: NonNegInt | None = None
-    api_ttft_s: Annotated[float, Field(ge=0)] | None = None
-    api_output_tokens_per_s: Annotated[float, Field(gt=0)] | None = None
-    length_cv: Annotated[float, Field(ge=0)] = 0.0
-    burstiness_cv: Annotated[float, Field(gt=0)] | None = None
+    api_ttft_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    api_output_tokens_per_s: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    length_cv: Annotated[float, Field(ge=0, le=10)] = 0.0
+    burstiness_cv: Annotated[float, Field(gt=0, le=100)] | None = None
     trace: Annotated[tuple[SimTrace, ...], BeforeValidator(_trace_list)] = ()
     seed: NonNegInt = 0
     report_max_requests: Annotated[int, Field(ge=100)] = 20_000
@@ -687,19 +740,169 @@ class Scenario(Strict):
 # loading: TOML -> extends/variants -> pydantic -> cross-reference checks
 
 
-def _expand_dotted(d: Mapping[str, Any]) -> dict[str, Any]:
+class _KeyClash(ValueError):
+    """A dotted key and another key give the same key path (raised without the file name)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _expand_dotted(d: Mapping[str, Any], _prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}`` (quoted dotted keys, and ``--set`` keys).
+
+    A key path given twice, or a dotted key below a value that is not a table
+    (``name = "x"`` then ``"name.x" = "y"``), raises :class:`_KeyClash`.
+    """
     out: dict[str, Any] = {}
     for k, v in d.items():
-        v = _expand_dotted(v) if isinstance(v, Mapping) else v
+        full = f"{_prefix}{k}"
+        v = _expand_dotted(v, f"{full}.") if isinstance(v, Mapping) else v
         parts = k.split(".") if isinstance(k, str) and "." in k else [k]
         cur = out
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        if isinstance(v, Mapping) and isinstance(cur.get(parts[-1]), Mapping):
-            cur[parts[-1]] = deep_merge(cur[parts[-1]], v)
+        for i, p in enumerate(parts[:-1]):
+            nxt = cur.setdefault(p, {})
+            if not isinstance(nxt, Mapping):
+                where = _prefix + ".".join(str(x) for x in parts[: i + 1])
+                raise _KeyClash(full, f"the dotted key reaches into '{shorten(where)[1:-1]}', "
+                                      "which already holds a value, not a table")
+            cur = nxt
+        last = parts[-1]
+        if last not in cur:
+            cur[last] = v
+        elif isinstance(v, Mapping) and isinstance(cur[last], Mapping):
+            cur[last] = _merge_disjoint(cur[last], v, full)
         else:
-            cur[parts[-1]] = v
+            raise _KeyClash(full, "this key path is given twice (once as a dotted key)")
     return out
+
+
+def _merge_disjoint(a: Mapping[str, Any], b: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Merge two tables of one file that must not set the same value twice."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, Mapping) and isinstance(out[k], Mapping):
+            out[k] = _merge_disjoint(out[k], v, f"{where}.{k}")
+        else:
+            raise _KeyClash(f"{where}.{k}", "this key path is given twice (once as a dotted "
+                                            "key)")
+    return out
+
+
+def _expand(d: Mapping[str, Any], path: str | None) -> dict[str, Any]:
+    try:
+        return _expand_dotted(d)
+    except _KeyClash as exc:
+        raise ScenarioError(str(exc), path=path, key=exc.key) from None
+
+
+def _toml_nesting(text: str) -> int:
+    """Deepest nesting of arrays and inline tables in TOML ``text`` (strings and comments
+    skipped), counted without parsing, so a hostile file cannot exhaust the parser's stack."""
+    depth = deepest = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            triple = text.startswith(c * 3, i)
+            end = c * 3 if triple else c
+            j = i + len(end)
+            while j < n:
+                if c == '"' and text[j] == "\\":
+                    j += 2
+                    continue
+                if text.startswith(end, j):
+                    break
+                if not triple and text[j] == "\n":
+                    break
+                j += 1
+            i = j + len(end)
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c == "." and depth == 0:
+            pass
+        i += 1
+    return deepest
+
+
+def _data_nesting(obj: Any) -> int:
+    """Deepest nesting of tables and arrays in parsed data (iterative, no recursion)."""
+    deepest = 0
+    stack = [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, Mapping):
+            items = list(o.values())
+        elif isinstance(o, list | tuple):
+            items = list(o)
+        else:
+            continue
+        deepest = max(deepest, d + 1)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((x, d + 1) for x in items)
+    return deepest
+
+
+def _bool_fields() -> frozenset[str]:
+    """The scenario fields that hold booleans (every other field rejects true/false)."""
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [Strict]
+    while todo:
+        m = todo.pop()
+        names.update(f.alias or k for k, f in m.model_fields.items() if f.annotation is bool)
+        todo.extend(m.__subclasses__())
+    return frozenset(names)
+
+
+def check_values(data: Mapping[str, Any], path: str | None) -> None:
+    """Reject what no scenario value may be, before the typed validation: non-finite
+    numbers, numbers beyond :data:`MAX_ABS_NUMBER`, and booleans where a number belongs.
+
+    Raises :class:`ScenarioError` naming the key path.
+    """
+    if _data_nesting(data) > MAX_NESTING:
+        raise ScenarioError(f"tables and arrays nest deeper than {MAX_NESTING} levels",
+                            path=path)
+    bools = _bool_fields()
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        o, keys = stack.pop()
+        if isinstance(o, Mapping):
+            stack.extend((v, (*keys, k)) for k, v in o.items())
+        elif isinstance(o, list | tuple):
+            stack.extend((v, (*keys, i)) for i, v in enumerate(o))
+        elif isinstance(o, bool):
+            last = next((k for k in reversed(keys) if isinstance(k, str)), "")
+            if last not in bools and not (len(keys) > 1 and keys[-2] == "perf"
+                                          and last == "chunked_prefill"):
+                raise ScenarioError(f"expected a number, got {str(o).lower()} (a boolean)",
+                                    path=path, key=_key_text(keys))
+        elif isinstance(o, float | int):
+            if not math.isfinite(o):
+                raise ScenarioError(f"expected a finite number, got {o}", path=path,
+                                    key=_key_text(keys))
+            if abs(o) > MAX_ABS_NUMBER:
+                raise ScenarioError(
+                    f"expected a number of magnitude at most {MAX_ABS_NUMBER:g}, got {o:g}",
+                    path=path, key=_key_text(keys))
+
+
+def _key_text(keys: Sequence[Any]) -> str:
+    out = ""
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return shorten(out, 200)[1:-1] if len(out) > 200 else out
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -713,27 +916,78 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def _read_text(path: Path, shown: str) -> str:
+    """A scenario file's text: a regular UTF-8 file of at most :data:`MAX_FILE_BYTES`."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ScenarioError("file not found", path=shown) from None
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"cannot read the file ({exc})", path=shown) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ScenarioError("is a directory; expected a scenario TOML file", path=shown)
+    if not stat.S_ISREG(st.st_mode):
+        raise ScenarioError("is not a regular file (a device, pipe or socket); expected a "
+                            "scenario TOML file", path=shown)
+    if st.st_size > MAX_FILE_BYTES:
+        raise ScenarioError(f"is {st.st_size:,} bytes; a scenario file may have at most "
+                            f"{MAX_FILE_BYTES:,}", path=shown)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(f"cannot read the file ({exc.strerror or exc})", path=shown) \
+            from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(f"has more than {MAX_FILE_BYTES:,} bytes", path=shown)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"is not UTF-8 text (byte {exc.start})", path=shown) from None
+
+
 def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ScenarioError(f"cannot resolve the path ({exc})",
+                            path=str(seen[-1]) if seen else shorten(str(path)),
+                            key="extends" if seen else None) from None
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
-        raise ScenarioError(f"'extends' loops: {chain}", path=str(seen[0]), key="extends")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError("file not found", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read the file ({exc})", path=str(path)) from None
+        raise ScenarioError(f"'extends' loops: {shorten(chain, 2000)}", path=str(seen[0]),
+                            key="extends")
+    if len(seen) >= MAX_EXTENDS_DEPTH:
+        raise ScenarioError(f"'extends' chains more than {MAX_EXTENDS_DEPTH} files "
+                            f"(stopped at {path})", path=str(seen[0]), key="extends")
+    text = _read_text(path, str(path))
+    if _toml_nesting(text) > MAX_NESTING:
+        raise ScenarioError(f"arrays and inline tables nest deeper than {MAX_NESTING} levels",
+                            path=str(path))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"not valid TOML: {exc}", path=str(path)) from None
-    data = _expand_dotted(data)
+    except RecursionError:
+        raise ScenarioError(f"nests deeper than {MAX_NESTING} levels", path=str(path)) from None
+    if _data_nesting(data) > MAX_NESTING:
+        raise ScenarioError(f"tables and dotted keys nest deeper than {MAX_NESTING} levels",
+                            path=str(path))
+    data = _expand(data, str(path))
     parent = data.pop("extends", None)
     if parent is not None:
-        if not isinstance(parent, str):
-            raise ScenarioError("expected a relative file path", path=str(path), key="extends")
+        if not isinstance(parent, str) or not parent or "\x00" in parent:
+            raise ScenarioError("expected a relative file path (a non-empty string without "
+                                "NUL bytes)", path=str(path), key="extends")
         base = _read_toml(path.parent / parent, (*seen, path))
+        for name in ("variants",):
+            for d in (base, data):
+                if name in d and not isinstance(d[name], Mapping):
+                    raise ScenarioError("expected a table of named variants",
+                                        path=str(path), key=name)
         variants = deep_merge(base.pop("variants", {}), data.pop("variants", {}))
         data = deep_merge(base, data)
         if variants:
@@ -762,23 +1016,47 @@ def parse_scenario(
     catalog : Catalog, optional
         Catalog to resolve references against (default: the shipped catalog).
     """
-    data = _expand_dotted(data)
-    table = data.pop("variants", {}) or {}
+    data = _expand(data, path)
+    table = data.pop("variants", None)
+    table = {} if table is None else table
     if not isinstance(table, Mapping):
-        raise ScenarioError("expected a table of named variants", path=path, key="variants")
+        raise ScenarioError("expected a table of named variants ([variants.NAME])", path=path,
+                            key="variants")
+    for name, v in table.items():
+        if not isinstance(v, Mapping):
+            raise ScenarioError(
+                f"expected a table of overrides ([variants.{shorten(name)[1:-1]}]), got "
+                f"{shorten(v)}", path=path, key=f"variants.{name}")
     for name in variants:
         if name not in table:
             raise ScenarioError(
                 _unknown("variant", name, list(table)), path=path, key=f"variants.{name}"
             )
-        data = deep_merge(data, _expand_dotted(table[name]))
-    if overrides:
-        data = deep_merge(data, _expand_dotted(dict(overrides)))
+    over = _expand(dict(overrides), "--set") if overrides else None
+    merged = data
+    for name in variants:
+        merged = deep_merge(merged, _expand(table[name], path))
+    if over:
+        merged = deep_merge(merged, over)
+    sc = _validate(merged, path, catalog)
+    # every variant must give a valid scenario, applied or not (alone, on the base)
+    for name, v in table.items():
+        if name in variants:
+            continue
+        try:
+            _validate(deep_merge(data, _expand(v, path)), path, catalog)
+        except ScenarioError as exc:
+            raise ScenarioError(f"with variant {shorten(name)} applied: {exc.detail}",
+                                path=path, key=exc.key) from None
+    return sc.model_copy(update={"source_path": path, "variants_applied": tuple(variants)})
+
+
+def _validate(data: Mapping[str, Any], path: str | None, catalog: Any) -> Scenario:
+    check_values(data, path)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise _from_validation(exc, path, data) from None
-    sc = sc.model_copy(update={"source_path": path, "variants_applied": tuple(variants)})
     check_references(sc, catalog=catalog, path=path)
     return sc
 
@@ -803,11 +1081,16 @@ def load_scenario(
 
 
 def _unknown(kind: str, value: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(value), list(known), n=3, cutoff=0.5)
-    msg = f"unknown {kind} {value!r}"
+    value = str(value)
+    close = difflib.get_close_matches(value, list(known), n=3, cutoff=0.5) \
+        if len(value) <= 200 else []
+    msg = f"unknown {kind} {shorten(value)}"
     if close:
         return msg + f"; did you mean {' or '.join(repr(c) for c in close)}?"
-    return msg + (f"; expected one of: {', '.join(sorted(known))}" if known else "")
+    known = sorted(str(k) for k in known)
+    listed = ", ".join(shorten(k)[1:-1] for k in known[:40])
+    return msg + (f"; expected one of: {listed}{' ...' if len(known) > 40 else ''}"
+                  if known else "")
 
 
 def _unwrap(ann: Any) -> Any:
@@ -879,7 +1162,7 @@ def _from_validation(exc: ValidationError, path: str | None, data: Mapping) -> S
             msg = "required key is missing"
         elif etype in ("float_parsing", "float_type", "int_parsing", "int_type", "bool_type",
                        "string_type", "int_from_float"):
-            msg = f"{err['msg'].lower()}, got {err.get('input')!r}"
+            msg = f"{err['msg'].lower()}, got {shorten(err.get('input'))}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
         seen.setdefault(key, msg)
@@ -940,6 +1223,17 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
 
     cat = catalog or load_catalog()
     classes = list(sc.workload)
+    if not classes and (sc.api or sc.cloud or sc.onprem):
+        raise ScenarioError(
+            "no workload class: the deployments have nothing to serve; add a "
+            "[workload.NAME] table with requests_per_day, input and output", path=path,
+            key="workload")
+    if not classes and not (sc.pretraining or sc.inference_flops or sc.payback
+                            or sc.token_economics or sc.finetune):
+        raise ScenarioError(
+            "nothing to plan: add a [workload.NAME] class and deployments ([api.NAME], "
+            "[cloud.NAME], [onprem.NAME]), or a [pretraining.NAME] job", path=path,
+            key="workload")
 
     def need(table: str, kind: str, value: str | None, key: str) -> None:
         if value is not None and not cat.has(table, value):
@@ -1038,12 +1332,94 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
                         f"(languages: {', '.join(langs)}); set tokens_per_unit",
                         path=path, key=f"workload.{cname}.{part}.lang",
                     )
+        _check_tokenizers(sc, cat, cname, wc, path)
+        _check_hosted_lengths(sc, cname, wc, path, cat)
         if isinstance(wc.diurnal, str):
             if wc.diurnal not in PROFILES:
                 raise ScenarioError(
                     _unknown("diurnal profile", wc.diurnal, list(PROFILES)),
                     path=path, key=f"workload.{cname}.diurnal",
                 )
+
+
+def _check_tokenizers(sc: Scenario, cat: Any, cname: str, wc: WorkloadClass,
+                      path: str | None) -> None:
+    """A length in words or characters needs a tokens-per-unit row for the tokenizer of every
+    deployment serving its class (no silent borrowing of another tokenizer's ratio)."""
+    df = cat.tokenizers
+    have = {(r.tokenizer, r.lang, r.unit) for r in df.itertuples()}
+    for part in ("input", "output", "context"):
+        ln = getattr(wc, part)
+        if ln is None or ln.tokens is not None or ln.tokens_per_unit is not None:
+            continue
+        unit = "word" if ln.words is not None else "char"
+        if ln.tokenizer is not None:
+            if (ln.tokenizer, ln.lang, unit) not in have:
+                raise ScenarioError(
+                    f"no tokens-per-{unit} row for tokenizer {shorten(ln.tokenizer)} and "
+                    f"language {shorten(ln.lang)} in tokenizers.csv; name another tokenizer, "
+                    f"set tokens_per_unit, or add the row to tokenizers.csv",
+                    path=path, key=f"workload.{cname}.{part}.tokenizer")
+            continue
+        for dname, (kind, dep) in sc.deployments().items():
+            if dep.classes is not None and cname not in dep.classes:
+                continue
+            row = cat.api(dep.offering) if kind == "api" else cat.llm(dep.model)
+            tok = dep.tokenizer or row.get("tokenizer") or ""
+            if (tok, ln.lang, unit) not in have:
+                known = sorted({t for t, lang, u in have if lang == ln.lang and u == unit})
+                raise ScenarioError(
+                    f"deployment {shorten(dname)} counts tokens with tokenizer "
+                    f"{shorten(tok)}, which has no tokens-per-{unit} row for language "
+                    f"{shorten(ln.lang)} in tokenizers.csv; set tokenizer = \"NAME\" on "
+                    f"[{kind}.{dname}] to count with another family's ratio"
+                    + (f" ({', '.join(known)})" if known else "")
+                    + f", set tokens_per_unit on workload.{cname}.{part}, or add a "
+                      f"{tok or 'TOKENIZER'},{ln.lang},{unit} row to tokenizers.csv",
+                    path=path, key=f"workload.{cname}.{part}")
+
+
+def _check_hosted_lengths(sc: Scenario, cname: str, wc: WorkloadClass,
+                          path: str | None, cat: Any) -> None:
+    """A class a self-hosted deployment serves needs >= 1 output token (and >= 1 prompt
+    token) per request, the performance model timing at least one decode step, and its
+    request (at the median lengths) must fit the model's context window."""
+    deps = {n: d for kind in ("cloud", "onprem") for n, d in getattr(sc, kind).items()
+            if (d.classes is None or cname in d.classes) and d.capacity_requests_per_s is None}
+    hosted = list(deps)
+    if not hosted:
+        return
+
+    def tokens(ln: Length | None) -> float | None:
+        return None if ln is None or ln.tokens is None else float(med(ln.tokens))
+
+    out = tokens(wc.output)
+    if out is not None and out < 1:
+        raise ScenarioError(
+            f"expected >= 1 token (the self-hosted deployment {shorten(hosted[0])} serves "
+            f"this class and generates at least one token), got {out:g}", path=path,
+            key=f"workload.{cname}.output")
+    inp, ctx = tokens(wc.input), tokens(wc.context)
+    if inp is not None and (wc.context is None or ctx is not None) and inp + (ctx or 0) < 1:
+        raise ScenarioError(
+            f"expected >= 1 prompt token (input + context; the self-hosted deployment "
+            f"{shorten(hosted[0])} serves this class), got {inp + (ctx or 0):g}", path=path,
+            key=f"workload.{cname}.input")
+    if out is None or inp is None or (wc.context is not None and ctx is None):
+        return
+    total = inp + (ctx or 0) + out
+    for name, d in deps.items():
+        window = cat.llm(d.model).get("max_context_tokens")
+        try:
+            window = float(window)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(window) and window > 0 and total > window:
+            raise ScenarioError(
+                f"input + context + output = {total:,.0f} tokens exceed the context window of "
+                f"{shorten(d.model)} ({window:,.0f} tokens), which deployment "
+                f"{shorten(name)} serves this class with; shorten the request or restrict "
+                f"the deployment's classes", path=path, key=f"workload.{cname}")
 
 
 def _check_simulation(sc: Scenario, path: str | None) -> None:

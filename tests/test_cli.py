@@ -161,10 +161,10 @@ def test_import_litellm_real_file(capsys, tmp_path):
 
 
 def test_help_has_examples(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    assert e.value.code == 0
-    assert "examples:" in capsys.readouterr().out
+    assert main(["--help"]) == 0  # main returns argparse's status instead of exiting
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert "exit status:" in out
 
 
 def test_out_is_all_or_nothing(tmp_path, monkeypatch):
@@ -222,7 +222,7 @@ def test_risk_with_simulated_replications(capsys, tmp_path):
     code, _, err = run(capsys, "risk", "example:risk-example", "--deployment", "llama-70b-hgx")
     assert code == 2 and "give --simulate too" in err
     code, _, err = run(capsys, "risk", "example:risk-example", "--simulate", "-2")
-    assert code == 2 and "--simulate: expected a number of replications >= 1" in err
+    assert code == 2 and "--simulate: expected an integer >= 0" in err
 
 
 def test_optimize_sensitivity_breakpoints_bracket_the_base_plan(capsys, tmp_path):
@@ -293,3 +293,162 @@ def test_every_example_in_the_help_names_files_that_exist(capsys):
     for p in paths:
         assert (ROOT / p).is_file(), p
     assert examples <= set(templates()), examples - set(templates())
+
+
+# ------------------------------------------------------------------ exit status and outputs
+
+
+def test_exit_status_is_documented_in_help_and_readme(capsys):
+    from planner.cli import EXIT_STATUS
+
+    assert main(["--help"]) == 0
+    helptext = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code, meaning in EXIT_STATUS.items():
+        assert f"  {code}  " in helptext, code
+        assert f"| {code} | {meaning}" in readme, (code, meaning)
+
+
+def test_internal_error_is_one_line_and_traceback_only_with_debug(capsys, monkeypatch):
+    import planner.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cli, "cmd_validate", broken)  # build_parser binds it when main runs
+    code, out, err = run(capsys, "validate", "example:quickstart")
+    assert code == 1
+    assert err.count("\n") == 1 and "bug" in err and "--debug" in err
+    assert "Traceback" not in err
+    code, _, err = run(capsys, "--debug", "validate", "example:quickstart")
+    assert code == 1 and "Traceback" in err and "ZeroDivisionError: boom" in err
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["cost", "example:quickstart", "--out", "{file}"], "exists and is not a directory"),
+    (["cost", "example:quickstart", "--out", "{file}/sub"], "is not a directory"),
+    (["cost", "example:quickstart", "--out", "/proc/planner-test"], "cannot write in"),
+    (["report", "example:quickstart", "-o", ""], "empty string"),
+    (["schema", "-o", "{tmp}"], "is a directory"),
+    (["new", "-o", "{tmp}/missing/my.toml"], "does not exist"),
+    (["catalog", "import-litellm", "x.json", "--out", "{file}/x.csv"], "not a directory"),
+])
+def test_output_paths_checked_before_work(capsys, tmp_path, argv, reason):
+    f = tmp_path / "a-file"
+    f.write_text("x", encoding="utf-8")
+    argv = [a.format(file=f, tmp=tmp_path) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, err
+    assert reason in err and "Traceback" not in err
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_out_failure_during_the_final_moves_keeps_the_old_directory(tmp_path, monkeypatch):
+    import os
+
+    from planner import output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in (("a.csv", "old a\n"), ("keep.txt", "mine\n")):
+        (out / name).write_text(text, encoding="utf-8")
+    real = os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        # the second move of a new table into place fails (a read-only file, a full disk)
+        if Path(dst).parent == out and Path(src).parent != out and \
+                not Path(src).parent.name.startswith(".out-old-"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", flaky)
+    tables = {"a": pd.DataFrame({"x": [1]}), "b": pd.DataFrame({"y": [2]})}
+    with pytest.raises(PermissionError):
+        output.write_tables(tables, out)
+    assert calls["n"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "keep.txt"]
+    assert (out / "a.csv").read_text(encoding="utf-8") == "old a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+def test_out_failure_is_exit_2_and_leaves_old_dir(capsys, tmp_path, monkeypatch):
+    from planner import output
+
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "summary.csv").write_text("old\n", encoding="utf-8")
+    real = output.os.replace
+
+    def flaky(src, dst):  # moving the new summary.csv into place fails (a read-only file)
+        if Path(dst) == out / "summary.csv" and Path(src).parent.name.startswith(".res-new-"):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", flaky)
+    code, _, err = run(capsys, "cost", "example:quickstart", "--out", str(out), "-q")
+    assert code == 2 and "Traceback" not in err and "Permission denied" in err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv"]
+    assert (out / "summary.csv").read_text(encoding="utf-8") == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--price", "-3"],
+     "--price"),
+    (["perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--price", "nan"],
+     "--price"),
+    (["perf", "--search", "--model", "llama-3.1-8b", "--tps", "abc"], "--tps"),
+    (["perf", "--search", "--model", "llama-3.1-8b", "--tps", "0,-1"], "--tps"),
+    (["perf", "--search", "--model", "llama-3.1-8b", "--target-tps", "-1"], "--target-tps"),
+    (["train", "--params-b", "175", "--tokens", "3e11", "--peak-tflops", "100", "--mfu", "0",
+      "--price", "2"], "--mfu"),
+    (["sweep", "example:risk-example", "--grid", "planning.lens=tco", "--workers", "0"],
+     "--workers"),
+    (["sweep", "example:risk-example", "--grid", "planning.lens=tco", "--workers", "-1"],
+     "--workers"),
+    (["simulate", "example:quickstart", "--start-hour", "-1"], "--start-hour"),
+    (["simulate", "example:quickstart", "--start-hour", "500"], "--start-hour"),
+    (["simulate", "example:quickstart", "--hours", "100000"], "--hours"),
+    (["risk", "example:risk-example", "-n", "100000000000"], "-n"),
+    (["risk", "example:risk-example", "-n", "1e11"], "-n"),
+    (["tokens", ".", "--lang", "en"], "Is a directory"),
+])
+def test_bad_flags_exit_2_naming_the_flag(capsys, argv, flag):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and flag in err and "Traceback" not in err
+
+
+def test_resource_limits_refuse_before_allocating(capsys, monkeypatch):
+    import planner.cli as cli
+
+    # 5e7 samples x ~30 columns need ~20 GiB: refused from the estimate, before allocating
+    code, _, err = run(capsys, "risk", "example:risk-example", "-n", "50000000")
+    assert code == 2 and "GiB of memory" in err
+    code, _, err = run(capsys, "simulate", "example:quickstart", "--set",
+                       "workload.chat.requests_per_day=1e11", "--hours", "24")
+    assert code == 2 and "requests" in err and f"{cli.MAX_SIMULATED_REQUESTS:,}" in err
+    code, _, err = run(capsys, "simulate", "example:quickstart", "--replicas", "20000",
+                       "--deployment", "llama-8b-h100", "--hours", "1")
+    assert code == 2 and "replicas" in err
+    # 83,000 requests in the hour, but 333 times the output: the sizing is refused
+    code, _, err = run(capsys, "simulate", "example:quickstart", "--hours", "1",
+                       "--deployment", "llama-70b-h100", "--set",
+                       "workload.chat.output.words=50000", "--set",
+                       "workload.chat.requests_per_day=2e6")
+    assert code == 2 and "the cost engine sizes 'llama-70b-h100' at" in err
+
+
+def test_terminal_output_escapes_control_characters(capsys, write_toml):
+    p = write_toml('[scenario]\nname = "evil\\u001b[2J"\n[workload."c\\u0007"]\n'
+                   'requests_per_day = 100\ninput = 10\noutput = 10\n'
+                   '[api."a\\u001b[2J"]\noffering = "openai/gpt-4o"\n')
+    for fmt in ("table", "csv", "json"):
+        code, out, err = run(capsys, "cost", str(p), "--format", fmt)
+        assert code == 0
+        assert "\x1b" not in out + err and "\x07" not in out + err
+    code, out, _ = run(capsys, "validate", str(p))
+    assert code == 0 and "\x1b" not in out and "\\x1b[2J" in out

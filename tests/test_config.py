@@ -169,3 +169,101 @@ def test_unknown_key_suggests_the_name_files_use_not_the_python_field(write_toml
     e = err(write_toml, text)
     assert e.key == "simulation.trace.0.clas"
     assert "did you mean 'class'" in str(e) and "workload_class" not in str(e)
+
+
+# ----------------------------------------------------------------- one validation pass (#12)
+
+HOSTED = MINIMAL + """
+[cloud.g]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+"""
+
+
+@pytest.mark.parametrize("text, key, fragment", [
+    (MINIMAL.replace("requests_per_day = 1000", "requests_per_day = true"),
+     "workload.chat.requests_per_day", "got true (a boolean)"),
+    (MINIMAL.replace("requests_per_day = 1000", "requests_per_day = inf"),
+     "workload.chat.requests_per_day", "finite"),
+    (MINIMAL.replace("requests_per_day = 1000", "requests_per_day = 1e308"),
+     "workload.chat.requests_per_day", "magnitude at most"),
+    (MINIMAL.replace("requests_per_day = 1000", "requests_per_day = 1e15"),
+     "workload.chat.requests_per_day", "at most 1e+12"),
+    (MINIMAL.replace("requests_per_day = 1000", "requests_per_day = 1000\ndiurnal = [nan"
+                     + ", 1" * 23 + "]"), "workload.chat.diurnal[0]", "finite"),
+    (HOSTED + "perf = { max_batch = inf }\n", "cloud.g.perf.max_batch", "finite"),
+    (HOSTED + "perf = { max_batch = 1e9 }\n", "cloud.g.perf", "max_batch"),
+    (HOSTED + "perf = { bogus = 1 }\n", "cloud.g.perf", "unknown parameter(s) bogus"),
+    (HOSTED + "replicas = 1000000000\n", "cloud.g.replicas", "100000"),
+    (MINIMAL + "[simulation]\nlength_cv = nan\n", "simulation.length_cv", "finite"),
+    (MINIMAL + "[simulation]\nburstiness_cv = 1e6\n", "simulation.burstiness_cv", "100"),
+    (MINIMAL + "[simulation]\napi_output_tokens_per_s = inf\n",
+     "simulation.api_output_tokens_per_s", "finite"),
+    (MINIMAL + "[planning]\nhours_per_month = 1e6\n", "planning.hours_per_month", "744"),
+    (MINIMAL + "[pretraining.j]\nparams_b = 7\ntokens = 1e12\npeak_tflops = 100\n"
+     "usd_per_gpu_hour = 2\nmfu = 0\n", "pretraining.j.mfu", "(0, 1]"),
+    ('[scenario]\nname = "t"\n[api.a]\noffering = "openai/gpt-4o"\n', "workload",
+     "no workload class"),
+    (MINIMAL + '\n[variants.bad]\n"workload.chat.requests_per_day" = -5\n',
+     "workload.chat.requests_per_day", "with variant 'bad' applied"),
+    ("variants = 5\n" + MINIMAL, "variants", "table of named variants"),
+    (MINIMAL + "\n[variants]\nx = 5\n", "variants.x", "table of overrides"),
+    ('zz = "x"\n"zz.y" = 1\n' + MINIMAL, "zz.y", "already holds a value"),
+    ('"scenario.name" = "a"\n' + MINIMAL, "scenario.name", "given twice"),
+    (HOSTED.replace("output = 50", "output = 0"), "workload.chat.output", ">= 1 token"),
+    (HOSTED.replace("input = 100", "input = 200000"), "workload.chat",
+     "context window"),
+    (MINIMAL.replace("input = 100", 'input = { words = 10, lang = "en" }')
+     + '[cloud.g]\nmodel = "llama-3.1-8b"\naccelerator = "h100-sxm"\n', "workload.chat.input",
+     'set tokenizer = "NAME" on [cloud.g]'),
+])
+def test_invalid_values_name_file_and_key(write_toml, text, key, fragment):
+    e = err(write_toml, text)
+    assert e.key == key
+    assert fragment in str(e)
+
+
+def test_a_named_tokenizer_with_a_row_counts_with_its_ratio(write_toml):
+    from planner.catalog import load_catalog
+    from planner.engines.deterministic import evaluate
+
+    text = MINIMAL.replace("input = 100", 'input = { words = 10, lang = "en" }') + \
+        '[cloud.g]\nmodel = "llama-3.1-8b"\naccelerator = "h100-sxm"\ntokenizer = "gpt2"\n'
+    res = evaluate(load_scenario(write_toml(text)))
+    row = res.classes[res.classes["deployment"] == "g"].iloc[0]
+    ratio = load_catalog().tokens_per_unit("gpt2", "en", "word")["tokens_per_unit"]
+    assert row["input_tokens_per_request"] == pytest.approx(10 * ratio)
+
+
+@pytest.mark.parametrize("kind", ["deep-array", "deep-inline", "deep-dotted"])
+def test_deep_nesting_is_a_clean_error(write_toml, kind):
+    d = 1500
+    body = {"deep-array": f"x = {'[' * d}1{']' * d}\n",
+            "deep-inline": f"x = {'{ a = ' * d}1{' }' * d}\n",
+            "deep-dotted": ".".join(["a"] * d) + " = 1\n"}[kind]
+    e = err(write_toml, body + MINIMAL)
+    assert "nest deeper than" in str(e)
+
+
+def test_extends_limits(write_toml, tmp_path):
+    (tmp_path / "d").mkdir()
+    for target, fragment in (("/dev/zero", "not a regular file"), ("d", "is a directory"),
+                             ("a\\u0000b", "NUL")):
+        p = write_toml(f'extends = "{target}"\n' + MINIMAL, name="x.toml")
+        with pytest.raises(ScenarioError, match=fragment):
+            load_scenario(p)
+    for i in range(40):
+        (tmp_path / f"c{i}.toml").write_text(f'extends = "c{i + 1}.toml"\n', encoding="utf-8")
+    (tmp_path / "c40.toml").write_text(MINIMAL, encoding="utf-8")
+    with pytest.raises(ScenarioError, match="chains more than 32 files") as exc:
+        load_scenario(tmp_path / "c0.toml")
+    assert exc.value.key == "extends"
+    (tmp_path / "big.toml").write_text(MINIMAL + "# " + "x" * 1_000_000, encoding="utf-8")
+    with pytest.raises(ScenarioError, match="at most 1,000,000"):
+        load_scenario(tmp_path / "big.toml")
+
+
+def test_a_megabyte_id_is_not_echoed(write_toml):
+    e = err(write_toml, MINIMAL.replace('"openai/gpt-4o"', '"' + "z" * 400_000 + '"'))
+    assert e.key == "api.a.offering" and len(str(e)) < 5000
+    assert "(400,002 characters)" in str(e)

@@ -76,7 +76,7 @@ def test_nothing_to_optimise_raises_with_the_reason():
     with pytest.raises(PlannerError, match="no deployment candidates"):
         report_tables(_toml('[scenario]\nname="x"\n[workload.q]\nrequests_per_day=10\n'
                             'input=1\noutput=1\n'), catalog=CAT)
-    with pytest.raises(PlannerError, match="no workload classes"):
+    with pytest.raises(PlannerError, match="no workload class"):
         report_tables(_toml('[scenario]\nname="x"\n[api.a]\noffering="openai/gpt-4o"\n'),
                       catalog=CAT)
     with pytest.raises(PlannerError, match="no requests to serve"):

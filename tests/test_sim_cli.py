@@ -48,6 +48,7 @@ offering = "openai/gpt-4o-mini"
 
 [cloud.gpu]
 model = "llama-3.1-8b"
+tokenizer = "cl100k"  # no en/word row for llama3
 accelerator = "h100-sxm"
 precision = "fp8"
 usd_per_gpu_hour = 2.5
@@ -214,7 +215,7 @@ def test_cli_trace_file_needs_a_class_when_ambiguous(capsys, small, tmp_path):
         (["--trace", "missing.csv"], "not found"),
         (["--trace", "chat=bundled:azure-nope"], "unknown bundled trace"),
         (["--rate-scale", "2"], "needs --trace"),
-        (["--hours", "0"], "hours must be >= 1"),
+        (["--hours", "0"], "--hours: expected an integer >= 1"),
         (["--set", "simulation.routing=fifo"], "simulation.routing"),
         (["--set", "simulation.spillover=gpu"], "simulation.spillover"),
     ],

@@ -33,12 +33,13 @@ def test_summary_capacity_is_the_mix_of_the_class_capacities():
     assert len(hosted) >= 2
     for r in hosted.itertuples():
         cap = res.capacity[res.capacity["deployment"] == r.deployment].set_index("class")
-        peak = res.classes[res.classes["deployment"] == r.deployment].set_index("class")
+        vol = res.classes[res.classes["deployment"] == r.deployment].set_index("class")
         served = r.classes_served.split(",")
-        lam = peak.loc[served, "peak_requests_per_s"]
+        lam = vol.loc[served, "requests_per_day"] / 86400.0
         per = cap.loc[served, "requests_per_s_per_replica"]
         want = lam.sum() / (lam / per).sum()
-        assert r.requests_per_s_per_replica == pytest.approx(want, rel=1e-12)
+        assert r.requests_per_s_per_replica == pytest.approx(want, rel=1e-9)
+        assert min(per) <= r.requests_per_s_per_replica <= max(per)
         binding = (lam / per).idxmax()
         assert r.limited_by == cap.loc[binding, "limited_by"]
     assert res.summary.loc[res.summary["kind"] == "api", "limited_by"].eq("").all()

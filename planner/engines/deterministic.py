@@ -212,32 +212,27 @@ class _Layout:
         if kind != "api":
             row.update(replicas=float(r["replicas"]), gpus=float(r["gpus"]),
                        units=float(r["units"]), utilisation=float(r["utilisation"]),
-                       **self._mix_capacity(o, served))
+                       **self._mix_capacity(o, served, float(r["mean_load"])))
         self.summary.append(row)
 
-    def _mix_capacity(self, o, served: list[str]) -> dict[str, Any]:
+    def _mix_capacity(self, o, served: list[str], mean_load: float) -> dict[str, Any]:
         """One replica's capacity at the SLO for the option's traffic mix, and what limits it.
 
-        ``rps = sum_c lam_c / sum_c (lam_c / cap_c)`` over the served classes (peak-hour
-        requests/s ``lam_c``, capacity per replica at class c's SLO ``cap_c``): the requests/s
-        one replica carries when the classes arrive in their peak-hour proportions. The limit
-        is that of the class needing the most replica-equivalents ``lam_c / cap_c``.
+        ``rps = sum_c lam_c / L`` with ``lam_c`` class c's requests/s over the day and
+        ``L = sum_c lam_c / cap_c`` the model's mean load in replica-equivalents (``cap_c`` one
+        replica's requests/s at class c's SLO): the requests/s one replica carries when the
+        classes arrive in their daily proportions. The limit is that of the class carrying the
+        most replica-equivalents ``lam_c / cap_c``.
         """
         caps = {r["class"]: r for r in o.capacity_rows}
-        peaks = {r["class"]: r["peak_requests_per_s"] for r in self.class_rows
-                 if r["deployment"] == o.name}
-        lam, eq, worst = 0.0, 0.0, (-1.0, "")
-        for c in served:
-            cap = float(caps.get(c, {}).get("requests_per_s_per_replica", np.nan))
-            p = float(peaks.get(c, 0.0))
-            if not cap > 0:
-                continue
-            lam += p
-            eq += p / cap
-            if p / cap > worst[0]:
-                worst = (p / cap, str(caps[c].get("limited_by", "")))
-        return {"requests_per_s_per_replica": lam / eq if eq > 0 else np.nan,
-                "limited_by": worst[1]}
+        lam = {r["class"]: r["requests_per_day"] / 86400.0 for r in self.class_rows
+               if r["deployment"] == o.name and r["class"] in served}
+        share = {c: v / float(caps[c]["requests_per_s_per_replica"]) for c, v in lam.items()
+                 if float(caps.get(c, {}).get("requests_per_s_per_replica", 0.0)) > 0}
+        if not share or not mean_load > 0:
+            return {"requests_per_s_per_replica": np.nan, "limited_by": ""}
+        return {"requests_per_s_per_replica": sum(lam.values()) / mean_load,
+                "limited_by": str(caps[max(share, key=share.get)].get("limited_by", ""))}
 
     def line(self, dep: str, kind: str, cname: str, component: str, usd: float, basis: str):
         self.lines.append({
@@ -277,7 +272,6 @@ class _Layout:
                 kind = summ[dep]["kind"]
                 if kind == "api":
                     m = costs[(costs["deployment"] == dep) & (costs["class"] == c[2])]
-                    usd_req = m["usd_per_month"].sum() / c.requests_per_month
                     # per *user* request: LLM requests exclude response-cache hits and
                     # include retries, so scale by LLM requests per user request
                     wc = self.sc.workload[c[2]]

@@ -36,14 +36,15 @@ percentile is taken over the mixture.
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
 (C - d)`` of its work; the wait is that of a G/G/c queue over the ``c`` replicas of the pool
 (the router sends each request to the replica with the fewest requests), utilisation
-``rho``: Allen-Cunneen's mean ``E[W] = P_c E[S] / (c (1 - rho)) (c_a^2 + c_s^2) / 2`` with
-``P_c`` the Erlang C probability of waiting (for ``c = 1``, Kingman's formula, exact for
-Poisson arrivals: Pollaczek-Khinchine), and the exponential tail ``P(W > w) = P_c
-exp(-w P_c / E[W])`` (exact for M/M/c); plus its own prefill (steps of at most ``C - d`` of its tokens beside the decodes) and
-half a step for the step in progress at arrival. Prompt lengths vary lognormally
-(``cv_in``).
+``rho``, with Gamma-renewal arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c
+root ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
+``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
+c_s^2) / (c_a^2 + 1)`` for general service (:func:`_renewal_wait`; Pollaczek-Khinchine for
+Poisson arrivals and one replica, exact for M/M/c); plus its own prefill (steps of at most
+``C - d`` of its tokens beside the decodes) and half a step for the step in progress at
+arrival. Prompt lengths vary lognormally (``cv_in``).
 
-**Memory**: requests in the replica ``N = lam (TTFT + O t)`` (Little's law) plus ``z sqrt(N)``
+**Memory**: requests in the replica ``N = lam (E[TTFT] + O t)`` (Little's law) plus ``z sqrt(N)``
 must fit the KV cache and the batch cap, otherwise admissions queue.
 
 The SLO at percentile ``q`` holds when the share of requests over the TTFT bound plus the

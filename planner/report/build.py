@@ -91,34 +91,11 @@ def _check_out(out: Path) -> None:
 
 
 def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished files from ``tmp`` into ``out``; roll back on failure."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-    moved: list[str] = []
-    placed: list[str] = []
-    try:
-        for entry in sorted(tmp.iterdir()):
-            dest = out / entry.name
-            if dest.exists() or dest.is_symlink():
-                os.replace(dest, backup / entry.name)
-                moved.append(entry.name)
-            os.replace(entry, dest)
-            placed.append(entry.name)
-    except BaseException:
-        for name in placed:
-            p = out / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-        for name in moved:
-            os.replace(backup / name, out / name)
-        raise
-    finally:
-        shutil.rmtree(backup, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Move the finished files from ``tmp`` into ``out``; roll back on failure
+    (:func:`planner.output.publish_dir`, shared with every ``--out``)."""
+    from planner.output import publish_dir
+
+    publish_dir(tmp, out)
 
 
 def build_report(

@@ -104,11 +104,4 @@ def write_frames(
     if fmt != "parquet":
         raise PlannerError(f"write_frames: fmt must be 'csv' or 'parquet', got '{fmt}'")
     _need_pyarrow()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, df in tables.items():
-        path = out / f"{name}.parquet"
-        df.to_parquet(path, index=False)
-        written.append(path)
-    return written
+    return write_tables(tables, out_dir, fmt="parquet")
