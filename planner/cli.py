@@ -59,6 +59,7 @@ EPILOG = """examples:
   planner new --template quickstart -o my.toml
   planner catalog list accelerators
   planner catalog import-litellm prices.json --provider openai --out my_prices.csv
+  planner catalog import-skypilot skypilot-catalog/catalogs/v7 --clouds aws,lambda --out clouds.csv
 
 exit status:
   0  success
@@ -95,7 +96,7 @@ def emit(args, tables: dict[str, pd.DataFrame], *, notes: list[str] | None = Non
     if args.quiet and args.format == "table":
         return
     print(render_tables(tables, args.format))
-    for n in notes or []:
+    for n in [] if args.quiet else notes or []:
         if args.format == "table":
             print(clean_text(f"note: {n}"))
         else:
@@ -527,21 +528,48 @@ def cmd_optimize(args) -> int:
 
 def _simulate_traces(args, sc):
     """--trace [CLASS=]FILE items -> [[simulation.trace]] entries (paths from the CWD; the
-    column mapping of a scenario entry with the same file, else the Azure trace columns)."""
+    column mapping of a scenario entry with the same file, compared after resolving both
+    paths, else the Azure trace columns; --trace-format / --columns / --timestamp-unit /
+    --timestamp-format override it)."""
     from planner.config import SimTrace
+    from planner.traces import CLI_KEYS, parse_columns, trace_columns
 
-    known = {t.file: t for t in sc.simulation.trace}
+    base_dir = Path(sc.source_path).parent if sc.source_path else Path.cwd()
+    known = {t.file if t.file.startswith("bundled:") else str((base_dir / t.file).resolve()): t
+             for t in sc.simulation.trace}
+    flags: dict = {}
+    if args.trace_format:
+        flags["trace_format"] = args.trace_format
+    if args.columns:
+        flags.update(parse_columns(args.columns, flag="--columns"))
+    if args.timestamp_unit:
+        flags["timestamp_unit"] = args.timestamp_unit
+    if args.timestamp_format:
+        flags["timestamp_format"] = args.timestamp_format
+    if flags and not args.trace:
+        raise PlannerError("--trace-format, --columns, --timestamp-unit and --timestamp-format "
+                           "need --trace FILE")
+    if flags:  # checked here so that errors name the flags
+        trace_columns(flags.get("trace_format"), timestamp_unit=flags.get("timestamp_unit"),
+                      keys=CLI_KEYS)
     out = []
     for item in args.trace or []:
         cname, f = item.split("=", 1) if "=" in item else (None, item)
         if not f:
             raise PlannerError(f"--trace {item!r}: expected FILE or CLASS=FILE")
-        base = known.get(f) or SimTrace(file=f)
         path = f if f.startswith("bundled:") else str(Path(f).resolve())
-        upd = {"file": path}
+        base = known.get(path)
+        data = base.model_dump(by_alias=True, exclude_unset=True) if base else {}
+        if "trace_format" in flags:  # a named format replaces the scenario entry's mapping
+            data = {k: v for k, v in data.items() if k not in (
+                "timestamp", "input_tokens", "output_tokens", "timestamp_unit",
+                "timestamp_format", "class_column", "format")}
+        data.update(flags, file=path)
         if cname:
-            upd["workload_class"] = cname
-        out.append(base.model_copy(update=upd))
+            data["class"] = cname
+        t = SimTrace.model_validate(data)
+        t._from_cli = base is None or bool(flags)
+        out.append(t)
     if args.rate_scale is not None:
         if not args.rate_scale > 0:
             raise PlannerError(f"--rate-scale must be > 0, got {args.rate_scale}")
@@ -844,6 +872,30 @@ def cmd_catalog_import(args) -> int:
     return 0
 
 
+def cmd_catalog_import_skypilot(args) -> int:
+    from planner.catalog_import import import_skypilot
+
+    res = import_skypilot(args.path, clouds=_csv_list(args.clouds), as_of=args.as_of or "",
+                          cheapest=args.cheapest)
+    df = res.rows
+    if not args.quiet:
+        print(res.report(), file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        df.to_csv(tmp, index=False)
+        tmp.replace(out)
+        if not args.quiet:
+            print(f"wrote {len(df)} cloud price rows to {out}", file=sys.stderr)
+        return 0
+    if args.format == "table":
+        print(render(df[["id", "accelerator", "gpus_per_instance", "plan", "usd_per_gpu_hour",
+                         "usd_per_instance_hour", "as_of"]]))
+    else:
+        print(render(df, args.format))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -1003,6 +1055,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="append", metavar="[CLASS=]FILE",
                    help="replay a trace (CSV/JSONL/Parquet, or bundled:azure-conv / "
                         "bundled:azure-code) instead of generated arrivals (repeatable)")
+    p.add_argument("--trace-format", choices=["azure", "mooncake", "burstgpt", "csv"],
+                   help="column names and units of the --trace files: azure (TIMESTAMP, "
+                        "ContextTokens, GeneratedTokens), mooncake (JSONL timestamp in ms, "
+                        "input_length, output_length), burstgpt (Timestamp s, Request tokens, "
+                        "Response tokens), csv (timestamp s, input_tokens, output_tokens)")
+    p.add_argument("--columns", metavar="timestamp=COL,input=COL,output=COL[,class=COL]",
+                   help="column names of the --trace files (override --trace-format)")
+    p.add_argument("--timestamp-unit", metavar="s|ms|us|ns|datetime",
+                   help="unit of the --trace timestamp column")
+    p.add_argument("--timestamp-format", metavar="STRFTIME",
+                   help="strftime format of date-time --trace timestamps")
     p.add_argument("--rate-scale", type=float, help="replay the traces at this multiple of "
                                                     "their rate")
     p.add_argument("--seed", type=int, help="random seed (default [simulation] seed, 0)")
@@ -1100,6 +1163,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_catalog_import)
+    q = csub.add_parser("import-skypilot",
+                        help="SkyPilot catalog vms.csv -> cloud_prices.csv rows")
+    q.add_argument("path", metavar="FILE_OR_DIR",
+                   help="a vms.csv / <cloud>_vms*.csv file, or a directory searched for them")
+    q.add_argument("--clouds", help="only these clouds, comma-separated (e.g. aws,gcp,lambda)")
+    q.add_argument("--cheapest", action="store_true",
+                   help="one row per instance type and plan, at its cheapest region")
+    q.add_argument("--as-of", help="as_of date for the rows (default: each file's date)")
+    q.add_argument("--out", help="CSV file to write (cloud_prices.csv layout)")
+    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_catalog_import_skypilot)
     return ap
 
 

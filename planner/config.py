@@ -28,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -627,11 +628,14 @@ class SimTrace(Strict):
     ``class_column``'s labels). Column mapping as :class:`planner.traces.TraceColumns`.
     ``rate_scale`` divides the arrival times (2 = twice the rate); ``repeat`` repeats the trace
     back to back to fill ``[simulation] hours`` (otherwise it is replayed once, cut at
-    ``hours``).
+    ``hours``). ``trace_format`` (``azure``, ``mooncake``, ``burstgpt``, ``csv``) presets the
+    column mapping and file format (:data:`planner.traces.TRACE_FORMATS`); keys given here
+    override it.
     """
 
     file: str
     workload_class: str | None = Field(default=None, alias="class")
+    trace_format: Literal["azure", "mooncake", "burstgpt", "csv"] | None = None
     timestamp: str = "TIMESTAMP"
     timestamp_unit: Literal["datetime", "s", "ms", "us", "ns"] = "datetime"
     timestamp_format: str | None = None
@@ -641,6 +645,8 @@ class SimTrace(Strict):
     format: Literal["csv", "jsonl", "parquet"] | None = None
     rate_scale: Annotated[float, Field(gt=0)] = 1.0
     repeat: bool = False
+    #: set by ``planner simulate --trace``: error messages then name the flags, not TOML keys
+    _from_cli: bool = PrivateAttr(default=False)
 
 
 def _trace_list(v: Any) -> Any:

@@ -14,6 +14,7 @@ with the package: :func:`azure_trace`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -34,14 +35,18 @@ from planner.requests import RequestTable
 
 __all__ = [
     "AZURE_COLUMNS",
+    "TRACE_FORMATS",
     "Trace",
     "TraceColumns",
     "TraceFit",
+    "TraceKeys",
     "azure_trace",
     "discrete_lognormal_ks",
     "fit_trace",
     "load_trace",
+    "parse_columns",
     "replay",
+    "trace_columns",
 ]
 
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -84,6 +89,108 @@ class TraceColumns:
 
 #: Columns of the Azure LLM inference traces.
 AZURE_COLUMNS = TraceColumns()
+
+#: Named trace formats: column mapping and the usual file format.
+#:
+#: * ``azure``: Azure LLM inference traces (Azure/AzurePublicDataset, Splitwise): CSV with
+#:   ``TIMESTAMP`` date-times, ``ContextTokens``, ``GeneratedTokens``.
+#: * ``mooncake``: Mooncake traces (kvcache-ai/Mooncake, FAST 2025): JSON Lines with
+#:   ``timestamp`` in milliseconds from the start, ``input_length``, ``output_length``
+#:   (``hash_ids`` ignored).
+#: * ``burstgpt``: BurstGPT (HPMLL/BurstGPT): CSV with ``Timestamp`` in seconds from the
+#:   start, ``Request tokens``, ``Response tokens`` (``Model``, ``Log Type`` ignored).
+#: * ``csv``: a generic CSV with ``timestamp`` (seconds), ``input_tokens``, ``output_tokens``;
+#:   map other names with ``--columns``.
+TRACE_FORMATS: dict[str, tuple[TraceColumns, str]] = {
+    "azure": (AZURE_COLUMNS, "csv"),
+    "mooncake": (TraceColumns(timestamp="timestamp", input_tokens="input_length",
+                              output_tokens="output_length", timestamp_unit="ms"), "jsonl"),
+    "burstgpt": (TraceColumns(timestamp="Timestamp", input_tokens="Request tokens",
+                              output_tokens="Response tokens", timestamp_unit="s"), "csv"),
+    "csv": (TraceColumns(timestamp="timestamp", input_tokens="input_tokens",
+                         output_tokens="output_tokens", timestamp_unit="s"), "csv"),
+}
+
+#: ``--columns`` roles -> :class:`TraceColumns` fields (long spellings accepted too).
+_ROLES = {"timestamp": "timestamp", "time": "timestamp", "input": "input_tokens",
+          "input_tokens": "input_tokens", "output": "output_tokens",
+          "output_tokens": "output_tokens", "class": "class_column",
+          "class_column": "class_column"}
+
+
+@dataclass(frozen=True)
+class TraceKeys:
+    """How the user spelled the mapping, for error messages (a CLI flag or a TOML key)."""
+
+    columns: str = "TraceColumns(timestamp=..., input_tokens=..., output_tokens=...)"
+    timestamp_unit: str = "TraceColumns.timestamp_unit"
+    timestamp_format: str = "TraceColumns.timestamp_format"
+    trace_format: str = "trace_format"
+
+
+#: Names of the ``planner simulate`` flags.
+CLI_KEYS = TraceKeys(columns="--columns timestamp=...,input=...,output=... or a named "
+                             "--trace-format (azure, mooncake, burstgpt, csv)",
+                     timestamp_unit="--timestamp-unit", timestamp_format="--timestamp-format",
+                     trace_format="--trace-format")
+
+
+def toml_keys(index: int) -> TraceKeys:
+    """Key names of entry ``index`` of ``[[simulation.trace]]``."""
+    k = f"simulation.trace[{index}]"
+    return TraceKeys(columns=f"{k}.timestamp / .input_tokens / .output_tokens",
+                     timestamp_unit=f"{k}.timestamp_unit",
+                     timestamp_format=f"{k}.timestamp_format", trace_format=f"{k}.trace_format")
+
+
+def parse_columns(text: str, *, flag: str = "--columns") -> dict[str, str]:
+    """``timestamp=ts,input=prompt_len,output=gen_len[,class=kind]`` -> TraceColumns fields."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        role, eq, name = item.partition("=")
+        role, name = role.strip().lower(), name.strip()
+        if not eq or not name:
+            raise PlannerError(f"{flag} {text!r}: expected ROLE=COLUMN items such as "
+                               "timestamp=ts,input=prompt_tokens,output=completion_tokens")
+        if role not in _ROLES:
+            raise PlannerError(f"{flag}: unknown role {role!r}; expected timestamp, input, "
+                               "output or class")
+        if _ROLES[role] in out:
+            raise PlannerError(f"{flag}: {role!r} given twice")
+        out[_ROLES[role]] = name
+    return out
+
+
+def trace_columns(
+    trace_format: str | None = None,
+    *,
+    columns: dict[str, str] | None = None,
+    timestamp_unit: str | None = None,
+    timestamp_format: str | None = None,
+    keys: TraceKeys = CLI_KEYS,
+) -> tuple[TraceColumns, str]:
+    """A named format's mapping (default ``azure``) with explicit overrides.
+
+    Returns the :class:`TraceColumns` and the format's usual file kind (``csv``/``jsonl``).
+    ``columns`` maps :class:`TraceColumns` field names (``timestamp``, ``input_tokens``,
+    ``output_tokens``, ``class_column``) to column names. Errors name ``keys``.
+    """
+    name = (trace_format or "azure").lower()
+    if name not in TRACE_FORMATS:
+        raise PlannerError(f"{keys.trace_format} {trace_format!r}: unknown trace format; "
+                           f"expected one of {', '.join(TRACE_FORMATS)}")
+    base, kind = TRACE_FORMATS[name]
+    upd: dict[str, object] = dict(columns or {})
+    if timestamp_unit is not None:
+        if timestamp_unit != "datetime" and timestamp_unit not in _UNITS:
+            raise PlannerError(f"{keys.timestamp_unit} {timestamp_unit!r}: expected datetime "
+                               f"or one of {', '.join(_UNITS)}")
+        upd["timestamp_unit"] = timestamp_unit
+    if timestamp_format is not None:
+        upd["timestamp_format"] = timestamp_format
+    return dataclasses.replace(base, **upd), kind
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,23 +266,32 @@ def load_trace(
     columns: TraceColumns = AZURE_COLUMNS,
     *,
     fmt: str | None = None,
+    keys: TraceKeys | None = None,
 ) -> Trace:
     """Read a trace file (CSV, JSON Lines or Parquet) with a column mapping.
 
     Rows are sorted by time; rows with a missing or unparsable timestamp or token count
-    are an error (the message gives the first bad row).
+    are an error (the message gives the first bad row and names ``keys``, the flag or TOML
+    key that sets the mapping). ``fmt`` defaults to the file's suffix.
     """
     path = Path(path)
     if not path.exists():
         raise PlannerError(f"trace file not found: {path}")
-    df = _read_table(path, fmt)
-    return trace_from_frame(df, columns, source=str(path))
+    try:
+        df = _read_table(path, fmt)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise PlannerError(f"trace {path}: cannot read it as {fmt or path.suffix.lstrip('.')} "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                           ) from None
+    return trace_from_frame(df, columns, source=str(path), keys=keys)
 
 
 def trace_from_frame(
-    df: pd.DataFrame, columns: TraceColumns = AZURE_COLUMNS, *, source: str = ""
+    df: pd.DataFrame, columns: TraceColumns = AZURE_COLUMNS, *, source: str = "",
+    keys: TraceKeys | None = None,
 ) -> Trace:
     """Build a :class:`Trace` from a DataFrame with the mapped columns."""
+    keys = keys or TraceKeys()
     need = [columns.timestamp, columns.input_tokens, columns.output_tokens]
     if columns.class_column:
         need.append(columns.class_column)
@@ -183,9 +299,14 @@ def trace_from_frame(
     if missing:
         raise PlannerError(
             f"trace {source or ''}: missing column(s) {missing}; found {list(df.columns)}. "
-            "Map them with TraceColumns(timestamp=..., input_tokens=..., output_tokens=...)"
+            f"Map them with {keys.columns}"
         )
     ts = df[columns.timestamp]
+    if columns.timestamp_unit == "datetime" and pd.api.types.is_numeric_dtype(ts):
+        raise PlannerError(
+            f"trace {source}: timestamp column '{columns.timestamp}' holds numbers, not "
+            f"date-times; set {keys.timestamp_unit} to s, ms, us or ns"
+        )
     if columns.timestamp_unit == "datetime":
         fmt = columns.timestamp_format or "ISO8601"
         parsed = pd.to_datetime(ts, format=fmt, errors="coerce", utc=True)
@@ -194,7 +315,7 @@ def trace_from_frame(
             row = int(np.argmax(bad))
             raise PlannerError(
                 f"trace {source}: timestamp '{ts.iloc[row]}' in row {row} is not a date-time "
-                f"(format {fmt}); set TraceColumns.timestamp_format or timestamp_unit"
+                f"(format {fmt}); set {keys.timestamp_format} or {keys.timestamp_unit}"
             )
         ns = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
         order = np.argsort(ns, kind="stable")
@@ -207,7 +328,8 @@ def trace_from_frame(
         if bad.any():
             row = int(np.argmax(bad))
             raise PlannerError(
-                f"trace {source}: timestamp '{ts.iloc[row]}' in row {row} is not a number"
+                f"trace {source}: timestamp '{ts.iloc[row]}' in row {row} is not a number "
+                f"({keys.timestamp_unit} is {columns.timestamp_unit!r})"
             )
         order = np.argsort(num, kind="stable")
         num = num[order] * _UNITS[columns.timestamp_unit]

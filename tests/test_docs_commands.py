@@ -100,6 +100,12 @@ def workdir(tmp_path_factory):
         "gpt-4o-mini": {"mode": "chat", "litellm_provider": "openai",
                         "input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7},
     }), encoding="utf-8")
+    # the SkyPilot catalog's layout (catalogs/v7/<cloud>/vms.csv), from the test fixtures
+    for cloud in ("aws", "lambda"):
+        sub = d / "skypilot-catalog" / "catalogs" / "v7" / cloud
+        sub.mkdir(parents=True)
+        (sub / "vms.csv").write_bytes(
+            (ROOT / "tests" / "data" / "skypilot" / f"{cloud}_vms_gpu.csv").read_bytes())
     return d
 
 

@@ -330,15 +330,16 @@ def test_capacity_grid_close_to_perf_model():
     class's SLO) inside the grid (and within 2% with the open-loop capacity, whose worst case
     on this scenario is 1.4%, where the binding limit changes and the capacity has a kink)."""
     sc, corr, _ = load_risk_example()
-    model = compile_scenario(sc, correlations=corr)
-    cloud = next(o for o in model.options if o.kind == "cloud")
+    assert sc.planning.capacity == "open-loop"  # the default
+    open_loop = compile_scenario(sc, correlations=corr)
+    cloud = next(o for o in open_loop.options if o.kind == "cloud")
     how, grid = cloud.capacity["chat"]
     assert how == "grid" and grid.isl.size >= 5 and grid.osl.size >= 5
     assert cloud.llm_row["id"] == "llama-3.1-70b"
     slo = sc.workload["chat"].slo
-    open_loop = compile_scenario(
+    model = compile_scenario(
         parse_scenario(sc.model_dump(mode="json", by_alias=True, exclude_none=True)
-                       | {"planning": {**sc.planning.model_dump(), "capacity": "open-loop"}}),
+                       | {"planning": {**sc.planning.model_dump(), "capacity": "closed-loop"}}),
         correlations=corr)
     for m, rel in ((model, 0.01), (open_loop, 0.02)):
         cloud = next(o for o in m.options if o.kind == "cloud")

@@ -245,7 +245,7 @@ def test_verify_reports_the_slo_miss_and_the_headroom_that_fixes_it(capsys, writ
     assert code == 0  # a plan exists; the SLO miss is reported, with its fix
     assert "simulating the planned day: 24 hours, up to 150 s of each" in err
     assert "headroom: re-optimising" in err
-    assert "== verification: simulated hour" in out
+    assert "== verification: 24 simulated hour(s) of the plan" in out
     assert "== headroom: utilisation targets tried ==" in out
     v = res.verification.set_index("class").loc["chat"]
     assert not v["passed"]
@@ -257,8 +257,8 @@ def test_verify_reports_the_slo_miss_and_the_headroom_that_fixes_it(capsys, writ
     assert "FAILS its SLO in simulation" in out
     # the verification table printed is the engine's
     block = out.split("== verification")[1].split("\n\n")[0].splitlines()
-    assert block[0] == f": simulated hour {int(res.verification['hour'].iloc[0])}, SLO " \
-        "attainment and spillover =="
+    assert block[0] == f": {int(res.verification['hours'].max())} simulated hour(s) of the " \
+        "plan, SLO attainment over the day and in the worst hour =="
     row = next(line.split() for line in block[2:] if line.split()[0] == "chat")
     assert row[1] == f"{int(v['requests']):,}" and row[-1] == "False"
     assert not math.isnan(fixed["min_slo_attainment"])

@@ -476,3 +476,19 @@ def test_whole_replicas_rounds_up_when_there_is_no_time_to_re_solve():
 
     assert cost(full.plan) <= cost(w.plan) + 1e-6
     assert optimize_problem(pb).problem.integer_hourly
+
+
+def test_status_line_does_not_call_a_plan_optimal_beyond_the_gap_asked_for():
+    """A stochastic plan made whole after the fluid solve carries its gap against the fluid
+    bound; above the gap asked for, the status line says feasible, not optimal."""
+    from planner.engines.optimize import status_line
+
+    sc = parse_scenario(tomllib.loads(STOCH.format(extra="")), catalog=CAT)
+    res = optimize(sc, stochastic=True, n_scenarios=12, seed=3, gap=0.01)
+    line = status_line(res)
+    assert res.gap_target == 0.01
+    if res.gap > 0.01:
+        assert line.startswith("feasible (gap above the 1.00% asked for)")
+    else:
+        assert line.startswith("optimal:")
+    assert f"gap {res.gap:.2%}" in line

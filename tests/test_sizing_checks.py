@@ -71,3 +71,19 @@ def test_customer_service_sizing_meets_the_slo_and_is_tight(cs):
     lat = b.run.latency().set_index("class").loc["cs"]
     assert float(lat["slo_attainment"]) < float(lat["slo_target"])
     assert np.isfinite(row["simulated_slo_attainment"])
+
+
+def test_report_summary_carries_the_simulated_check_of_the_plan_it_ran():
+    import pandas as pd
+
+    from planner.report.sections import _with_simulated_check
+
+    summary = pd.DataFrame({"deployment": ["a", "b", "api"], "usd_per_month": [1.0, 2.0, 3.0]})
+    lat = pd.DataFrame({"plan": ["a", "a", "a"], "class": ["all", "x", "y"],
+                        "slo_attainment": [0.95, 0.97, 0.93], "slo_target": [None, 0.9, 0.95]})
+    out = _with_simulated_check(summary, {"latency": lat}).set_index("deployment")
+    # the worst class against its own target: y (0.93 vs 0.95), not the pooled "all" row
+    assert out.loc["a", "simulated_slo_attainment"] == 0.93
+    assert out.loc["a", "slo_target"] == 0.95
+    assert out[["simulated_slo_attainment"]].loc[["b", "api"]].isna().all().all()
+    assert _with_simulated_check(summary, None) is summary

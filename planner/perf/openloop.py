@@ -108,7 +108,7 @@ def open_loop(
     arrival_cv: float = 1.0,
     quantile: float = 0.95,
     servers: float = 1.0,
-    iterations: int = 30,
+    iterations: int = 40,
     ttft_slo_s: float | None = None,
     tpot_slo_s: float | None = None,
     quantiles: bool = True,
@@ -167,28 +167,17 @@ def open_loop(
         steps = np.minimum(rho, 1.0) / t_f + np.maximum(1.0 - rho, 0.0) / t_d
         return chunk, t_d, t_f, rho, steps
 
-    # fixed point d = lam O / steps(d) =: F(d), F increasing: iterating from d = 0 climbs to
-    # the smallest fixed point d* (the stable operating point) when there is one. Steffensen's
-    # extrapolation from two iterates speeds it up; it is kept only where F(a) >= a (then
-    # a <= d*, so the climb never passes d*), else the plain iterate is taken.
-    def F(x):
-        tr = terms(x)
-        return np.minimum(lam * osl / tr[4], cap - 1.0), tr[3]
-
+    # fixed point d = lam O / steps(d): increasing in d (and in lam), so iterating from d = 0
+    # climbs to the smallest fixed point (the stable operating point) when there is one; every
+    # element takes the same number of steps, so the result stays monotone in lam
     d = np.zeros_like(lam)
     for _ in range(iterations):
-        d1, rho1 = F(d)
-        d2, _ = F(d1)
-        den = d2 - 2.0 * d1 + d
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = np.where(den < 0, d - (d1 - d) ** 2 / den, d2)
-        a = np.clip(np.nan_to_num(a, nan=0.0), d2, cap - 1.0)
-        fa, rho_a = F(a)
-        d_next = np.where(fa >= a, fa, d2)
+        tr = terms(d)
+        d_next = np.minimum(lam * osl / tr[4], cap - 1.0)
         # settled, or past what a replica can do (prefill saturated, batch at its cap): the
         # stability test below decides those
         done = np.all((np.abs(d_next - d) <= 1e-7 * np.maximum(d_next, 1.0))
-                      | (rho1 >= 0.999) | (d_next >= cap - 1.0))
+                      | (tr[3] >= 0.999) | (d_next >= cap - 1.0))
         d = d_next
         if done:
             break

@@ -215,8 +215,26 @@ def build_costs(ctx: Context) -> Section:
     for name, df in det.tables().items():
         if name == "assumptions" or (df.empty and name not in captions):
             continue
+        if name == "summary":
+            df = _with_simulated_check(df, ctx.get("simulation"))
         s.add(Table(name, df, captions.get(name, "")))
     return s
+
+
+def _with_simulated_check(summary: pd.DataFrame, sim: Any) -> pd.DataFrame:
+    """The cost summary with the simulated busiest hour's SLO attainment (worst class) and
+    target beside the deployment the simulation section ran, when it ran one alone."""
+    lat = _frame(sim, "latency")
+    if lat is None or not {"plan", "class", "slo_attainment", "slo_target"} <= set(lat.columns):
+        return summary
+    lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
+    if lat.empty:
+        return summary
+    worst = lat.loc[(lat["slo_attainment"] - lat["slo_target"]).groupby(lat["plan"]).idxmin()]
+    worst = worst.rename(columns={"plan": "deployment",
+                                  "slo_attainment": "simulated_slo_attainment"})
+    return summary.merge(worst[["deployment", "simulated_slo_attainment", "slo_target"]],
+                         on="deployment", how="left")
 
 
 def build_breakeven(ctx: Context) -> Section:
@@ -397,7 +415,8 @@ def build_inputs(ctx: Context) -> Section:
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("summary", "Summary", ("deterministic",),
                 ("breakeven", "risk", "optimiser"), build_summary),
-    SectionSpec("costs", "Cost by deployment option", ("deterministic",), (), build_costs),
+    SectionSpec("costs", "Cost by deployment option", ("deterministic",), ("simulation",),
+                build_costs),
     SectionSpec("breakeven", "Break-even", ("breakeven",), (), build_breakeven),
     SectionSpec("risk", "Risk (Monte Carlo)", ("risk",), (), build_risk),
     SectionSpec("optimiser", "Optimised mix", ("optimiser",), (), build_optimiser),

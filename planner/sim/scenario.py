@@ -395,12 +395,18 @@ def scenario_requests(
     return generate_class_requests(streams, hours, rng, burstiness=burst)
 
 
-def _trace_columns(t: SimTrace):
-    from planner.traces import TraceColumns
+def _trace_columns(t: SimTrace, keys=None):
+    """The entry's ``trace_format`` preset (default azure) overridden by the keys it sets."""
+    from planner.traces import CLI_KEYS, trace_columns
 
-    return TraceColumns(timestamp=t.timestamp, input_tokens=t.input_tokens,
-                        output_tokens=t.output_tokens, timestamp_unit=t.timestamp_unit,
-                        timestamp_format=t.timestamp_format, class_column=t.class_column)
+    set_ = t.model_fields_set
+    cols = {k: getattr(t, k) for k in ("timestamp", "input_tokens", "output_tokens",
+                                       "class_column") if k in set_}
+    return trace_columns(
+        t.trace_format, columns=cols,
+        timestamp_unit=t.timestamp_unit if "timestamp_unit" in set_ else None,
+        timestamp_format=t.timestamp_format if "timestamp_format" in set_ else None,
+        keys=keys or CLI_KEYS)
 
 
 def trace_requests(
@@ -415,12 +421,13 @@ def trace_requests(
     Relative paths resolve against ``base_dir`` (default: the scenario file's folder). With
     ``hours``, a trace is cut at ``hours`` (or, with ``repeat``, repeated to fill them).
     """
-    from planner.traces import azure_trace, load_trace, replay
+    from planner.traces import CLI_KEYS, azure_trace, load_trace, replay, toml_keys
 
     if base_dir is None:
         base_dir = Path(sc.source_path).parent if sc.source_path else Path.cwd()
     tables = []
-    for t in traces:
+    for i, t in enumerate(traces):
+        keys = CLI_KEYS if t._from_cli else toml_keys(i)
         if t.file.startswith("bundled:"):
             if t.file not in BUNDLED:
                 raise PlannerError(f"simulate: unknown bundled trace {t.file!r}; "
@@ -428,8 +435,11 @@ def trace_requests(
             tr = azure_trace(BUNDLED[t.file])
         else:
             p = Path(t.file)
-            tr = load_trace(p if p.is_absolute() else Path(base_dir) / p, _trace_columns(t),
-                            fmt=t.format)
+            p = p if p.is_absolute() else Path(base_dir) / p
+            columns, kind = _trace_columns(t, keys)
+            fmt = t.format or (None if p.suffix.lower() in (
+                ".csv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq") else kind)
+            tr = load_trace(p, columns, fmt=fmt, keys=keys)
         cname = t.workload_class
         if tr.classes is not None and cname is None:
             unknown = sorted(set(tr.classes) - set(sc.workload))
@@ -705,18 +715,20 @@ class BusiestHour:
 def simulate_busiest_hour(sc: Scenario, catalog: Any = None, *,
                           deployments: Sequence[str] | None = None,
                           seed: int | None = None,
-                          max_requests: int | None = None) -> BusiestHour:
+                          max_requests: int | None = None,
+                          sizing: Mapping[str, OptionSizing] | None = None) -> BusiestHour:
     """Simulate one plan during the busiest hour of its classes' diurnal profiles.
 
     The plan is ``deployments``, else ``[simulation] deployments``, else the cheapest
     self-hosted candidate serving every class; replicas as :func:`build_plan` sizes them.
     Arrivals are cut after ``max_requests`` (default ``[simulation] report_max_requests``);
-    the window simulated is then shorter than the hour and the note says so.
+    the window simulated is then shorter than the hour and the note says so. ``sizing``: the
+    scenario's :func:`size_options`, when the caller has it already.
     """
     from planner.sim.run import simulate
 
     cat = _catalog(catalog)
-    sizing = size_options(sc, cat)
+    sizing = size_options(sc, cat) if sizing is None else sizing
     group = tuple(deployments) if deployments else _report_plan(sc, sizing)
     plan, pools, covered = build_plan(sc, group, catalog=cat, sizing=sizing)
     name = "+".join(group)
@@ -767,7 +779,7 @@ def check_sizing(sc: Scenario, catalog: Any = None, *, seed: int | None = None,
     rows = []
     for k, name in enumerate(names):
         b = simulate_busiest_hour(sc, cat, deployments=[name], seed=seed,
-                                  max_requests=max_requests)
+                                  max_requests=max_requests, sizing=sizing)
         lat = b.run.latency()
         lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
         att = lat["slo_attainment"].astype(float)
