@@ -275,8 +275,8 @@ def cost(scenario: Scenario | str | os.PathLike) -> CostResult:
     >>> r.lens, r.horizon_months
     ('tco', 36)
     >>> row = r.summary.set_index("deployment").loc["llama-8b-h100"]
-    >>> int(row["replicas"]), row["limited_by"]
-    (2, 'KV memory')
+    >>> int(row["replicas"]), int(row["gpus"])  # one H100 per replica
+    (2, 2)
     >>> r.to_dict()["tables"]["summary"][0]["deployment"]
     'gpt-4o-mini'
     """
