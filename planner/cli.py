@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner import __version__, _runtime
+from planner import __version__, _runtime, api
+from planner.api import EXAMPLE_PREFIX, scenario_path, templates  # noqa: F401 (re-exported)
+from planner.api import parse_overrides as _parse_set
 from planner.errors import (
     EXIT_INFEASIBLE,
     EXIT_INTERNAL,
@@ -39,8 +40,6 @@ from planner.output import (
 
 if TYPE_CHECKING:
     import pandas as pd
-
-EXAMPLE_PREFIX = "example:"
 
 EPILOG = """examples:
   planner report example:quickstart -o report/
@@ -82,46 +81,9 @@ EXIT_STATUS = {
 }
 
 
-def templates() -> dict[str, Path]:
-    d = Path(str(resources.files("planner"))) / "templates"
-    return {p.stem: p for p in sorted(d.glob("*.toml"))}
-
-
-def scenario_path(arg: str) -> str:
-    """A scenario path, or ``example:NAME`` for a template shipped with planner."""
-    if arg.startswith(EXAMPLE_PREFIX):
-        name = arg[len(EXAMPLE_PREFIX):]
-        t = templates()
-        if name not in t:
-            raise PlannerError(
-                f"no bundled example {name!r}; available: {', '.join(t)}"
-            )
-        return str(t[name])
-    return arg
-
-
-def _parse_set(items: list[str]) -> dict[str, object]:
-    import tomllib
-
-    out: dict[str, object] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise PlannerError(f"--set {item!r}: expected KEY=VALUE (e.g. planning.lens=marginal)")
-        key, raw = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def load(args):
-    from planner.config import load_scenario
-
-    variants = [v for vs in (args.variant or []) for v in vs.split(",") if v]
-    sc = load_scenario(scenario_path(args.scenario), variants=variants,
-                       overrides=_parse_set(args.set))
+    """The scenario of a command's arguments (``--variant``, ``--set``) via :func:`api.load`."""
+    sc = api.load(args.scenario, variants=args.variant or [], overrides=_parse_set(args.set))
     args.loaded_scenario = scenario_path(args.scenario)  # errors from here on name the file
     return sc
 
@@ -955,6 +917,18 @@ def _common(p: argparse.ArgumentParser, *, scenario: bool = True, out: bool = Tr
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
+def _templates_epilog() -> str:
+    """The bundled templates, each with the first line of its opening comment."""
+    lines = ["templates (also usable as example:NAME wherever a scenario is expected):"]
+    for name, path in templates().items():
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        about = first[0].lstrip("#").strip() if first and first[0].startswith("#") else ""
+        about = about.split(":", 1)[1].strip() if ":" in about else about
+        lines.append(f"  {name:<14} {about}")
+    lines.append("\nexample:\n  planner new --template risk-example -o my.toml")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="planner",
@@ -1167,8 +1141,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "1,5,25,50,100 (default 1, 8, 32, max batch)")
     p.set_defaults(func=cmd_perf)
 
-    p = sub.add_parser("new", help="write a scenario from a template")
-    p.add_argument("--template", default="quickstart", help="template name")
+    p = sub.add_parser("new", help="write a scenario from a template",
+                       epilog=_templates_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--template", default="quickstart",
+                   metavar="NAME", help="template name (see below; default quickstart)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -44,7 +44,7 @@ LOWER = (
     "planner.catalog",
     "planner.model",
 )
-UPPER = ("planner.engines", "planner.report", "planner.cli", "planner.sweep")
+UPPER = ("planner.engines", "planner.report", "planner.cli", "planner.sweep", "planner.api")
 
 #: upward edges tolerated for now: none (the one-model refactor removed the last one). Should
 #: one ever be listed, the test fails once it is gone, so the set can only shrink.

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from planner import __version__
+from planner._version import __version__
 from planner.catalog import load_catalog
 from planner.config import Scenario, load_scenario
 from planner.errors import PlannerError
