@@ -35,6 +35,7 @@ from planner.output import (
     check_output_file,
     render,
     render_tables,
+    write_csv_file,
     write_tables,
 )
 
@@ -862,10 +863,7 @@ def cmd_catalog_import(args) -> int:
         raise PlannerError(f"{shorten(args.file, 300)}: not a LiteLLM price JSON file "
                            f"({_error_text(exc)[:300]})") from None
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(out)
+        out = write_csv_file(df, args.out)
         if not args.quiet:
             print(f"wrote {len(df)} price rows to {out}", file=sys.stderr)
         return 0
@@ -886,10 +884,7 @@ def cmd_catalog_import_skypilot(args) -> int:
     if not args.quiet:
         print(res.report(), file=sys.stderr)
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(out)
+        out = write_csv_file(df, args.out)
         if not args.quiet:
             print(f"wrote {len(df)} cloud price rows to {out}", file=sys.stderr)
         return 0

@@ -177,6 +177,15 @@ def publish_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_csv_file(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write ``df`` as CSV to ``out`` all or nothing: a temporary sibling, then one rename."""
+    out = Path(out)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return out
+
+
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
                  fmt: str = "csv") -> list[Path]:
     """Write each table as ``NAME.csv`` (or ``NAME.parquet``) into ``out_dir`` all-or-nothing.
