@@ -704,7 +704,8 @@ def perf(model: str, accelerator: str | None = None, *, tp: int = 1, precision: 
          usd_per_gpu_hour: float | None = None, search: bool = False,
          accelerators: Sequence[str] | None = None,
          precisions: Sequence[str] = ("bf16", "fp8"), tps: Sequence[int] = (1, 2, 4, 8),
-         target_output_tokens_per_s: float | None = None) -> PerfResult:
+         target_output_tokens_per_s: float | None = None,
+         concurrency: Sequence[int] | None = None) -> PerfResult:
     """Memory fit, throughput, latency and USD per 1M tokens of a replica (``planner perf``).
 
     Parameters
@@ -729,6 +730,9 @@ def perf(model: str, accelerator: str | None = None, *, tp: int = 1, precision: 
         Rank (accelerator, precision, TP) configurations by USD per 1M output tokens.
     accelerators, precisions, tps, target_output_tokens_per_s
         The search space and the output tokens/s needed (with ``search``).
+    concurrency : sequence of int, optional
+        Closed-loop concurrencies of the latency curve (default: 1, 8, 32 and the largest
+        batch; :func:`planner.perf.closedloop.closed_loop_curve`).
 
     Returns
     -------
@@ -754,6 +758,8 @@ def perf(model: str, accelerator: str | None = None, *, tp: int = 1, precision: 
 
     cat = load_catalog()
     empty = pd.DataFrame()
+    if search and concurrency:
+        raise PlannerError("perf: concurrency applies to one configuration, not a search")
     if search:
         df = perf_search(cat, model, accelerators=accelerators, precisions=precisions,
                          tps=tps, isl=isl, osl=osl, ttft_slo_s=ttft_slo_s,
@@ -769,7 +775,8 @@ def perf(model: str, accelerator: str | None = None, *, tp: int = 1, precision: 
     res = perf_summary(
         LLMSpec.from_row(cat.llm(model)), AcceleratorSpec.from_row(cat.accelerator(accelerator)),
         gpus=tp, precision=precision, input_tokens=isl, output_tokens=osl,
-        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, usd_per_gpu_hour=price)
+        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, usd_per_gpu_hour=price,
+        concurrency=list(concurrency) if concurrency else None)
     cost_row = pd.DataFrame([{
         "usd_per_gpu_hour": price, "usd_per_hour": res.get("usd_per_hour"),
         "usd_per_1m_output_tokens": res.get("usd_per_1m_output_tokens"),

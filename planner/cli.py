@@ -738,52 +738,30 @@ def _tp_list(text: str | None) -> list[int] | None:
 
 
 def cmd_perf(args) -> int:
-    import pandas as pd
-
-    from planner.catalog import load_catalog
-    from planner.perf import AcceleratorSpec, LLMSpec
+    from planner import api
     from planner.perf.closedloop import parse_concurrency
-    from planner.perf.report import gpu_hour_prices, perf_search, perf_summary
 
-    cat = load_catalog()
     conc = parse_concurrency(args.concurrency) if args.concurrency is not None else None
     if args.search and conc:
         raise PlannerError("--concurrency applies to one configuration; drop --search")
-    if args.search:
-        df = perf_search(
-            cat, args.model, accelerators=_csv_list(args.accelerators),
-            precisions=_csv_list(args.precisions) or ("bf16", "fp8"),
-            tps=_tp_list(args.tps) or (1, 2, 4, 8), isl=args.isl, osl=args.osl,
-            ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, plan=args.plan,
-            target_output_tokens_per_s=args.target_tps,
-        )
-        emit(args, {"configurations": df})
-        return 0
-    if not args.accelerator:
+    if not args.search and not args.accelerator:
         raise PlannerError("planner perf: --accelerator is required (or use --search)")
-    price = args.price
-    if price is None:
-        price = gpu_hour_prices(cat, args.plan).get(args.accelerator)
-    res = perf_summary(
-        LLMSpec.from_row(cat.llm(args.model)), AcceleratorSpec.from_row(
-            cat.accelerator(args.accelerator)),
-        gpus=args.tp, precision=args.precision, input_tokens=args.isl, output_tokens=args.osl,
-        ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, usd_per_gpu_hour=price,
-        concurrency=conc,
-    )
-    cost = pd.DataFrame([{
-        "usd_per_gpu_hour": price, "usd_per_hour": res.get("usd_per_hour"),
-        "usd_per_1m_output_tokens": res.get("usd_per_1m_output_tokens"),
-        "usd_per_1m_input_tokens": res.get("usd_per_1m_input_tokens"),
-        "price_basis": "--price" if args.price is not None
-        else f"cheapest {args.plan} catalog row" if price is not None else "no catalog price",
-    }])
-    emit(args, {
-        "memory": pd.DataFrame([res["memory"]]),
-        "capacity": pd.DataFrame([res["capacity"]]),
-        "latency vs concurrency": res["curve"],
-        "cost": cost,
-    })
+    res = api.perf(
+        args.model, args.accelerator, tp=args.tp, precision=args.precision, isl=args.isl,
+        osl=args.osl, ttft_slo_s=args.ttft_slo, tpot_slo_s=args.tpot_slo, plan=args.plan,
+        usd_per_gpu_hour=args.price, search=args.search,
+        accelerators=_csv_list(args.accelerators),
+        precisions=_csv_list(args.precisions) or ("bf16", "fp8"),
+        tps=_tp_list(args.tps) or (1, 2, 4, 8), target_output_tokens_per_s=args.target_tps,
+        concurrency=conc)
+    if args.search:
+        emit(args, {"configurations": res.configurations})
+        return 0
+    cost = res.cost.copy()
+    if args.price is not None:
+        cost["price_basis"] = "--price"
+    emit(args, {"memory": res.memory, "capacity": res.capacity,
+                "latency vs concurrency": res.curve, "cost": cost})
     return 0
 
 
