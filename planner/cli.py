@@ -120,6 +120,7 @@ MAX_SIMULATED_REPLICAS = 10_000
 # command -> flag attribute -> (lowest, highest, lowest excluded, integer); checked before
 # any work by :func:`check_flags`
 _FLAG_RANGES: dict[str, dict[str, tuple[float | None, float | None, bool, bool]]] = {
+    "cost": {"check_max_requests": (100, MAX_SIMULATED_REQUESTS, False, True)},
     "risk": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),
              "tol": (0, 1, True, False), "simulate": (0, 1000, False, True)},
     "sweep": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),

@@ -397,6 +397,8 @@ def test_out_failure_is_exit_2_and_leaves_old_dir(capsys, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("argv, flag", [
+    (["cost", "example:quickstart", "--check", "--check-max-requests", "-5"],
+     "--check-max-requests"),
     (["perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--price", "-3"],
      "--price"),
     (["perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm", "--price", "nan"],
