@@ -232,26 +232,19 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     """q-quantile ``x`` of ``base + step K`` where ``K ~ Poisson(count_per_s x)`` (the count
     grows with the value itself: a request's life is its output tokens times its TPOT), mixed
     with equal weights over the last axis of ``step`` and ``count_per_s``."""
-    from scipy.special import pdtr
-
     base = np.asarray(base, dtype=float)
     lo = base.copy()
     hi = base * 2.0 + 1e-9
     for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
-        k = np.floor((hi - base)[..., None] / np.maximum(step, 1e-300))
-        cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * hi[..., None]), 1.0)
-        done = cdf.mean(axis=-1) >= q
+        done = _compound_poisson_cdf(base, step, count_per_s, hi) >= q
         if done.all():
             break
         hi = np.where(done, hi, hi * 2.0)
-    safe = np.maximum(step, 1e-300)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        k = np.floor((mid - base)[..., None] / safe)
-        cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * mid[..., None]), 1.0)
-        cdf = cdf.mean(axis=-1)
-        lo = np.where(cdf < q, mid, lo)
-        hi = np.where(cdf < q, hi, mid)
+        below = _compound_poisson_cdf(base, step, count_per_s, mid) < q
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
     return hi
 
 
@@ -336,13 +329,9 @@ def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.nda
     hi = np.maximum(hi, lo) + 1e-12
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        x = mid[..., None] - service
-        tail = np.where(x <= 0, 1.0, rho[..., None] * np.exp(
-            -np.maximum(x, 0.0) / np.maximum(theta[..., None], 1e-300)))
-        tail = np.where((x > 0) & (theta[..., None] <= 0), 0.0, tail)
-        p = tail.mean(axis=-1)
-        lo = np.where(p > 1.0 - q, mid, lo)
-        hi = np.where(p > 1.0 - q, hi, mid)
+        over = _wait_plus_service_tail(rho, ew, service, mid) > 1.0 - q
+        lo = np.where(over, mid, lo)
+        hi = np.where(over, hi, mid)
     return hi
 
 
