@@ -199,10 +199,13 @@ def open_loop(
     per_prompt = ((t_f - t_d) * n / chunk)[e] / o_nodes  # TPOT added by one prompt
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
-    tpot = _compound_poisson_quantile(t_d, per_prompt * disp, lam[e] * o_nodes / disp,
-                                      quantile) if quantiles else np.full_like(t_d, np.nan)
     tpot_miss = None if tpot_slo_s is None else 1.0 - _compound_poisson_cdf(
         t_d, per_prompt * disp, lam[e] * o_nodes / disp, np.full_like(t_d, tpot_slo_s))
+    tpot = _compound_poisson_quantile(
+        t_d, per_prompt * disp, lam[e] * o_nodes / disp, quantile,
+        within=None if tpot_miss is None else np.where(tpot_miss <= 1.0 - quantile,
+                                                       tpot_slo_s, np.nan),
+    ) if quantiles else np.full_like(t_d, np.nan)
     # TTFT: GI/G/1 wait (Kingman mean, exponential tail) + own prefill + half a step. The
     # queue's work is the fluid token time n t_f / (C - d) (prompts share full steps under
     # load); a prompt's own prefill runs in steps of at most C - d of its tokens.
@@ -228,13 +231,21 @@ def open_loop(
 
 
 def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
-                               q: float) -> np.ndarray:
+                               q: float, within: np.ndarray | None = None) -> np.ndarray:
     """q-quantile ``x`` of ``base + step K`` where ``K ~ Poisson(count_per_s x)`` (the count
     grows with the value itself: a request's life is its output tokens times its TPOT), mixed
-    with equal weights over the last axis of ``step`` and ``count_per_s``."""
+    with equal weights over the last axis of ``step`` and ``count_per_s``.
+
+    The count's mean grows with ``x`` while its bound grows in steps, so the CDF is a saw
+    tooth and may reach ``q`` more than once; ``within`` (NaN where unknown) is a value whose
+    CDF is known to reach ``q`` (the SLO bound when its miss share is within ``1 - q``), so
+    the search returns a crossing at or below it and the percentile reported agrees with the
+    miss share."""
     base = np.asarray(base, dtype=float)
     lo = base.copy()
     hi = base * 2.0 + 1e-9
+    if within is not None:
+        hi = np.where(np.isfinite(within), np.maximum(within, lo), hi)
     for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
         done = _compound_poisson_cdf(base, step, count_per_s, hi) >= q
         if done.all():
