@@ -416,15 +416,36 @@ def cmd_report(args) -> int:
 
 
 def cmd_breakeven(args) -> int:
-    from planner.engines.breakeven import breakeven
-
-    sc = load(args)
-    b = breakeven(sc)
+    b = api.breakeven(load(args))
     tables = {"volume": b.volume, "finetune": b.finetune, "payback": b.payback}
     if args.curve:
         tables["curve"] = b.curve
-    emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"})
+    notes: list[str] = []
+    if args.format == "table":  # long notes printed whole below the table, not cut
+        tables["volume"], notes = _notes_below(b.volume)
+    emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"},
+         notes=notes)
     return 0
+
+
+def _notes_below(df: pd.DataFrame, column: str = "note", width: int = 96
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """A table whose ``column`` holds note numbers ``[1]``, ``[2]`` ... (equal notes share
+    one), and the notes themselves, whole and wrapped to ``width`` characters."""
+    import textwrap
+
+    if df.empty or column not in df:
+        return df, []
+    texts: dict[str, int] = {}
+    for t in df[column]:
+        if isinstance(t, str) and t:
+            texts.setdefault(t, len(texts) + 1)
+    shown = df.assign(**{column: [f"[{texts[t]}]" if t in texts else t for t in df[column]]})
+    lead = "note: "  # :func:`emit` prints each note after it; continuation lines align
+    notes = [textwrap.fill(f"[{i}] {t}", width=width, initial_indent=lead,
+                           subsequent_indent=" " * len(f"{lead}[{i}] "),
+                           break_on_hyphens=False)[len(lead):] for t, i in texts.items()]
+    return shown, notes
 
 
 def cmd_optimize(args) -> int:

@@ -406,6 +406,7 @@ class FineTune(Strict):
     usd_per_gpu_hour: NonNeg | None = None
     mfu: Fraction | None = None
     lora_flops_factor: Fraction | None = None
+    one_off_usd: NonNeg = 0.0
 
 
 class PreTraining(Strict):
