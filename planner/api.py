@@ -334,7 +334,8 @@ class BreakevenResult(Result):
     ----------
     volume : per pair of options, the volume multiple (and requests/day) where they cost the
         same per month
-    finetune : per fine-tune, the volume where it pays for itself
+    finetune : per fine-tune and option it replaces, the tokens and months to pay back its
+        one-off cost (``finetune_usd`` = ``training_usd`` + ``one_off_usd``)
     payback : months to pay back on-prem purchases or fine-tunes
     curve : monthly cost of every option at volume multiples (``scales``)
     """

@@ -134,3 +134,20 @@ def test_breakeven_notes_printed_whole(capsys):
     main(["breakeven", "example:quickstart", "--format", "csv"])
     csv = capsys.readouterr().out
     assert all(n in csv for n in b.volume["note"])
+
+
+def test_report_fine_tune_section_shows_the_one_off_cost(tmp_path):
+    import pandas as pd
+
+    d = toy(one_off_usd=4800.0)
+    once, months, _ = hand_payback(d)
+    rep = api.report(parse_scenario(d), tmp_path / "rep", sections=["costs", "breakeven"])
+    files = rep.files.set_index("name")["path"]
+    be = pd.read_csv(files["breakeven_finetune"])
+    assert be.loc[0, "one_off_usd"] == 4800.0
+    assert be.loc[0, "training_usd"] + be.loc[0, "one_off_usd"] == pytest.approx(once)
+    assert be.loc[0, "payback_months"] == pytest.approx(months)
+    ft = pd.read_csv(files["finetune"])
+    assert ft.loc[0, "one_off_usd"] == 4800.0
+    html = rep.html.read_text(encoding="utf-8")
+    assert f"pays back its {once:,.0f} USD one-off cost" in html
