@@ -1,7 +1,6 @@
 """Python API: load a scenario, run an engine, get tidy pandas tables back.
 
-Every function is a thin call into an engine (the same ones the ``planner`` command runs) and
-returns a small result object: its tables are :class:`pandas.DataFrame` attributes, listed by
+Every function is a thin call into an engine and returns a small result object: its tables are :class:`pandas.DataFrame` attributes, listed by
 ``tables()``, and ``to_dict()`` gives plain Python (lists of row dicts) for JSON. The engine's
 own result object is kept as ``engine`` for anything not wrapped here.
 
@@ -17,6 +16,11 @@ function           engine                                       CLI
 :func:`report`     :func:`planner.report.build_report`          ``planner report``
 :func:`perf`       :mod:`planner.perf.report`                   ``planner perf``
 =================  ===========================================  ==============================
+
+The ``planner`` command is a thin layer over exactly these functions: ``planner cost``,
+``breakeven``, ``risk``, ``optimize``, ``simulate``, ``report`` and ``perf`` parse their flags,
+call the function in the table and print or write its tables (progress bars are the CLI's,
+fed through the ``progress`` callbacks).
 
 Every function taking a scenario also takes a path or ``example:NAME`` (loaded with
 :func:`load`). Nothing here prints, draws a progress bar or changes process-wide settings.
@@ -37,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -169,6 +173,12 @@ def _scenario(scenario: Scenario | str | os.PathLike) -> Scenario:
 # -------------------------------------------------------------------------------- results
 
 
+def _empty() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
 def _plain(v: Any) -> Any:
     """A JSON-friendly version of a value (NaN and infinities become None)."""
     import numpy as np
@@ -229,6 +239,8 @@ class CostResult(Result):
     capacity : per self-hosted deployment and class: replica throughput, latency, limits
     classes : per class volumes
     payback : on-prem and fine-tune payback (empty without ``[[payback]]``)
+    check : with ``check=True``: per self-hosted option, the simulated SLO attainment of its
+        busiest hour at this sizing (:func:`planner.sim.scenario.check_sizing`); else empty
     finetune, pretraining, inference_flops, unit_economics, token_economics : as the engine
     assumptions : catalog rows used, with source and as_of
     lens, horizon_months, warnings : the cost lens, the horizon and the engine's warnings
@@ -247,6 +259,7 @@ class CostResult(Result):
     unit_economics: pd.DataFrame
     token_economics: pd.DataFrame
     assumptions: pd.DataFrame
+    check: pd.DataFrame = field(default_factory=lambda: _empty())
     warnings: tuple[str, ...] = ()
     engine: Any = field(default=None, repr=False, compare=False)
 
@@ -258,12 +271,20 @@ class CostResult(Result):
                                                     "deployment"])
 
 
-def cost(scenario: Scenario | str | os.PathLike) -> CostResult:
+def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
+         check_max_requests: int | None = None,
+         progress: Callable[[int, int], None] | None = None) -> CostResult:
     """Price every deployment option at the medians of the inputs (``planner cost``).
 
     Parameters
     ----------
     scenario : Scenario, path or ``example:NAME``
+    check : bool
+        Also simulate each self-hosted option's busiest hour at its sizing (``--check``).
+    check_max_requests : int, optional
+        With ``check``: most requests simulated per option (``--check-max-requests``).
+    progress : callable(done, total), optional
+        With ``check``: called as the simulations advance.
 
     Returns
     -------
@@ -291,12 +312,17 @@ def cost(scenario: Scenario | str | os.PathLike) -> CostResult:
         from planner.engines.breakeven import payback
 
         pay = payback(sc, res=res)
+    chk = pd.DataFrame()
+    if check:
+        from planner.sim.scenario import check_sizing
+
+        chk = check_sizing(sc, max_requests=check_max_requests, progress=progress)
     return CostResult(
         scenario=res.scenario, lens=res.lens, horizon_months=res.horizon_months,
         summary=res.summary, costs=res.costs, capacity=res.capacity, classes=res.classes,
         payback=pay, finetune=res.finetune, pretraining=res.pretraining,
         inference_flops=res.inference_flops, unit_economics=res.unit_economics,
-        token_economics=res.token_economics, assumptions=res.assumptions,
+        token_economics=res.token_economics, assumptions=res.assumptions, check=chk,
         warnings=tuple(res.warnings), engine=res)
 
 
@@ -308,7 +334,8 @@ class BreakevenResult(Result):
     ----------
     volume : per pair of options, the volume multiple (and requests/day) where they cost the
         same per month
-    finetune : per fine-tune, the volume where it pays for itself
+    finetune : per fine-tune and option it replaces, the tokens and months to pay back its
+        one-off cost (``finetune_usd`` = ``training_usd`` + ``one_off_usd``)
     payback : months to pay back on-prem purchases or fine-tunes
     curve : monthly cost of every option at volume multiples (``scales``)
     """
@@ -365,6 +392,10 @@ class RiskResult(Result):
         standard error
     tornado : per (input, deployment): monthly cost with the input at P10 and P90
     rank_correlation, breakeven, convergence : as :class:`planner.engines.risk.run.RiskResults`
+    npc, yearly : with ``years=True``: net present cost and cost per year over the horizon
+        (:func:`planner.engines.risk.multiyear.run_multiyear`); else empty
+    simulation : with ``simulate=K``: the busiest hour simulated at K sampled scenarios
+        (:func:`planner.engines.risk.replications.simulation_replications`); else empty
     warnings : the engine's warnings
     """
 
@@ -377,6 +408,9 @@ class RiskResult(Result):
     rank_correlation: pd.DataFrame
     breakeven: pd.DataFrame
     convergence: pd.DataFrame
+    npc: pd.DataFrame = field(default_factory=lambda: _empty())
+    yearly: pd.DataFrame = field(default_factory=lambda: _empty())
+    simulation: pd.DataFrame = field(default_factory=lambda: _empty())
     warnings: tuple[str, ...] = ()
     engine: Any = field(default=None, repr=False, compare=False)
 
@@ -388,7 +422,10 @@ class RiskResult(Result):
 
 
 def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | None = 0, *,
-         tol: float | None = None, sensitivity: bool = True) -> RiskResult:
+         tol: float | None = None, sensitivity: bool = True, years: bool = False,
+         simulate: int = 0, deployment: str | None = None,
+         progress: Callable[[int, int], None] | None = None,
+         **engine_options: Any) -> RiskResult:
     """Sample every uncertain input and price every option per sample (``planner risk``).
 
     Parameters
@@ -402,6 +439,16 @@ def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | N
         Stop early once every option's P95 is stable to this relative tolerance.
     sensitivity : bool
         Also the tornado, rank correlations and break-even volume ranges.
+    years : bool
+        Also the multi-year view (``--years``): net present cost and cost per year, on at
+        most 20,000 samples.
+    simulate : int
+        Also simulate the busiest hour at this many sampled scenarios spread over the cost
+        range (``--simulate K``), of ``deployment`` (default: the cheapest self-hosted one).
+    progress : callable(done, total), optional
+        Called as the samples advance.
+    **engine_options
+        Passed on to :func:`planner.engines.risk.run.run_montecarlo` (e.g. ``threads``).
 
     Returns
     -------
@@ -419,12 +466,24 @@ def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | N
     from planner.engines.risk.run import run_montecarlo
 
     sc = _scenario(scenario)
-    res = run_montecarlo(sc, n=n, seed=seed, tol=tol, sensitivity=sensitivity)
+    res = run_montecarlo(sc, n=n, seed=seed, tol=tol, sensitivity=sensitivity,
+                         progress=progress, **engine_options)
+    extra: dict[str, pd.DataFrame] = {}
+    if years:
+        from planner.engines.risk.multiyear import run_multiyear
+
+        my = run_multiyear(sc, n=min(n, 20_000), seed=seed)
+        extra.update(npc=my.npc, yearly=my.yearly)
+    if simulate:
+        from planner.engines.risk.replications import simulation_replications
+
+        extra["simulation"] = simulation_replications(res, sc, deployment=deployment,
+                                                      replications=simulate, seed=seed)
     return RiskResult(
         scenario=res.scenario, n=res.n, seed=seed, headline=res.headline(),
         summary=res.summary, win_probability=res.win_probability, tornado=res.tornado,
         rank_correlation=res.rank_correlation, breakeven=res.breakeven,
-        convergence=res.convergence, warnings=tuple(res.warnings), engine=res)
+        convergence=res.convergence, **extra, warnings=tuple(res.warnings), engine=res)
 
 
 @dataclass(frozen=True)
@@ -442,6 +501,9 @@ class OptimizeResult(Result):
     routing : class x route: share of the class's requests
     hourly, flows, finetune, costs, scenarios, stochastic, verification, verification_hours,
     headroom, infeasibility, violations : as :class:`planner.engines.optimize.OptimizeResult`
+    sensitivity_grid, sensitivity_breakpoints : with ``sensitivity=True`` and a trusted plan:
+        the plan over traffic, API and GPU price multipliers and where the mix changes
+        (:func:`planner.engines.optimize.sensitivity`); else empty
     messages : plain-language notes
     """
 
@@ -463,6 +525,8 @@ class OptimizeResult(Result):
     headroom: pd.DataFrame
     infeasibility: pd.DataFrame
     violations: pd.DataFrame
+    sensitivity_grid: pd.DataFrame = field(default_factory=lambda: _empty())
+    sensitivity_breakpoints: pd.DataFrame = field(default_factory=lambda: _empty())
     messages: tuple[str, ...] = ()
     engine: Any = field(default=None, repr=False, compare=False)
 
@@ -470,7 +534,9 @@ class OptimizeResult(Result):
 def optimize(scenario: Scenario | str | os.PathLike, *, stochastic: bool = False,
              n: int = 200, seed: int | None = 0, verify: bool = False,
              gap: float | None = None, time_limit_s: float | None = None,
-             objective: str | None = None, verify_window_s: float = 600.0) -> OptimizeResult:
+             objective: str | None = None, verify_window_s: float = 600.0,
+             sensitivity: bool = False, progress: Callable[[str], None] | None = None,
+             engine_progress: bool = True) -> OptimizeResult:
     """Cheapest mix of API, cloud and on-prem capacity, routing and fine-tunes (MILP).
 
     Parameters
@@ -486,6 +552,14 @@ def optimize(scenario: Scenario | str | os.PathLike, *, stochastic: bool = False
         With ``stochastic``: expected cost, or expected + lambda x CVaR.
     verify_window_s : float
         With ``verify``: simulated seconds of each hour.
+    sensitivity : bool
+        With a trusted plan, also scan traffic and API/GPU price multipliers (x0.25..x8) and
+        bisect where the optimal mix changes (``--sensitivity``).
+    progress : callable(text), optional
+        Called with a line of text at each stage.
+    engine_progress : bool
+        Pass ``progress`` to the solver stages too (else only the sensitivity stage is
+        announced).
 
     Returns
     -------
@@ -507,7 +581,18 @@ def optimize(scenario: Scenario | str | os.PathLike, *, stochastic: bool = False
     opts = OptimizeOptions.from_scenario(sc, **({"objective": objective} if objective else {}))
     res = _optimize(sc, gap=gap, time_limit_s=time_limit_s, stochastic=stochastic,
                     n_scenarios=n, seed=seed, verify=verify, options=opts,
-                    verify_window_s=verify_window_s)
+                    verify_window_s=verify_window_s,
+                    progress=progress if engine_progress else None)
+    extra: dict[str, pd.DataFrame] = {}
+    if sensitivity and res.trusted:
+        from planner.engines.optimize import sensitivity as _sensitivity
+
+        if progress:
+            progress("sensitivity: traffic, API and GPU price multipliers")
+        sens = _sensitivity(
+            sc, options=opts, gap=sc.optimize.gap if gap is None else gap,
+            time_limit_s=sc.optimize.time_limit_s if time_limit_s is None else time_limit_s)
+        extra = {"sensitivity_grid": sens.grid, "sensitivity_breakpoints": sens.breakpoints}
     t = res.tables()
     return OptimizeResult(
         scenario=res.scenario, status=res.status, trusted=res.trusted,
@@ -516,7 +601,7 @@ def optimize(scenario: Scenario | str | os.PathLike, *, stochastic: bool = False
         flows=res.flows, finetune=res.finetune, costs=res.costs, scenarios=res.scenarios,
         stochastic=res.stochastic, verification=res.verification,
         verification_hours=res.verification_hours, headroom=res.headroom,
-        infeasibility=res.infeasibility, violations=t["violations"],
+        infeasibility=res.infeasibility, violations=t["violations"], **extra,
         messages=tuple(res.messages), engine=res)
 
 
@@ -552,7 +637,9 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
              deployments: Sequence[str] | None = None, hours: int | None = None,
              start_hour: int | None = None, seed: int | None = None,
              replicas: Mapping[str, int] | int | None = None, spillover: str | None = None,
-             traces: Sequence[Any] | None = None, records: bool = False) -> SimulateResult:
+             traces: Sequence[Any] | None = None, records: bool = False,
+             progress: Callable[[int, int], None] | None = None,
+             **engine_options: Any) -> SimulateResult:
     """Simulate requests on GPU pools and APIs (``planner simulate``).
 
     Parameters
@@ -573,6 +660,10 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
         Replay traces instead of generated arrivals.
     records : bool
         Also the per-request and per-replica tables.
+    progress : callable(done, total), optional
+        Called as the simulated requests advance.
+    **engine_options
+        Passed on to :func:`planner.sim.scenario.simulate_scenario`.
 
     Returns
     -------
@@ -594,15 +685,14 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
     sc = _scenario(scenario)
     runs = simulate_scenario(sc, deployments=list(deployments) if deployments else None,
                              hours=hours, start_hour=start_hour, seed=seed, replicas=replicas,
-                             spillover=spillover, traces=list(traces) if traces else None)
+                             spillover=spillover, traces=list(traces) if traces else None,
+                             progress=progress, **engine_options)
     t = run_tables(runs, records=records)
-    empty = pd.DataFrame()
-    return SimulateResult(
-        scenario=sc.name, latency=t["latency"], slo=t["slo"], deployments=t["deployments"],
-        totals=t["totals"], pools=t["pools"], hourly=t["hourly"],
-        utilisation=t["utilisation"], requests=t.get("requests", empty),
-        replica_utilisation=t.get("replica_utilisation", empty),
-        notes=tuple(n for r in runs for n in r.notes), engine=runs)
+    tabs = {k: t.get(k, pd.DataFrame()) for k in (
+        "latency", "slo", "deployments", "totals", "pools", "hourly", "utilisation",
+        "requests", "replica_utilisation")}
+    return SimulateResult(scenario=sc.name, **tabs,
+                          notes=tuple(n for r in runs for n in r.notes), engine=runs)
 
 
 @dataclass(frozen=True)

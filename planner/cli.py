@@ -249,19 +249,17 @@ def cmd_validate(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from planner.engines.deterministic import evaluate
-
     sc = load(args)
-    res = evaluate(sc)
-    summary = res.summary.drop(columns=["lens"])
+    check = bool(getattr(args, "check", False))
+    with _Bar("simulating busiest hours", "option", args.quiet or not check) as bar:
+        r = api.cost(sc, check=check, check_max_requests=args.check_max_requests,
+                     progress=bar)
+    res = r.engine
+    summary = r.summary.drop(columns=["lens"])
     check_cols: list[str] = []
-    if getattr(args, "check", False):
-        from planner.sim.scenario import check_sizing
-
-        with _Bar("simulating busiest hours", "option", args.quiet) as bar:
-            chk = check_sizing(sc, max_requests=args.check_max_requests, progress=bar)
+    if check:
         check_cols = ["simulated_slo_attainment", "slo_target"]
-        summary = summary.merge(chk.drop(columns=["simulated_requests"]), on="deployment",
+        summary = summary.merge(r.check.drop(columns=["simulated_requests"]), on="deployment",
                                 how="left")
     if sc.scenario.currency.upper() != "USD":
         from planner.config import med
@@ -292,9 +290,7 @@ def cmd_cost(args) -> int:
         if not df.empty:
             tables[name] = df
     if sc.payback:
-        from planner.engines.breakeven import payback
-
-        tables["payback"] = payback(sc, res=res)
+        tables["payback"] = r.payback
     if args.detail:
         tables["assumptions"] = res.assumptions
     if check_cols:
@@ -344,8 +340,6 @@ class _Bar:
 
 
 def cmd_risk(args) -> int:
-    from planner.engines.risk.run import run_montecarlo
-
     if args.deployment and not args.simulate:
         raise PlannerError("--deployment chooses what --simulate K runs; give --simulate too")
     if args.simulate < 0:
@@ -354,9 +348,11 @@ def cmd_risk(args) -> int:
     sc = load(args)
     check_risk_size(sc, args.n)
     with _Bar(f"risk {sc.name}", "samples", args.quiet) as bar:
-        res = run_montecarlo(sc, n=args.n, seed=args.seed, tol=args.tol, progress=bar)
+        r = api.risk(sc, n=args.n, seed=args.seed, tol=args.tol, years=bool(args.years),
+                     simulate=args.simulate, deployment=args.deployment, progress=bar)
+    res = r.engine
     tables = res.tables()
-    shown = {"risk (USD per month unless named)": res.headline()}
+    shown = {"risk (USD per month unless named)": r.headline}
     moving = res.tornado[res.tornado["swing"] > 0] if not res.tornado.empty else res.tornado
     if not moving.empty:  # inputs an option does not depend on (zero swing) are not drivers
         shown["tornado (top 5 drivers per option)"] = moving.groupby(
@@ -364,19 +360,13 @@ def cmd_risk(args) -> int:
     if not res.breakeven.empty:
         shown["break-even volume"] = res.breakeven
     if args.years:
-        from planner.engines.risk.multiyear import run_multiyear
-
-        my = run_multiyear(sc, n=min(args.n, 20_000), seed=args.seed)
-        shown["net present cost"] = my.npc
-        shown["yearly cost"] = my.yearly
-        tables.update({"npc": my.npc, "yearly": my.yearly})
+        shown["net present cost"] = r.npc
+        shown["yearly cost"] = r.yearly
+        tables.update({"npc": r.npc, "yearly": r.yearly})
     if args.simulate:
-        from planner.engines.risk.replications import simulation_replications
-
-        reps = simulation_replications(res, sc, deployment=args.deployment,
-                                       replications=args.simulate, seed=args.seed)
-        shown["simulated busiest hour at sampled scenarios (spread over the cost range)"] = reps
-        tables["simulation"] = reps
+        shown["simulated busiest hour at sampled scenarios (spread over the cost range)"] = \
+            r.simulation
+        tables["simulation"] = r.simulation
     if args.out:
         write_tables(tables, args.out)
         args.out = None
@@ -401,12 +391,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from planner.report import build_report
-
     sc = load(args)
-    res = build_report(sc, out_dir=args.out, progress=not args.quiet,
-                       sections=[x for x in args.sections.split(",") if x]
-                       if args.sections else None)
+    res = api.report(sc, args.out, progress=not args.quiet,
+                     sections=[x for x in args.sections.split(",") if x]
+                     if args.sections else None).engine
     if not args.quiet:
         print(f"wrote {res.html} ({len(res.charts)} charts, {len(res.tables)} tables, "
               f"{res.seconds:.1f} s)")
@@ -416,15 +404,36 @@ def cmd_report(args) -> int:
 
 
 def cmd_breakeven(args) -> int:
-    from planner.engines.breakeven import breakeven
-
-    sc = load(args)
-    b = breakeven(sc)
+    b = api.breakeven(load(args))
     tables = {"volume": b.volume, "finetune": b.finetune, "payback": b.payback}
     if args.curve:
         tables["curve"] = b.curve
-    emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"})
+    notes: list[str] = []
+    if args.format == "table":  # long notes printed whole below the table, not cut
+        tables["volume"], notes = _notes_below(b.volume)
+    emit(args, {k: v for k, v in tables.items() if not v.empty or k == "volume"},
+         notes=notes)
     return 0
+
+
+def _notes_below(df: pd.DataFrame, column: str = "note", width: int = 96
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """A table whose ``column`` holds note numbers ``[1]``, ``[2]`` ... (equal notes share
+    one), and the notes themselves, whole and wrapped to ``width`` characters."""
+    import textwrap
+
+    if df.empty or column not in df:
+        return df, []
+    texts: dict[str, int] = {}
+    for t in df[column]:
+        if isinstance(t, str) and t:
+            texts.setdefault(t, len(texts) + 1)
+    shown = df.assign(**{column: [f"[{texts[t]}]" if t in texts else t for t in df[column]]})
+    lead = "note: "  # :func:`emit` prints each note after it; continuation lines align
+    notes = [textwrap.fill(f"[{i}] {t}", width=width, initial_indent=lead,
+                           subsequent_indent=" " * len(f"{lead}[{i}] "),
+                           break_on_hyphens=False)[len(lead):] for t, i in texts.items()]
+    return shown, notes
 
 
 def cmd_optimize(args) -> int:
@@ -433,13 +442,7 @@ def cmd_optimize(args) -> int:
 
     import pandas as pd
 
-    from planner.engines.optimize import (
-        OptimizeOptions,
-        hourly_view,
-        optimize,
-        plan_view,
-        status_line,
-    )
+    from planner.engines.optimize import hourly_view, plan_view, status_line
 
     sc = load(args)
     from planner.config import med
@@ -447,19 +450,18 @@ def cmd_optimize(args) -> int:
     if not any(float(med(wc.requests_per_day)) > 0 for wc in sc.workload.values()):
         raise PlannerError(f"{shorten(args.scenario, 300)[1:-1]}: nothing to optimise: every "
                            "workload class has requests_per_day = 0 (at its median)")
-    opts = OptimizeOptions.from_scenario(
-        sc, **({"objective": args.objective} if args.objective else {}))
     t0 = time.perf_counter()
 
     def progress(text: str) -> None:
         print(f"optimize [{time.perf_counter() - t0:6.1f} s] {text}", file=sys.stderr,
               flush=True)
 
-    res = optimize(sc, gap=args.gap, time_limit_s=args.time_limit, stochastic=args.stochastic,
-                   n_scenarios=args.n, seed=args.seed, verify=args.verify, options=opts,
-                   verify_window_s=args.verify_window,
-                   progress=None if args.quiet or not (args.stochastic or args.verify)
-                   else progress)
+    o = api.optimize(sc, gap=args.gap, time_limit_s=args.time_limit, objective=args.objective,
+                     stochastic=args.stochastic, n=args.n, seed=args.seed, verify=args.verify,
+                     verify_window_s=args.verify_window, sensitivity=args.sensitivity,
+                     progress=None if args.quiet else progress,
+                     engine_progress=bool(args.stochastic or args.verify))
+    res = o.engine
     shown: dict[str, pd.DataFrame] = {}
     if res.solution is not None:
         shown["plan: what to buy, reserve, rent and call (USD per month)"] = plan_view(res)
@@ -488,19 +490,12 @@ def cmd_optimize(args) -> int:
         shown["violations found by the re-check"] = res.check.violations
     extra: dict[str, pd.DataFrame] = {}
     if args.sensitivity and res.trusted:
-        from planner.engines.optimize import sensitivity
-
-        if not args.quiet:
-            progress("sensitivity: traffic, API and GPU price multipliers")
-        sens = sensitivity(
-            sc, options=opts, gap=sc.optimize.gap if args.gap is None else args.gap,
-            time_limit_s=sc.optimize.time_limit_s if args.time_limit is None
-            else args.time_limit)
         shown["sensitivity: where the optimal mix changes (each axis alone, the others at x1)"] \
-            = sens.breakpoints if not sens.breakpoints.empty else pd.DataFrame(
+            = o.sensitivity_breakpoints if not o.sensitivity_breakpoints.empty else pd.DataFrame(
                 {"note": ["the set of deployments used does not change over the scanned "
                           "multipliers"]})
-        extra = {"sensitivity_grid": sens.grid, "sensitivity_breakpoints": sens.breakpoints}
+        extra = {"sensitivity_grid": o.sensitivity_grid,
+                 "sensitivity_breakpoints": o.sensitivity_breakpoints}
     code = 0 if res.trusted else EXIT_INFEASIBLE if res.status == "infeasible" \
         else EXIT_NO_PLAN
     if args.out:
@@ -605,7 +600,6 @@ def _simulate_replicas(items):
 
 def cmd_simulate(args) -> int:
     from planner.sim.output import write_frames
-    from planner.sim.scenario import run_tables, simulate_scenario
 
     sc = load(args)
     deployments = [d for ds in (args.deployment or []) for d in ds.split(",") if d]
@@ -620,12 +614,12 @@ def cmd_simulate(args) -> int:
                           deployments=deployments or list(sc.simulation.deployments) or None,
                           replicas=replicas)
     with _Bar("simulate", "req", args.quiet) as bar:
-        runs = simulate_scenario(
+        s = api.simulate(
             sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
             seed=args.seed, replicas=replicas, spillover=args.spillover,
-            traces=_simulate_traces(args, sc) or None, progress=bar,
+            traces=_simulate_traces(args, sc) or None, records=bool(args.out), progress=bar,
         )
-    tables = run_tables(runs, records=bool(args.out))
+    tables = {k: v for k, v in s.tables().items() if len(v)}
     if args.out:
         written = write_frames(tables, args.out, fmt="parquet" if args.parquet else "csv")
         if not args.quiet:
@@ -640,7 +634,7 @@ def cmd_simulate(args) -> int:
     }
     sim = sc.simulation
     seed = sim.seed if args.seed is None else args.seed
-    notes = [n for r in runs for n in r.notes]
+    notes = list(s.notes)
     notes.append(f"seed {seed}; replicas: " + "; ".join(
         f"{r.deployment} {int(r.replicas)} ({r.replicas_basis})"
         for r in tables["pools"].itertuples() if r.kind != "api"))

@@ -153,9 +153,54 @@ def med(x: Any) -> Any:
 
 
 class Strict(BaseModel):
-    """Base for all scenario tables: unknown keys rejected, instances frozen."""
+    """Base for all scenario tables: unknown keys rejected, instances frozen.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Every field is described (the JSON Schema of ``planner schema`` carries it): by the
+    docstring under the field, or else by a ``name : text`` (or ``name, other : text``)
+    entry of its class docstring (:func:`_docstring_fields`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              use_attribute_docstrings=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        listed = _docstring_fields(cls.__doc__ or "")
+        todo = {k: listed[k] for k, f in cls.model_fields.items()
+                if not f.description and k in listed}
+        for k, text in todo.items():
+            cls.model_fields[k].description = text
+        if todo:
+            cls.model_rebuild(force=True)
+
+
+def _docstring_fields(doc: str) -> dict[str, str]:
+    r"""``name : text`` entries of a class docstring (NumPy style, continuation lines indented
+    deeper), by field name; ``a, b : text`` describes both.
+
+    >>> _docstring_fields("T.\n\n    gap, time_limit_s : MILP gap and\n        limit.\n")
+    {'gap': 'MILP gap and limit.', 'time_limit_s': 'MILP gap and limit.'}
+    """
+    import re
+
+    out: dict[str, str] = {}
+    names: list[str] = []
+    indent = -1
+    for line in doc.splitlines():
+        body = line.strip()
+        ind = len(line) - len(line.lstrip())
+        m = re.fullmatch(r"([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*) : (.+)", body)
+        if m and (indent < 0 or ind <= indent):
+            names, indent = m.group(1).split(", "), ind
+            for n in names:
+                out[n] = m.group(2)
+        elif names and body and ind > indent:
+            for n in names:
+                out[n] += " " + body
+        else:
+            names = []
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,11 +222,19 @@ class Length(Strict):
     """
 
     tokens: NonNeg | None = None
+    """Length in tokens (a bare number means this)."""
     words: NonNeg | None = None
+    """Length in words of ``lang``, converted to tokens with the tokenizer's tokens per word."""
     chars: NonNeg | None = None
+    """Length in characters of ``lang`` (for Chinese, Japanese, Korean), converted to tokens with
+    the tokenizer's tokens per character."""
     lang: str | None = None
+    """ISO 639-1 language of ``words``/``chars`` (en, zh ...): picks the ratio in the catalog's
+    tokenizers.csv."""
     tokenizer: str | None = None
+    """Tokenizer family whose ratio converts words/characters (default: the serving model's)."""
     tokens_per_unit: Positive | None = None
+    """Tokens per word or character, overriding the catalog's ratio for this length."""
 
     @model_validator(mode="after")
     def _one_unit(self) -> Length:
@@ -196,7 +249,8 @@ class Length(Strict):
         return self
 
 
-LengthField = Annotated[Length, BeforeValidator(_length_from_number)]
+LengthField = Annotated[Length, BeforeValidator(_length_from_number,
+                                                 json_schema_input_type=float | Length)]
 
 
 QualityScore = Annotated[float, Field(ge=0, le=100)]
@@ -206,9 +260,13 @@ class SLO(Strict):
     """Latency service-level objective; any subset of the three bounds."""
 
     ttft_s: Positive | None = None
+    """Time to first token bound, seconds (none: unbounded)."""
     tpot_s: Positive | None = None
+    """Time per output token (inter-token latency) bound, seconds."""
     e2e_s: Positive | None = None
+    """End-to-end request latency bound, seconds."""
     percentile: Annotated[float, Field(gt=0, le=100)] = 90.0
+    """Share of requests, in percent, that must meet every bound (90 = p90)."""
 
 
 DiurnalSpec = str | tuple[Annotated[float, Field(ge=0)], ...]
@@ -218,21 +276,48 @@ class WorkloadClass(Strict):
     """One class of requests (chat, summarise, search ...)."""
 
     description: str = ""
+    """Free text shown in the outputs."""
     requests_per_day: Requests
+    """User requests per day (a number or a distribution; the diurnal profile spreads them over the
+    hours)."""
     diurnal: DiurnalSpec = "flat"
+    """Shape of the day: flat, business, consumer or global, or 24 (or 168, a week) relative hourly
+    weights; self-hosted capacity is sized for the peak hour."""
     input: LengthField
+    """Prompt length per LLM call, besides ``context``: tokens, or words/characters of a
+    language."""
     output: LengthField
+    """Generated length per completion."""
     context: LengthField | None = None
+    """Fixed context sent with every call (system prompt, retrieved documents, history), counted as
+    input."""
     calls_per_request: AtLeastOne = 1.0
+    """LLM calls per user request (agents, one call per retrieved document ...)."""
     samples_per_call: AtLeastOne = 1.0
+    """Completions generated per call (best-of-n): output tokens are multiplied, the prompt
+    is not."""
     cached_share: Share = 0.0
+    """Share of input tokens billed at an API's cached-input price (0-1)."""
     prefix_cache_hit_share: Share = 0.0
+    """Self-hosted prefix (KV) cache: share of input tokens found in the cache and not prefilled
+    (0-1)."""
     response_cache_hit_share: Share = 0.0
+    """Share of user requests answered from an application response cache, never reaching a model
+    (0-1)."""
     batch_share: Share = 0.0
+    """Share of requests that may wait for an API's Batch prices (0-1); self-hosted options serve
+    them like the rest."""
     retry_share: Share | None = None
+    """Share of requests sent again after a failure and paid again (default: ``[planning]
+    retry_share``)."""
     min_quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    """Worst acceptable model tier (1 best .. 5): options whose tier is worse do not serve this
+    class."""
     min_quality: QualityScore | None = None
+    """Least acceptable quality score (0-100, the catalog's quality_score scale) of the option
+    serving this class, for the optimiser."""
     slo: SLO | None = None
+    """Latency objective that sizes self-hosted replicas and that the simulator checks."""
 
     @model_validator(mode="after")
     def _diurnal_shape(self) -> WorkloadClass:
@@ -259,11 +344,17 @@ class RequestFee(Strict):
     """
 
     name: str
+    """Name of the fee in the cost lines (``fee:NAME``)."""
     usd_per_million_requests: NonNeg | None = None
+    """USD per million requests."""
     gb: NonNeg | None = None
+    """Memory of a serverless function, GB (with ``seconds`` and ``usd_per_gb_s``)."""
     seconds: NonNeg | None = None
+    """Billed duration of one function call, seconds."""
     usd_per_gb_s: NonNeg | None = None
+    """USD per GB-second of the function."""
     source: str = ""
+    """Where the price comes from (shown in the outputs)."""
 
     @model_validator(mode="after")
     def _one_form(self) -> RequestFee:
@@ -281,24 +372,50 @@ class ApiDeployment(Strict):
     """A hosted API offering (catalog ``api_prices.csv`` id) with optional overrides."""
 
     offering: str
+    """Catalog id of the offering (api_prices.csv ``id``, e.g. openai/gpt-4o-mini): prices,
+    tokenizer, quality."""
     classes: tuple[str, ...] | None = None
+    """Workload classes this option may serve (default: every class it qualifies for)."""
     fine_tune: str | None = None
+    """A ``[finetune.NAME]`` this option serves: fine-tuned prices (API) or the tuned model, its
+    one-off cost spread over the horizon."""
     input_usd_per_mtok: NonNeg | None = None
+    """Input price, USD per million tokens (overrides the catalog)."""
     output_usd_per_mtok: NonNeg | None = None
+    """Output price, USD per million tokens."""
     cached_input_usd_per_mtok: NonNeg | None = None
+    """Cached-input price, USD per million tokens (default: the input price)."""
     batch_input_usd_per_mtok: NonNeg | None = None
+    """Batch API input price, USD per million tokens."""
     batch_output_usd_per_mtok: NonNeg | None = None
+    """Batch API output price, USD per million tokens."""
     long_context_threshold_tokens: NonNeg | None = None
+    """Prompt tokens of one call above which the long-context prices apply to the whole call."""
     long_input_usd_per_mtok: NonNeg | None = None
+    """Long-context input price, USD per million tokens."""
     long_output_usd_per_mtok: NonNeg | None = None
+    """Long-context output price, USD per million tokens."""
     discount: Share = 0.0
+    """Negotiated discount on the bill, a share (0.2 = 20% off)."""
     gross_margin: Share | None = None
+    """Provider's gross margin: its cost = price x (1 - margin) (to estimate what serving costs the
+    provider)."""
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    """Model tier (1 best .. 5), overriding the catalog's, checked against a class's
+    ``min_quality_tier``."""
     tokenizer: str | None = None
+    """Tokenizer family for words/characters -> tokens (default: the catalog's for this
+    offering)."""
     request_fees: tuple[RequestFee, ...] = ()
+    """Per-request charges of the serving stack (API gateway, serverless function ...)."""
     tpm_limit: Positive | None = None
+    """Rate limit, tokens per minute: the optimiser routes no more through this option in any
+    hour."""
     provider: str | None = None
+    """Provider name for ``[optimize] max_share_per_provider`` (default: the catalog's provider)."""
     quality: dict[str, QualityScore] = Field(default_factory=dict)
+    """Quality score per class (0-100), overriding the catalog's ``quality_score``, for
+    ``min_quality``."""
 
 
 PricePlan = Literal["on-demand", "reserved-1y", "reserved-3y", "spot"]
@@ -308,22 +425,46 @@ Precision = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
 class _SelfHosted(Strict):
     model: str
+    """Catalog LLM id (llms.csv, e.g. llama-3.1-70b): parameters, layers, KV size."""
     accelerator: str | None = None
+    """Catalog accelerator id (accelerators.csv, e.g. h100-sxm)."""
     gpus_per_replica: PosInt = 1
+    """GPUs serving one model copy (tensor parallel degree)."""
     precision: Precision = "bf16"
+    """Weight precision: bf16, fp16, fp8, int8, int4 or fp4."""
     classes: tuple[str, ...] | None = None
+    """Workload classes this option may serve (default: every class it qualifies for)."""
     fine_tune: str | None = None
+    """A ``[finetune.NAME]`` whose tuned model this option serves (its one-off cost spread over the
+    horizon)."""
     replicas: Replicas | None = None
+    """Fixed number of replicas instead of sizing them for the peak hour (an existing fleet)."""
     committed: bool = False
+    """Capacity already paid for: free under the ``marginal`` lens, and a fleet fixed for the
+    horizon in the optimiser."""
     capacity_requests_per_s: Positive | None = None
+    """A replica's capacity, requests per second, stated instead of the performance model's."""
     perf: PerfOverrides = Field(default_factory=dict)
+    """Performance-model parameters (e.g. max_batch, max_tokens_per_step, bw_efficiency), see
+    planner.perf.params.PerfParams."""
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    """Model tier (1 best .. 5), overriding the catalog's, checked against a class's
+    ``min_quality_tier``."""
     tokenizer: str | None = None
+    """Tokenizer family for words/characters -> tokens (default: the model's)."""
     request_fees: tuple[RequestFee, ...] = ()
+    """Per-request charges of the serving stack (API gateway, serverless function ...)."""
     max_replicas: Replicas | None = None
+    """Most replicas the optimiser may use of this option (none: unbounded)."""
     min_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] | None = None  # optimiser
+    """Replicas this option runs in any hour it serves (optimiser; default ``[optimize]
+    min_replicas``)."""
     provider: str | None = None
+    """Provider name for ``[optimize] max_share_per_provider`` (cloud: the catalog offering's
+    provider)."""
     quality: dict[str, QualityScore] = Field(default_factory=dict)
+    """Quality score per class (0-100), overriding the catalog's ``quality_score``, for
+    ``min_quality``."""
 
 
 class CloudDeployment(_SelfHosted):
@@ -334,16 +475,35 @@ class CloudDeployment(_SelfHosted):
     """
 
     offering: str | None = None
+    """Catalog cloud price id (cloud_prices.csv ``id``); without it, ``accelerator`` + ``plan`` pick
+    the cheapest catalog row."""
     plan: PricePlan = "on-demand"
+    """Price plan: on-demand or spot (rented by the hour; with ``billing = "scale-to-zero"`` the
+    optimiser rents them hour by hour) or reserved-1y / reserved-3y (a fleet fixed for the
+    horizon)."""
     usd_per_gpu_hour: NonNeg | None = None
+    """Price, USD per GPU-hour, instead of the catalog's."""
     usd_per_instance_hour: NonNeg | None = None
+    """Price, USD per instance-hour (with ``gpus_per_instance``), instead of the catalog's."""
     gpus_per_instance: PosInt | None = None
+    """GPUs per rented instance: replicas are packed into whole instances and spare GPUs still
+    cost."""
     billing: Billing = "always-on"
+    """always-on (every hour of the month), active-window (``active_hours_per_day``), or
+    scale-to-zero (busy time plus idle time-outs and start-ups; hourly rentals in the
+    optimiser)."""
     active_hours_per_day: Annotated[float, Field(gt=0, le=24)] | None = None
+    """Hours a day the fleet runs with ``billing = "active-window"``."""
     startup_s: NonNeg | None = None
+    """Seconds a replica takes to start (boot, engine start, weights load), billed with
+    scale-to-zero (default: the catalog offering's, else 120)."""
     min_billing_s: NonNeg | None = None
+    """Shortest billed period, seconds (default: the catalog offering's, else 0)."""
     interruption_overhead: Share | None = None
+    """Spot plans: share of paid time lost to interruptions (price / (1 - overhead)); default: the
+    catalog offering's, else 0."""
     idle_timeout_s: NonNeg = 300.0
+    """Scale-to-zero: seconds an idle replica stays up (and billed) before it stops."""
 
     @model_validator(mode="after")
     def _billing_fields(self) -> CloudDeployment:
@@ -361,23 +521,44 @@ class OnPremDeployment(_SelfHosted):
     """
 
     server: str | None = None
+    """Catalog server id (servers.csv, e.g. hgx-h100): price, GPUs, power."""
     server_price_usd: NonNeg | None = None
+    """Price of one server, USD (with ``accelerator``), instead of the catalog's."""
     gpus_per_server: PosInt | None = None
+    """GPUs per server (default: the catalog server's, else 8)."""
     servers: Replicas | None = None
+    """Servers already owned or to buy, a fixed count (default: sized for the peak hour);
+    ``max_servers`` is the optimiser's cap instead."""
     amortisation_years: Positive | None = None
+    """Years over which a server's capex is recovered (default: the catalog server's)."""
     residual_share: Share = 0.0
+    """Resale value at the end of amortisation, a share of the price."""
     cost_of_capital: NonNeg = 0.0
+    """Yearly cost of capital: capex as an annuity at this rate (0 = straight-line)."""
     maintenance_share_per_year: Share | None = None
+    """Maintenance per year, a share of the server price (default: the catalog's)."""
     server_base_w: NonNeg | None = None
+    """Power of a server without its GPUs, W (default: the catalog's)."""
     gpu_tdp_w: NonNeg | None = None
+    """Power of one GPU at full load, W (default: the accelerator's TDP)."""
     gpu_idle_power_share: Share = 0.3
+    """Power of an idle GPU, a share of its TDP; power = base + GPUs x TDP x (idle + (1 - idle) x
+    utilisation)."""
     pue: AtLeastOne = 1.4
+    """Power usage effectiveness of the data centre (facility power / IT power, >= 1)."""
     electricity_usd_per_kwh: NonNeg = 0.12
+    """Electricity price, USD per kWh."""
     facilities_usd_per_server_year: NonNeg = 0.0
+    """Rack space, cooling, network per server, USD per year."""
     ops_usd_per_year: NonNeg = 0.0
+    """Staff running the fleet, USD per year."""
     implementation_usd: NonNeg = 0.0
+    """One-off set-up cost, USD, spread over the horizon (TCO lens)."""
     max_servers: Replicas | None = None
+    """Most servers the optimiser may buy of this option (a cap; ``servers`` fixes the count
+    instead)."""
     max_kw: Positive | None = None
+    """Most IT power of this option's servers at full load (before PUE), kW, for the optimiser."""
 
     @model_validator(mode="after")
     def _capex(self) -> OnPremDeployment:
@@ -394,33 +575,62 @@ class FineTune(Strict):
     """A fine-tune option: via an API, or LoRA / full fine-tuning on rented GPUs."""
 
     method: Literal["api", "lora", "full"]
+    """api (a provider's fine-tuning service), lora (adapters on rented GPUs) or full (every weight
+    on rented GPUs)."""
     base_model: str
+    """Catalog id of the base: an api_prices.csv offering for ``api``, an llms.csv model for
+    lora/full."""
     training_tokens: NonNeg
+    """Tokens in the training set (multiplied by ``epochs``)."""
     epochs: Positive = 1.0
+    """Passes over the training set."""
     retry_multiplier: AtLeastOne = 1.0
+    """Training runs paid per success (fine-tunes rarely work first time; article 000 budgets
+    10-20)."""
     qualifies_for: tuple[str, ...] = ()
+    """Classes whose quality bar the tuned model meets with ``quality_tier``."""
     quality_tier: Annotated[int, Field(ge=1, le=5)] | None = None
+    """Tier (1 best .. 5) of the tuned model on the ``qualifies_for`` classes."""
     ft_train_usd_per_mtok: NonNeg | None = None
+    """API fine-tuning price, USD per million training tokens (default: the catalog's)."""
     accelerator: str | None = None
+    """Catalog accelerator id for lora/full training."""
     gpus: PosInt | None = None
+    """GPUs of the training job (default: enough memory for the weights and optimiser state)."""
     usd_per_gpu_hour: NonNeg | None = None
+    """Training price, USD per GPU-hour (default: the cheapest on-demand catalog row)."""
     mfu: Fraction | None = None
+    """Model FLOPs utilisation of training (0-1, default 0.35)."""
     lora_flops_factor: Fraction | None = None
+    """LoRA training FLOPs as a share of full fine-tuning (default 2/3: no weight gradients)."""
+    one_off_usd: NonNeg = 0.0
+    """One-off engineering, data preparation and evaluation cost, USD, added to the training runs x
+    retries in the fine-tune's cost, break-even, payback and the optimiser."""
 
 
 class PreTraining(Strict):
     """A pre-training (or any 6ND) job: C = 6 N D FLOPs."""
 
     model: str | None = None
+    """Catalog LLM id (its parameter count); or ``params_b``."""
     params_b: Positive | None = None
+    """Parameters, billions (N in 6 N D)."""
     tokens: Positive
+    """Training tokens (D in 6 N D)."""
     accelerator: str | None = None
+    """Catalog accelerator id (its peak TFLOPS); or ``peak_tflops``."""
     peak_tflops: Positive | None = None
+    """Peak dense TFLOPS of one accelerator."""
     mfu: Fraction = 1.0
+    """Model FLOPs utilisation (0-1]."""
     usd_per_gpu_hour: NonNeg | None = None
+    """Price, USD per accelerator-hour; or ``cloud_offering``."""
     cloud_offering: str | None = None
+    """Catalog cloud price id giving the price per accelerator-hour."""
     gpus: PosInt | None = None
+    """Accelerators in the job (for the wall-clock days)."""
     discount: Share = 0.0
+    """Discount on the compute bill, a share."""
 
     @model_validator(mode="after")
     def _size(self) -> PreTraining:
@@ -437,14 +647,23 @@ class InferenceFlops(Strict):
     """First-principles cost per token at 2N FLOPs per token (source articles 001, 004)."""
 
     model: str | None = None
+    """Catalog LLM id (its parameter count); or ``params_b``."""
     params_b: Positive | None = None
+    """Parameters, billions (2 N FLOPs per token)."""
     accelerator: str | None = None
+    """Catalog accelerator id (its peak TFLOPS); or ``peak_tflops``."""
     peak_tflops: Positive | None = None
+    """Peak dense TFLOPS of one accelerator."""
     mfu: Fraction = 1.0
+    """Model FLOPs utilisation (0-1]."""
     usd_per_gpu_hour: NonNeg | None = None
+    """Price, USD per accelerator-hour (one of the three prices)."""
     usd_per_instance_hour: NonNeg | None = None
+    """Price, USD per instance-hour of ``gpus_per_instance`` accelerators."""
     gpus_per_instance: PosInt = 1
+    """Accelerators per instance."""
     cloud_offering: str | None = None
+    """Catalog cloud price id giving the price."""
 
     @model_validator(mode="after")
     def _size(self) -> InferenceFlops:
@@ -464,15 +683,25 @@ class Payback(Strict):
     """How much usage recovers a provider's training + inference cost (article 001, 7.x)."""
 
     training_usd: NonNeg | None = None
+    """Training cost, USD (or ``pretraining``)."""
     pretraining: str | None = None
+    """A ``[pretraining.NAME]`` job whose cost is the training cost."""
     retrain_every_months: Positive = 6.0
+    """Months between retrainings: the training cost is spread over them."""
     inference_usd_per_ktok: NonNeg | None = None
+    """Serving cost, USD per 1,000 tokens (or ``inference_flops``)."""
     inference_flops: str | None = None
+    """An ``[inference_flops.NAME]`` estimate giving the serving cost."""
     price_usd_per_ktok: NonNeg | None = None
+    """Price charged, USD per 1,000 tokens: solve for the tokens a month that pay back."""
     subscription_usd_per_month: NonNeg | None = None
+    """Subscription price, USD per user-month: solve for the subscribers that pay back."""
     tokens_per_user_month: tuple[NonNeg, ...] = ()
+    """Tokens a subscriber uses per month (one payback row each)."""
     tokens_per_user_day: tuple[NonNeg, ...] = ()
+    """Tokens a subscriber uses per day (x ``days_per_month``)."""
     days_per_month: Positive = 30.0
+    """Days per month for ``tokens_per_user_day``."""
 
     @model_validator(mode="after")
     def _refs(self) -> Payback:
@@ -493,10 +722,15 @@ class Revenue(Strict):
     """
 
     usd_per_year: NonNeg
+    """Revenue, USD per year."""
     units_per_month: Positive
+    """Requests (or queries) per month the revenue is earned on."""
     scale_from: Positive = 1.0
+    """Volume scale of the dated figure (e.g. internet penetration then)."""
     scale_to: Positive = 1.0
+    """Volume scale to apply it at (e.g. penetration now)."""
     classes: tuple[str, ...] = ()
+    """Workload classes the revenue per request is compared with (default: all)."""
 
 
 class TokenEconomics(Strict):
@@ -507,14 +741,23 @@ class TokenEconomics(Strict):
     """
 
     model: str
+    """Catalog LLM id."""
     accelerator: str
+    """Catalog accelerator id."""
     gpus: PosInt = 1
+    """GPUs per replica (tensor parallel)."""
     precision: Precision = "bf16"
+    """Weight precision: bf16, fp16, fp8, int8, int4 or fp4."""
     input_tokens: Positive = 1000.0
+    """Prompt tokens per request."""
     output_tokens: Positive = 1000.0
+    """Output tokens per request."""
     batches: tuple[PosInt, ...] = (1, 8, 32, 128)
+    """Decode batch sizes to price at."""
     usd_per_gpu_hour: NonNeg | None = None
+    """Price, USD per GPU-hour (default: the cheapest on-demand catalog row)."""
     compare_offerings: tuple[str, ...] = ()
+    """Catalog API offerings whose input/output price ratio is shown beside."""
 
 
 class Optimize(Strict):
@@ -526,7 +769,12 @@ class Optimize(Strict):
     min_onprem_share : at least this share of requests is served on-prem (data residency).
     onprem_max_kw : total IT power of all on-prem servers at full load (before PUE), kW.
     gap, time_limit_s : MILP relative optimality gap and time limit (HiGHS).
+    utilisation_target : replicas run at most at this share of their capacity at the SLO
+        (default: ``[planning] utilisation_target``).
     objective : ``expected`` cost, or ``cvar`` (expected + cvar_lambda x CVaR_alpha).
+    cvar_lambda : weight of the CVaR term with ``objective = "cvar"`` (USD per USD).
+    cvar_alpha : CVaR level with ``objective = "cvar"``: the mean of the worst 1 - alpha share
+        of scenarios' monthly costs.
     exclude : deployments the optimiser must not use.
     min_replicas : replicas an option runs in any hour it serves (a deployment's own
         ``min_replicas`` overrides it).
@@ -564,10 +812,15 @@ class Cascade(Strict):
     """
 
     small: str
+    """Deployment every routed request tries first."""
     large: str
+    """Deployment the escalated requests run on again."""
     escalation_share: Share
+    """Share of requests escalated to ``large`` (0-1)."""
     classes: tuple[str, ...] | None = None
+    """Classes the cascade may serve (default: those both deployments serve)."""
     quality: dict[str, QualityScore] = Field(default_factory=dict)
+    """The cascade's quality score per class (0-100); default (1 - e) x q_small + e x q_large."""
 
 
 class Correlation(Strict):
@@ -575,8 +828,11 @@ class Correlation(Strict):
     (``[[correlation]] a = "workload.chat.requests_per_day"; b = "...", rho = 0.5``)."""
 
     a: str
+    """Dotted key path of an uncertain input (e.g. workload.chat.requests_per_day)."""
     b: str
+    """Dotted key path of the other input."""
     rho: Annotated[float, Field(ge=-1.0, le=1.0)]
+    """Spearman rank correlation, -1..1."""
 
 
 GrowthRate = Annotated[_Num, AfterValidator(_check_range(-1.0, None, "> -1", open_lo=True))]
@@ -590,9 +846,13 @@ class Trends(Strict):
     """
 
     api_price_decline_per_year: Share = 0.0
+    """Yearly decline of API prices, a share (0.3 = 30% cheaper each year)."""
     gpu_price_decline_per_year: Share = 0.0
+    """Yearly decline of cloud GPU prices, a share."""
     hardware_price_decline_per_year: Share = 0.0
+    """Yearly decline of server prices, a share (for purchases in later years)."""
     traffic_growth_per_year: GrowthRate = 0.0
+    """Yearly traffic growth, a share (may be negative, > -1)."""
 
 
 class Planning(Strict):
@@ -608,12 +868,22 @@ class Planning(Strict):
     """
 
     utilisation_target: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Plan self-hosted replicas to run at this share of their capacity at the SLO in the peak hour
+    (0-1]."""
     ha_reserve_replicas: NonNegInt = 0
+    """Spare replicas per self-hosted option for failures (N + k)."""
     peak_to_average: Annotated[float, Field(ge=1)] | None = None
+    """Peak-hour / average load, used when a class's diurnal profile is flat."""
     retry_share: Share = 0.0
+    """Default share of requests retried and paid again (a class's ``retry_share`` overrides it)."""
     hours_per_month: Annotated[float, Field(gt=0, le=744)] = 730.0
+    """Hours in a billed month (730 = 8,760 / 12)."""
     lens: Literal["tco", "marginal"] = "tco"
+    """tco counts every cost; marginal leaves out capex and commitments already made
+    (``committed``)."""
     capacity: Literal["closed-loop", "open-loop"] = "open-loop"
+    """How a replica's capacity at the SLO is computed: open-loop (percentiles with queueing) or
+    closed-loop (mean latencies at a steady concurrency; optimistic)."""
 
 
 RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]
@@ -634,17 +904,33 @@ class SimTrace(Strict):
     """
 
     file: str
+    """Trace file (CSV, JSONL or Parquet), relative to the scenario file, or bundled:azure-conv /
+    bundled:azure-code."""
     workload_class: str | None = Field(default=None, alias="class")
+    """Workload class of the trace's requests (TOML key ``class``; default: the only class, or the
+    ``class_column`` labels)."""
     trace_format: Literal["azure", "mooncake", "burstgpt", "csv"] | None = None
+    """Preset column mapping and file format: azure, mooncake, burstgpt or csv (keys given here
+    override it)."""
     timestamp: str = "TIMESTAMP"
+    """Column of the arrival times."""
     timestamp_unit: Literal["datetime", "s", "ms", "us", "ns"] = "datetime"
+    """Unit of ``timestamp``: datetime (parsed dates), s, ms, us or ns."""
     timestamp_format: str | None = None
+    """strftime format of date-time timestamps (default: parsed automatically)."""
     input_tokens: str = "ContextTokens"
+    """Column of the prompt tokens."""
     output_tokens: str = "GeneratedTokens"
+    """Column of the output tokens."""
     class_column: str | None = None
+    """Column of workload class labels (requests then go to those classes)."""
     format: Literal["csv", "jsonl", "parquet"] | None = None
+    """File format: csv, jsonl or parquet (default: from the extension)."""
     rate_scale: Annotated[float, Field(gt=0)] = 1.0
+    """Replay at this multiple of the trace's rate (arrival times divided by it)."""
     repeat: bool = False
+    """Repeat the trace back to back to fill ``[simulation] hours`` (else replayed once, cut at
+    ``hours``)."""
     #: set by ``planner simulate --trace``: error messages then name the flags, not TOML keys
     _from_cli: bool = PrivateAttr(default=False)
 
@@ -668,6 +954,9 @@ class Simulation(Strict):
     spillover : an ``[api.NAME]`` that takes requests a pool would serve too late (predicted
         TTFT over the class SLO) or cannot queue (``max_queue``), and the classes no pool serves.
     routing : pool routing policy (``shared`` FCFS queue, ``jsq``, ``least_kv``, ``random``).
+    max_queue : queue limit, requests, of a pool (``shared`` routing) or of each replica
+        (the others): a request beyond it goes to the next pool of its class, the
+        ``spillover`` API, or is dropped; none: unbounded.
     api_ttft_s, api_output_tokens_per_s : the API's latency model (default: the catalog's
         figures, else 0.5 s and 60 tokens/s).
     length_cv : lognormal spread of request lengths around a class's fixed lengths (0 = every
@@ -698,34 +987,59 @@ class Simulation(Strict):
 
 class Meta(Strict):
     name: str
+    """Scenario name shown in every output."""
     question: str = ""
+    """The question the scenario answers (shown in the report)."""
     description: str = ""
+    """Free text."""
     horizon_months: Annotated[int, Field(ge=1, le=600)] = 12
+    """Planning horizon, months: one-off costs are spread over it, and totals (usd_horizon) span
+    it."""
     currency: str = "USD"
+    """Currency for display (all money is USD internally)."""
     usd_to_currency: Positive = 1.0
+    """Units of ``currency`` per USD."""
     discount_rate_per_year: NonNeg = 0.0
+    """Yearly discount rate for net present cost (``planner risk --years``)."""
 
 
 class Scenario(Strict):
     """A validated scenario. Build it with :func:`load_scenario` or :func:`parse_scenario`."""
 
     scenario: Meta
+    """Name, question, horizon and currency."""
     workload: dict[str, WorkloadClass] = Field(default_factory=dict)
+    """Workload classes by name (``[workload.NAME]``)."""
     api: dict[str, ApiDeployment] = Field(default_factory=dict)
+    """Hosted API options by name (``[api.NAME]``): pay per token."""
     cloud: dict[str, CloudDeployment] = Field(default_factory=dict)
+    """Rented-GPU options by name (``[cloud.NAME]``): pay per GPU-hour."""
     onprem: dict[str, OnPremDeployment] = Field(default_factory=dict)
+    """Bought-server options by name (``[onprem.NAME]``): capex, energy, staff."""
     finetune: dict[str, FineTune] = Field(default_factory=dict)
+    """Fine-tunes by name (``[finetune.NAME]``), served by options naming them in ``fine_tune``."""
     pretraining: dict[str, PreTraining] = Field(default_factory=dict)
+    """Pre-training cost estimates at 6 N D FLOPs (``[pretraining.NAME]``)."""
     inference_flops: dict[str, InferenceFlops] = Field(default_factory=dict)
+    """First-principles serving cost at 2 N FLOPs per token (``[inference_flops.NAME]``)."""
     payback: dict[str, Payback] = Field(default_factory=dict)
+    """Provider payback: usage that recovers training and serving (``[payback.NAME]``)."""
     revenue: dict[str, Revenue] = Field(default_factory=dict)
+    """Revenue per request for unit economics (``[revenue.NAME]``)."""
     token_economics: dict[str, TokenEconomics] = Field(default_factory=dict)
+    """GPU cost of an input vs an output token (``[token_economics.NAME]``)."""
     optimize: Optimize = Field(default_factory=Optimize)
+    """Limits and solver settings of ``planner optimize``."""
     cascade: dict[str, Cascade] = Field(default_factory=dict)
+    """Small-then-large cascades the optimiser may route to (``[cascade.NAME]``)."""
     correlation: tuple[Correlation, ...] = ()
+    """Rank correlations between uncertain inputs (``[[correlation]]``)."""
     trends: Trends = Field(default_factory=Trends)
+    """Yearly price and traffic trends for ``planner risk --years``."""
     planning: Planning = Field(default_factory=Planning)
+    """Capacity reserves, cost lens and billing month."""
     simulation: Simulation = Field(default_factory=Simulation)
+    """What ``planner simulate`` runs."""
     source_path: str | None = Field(default=None, exclude=True)
     variants_applied: tuple[str, ...] = Field(default=(), exclude=True)
 
@@ -1451,8 +1765,10 @@ def _check_simulation(sc: Scenario, path: str | None) -> None:
 
 def scenario_json_schema() -> dict[str, Any]:
     """JSON Schema of the scenario format (for editors: taplo / Even Better TOML)."""
-    schema = Scenario.model_json_schema(mode="validation")
+    schema = _shared_distribution(Scenario.model_json_schema(mode="validation"))
     schema["title"] = "planner scenario"
+    for internal in ("source_path", "variants_applied"):  # set by the loader, not a TOML key
+        schema["properties"].pop(internal, None)
     schema.setdefault("properties", {})["extends"] = {
         "type": "string", "description": "relative path of a base scenario to inherit",
     }
@@ -1460,3 +1776,33 @@ def scenario_json_schema() -> dict[str, Any]:
         "type": "object", "description": "named override tables applied with --variant NAME",
     }
     return schema
+
+
+def _shared_distribution(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema made compact for editors: the distribution union (the same ``oneOf`` under
+    every numeric field) written once, as ``$defs/Distribution``, and referenced; property
+    titles (the key names again) dropped; descriptions on one line."""
+    union: dict[str, Any] = {}
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            if x.get("discriminator", {}).get("propertyName") == "dist" and "oneOf" in x:
+                union.setdefault("u", {"description": "An uncertain value: a distribution "
+                                       "(the ``dist`` key names it); the deterministic engine "
+                                       "uses its median, Monte Carlo samples it.", **x})
+                return {"$ref": "#/$defs/Distribution"}
+            out = {k: walk(v) for k, v in x.items()}
+            if isinstance(out.get("description"), str):
+                out["description"] = " ".join(out["description"].split())
+            for p in (out.get("properties") or {}).values():  # titles repeat the key names
+                if isinstance(p, dict):
+                    p.pop("title", None)
+            return out
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    out = walk(schema)
+    if union:
+        out.setdefault("$defs", {})["Distribution"] = union["u"]
+    return out

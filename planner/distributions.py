@@ -124,7 +124,8 @@ class DistributionBase(BaseModel):
     to lie in [0, 1]), ``median``, ``mean`` and ``support``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True,
+                              use_attribute_docstrings=True)
 
     def median(self) -> float:
         """Median, computed analytically (not by sampling)."""
@@ -184,7 +185,9 @@ class FixedDist(DistributionBase):
     """A constant: every draw equals ``value``."""
 
     dist: Literal["fixed"] = "fixed"
+    """Distribution family: fixed."""
     value: FiniteFloat
+    """The constant value."""
 
     def median(self) -> float:
         return float(self.value)
@@ -203,8 +206,11 @@ class UniformDist(DistributionBase):
     """Uniform on [low, high]: ``ppf(u) = low + u (high - low)``."""
 
     dist: Literal["uniform"] = "uniform"
+    """Distribution family: uniform."""
     low: FiniteFloat
+    """Lower end."""
     high: FiniteFloat
+    """Upper end."""
 
     @model_validator(mode="after")
     def _check(self) -> UniformDist:
@@ -237,9 +243,13 @@ class TriangularDist(DistributionBase):
     """
 
     dist: Literal["triangular"] = "triangular"
+    """Distribution family: triangular."""
     low: FiniteFloat
+    """Lower end."""
     mode: FiniteFloat
+    """Most likely value."""
     high: FiniteFloat
+    """Upper end."""
 
     @model_validator(mode="after")
     def _check(self) -> TriangularDist:
@@ -287,10 +297,15 @@ class NormalDist(DistributionBase):
     """
 
     dist: Literal["normal"] = "normal"
+    """Distribution family: normal."""
     mean_value: FiniteFloat = Field(alias="mean")
+    """Mean (TOML key ``mean``)."""
     sd: FiniteFloat
+    """Standard deviation."""
     low: FiniteFloat | None = None
+    """Truncate below this value (optional)."""
     high: FiniteFloat | None = None
+    """Truncate above this value (optional)."""
 
     @model_validator(mode="after")
     def _check(self) -> NormalDist:
@@ -421,10 +436,15 @@ class LognormalDist(DistributionBase):
     """
 
     dist: Literal["lognormal"] = "lognormal"
+    """Distribution family: lognormal."""
     median_value: FiniteFloat | None = Field(default=None, alias="median")
+    """Median (TOML key ``median``; with ``p90``, or give ``mu`` and ``sigma``)."""
     p90: FiniteFloat | None = None
+    """90th percentile."""
     mu: FiniteFloat | None = None
+    """Mean of ln X."""
     sigma: FiniteFloat | None = None
+    """Standard deviation of ln X."""
 
     @model_validator(mode="before")
     @classmethod
@@ -638,10 +658,15 @@ class PertDist(DistributionBase):
     """
 
     dist: Literal["pert"] = "pert"
+    """Distribution family: pert (Beta-PERT)."""
     low: FiniteFloat
+    """Lower end."""
     mode: FiniteFloat
+    """Most likely value."""
     high: FiniteFloat
+    """Upper end."""
     lamb: FiniteFloat = 4.0
+    """Shape: weight of the mode (4 = classic PERT)."""
 
     @model_validator(mode="after")
     def _check(self) -> PertDist:
@@ -695,10 +720,15 @@ class BetaDist(DistributionBase):
     """
 
     dist: Literal["beta"] = "beta"
+    """Distribution family: beta."""
     a: FiniteFloat
+    """Shape a (alpha) > 0."""
     b: FiniteFloat
+    """Shape b (beta) > 0."""
     low: FiniteFloat = 0.0
+    """Lower end of the scaled range."""
     high: FiniteFloat = 1.0
+    """Upper end of the scaled range."""
 
     @model_validator(mode="after")
     def _check(self) -> BetaDist:
@@ -751,8 +781,11 @@ class ChoiceDist(DistributionBase):
     """
 
     dist: Literal["choice"] = "choice"
+    """Distribution family: choice (discrete)."""
     values: tuple[FiniteFloat, ...]
+    """The possible values."""
     p: tuple[FiniteFloat, ...] | None = None
+    """Their probabilities (default: equal)."""
 
     @model_validator(mode="after")
     def _check(self) -> ChoiceDist:
@@ -813,7 +846,9 @@ class EmpiricalDist(DistributionBase):
     """
 
     dist: Literal["empirical"] = "empirical"
+    """Distribution family: empirical."""
     values: tuple[FiniteFloat, ...]
+    """Observed values, resampled with their empirical quantiles."""
 
     @model_validator(mode="after")
     def _check(self) -> EmpiricalDist:

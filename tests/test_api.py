@@ -240,3 +240,54 @@ def test_readme_python_block_runs(tmp_path):
                           env=_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("argv, fn", [
+    (["cost", "example:quickstart"], "cost"),
+    (["breakeven", "example:quickstart"], "breakeven"),
+    (["risk", "example:quickstart", "-n", "500"], "risk"),
+    (["optimize", "example:quickstart"], "optimize"),
+    (["simulate", "example:quickstart", "--hours", "1", "--start-hour", "10",
+      "--deployment", "llama-8b-h100"], "simulate"),
+    (["report", "example:quickstart", "-o", "{tmp}/rep", "--sections", "summary"], "report"),
+    (["perf", "--model", "llama-3.1-8b", "--accelerator", "h100-sxm"], "perf"),
+])
+def test_cli_commands_go_through_the_api(monkeypatch, capsys, tmp_path, argv, fn):
+    """Each command calls its planner.api function exactly once (one path), and prints
+    what that call returned."""
+    from planner.cli import main
+
+    calls = []
+    real = getattr(api, fn)
+
+    def spy(*a, **kw):
+        out = real(*a, **kw)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(api, fn, spy)
+    assert main([x.replace("{tmp}", str(tmp_path)) for x in argv] + ["-q"] * (fn == "report")
+                ) == 0
+    assert len(calls) == 1 and isinstance(calls[0], api.Result)
+
+
+def test_cost_check_risk_years_and_optimize_sensitivity_options(quickstart):
+    from planner.engines.optimize import sensitivity
+    from planner.engines.risk.multiyear import run_multiyear
+    from planner.sim.scenario import check_sizing
+
+    c = api.cost(quickstart, check=True, check_max_requests=2000)
+    pd.testing.assert_frame_equal(c.check, check_sizing(quickstart, max_requests=2000))
+    assert api.cost(quickstart).check.empty
+    r = api.risk(quickstart, n=1000, seed=2, years=True, sensitivity=False)
+    my = run_multiyear(quickstart, n=1000, seed=2)
+    pd.testing.assert_frame_equal(r.npc, my.npc)
+    assert r.simulation.empty
+    said: list[str] = []
+    o = api.optimize(quickstart, sensitivity=True, progress=said.append,
+                     engine_progress=False)
+    s = sensitivity(quickstart, gap=quickstart.optimize.gap,
+                    time_limit_s=quickstart.optimize.time_limit_s)
+    pd.testing.assert_frame_equal(o.sensitivity_grid, s.grid)
+    assert said == ["sensitivity: traffic, API and GPU price multipliers"]
+    assert api.optimize(quickstart).sensitivity_grid.empty

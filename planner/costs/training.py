@@ -78,3 +78,40 @@ def finetune_gpu_run_usd(params_b, tokens_trained, flops_factor, gpus, peak_tflo
     flops = training_flops(params_b, tokens_trained, flops_factor)
     hours = chip_hours(flops, peak_tflops * gpus, mfu)
     return hours * gpus * usd_per_gpu_hour, hours
+
+
+# --------------------------------------------------------------------------------------------
+# a fine-tune's one-off cost and its payback
+
+
+def finetune_one_off_usd(run_usd, retry_multiplier, one_off_usd=0.0):
+    """Everything a fine-tune costs once: training runs x retries + the rest of the project.
+
+    usd = run_usd x retry_multiplier + one_off_usd, where ``one_off_usd`` is the engineering,
+    data preparation and evaluation a fine-tune needs besides compute (article 000 budgets the
+    training bill at 10-20 runs because fine-tuning rarely succeeds the first time; the
+    people-time around it is a separate line that a LoRA's small compute bill does not
+    include). Works on numbers and on arrays of samples.
+    """
+    return run_usd * retry_multiplier + one_off_usd
+
+
+def finetune_payback(one_off_usd, usd_per_token_finetuned, usd_per_token_versus,
+                     monthly_saving_usd):
+    """Break-even tokens and payback months of a one-off cost that lowers the cost per token.
+
+    T* = one_off / (c_versus - c_finetuned) tokens (no break-even when the fine-tuned option
+    is not cheaper per token); payback months = one_off / monthly saving (the simple payback
+    period, undiscounted: Brealey, Myers & Allen, *Principles of Corporate Finance*, ch. 5).
+    ``one_off_usd`` is :func:`finetune_one_off_usd`'s total. Returns ``(tokens, months)``,
+    NaN where there is no break-even.
+
+    Examples
+    --------
+    >>> finetune_payback(1_000.0, 1e-6, 3e-6, 500.0)
+    (500000000.0, 2.0)
+    """
+    gain = usd_per_token_versus - usd_per_token_finetuned
+    tokens = one_off_usd / gain if gain > 0 else float("nan")
+    months = one_off_usd / monthly_saving_usd if monthly_saving_usd > 0 else float("nan")
+    return float(tokens), float(months)

@@ -165,20 +165,27 @@ def finetune_breakeven(sc: Scenario, catalog: Catalog | None = None,
                        res: Results | None = None) -> pd.DataFrame:
     """Fine-tuned option vs each other option serving the same classes.
 
-    T* (cumulative tokens) = fine-tune cost / (cost per token without - cost per token with);
-    months to pay back = fine-tune cost / (monthly saving).
+    The fine-tune's one-off cost is its training runs x retries plus ``one_off_usd``
+    (engineering, data preparation, evaluation): :func:`planner.costs.training.
+    finetune_one_off_usd`, as the cost engine counts it. T* (cumulative tokens) = one-off cost /
+    (cost per token without - cost per token with); months to pay back = one-off cost /
+    monthly saving (:func:`planner.costs.training.finetune_payback`). The columns
+    ``training_usd`` and ``one_off_usd`` split ``finetune_usd`` into its two parts.
     """
+    from planner.costs.training import finetune_payback
+
     cat = catalog or load_catalog()
     res = res or evaluate(sc, cat)
     s = res.summary
-    ft_cost = res.finetune.set_index("finetune")["usd"] if not res.finetune.empty else {}
+    ft = res.finetune.set_index("finetune") if not res.finetune.empty else None
     deps = sc.deployments()
     rows = []
     for r in s.itertuples():
         ft_name = getattr(deps[r.deployment][1], "fine_tune", None)
         if not ft_name:
             continue
-        once = float(ft_cost[ft_name])
+        once = float(ft.loc[ft_name, "usd"])
+        extra = float(ft.loc[ft_name, "one_off_usd"])
         recurring_ft = r.usd_per_month - once / res.horizon_months
         for o in s.itertuples():
             if o.deployment == r.deployment or o.classes_served != r.classes_served:
@@ -188,15 +195,16 @@ def finetune_breakeven(sc: Scenario, catalog: Catalog | None = None,
             per_tok_ft = recurring_ft / r.tokens_per_month if r.tokens_per_month else np.nan
             per_tok_o = o.usd_per_month / o.tokens_per_month if o.tokens_per_month else np.nan
             saving = o.usd_per_month - recurring_ft
-            tstar = once / (per_tok_o - per_tok_ft) if per_tok_o > per_tok_ft else np.nan
+            tstar, months = finetune_payback(once, per_tok_ft, per_tok_o, saving)
             rows.append({
                 "finetuned": r.deployment, "finetune": ft_name, "versus": o.deployment,
-                "finetune_usd": once, "usd_per_mtok_finetuned": per_tok_ft * 1e6,
+                "finetune_usd": once, "training_usd": once - extra, "one_off_usd": extra,
+                "usd_per_mtok_finetuned": per_tok_ft * 1e6,
                 "usd_per_mtok_versus": per_tok_o * 1e6, "breakeven_tokens": tstar,
-                "monthly_saving_usd": saving,
-                "payback_months": once / saving if saving > 0 else np.nan,
+                "monthly_saving_usd": saving, "payback_months": months,
             })
     return pd.DataFrame(rows, columns=["finetuned", "finetune", "versus", "finetune_usd",
+                                       "training_usd", "one_off_usd",
                                        "usd_per_mtok_finetuned", "usd_per_mtok_versus",
                                        "breakeven_tokens", "monthly_saving_usd",
                                        "payback_months"])

@@ -314,5 +314,6 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
 
 
 FINETUNE_COLUMNS = ["finetune", "method", "tokens_trained", "usd_single_run",
-                    "retry_multiplier", "usd", "gpu_hours", "gpus", "mem_gb", "basis"]
+                    "retry_multiplier", "one_off_usd", "usd", "gpu_hours", "gpus", "mem_gb",
+                    "basis"]
 

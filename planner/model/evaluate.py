@@ -454,9 +454,12 @@ class Model:
                     f"{6 * factor:g} N D = {float(flops):.3g} FLOPs on {gpus} x "
                     f"{ft.accelerator} ({peak:g} TFLOPS, MFU {mfu:g}) = {float(hours):.3g} h x "
                     f"{price:g} usd/GPU-h x {retry:g}")
-        usd = once * retry
-        out = (usd, {**info, "usd_single_run": once, "retry_multiplier": retry, "usd": usd}
-               ) if ctx.trace else usd
+        extra = ctx.v(f"{b}.one_off_usd", ft.one_off_usd)
+        usd = tr.finetune_one_off_usd(once, retry, extra)
+        if ctx.trace and extra:
+            info["basis"] += f" + {extra:g} usd one-off (engineering, data, evaluation)"
+        out = (usd, {**info, "usd_single_run": once, "retry_multiplier": retry,
+                     "one_off_usd": extra, "usd": usd}) if ctx.trace else usd
         ctx.cache[ck] = out
         return out
 
