@@ -865,6 +865,13 @@ class Planning(Strict):
     burstiness_cv``) (:func:`planner.perf.openloop.slo_capacity`). ``closed-loop``: the
     largest steady concurrency whose mean TTFT and TPOT meet the SLO
     (:func:`planner.perf.replica_capacity`; optimistic under open arrivals).
+
+    ``prefill_wait`` (open-loop only): ``pooled`` (default) takes the prompt's wait as that of a
+    GI/G/c queue over the pool's replicas; ``per-replica`` as that of its own replica's
+    prefill, a GI/G/1 queue fed by a random split of the arrivals (``c_a^2 = 1 + (c_a^2 - 1) /
+    c``). The router places a request at once on the replica with the fewest requests, which
+    pools the wait only partly; the simulator lands between the two
+    (``studies/sizing-vs-simulation``).
     """
 
     utilisation_target: Annotated[float, Field(gt=0, le=1)] = 0.9
@@ -884,6 +891,10 @@ class Planning(Strict):
     capacity: Literal["closed-loop", "open-loop"] = "open-loop"
     """How a replica's capacity at the SLO is computed: open-loop (percentiles with queueing) or
     closed-loop (mean latencies at a steady concurrency; optimistic)."""
+    prefill_wait: Literal["pooled", "per-replica"] = "pooled"
+    """Open-loop TTFT wait: pooled (a GI/G/c queue over the pool's replicas; the tight figure)
+    or per-replica (each replica's prefill its own GI/G/1 queue fed by a random split of the
+    arrivals; conservative for bursty long prompts on large pools)."""
 
 
 RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]

@@ -118,3 +118,47 @@ def test_open_loop_sizing_is_a_planning_choice_with_its_limit_shown():
     assert r1 > r0
     # the p90 latencies at the operating point meet the SLO
     assert c1["ttft_s"] <= 1.5 and c1["tpot_s"] <= 0.06
+
+
+@pytest.mark.parametrize("servers", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("arrival_cv", [1.0, 2.0, 4.0])
+def test_per_replica_wait_is_the_conservative_bound(servers, arrival_cv):
+    """``[planning] prefill_wait = "per-replica"``: the TTFT miss share of a replica's own
+    GI/G/1 queue (a random split of the arrivals) is never below the pooled GI/G/c one where
+    sizing looks (miss shares up to 50%), and the two agree for one replica (the same
+    queue)."""
+    sm = _sm("llama-3.1-70b", gpus=2)
+    lam = np.geomspace(0.002, 1.2, 80)
+    kw = dict(input_tokens=12300.0, output_tokens=300.0, cv_out=0.5, arrival_cv=arrival_cv,
+              servers=servers, quantile=0.9, ttft_slo_s=3.0, tpot_slo_s=0.05)
+    pooled = open_loop(sm, lam, **kw)
+    alone = open_loop(sm, lam, pooled_wait=False, **kw)
+    ok = pooled.stable & (pooled.ttft_miss <= 0.5)
+    assert ok.sum() > 10
+    if servers == 1:
+        np.testing.assert_allclose(alone.ttft_miss[ok], pooled.ttft_miss[ok], rtol=1e-12)
+    else:
+        assert np.all(alone.ttft_miss[ok] >= pooled.ttft_miss[ok] - 1e-12)
+        assert alone.ttft_miss[ok].sum() > pooled.ttft_miss[ok].sum()
+    np.testing.assert_array_equal(alone.tpot_miss, pooled.tpot_miss)  # TPOT is untouched
+
+
+def test_per_replica_sizing_holds_where_the_pooled_wait_falls_short():
+    """A held-out case of ``studies/sizing-vs-simulation`` (seed 11, case 27: Llama-3.1-405B on
+    8x H100, 2,300-token prompts, arrival CV 2, identical lengths): the pooled wait sizes
+    replicas that miss the p90 SLO in the simulated busiest hour; ``per-replica`` sizes more,
+    and they meet it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"
+                           / "sizing-vs-simulation"))
+    from cases import cases, check
+
+    case = cases(28, seed=11)[27]
+    pooled = check(case)
+    case["planning"]["prefill_wait"] = "per-replica"
+    alone = check(case)
+    assert pooled["attainment_at"] < pooled["target"]
+    assert alone["replicas"] > pooled["replicas"]
+    assert alone["attainment_at"] >= alone["target"]

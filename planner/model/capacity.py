@@ -83,6 +83,8 @@ class Traffic:
     arrival_cv : coefficient of variation of the inter-arrival gaps (1: Poisson)
     servers : replicas of the pool the arrivals are shared over (the router joins the
         shortest queue, so waits pool over them)
+    pooled_wait : the prompt's wait pools over the replicas (GI/G/c), else it is its own
+        replica's (GI/G/1 on a random split of the arrivals); ``[planning] prefill_wait``
     """
 
     percentile: float = 90.0
@@ -90,6 +92,7 @@ class Traffic:
     cv_out: float = 0.0
     arrival_cv: float = 1.0
     servers: float = 1.0  # replicas of the pool sharing the arrivals (pooled prefill wait)
+    pooled_wait: bool = True  # False: each replica's prefill is its own GI/G/1 queue
 
 
 def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -> Traffic:
@@ -107,6 +110,7 @@ def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -
         percentile=float(wc.slo.percentile) if wc.slo is not None else 90.0,
         cv_in=cv * (input_tokens / prompt_tokens if prompt_tokens else 0.0), cv_out=cv,
         arrival_cv=float(sim.burstiness_cv) if sim.burstiness_cv is not None else 1.0,
+        pooled_wait=sc.planning.prefill_wait == "pooled",
     )
 
 
@@ -153,7 +157,8 @@ class CapacityCache:
                 sm, input_tokens=isl, output_tokens=osl, ttft_slo_s=ttft, tpot_slo_s=tpot,
                 percentile=traffic.percentile, prefix_cache_hit_share=hit,
                 cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
-                max_in_system=cap.max_batch, servers=traffic.servers)
+                max_in_system=cap.max_batch, servers=traffic.servers,
+                pooled_wait=traffic.pooled_wait)
             rps = op.requests_per_s
             if rps <= 0:  # not even a trickle meets the SLO: keep the one-request latencies
                 cap = replace(cap, requests_per_s=0.0, output_tokens_per_s=0.0,
@@ -195,7 +200,8 @@ class CapacityCache:
             sm, input_tokens=ii.ravel(), output_tokens=oo.ravel(), ttft_slo_s=ttft,
             tpot_slo_s=tpot, percentile=traffic.percentile, prefix_cache_hit_share=hit,
             cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
-            max_in_system=bmax.ravel(), servers=traffic.servers)
+            max_in_system=bmax.ravel(), servers=traffic.servers,
+            pooled_wait=traffic.pooled_wait)
         rps = np.array([op.requests_per_s for op in ops]).reshape(ii.shape)
         return np.where(fits, rps, 0.0)
 

@@ -112,6 +112,7 @@ def open_loop(
     ttft_slo_s: float | None = None,
     tpot_slo_s: float | None = None,
     quantiles: bool = True,
+    pooled_wait: bool = True,
 ) -> OpenLoopPoint:
     """Latency percentiles of one replica at arrival rates ``lam`` (see the module docstring).
 
@@ -139,6 +140,10 @@ def open_loop(
     quantiles : bool
         Compute the TTFT and TPOT percentiles (NaN when False: the capacity search needs only
         the miss shares, stability and memory).
+    pooled_wait : bool
+        The prompt's wait pools over the ``servers`` replicas (GI/G/c, default); False: it is
+        its own replica's prefill, a GI/G/1 queue fed by a random split of the arrivals
+        (``c_a^2 = 1 + (c_a^2 - 1) / c``), the bound for a router blind to prefill work.
     """
     lam = np.atleast_1d(np.asarray(lam, dtype=float))
     isl = np.asarray(input_tokens, dtype=float)
@@ -212,7 +217,10 @@ def open_loop(
     es = n * t_f / chunk
     r = np.minimum(rho, 0.999)
     c = max(float(servers), 1.0)
-    p_wait, ew = _renewal_wait(c, r, es, ca2, cv_n2)
+    if pooled_wait:
+        p_wait, ew = _renewal_wait(c, r, es, ca2, cv_n2)
+    else:  # each replica's own prefill queue, a random split of the pool's arrivals
+        p_wait, ew = _renewal_wait(1.0, r, es, 1.0 + (ca2 - 1.0) / c, cv_n2)
     c_own = np.minimum(n_nodes, chunk[e])
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
@@ -384,6 +392,7 @@ def slo_capacity_many(
     arrival_cv: float = 1.0,
     max_in_system: Any = None,
     servers: float = 1.0,
+    pooled_wait: bool = True,
 ) -> list[SloCapacity]:
     """:func:`slo_capacity` for many (prompt, output) length pairs at once (one array
     evaluation: a grid of 32 rates per pair, refined twice around the boundary)."""
@@ -407,7 +416,7 @@ def slo_capacity_many(
     kw = dict(input_tokens=isl[:, None], output_tokens=osl[:, None],
               prefix_cache_hit_share=prefix_cache_hit_share, cv_in=cv_in, cv_out=cv_out,
               arrival_cv=arrival_cv, quantile=q, servers=servers, ttft_slo_s=ttft_slo_s,
-              tpot_slo_s=tpot_slo_s)
+              tpot_slo_s=tpot_slo_s, pooled_wait=pooled_wait)
     frac = np.linspace(0.0, 1.0, 33)[1:]
     for _ in range(3):  # grid, then two refinements around the boundary
         grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]

@@ -1,8 +1,10 @@
-"""Run the sizing-vs-simulation study: ``python studies/sizing-vs-simulation/run.py [N] [SEED]``.
+"""Run the sizing-vs-simulation study: ``python studies/sizing-vs-simulation/run.py [N] [SEED]
+[PREFILL_WAIT]``.
 
 With the design seed (7) writes ``results.csv`` and ``sizing_vs_simulation.png`` beside this
 file; with another seed (a held-out draw of scenarios the model was not tuned on) writes
-``heldout_seed{SEED}.csv``. Prints a summary (see README.md). Every figure is computed by the
+``heldout_seed{SEED}.csv``; ``PREFILL_WAIT`` (``[planning] prefill_wait``: ``pooled``, the
+default, or ``per-replica``) other than the default adds its name to the file. Prints a summary (see README.md). Every figure is computed by the
 planner from the generated scenarios.
 """
 
@@ -22,10 +24,16 @@ sys.path.insert(0, str(HERE))
 from cases import cases, check  # noqa: E402
 
 
-def main(n: int = 60, seed: int = 7) -> dict:
-    rows = [check(c) for c in cases(n, seed)]
+def main(n: int = 60, seed: int = 7, prefill_wait: str = "pooled") -> dict:
+    drawn = cases(n, seed)
+    for c in drawn:
+        c["planning"]["prefill_wait"] = prefill_wait
+    rows = [check(c) for c in drawn]
     df = pd.DataFrame(rows)
-    df.to_csv(HERE / ("results.csv" if seed == 7 else f"heldout_seed{seed}.csv"), index=False)
+    name = "results" if seed == 7 else f"heldout_seed{seed}"
+    if prefill_wait != "pooled":
+        name += f"_{prefill_wait}"
+    df.to_csv(HERE / f"{name}.csv", index=False)
     ok = df["attainment_at"] >= df["target"]
     multi = df["replicas"] > 1
     tight = multi & (df["attainment_below"] < df["target"])
@@ -38,7 +46,7 @@ def main(n: int = 60, seed: int = 7) -> dict:
         "missing_slo_at_sizing": df.loc[~ok, "case"].tolist(),
         "padded": df.loc[multi & ~tight, "case"].tolist(),
     }
-    if seed != 7:
+    if name != "results":
         return summary
     chart = alt.Chart(df.assign(
         outcome=np.where(ok, "meets SLO at sizing", "misses SLO at sizing"))).mark_point(
@@ -55,5 +63,6 @@ def main(n: int = 60, seed: int = 7) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 60,
-                          int(sys.argv[2]) if len(sys.argv) > 2 else 7), indent=2))
+    args = sys.argv[1:]
+    print(json.dumps(main(int(args[0]) if args else 60, int(args[1]) if len(args) > 1 else 7,
+                          args[2] if len(args) > 2 else "pooled"), indent=2))
