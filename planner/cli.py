@@ -458,8 +458,8 @@ def cmd_optimize(args) -> int:
     res = optimize(sc, gap=args.gap, time_limit_s=args.time_limit, stochastic=args.stochastic,
                    n_scenarios=args.n, seed=args.seed, verify=args.verify, options=opts,
                    verify_window_s=args.verify_window,
-                   progress=None if args.quiet or not (args.stochastic or args.verify)
-                   else progress)
+                   progress=None if args.quiet or not (args.stochastic or args.verify or
+                                                       opts.horizon_hours) else progress)
     shown: dict[str, pd.DataFrame] = {}
     if res.solution is not None:
         shown["plan: what to buy, reserve, rent and call (USD per month)"] = plan_view(res)
@@ -471,6 +471,9 @@ def cmd_optimize(args) -> int:
             ": whole replicas of the median scenario, expected = mean over scenarios)"
             if res.n_scenarios > 1 else ")")] = \
             hourly_view(res)
+    if not res.year.empty:
+        shown["long horizon: typical-day rounds (plan re-priced on every hour, proven lower "
+              "bound)"] = res.year
     if not res.stochastic.empty:
         shown[f"stochastic: {res.n_scenarios} scenarios (P5/P50/P95, CVaR, VSS)"] = \
             res.stochastic
