@@ -29,10 +29,13 @@ aggregation with bounded error in objective function", Front. Energy Res. 2018):
    so they are exactly those of the expanded plan below. Whatever a typical hour serves at
    its envelope serves any of its days (the flows scaled down class by class: the same
    routing shares, less load on the same replicas, the same quality mix, fewer tokens).
+   With many hourly (scale-to-zero) columns (:data:`MAX_WHOLE_HOURLY_COLUMNS`), or when
+   whole counts find no plan in time, the hourly counts are solved as a fluid and rounded up
+   on the horizon.
 4. **The full-year re-check.** :func:`expand`: every day takes its group's hourly counts and
    routing shares; rented (scale-to-zero) counts are then cut to what each real hour needs
    where that does not cost more start-ups; a ramp limit is restored by raising counts
-   (:func:`_ramp_envelope`). :func:`.optimize_milp.check_plan` re-checks every constraint on
+   and a minimum run by raising counts (:func:`_runnable`). :func:`.optimize_milp.check_plan` re-checks every constraint on
    all 8,760 hours (demand, capacity, SLO capacity, quality, TPM, shares, budget, minimum
    replicas and run, ramp) and :func:`.optimize_milp.plan_costs` prices it: that cost is
    an upper bound on the optimum of the full-year problem. Days named by a failed check
@@ -96,6 +99,10 @@ __all__ = [
 DAYS_PER_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 #: Most typical days (before the peak days) the refinement goes to.
 MAX_TYPICAL_DAYS = 64
+#: Above this many hourly (scale-to-zero) block columns in a typical-day problem, its hourly
+#: counts are solved as a fluid (continuous) and rounded up on the horizon: whole counts make
+#: HiGHS slow (measured: 8 typical days x 6 hourly options, 41 s whole vs 12 s fluid)
+MAX_WHOLE_HOURLY_COLUMNS = 2000
 HOURS_PER_YEAR = 8760.0
 
 
@@ -382,6 +389,30 @@ def _ramp_envelope(b: np.ndarray, step: float) -> np.ndarray:
     return np.maximum(g[..., H:2 * H], b)
 
 
+def _run_envelope(b: np.ndarray, run: int) -> np.ndarray:
+    """Every block kept ``run`` hours after an hour that has it: the running maximum over
+    the last ``run`` hours (last axis, cyclic). Its start-ups satisfy the minimum run: the
+    blocks started in any ``run`` hours are at most the count at the end of them."""
+    out = b.copy()
+    for t in range(1, min(run, b.shape[-1])):
+        out = np.maximum(out, np.roll(b, t, axis=-1))
+    return out
+
+
+def _runnable(b: np.ndarray, run: int, step: float, rounds: int = 8) -> np.ndarray:
+    """``b`` raised until it keeps the minimum run (``run`` hours) and the ramp limit
+    (``step`` blocks per hour), both cyclic; each repair only raises counts (more capacity)."""
+    for _ in range(rounds):
+        prev = b
+        if run > 1:
+            b = _run_envelope(b, run)
+        if np.isfinite(step):
+            b = _ramp_envelope(b, step)
+        if np.array_equal(b, prev):
+            break
+    return b
+
+
 def _hourly_cost(b: np.ndarray, lag: np.ndarray, usd_h: float, usd_start: float) -> float:
     return float(b.sum() * usd_h + np.maximum(0.0, b - b[..., lag]).sum() * usd_start)
 
@@ -413,25 +444,21 @@ def expand(year: Problem, agg: Aggregation, pb_agg: Problem, plan: PlanArrays) -
         o = year.options[d]
         if o.stage != "hourly":
             continue
-        b = blocks[:, j, :]
-        if o.min_run_hours <= 1:
-            ld = load[:, j, :]
-            rep = o.load_replicas_per_block
-            need = np.ceil((ld / U + ha) / rep - 1e-9)
-            need = np.where(ld > 1e-12, np.maximum(need, o.min_blocks), 0.0)
-            cut = np.minimum(b, np.maximum(need, o.lb_blocks))
-            if np.isfinite(o.max_change_blocks):
-                cut = np.minimum(b, _ramp_envelope(cut, o.max_change_blocks))
-            su = float(np.max(o.startup_usd_per_block)) if o.startup_usd_per_block is not None \
-                else 0.0
-            usd = float(np.max(o.block_usd_per_hour))
-            if _hourly_cost(cut, lag, usd, su) < _hourly_cost(b, lag, usd, su):
-                b = cut
-        if np.isfinite(o.max_change_blocks):
-            b = _ramp_envelope(b, o.max_change_blocks)
+        run, step = int(o.min_run_hours), float(o.max_change_blocks)
+        # whole blocks (a fluid typical-day plan is rounded up: more capacity, never less)
+        b = np.ceil(blocks[:, j, :] - 1e-6)
+        ld = load[:, j, :]
+        need = np.ceil((ld / U + ha) / o.load_replicas_per_block - 1e-9)
+        need = np.where(ld > 1e-12, np.maximum(need, o.min_blocks), 0.0)
+        b = np.where(ld > 1e-12, np.maximum(b, need), b)
+        su = float(np.max(o.startup_usd_per_block)) if o.startup_usd_per_block is not None \
+            else 0.0
+        usd = float(np.max(o.block_usd_per_hour))
+        keep = _runnable(b, run, step)
+        cut = _runnable(np.maximum(need, o.lb_blocks), run, step)
+        b = cut if _hourly_cost(cut, lag, usd, su) < _hourly_cost(keep, lag, usd, su) else keep
         blocks[:, j, :] = b
-        used[:, j, :] = np.where(b > 0, 1.0, 0.0) if (ha > 0 or o.min_blocks > 1) else \
-            (b > 1e-9)
+        used[:, j, :] = np.where(b > 0, 1.0, 0.0)
     return out
 
 
@@ -494,6 +521,8 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
     sub_gap = max(gap / 4.0, 1e-4)
     k = int(settings.typical_days) if settings.typical_days is not None else \
         choose_typical_days(demand, gap)
+    n_hourly = sum(o.stage == "hourly" for o in year.options.values())
+    fluid = not year.integer_hourly
     forced: list[int] = []
     rounds: list[dict] = []
     best: YearSolve | None = None
@@ -508,10 +537,19 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         say(f"typical days: {agg.k} ({len(agg.forced_days)} peak or repaired day(s) kept "
             f"apart) for {demand.shape[-1] // 24} days")
         up = aggregated_problem(year, agg, "upper")
+        if not fluid and n_hourly * agg.k * 24 > MAX_WHOLE_HOURLY_COLUMNS:
+            fluid = True
+            msgs.append(f"{n_hourly} hourly option(s) x {agg.k * 24} typical hours: hourly "
+                        f"counts solved as a fluid on the typical days, then rounded up on "
+                        f"every hour of the horizon")
+        if fluid:
+            up = replace(up, integer_hourly=False)
         m = build_milp(up)
         say(f"solving the typical-day MILP ({m.shape[0]:,} rows x {m.shape[1]:,} columns, "
-            f"gap {sub_gap:g})")
-        info = solve_milp(m, gap=sub_gap, time_limit_s=max(left * 0.6, 1.0))
+            f"gap {sub_gap:g}{', hourly counts fluid' if fluid else ''})")
+        # the first solve leaves room for a smaller retry if it finds no plan in time
+        info = solve_milp(m, gap=sub_gap,
+                          time_limit_s=max(left * (0.4 if best is None else 0.6), 1.0))
         row = {"typical_days": agg.k, "forced_days": len(agg.forced_days),
                "rows": m.shape[0], "columns": m.shape[1], "status": info.status,
                "aggregated_usd_per_month": info.objective, "full_year_usd_per_month": math.nan,
@@ -519,6 +557,18 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
                "time_s": math.nan}
         if info.x is None:
             rounds.append({**row, "time_s": time.perf_counter() - t0})
+            if best is None and info.status != "infeasible" and not fluid and n_hourly and \
+                    time.perf_counter() - t0 < time_limit_s * 0.6:
+                fluid = True  # whole hourly counts too slow: a fluid, rounded up after
+                msgs.append(f"no plan in whole hourly counts on {agg.k} typical days within "
+                            f"the time given; retried with fluid hourly counts")
+                continue
+            if best is None and info.status != "infeasible" and k > 2 and \
+                    time.perf_counter() - t0 < time_limit_s * 0.7:
+                k = max(2, k // 3)  # no plan in time: fewer typical days
+                msgs.append(f"no plan on {agg.k} typical days within the time given; "
+                            f"retried with fewer")
+                continue
             if best is None:
                 status = "infeasible" if info.status == "infeasible" else info.status
                 return YearSolve(status, year, None, CheckReport(False, pd.DataFrame(
@@ -535,10 +585,14 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         left = time_limit_s - (time.perf_counter() - t0)
         say("bounding: the lower-envelope problem")
         lo = aggregated_problem(year, agg, "lower")
+        if fluid and year.ha_reserve == 0:
+            # continuous hourly counts (no minimum replicas): still a relaxation. With an HA
+            # reserve the fluid model keeps it warm in every hour, which is not, so not then
+            lo = replace(lo, integer_hourly=False)
         ml = build_milp(lo)
         linfo = solve_milp(ml, gap=sub_gap, time_limit_s=max(left * 0.5, 1.0))
-        lb = linfo.dual_bound if linfo.x is not None or linfo.status == "time_limit" \
-            else math.nan
+        # HiGHS's dual bound holds with or without a plan of the lower problem
+        lb = linfo.dual_bound if linfo.status not in ("error", "unbounded") else math.nan
         if linfo.status == "infeasible":
             lb = math.inf  # cannot happen when the upper problem has a plan
         if np.isfinite(lb):
