@@ -229,3 +229,44 @@ def test_cli_optimize_year_with_verify(tmp_path, capsys):
     assert (tmp_path / "out").exists()
     files = {f.stem for f in (tmp_path / "out").iterdir()}
     assert {"year", "aggregation", "plan"} <= files
+
+
+def test_fluid_typical_days_round_up_to_a_runnable_plan(monkeypatch):
+    # force the fluid path (continuous hourly counts on the typical days): the plan laid over
+    # the horizon is whole, keeps the ramp and minimum run, passes the check of every hour,
+    # and the bound stays below the optimum of the whole horizon solved directly
+    import planner.engines.optimize_year as oy
+
+    monkeypatch.setattr(oy, "MAX_WHOLE_HOURLY_COLUMNS", 0)
+    sc = toy(rpd=400_000, profile="business",
+             extra="max_change_per_hour = 2\nmin_run_hours = 4")
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
+    st = YearSettings(horizon_hours=8 * 24, growth_per_year=30.0, typical_days=2)
+    ys = solve_year(pb, st, gap=1e-3, time_limit_s=60)
+    assert any("fluid" in m for m in ys.messages)
+    assert ys.check.passed
+    b = ys.plan.blocks
+    assert np.array_equal(b, np.round(b))
+    full = year_problem(pb, year_demand(pb.demand, st))
+    m = build_milp(full)
+    info = solve_milp(m, gap=0.0, time_limit_s=120)
+    assert info.x is not None
+    assert ys.bound <= info.dual_bound * (1 + 1e-7)
+    assert info.objective <= ys.cost * (1 + 1e-7)
+
+
+@pytest.mark.parametrize("run, step", [(1, 2.0), (3, math.inf), (4, 2.0), (6, 1.0)])
+def test_runnable_repair_keeps_the_minimum_run_and_ramp(run, step):
+    from planner.engines.optimize_year import _runnable
+
+    rng = np.random.default_rng(run)
+    x = rng.integers(0, 12, (2, 500)).astype(float)
+    y = _runnable(x, run, step)
+    assert np.all(y >= x)  # only raised: never less capacity
+    starts = np.maximum(0.0, y - np.roll(y, 1, axis=-1))
+    started = sum(np.roll(starts, t, axis=-1) for t in range(run))
+    assert np.all(started <= y + 1e-9)
+    if np.isfinite(step):
+        assert np.all(np.abs(y - np.roll(y, 1, axis=-1)) <= step + 1e-9)
+    # a series that keeps both rules is left as it is
+    np.testing.assert_array_equal(y, _runnable(y, run, step))

@@ -389,23 +389,45 @@ def _ramp_envelope(b: np.ndarray, step: float) -> np.ndarray:
     return np.maximum(g[..., H:2 * H], b)
 
 
-def _run_envelope(b: np.ndarray, run: int) -> np.ndarray:
-    """Every block kept ``run`` hours after an hour that has it: the running maximum over
-    the last ``run`` hours (last axis, cyclic). Its start-ups satisfy the minimum run: the
-    blocks started in any ``run`` hours are at most the count at the end of them."""
-    out = b.copy()
-    for t in range(1, min(run, b.shape[-1])):
-        out = np.maximum(out, np.roll(b, t, axis=-1))
+def _min_run_repair(b: np.ndarray, run: int) -> np.ndarray:
+    """The least series >= ``b`` (last axis, cyclic) whose start-ups keep the minimum run:
+    forward in time, each hour holds at least the blocks started in the ``run - 1`` hours
+    before it (then the blocks started in any ``run`` hours are at most the count at the end
+    of them). Sequential by nature (each hour's starts depend on the hour before), so a loop
+    over the hours of each series; laps until the cyclic wrap settles."""
+    out = np.array(b, float)
+    if run <= 1:
+        return out
+    flat = out.reshape(-1, out.shape[-1])
+    H = flat.shape[-1]
+    r = min(run, H)
+    for x in flat:
+        for _lap in range(4):
+            changed = False
+            st = np.maximum(0.0, x - np.roll(x, 1)).tolist()
+            xs = x.tolist()
+            win = sum(st[H - r + 1:])  # starts in the r - 1 hours before hour 0
+            for h in range(H):
+                if xs[h] < win - 1e-9:
+                    xs[h] = win
+                    changed = True
+                sh = max(0.0, xs[h] - xs[h - 1])
+                win += sh - st[(h - r + 1) % H]
+                st[h] = sh
+            x[:] = xs
+            if not changed:
+                break
     return out
 
 
-def _runnable(b: np.ndarray, run: int, step: float, rounds: int = 8) -> np.ndarray:
+def _runnable(b: np.ndarray, run: int, step: float, rounds: int = 20) -> np.ndarray:
     """``b`` raised until it keeps the minimum run (``run`` hours) and the ramp limit
-    (``step`` blocks per hour), both cyclic; each repair only raises counts (more capacity)."""
+    (``step`` blocks per hour), both cyclic; both repairs are the least raise that fixes
+    their rule, so alternating them reaches the least series that keeps both."""
     for _ in range(rounds):
         prev = b
         if run > 1:
-            b = _run_envelope(b, run)
+            b = _min_run_repair(b, run)
         if np.isfinite(step):
             b = _ramp_envelope(b, step)
         if np.array_equal(b, prev):
