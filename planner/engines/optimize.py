@@ -749,8 +749,13 @@ def _verify_year(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s:
     """Simulate the busiest day of a long-horizon plan (the day holding its busiest hour),
     every hour of it, as :func:`_verify` does for a profile (headroom search included)."""
     pb, plan = res.problem, res.solution
-    _, h = busiest_hour(pb, plan)
-    day = int(h) // 24
+    # the hour of the highest load on the self-hosted pools; among equals (a fleet full in
+    # many hours), the one with the most requests
+    load = option_loads(pb, plan)[0].sum(axis=0)
+    top = np.flatnonzero(load >= load.max() * (1 - 1e-9)) if load.max() > 0 else \
+        np.arange(pb.periods)
+    h = int(top[np.argmax(pb.demand[0].sum(axis=0)[top])])
+    day = h // 24
     sl = slice(24 * day, 24 * day + 24)
     opts = {n: replace(o, ub_hourly=None if o.ub_hourly is None else o.ub_hourly[:, sl])
             for n, o in pb.options.items()}

@@ -569,9 +569,9 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         m = build_milp(up)
         say(f"solving the typical-day MILP ({m.shape[0]:,} rows x {m.shape[1]:,} columns, "
             f"gap {sub_gap:g}{', hourly counts fluid' if fluid else ''})")
-        # the first solve leaves room for a smaller retry if it finds no plan in time
+        # room left for the bound, or for a retry if no plan is found in time
         info = solve_milp(m, gap=sub_gap,
-                          time_limit_s=max(left * (0.4 if best is None else 0.6), 1.0))
+                          time_limit_s=max(left * 0.55, 1.0))
         row = {"typical_days": agg.k, "forced_days": len(agg.forced_days),
                "rows": m.shape[0], "columns": m.shape[1], "status": info.status,
                "aggregated_usd_per_month": info.objective, "full_year_usd_per_month": math.nan,
@@ -612,7 +612,7 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
             # reserve the fluid model keeps it warm in every hour, which is not, so not then
             lo = replace(lo, integer_hourly=False)
         ml = build_milp(lo)
-        linfo = solve_milp(ml, gap=sub_gap, time_limit_s=max(left * 0.5, 1.0))
+        linfo = solve_milp(ml, gap=sub_gap, time_limit_s=max(left * 0.9, 1.0))
         # HiGHS's dual bound holds with or without a plan of the lower problem
         lb = linfo.dual_bound if linfo.status not in ("error", "unbounded") else math.nan
         if linfo.status == "infeasible":
