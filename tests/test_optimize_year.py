@@ -270,3 +270,19 @@ def test_runnable_repair_keeps_the_minimum_run_and_ramp(run, step):
         assert np.all(np.abs(y - np.roll(y, 1, axis=-1)) <= step + 1e-9)
     # a series that keeps both rules is left as it is
     np.testing.assert_array_equal(y, _runnable(y, run, step))
+
+
+def test_api_only_year_is_bounded_exactly_by_the_excess_price():
+    # pay-per-request only: the cost is linear in the demand, so the lower envelopes plus
+    # the cheapest price of the requests above them bound the full horizon exactly
+    sc = toy(profile="business", extra='exclude = ["gpu"]')
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
+    st = YearSettings(horizon_hours=10 * 24, growth_per_year=20.0, typical_days=2)
+    ys = solve_year(pb, st, gap=1e-3, time_limit_s=60)
+    assert ys.check.passed
+    assert ys.error["envelope_width_share"] > 0.01  # the days differ
+    full = year_problem(pb, year_demand(pb.demand, st))
+    info = solve_milp(build_milp(full), gap=0.0, time_limit_s=60)
+    assert ys.bound <= info.objective * (1 + 1e-9)
+    assert ys.cost == pytest.approx(info.objective, rel=1e-9)
+    assert ys.gap <= 1e-9

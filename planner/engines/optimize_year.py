@@ -44,7 +44,9 @@ aggregation with bounded error in objective function", Front. Energy Res. 2018):
    hours together dropped (start-ups, minimum run, ramp, month shares, budget). Every hour's
    least cost is non-decreasing in its demand (scale the flows down), so this problem's
    optimum, and any dual bound HiGHS proves for it, is a lower bound on the full-year
-   optimum. It is a bound of the *full-year* problem (not only of the aggregated one).
+   optimum; the requests above the lower envelopes add at least their class's cheapest
+   price per request (:func:`excess_bound`). It is a bound of the *full-year* problem (not
+   only of the aggregated one).
 
 The gap reported is ``(full-year cost of the plan - lower bound) / full-year cost``. When
 it is above the target, the number of typical days is doubled (up to :data:`MAX_TYPICAL_DAYS`)
@@ -89,6 +91,7 @@ __all__ = [
     "aggregated_problem",
     "choose_typical_days",
     "envelope_width",
+    "excess_bound",
     "expand",
     "solve_year",
     "year_demand",
@@ -516,6 +519,21 @@ class YearSolve:
 _HOUR = re.compile(r"\bh=(\d+)")
 
 
+def excess_bound(year: Problem, agg: Aggregation) -> float:
+    """USD/month the demand above the lower envelopes costs at least: every request above it
+    is served by some route at no less than the class's cheapest price per request (block
+    costs are not negative). Added to the lower problem's bound, still a lower bound: a day's
+    plan, its flows scaled down to the envelope, serves the envelope; the requests scaled
+    away cost at least that much."""
+    extra = (year.demand - agg.expanded("lower")).sum(axis=2)[0]  # (C,) requests/s x hours
+    cheapest = np.full(len(year.classes), np.inf)
+    for r, c in year.pairs():
+        usd = float(np.min(year.route_usd_per_request(r, year.classes[c])))
+        cheapest[c] = min(cheapest[c], usd)
+    cheapest = np.where(np.isfinite(cheapest), np.maximum(cheapest, 0.0), 0.0)
+    return float(np.sum(np.maximum(extra, 0.0) * cheapest) * 3600.0 * year.hour_weight)
+
+
 def _failed_days(check: CheckReport) -> list[int]:
     """Days named by the violations of a full-year check."""
     hours = [int(m.group(1)) for item in check.violations["item"].astype(str)
@@ -616,7 +634,9 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         # HiGHS's dual bound holds with or without a plan of the lower problem
         lb = linfo.dual_bound if linfo.status not in ("error", "unbounded") else math.nan
         if linfo.status == "infeasible":
-            lb = math.inf  # cannot happen when the upper problem has a plan
+            lb = math.nan  # a relaxation of a problem with a plan: numerical trouble
+        elif np.isfinite(lb):
+            lb += excess_bound(year, agg)
         if np.isfinite(lb):
             best_bound = max(best_bound, float(lb))
         g = max(0.0, (cost - best_bound) / abs(cost)) if cost and np.isfinite(best_bound) \
