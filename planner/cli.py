@@ -460,7 +460,8 @@ def cmd_optimize(args) -> int:
                      stochastic=args.stochastic, n=args.n, seed=args.seed, verify=args.verify,
                      verify_window_s=args.verify_window, sensitivity=args.sensitivity,
                      progress=None if args.quiet else progress,
-                     engine_progress=bool(args.stochastic or args.verify))
+                     engine_progress=bool(args.stochastic or args.verify
+                                          or sc.optimize.horizon_hours))
     res = o.engine
     shown: dict[str, pd.DataFrame] = {}
     if res.solution is not None:
@@ -473,6 +474,9 @@ def cmd_optimize(args) -> int:
             ": whole replicas of the median scenario, expected = mean over scenarios)"
             if res.n_scenarios > 1 else ")")] = \
             hourly_view(res)
+    if not res.year.empty:
+        shown["long horizon: typical-day rounds (plan re-priced on every hour, proven lower "
+              "bound)"] = res.year
     if not res.stochastic.empty:
         shown[f"stochastic: {res.n_scenarios} scenarios (P5/P50/P95, CVaR, VSS)"] = \
             res.stochastic

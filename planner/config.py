@@ -784,6 +784,15 @@ class Optimize(Strict):
     min_run_hours : a started hourly replica runs at least this many hours.
     max_change_per_hour : most replicas an hourly option may add or remove from one hour to
         the next.
+    horizon_hours : plan this many hours (a whole number of days; 8760: a year) instead of
+        the workload's 24- or 168-hour profile: the profile repeated from 1 January, times
+        ``monthly_factors`` and the ``year_growth`` ramp, solved on typical days and
+        re-checked hour by hour (:mod:`planner.engines.optimize_year`).
+    monthly_factors : 12 traffic multipliers, January first (default 1 each).
+    year_growth : apply ``[trends] traffic_growth_per_year`` within the horizon, compounded
+        hourly (hour t carries (1 + g) ** (t / 8760) of the profile's traffic).
+    typical_days : typical days to start from (default: chosen from the aggregation error);
+        the peak days come on top.
     """
 
     budget_usd_per_month: NonNeg | None = None
@@ -801,6 +810,23 @@ class Optimize(Strict):
     startup_usd_per_replica: NonNeg | None = None
     min_run_hours: Annotated[int, Field(ge=1, le=8784)] = 1
     max_change_per_hour: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] | None = None
+    horizon_hours: Annotated[int, Field(ge=48, le=87600, multiple_of=24)] | None = None
+    monthly_factors: Annotated[tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...],
+                               Field(min_length=12, max_length=12)] | None = None
+    year_growth: bool = False
+    typical_days: Annotated[int, Field(ge=1, le=64)] | None = None
+
+    @model_validator(mode="after")
+    def _horizon_keys(self) -> Optimize:
+        if self.horizon_hours is None:
+            for key in ("monthly_factors", "typical_days"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} needs optimize.horizon_hours (a long horizon)")
+            if self.year_growth:
+                raise ValueError("year_growth needs optimize.horizon_hours (a long horizon)")
+        elif self.monthly_factors is not None and not any(self.monthly_factors):
+            raise ValueError("monthly_factors: expected 12 non-negative numbers, not all zero")
+        return self
 
 
 class Cascade(Strict):

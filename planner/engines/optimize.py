@@ -84,6 +84,7 @@ from planner.engines.optimize_stochastic import (
     whole_replicas,
 )
 from planner.engines.optimize_verify import MAX_REQUESTS_PER_HOUR, busiest_hour, verify_day
+from planner.engines.optimize_year import YearSettings, solve_year
 from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
 from planner.model.evaluate import Model
@@ -99,6 +100,7 @@ __all__ = [
     "diagnose_infeasibility",
     "hourly_view",
     "optimize",
+    "optimize_long",
     "optimize_problem",
     "plan_view",
     "report_tables",
@@ -144,6 +146,8 @@ class OptimizeResult:
     verification : simulated SLO attainment per class over the planned day (every hour of
         the profile; ``hour`` is the worst one, ``passed`` every hour meets the target).
     verification_hours : the same per simulated hour and class.
+    year, aggregation : long horizon (``horizon_hours``): the typical-day rounds (plan,
+        full-year cost, lower bound, gap) and the aggregation error (:mod:`.optimize_year`).
     headroom : utilisation targets tried when the simulated plan missed its SLO.
     infeasibility : constraint groups and whether dropping each restores feasibility.
     messages : plain-language notes (explanations, warnings).
@@ -171,6 +175,10 @@ class OptimizeResult:
     verification_hours: pd.DataFrame = field(default_factory=pd.DataFrame)
     headroom: pd.DataFrame = field(default_factory=pd.DataFrame)
     infeasibility: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: long horizon (``horizon_hours``): one row per typical-day aggregation tried
+    year: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: long horizon: aggregation error and bounds as (metric, value)
+    aggregation: pd.DataFrame = field(default_factory=pd.DataFrame)
     messages: tuple[str, ...] = ()
     n_scenarios: int = 1
     gap_target: float = math.nan
@@ -206,6 +214,7 @@ class OptimizeResult:
             "verification_hours": self.verification_hours, "headroom": self.headroom,
             "infeasibility": self.infeasibility, "violations": self.check.violations,
             "messages": pd.DataFrame({"message": list(self.messages)}),
+            **({"year": self.year, "aggregation": self.aggregation} if len(self.year) else {}),
         }
 
 
@@ -533,6 +542,9 @@ def optimize(
     t0 = time.perf_counter()
     cat = catalog or load_catalog()
     opts = options or OptimizeOptions.from_scenario(scenario)
+    if stochastic and opts.horizon_hours is not None:
+        raise PlannerError("optimize.horizon_hours: a long horizon is planned at the medians; "
+                           "drop --stochastic (or horizon_hours)")
     gap = opts.gap if gap is None else float(gap)
     tl = opts.time_limit_s if time_limit_s is None else float(time_limit_s)
     if not 0.0 <= gap <= 1.0:
@@ -548,6 +560,15 @@ def optimize(
         say("pricing the candidates in every scenario")
         pb = build_problem(scenario, cat, opts, values=values,
                            n=int(n_scenarios) if values else 1, model=model)
+    elif opts.horizon_hours is not None:
+        pb = build_problem(scenario, cat, opts)
+        res = optimize_long(pb, opts, gap=gap, time_limit_s=tl, progress=progress)
+        res.solve_time_s = time.perf_counter() - t0
+        if verify and res.solution is not None:
+            _verify_year(res, cat, gap=gap, time_limit_s=min(tl, 30.0),
+                         window_s=verify_window_s, seed=0 if seed is None else seed, say=say)
+        res.time_s = time.perf_counter() - t0
+        return res
     else:
         pb = build_problem(scenario, cat, opts)
     res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,
@@ -661,6 +682,97 @@ def optimize_problem(
     res.objective = obj
     res.time_s = time.perf_counter() - t0
     return res
+
+
+def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
+                  time_limit_s: float = 90.0,
+                  progress: Callable[[str], None] | None = None) -> OptimizeResult:
+    """Plan the long horizon of ``opts.horizon_hours`` for the profile problem ``pb`` on
+    typical days, re-checked and re-priced on every hour (:func:`.optimize_year.solve_year`).
+
+    The result is the full-horizon plan: ``objective_usd_per_month`` its cost re-priced on
+    every hour (the average month), ``lp_bound`` a proven lower bound on the full-horizon
+    optimum (the lower-envelope problem's dual bound), ``gap`` their relative difference,
+    ``check`` the hour-by-hour re-check; ``year`` and ``aggregation`` the rounds and the
+    aggregation error. Never None.
+    """
+    t0 = time.perf_counter()
+    empty = CheckReport(False, pd.DataFrame(columns=["constraint", "item", "lhs", "rhs",
+                                                     "excess"]))
+    structural = _structural(pb)
+    if structural:
+        return OptimizeResult(pb.name, "infeasible", math.nan, math.nan, math.nan,
+                              time.perf_counter() - t0, 0.0, empty,
+                              messages=tuple(["infeasible: " + s for s in structural]),
+                              problem=pb)
+    settings = YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
+                            float(opts.growth_per_year), opts.typical_days)
+    ys = solve_year(pb, settings, gap=gap, time_limit_s=time_limit_s, progress=progress)
+    msgs = list(pb.messages) + list(ys.messages)
+    agg_rows = []
+    if ys.aggregation is not None:
+        agg_rows = [("horizon_hours", settings.horizon_hours),
+                    ("typical_days", ys.aggregation.k),
+                    ("peak_or_repaired_days", len(ys.aggregation.forced_days)),
+                    *ys.error.items(),
+                    ("aggregated_objective_usd_per_month", ys.agg_objective),
+                    ("full_year_usd_per_month", ys.cost),
+                    ("lower_bound_usd_per_month", ys.bound), ("gap", ys.gap),
+                    ("check_passed", ys.check.passed)]
+    aggregation = pd.DataFrame(agg_rows, columns=["metric", "value"])
+    if ys.plan is None:
+        return OptimizeResult(pb.name, ys.status, math.nan, math.nan, ys.bound,
+                              time.perf_counter() - t0, 0.0, empty, messages=tuple(msgs),
+                              milp_shape=ys.milp_shape, problem=ys.year, year=ys.rounds,
+                              aggregation=aggregation, gap_target=gap)
+    costs = plan_costs(ys.year, ys.plan)
+    tabs = _tables(ys.year, ys.plan, costs)
+    H = settings.horizon_hours
+    msgs.append(
+        f"{H:,} hours planned on {ys.aggregation.k} typical days (upper envelopes; "
+        f"{len(ys.aggregation.forced_days)} peak or repaired day(s) kept apart): re-checked "
+        f"and re-priced on every hour at {ys.cost:,.0f} USD/month (the typical-day problem "
+        f"said {ys.agg_objective:,.0f}); the bound {ys.bound:,.0f} USD/month is a proven "
+        f"lower bound on the full-horizon optimum (lower-envelope problem), gap {ys.gap:.2%}; "
+        f"aggregation error of the hourly load: RMSE {ys.error['upper_rmse_share_of_mean']:.2%}"
+        f" of the mean, largest {ys.error['upper_max_abs_share_of_peak']:.2%} of the peak")
+    _warn_check(ys.check, msgs)
+    return OptimizeResult(
+        pb.name, ys.status, ys.cost, ys.gap, ys.bound, time.perf_counter() - t0, 0.0,
+        ys.check, milp_shape=ys.milp_shape, problem=ys.year, solution=ys.plan,
+        messages=tuple(msgs), gap_target=gap, year=ys.rounds, aggregation=aggregation,
+        **tabs)
+
+
+def _verify_year(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
+                 window_s: float, seed: int, say: Callable[[str], None]) -> None:
+    """Simulate the busiest day of a long-horizon plan (the day holding its busiest hour),
+    every hour of it, as :func:`_verify` does for a profile (headroom search included)."""
+    pb, plan = res.problem, res.solution
+    # the hour of the highest load on the self-hosted pools; among equals (a fleet full in
+    # many hours), the one with the most requests
+    load = option_loads(pb, plan)[0].sum(axis=0)
+    top = np.flatnonzero(load >= load.max() * (1 - 1e-9)) if load.max() > 0 else \
+        np.arange(pb.periods)
+    h = int(top[np.argmax(pb.demand[0].sum(axis=0)[top])])
+    day = h // 24
+    sl = slice(24 * day, 24 * day + 24)
+    opts = {n: replace(o, ub_hourly=None if o.ub_hourly is None else o.ub_hourly[:, sl])
+            for n, o in pb.options.items()}
+    dpb = replace(pb, demand=pb.demand[:, :, sl], periods=24, options=opts, messages=[])
+    dplan = replace(plan, blocks=plan.blocks[:, :, sl], used=plan.used[:, :, sl],
+                    flows=plan.flows[:, :, sl], x=None)
+    tmp = replace(res, problem=dpb, solution=dplan, messages=())
+    say(f"simulating the busiest day of the horizon (day {day}, hours {sl.start}-"
+        f"{sl.stop - 1})")
+    _verify(tmp, cat, gap=gap, time_limit_s=time_limit_s, window_s=window_s, seed=seed,
+            say=say)
+    res.verification, res.headroom = tmp.verification, tmp.headroom
+    res.verification_hours = tmp.verification_hours.assign(
+        day=day, horizon_hour=tmp.verification_hours["hour"] + 24 * day) \
+        if len(tmp.verification_hours) else tmp.verification_hours
+    res.messages = res.messages + (f"verification: the busiest day of the horizon (day {day}, "
+                                   f"horizon hours {sl.start}-{sl.stop - 1})",) + tmp.messages
 
 
 def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: float,
@@ -1067,8 +1179,9 @@ def status_line(res: OptimizeResult) -> str:
         # e.g. a stochastic plan made whole after a fluid solve: a valid plan, not proven
         # within the gap asked for
         status = f"feasible (gap above the {res.gap_target:.2%} asked for)"
+    bound = "lower bound on the full horizon" if len(res.year) else "LP bound"
     return (f"{status}: {obj} {res.objective_usd_per_month:,.0f} USD/month "
-            f"(LP bound {res.lp_bound:,.0f} USD/month, gap {res.gap:.2%}, solved in "
+            f"({bound} {res.lp_bound:,.0f} USD/month, gap {res.gap:.2%}, solved in "
             f"{res.time_s if math.isnan(res.solve_time_s) else res.solve_time_s:.1f} s); "
             f"{res.check.summary()}")
 

@@ -115,6 +115,10 @@ _SCALARS = (
 #: autoscaler default (:class:`planner.sim.plan.Autoscale`).
 DEFAULT_STARTUP_S = 120.0
 
+#: Default time budget (s) of a long-horizon plan (``[optimize] horizon_hours``) when
+#: ``time_limit_s`` is not given: the whole typical-day loop, not one solve.
+YEAR_TIME_LIMIT_S = 90.0
+
 
 @dataclass(frozen=True)
 class OptimizeOptions:
@@ -163,6 +167,17 @@ class OptimizeOptions:
     max_change_per_hour : int, optional
         Most replicas an hourly option may add or remove from one hour to the next (cyclic
         over the profile; at least one block when a block holds more replicas).
+    horizon_hours : int, optional
+        Plan this many hours (a whole number of days; 8760: a year) on typical days with a
+        proven gap (:mod:`.optimize_year`); default: the workload's profile.
+    monthly_factors : tuple of 12 float, optional
+        Long horizon: traffic multiplier of each calendar month.
+    growth_per_year : float
+        Long horizon: within-horizon traffic ramp ``(1 + g) ** (hour / 8760)``
+        (``[optimize] year_growth`` takes ``[trends] traffic_growth_per_year``).
+    typical_days : int, optional
+        Long horizon: typical days to start from (default: the fewest whose envelopes are
+        within the gap, :func:`.optimize_year.choose_typical_days`).
     """
 
     budget_usd_per_month: float | None = None
@@ -190,6 +205,10 @@ class OptimizeOptions:
     startup_usd_per_replica: float | None = None
     min_run_hours: int = 1
     max_change_per_hour: int | None = None
+    horizon_hours: int | None = None
+    monthly_factors: tuple[float, ...] | None = None
+    growth_per_year: float = 0.0
+    typical_days: int | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in ("expected", "cvar"):
@@ -253,6 +272,16 @@ class OptimizeOptions:
                     continue
                 vals[name] = tuple(v) if name == "exclude" else (
                     v if isinstance(v, str) else med(v))
+            if getattr(opt, "horizon_hours", None) is not None:
+                vals["horizon_hours"] = int(opt.horizon_hours)
+                if opt.monthly_factors is not None:
+                    vals["monthly_factors"] = tuple(float(f) for f in opt.monthly_factors)
+                if opt.year_growth:
+                    vals["growth_per_year"] = float(med(sc.trends.traffic_growth_per_year))
+                if opt.typical_days is not None:
+                    vals["typical_days"] = int(opt.typical_days)
+                if "time_limit_s" not in opt.model_fields_set:
+                    vals["time_limit_s"] = YEAR_TIME_LIMIT_S
         maps: dict[str, dict[str, Any]] = {
             "tpm_limit": {}, "max_replicas": {}, "max_servers": {}, "max_kw": {},
             "provider": {}, "quality": {}, "min_replicas_by": {},
@@ -420,6 +449,17 @@ class Problem:
     slo: dict[str, dict[str, float]]  # class -> {ttft_s, tpot_s, e2e_s, percentile}
     lengths: dict[str, tuple[float, float]]  # class -> (input, output) tokens (base tokenizer)
     messages: list[str] = field(default_factory=list)
+    #: typical-period (aggregated) problems only (:mod:`.optimize_year`): (P,) hours of the
+    #: month each profile hour stands for (rented blocks and start-ups); None: ``hour_weight``
+    #: in every hour
+    hour_weights: np.ndarray | None = None
+    #: typical-period problems only: (C, P) hours of the month one request/s of each class's
+    #: flow in each hour stands for (request prices, month totals and shares); None: the
+    #: block weights
+    flow_weights: np.ndarray | None = None
+    #: the profile repeats in cycles of this many hours (start-ups, minimum run, change per
+    #: hour wrap around within each cycle: one typical day); None: the whole profile
+    cycle_hours: int | None = None
 
     @property
     def n_scenarios(self) -> int:
@@ -429,6 +469,33 @@ class Problem:
     def hour_weight(self) -> float:
         """Hours of the month each profile hour stands for: hours_per_month / periods."""
         return self.hours_per_month / self.periods
+
+    @property
+    def weighted(self) -> bool:
+        """Hours stand for different lengths of time (a typical-period problem)."""
+        return self.hour_weights is not None or self.flow_weights is not None
+
+    def block_weights(self) -> np.ndarray:
+        """(P,) hours of the month each profile hour's rented blocks are paid for."""
+        if self.hour_weights is None:
+            return np.full(self.periods, self.hour_weight)
+        return np.asarray(self.hour_weights, float)
+
+    def request_weights(self) -> np.ndarray:
+        """(C, P) hours of the month one request/s of a class in an hour stands for."""
+        if self.flow_weights is not None:
+            return np.asarray(self.flow_weights, float)
+        return np.broadcast_to(self.block_weights(), (len(self.classes), self.periods))
+
+    def lag(self, t: int = 1) -> np.ndarray:
+        """(P,) index of the hour ``t`` hours before each hour, cyclic over the profile (or
+        within each cycle of :attr:`cycle_hours`); ``np.roll(np.arange(P), t)`` by default."""
+        P = self.periods
+        n = self.cycle_hours
+        if n is None or n >= P:
+            return np.roll(np.arange(P), t)
+        h = np.arange(P)
+        return h - h % n + (h % n - t) % n
 
     def pairs(self) -> list[tuple[int, int]]:
         """(route index, class index) of every allowed routing."""
@@ -968,6 +1035,31 @@ def build_problem(
 
     # big-M upper bounds for blocks: every class this option may carry, all on it, per hour
     pf = _peak_factor(sc, demand)
+    set_block_bounds(opts, routes, classes, demand, util, sc.planning.ha_reserve_replicas)
+
+    return Problem(
+        name=sc.name, classes=classes, periods=P, hours_per_month=hpm,
+        horizon_months=sc.scenario.horizon_months, demand=demand, prob=np.full(S, 1.0 / S),
+        options=opts, routes=routes, finetune_usd=ft_usd, utilisation_target=util,
+        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=pf,
+        min_quality=minq, budget_usd_per_month=options.budget_usd_per_month,
+        max_share_per_provider=options.max_share_per_provider,
+        min_onprem_share=options.min_onprem_share, onprem_max_kw=options.onprem_max_kw,
+        integer_hourly=(S == 1) if integer_hourly is None and options.integer_hourly is None
+        else bool(integer_hourly if integer_hourly is not None else options.integer_hourly),
+        excluded=why, slo=slo, lengths=lengths,
+    )
+
+
+def set_block_bounds(opts: Mapping[str, OptionData], routes: Sequence[RouteData],
+                     classes: Sequence[str], demand: np.ndarray, util: float,
+                     ha_reserve: int) -> None:
+    """Set every self-hosted option's big-M block bounds (``ub_hourly`` (S, P), ``ub_blocks``)
+    for ``demand`` (S, C, P): enough blocks in each hour for all the classes it may carry, all
+    on it, at the utilisation target, with the HA reserve and the minimum replicas (in place).
+    """
+    S, _, P = demand.shape
+    classes = list(classes)
     for o in opts.values():
         if not o.selfhosted:
             continue
@@ -984,7 +1076,7 @@ def build_problem(
                 inv = np.where(k.capacity_rps > 0, mult / k.capacity_rps, 0.0)
             load += demand[:, i, :] * inv[:, None]
         ub = np.ceil(load * o.peak_factor[:, None] / util / o.replicas_per_block - 1e-9) + \
-            math.ceil(sc.planning.ha_reserve_replicas / o.replicas_per_block)
+            math.ceil(ha_reserve / o.replicas_per_block)
         if not o.fixed_fleet:  # room for the minimum replicas while serving
             ub = np.where(ub > 0, np.maximum(ub, o.min_blocks), ub)
         if o.stage == "hourly" and (o.min_run_hours > 1 or np.isfinite(o.max_change_blocks)
@@ -994,19 +1086,6 @@ def build_problem(
             ub = np.broadcast_to(ub.max(axis=1, keepdims=True), ub.shape).copy()
         o.ub_hourly = np.maximum(ub, o.lb_blocks)
         o.ub_blocks = max(o.lb_blocks, float(ub.max()))
-
-    return Problem(
-        name=sc.name, classes=classes, periods=P, hours_per_month=hpm,
-        horizon_months=sc.scenario.horizon_months, demand=demand, prob=np.full(S, 1.0 / S),
-        options=opts, routes=routes, finetune_usd=ft_usd, utilisation_target=util,
-        ha_reserve=sc.planning.ha_reserve_replicas, peak_factor=pf,
-        min_quality=minq, budget_usd_per_month=options.budget_usd_per_month,
-        max_share_per_provider=options.max_share_per_provider,
-        min_onprem_share=options.min_onprem_share, onprem_max_kw=options.onprem_max_kw,
-        integer_hourly=(S == 1) if integer_hourly is None and options.integer_hourly is None
-        else bool(integer_hourly if integer_hourly is not None else options.integer_hourly),
-        excluded=why, slo=slo, lengths=lengths,
-    )
 
 
 def name_blocked(why: dict[str, dict[str, str]], c: str, name: str) -> bool:

@@ -382,13 +382,23 @@ def build_milp(
         cost(sidx, uf[j], opts[d].fixed_usd_per_month)
     for j, f in enumerate(fts):
         cost(sidx, ft[j], pb.finetune_usd[f] / pb.horizon_months)
-    for j, d in enumerate(hourly_opts):
-        cost(sidx[:, None], bh[:, j, :], (opts[d].block_usd_per_hour * w)[:, None])
-    for j, d in enumerate(st_opts):
-        cost(sidx[:, None], st[:, j, :], (_startup(opts[d]) * w)[:, None])
-    for k, (r, c) in enumerate(pairs):
-        usd = pb.route_usd_per_request(r, pb.classes[c])
-        cost(sidx[:, None], fl[:, k, :], (usd * 3600.0 * w)[:, None])
+    if pb.weighted:  # a typical-period problem: hours stand for different lengths of time
+        bw, rw = pb.block_weights()[None, :], pb.request_weights()
+        for j, d in enumerate(hourly_opts):
+            cost(sidx[:, None], bh[:, j, :], opts[d].block_usd_per_hour[:, None] * bw)
+        for j, d in enumerate(st_opts):
+            cost(sidx[:, None], st[:, j, :], _startup(opts[d])[:, None] * bw)
+        for k, (r, c) in enumerate(pairs):
+            usd = pb.route_usd_per_request(r, pb.classes[c])
+            cost(sidx[:, None], fl[:, k, :], (usd * 3600.0)[:, None] * rw[c][None, :])
+    else:
+        for j, d in enumerate(hourly_opts):
+            cost(sidx[:, None], bh[:, j, :], (opts[d].block_usd_per_hour * w)[:, None])
+        for j, d in enumerate(st_opts):
+            cost(sidx[:, None], st[:, j, :], (_startup(opts[d]) * w)[:, None])
+        for k, (r, c) in enumerate(pairs):
+            usd = pb.route_usd_per_request(r, pb.classes[c])
+            cost(sidx[:, None], fl[:, k, :], (usd * 3600.0 * w)[:, None])
     if pen is not None:
         per_rs = pen * 3600.0 * w  # USD per (request/s for an hour) left unserved
         total_rpm = pb.demand.sum(axis=(1, 2)) * 3600.0 * w
@@ -480,7 +490,7 @@ def build_milp(
                 rows.put(mr[:, i, :], bh[:, hourly_opts.index(d), :], 1.0)
                 rows.put(mr[:, i, :], uh[:, uh_opts.index(d), :], -opts[d].min_blocks)
         # starts[h] - blocks[h] + blocks[h - 1] >= 0 (cyclic: the profile repeats)
-        prev = np.roll(np.arange(P), 1)
+        prev = pb.lag(1)
         if st_opts:
             sr = rows.new("starts", [f"starts[s={s}, option={d}, h={h}]" for s in range(S)
                                      for d in st_opts for h in range(P)], 0.0,
@@ -499,8 +509,7 @@ def build_milp(
             for i, d in enumerate(mrun):
                 rows.put(rr[:, i, :], bh[:, hourly_opts.index(d), :], 1.0)
                 for t in range(run_hours(opts[d])):
-                    rows.put(rr[:, i, :], st[:, st_opts.index(d), np.roll(np.arange(P), t)],
-                             -1.0)
+                    rows.put(rr[:, i, :], st[:, st_opts.index(d), pb.lag(t)], -1.0)
         # ramp: |blocks[h] - blocks[h - 1]| <= max_change_blocks
         ramp = [d for d in hourly_opts if "ramp" not in drop and P > 1 and
                 np.isfinite(opts[d].max_change_blocks)]
@@ -563,23 +572,27 @@ def build_milp(
             rows.put(t, slack["tpm"], -1.0)
 
     # month's request shares (per scenario)
-    total = pb.demand.sum(axis=(1, 2))  # (S,) sum of hourly rates (the weights cancel)
+    # (S,) sum of hourly rates (equal weights cancel; a typical-period problem weighs them)
+    srw = pb.request_weights() / pb.hour_weight if pb.weighted else None
+    total = pb.demand.sum(axis=(1, 2)) if srw is None else (pb.demand * srw).sum(axis=(1, 2))
     if onprem_row:
         rr = rows.new("onprem_share", [f"onprem_share[s={s}]" for s in range(S)],
                       pb.min_onprem_share, np.inf)
-        for k, (r, _) in enumerate(pairs):
+        for k, (r, c) in enumerate(pairs):
             kept = pb.routes[r].onprem_kept
-            rows.put(rr[:, None], fl[:, k, :], (kept / np.maximum(total, 1e-300))[:, None])
+            co = (kept / np.maximum(total, 1e-300))[:, None]
+            rows.put(rr[:, None], fl[:, k, :], co if srw is None else co * srw[c][None, :])
         if pen is not None:
             rows.put(rr, slack["onprem_share"], 1.0)
     if provs:
         rr = rows.new("provider_share", [f"provider_share[s={s}, provider={p}]"
                                          for s in range(S) for p in provs], -np.inf,
                       pb.max_share_per_provider).reshape(S, len(provs))
-        for k, (r, _) in enumerate(pairs):
+        for k, (r, c) in enumerate(pairs):
             for p, share in pb.routes[r].touch.items():
+                co = (share / np.maximum(total, 1e-300))[:, None]
                 rows.put(rr[:, provs.index(p), None], fl[:, k, :],
-                         (share / np.maximum(total, 1e-300))[:, None])
+                         co if srw is None else co * srw[c][None, :])
         if pen is not None:
             rows.put(rr, slack["provider_share"], -1.0)
 
@@ -939,7 +952,8 @@ def _polish(m: Milp, x: np.ndarray, time_limit_s: float) -> np.ndarray:
     lb[first] = ub[first] = np.round(x[first])
     bh = m.cols["blocks_hourly"]
     v = np.round(x[bh])
-    nb = np.stack([np.roll(v, 1, axis=-1), v, np.roll(v, -1, axis=-1)])
+    pb = m.problem
+    nb = np.stack([v[..., pb.lag(1)], v, v[..., pb.lag(-1)]])
     lb[bh] = np.maximum(lb[bh], nb.min(axis=0))
     ub[bh] = np.minimum(ub[bh], nb.max(axis=0))
     if np.any(lb > ub):
@@ -962,7 +976,7 @@ def tight_starts(m: Milp, x: np.ndarray) -> np.ndarray:
         return x
     bho = list(m.cols.blocks["blocks_hourly"].axes[1][1])
     bh = x[m.cols["blocks_hourly"][:, [bho.index(d) for d in opts], :]]
-    x[b.index] = np.maximum(0.0, bh - np.roll(bh, 1, axis=-1))
+    x[b.index] = np.maximum(0.0, bh - bh[..., m.problem.lag(1)])
     return x
 
 
@@ -1103,7 +1117,7 @@ def plan_starts(pb: Problem, plan: PlanArrays) -> np.ndarray:
         return out
     for j, d in enumerate(plan.options):
         if pb.options[d].stage == "hourly":
-            out[:, j, :] = np.maximum(0.0, b[:, j, :] - np.roll(b[:, j, :], 1, axis=-1))
+            out[:, j, :] = np.maximum(0.0, b[:, j, :] - b[:, j, pb.lag(1)])
     out[out < 1e-9] = 0.0
     return out
 
@@ -1129,6 +1143,14 @@ def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
             if np.any(fixed != 0):
                 u = plan.used[:, j, 0]
                 recs.append((d, "fixed when used (staff, implementation)", u * fixed))
+        elif pb.weighted:
+            bw = pb.block_weights()
+            recs.append((d, f"{o.price_plan or 'on-demand'} rental (per hour rented)",
+                         (plan.blocks[:, j, :] * bw).sum(axis=1) * o.block_usd_per_hour))
+            su = _startup(o)
+            if np.any(su != 0) and P > 1:
+                recs.append((d, "start-ups (billed while starting)",
+                             (starts[:, j, :] * bw).sum(axis=1) * su))
         else:
             recs.append((d, f"{o.price_plan or 'on-demand'} rental (per hour rented)",
                          plan.blocks[:, j, :].sum(axis=1) * o.block_usd_per_hour * w))
@@ -1142,7 +1164,8 @@ def plan_costs(pb: Problem, plan: PlanArrays) -> pd.DataFrame:
     per_req: dict[tuple[str, str], np.ndarray] = {}
     for k, (r, c) in enumerate(plan.pairs):
         cname = pb.classes[c]
-        req = plan.flows[:, k, :].sum(axis=1) * 3600.0 * w  # (S,) requests/month
+        req = (plan.flows[:, k, :] * pb.request_weights()[c]).sum(axis=1) * 3600.0 \
+            if pb.weighted else plan.flows[:, k, :].sum(axis=1) * 3600.0 * w  # (S,) /month
         for leg, mult in pb.routes[r].legs:
             o = pb.options[leg]
             comp = "api tokens and fees" if o.kind == "api" else (
@@ -1317,13 +1340,13 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
         if o.stage == "hourly" and P > 1:
             run = min(int(o.min_run_hours), P)
             if run > 1:
-                started = sum(np.roll(starts[:, j, :], t, axis=-1) for t in range(run))
+                started = sum(starts[:, j, pb.lag(t)] for t in range(run))
                 n += b.size
                 for s, h in zip(*np.nonzero(started - b > tol), strict=True):
                     bad("min_run", f"s={s}, option={d}, h={h}: blocks started in the last "
                         f"{run} h", started[s, h], b[s, h], started[s, h] - b[s, h])
             if np.isfinite(o.max_change_blocks):
-                step = np.abs(b - np.roll(b, 1, axis=-1))
+                step = np.abs(b - b[:, pb.lag(1)])
                 n += b.size
                 for s, h in zip(*np.nonzero(step > o.max_change_blocks + tol), strict=True):
                     bad("ramp", f"s={s}, option={d}, h={h}", step[s, h], o.max_change_blocks,
@@ -1365,11 +1388,18 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
             bad("tpm", f"s={s}, option={d}, h={h}", tpm[s, h], o.tpm_limit,
                 tpm[s, h] - o.tpm_limit)
     # shares
-    total = np.maximum(pb.demand.sum(axis=(1, 2)), 1e-300)
+    srw = pb.request_weights() / pb.hour_weight if pb.weighted else None
+
+    def month(k: int, c: int) -> np.ndarray:  # (S,) a pair's flow summed over the hours
+        f = plan.flows[:, k, :]
+        return f.sum(axis=1) if srw is None else (f * srw[c]).sum(axis=1)
+
+    total = np.maximum(pb.demand.sum(axis=(1, 2)) if srw is None else
+                       (pb.demand * srw).sum(axis=(1, 2)), 1e-300)
     if pb.min_onprem_share is not None:
         kept = np.zeros(S)
-        for k, (r, _) in enumerate(plan.pairs):
-            kept += plan.flows[:, k, :].sum(axis=1) * pb.routes[r].onprem_kept
+        for k, (r, c) in enumerate(plan.pairs):
+            kept += month(k, c) * pb.routes[r].onprem_kept
         share = kept / total
         n += S
         for s in np.flatnonzero(share < pb.min_onprem_share - tol):
@@ -1377,9 +1407,9 @@ def check_plan(pb: Problem, plan: PlanArrays, *, tol: float = 1e-6, objective: f
                 pb.min_onprem_share - share[s])
     if pb.max_share_per_provider is not None:
         acc: dict[str, np.ndarray] = {}
-        for k, (r, _) in enumerate(plan.pairs):
+        for k, (r, c) in enumerate(plan.pairs):
             for p, sh_ in pb.routes[r].touch.items():
-                acc[p] = acc.get(p, 0.0) + plan.flows[:, k, :].sum(axis=1) * sh_
+                acc[p] = acc.get(p, 0.0) + month(k, c) * sh_
         for p, a in acc.items():
             share = a / total
             n += S
