@@ -495,7 +495,7 @@ def cmd_optimize(args) -> int:
         sens = sensitivity(
             sc, options=opts, gap=sc.optimize.gap if args.gap is None else args.gap,
             time_limit_s=sc.optimize.time_limit_s if args.time_limit is None
-            else args.time_limit)
+            else args.time_limit, current=res)
         shown["sensitivity: where the optimal mix changes (each axis alone, the others at x1)"] \
             = sens.breakpoints if not sens.breakpoints.empty else pd.DataFrame(
                 {"note": ["the set of deployments used does not change over the scanned "
