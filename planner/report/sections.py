@@ -151,6 +151,8 @@ def mix_explanation(plan: pd.DataFrame, routing: pd.DataFrame | None,
         return ""
     total = float(plan["usd_per_month"].sum())
     single = float(best["usd_per_month"])
+    plan = plan.assign(**{c: plan[c] if c in plan.columns else ""
+                          for c in ("kind", "decision")})
     deps = plan[~plan["deployment"].astype(str).str.startswith("finetune:")]
     if len(deps) == 1 and str(deps["deployment"].iloc[0]) == str(best["deployment"]):
         same = (f"The optimiser's plan is the cheapest single option itself "
@@ -174,7 +176,9 @@ def mix_explanation(plan: pd.DataFrame, routing: pd.DataFrame | None,
             if not cls.empty:
                 what += " (" + ", ".join(f"{c.share:.0%} of {c[1]}"
                                          for c in cls.itertuples()) + ")"
-        roles.append(f"{what}: {r.decision}")
+        decision = getattr(r, "decision", "")
+        roles.append(f"{what}: {decision}" if isinstance(decision, str) and decision
+                     else what)
     reasons = []
     if hourly is not None and {"hour", "deployment", "requests_per_s"} <= set(hourly.columns):
         for r in deps[deps["kind"].astype(str) == "api"].itertuples():
