@@ -384,10 +384,18 @@ def build_risk(ctx: Context) -> Section:
         _chart(s, "tornado", lambda: charts.tornado(tor))
     if (paths := _frame(r, "paths")) is not None:
         _chart(s, "cost_paths", lambda: charts.cost_paths(paths))
+    captions = {
+        "risk_summary": "Monthly cost per option over the Monte Carlo samples (USD).",
+        "win_probability": "Share of samples in which each option is the cheapest.",
+        "tornado": "Monthly cost with each uncertain input at its P10 and at its P90.",
+        "cost_paths": "Cumulative cost from today to the end of each year (before the "
+                      "on-prem residual credit); residual_credit_usd is the servers' book "
+                      "value credited at the end, usd_net_p50 the median net of it.",
+    }
     for key, name in (("summary", "risk_summary"), ("win", "win_probability"),
                       ("tornado", "tornado"), ("paths", "cost_paths")):
         if (df := _frame(r, key)) is not None:
-            s.add(Table(name, df))
+            s.add(Table(name, df, captions[name]))
     return s
 
 
