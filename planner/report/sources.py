@@ -35,6 +35,8 @@ _ARTICLE = re.compile(r"\barticles? (00[0-4])\b")
 _BUILD_PATH = re.compile(r"(?:\.\./)?\bshared/[\w./-]+|(?<![\w.:/])/(?:work|home|tmp|farm|root)"
                          r"/[\w./-]+")
 
+_EITHER = re.compile(rf"\barticles? 00[0-4]\b|(?:{_BUILD_PATH.pattern})")
+
 
 def original_source(text: object) -> tuple[str, bool]:
     """``(source, complete)``: ``text`` with every "article 00N" replaced by the article's
@@ -79,8 +81,9 @@ def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_datetime64_any_dtype(df[c]):
             continue
         col = df[c]
-        hit = col.map(lambda v: isinstance(v, str) and (
-            _ARTICLE.search(v) is not None or _BUILD_PATH.search(v) is not None))
+        hit = col.astype(str).str.contains(_EITHER, na=False).to_numpy(dtype=bool).copy()
+        if hit.any():
+            hit &= col.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
         if hit.any():
             out = df.copy() if out is None else out
             out.loc[hit, c] = col[hit].map(lambda v: original_source(v)[0])
