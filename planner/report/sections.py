@@ -174,8 +174,9 @@ def mix_explanation(plan: pd.DataFrame, routing: pd.DataFrame | None,
         if routing is not None and {"class", "route", "share"} <= set(routing.columns):
             cls = routing[routing["route"].astype(str) == str(r.deployment)]
             if not cls.empty:
-                what += " (" + ", ".join(f"{c.share:.0%} of {c[1]}"
-                                         for c in cls.itertuples()) + ")"
+                what += " (" + ", ".join(
+                    f"{c.share:.0%} of {c[1]}" if c.share >= 0.01 or c.share == 0
+                    else f"{c.share:.1%} of {c[1]}" for c in cls.itertuples()) + ")"
         decision = getattr(r, "decision", "")
         roles.append(f"{what}: {decision}" if isinstance(decision, str) and decision
                      else what)
