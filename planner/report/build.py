@@ -132,8 +132,9 @@ def build_report(
         Catalog to price against (default: the shipped catalog).
     on_progress : callable, optional
         ``on_progress(done, total, stage)`` after each step. ``total`` is fixed before the
-        first step: one per engine run, one per section built, one per section whose charts
-        and tables are written, one for the page and one for publishing the files.
+        first step: one per engine run, one per section built, one for the page, one per
+        section whose chart images are rendered (omitted sections count too) and one for
+        publishing the files (the ``progress`` bar shows the same steps).
 
     Returns
     -------
