@@ -591,7 +591,8 @@ def optimize(scenario: Scenario | str | os.PathLike, *, stochastic: bool = False
             progress("sensitivity: traffic, API and GPU price multipliers")
         sens = _sensitivity(
             sc, options=opts, gap=sc.optimize.gap if gap is None else gap,
-            time_limit_s=sc.optimize.time_limit_s if time_limit_s is None else time_limit_s)
+            time_limit_s=sc.optimize.time_limit_s if time_limit_s is None else time_limit_s,
+            current=res)
         extra = {"sensitivity_grid": sens.grid, "sensitivity_breakpoints": sens.breakpoints}
     t = res.tables()
     return OptimizeResult(

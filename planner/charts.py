@@ -24,6 +24,12 @@ HEIGHT = 320
 ECDF_GRID = np.linspace(0.0, 1.0, 201)
 
 USD = ",.0f"
+#: Largest / smallest value from which an axis of costs or latencies is drawn on a log scale.
+LOG_SPREAD = 10.0
+#: The same for latency CDFs (a wider range: SLOs are often 10x the typical latency).
+LATENCY_LOG_SPREAD = 20.0
+#: An SLO more than this multiple of the slowest class's P99.5 is named, not drawn.
+SLO_REACH = 5.0
 USD_FINE = ",.4~g"
 
 
@@ -41,6 +47,45 @@ def _need(df: pd.DataFrame, cols: Iterable[str], chart: str) -> None:
         )
     if df.empty:
         raise NoData(f"{chart}: the input table is empty")
+
+
+#: Human labels (with units) of the column and component names charts show in legends.
+LABELS = {
+    "input": "input tokens", "cached_input": "cached input tokens",
+    "output": "output tokens", "batch_input": "batch input tokens",
+    "batch_output": "batch output tokens", "ttft_s": "time to first token (s)",
+    "tpot_s": "time per output token (s)", "e2e_s": "end-to-end latency (s)",
+    "usd_per_month": "USD per month", "requests_per_day": "requests per day",
+    "requests_per_s": "requests per second", "gpu rental": "GPU rental",
+    "capex": "capex (purchase, amortised)",
+}
+_TABLES = ("workload", "api", "cloud", "onprem", "planning", "scenario", "trends", "finetune",
+           "servers", "catalog", "simulation")
+_UNITS = (("_usd_per_hour", " (USD per hour)"), ("_usd_per_mtok", " (USD per million tokens)"),
+          ("_per_day", " per day"), ("_usd", " (USD)"), ("_s", " (s)"))
+
+
+def human_label(name: object) -> str:
+    """A column, cost component or scenario key as a reader would say it, with its unit:
+    ``batch_input`` -> "batch input tokens", ``tpot_s`` -> "time per output token (s)",
+    ``workload.chat.requests_per_day`` -> "chat: requests per day"."""
+    text = str(name)
+    if text in LABELS:
+        return LABELS[text]
+    parts = text.split(".")
+    if len(parts) > 1 and parts[0] in _TABLES:
+        parts = parts[1:]
+    *where, last = parts
+    if last in LABELS:
+        tail = LABELS[last]
+    else:
+        tail = last
+        for suffix, unit in _UNITS:
+            if tail.endswith(suffix) and len(tail) > len(suffix):
+                tail = tail[: -len(suffix)] + unit
+                break
+        tail = tail.replace("_", " ")
+    return ": ".join([*where, tail]) if where else tail
 
 
 def _domain(values: Iterable) -> list[str]:
@@ -119,6 +164,7 @@ def cost_breakdown(costs: pd.DataFrame) -> alt.Chart:
     _need(costs, ["deployment", "component", "usd_per_month"], "cost_breakdown")
     d = (costs.groupby(["deployment", "component"], as_index=False, sort=True)["usd_per_month"]
          .sum())
+    d["component"] = d["component"].map(human_label)
     total = d.groupby("deployment")["usd_per_month"].transform("sum")
     d["share"] = np.where(total > 0, d["usd_per_month"] / total.where(total > 0, 1.0), 0.0)
     d["deployment_usd_per_month"] = total
@@ -318,7 +364,15 @@ def risk_distribution(samples: pd.DataFrame, value: str = "usd_per_month") -> al
                           "cumulative_probability": p, "quantile": lab})
     qd = pd.DataFrame(q)
     color = _color("deployment", samples["deployment"], "deployment option")
-    x = alt.X(f"{value}:Q", title="cost (USD per month)", axis=alt.Axis(format="$~s"))
+    pos = e[value].to_numpy(dtype=float)
+    pos = pos[np.isfinite(pos) & (pos > 0)]
+    if pos.size and (e[value] > 0).all() and pos.max() / pos.min() >= LOG_SPREAD:
+        # options a decade apart: a log axis keeps the cheap ones off the left edge
+        scale, ticks = _log_scale(pos)
+        x = alt.X(f"{value}:Q", title="cost (USD per month, log scale)", scale=scale,
+                  axis=alt.Axis(format="$~s", values=ticks))
+    else:
+        x = alt.X(f"{value}:Q", title="cost (USD per month)", axis=alt.Axis(format="$~s"))
     y = alt.Y("cumulative_probability:Q", title="probability cost is at most x",
               axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]))
     line = alt.Chart(e).mark_line(interpolate="step-after").encode(
@@ -362,6 +416,7 @@ def tornado(df: pd.DataFrame, top: int = 15) -> alt.LayerChart:
     cols = ["input", "low_usd_per_month", "high_usd_per_month", "base_usd_per_month"]
     _need(df, cols, "tornado")
     d = df.copy()
+    d["input"] = d["input"].map(human_label)
     d["swing_usd_per_month"] = (d["high_usd_per_month"] - d["low_usd_per_month"]).abs()
     d = d.sort_values("swing_usd_per_month", ascending=False).head(top)
     order = d["input"].astype(str).tolist()
@@ -400,25 +455,65 @@ def tornado(df: pd.DataFrame, top: int = 15) -> alt.LayerChart:
     )).properties(width=WIDTH, height=max(120, 26 * len(order)))
 
 
-def cost_paths(df: pd.DataFrame, y_title: str = "cumulative cost (USD)") -> alt.LayerChart:
-    """Multi-year cost paths: median line and P5-P95 band per option.
+def cost_paths(df: pd.DataFrame) -> alt.LayerChart:
+    """Multi-year cumulative cost: median running total and P5-P95 band per option, and the
+    on-prem residual-value credit at the end of the horizon as a separate labelled step.
 
-    Input: ``year`` (years from now, may be fractional), ``deployment``, ``usd_p5``,
-    ``usd_p50``, ``usd_p95``.
+    Input: ``year`` (end of year 1, 2, ...), ``deployment``, ``usd_p5``, ``usd_p50``,
+    ``usd_p95`` (cash paid from the start to the end of that year, *before* any residual
+    credit, so never decreasing); optional ``residual_credit_usd`` (the book value of the
+    servers credited at the end; > 0 on the last year's row of an on-prem option) and
+    ``usd_net_p50`` (the median running total net of that credit). A point at year 0, cost 0,
+    starts every line.
     """
     _need(df, ["year", "deployment", "usd_p5", "usd_p50", "usd_p95"], "cost_paths")
-    color = _color("deployment", df["deployment"], "deployment option")
-    x = alt.X("year:Q", title="years from now")
-    tip = [alt.Tooltip("deployment:N"), alt.Tooltip("year:Q", title="year", format=".2~f"),
-           alt.Tooltip("usd_p5:Q", title="P5 USD", format=USD),
-           alt.Tooltip("usd_p50:Q", title="P50 USD", format=USD),
-           alt.Tooltip("usd_p95:Q", title="P95 USD", format=USD)]
-    band = alt.Chart(df).mark_area(opacity=0.18).encode(
-        x=x, y=alt.Y("usd_p5:Q", title=y_title, axis=alt.Axis(format="$~s")),
-        y2="usd_p95:Q", color=color, tooltip=tip)
-    line = alt.Chart(df).mark_line().encode(x=x, y="usd_p50:Q", color=color, tooltip=tip)
-    return alt.layer(band, line, title=alt.Title(
-        "Multi-year cost paths", subtitle="line: median; band: P5 to P95")
+    d = df[["year", "deployment", "usd_p5", "usd_p50", "usd_p95"]].copy()
+    start = pd.DataFrame({"year": 0.0, "deployment": sorted(d["deployment"].unique()),
+                          "usd_p5": 0.0, "usd_p50": 0.0, "usd_p95": 0.0})
+    if float(d["year"].min()) > 0:
+        d = pd.concat([start, d], ignore_index=True)
+    color = _color("deployment", d["deployment"], "deployment option")
+    x = alt.X("year:Q", title="end of year", axis=alt.Axis(tickMinStep=1, format="d"),
+              scale=alt.Scale(domain=[0, float(d["year"].max())], nice=False))
+    tip = [alt.Tooltip("deployment:N"), alt.Tooltip("year:Q", title="end of year", format="d"),
+           alt.Tooltip("usd_p5:Q", title="cumulative USD, P5", format=USD),
+           alt.Tooltip("usd_p50:Q", title="cumulative USD, median", format=USD),
+           alt.Tooltip("usd_p95:Q", title="cumulative USD, P95", format=USD)]
+    band = alt.Chart(d).mark_area(opacity=0.15).encode(
+        x=x, y=alt.Y("usd_p5:Q", title="cumulative cost since today (USD)",
+                     axis=alt.Axis(format="$~s")),
+        y2="usd_p95:Q", color=alt.Color("deployment:N", legend=None, scale=alt.Scale(
+            domain=_domain(d["deployment"]), scheme="tableau10")),
+        tooltip=tip)
+    line = alt.Chart(d).mark_line(point=True).encode(x=x, y="usd_p50:Q", color=color,
+                                                     tooltip=tip)
+    layers: list = [band, line]
+    subtitle = ["line: median running total; band: P5 to P95"]
+    if {"residual_credit_usd", "usd_net_p50"} <= set(df.columns):
+        r = df[pd.to_numeric(df["residual_credit_usd"], errors="coerce").fillna(0) > 0].copy()
+        if not r.empty:
+            r["label"] = ("residual value -" + r["residual_credit_usd"].map(
+                lambda v: f"${v:,.0f}"))
+            rtip = [alt.Tooltip("deployment:N"),
+                    alt.Tooltip("residual_credit_usd:Q",
+                                title="servers' residual value credited (USD, median)",
+                                format=USD),
+                    alt.Tooltip("usd_p50:Q", title="cumulative before the credit", format=USD),
+                    alt.Tooltip("usd_net_p50:Q", title="net of the credit (median)",
+                                format=USD)]
+            layers += [
+                alt.Chart(r).mark_rule(strokeDash=[3, 2], strokeWidth=2).encode(
+                    x="year:Q", y="usd_p50:Q", y2="usd_net_p50:Q", color=color, tooltip=rtip),
+                alt.Chart(r).mark_point(shape="diamond", size=110, filled=True).encode(
+                    x="year:Q", y="usd_net_p50:Q", color=color, tooltip=rtip),
+                alt.Chart(r).mark_text(align="right", dx=-8, dy=4, fontSize=11,
+                                       color="#333").encode(
+                    x="year:Q", y="usd_net_p50:Q", text="label:N"),
+            ]
+            subtitle.append("diamond: net of the on-prem servers' residual (book) value, "
+                            "credited at the end of the horizon")
+    return alt.layer(*layers, title=alt.Title(
+        "Cumulative cost over the horizon", subtitle=subtitle)
     ).properties(width=WIDTH, height=HEIGHT)
 
 
@@ -452,41 +547,89 @@ def hourly_mix(df: pd.DataFrame, value: str = "requests_per_s",
 # -------------------------------------------------------------------------------- simulation
 
 
+#: Human names (with units) of the latency columns, for axis titles and legends.
+LATENCY_LABELS = {"ttft_s": "time to first token", "tpot_s": "time per output token",
+                  "e2e_s": "end-to-end latency"}
+
+
 def latency_cdf(df: pd.DataFrame, metric: str = "ttft_s", slo: pd.DataFrame | None = None,
-                log_x: bool = False) -> alt.LayerChart:
+                log_x: bool | None = None) -> alt.LayerChart:
     """Latency CDF per workload class, with each class's SLO as a vertical rule.
 
     Input: per-request rows with ``class`` and ``metric`` (seconds; default ``ttft_s``;
     NaN rows, e.g. dropped requests, are ignored). ``slo``: ``class``, ``slo_s``.
+
+    The x axis spans the data, not the SLO alone: from the smallest class's P0.5 to
+    max(largest P99.5, largest SLO), on a log scale when that range spans
+    :data:`LATENCY_LOG_SPREAD` or more (``log_x=None``, the default; True/False force it), so
+    curves far below their SLO are not squeezed against zero. An SLO more than
+    :data:`SLO_REACH` times the largest P99.5 is named in the subtitle instead of drawn.
     """
     _need(df, ["class", metric], "latency_cdf")
     e = _ecdf(df, "class", metric)
-    label = {"ttft_s": "time to first token", "tpot_s": "time per output token",
-             "e2e_s": "end-to-end latency"}.get(metric, metric)
+    label = LATENCY_LABELS.get(metric, metric)
     color = _color("class", df["class"], "workload class")
-    x = alt.X(f"{metric}:Q", title=f"{label} (s{', log scale' if log_x else ''})",
-              scale=alt.Scale(type="log") if log_x else alt.Undefined)
-    drawn_slo = False
-    layers = [alt.Chart(e).mark_line(interpolate="step-after").encode(
-        x=x, y=alt.Y("cumulative_probability:Q", title="share of requests at most x",
-                     axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=color,
-        tooltip=[alt.Tooltip("class:N"), alt.Tooltip(f"{metric}:Q", title=f"{label} (s)",
-                                                     format=".4~g"),
-                 alt.Tooltip("cumulative_probability:Q", title="share of requests",
-                             format=".1%")])]
+    slo_v = np.zeros(0)
+    s = None
     if slo is not None and not slo.empty:
         _need(slo, ["class", "slo_s"], "latency_cdf (slo)")
         s = slo.dropna(subset=["slo_s"]).rename(columns={"slo_s": metric})
-        if not s.empty:
-            drawn_slo = True
-            layers.append(alt.Chart(s).mark_rule(strokeDash=[4, 3]).encode(
-                x=f"{metric}:Q", color=color,
-                tooltip=[alt.Tooltip("class:N"),
-                         alt.Tooltip(f"{metric}:Q", title="SLO (s)", format=".4~g")]))
+        slo_v = pd.to_numeric(s[metric], errors="coerce").to_numpy(dtype=float)
+        slo_v = slo_v[np.isfinite(slo_v) & (slo_v > 0)]
+    lo_q, hi_q = [], []
+    for _, sub in df.groupby("class", sort=True):
+        v = pd.to_numeric(sub[metric], errors="coerce").to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size:
+            a, b = np.quantile(v, [0.005, 0.995])
+            lo_q.append(a)
+            hi_q.append(b)
+    data_hi = max(hi_q)
+    # an SLO far beyond the data would squeeze the curves: such rules are named instead
+    near = slo_v[slo_v <= SLO_REACH * data_hi] if data_hi > 0 else slo_v
+    far = slo_v[~np.isin(slo_v, near)]
+    if s is not None and far.size:
+        s = s[pd.to_numeric(s[metric], errors="coerce") <= SLO_REACH * data_hi]
+    hi = max([data_hi, *near.tolist()])
+    pos_lo = [v for v in lo_q if v > 0]
+    lo = min(pos_lo) if pos_lo else 0.0
+    if log_x is None:
+        log_x = lo > 0 and hi / lo >= LATENCY_LOG_SPREAD
+    if log_x and lo > 0:
+        scale, ticks = _log_scale([lo, hi])
+        if len(ticks) > 9:  # every mantissa over a decade and more: 1, 2, 5 only
+            ticks = [t for t in ticks if f"{t:.1e}"[0] in "125"]
+        e = e[e[metric] > 0]
+        x = alt.X(f"{metric}:Q", title=f"{label} (seconds, log scale)", scale=scale,
+                  axis=alt.Axis(values=ticks, format="~g"))
+    else:
+        log_x = False
+        x = alt.X(f"{metric}:Q", title=f"{label} (seconds)",
+                  scale=alt.Scale(domain=[0.0, hi * 1.05 if hi > 0 else 1.0], nice=False))
+    layers = [alt.Chart(e).mark_line(interpolate="step-after", clip=True).encode(
+        x=x, y=alt.Y("cumulative_probability:Q", title="share of requests at most x",
+                     axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=color,
+        tooltip=[alt.Tooltip("class:N", title="workload class"),
+                 alt.Tooltip(f"{metric}:Q", title=f"{label} (s)", format=".4~g"),
+                 alt.Tooltip("cumulative_probability:Q", title="share of requests",
+                             format=".1%")])]
+    drawn_slo = False
+    if s is not None and not s.empty and near.size:
+        drawn_slo = True
+        layers.append(alt.Chart(s).mark_rule(strokeDash=[4, 3], strokeWidth=2).encode(
+            x=f"{metric}:Q", color=color,
+            tooltip=[alt.Tooltip("class:N", title="workload class"),
+                     alt.Tooltip(f"{metric}:Q", title="SLO (s)", format=".4~g")]))
+    sub = ["dashed: the class's SLO" if drawn_slo else
+           ("no SLO set for this measure" if not far.size else "")]
+    if far.size:
+        sub.append(f"SLO {', '.join(f'{v:.3g}' for v in sorted(set(far.tolist())))} s: off the "
+                   f"axis, more than {SLO_REACH:g}x the slowest class's P99.5 "
+                   f"({data_hi:.3g} s)")
+    sub = [x for x in sub if x]
     return alt.layer(*layers, title=alt.Title(
-        f"Simulated {label} per class",
-        subtitle="dashed: the class's SLO" if drawn_slo else "no SLO set for this measure")
+        f"Simulated {label} per class", subtitle=sub)
     ).properties(width=WIDTH, height=HEIGHT)
 
 
@@ -497,6 +640,7 @@ def slo_attainment(df: pd.DataFrame) -> alt.LayerChart:
     ``target`` (0..1, the SLO percentile as a share, drawn as a tick).
     """
     _need(df, ["class", "metric", "attainment"], "slo_attainment")
+    df = df.assign(metric=df["metric"].map(human_label))
     y = alt.Y("attainment:Q", title="requests meeting the SLO (share)",
               axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]))
     tip = [alt.Tooltip("class:N"), alt.Tooltip("metric:N", title="SLO bound"),
@@ -517,21 +661,54 @@ def slo_attainment(df: pd.DataFrame) -> alt.LayerChart:
     ).properties(width=WIDTH, height=HEIGHT)
 
 
-def utilisation_heatmap(df: pd.DataFrame) -> alt.Chart:
-    """Utilisation of each pool by hour (busy share of its replicas' time).
+def utilisation_heatmap(df: pd.DataFrame) -> alt.LayerChart:
+    """Utilisation of each pool in every hour of the day (24 columns, or 168 for a week).
 
-    Input: ``hour``, ``pool``, ``utilisation`` (0..1).
+    Input: ``hour``, ``pool``, ``utilisation`` (0..1); optional ``source``: ``simulated``
+    (the busy share the simulation measured) or ``modelled`` (load / capacity at the SLO from
+    the workload's diurnal profile). When modelled rows are given they colour the cells
+    (one measure across the day) and each simulated row outlines its cell, labelled with the
+    simulated busy share; otherwise the simulated rows colour the cells. Hours without a row
+    are left blank, in their place in the day.
     """
     _need(df, ["hour", "pool", "utilisation"], "utilisation_heatmap")
-    return alt.Chart(df, title="Utilisation by hour and pool").mark_rect().encode(
-        x=alt.X("hour:O", title="hour", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("pool:N", title="pool"),
-        color=alt.Color("utilisation:Q", title="utilisation (share)",
-                        scale=alt.Scale(domain=[0, 1], scheme="viridis"),
+    d = df.copy()
+    if "source" not in d.columns:
+        d["source"] = "simulated"
+    modelled = d[d["source"] == "modelled"]
+    sim = d[d["source"] != "modelled"]
+    cells_df = modelled if not modelled.empty else sim
+    n_hours = 168 if float(d["hour"].max()) >= 24 else 24
+    hours = list(range(n_hours))
+    x = alt.X("hour:O", title="hour of the day" if n_hours == 24 else "hour of the week",
+              scale=alt.Scale(domain=hours),
+              axis=alt.Axis(labelAngle=0, values=hours[:: 1 if n_hours == 24 else 12]))
+    y = alt.Y("pool:N", title="GPU pool (deployment)")
+    what = ("load / capacity at the SLO" if not modelled.empty else "busy share (simulated)")
+    # modelled loads are often far below 1: the scale runs to their peak so the day shows
+    top = 1.0 if modelled.empty else max(float(modelled["utilisation"].max()), 1e-6)
+    tip = [alt.Tooltip("pool:N", title="GPU pool"), alt.Tooltip("hour:O", title="hour"),
+           alt.Tooltip("utilisation:Q", title=what, format=".1%")]
+    layers: list = [alt.Chart(cells_df).mark_rect().encode(
+        x=x, y=y,
+        color=alt.Color("utilisation:Q", title=what,
+                        scale=alt.Scale(domain=[0, top], scheme="viridis"),
                         legend=alt.Legend(format="%")),
-        tooltip=[alt.Tooltip("pool:N"), alt.Tooltip("hour:O"),
-                 alt.Tooltip("utilisation:Q", title="utilisation", format=".1%")],
-    ).properties(width=WIDTH, height=max(80, 28 * df["pool"].nunique()))
+        tooltip=tip)]
+    sub = f"colour: {what}"
+    if not modelled.empty and not sim.empty:
+        s = sim.assign(label=sim["utilisation"].map(lambda v: f"{v:.0%}"))
+        stip = [alt.Tooltip("pool:N", title="GPU pool"), alt.Tooltip("hour:O", title="hour"),
+                alt.Tooltip("utilisation:Q", title="simulated busy share", format=".1%")]
+        layers.append(alt.Chart(s).mark_rect(fillOpacity=0, stroke="#d62728",
+                                             strokeWidth=2.5).encode(x=x, y=y, tooltip=stip))
+        layers.append(alt.Chart(s).mark_text(fontSize=9, color="black", fontWeight="bold"
+                                             ).encode(x=x, y=y, text="label:N", tooltip=stip))
+        sub += ("; red outline: the simulated hour, labelled with the busy share the "
+                "simulation measured")
+    return alt.layer(*layers, title=alt.Title("Utilisation by hour and pool, whole day",
+                                              subtitle=sub)
+                     ).properties(width=WIDTH + 160, height=max(80, 34 * d["pool"].nunique()))
 
 
 # ------------------------------------------------------------------------ performance model

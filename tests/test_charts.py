@@ -148,7 +148,9 @@ def test_cost_breakdown_sums_components_per_deployment(specs):
     spec = specs["cost_breakdown"]
     d = _data(spec, next(_units(spec)))
     got = d.set_index(["deployment", "component"])["usd_per_month"]
-    assert got[("api", "input")] == pytest.approx(125.0)  # chat 100 + batch 25
+    # components under their human labels (issue 14: no raw column names in legends)
+    assert got[("api", charts.human_label("input"))] == pytest.approx(125.0)  # chat + batch
+    assert "input" not in set(d["component"]) and "input tokens" in set(d["component"])
     assert d.groupby("deployment")["usd_per_month"].sum().to_dict() == pytest.approx(
         {"api": 175.0, "gpu": 410.0})
     assert d.loc[d["deployment"] == "gpu", "share"].sum() == pytest.approx(1.0)
@@ -208,7 +210,8 @@ def test_tornado_sorted_by_swing(specs):
     order = next(_units(spec))["encoding"]["y"]["sort"]
     t = risk_tables(np.random.default_rng(RNG_SEED))["tornado"]
     swing = (t["high_usd_per_month"] - t["low_usd_per_month"]).abs()
-    assert order == t.loc[swing.sort_values(ascending=False).index, "input"].tolist()
+    assert order == [charts.human_label(x) for x in
+                     t.loc[swing.sort_values(ascending=False).index, "input"]]
 
 
 def test_hourly_mix_last_hour_has_width(specs):

@@ -65,7 +65,8 @@ def test_quickstart_prints_status_plan_routing_and_hourly_mix(capsys):
     assert code == 0 and err == ""  # no progress for a deterministic solve
     status = out.splitlines()[0]
     assert status.startswith("optimal: cost " + _usd(res.objective_usd_per_month))
-    assert f"LP bound {_usd(res.lp_bound)}" in status
+    assert f"LP relaxation {_usd(res.lp_bound)}" in status and "LP bound" not in status
+    assert "of optimal (best bound " in status or "proven optimal (best bound " in status
     assert f"re-checked against {res.check.n_checked:,} constraints: passed" in status
     assert res.check.n_checked > res.milp_shape[0]  # every MILP row and more
     for title in ("== plan: what to buy, reserve, rent and call (USD per month) ==",

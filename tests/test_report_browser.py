@@ -214,7 +214,7 @@ def test_report_renders_in_chromium(report, tmp_path_factory):
     shots = tmp_path_factory.mktemp("screenshots")
     b = Browser(exe, shots / "profile")
     try:
-        b.open(report.html.resolve().as_uri())
+        b.open(report.html.resolve().as_uri(), width=1400)
         b.wait_for("document.querySelectorAll('.chart').length > 0 && "
                    "[...document.querySelectorAll('.chart')].every("
                    "e => e.hasAttribute('data-rendered'))")
@@ -227,6 +227,12 @@ def test_report_renders_in_chromium(report, tmp_path_factory):
             images: document.querySelectorAll('img').length,
             bold: document.querySelectorAll('b').length,
             title: document.title})""")
+        # at 1,400 px the page never scrolls sideways: wide tables scroll inside their box
+        layout = b.evaluate("""({page: document.documentElement.scrollWidth,
+            view: window.innerWidth,
+            boxes: [...document.querySelectorAll('.table-wrap')].map(e => ({
+                overflow: getComputedStyle(e).overflowX,
+                right: e.getBoundingClientRect().right}))})""")
         b.screenshot(shots / "report.png")
         errors = b.console_errors()
     finally:
@@ -238,6 +244,9 @@ def test_report_renders_in_chromium(report, tmp_path_factory):
         assert s["svg"] + s["canvas"] >= 1, s
         assert s["marks"] > 0, s
     assert errors == []
+    assert layout["page"] <= layout["view"], layout["page"]
+    assert layout["boxes"] and all(x["overflow"] == "auto" and x["right"] <= layout["view"]
+                                   for x in layout["boxes"])
     # the hostile name and description are text, not markup
     assert page["h1"] == EVIL and page["title"] == EVIL
     assert page["scripts"] == 3  # Vega bundle, the specs (JSON), the embedding code

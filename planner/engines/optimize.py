@@ -1038,13 +1038,33 @@ def _mix(pb: Problem, gap: float, tl: float, min_share: float) -> tuple[float, d
         return math.nan, {}
     plan = decode(m, info.x)
     sh = {d: float(v[0]) for d, v in _share_by_option(pb, plan).items()}
-    return info.objective, {d: v for d, v in sh.items() if v >= min_share}
+    return info.objective, {d: v for d, v in sh.items() if v > 1e-9}
+
+
+def _used(mix: dict[str, float], min_share: float) -> set[str]:
+    """The deployments of a mix with at least ``min_share`` of the requests (what a
+    breakpoint compares)."""
+    return {d for d, v in mix.items() if v >= min_share}
 
 
 def _mix_text(mix: dict[str, float]) -> str:
+    """Every deployment of a mix with its share of the requests, to three significant
+    digits, the largest first (small shares are stated, not dropped)."""
     if not mix:
         return "(no plan)"
-    return " + ".join(f"{d} {v:.0%}" for d, v in sorted(mix.items(), key=lambda kv: -kv[1]))
+    return " + ".join(f"{d} {100 * v:.3g}%"
+                      for d, v in sorted(mix.items(), key=lambda kv: -kv[1]))
+
+
+def plan_mix(res: OptimizeResult) -> dict[str, float]:
+    """Share of the requests each chosen deployment of a plan serves: the ``requests_share``
+    of its ``plan`` table, the numbers ``planner optimize`` prints."""
+    p = res.plan
+    if p.empty or "requests_share" not in p.columns:
+        return {}
+    p = p[p["chosen"].fillna(False).astype(bool)] if "chosen" in p.columns else p
+    return {str(r.deployment): float(r.requests_share) for r in p.itertuples()
+            if np.isfinite(r.requests_share) and r.requests_share > 1e-9}
 
 
 def sensitivity(
@@ -1059,6 +1079,7 @@ def sensitivity(
     time_limit_s: float = 30.0,
     rtol: float = 0.05,
     min_share: float = 0.01,
+    current: OptimizeResult | None = None,
 ) -> SensitivityResult:
     """Where does the optimal mix change as traffic or prices move?
 
@@ -1067,6 +1088,11 @@ def sensitivity(
     per-server cost. Between neighbouring grid points whose *set* of deployments used (share
     of requests >= ``min_share``) differs, the multiplier is bisected (geometric mean) until
     the interval is narrower than ``1 + rtol``: the break-even point of the decision.
+    Mixes are stated with every deployment's share of the requests.
+
+    ``current``: the plan already solved for this scenario (what ``planner optimize``
+    printed); its shares (:func:`plan_mix`) and cost stand for the x1 point of every axis
+    instead of a re-solve, so the sensitivity states the same current mix as the plan.
     """
     if isinstance(scenario, Problem):
         pb = scenario
@@ -1080,18 +1106,22 @@ def sensitivity(
     for axis, values in axes.items():
         pts = []
         for v in sorted({float(x) for x in values}):
-            cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share)
+            if v == 1.0 and current is not None and current.solution is not None:
+                cost, mix = current.objective_usd_per_month, plan_mix(current)
+            else:
+                cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share)
             pts.append((v, cost, mix))
             grid.append({"axis": axis, "multiplier": v, "usd_per_month": cost,
-                         "mix": _mix_text(mix), "deployments": ",".join(sorted(mix))})
+                         "mix": _mix_text(mix),
+                         "deployments": ",".join(sorted(_used(mix, min_share)))})
         for (lo, _, mlo), (hi, _, mhi) in zip(pts, pts[1:], strict=False):
-            if set(mlo) == set(mhi):
+            if _used(mlo, min_share) == _used(mhi, min_share):
                 continue
             a, b, ma, mb = lo, hi, mlo, mhi
             while b / a > 1.0 + rtol:
                 mid = math.sqrt(a * b)
                 _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share)
-                if set(mm) == set(ma):
+                if _used(mm, min_share) == _used(ma, min_share):
                     a, ma = mid, mm
                 else:
                     b, mb = mid, mm
@@ -1166,7 +1196,8 @@ def compare_subsets(
 
 
 def status_line(res: OptimizeResult) -> str:
-    """One line: status, objective, LP bound, gap, solve time and the re-check."""
+    """One line: status, objective, gap to the MILP's best bound, the LP relaxation, solve
+    time and the re-check."""
     if res.solution is None:
         what = ("no plan meets every constraint" if res.status == "infeasible"
                 else "the solver returned no plan")
@@ -1179,11 +1210,36 @@ def status_line(res: OptimizeResult) -> str:
         # e.g. a stochastic plan made whole after a fluid solve: a valid plan, not proven
         # within the gap asked for
         status = f"feasible (gap above the {res.gap_target:.2%} asked for)"
-    bound = "lower bound on the full horizon" if len(res.year) else "LP bound"
-    return (f"{status}: {obj} {res.objective_usd_per_month:,.0f} USD/month "
-            f"({bound} {res.lp_bound:,.0f} USD/month, gap {res.gap:.2%}, solved in "
-            f"{res.time_s if math.isnan(res.solve_time_s) else res.solve_time_s:.1f} s); "
+    return (f"{status}: {obj} {res.objective_usd_per_month:,.0f} USD/month, "
+            f"{_bound_text(res)}, solved in "
+            f"{res.time_s if math.isnan(res.solve_time_s) else res.solve_time_s:.1f} s; "
             f"{res.check.summary()}")
+
+
+def best_bound(res: OptimizeResult) -> float:
+    """The MILP solver's best (dual) bound: no plan costs less. The gap is measured against
+    it, ``gap = (objective - bound) / objective``, so ``bound = objective x (1 - gap)``."""
+    return res.objective_usd_per_month * (1.0 - res.gap)
+
+
+def _bound_text(res: OptimizeResult) -> str:
+    """How close to optimal, in words that keep the MILP's bound (what the gap is measured
+    against) apart from the weaker LP-relaxation bound."""
+    # a long horizon's bound is the typical days' lower bound on the full-horizon optimum
+    # (planner.engines.optimize_year), kept in ``lp_bound``; there is no LP relaxation apart
+    year = len(res.year) > 0
+    what = "lower bound on the full horizon" if year else "best bound"
+    if not math.isfinite(res.gap):
+        within = "no bound proven"
+    elif res.gap <= 1e-9:
+        within = f"proven optimal ({what} {best_bound(res):,.0f} USD/month)"
+    else:
+        pct = "0.01%" if res.gap < 1e-4 else f"{res.gap:.2%}"
+        within = (f"proven within {pct} of optimal ({what} "
+                  f"{best_bound(res):,.0f} USD/month)")
+    lp = (f"; LP relaxation {res.lp_bound:,.0f} USD/month, a weaker bound"
+          if math.isfinite(res.lp_bound) and not year else "")
+    return f"{within}{lp}"
 
 
 def _decision(r: pd.Series, reps: np.ndarray, expected: np.ndarray | None = None) -> str:

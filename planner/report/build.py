@@ -3,6 +3,7 @@ images and CSV tables, written all-or-nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import difflib
 import os
@@ -10,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ from planner._version import __version__
 from planner.catalog import load_catalog
 from planner.config import Scenario, load_scenario
 from planner.errors import PlannerError
-from planner.report import export, html
+from planner.report import export, html, sources
 from planner.report import providers as prov
-from planner.report.model import Section
+from planner.report.model import Section, Table
 from planner.report.sections import SECTIONS, Context, SectionSpec
 
 #: Engines whose failure fails the report (the others only omit their section).
@@ -106,6 +107,7 @@ def build_report(
     sections: Iterable[str] | None = None,
     providers: Mapping[str, prov.Provider] | None = None,
     catalog: Any = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ReportResult:
     """Run the available engines on a scenario and write a self-contained report.
 
@@ -128,6 +130,11 @@ def build_report(
         :mod:`planner.report.providers` (how tests and later engines plug in results).
     catalog : Catalog, optional
         Catalog to price against (default: the shipped catalog).
+    on_progress : callable, optional
+        ``on_progress(done, total, stage)`` after each step. ``total`` is fixed before the
+        first step: one per engine run, one per section built, one for the page, one per
+        section whose chart images are rendered (omitted sections count too) and one for
+        publishing the files (the ``progress`` bar shows the same steps).
 
     Returns
     -------
@@ -153,11 +160,10 @@ def build_report(
         catalog = load_catalog()
     export.warm_up()  # vl-convert starts on another thread while the engines run
     ctx = Context(sc)
-    bar = tqdm(total=len(engines) + len(specs) + 2, desc="report", unit="step",
-               disable=not progress, file=sys.stderr, leave=False)
+    bar = _Progress(len(engines) + 2 * len(specs) + 2, progress, on_progress)
     try:
         for e in engines:
-            bar.set_postfix_str(e)
+            bar.stage(e)
             res, why = prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
             if why is None:
                 ctx.results[e] = res
@@ -174,16 +180,18 @@ def build_report(
             if spec.key in ctx.omitted:
                 bar.update()
                 continue
-            bar.set_postfix_str(spec.key)
+            bar.stage(spec.key)
             built.append(spec.build(ctx))
             bar.update()
 
+        for s in built:  # original sources in every table, no build-environment path
+            s.blocks = [dataclasses.replace(b, frame=sources.clean_frame(b.frame))
+                        if isinstance(b, Table) else b for b in s.blocks]
         charts = [c for s in built for c in s.charts()]
         tables = [t for s in built for t in s.tables()]
         _unique([c.name for c in charts], "chart")
         _unique([t.name for t in tables], "table")
-        bar.total += 2 * len(charts)
-        bar.set_postfix_str("html")
+        bar.stage("html")
         vl = {c.name: export.spec(c.chart) for c in charts}
         csvs = {t.name: html.frame_csv(t.frame) for t in tables}
         doc = html.page(
@@ -209,18 +217,20 @@ def build_report(
             # SVGs one after another (vl-convert's JavaScript engine), each rasterised to PNG
             # on a worker thread meanwhile (native code, no GIL: the next SVG overlaps it)
             workers = max(1, min(2, os.cpu_count() or 1))
+            by_section = {s.key: [c.name for c in s.charts()] for s in built}
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 pngs = []
-                for name, spec_dict in vl.items():
-                    bar.set_postfix_str(f"{name}.svg")
-                    svg = export.svg(spec_dict)
-                    (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
-                    pngs.append((name, pool.submit(export.svg_to_png, svg)))
+                for spec in specs:  # one step per section, omitted ones included
+                    for name in by_section.get(spec.key, ()):
+                        bar.stage(f"{name}.svg")
+                        svg = export.svg(vl[name])
+                        (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
+                        pngs.append((name, pool.submit(export.svg_to_png, svg)))
                     bar.update()
+                bar.stage("png")
                 for name, png in pngs:
-                    bar.set_postfix_str(f"{name}.png")
                     (tmp / "charts" / f"{name}.png").write_bytes(png.result())
-                    bar.update()
+            bar.stage("publish")
             _publish(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -237,6 +247,30 @@ def build_report(
         omitted=dict(ctx.omitted),
         seconds=time.perf_counter() - t0,
     )
+
+
+class _Progress:
+    """A tqdm bar on stderr and/or a callback, with a total fixed up front."""
+
+    def __init__(self, total: int, show: bool,
+                 callback: Callable[[int, int, str], None] | None) -> None:
+        self.total, self.done, self.label = total, 0, ""
+        self.callback = callback
+        self.bar = tqdm(total=total, desc="report", unit="step", disable=not show,
+                        file=sys.stderr, leave=False)
+
+    def stage(self, label: str) -> None:
+        self.label = label
+        self.bar.set_postfix_str(label)
+
+    def update(self) -> None:
+        self.done += 1
+        self.bar.update()
+        if self.callback is not None:
+            self.callback(self.done, self.total, self.label)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _umask() -> int:

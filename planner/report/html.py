@@ -16,13 +16,25 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from planner.report.model import Bullets, Chart, Facts, Note, Paragraph, Section, Table
+from planner.report.glossary import column_help
+from planner.report.model import (
+    Bullets,
+    Chart,
+    Facts,
+    HowTo,
+    Note,
+    Paragraph,
+    Section,
+    Table,
+)
 
 #: Rows of a table shown in the page; the CSV always holds all of them.
 MAX_HTML_ROWS = 300
 #: CSV size up to which the download link is a data: URI (self-contained); larger tables
 #: link to tables/NAME.csv beside the page.
 MAX_DATA_URI_BYTES = 2_000_000
+#: Tables with more columns than this say that they scroll sideways.
+WIDE_COLUMNS = 12
 
 CSS = """
 :root { --fg:#1d2430; --muted:#5b6472; --line:#d9dee5; --accent:#2f6db3; --bg-soft:#f5f7fa; }
@@ -34,7 +46,7 @@ header h1 { margin: 0 0 4px; font-size: 26px; }
 header p { margin: 2px 0; color: #cfd9e4; }
 nav { padding: 8px 40px; border-bottom: 1px solid var(--line); background: var(--bg-soft); }
 nav a { margin-right: 16px; color: var(--accent); text-decoration: none; }
-main { padding: 8px 40px 40px; max-width: 1280px; }
+main { padding: 8px 32px 40px; max-width: 1600px; }
 section { margin-top: 28px; }
 h2 { border-bottom: 2px solid var(--line); padding-bottom: 4px; }
 h3 { margin: 18px 0 6px; font-size: 16px; }
@@ -45,11 +57,25 @@ dl.facts dd { margin: 0; }
 figure { margin: 16px 0 24px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 .chart { min-height: 60px; }
-.table-wrap { max-height: 420px; overflow: auto; border: 1px solid var(--line); }
+.table-wrap { max-height: 420px; max-width: 100%; overflow: auto;
+              border: 1px solid var(--line); }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: left;
+th, td { padding: 3px 6px; border-bottom: 1px solid var(--line); text-align: left;
          vertical-align: top; }
-th { position: sticky; top: 0; background: var(--bg-soft); }
+td { max-width: 32em; overflow-wrap: break-word; }
+.tablehead .hint { color: var(--muted); font-size: 12px; }
+th { position: sticky; top: 0; background: var(--bg-soft); max-width: 9em;
+     overflow-wrap: normal; hyphens: none; }
+th[title] { text-decoration: underline dotted; cursor: help; }
+.howto { border-left: 4px solid var(--accent); background: #eef4fb; padding: 6px 14px;
+         margin: 8px 0 14px; font-size: 14px; }
+.howto h3 { margin: 4px 0; font-size: 14px; }
+.howto ul { margin: 4px 0; padding-left: 20px; }
+.howto dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px;
+            margin: 4px 0; }
+.howto dt { font-weight: 600; }
+.howto dd { margin: 0; }
+.chart { max-width: 100%; overflow-x: auto; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .tablehead { display: flex; gap: 12px; align-items: baseline; }
 .tablehead a { font-size: 13px; color: var(--accent); }
@@ -108,9 +134,18 @@ def csv_href(name: str, csv_text: str) -> str:
     return f"tables/{urllib.parse.quote(name)}.csv"
 
 
+def _th(name: str) -> str:
+    """A header cell: the column name, breakable after each underscore (long names wrap
+    instead of widening the table), with its glossary meaning as a tooltip when known."""
+    text = "_<wbr>".join(escape(part) for part in name.split("_"))
+    tip = column_help(name)
+    title = f' title="{escape(tip, quote=True)}"' if tip else ""
+    return f"<th{title}>{text}</th>"
+
+
 def table_html(t: Table, csv_text: str) -> str:
     df = t.frame
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    head = "".join(_th(str(c)) for c in df.columns)
     rows = []
     for rec in df.head(MAX_HTML_ROWS).itertuples(index=False, name=None):
         tds = []
@@ -130,10 +165,13 @@ def table_html(t: Table, csv_text: str) -> str:
                 f"<tbody>{''.join(rows)}</tbody></table></div>")
     cap = f"<p>{escape(t.caption)}</p>" if t.caption else ""
     href = escape(csv_href(t.name, csv_text), quote=True)
+    hint = (f'<span class="hint">{len(df.columns)} columns: the table scrolls sideways in '
+            "its box; hover a header for its meaning</span>"
+            if len(df.columns) > WIDE_COLUMNS else "")
     return (f'<div class="table" id="table-{escape(t.name, quote=True)}">'
             f'<div class="tablehead"><h3>{escape(t.name)}</h3>'
             f'<a href="{href}" download="{escape(t.name, quote=True)}.csv">download CSV</a>'
-            f"</div>{cap}{body}{more}</div>")
+            f"{hint}</div>{cap}{body}{more}</div>")
 
 
 def chart_html(c: Chart) -> str:
@@ -154,6 +192,10 @@ def section_html(s: Section, csvs: Mapping[str, str]) -> str:
         elif isinstance(b, Facts):
             items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in b.items)
             parts.append(f'<dl class="facts">{items}</dl>')
+        elif isinstance(b, HowTo):
+            items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in b.items)
+            parts.append(f'<aside class="howto"><h3>{escape(b.title)}</h3>'
+                         f"<dl>{items}</dl></aside>")
         elif isinstance(b, Bullets):
             lis = "".join(f"<li>{escape(x)}</li>" for x in b.items)
             parts.append(f"<h3>{escape(b.title)}</h3><ul>{lis}</ul>")

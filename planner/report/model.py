@@ -37,6 +37,14 @@ class Bullets:
 
 
 @dataclass(frozen=True)
+class HowTo:
+    """A "how to read this" box: terms of a section and what they mean, one line each."""
+
+    title: str
+    items: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Chart:
     """An altair chart; ``name`` is its file stem (charts/NAME.png, .svg) and element id."""
 
@@ -54,7 +62,7 @@ class Table:
     caption: str = ""
 
 
-Block = Paragraph | Note | Facts | Bullets | Chart | Table
+Block = Paragraph | Note | Facts | Bullets | HowTo | Chart | Table
 
 
 @dataclass

@@ -20,7 +20,8 @@ risk (``planner.engines.risk.report``):
     ``win``: deployment, probability;
     ``tornado``: input, low_usd_per_month, high_usd_per_month, base_usd_per_month
     [input_low, input_high];
-    ``paths``: year, deployment, usd_p5, usd_p50, usd_p95.
+    ``paths``: year, deployment, usd_p5, usd_p50, usd_p95 (cumulative cost to the end of
+    the year, before any residual credit) [residual_credit_usd, usd_net_p50];
 optimiser (``planner.engines.optimize``):
     ``plan``: deployment, usd_per_month [anything else: replicas, shares, ...] - required;
     ``hourly``: hour, deployment, requests_per_s.
@@ -28,7 +29,8 @@ simulation (``planner.sim``):
     ``requests``: class, ttft_s, tpot_s, e2e_s (one row per request; NaN when dropped);
     ``slo``: class, metric, attainment [target];
     ``slo_targets``: class, metric, slo_s;
-    ``utilisation``: hour, pool, utilisation.
+    ``utilisation``: hour, pool, utilisation (hours not simulated are modelled from the
+    diurnal profile by the section).
 performance (``planner.perf.validation``):
     ``validation``: the predicted-vs-measured table of ``predict_calibration``.
 """

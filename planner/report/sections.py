@@ -17,7 +17,17 @@ import pandas as pd
 
 from planner import charts
 from planner.config import Scenario, med
-from planner.report.model import Bullets, Chart, Facts, Note, Paragraph, Section, Table
+from planner.report import glossary, sources
+from planner.report.model import (
+    Bullets,
+    Chart,
+    Facts,
+    HowTo,
+    Note,
+    Paragraph,
+    Section,
+    Table,
+)
 
 
 @dataclass
@@ -51,6 +61,13 @@ def _frame(result: Any, key: str) -> pd.DataFrame | None:
         df = result.get(key)
         return df if isinstance(df, pd.DataFrame) and not df.empty else None
     return None
+
+
+def _howto(section: Section) -> None:
+    """Open a section with its "how to read this" box (:mod:`planner.report.glossary`)."""
+    box = glossary.howto(section.key)
+    if box is not None:
+        section.add(box)
 
 
 def _chart(section: Section, name: str, build: Callable[[], Any], caption: str = "") -> None:
@@ -120,9 +137,79 @@ def _drivers(ctx: Context, best: pd.Series | None) -> list[str]:
     return out
 
 
+def mix_explanation(plan: pd.DataFrame, routing: pd.DataFrame | None,
+                    hourly: pd.DataFrame | None, best: pd.Series | None) -> str:
+    """One or two sentences, computed from the optimiser's plan, on why its mix and the
+    cheapest single option cost what they do: which deployment serves which share of which
+    classes, how it is paid, and the hours an API only tops up.
+
+    ``plan``: the chosen rows of the optimiser's ``plan`` (deployment, kind, decision,
+    requests_share, usd_per_month); ``routing``: class, route, share; ``hourly``: hour,
+    deployment, requests_per_s; ``best``: the cheapest single option's summary row.
+    """
+    if plan is None or plan.empty or best is None:
+        return ""
+    total = float(plan["usd_per_month"].sum())
+    single = float(best["usd_per_month"])
+    plan = plan.assign(**{c: plan[c] if c in plan.columns else ""
+                          for c in ("kind", "decision")})
+    deps = plan[~plan["deployment"].astype(str).str.startswith("finetune:")]
+    if len(deps) == 1 and str(deps["deployment"].iloc[0]) == str(best["deployment"]):
+        same = (f"The optimiser's plan is the cheapest single option itself "
+                f"({best['deployment']})")
+        if abs(total - single) < 0.5:
+            return same + ", at the same monthly cost."
+        return (same + f"; the two figures differ by {_usd(abs(total - single))} per month "
+                "only through how each model prices it (hour by hour in the optimiser, at "
+                "median inputs in the cost table).")
+    diff = single - total
+    head = (f"The mix costs {_usd(abs(diff))} per month "
+            f"{'less' if diff >= 0 else 'more'} than the cheapest single option "
+            f"({best['deployment']}, {_usd(single)})")
+    roles = []
+    for r in deps.itertuples():
+        share = getattr(r, "requests_share", np.nan)
+        what = f"{r.deployment} serves {share:.1%} of requests" if np.isfinite(share) \
+            else f"{r.deployment}"
+        if routing is not None and {"class", "route", "share"} <= set(routing.columns):
+            cls = routing[routing["route"].astype(str) == str(r.deployment)]
+            if not cls.empty:
+                what += " (" + ", ".join(
+                    f"{c.share:.0%} of {c[1]}" if c.share >= 0.01 or c.share == 0
+                    else f"{c.share:.1%} of {c[1]}" for c in cls.itertuples()) + ")"
+        decision = getattr(r, "decision", "")
+        roles.append(f"{what}: {decision}" if isinstance(decision, str) and decision
+                     else what)
+    reasons = []
+    if hourly is not None and {"hour", "deployment", "requests_per_s"} <= set(hourly.columns):
+        for r in deps[deps["kind"].astype(str) == "api"].itertuples():
+            h = hourly[hourly["deployment"].astype(str) == str(r.deployment)]
+            busy = h.loc[h["requests_per_s"] > 1e-9, "hour"].astype(int).tolist()
+            if busy and len(busy) < len(h) and len(deps) > 1:
+                reasons.append(f"{r.deployment} is used only in hour(s) "
+                               f"{', '.join(map(str, busy))}, topping up the peak instead "
+                               "of one more replica running all day")
+    if any("per hour" in str(d) for d in deps["decision"]):
+        reasons.append("capacity rented by the hour follows the daily load instead of "
+                       "being sized for the peak around the clock")
+    if len(deps) < len(plan):
+        reasons.append("a fine-tune makes a cheaper model eligible for some classes")
+    if best["kind"] == "api" and any(k != "api" for k in deps["kind"].astype(str)):
+        reasons.append("at this volume self-hosting the bulk costs less than paying per "
+                       "token for all of it")
+    if best["kind"] != "api" and any(k == "api" for k in deps["kind"].astype(str)):
+        reasons.append("routing part of the traffic to an API avoids capacity the single "
+                       "option must hold for it")
+    text = head + ": " + "; ".join(roles) + "."
+    if reasons:
+        text += " Why: " + "; ".join(reasons) + "."
+    return text
+
+
 def build_summary(ctx: Context) -> Section:
     sc, det = ctx.scenario, ctx.get("deterministic")
     s = Section("summary", "Summary")
+    _howto(s)
     meta = sc.scenario
     facts: list[tuple[str, str]] = [
         ("Question", meta.question or "(the scenario states no question)"),
@@ -147,6 +234,10 @@ def build_summary(ctx: Context) -> Section:
         facts.append(("Recommended mix (optimiser)",
                       "; ".join(parts) + f"; total {_usd(float(plan['usd_per_month'].sum()))}"
                       " per month"))
+        why = mix_explanation(plan, _frame(ctx.get("optimiser"), "routing"),
+                              _frame(ctx.get("optimiser"), "hourly"), best)
+        if why:
+            facts.append(("Mix vs single option", why))
     if best is not None:
         facts.append(("Cheapest single option", _option_text(best)))
         cost = (f"{_usd(best['usd_per_month'])} per month at median inputs "
@@ -180,8 +271,13 @@ def build_summary(ctx: Context) -> Section:
     plan_in = {k: v for k, v in sc.planning.model_dump(mode="json").items() if v is not None}
     s.add(Bullets("Planning assumptions (from the scenario)",
                   tuple(f"{k} = {_value_text(v)}" for k, v in plan_in.items())))
-    s.add(Table("assumptions", det.assumptions,
-                "Every catalog entry the figures rest on, with its source and as-of date."))
+    assumptions, lacking = sources.with_original_sources(det.assumptions)
+    s.add(Table("assumptions", assumptions,
+                "Every catalog entry the figures rest on, with its original source "
+                "(publication, vendor page or repository and commit) and as-of date."))
+    if lacking:
+        s.add(Note("Original source incomplete (author or address not recorded) for: "
+                   + ", ".join(dict.fromkeys(lacking)) + "."))
     if ctx.omitted:
         s.add(Bullets("Not in this report", tuple(
             f"{k}: {v}" for k, v in ctx.omitted.items())))
@@ -194,6 +290,7 @@ def build_summary(ctx: Context) -> Section:
 def build_costs(ctx: Context) -> Section:
     det = ctx.get("deterministic")
     s = Section("costs", "Cost by deployment option")
+    _howto(s)
     s.add(Paragraph(
         "Each option priced as if it served every workload class it is eligible for, at the "
         "medians of its inputs; each cost line names the formula or catalog row it came from."))
@@ -240,6 +337,7 @@ def _with_simulated_check(summary: pd.DataFrame, sim: Any) -> pd.DataFrame:
 def build_breakeven(ctx: Context) -> Section:
     be = ctx.get("breakeven")
     s = Section("breakeven", "Break-even")
+    _howto(s)
     curve = be.curve
     if not curve.empty:
         lo, hi = float(curve["volume_scale"].min()), float(curve["volume_scale"].max())
@@ -277,6 +375,7 @@ def build_breakeven(ctx: Context) -> Section:
 def build_risk(ctx: Context) -> Section:
     r = ctx.get("risk")
     s = Section("risk", "Risk (Monte Carlo)")
+    _howto(s)
     samples = _frame(r, "samples")
     _chart(s, "risk_distribution", lambda: charts.risk_distribution(samples),
            "Distribution of monthly cost per option.")
@@ -286,16 +385,25 @@ def build_risk(ctx: Context) -> Section:
         _chart(s, "tornado", lambda: charts.tornado(tor))
     if (paths := _frame(r, "paths")) is not None:
         _chart(s, "cost_paths", lambda: charts.cost_paths(paths))
+    captions = {
+        "risk_summary": "Monthly cost per option over the Monte Carlo samples (USD).",
+        "win_probability": "Share of samples in which each option is the cheapest.",
+        "tornado": "Monthly cost with each uncertain input at its P10 and at its P90.",
+        "cost_paths": "Cumulative cost from today to the end of each year (before the "
+                      "on-prem residual credit); residual_credit_usd is the servers' book "
+                      "value credited at the end, usd_net_p50 the median net of it.",
+    }
     for key, name in (("summary", "risk_summary"), ("win", "win_probability"),
                       ("tornado", "tornado"), ("paths", "cost_paths")):
         if (df := _frame(r, key)) is not None:
-            s.add(Table(name, df))
+            s.add(Table(name, df, captions[name]))
     return s
 
 
 def build_optimiser(ctx: Context) -> Section:
     r = ctx.get("optimiser")
     s = Section("optimiser", "Optimised mix")
+    _howto(s)
     if (notes := _frame(r, "notes")) is not None:
         for text in notes.iloc[:, 0].astype(str):
             s.add(Note(text))
@@ -329,9 +437,45 @@ def latency_percentiles(requests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["class", "metric", "requests", "p50", "p90", "p99"])
 
 
+def whole_day_utilisation(sc: Scenario, det: Any, util: pd.DataFrame) -> pd.DataFrame:
+    """The simulated utilisation rows (``source`` = simulated) and, when fewer than a whole
+    day of hours was simulated, every hour of the day per pool modelled (``source`` =
+    modelled): the cost table's ``utilisation`` of the pool's deployment (mean load / capacity
+    at the SLO) times each hour's load over the mean, the load being the requests per hour of
+    the classes it serves (:func:`planner.workload.hourly_rates` on their diurnal profiles).
+    """
+    from planner.workload import diurnal_weights, hourly_rates
+
+    sim = util[["hour", "pool", "utilisation"]].assign(source="simulated")
+    summ = getattr(det, "summary", None)
+    if summ is None or summ.empty or sim.groupby("pool")["hour"].nunique().min() >= 24:
+        return sim
+    rows = []
+    for pool in sorted(sim["pool"].astype(str).unique()):
+        r = summ[summ["deployment"] == pool]
+        if r.empty or not np.isfinite(float(r["utilisation"].iloc[0])):
+            continue
+        classes = [c for c in str(r["classes_served"].iloc[0] or "").split(",")
+                   if c in sc.workload]
+        if not classes:
+            continue
+        w = {c: diurnal_weights(sc.workload[c].diurnal) for c in classes}
+        periods = max(x.size for x in w.values())  # a day, or a week when one class has one
+        load = sum(hourly_rates(med(sc.workload[c].requests_per_day), w[c],
+                                med(sc.workload[c].batch_share), periods=periods)
+                   for c in classes)
+        if not np.any(load > 0):
+            continue
+        u = float(r["utilisation"].iloc[0]) * load / load.mean()
+        rows.append(pd.DataFrame({"hour": np.arange(periods), "pool": pool, "utilisation": u,
+                                  "source": "modelled"}))
+    return pd.concat([*rows, sim], ignore_index=True) if rows else sim
+
+
 def build_simulation(ctx: Context) -> Section:
     r = ctx.get("simulation")
     s = Section("simulation", "Simulation: latency, SLOs and utilisation")
+    _howto(s)
     req = _frame(r, "requests")
     targets = _frame(r, "slo_targets")
     if req is not None:
@@ -348,8 +492,11 @@ def build_simulation(ctx: Context) -> Section:
         _chart(s, "slo_attainment", lambda: charts.slo_attainment(att))
         s.add(Table("slo_attainment", att))
     if (util := _frame(r, "utilisation")) is not None:
-        _chart(s, "utilisation_heatmap", lambda: charts.utilisation_heatmap(util),
-               "Busy share: the share of paid replica time with at least one request in "
+        day = whole_day_utilisation(ctx.scenario, ctx.get("deterministic"), util)
+        _chart(s, "utilisation_heatmap", lambda: charts.utilisation_heatmap(day),
+               "Every hour of the day: load over capacity at the SLO from the diurnal "
+               "profile; the simulated hour is outlined with its busy share, the share of "
+               "paid replica time with at least one request in "
                "flight. With continuous batching a replica is busy even at low load; the "
                "utilisation table's mean_batch says how full its batches were, and the cost "
                "table's utilisation is load over capacity at the SLO.")
@@ -362,6 +509,7 @@ def build_simulation(ctx: Context) -> Section:
 def build_performance(ctx: Context) -> Section:
     v = _frame(ctx.get("performance"), "validation")
     s = Section("performance", "Performance model validation")
+    _howto(s)
     if v is None:
         s.add(Note("No calibration rows were predicted."))
         return s
@@ -388,6 +536,28 @@ def _value_text(v: Any) -> str:
     return str(v)
 
 
+def _file_text(path: Any) -> str:
+    """A scenario file as the reader knows it, never an absolute path of this machine:
+    ``example:NAME`` for a bundled template, the path relative to the working directory when
+    under it, else the file name."""
+    import os
+    from pathlib import Path
+
+    p = Path(str(path))
+    templates = Path(__file__).resolve().parents[1] / "templates"
+    try:
+        if p.resolve().parent == templates:
+            return f"example:{p.stem}"
+    except OSError:  # pragma: no cover - an unreadable path: fall through to its name
+        pass
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(Path(os.getcwd()).resolve()))
+    except ValueError:
+        return p.name
+
+
 def scenario_inputs(sc: Scenario) -> pd.DataFrame:
     """The scenario flattened to (key, value) rows, dotted keys as in ``--set``."""
     rows: list[tuple[str, str]] = []
@@ -401,7 +571,7 @@ def scenario_inputs(sc: Scenario) -> pd.DataFrame:
 
     walk("", sc.model_dump(mode="json", exclude_none=True))
     if sc.source_path:
-        rows.append(("(file)", str(sc.source_path)))
+        rows.append(("(file)", _file_text(sc.source_path)))
     return pd.DataFrame(rows, columns=["key", "value"])
 
 
@@ -409,6 +579,7 @@ def build_inputs(ctx: Context) -> Section:
     s = Section("inputs", "Inputs")
     s.add(Table("inputs", scenario_inputs(ctx.scenario),
                 "Every scenario value (after variants and overrides), as dotted keys."))
+    s.add(HowTo("Glossary", tuple(sorted(glossary.TERMS.items(), key=lambda kv: kv[0].lower()))))
     return s
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,11 @@ class MultiYearResults:
     ----------
     yearly : per (deployment, year): mean, p5, p50, p95 of the year's cash cost (nominal USD)
         and ``at_median`` (all inputs and trends at their medians)
+    cumulative : per (deployment, year): p5, p50, p95 of the cash paid from the start to the
+        end of that year *before* the end-of-horizon residual-value credit of on-prem servers
+        (quantiles of each sample's running total, so never negative), ``residual_credit_p50``
+        (median credit, on the last year's row; 0 elsewhere and for rented options) and
+        ``net_p50`` (median running total net of the credit)
     npc : per deployment: mean, se_mean, p5, p50, p95, cvar95 of the net present cost,
         ``at_median``, and ``p_lowest`` (probability of the lowest NPC among the options that
         serve every class)
@@ -126,6 +131,7 @@ class MultiYearResults:
     yearly: pd.DataFrame
     npc: pd.DataFrame
     samples: pd.DataFrame | None = None
+    cumulative: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class _Path:
@@ -140,6 +146,8 @@ class _Path:
         self.years = int(math.ceil(months / 12.0))
         self.frac = [min(1.0, months / 12.0 - y) for y in range(self.years)]
         self.h_years = months / 12.0
+        #: end-of-horizon residual-value credit per on-prem option (m,), set by :meth:`run`
+        self.credit: dict[str, np.ndarray] = {}
 
     def run(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(npc per option (m,), cash per option (years, m))."""
@@ -161,7 +169,7 @@ class _Path:
             flows[0] += once
             total += once
             if o.kind == "onprem":
-                f, t = self._onprem(res, d_hw, r)
+                f, t, self.credit[o.name] = self._onprem(res, d_hw, r)
                 flows += f
                 total += t
             for y in range(self.years):
@@ -180,7 +188,9 @@ class _Path:
         return npc, cash
 
     def _onprem(self, res, d_hw, r):
-        """Cash flows (years, m) and their present value (m,) of an on-prem option."""
+        """Cash flows (years, m), their present value (m,) and the end-of-horizon
+        residual-value credit (m,, already subtracted from the last year's flow) of an
+        on-prem option."""
         m, years = self.m, self.years
         flows = np.zeros((years, m))
         pv = np.zeros(m)
@@ -189,6 +199,7 @@ class _Path:
         life = np.broadcast_to(np.asarray(first["life_years"], dtype=float), (m,))
         resid = np.broadcast_to(np.asarray(first["residual_share"], dtype=float), (m,))
         fleet = np.zeros(m)
+        credit = np.zeros(m)
         cohorts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (units, price, bought)
         for y in range(years):
             ry = res[y]
@@ -225,14 +236,13 @@ class _Path:
             impl = np.broadcast_to(np.asarray(first["implementation_once_usd"], dtype=float), (m,))
             flows[0] += impl
             pv += impl
-            credit = np.zeros(m)
             for units, price, bought in cohorts:
                 age = self.h_years - bought
                 book = 1.0 - (1.0 - resid) * np.minimum(age / life, 1.0)
                 credit += units * price * book
             flows[years - 1] -= credit
             pv -= credit * (1.0 + r) ** -self.h_years
-        return flows, pv
+        return flows, pv, credit
 
 
 def run_multiyear(
@@ -301,13 +311,16 @@ def run_multiyear(
 
     npc_parts: dict[str, list[np.ndarray]] = {o.name: [] for o in model.options}
     cash_parts: dict[str, list[np.ndarray]] = {o.name: [] for o in model.options}
+    credit_parts: dict[str, list[np.ndarray]] = {o.name: [] for o in model.options}
     for c, size in enumerate(chunk_sizes(int(n), CHUNK_SIZE)):
         vals = sampler.draw(chunk_generator(root, c), size)
         t, rate = fixed(vals)
-        npc, cash = _Path(model, vals, size, t, rate).run()
+        path = _Path(model, vals, size, t, rate)
+        npc, cash = path.run()
         for k in npc:
             npc_parts[k].append(npc[k])
             cash_parts[k].append(cash[k])
+            credit_parts[k].append(path.credit.get(k, np.zeros(size)))
     t0, rate0 = fixed({})
     npc0, cash0 = _Path(model, {}, 1, t0, rate0).run()
     years = int(math.ceil(model.horizon / 12.0))
@@ -318,7 +331,7 @@ def run_multiyear(
     if comp:
         stack = np.vstack([npc_all[c] for c in comp])
         best = np.bincount(np.argmin(stack, axis=0), minlength=len(comp)) / stack.shape[1]
-    rows, yrows = [], []
+    rows, yrows, crows = [], [], []
     for j, o in enumerate(model.options):
         st = tail_stats(npc_all[o.name])
         wins[j] = best[comp.index(o.name)] if o.name in comp else np.nan
@@ -330,6 +343,17 @@ def run_multiyear(
             yrows.append({"deployment": o.name, "kind": o.kind, "year": y + 1,
                           "mean": float(flows[y].mean()), "p5": q[0], "p50": q[1], "p95": q[2],
                           "at_median": float(cash0[o.name][y, 0])})
+        credit = np.concatenate(credit_parts[o.name])
+        gross = flows.copy()
+        gross[-1] += credit  # the credit is part of the last year's flow: take it out
+        run_gross, run_net = np.cumsum(gross, axis=0), np.cumsum(flows, axis=0)
+        q = np.quantile(run_gross, [0.05, 0.5, 0.95], axis=1)
+        for y in range(years):
+            last = y == years - 1
+            crows.append({"deployment": o.name, "kind": o.kind, "year": y + 1,
+                          "p5": q[0, y], "p50": q[1, y], "p95": q[2, y],
+                          "residual_credit_p50": float(np.median(credit)) if last else 0.0,
+                          "net_p50": float(np.median(run_net[y]))})
     return MultiYearResults(
         scenario=scenario.name, n=int(n), years=years,
         discount_rate=None if is_distribution(rate_field) else float(rate_field),
@@ -338,4 +362,6 @@ def run_multiyear(
         npc=pd.DataFrame(rows, columns=["deployment", "kind", "mean", "se_mean", "p5", "p50",
                                         "p95", "p95_se", "cvar95", "at_median", "p_lowest"]),
         samples=pd.DataFrame(npc_all) if keep_samples else None,
+        cumulative=pd.DataFrame(crows, columns=["deployment", "kind", "year", "p5", "p50",
+                                                "p95", "residual_credit_p50", "net_p50"]),
     )

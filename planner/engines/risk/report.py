@@ -25,8 +25,9 @@ def report_tables(scenario: Scenario, catalog: Catalog | None = None, *, n: int 
     """Tables for the report's risk section (contract in :mod:`planner.report.providers`).
 
     Runs ``n`` samples with a fixed seed (the report is reproducible); the tornado is the one
-    of the option most often cheapest; yearly bands come from :func:`run_multiyear` when the
-    horizon is longer than a year.
+    of the option most often cheapest; the cumulative cost paths (before the on-prem
+    residual-value credit, which is a column of its own) come from :func:`run_multiyear`
+    when the horizon is longer than a year.
     """
     if not uncertain_inputs(scenario):
         raise PlannerError("the scenario has no uncertain inputs (no distributions): "
@@ -53,7 +54,10 @@ def report_tables(scenario: Scenario, catalog: Catalog | None = None, *, n: int 
             "input_low": t["low_value"].to_numpy(), "input_high": t["high_value"].to_numpy(),
         })
     if scenario.scenario.horizon_months > 12:
-        y = run_multiyear(scenario, n=min(n, 10_000), seed=seed, catalog=catalog).yearly
-        out["paths"] = y.rename(columns={"p5": "usd_p5", "p50": "usd_p50", "p95": "usd_p95"})[
-            ["year", "deployment", "usd_p5", "usd_p50", "usd_p95"]]
+        y = run_multiyear(scenario, n=min(n, 10_000), seed=seed, catalog=catalog).cumulative
+        out["paths"] = y.rename(columns={
+            "p5": "usd_p5", "p50": "usd_p50", "p95": "usd_p95",
+            "residual_credit_p50": "residual_credit_usd", "net_p50": "usd_net_p50"})[
+            ["year", "deployment", "usd_p5", "usd_p50", "usd_p95", "residual_credit_usd",
+             "usd_net_p50"]]
     return out
