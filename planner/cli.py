@@ -258,8 +258,8 @@ def _workers(args, n_tasks: int, requests: float) -> int | None:
 
 
 class _SchedulerFlag:
-    """``--scheduler`` checked before any work; its errors (a bad or unreachable address)
-    name the flag (exit 2)."""
+    """``--scheduler`` checked before any work; the runner's errors (a bad or unreachable
+    address, worker processes that do not start) name their flag (exit 2)."""
 
     def __init__(self, args):
         from planner.parallel import SchedulerError, check_scheduler

@@ -46,7 +46,20 @@ SCHEMES = ("tcp://", "tls://")
 
 
 class SchedulerError(PlannerError):
-    """The Dask scheduler named cannot be used (bad address, unreachable)."""
+    """The runner asked for cannot be used: a bad or unreachable scheduler address, local
+    worker processes that do not start. The message starts with the argument to blame,
+    ``flag`` (``"scheduler"`` or ``"workers"``)."""
+
+    def __init__(self, message: str, *, flag: str = "scheduler"):
+        super().__init__(message)
+        self.flag = flag
+
+    def __reduce__(self):  # picklable with its flag
+        return (_scheduler_error, (str(self), self.flag))
+
+
+def _scheduler_error(message: str, flag: str) -> SchedulerError:
+    return SchedulerError(message, flag=flag)
 
 
 def default_workers(n_tasks: int) -> int:
@@ -161,12 +174,18 @@ def _run_dask(fn, tasks, shared, has_shared, scheduler, n_workers, client, progr
     try:
         if client is None:
             if scheduler is None:
-                workers = default_workers(total) if n_workers is None else int(n_workers)
-                own_cluster = LocalCluster(  # no memory limit: a serial run has none either
-                    n_workers=min(workers, total), threads_per_worker=1, processes=True,
-                    host="127.0.0.1", memory_limit=0, **LOCAL_CLUSTER_HTTP,
-                    silence_logs=logging.CRITICAL,  # task errors re-raise here; no shutdown noise
-                )
+                workers = min(default_workers(total) if n_workers is None else n_workers,
+                              total)
+                try:
+                    own_cluster = LocalCluster(  # no memory limit: a serial run has none either
+                        n_workers=workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", memory_limit=0, **LOCAL_CLUSTER_HTTP,
+                        silence_logs=logging.CRITICAL,  # task errors re-raise; no shutdown noise
+                    )
+                except (OSError, RuntimeError) as exc:
+                    raise SchedulerError(
+                        f"workers: could not start {workers} local worker processes ({exc}); "
+                        "run serially with 1 worker", flag="workers") from None
                 own_client = Client(own_cluster)
             else:
                 try:

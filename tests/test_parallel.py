@@ -190,3 +190,15 @@ def test_unreachable_scheduler_is_a_clear_error(capsys):
                            "--scheduler", f"tcp://127.0.0.1:{port}")
     assert code == 2 and "Traceback" not in err
     assert "--scheduler" in err and f"127.0.0.1:{port}" in err and "cannot connect" in err
+
+
+def test_worker_processes_that_do_not_start_name_the_flag(capsys, monkeypatch):
+    def no_cluster(*args, **kwargs):
+        raise OSError("no room for worker processes")
+
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    with pytest.raises(SchedulerError, match="could not start 2 local worker") as info:
+        map_tasks(pow, [(2, 1), (2, 2)], n_workers=2)
+    assert info.value.flag == "workers"
+    code, _, err = run(capsys, "simulate", "example:quickstart", "--hours", "1", "--workers", "2")
+    assert code == 2 and "--workers: could not start" in err and "Traceback" not in err
