@@ -423,13 +423,13 @@ def cmd_risk(args) -> int:
         shown["yearly cost"] = my.yearly
         tables.update({"npc": my.npc, "yearly": my.yearly})
     if args.simulate:
-        from planner.engines.risk.replications import simulation_replications
+        from planner.engines.risk.replications import MAX_REQUESTS, simulation_replications
 
         with sched, _Bar("risk --simulate", "replication", args.quiet) as bar:
             reps = simulation_replications(
                 res, sc, deployment=args.deployment, replications=args.simulate,
                 seed=args.seed, scheduler=args.scheduler, progress=bar,
-                n_workers=_workers(args, args.simulate, args.simulate * 20_000))
+                n_workers=_workers(args, args.simulate, args.simulate * MAX_REQUESTS))
         shown["simulated busiest hour at sampled scenarios (spread over the cost range)"] = reps
         tables["simulation"] = reps
     if args.out:

@@ -26,12 +26,15 @@ from planner.errors import PlannerError
 from planner.parallel import map_tasks
 from planner.uncertain import scenario_at
 
-__all__ = ["busiest_hour_metrics", "simulation_replications"]
+__all__ = ["MAX_REQUESTS", "busiest_hour_metrics", "simulation_replications"]
+
+#: Default cut of a replication's busiest hour, requests.
+MAX_REQUESTS = 20_000
 
 
 def busiest_hour_metrics(scenario: Scenario, rng: np.random.Generator, *,
                          deployment: str | None, catalog: Catalog | None = None,
-                         max_requests: int = 20_000) -> dict[str, float]:
+                         max_requests: int = MAX_REQUESTS) -> dict[str, float]:
     """Latency and spillover of one fixed scenario: its busiest hour simulated with SimPy.
 
     Returns ``replicas``, ``requests``, ``slo_attainment`` (share of requests meeting every
@@ -71,7 +74,7 @@ def simulation_replications(
     replications: int = 8,
     seed: int | None = 0,
     catalog: Catalog | None = None,
-    max_requests: int = 20_000,
+    max_requests: int = MAX_REQUESTS,
     scheduler: str | None = None,
     n_workers: int | None = 1,
     client: Any = None,
