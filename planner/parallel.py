@@ -41,6 +41,9 @@ _NOTHING = object()
 #: on one machine do not clash.
 LOCAL_CLUSTER_HTTP = {"dashboard_address": None,
                       "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+#: Worker processes of the local cluster (their nannies pass the configuration on): no
+#: statistical profiler sampling the running task's stack every 10 ms.
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 #: Schemes of a Dask scheduler address.
 SCHEMES = ("tcp://", "tls://")
 
@@ -161,6 +164,7 @@ def map_tasks(
 
 def _run_dask(fn, tasks, shared, has_shared, scheduler, n_workers, client, progress, name):
     try:
+        import dask
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise SchedulerError(
@@ -177,11 +181,12 @@ def _run_dask(fn, tasks, shared, has_shared, scheduler, n_workers, client, progr
                 workers = min(default_workers(total) if n_workers is None else n_workers,
                               total)
                 try:
-                    own_cluster = LocalCluster(  # no memory limit: a serial run has none either
-                        n_workers=workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", memory_limit=0, **LOCAL_CLUSTER_HTTP,
-                        silence_logs=logging.CRITICAL,  # task errors re-raise; no shutdown noise
-                    )
+                    with dask.config.set(LOCAL_WORKER_CONFIG):
+                        own_cluster = LocalCluster(  # no memory limit, as a serial run
+                            n_workers=workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", memory_limit=0, **LOCAL_CLUSTER_HTTP,
+                            silence_logs=logging.CRITICAL,  # errors re-raise; no shutdown noise
+                        )
                 except (OSError, RuntimeError) as exc:
                     raise SchedulerError(
                         f"workers: could not start {workers} local worker processes ({exc}); "
