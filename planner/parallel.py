@@ -25,6 +25,7 @@ Runners (``scheduler``):
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -91,7 +92,8 @@ def check_scheduler(scheduler: Any) -> None:
 def _check_workers(n_workers: Any) -> None:
     if n_workers is None:
         return
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+    if isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral) \
+            or n_workers < 1:
         raise PlannerError(f"n_workers: expected a positive integer number of worker "
                            f"processes, got {shorten(n_workers)}")
 
@@ -107,7 +109,7 @@ def runs_serially(n_tasks: int, *, scheduler: Any = None, n_workers: int | None 
         return True
     if scheduler is not None:
         return False
-    workers = default_workers(n_tasks) if n_workers is None else n_workers
+    workers = default_workers(n_tasks) if n_workers is None else int(n_workers)
     return min(workers, n_tasks) <= 1
 
 
@@ -178,7 +180,7 @@ def _run_dask(fn, tasks, shared, has_shared, scheduler, n_workers, client, progr
     try:
         if client is None:
             if scheduler is None:
-                workers = min(default_workers(total) if n_workers is None else n_workers,
+                workers = min(default_workers(total) if n_workers is None else int(n_workers),
                               total)
                 try:
                     with dask.config.set(LOCAL_WORKER_CONFIG):

@@ -116,7 +116,7 @@ def sweep(
     catalog: Catalog | None = None,
     correlations: Any = None,
     client: Any = None,
-    progress: bool = False,
+    progress: Any = False,
 ) -> pd.DataFrame:
     """Monte Carlo over a grid of scenario overrides.
 
@@ -133,8 +133,8 @@ def sweep(
         Worker processes of the local cluster (``scheduler=None``).
     client : distributed.Client, optional
         Use this client (overrides ``scheduler``).
-    progress : bool
-        tqdm progress bar over tasks.
+    progress : bool or callable
+        ``progress(done, total)`` called as chunks finish; True draws a tqdm bar instead.
 
     Returns
     -------
@@ -158,15 +158,19 @@ def sweep(
     sizes = chunk_sizes(int(n), CHUNK_SIZE)
     tasks = [(g, c) for g in range(len(points)) for c in range(len(sizes))]
     bar = None
-    if progress:
+    if callable(progress):
+        report = progress
+    elif progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(tasks), unit="chunk", desc=f"sweep {scenario.name}")
+        report = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+    else:
+        report = None
     try:
         out = map_tasks(_chunk, [(g, roots[g], c, sizes[c]) for g, c in tasks], shared=models,
                         scheduler=scheduler, n_workers=n_workers, client=client,
-                        progress=None if bar is None else (lambda d, t: bar.update(d - bar.n)),
-                        name="planner-sweep")
+                        progress=report, name="planner-sweep")
     finally:
         if bar is not None:
             bar.close()

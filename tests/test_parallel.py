@@ -202,3 +202,15 @@ def test_worker_processes_that_do_not_start_name_the_flag(capsys, monkeypatch):
     assert info.value.flag == "workers"
     code, _, err = run(capsys, "simulate", "example:quickstart", "--hours", "1", "--workers", "2")
     assert code == 2 and "--workers: could not start" in err and "Traceback" not in err
+
+
+def test_sweep_progress_is_a_callback_on_the_shared_runner():
+    from planner.sweep import sweep
+
+    sc = api.load("example:risk-example")
+    grid = {"planning.utilisation_target": [0.6, 0.9]}
+    seen = []
+    df = sweep(sc, grid, n=100, seed=1, scheduler="serial",
+               progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 2), (2, 2)]  # one chunk per grid point
+    assert list(df["grid_point"].unique()) == [0, 1]
