@@ -210,7 +210,7 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None,
     if total > MAX_SIMULATED_REQUESTS:
         raise PlannerError(
             f"simulate: about {total:,.0f} requests ({per_day:,.0f} a day x {hours} h"
-            + (f" x {runs} deployments simulated one by one" if runs > 1 and not deployments
+            + (f" x {runs} deployments, each simulated on its own" if runs > 1 and not deployments
                else "")
             + f"), over the limit of {MAX_SIMULATED_REQUESTS:,} (~{_memory_text(total * 400)}"
             f" and {total / 40_000 / 60:,.0f} minutes); simulate fewer hours (--hours), one "
