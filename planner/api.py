@@ -425,6 +425,8 @@ def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | N
          tol: float | None = None, sensitivity: bool = True, years: bool = False,
          simulate: int = 0, deployment: str | None = None,
          progress: Callable[[int, int], None] | None = None,
+         scheduler: str | None = None, n_workers: int | None = 1,
+         simulate_progress: Callable[[int, int], None] | None = None,
          **engine_options: Any) -> RiskResult:
     """Sample every uncertain input and price every option per sample (``planner risk``).
 
@@ -447,6 +449,10 @@ def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | N
         range (``--simulate K``), of ``deployment`` (default: the cheapest self-hosted one).
     progress : callable(done, total), optional
         Called as the samples advance.
+    scheduler, n_workers, simulate_progress
+        Where the ``simulate`` replications run (``None``/``"serial"``/``"tcp://host:port"``,
+        local worker processes) and their ``progress(done, total)`` callback
+        (:func:`planner.parallel.map_tasks`); results are identical to a serial run.
     **engine_options
         Passed on to :func:`planner.engines.risk.run.run_montecarlo` (e.g. ``threads``).
 
@@ -477,8 +483,9 @@ def risk(scenario: Scenario | str | os.PathLike, n: int = 100_000, seed: int | N
     if simulate:
         from planner.engines.risk.replications import simulation_replications
 
-        extra["simulation"] = simulation_replications(res, sc, deployment=deployment,
-                                                      replications=simulate, seed=seed)
+        extra["simulation"] = simulation_replications(
+            res, sc, deployment=deployment, replications=simulate, seed=seed,
+            scheduler=scheduler, n_workers=n_workers, progress=simulate_progress)
     return RiskResult(
         scenario=res.scenario, n=res.n, seed=seed, headline=res.headline(),
         summary=res.summary, win_probability=res.win_probability, tornado=res.tornado,

@@ -116,20 +116,26 @@ MAX_MEMORY_BYTES = 4 * 2**30
 MAX_SIMULATED_REQUESTS = 5_000_000
 #: Most replicas of one simulated pool.
 MAX_SIMULATED_REPLICAS = 10_000
+#: ``simulate`` / ``risk --simulate`` run on worker processes by default (``--workers``: one
+#: per core, at most one per plan or replication) from this many simulated requests in all;
+#: below it starting the processes (~3 s) costs more than it saves.
+PARALLEL_MIN_REQUESTS = 1_000_000
 
 # command -> flag attribute -> (lowest, highest, lowest excluded, integer); checked before
 # any work by :func:`check_flags`
 _FLAG_RANGES: dict[str, dict[str, tuple[float | None, float | None, bool, bool]]] = {
     "cost": {"check_max_requests": (100, MAX_SIMULATED_REQUESTS, False, True)},
     "risk": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),
-             "tol": (0, 1, True, False), "simulate": (0, 1000, False, True)},
+             "tol": (0, 1, True, False), "simulate": (0, 1000, False, True),
+             "workers": (1, 256, False, True)},
     "sweep": {"n": (1, MAX_SAMPLES, False, True), "seed": (0, 2**63 - 1, False, True),
               "workers": (1, 256, False, True)},
     "optimize": {"n": (1, 100_000, False, True), "seed": (0, 2**63 - 1, False, True),
                  "gap": (0, 1, False, False), "time_limit": (0, 7 * 86400, True, False),
                  "verify_window": (0, 86400, True, False)},
     "simulate": {"hours": (1, 8784, False, True), "start_hour": (0, 167, False, True),
-                 "seed": (0, 2**63 - 1, False, True), "rate_scale": (0, 1e6, True, False)},
+                 "seed": (0, 2**63 - 1, False, True), "rate_scale": (0, 1e6, True, False),
+                 "workers": (1, 256, False, True)},
     "train": {"params_b": (0, 1e9, True, False), "tokens": (0, 1e18, True, False),
               "peak_tflops": (0, 1e9, True, False), "mfu": (0, 1, True, False),
               "price": (0, 1e9, False, False), "gpus": (1, 1e9, False, True),
@@ -188,9 +194,11 @@ def check_risk_size(sc, n: int) -> None:
             "(--tol stops early when the P95 is stable) or set PLANNER_MAX_MEMORY_GB")
 
 
-def check_simulation_size(sc, *, hours: int, deployments: list[str] | None, replicas) -> None:
+def check_simulation_size(sc, *, hours: int, deployments: list[str] | None,
+                          replicas) -> float:
     """Refuse a simulation with more requests or replicas than it can handle in a
-    reasonable time and memory (estimated from the scenario before generating anything)."""
+    reasonable time and memory (estimated from the scenario before generating anything).
+    Returns the estimated number of requests in all."""
     from planner.config import med
 
     per_day = sum(float(med(wc.requests_per_day)) * float(med(wc.calls_per_request))
@@ -202,7 +210,7 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None, repl
     if total > MAX_SIMULATED_REQUESTS:
         raise PlannerError(
             f"simulate: about {total:,.0f} requests ({per_day:,.0f} a day x {hours} h"
-            + (f" x {runs} deployments simulated one by one" if runs > 1 and not deployments
+            + (f" x {runs} deployments, each simulated on its own" if runs > 1 and not deployments
                else "")
             + f"), over the limit of {MAX_SIMULATED_REQUESTS:,} (~{_memory_text(total * 400)}"
             f" and {total / 40_000 / 60:,.0f} minutes); simulate fewer hours (--hours), one "
@@ -234,6 +242,46 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None, repl
                     f"simulate: the cost engine sizes {shorten(d)} at {n:,.0f} replicas; the "
                     f"simulator handles at most {MAX_SIMULATED_REPLICAS:,} per pool (give "
                     f"--replicas {shorten(d)[1:-1]}=N, or simulate a smaller volume)")
+    return total
+
+
+def _workers(args, n_tasks: int, requests: float) -> int | None:
+    """Local worker processes for ``--workers`` (None with ``--scheduler``): the flag, else
+    one per core (at most one per task) from :data:`PARALLEL_MIN_REQUESTS` requests, else 1."""
+    from planner.parallel import default_workers
+
+    if args.scheduler is not None:
+        return None
+    if args.workers is not None:
+        return args.workers
+    return default_workers(n_tasks) if requests >= PARALLEL_MIN_REQUESTS else 1
+
+
+class _SchedulerFlag:
+    """``--scheduler`` checked before any work; the runner's errors (a bad or unreachable
+    address, worker processes that do not start) name their flag (exit 2)."""
+
+    def __init__(self, args):
+        from planner.parallel import SchedulerError, check_scheduler
+
+        self.args = args
+        try:
+            check_scheduler(args.scheduler)
+        except SchedulerError as exc:
+            raise PlannerError(f"--{exc}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from planner.parallel import SchedulerError
+
+        if isinstance(exc, SchedulerError):
+            raise PlannerError(f"--{exc}") from None
+        if isinstance(exc, OSError) and self.args.scheduler:  # lost the scheduler mid-run
+            raise PlannerError(f"--scheduler {shorten(self.args.scheduler)}: "
+                               f"{_error_text(exc)}") from None
+        return False
 
 
 # ---------------------------------------------------------------------------- commands
@@ -342,14 +390,24 @@ class _Bar:
 def cmd_risk(args) -> int:
     if args.deployment and not args.simulate:
         raise PlannerError("--deployment chooses what --simulate K runs; give --simulate too")
+    for flag in ("workers", "scheduler"):
+        if getattr(args, flag) is not None and not args.simulate:
+            raise PlannerError(f"--{flag} chooses where --simulate K runs; give --simulate too")
+    sched = _SchedulerFlag(args)
     if args.simulate < 0:
         raise PlannerError(f"--simulate: expected a number of replications >= 1, got "
                            f"{args.simulate}")
     sc = load(args)
     check_risk_size(sc, args.n)
-    with _Bar(f"risk {sc.name}", "samples", args.quiet) as bar:
+    from planner.engines.risk.replications import MAX_REQUESTS
+
+    workers = _workers(args, args.simulate, args.simulate * MAX_REQUESTS) if args.simulate \
+        else 1
+    with sched, _Bar(f"risk {sc.name}", "samples", args.quiet) as bar:
+        # one bar: a new one starts when the replications' total takes over from the samples'
         r = api.risk(sc, n=args.n, seed=args.seed, tol=args.tol, years=bool(args.years),
-                     simulate=args.simulate, deployment=args.deployment, progress=bar)
+                     simulate=args.simulate, deployment=args.deployment, progress=bar,
+                     scheduler=args.scheduler, n_workers=workers, simulate_progress=bar)
     res = r.engine
     tables = res.tables()
     shown = {"risk (USD per month unless named)": r.headline}
@@ -378,14 +436,16 @@ def cmd_risk(args) -> int:
 def cmd_sweep(args) -> int:
     from planner.sweep import parse_grid, sweep
 
+    sched = _SchedulerFlag(args)
     sc = load(args)
     check_risk_size(sc, args.n)
     try:
-        df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
-                   scheduler=args.scheduler, n_workers=args.workers, progress=not args.quiet)
-    except OSError as exc:  # an unreachable scheduler (Dask times out after 30 s)
-        where = f"--scheduler {shorten(args.scheduler)}: " if args.scheduler else ""
-        raise PlannerError(f"{where}{_error_text(exc)}") from None
+        with sched:
+            df = sweep(sc, parse_grid(args.grid), n=args.n, seed=args.seed,
+                       scheduler=args.scheduler, n_workers=args.workers,
+                       progress=not args.quiet)
+    except OSError as exc:  # a local cluster that failed to start
+        raise PlannerError(_error_text(exc)) from None
     emit(args, {"sweep": df})
     return 0
 
@@ -603,8 +663,11 @@ def _simulate_replicas(items):
 
 
 def cmd_simulate(args) -> int:
+    from planner.parallel import runs_serially
     from planner.sim.output import write_frames
+    from planner.sim.scenario import plan_groups
 
+    sched = _SchedulerFlag(args)
     sc = load(args)
     deployments = [d for ds in (args.deployment or []) for d in ds.split(",") if d]
     replicas = _simulate_replicas(args.replicas)
@@ -614,14 +677,18 @@ def cmd_simulate(args) -> int:
             if d not in hosted:
                 raise PlannerError(f"--replicas {shorten(d)}=...: not a self-hosted "
                                    f"deployment; self-hosted: {', '.join(hosted) or 'none'}")
-    check_simulation_size(sc, hours=args.hours or sc.simulation.hours,
-                          deployments=deployments or list(sc.simulation.deployments) or None,
-                          replicas=replicas)
-    with _Bar("simulate", "req", args.quiet) as bar:
+    total = check_simulation_size(
+        sc, hours=args.hours or sc.simulation.hours,
+        deployments=deployments or list(sc.simulation.deployments) or None, replicas=replicas)
+    n_plans = len(plan_groups(sc, deployments or None))
+    workers = _workers(args, n_plans, total)
+    serial = runs_serially(n_plans, scheduler=args.scheduler, n_workers=workers)
+    with sched, _Bar("simulate", "req" if serial else "plan", args.quiet) as bar:
         s = api.simulate(
             sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
             seed=args.seed, replicas=replicas, spillover=args.spillover,
             traces=_simulate_traces(args, sc) or None, records=bool(args.out), progress=bar,
+            scheduler=args.scheduler, n_workers=workers,
         )
     tables = {k: v for k, v in s.tables().items() if len(v)}
     if args.out:
@@ -876,6 +943,18 @@ def cmd_catalog_import_skypilot(args) -> int:
 # ---------------------------------------------------------------------------- parser
 
 
+def _parallel_flags(p: argparse.ArgumentParser, tasks: str) -> None:
+    """``--workers`` / ``--scheduler`` of a command whose independent ``tasks`` run in
+    parallel (:func:`planner.parallel.map_tasks`; results identical to a serial run)."""
+    p.add_argument("--workers", type=int, metavar="N",
+                   help=f"local worker processes running the {tasks} (default: one per core, "
+                        f"at most one per task, from {PARALLEL_MIN_REQUESTS:,} simulated "
+                        "requests in all, else 1; 1 runs them one after another)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT|serial",
+                   help=f"run the {tasks} on this Dask scheduler (its workers need planner "
+                        "installed), or 'serial' in this process; results are the same")
+
+
 def _common(p: argparse.ArgumentParser, *, scenario: bool = True, out: bool = True) -> None:
     if scenario:
         p.add_argument("scenario", help="scenario TOML file, or example:NAME for a bundled one")
@@ -956,6 +1035,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "over --deployment's cost range: SLO attainment, spillover, TTFT p99")
     p.add_argument("--deployment", metavar="NAME",
                    help="the cloud or on-prem option --simulate runs")
+    _parallel_flags(p, "replications")
     p.set_defaults(func=cmd_risk)
 
     p = sub.add_parser(
@@ -1056,6 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an [api.*] deployment taking requests that would miss their SLO")
     p.add_argument("--parquet", action="store_true",
                    help="with --out: write Parquet instead of CSV (needs pyarrow)")
+    _parallel_flags(p, "plans")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="check a scenario file")

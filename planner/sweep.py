@@ -11,17 +11,18 @@ alone: results are bit-identical to a serial run (``scheduler="serial"``) with t
 whatever the number of workers or the order tasks finish in, and grid point ``g`` equals
 ``planner.engines.risk.run.run_montecarlo(scenario_g, n=n, seed=SeedSequence(seed).spawn(G)[g])``.
 
-Schedulers: ``None`` starts a local cluster of ``n_workers`` processes on 127.0.0.1 (closed
-afterwards); ``"tcp://host:port"`` connects to a running scheduler (its workers need planner
-installed); ``"serial"`` runs in this process without Dask; a ``distributed.Client`` may be
-passed as ``client``.
+Schedulers (:func:`planner.parallel.map_tasks`, the runner ``planner simulate`` and ``planner
+risk --simulate`` use too): ``None`` starts a local cluster of ``n_workers`` processes on
+127.0.0.1 (closed afterwards; serial for one worker or one task); ``"tcp://host:port"``
+connects to a running scheduler (its workers need planner installed); ``"serial"`` runs in
+this process without Dask; a ``distributed.Client`` may be passed as ``client``. The compiled
+grid points are sent to each worker once.
 """
 
 from __future__ import annotations
 
 import itertools
 import numbers
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from planner.engines.risk.compiled import CompiledScenario, compile_scenario
 from planner.engines.risk.sampling import CHUNK_SIZE, chunk_sizes, root_seed
 from planner.engines.risk.stats import summarise, win_probability
 from planner.errors import PlannerError
+from planner.parallel import map_tasks
 
 __all__ = ["grid_points", "parse_grid", "scenario_with", "sweep"]
 
@@ -96,10 +98,11 @@ def scenario_with(sc: Scenario, overrides: Mapping[str, Any], *,
     return parse_scenario(data, path=sc.source_path, overrides=dict(overrides), catalog=catalog)
 
 
-def _chunk(model: CompiledScenario, root: np.random.SeedSequence, index: int,
-           size: int) -> np.ndarray:
-    """One task: costs (3, n_options, size) of chunk ``index`` (module level: picklable)."""
-    return model.run_chunk(root, index, size)[0]
+def _chunk(models: Sequence[CompiledScenario], g: int, root: np.random.SeedSequence,
+           index: int, size: int) -> np.ndarray:
+    """One task: costs (3, n_options, size) of chunk ``index`` of grid point ``g`` (module
+    level: picklable)."""
+    return models[g].run_chunk(root, index, size)[0]
 
 
 def sweep(
@@ -113,7 +116,7 @@ def sweep(
     catalog: Catalog | None = None,
     correlations: Any = None,
     client: Any = None,
-    progress: bool = False,
+    progress: Any = False,
 ) -> pd.DataFrame:
     """Monte Carlo over a grid of scenario overrides.
 
@@ -130,8 +133,8 @@ def sweep(
         Worker processes of the local cluster (``scheduler=None``).
     client : distributed.Client, optional
         Use this client (overrides ``scheduler``).
-    progress : bool
-        tqdm progress bar over tasks.
+    progress : bool or callable
+        ``progress(done, total)`` called as chunks finish; True draws a tqdm bar instead.
 
     Returns
     -------
@@ -155,22 +158,23 @@ def sweep(
     sizes = chunk_sizes(int(n), CHUNK_SIZE)
     tasks = [(g, c) for g in range(len(points)) for c in range(len(sizes))]
     bar = None
-    if progress:
+    if callable(progress):
+        report = progress
+    elif progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(tasks), unit="chunk", desc=f"sweep {scenario.name}")
+        report = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+    else:
+        report = None
     try:
-        if client is not None or scheduler != "serial":
-            results = _run_dask(models, roots, sizes, tasks, scheduler, n_workers, client, bar)
-        else:
-            results = {}
-            for g, c in tasks:
-                results[(g, c)] = _chunk(models[g], roots[g], c, sizes[c])
-                if bar is not None:
-                    bar.update(1)
+        out = map_tasks(_chunk, [(g, roots[g], c, sizes[c]) for g, c in tasks], shared=models,
+                        scheduler=scheduler, n_workers=n_workers, client=client,
+                        progress=report, name="planner-sweep")
     finally:
         if bar is not None:
             bar.close()
+    results = dict(zip(tasks, out, strict=True))
     frames = []
     for g, point in enumerate(points):
         model = models[g]
@@ -187,47 +191,3 @@ def sweep(
     df.attrs["n"] = int(n)
     return df
 
-
-def _run_dask(models, roots, sizes, tasks, scheduler, n_workers, client, bar):
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise PlannerError(
-            "sweep: dask.distributed is not installed (pip install \"dask[distributed]\"); "
-            "or use scheduler=\"serial\""
-        ) from exc
-    own_cluster = own_client = None
-    try:
-        if client is None:
-            if scheduler is None:
-                own_cluster = LocalCluster(
-                    n_workers=int(n_workers), threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None,
-                )
-                own_client = Client(own_cluster)
-            elif isinstance(scheduler, str) and scheduler.startswith(("tcp://", "tls://")):
-                own_client = Client(scheduler)
-            else:
-                raise PlannerError(
-                    f"scheduler: expected None (local cluster), \"serial\" or "
-                    f"\"tcp://host:port\", got {scheduler!r}"
-                )
-            client = own_client
-        handles = client.scatter(models, broadcast=False)
-        run = uuid.uuid4().hex  # task keys unique to this sweep (never served from a cache)
-        futures = {}
-        for g, c in tasks:
-            f = client.submit(_chunk, handles[g], roots[g], c, sizes[c],
-                              key=f"planner-sweep-{run}-{g}-{c}")
-            futures[f] = (g, c)
-        results = {}
-        for fut in as_completed(list(futures)):
-            results[futures[fut]] = fut.result()
-            if bar is not None:
-                bar.update(1)
-        return results
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()

@@ -12,6 +12,7 @@ from planner.config import load_scenario
 from planner.engines.risk.run import run_montecarlo
 from planner.engines.risk.sampling import CHUNK_SIZE
 from planner.errors import PlannerError
+from planner.parallel import LOCAL_CLUSTER_HTTP
 from planner.sweep import grid_points, parse_grid, scenario_with, sweep
 
 distributed = pytest.importorskip("distributed")
@@ -77,7 +78,7 @@ def test_client_and_scheduler_address(scenario, serial):
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, protocol="tcp",
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
+                      host="127.0.0.1", **LOCAL_CLUSTER_HTTP) as cluster, \
             Client(cluster) as client:
         by_client = sweep(scenario, GRID, n=N, seed=11, client=client)
         by_address = sweep(scenario, ["planning.utilisation_target=0.6,0.9",

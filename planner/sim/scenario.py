@@ -600,14 +600,24 @@ def simulate_scenario(
     traces: Sequence[SimTrace] | None = None,
     trace_dir: str | Path | None = None,
     progress: Any = None,
+    scheduler: str | None = None,
+    n_workers: int | None = 1,
+    client: Any = None,
 ) -> list[ScenarioRun]:
     """Simulate the scenario's plans (see the module docstring); one :class:`ScenarioRun` each.
 
     Arguments left ``None`` come from ``[simulation]``. ``traces`` (or ``[simulation] trace``)
     replaces the generated arrivals; ``trace_dir`` resolves their relative paths (default: the
     scenario's folder). The same ``seed`` gives every plan the same arrivals.
+
+    The plans are independent tasks run by :func:`planner.parallel.map_tasks`: one after
+    another by default (``n_workers=1``), on ``n_workers`` local processes (``None``: one per
+    core), or on a Dask ``scheduler`` (``"tcp://host:port"``) or ``client``. Each task is sent
+    the scenario, its plan and the seed and generates its own arrivals, so the runs are
+    bit-identical to serial ones whatever the runner; they come back in plan order.
+    ``progress(done, total)`` counts routed requests when serial, finished plans otherwise.
     """
-    from planner.sim.run import simulate
+    from planner.parallel import map_tasks, runs_serially
 
     cat = _catalog(catalog)
     sim = sc.simulation
@@ -627,7 +637,7 @@ def simulate_scenario(
         trace_reqs = trace_requests(sc, traces, hours=hours, base_dir=trace_dir)
         if len(trace_reqs) == 0:
             raise PlannerError("simulate: the trace files hold no requests")
-    runs = []
+    built, tasks = [], []
     for group in groups:
         plan, pools, covered = build_plan(sc, group, catalog=cat, sizing=sizing,
                                           replicas=replicas, spillover=spillover)
@@ -636,32 +646,54 @@ def simulate_scenario(
         shares = prefix_cache_shares(sc, sizing, group)
         left = [c for c in sc.workload if c not in covered]
         if trace_reqs is not None:
-            reqs = trace_reqs
-            miss = [c for c in reqs.class_names if c not in covered]
+            miss = [c for c in trace_reqs.class_names if c not in covered]
             if miss:
                 raise PlannerError(
                     f"simulate: {name} does not serve trace class(es) {', '.join(miss)}"
                     + (" (add a spillover API that does)" if plan.api is None else "")
                 )
-            notes.append(f"{name}: {len(reqs):,} requests replayed from "
+            notes.append(f"{name}: {len(trace_reqs):,} requests replayed from "
                          f"{', '.join(t.file for t in traces)}")
         else:
             if left:
                 notes.append(f"{name}: class(es) {', '.join(left)} not simulated (no pool or "
                              "API of this plan serves them)")
             notes.append(_cache_note(name, sc, {c: shares[c] for c in covered}))
-            rng = np.random.default_rng(np.random.SeedSequence(seed))
-            reqs = scenario_requests(sc, hours=hours, rng=rng, catalog=cat,
-                                     tokenizer=_tokenizer(sc, group[0], cat),
-                                     start_hour=start_hour, classes=covered,
-                                     prefix_cache_hit_share=shares)
-            if len(reqs) == 0:
-                raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
-                                   "hour(s); check requests_per_day and the diurnal profile")
-        res = simulate(plan, reqs, seed=seed, progress=progress)
-        runs.append(ScenarioRun(name, plan, reqs, res, pools, targets,
-                                0 if trace_reqs is not None else start_hour, notes))
-    return runs
+        built.append((name, plan, pools, notes))
+        tasks.append((plan, tuple(covered), _tokenizer(sc, group[0], cat), shares))
+    shared = (sc, cat, trace_reqs, hours, start_hour, seed)
+    if runs_serially(len(tasks), scheduler=scheduler, n_workers=n_workers, client=client):
+        out = [_simulate_plan(shared, *t, progress=progress) for t in tasks]
+    else:
+        out = map_tasks(_simulate_plan, tasks, shared=shared, scheduler=scheduler,
+                        n_workers=n_workers, client=client, progress=progress,
+                        name="planner-simulate")
+    start = 0 if trace_reqs is not None else start_hour
+    return [ScenarioRun(name, plan, trace_reqs if reqs is None else reqs, res, pools, targets,
+                        start, notes)
+            for (name, plan, pools, notes), (reqs, res) in zip(built, out, strict=True)]
+
+
+def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
+                   tokenizer: str | None, shares: Mapping[str, float],
+                   progress: Any = None) -> tuple[RequestTable | None, SimResult]:
+    """One task of :func:`simulate_scenario`: generate the plan's arrivals from the seed (or
+    take the trace's) and simulate them. Returns (generated requests or None for the trace's,
+    result). Module level: pickled to worker processes."""
+    from planner.sim.run import simulate
+
+    sc, cat, trace_reqs, hours, start_hour, seed = shared
+    reqs = trace_reqs
+    if trace_reqs is None:
+        rng = np.random.default_rng(np.random.SeedSequence(seed))
+        reqs = scenario_requests(sc, hours=hours, rng=rng, catalog=cat, tokenizer=tokenizer,
+                                 start_hour=start_hour, classes=list(covered),
+                                 prefix_cache_hit_share=shares)
+        if len(reqs) == 0:
+            raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
+                               "hour(s); check requests_per_day and the diurnal profile")
+    res = simulate(plan, reqs, seed=seed, progress=progress)
+    return (None if trace_reqs is not None else reqs), res
 
 
 def _cache_note(name: str, sc: Scenario, shares: Mapping[str, float]) -> str:

@@ -4,7 +4,9 @@
 (from a :class:`planner.engines.risk.run.RiskResults` that kept its samples and inputs),
 materialises each as a fixed scenario (:func:`planner.uncertain.scenario_at`) and calls a
 ``simulate_fn`` for it: by default :func:`busiest_hour_metrics`, the busiest hour simulated
-with :mod:`planner.sim`.
+with :mod:`planner.sim`. The replications are independent tasks of
+:func:`planner.parallel.map_tasks` (serial, local processes or Dask), bit-identical whatever
+the runner.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,14 +23,18 @@ from planner.catalog import Catalog
 from planner.config import Scenario
 from planner.engines.risk.run import RiskResults
 from planner.errors import PlannerError
+from planner.parallel import map_tasks
 from planner.uncertain import scenario_at
 
-__all__ = ["busiest_hour_metrics", "simulation_replications"]
+__all__ = ["MAX_REQUESTS", "busiest_hour_metrics", "simulation_replications"]
+
+#: Default cut of a replication's busiest hour, requests.
+MAX_REQUESTS = 20_000
 
 
 def busiest_hour_metrics(scenario: Scenario, rng: np.random.Generator, *,
                          deployment: str | None, catalog: Catalog | None = None,
-                         max_requests: int = 20_000) -> dict[str, float]:
+                         max_requests: int = MAX_REQUESTS) -> dict[str, float]:
     """Latency and spillover of one fixed scenario: its busiest hour simulated with SimPy.
 
     Returns ``replicas``, ``requests``, ``slo_attainment`` (share of requests meeting every
@@ -67,7 +74,11 @@ def simulation_replications(
     replications: int = 8,
     seed: int | None = 0,
     catalog: Catalog | None = None,
-    max_requests: int = 20_000,
+    max_requests: int = MAX_REQUESTS,
+    scheduler: str | None = None,
+    n_workers: int | None = 1,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """SimPy replications over a subset of the sampled scenarios (latency / spillover risk).
 
@@ -81,6 +92,13 @@ def simulation_replications(
     The default ``simulate_fn`` (:func:`busiest_hour_metrics`) simulates ``deployment`` (a
     cloud or on-prem option, default the first one; sized by the cost engine at that sample) during the busiest hour
     of the sample's traffic, cut to ``max_requests`` arrivals.
+
+    Replication ``i`` draws from child ``i`` of ``SeedSequence(seed)`` and gets only its
+    sample's input values, the scenario and ``simulate_fn`` (sent once per worker), so the
+    table is the same run one after another (default, ``n_workers=1``), on ``n_workers``
+    local processes (``None``: one per core) or on a Dask ``scheduler``/``client``
+    (:func:`planner.parallel.map_tasks`; ``simulate_fn`` must then be picklable).
+    ``progress(done, total)`` is called as replications finish.
     """
     if simulate_fn is None:
         hosted = [d for d in results.samples.columns if d in {**scenario.cloud, **scenario.onprem}]
@@ -102,11 +120,21 @@ def simulation_replications(
     picks = [int(order[min(int((i + 0.5) / replications * m), m - 1)])
              for i in range(replications)]
     gens = np.random.SeedSequence(seed).spawn(replications)
-    rows = []
-    for i, idx in enumerate(picks):
-        vals = {k: float(results.inputs[k].iloc[idx]) for k in results.inputs.columns}
-        fixed = scenario_at(scenario, vals, catalog=catalog)
-        metrics = simulate_fn(fixed, np.random.default_rng(gens[i]))
-        rows.append({"replication": i, "sample": idx, "deployment": dep,
-                     "usd_per_month": float(cost[idx]), **dict(metrics)})
+    tasks = [({k: float(results.inputs[k].iloc[idx]) for k in results.inputs.columns}, gens[i])
+             for i, idx in enumerate(picks)]
+    out = map_tasks(_replication, tasks, shared=(scenario, simulate_fn, catalog),
+                    scheduler=scheduler, n_workers=n_workers, client=client, progress=progress,
+                    name="planner-risk-replication")
+    rows = [{"replication": i, "sample": idx, "deployment": dep,
+             "usd_per_month": float(cost[idx]), **metrics}
+            for i, (idx, metrics) in enumerate(zip(picks, out, strict=True))]
     return pd.DataFrame(rows)
+
+
+def _replication(shared: tuple, values: Mapping[str, float],
+                 seed: np.random.SeedSequence) -> dict[str, float]:
+    """One task: the scenario fixed at one sample's input values, simulated with its own
+    generator (module level: pickled to worker processes)."""
+    scenario, simulate_fn, catalog = shared
+    fixed = scenario_at(scenario, dict(values), catalog=catalog)
+    return dict(simulate_fn(fixed, np.random.default_rng(seed)))
