@@ -66,6 +66,13 @@ class PerfParams:
     sequence_overhead_s : float
         Host time per running sequence per step (request bookkeeping in Python-heavy
         runtimes). 0 by default: the calibration fit gives 0.3 us, negligible.
+    request_overhead_s : float
+        Fixed client-visible time per request before its first token, beyond the engine's
+        steps (API server, tokenisation, scheduling hand-offs, streaming the first token).
+        Added to the TTFT of the closed-loop model (:mod:`planner.perf.closedloop`), where
+        the request stays in flight meanwhile. 0 by default (pure engine time);
+        ``studies/perf-validation`` fits it per serving engine (:mod:`planner.perf.
+        closed_loop_validation`).
     elementwise_bytes_factor : float
         Activation traffic of the non-GEMM kernels (norms, residual adds, RoPE, SwiGLU,
         activation quantisation, GEMM activation I/O not hidden behind compute), in units of
@@ -119,6 +126,7 @@ class PerfParams:
     kernel_overhead_s: float = 8e-6
     step_overhead_s: float = 5e-4
     sequence_overhead_s: float = 0.0
+    request_overhead_s: float = 0.0
     elementwise_bytes_factor: float = 8.0
     sampling_passes: float = 4.0
     interconnect_efficiency: float = 0.8
@@ -151,6 +159,7 @@ class PerfParams:
             )
         nonneg = (
             "gemm_n_half_tokens", "kernel_overhead_s", "step_overhead_s", "sequence_overhead_s",
+            "request_overhead_s",
             "elementwise_bytes_factor", "sampling_passes", "allreduce_latency_s",
             "runtime_reserve_gb",
         )

@@ -80,7 +80,7 @@ def inferencex_rows(paths: list[Path]) -> pd.DataFrame:
         "source": "InferenceX",
         "model": "DeepSeek-R1-0528",
         "catalog_model": "deepseek-v3",
-        "hardware": [f"{t}x {ACC[h][0]}" for t, h in zip(tp, df["hardware"])],
+        "hardware": [f"{t}x {ACC[h][0]}" for t, h in zip(tp, df["hardware"], strict=True)],
         "accelerator": [ACC[h][1] for h in df["hardware"]],
         "gpus": tp,
         "precision": df["precision"],
@@ -128,7 +128,7 @@ def dstack_rows(path: Path) -> pd.DataFrame:
         "concurrency": df["max_concurrency"].astype(int),
         "engine": [ENGINE[b] for b in df["backend"]],
         "engine_version": [DSTACK_VERSIONS.get((g, b), "see README")
-                           for g, b in zip(gpu, df["backend"])],
+                           for g, b in zip(gpu, df["backend"], strict=True)],
         "ttft_mean_ms": df["mean_ttft_ms"],
         "ttft_median_ms": df["median_ttft_ms"],
         "itl_mean_ms": df["mean_tpot_ms"],
