@@ -104,13 +104,22 @@ def test_fit_improves_on_defaults(study):
 
 
 def test_max_throughput_rows(study, capsys):
+    # the calibrated defaults (what the sizing uses) ...
     s = study.max_throughput_summary().set_index("set")
+    # ... and the closed-loop fit, one parameter set for both kinds of benchmark
+    f = study.max_throughput_summary(True).set_index("set")
     with capsys.disabled():
-        print("\nmax-throughput rows:", s.round(3).to_dict("index"))
-    assert s.loc["all", "rows"] == 9 + 53 + 20
+        print("\nmax-throughput rows, defaults:", s.round(3).to_dict("index"))
+        print("max-throughput rows, closed-loop fit:", f.round(3).to_dict("index"))
+    assert s.loc["all", "rows"] == f.loc["all", "rows"] == 9 + 53 + 20
     assert s.loc["all", "median_abs_error"] <= TARGET["max_median"]
     assert s.loc["all", "max_abs_error"] <= TARGET["max_max"]
-    assert abs(s.loc["B200 FP4", "bias"]) <= TARGET["b200_fp4_bias"]
+    assert abs(s.loc["B200 FP4 (both)", "bias"]) <= TARGET["b200_fp4_bias"]
+    assert f.loc["all", "median_abs_error"] <= TARGET["fit_max_median"]
+    assert f.loc["all", "max_abs_error"] <= TARGET["fit_max_max"]
+    held = f.loc["B200 FP4 405B (held out)", "bias"]
+    assert abs(held) <= TARGET["fit_b200_405b_bias"]
+    assert abs(held) < abs(s.loc["B200 FP4 405B (held out)", "bias"])  # the fit helps B200
 
 
 def test_server_below_offline_where_the_bound_binds(study):
@@ -162,6 +171,10 @@ def test_moe_expert_gemms_run_at_their_own_token_count():
 
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
-#: (held-out throughput / ITL / TTFT), bias 0.12, max-throughput median 0.08 and max 0.20.
-TARGET = {"tput": 0.11, "itl": 0.135, "ttft": 0.47, "bias": 0.26, "max_median": 0.08,
-          "max_max": 0.60, "b200_fp4_bias": 0.31}
+#: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
+#: median 0.08 and every row within 0.20. Reached: 0.102 / 0.121 / 0.430; bias within 0.132
+#: (MI300X ITL; every other GPU and both precisions within 0.09); max-throughput median 0.075
+#: with the defaults (max 0.589, B200 FP4) or 0.088 with the closed-loop fit (max 0.300).
+TARGET = {"tput": 0.105, "itl": 0.125, "ttft": 0.44, "bias": 0.135, "max_median": 0.08,
+          "max_max": 0.60, "b200_fp4_bias": 0.31, "fit_max_median": 0.09,
+          "fit_max_max": 0.31, "fit_b200_405b_bias": 0.12}

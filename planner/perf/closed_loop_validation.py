@@ -155,7 +155,8 @@ class FitParams:
     low-precision factor) and achieved HBM bandwidth share, per GPU family (:func:`family`);
     ``step_overhead_s``: fixed host/launch time per engine iteration;
     ``sequence_overhead_s``: host time per running sequence per iteration;
-    ``request_overhead_s``: front-end time per request before its first token, per engine.
+    ``request_overhead_s``: front-end time per request before its first token, per engine;
+    ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency.
     """
 
     gemm: dict[str, float]
@@ -163,12 +164,14 @@ class FitParams:
     step_overhead_s: float
     sequence_overhead_s: float
     request_overhead_s: dict[str, float]
+    expert_efficiency_factor: float = 1.0
 
     def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.step_overhead_s,
                               "sequence_overhead_s": self.sequence_overhead_s,
-                              "request_overhead_s": self.request_overhead_s.get(engine, 0.0)}
+                              "request_overhead_s": self.request_overhead_s.get(engine, 0.0),
+                              "expert_efficiency_factor": self.expert_efficiency_factor}
         if f in self.gemm:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
@@ -180,11 +183,12 @@ class FitParams:
 #: the study and the tests need not refit; rerun the script after changing the data or the
 #: step model).
 FITTED = FitParams(
-    gemm={'hopper': 0.7486, 'blackwell': 0.927, 'cdna3': 0.2928},
-    bw={'hopper': 0.6813, 'blackwell': 0.6835, 'cdna3': 0.2997},
-    step_overhead_s=0.00457,
-    sequence_overhead_s=1.445e-05,
-    request_overhead_s={'NIM': 0.0, 'SGLang': 0.1401, 'TensorRT-LLM': 0.1266},
+    gemm={'hopper': 0.8388, 'blackwell': 0.5872, 'cdna3': 0.2946},
+    bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.4033},
+    step_overhead_s=0.00452,
+    sequence_overhead_s=8.306e-06,
+    request_overhead_s={'NIM': 0.0, 'SGLang': 0.1351, 'TensorRT-LLM': 0.1241},
+    expert_efficiency_factor=0.7031,
 )
 
 

@@ -50,6 +50,11 @@ class PerfParams:
         Tokens in a step at which a GEMM reaches half its large-size efficiency
         (``e(n) = e_max n / (n + n_half)``); small steps are inefficient. Vidur fit: 85 (A100)
         to 147 (H100).
+    expert_efficiency_factor : float
+        Routed-expert (grouped MoE) GEMMs reach this share of the dense GEMMs' efficiency,
+        both of the GEMM efficiency and of the achieved bandwidth of their weight reads
+        (many small GEMMs, routing and permutation kernels). 1.0 by default;
+        ``studies/perf-validation`` fits it on the closed-loop DeepSeek-R1 rows.
     bw_efficiency : float or None
         Achieved share of the HBM bandwidth when streaming weights and the KV cache.
         ``None``: 0.92 for HBM3-class parts (>= 3 TB/s; Vidur H100 fit 0.92) and 0.80 otherwise
@@ -121,6 +126,7 @@ class PerfParams:
     lowp_gemm_factor: float = 0.88
     weight_only_gemm_factor: float = 0.7
     gemm_n_half_tokens: float = 128.0
+    expert_efficiency_factor: float = 1.0
     bw_efficiency: float | None = None
     attention_efficiency: float = 0.5
     kernel_overhead_s: float = 8e-6
@@ -142,7 +148,7 @@ class PerfParams:
 
     def __post_init__(self) -> None:
         unit = (
-            "lowp_gemm_factor", "weight_only_gemm_factor",
+            "lowp_gemm_factor", "weight_only_gemm_factor", "expert_efficiency_factor",
             "attention_efficiency", "interconnect_efficiency", "kv_mem_fraction",
         )
         for name in unit:

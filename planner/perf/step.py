@@ -118,6 +118,7 @@ class StepModel:
             "peak": peak_shared,
             "peak_expert": peak_expert,
             "e_max": gemm_efficiency_max(acc, prec, p),
+            "xf": float(p.expert_efficiency_factor),
             "attn_rate": acc.bf16_tflops * 1e12 * p.attention_efficiency,
             "shared_bytes": shared_body * wp.shared_bytes / tp,
             "shared_flops_tok": 2.0 * (active_shared - vh) / tp,  # without lm_head
@@ -164,8 +165,10 @@ class StepModel:
             # each touched expert's GEMM runs on the tokens routed to it (n k / touched, at
             # least one), at the efficiency of that size
             per_expert_tokens = n * c["k"] / np.maximum(touched, 1e-300)
-            exp_c = c["expert_flops_tok"] * n / (c["peak_expert"] * self._eff(per_expert_tokens))
-            exp_m = touched * c["expert_bytes"] / c["bw"]
+            xf = c["xf"]  # grouped expert GEMMs: a share of the dense efficiency
+            exp_c = c["expert_flops_tok"] * n / (
+                c["peak_expert"] * xf * self._eff(per_expert_tokens))
+            exp_m = touched * c["expert_bytes"] / (c["bw"] * xf)
             t = t + np.maximum(exp_c, exp_m)
         return np.where(n > 0, t, 0.0)
 
