@@ -94,7 +94,9 @@ def test_moe_decode_reads_only_touched_experts(llm, acc):
     # one token reads shared weights + 2 experts (minus the input embedding): a bf16 lower bound
     body = (mx.shared_params - mx.embedding_params + 2 * mx.expert_params) * 2
     t1 = float(sm.gemm_time_s(1))
-    assert t1 >= body / h100.mem_bw_bytes_per_s
+    assert t1 >= body / h100.mem_bw_bytes_per_s * (1 - 1e-12)
+    # (memory-bound: the two touched experts' GEMMs run at one token each, not all eight)
+    assert t1 == pytest.approx(body / h100.mem_bw_bytes_per_s, rel=1e-9)
     all_experts = (mx.params_b * 1e9 - mx.embedding_params) * 2 / h100.mem_bw_bytes_per_s
     assert t1 < 0.6 * all_experts
     assert float(sm.gemm_time_s(4096)) > all_experts  # large steps touch all experts

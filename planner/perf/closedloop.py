@@ -41,6 +41,10 @@ a fixed point in the mean decode batch ``d`` (requests between their first and l
   ``X(d) R(d)`` jumps from below ``c`` to infinity: the replica then runs at that edge and
   the requests beyond it queue for prefill, each adding ``1 / X`` to the TTFT.
 
+A fixed front-end time per request (``params.request_overhead_s``: API server,
+tokenisation, streaming the first token; 0 by default) is added to every TTFT; the request is
+in flight meanwhile, so it lengthens the cycle ``R`` and thins the decode batch.
+
 At ``c = 1`` this is one request alone: TTFT = its prefill (:meth:`StepModel.prefill_time_s`
 when the prompt fits in one step), ITL = a decode step of batch 1. As ``c`` grows the decodes
 slow the prefill steps (chunked-prefill interference), prompts queue behind each other, and
@@ -135,6 +139,7 @@ def closed_loop_arrays(
     om1 = np.maximum(osl - 1.0, 0.0)
     others = (m - 1.0) / m  # arrival theorem: the others' share of the time averages
     s_arr = np.where(m >= 2.0, ARRIVAL_STEP_SHARE, 0.0)
+    ov = float(sm.params.request_overhead_s)  # front-end time before the first token
 
     def prefill_time(x, d_o):
         """Time of ``x`` prompt tokens FCFS beside ``d_o`` decodes (steps of <= C - d_o)."""
@@ -232,7 +237,7 @@ def closed_loop_arrays(
         p_stage = stage_time(n * (1.0 + left) + others * x * n * arrive, others * x * n, own,
                              d_o)
         p_stage = np.where(short, np.inf, p_stage)
-        ttft = arrive + p_stage
+        ttft = arrive + p_stage + ov
         r = ttft + om1 * itl
         return x, itl, ttft, r, own, f, arrive
 
@@ -259,7 +264,7 @@ def closed_loop_arrays(
     ttft = ttft + np.maximum(c_all - x * r, 0.0) / x_m
     e2e = ttft + om1 * itl
     x = c_all / e2e
-    wait = ttft - own - arrive
+    wait = ttft - own - arrive - ov
     k1 = np.maximum(n / cap, 1.0)  # c = 1: its prefill steps among its own steps
     full_share = np.where(m >= 2, f, k1 / (k1 + om1))
     return {

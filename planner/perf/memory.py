@@ -24,9 +24,57 @@ def default_kv_precision(precision: str, params: PerfParams | None = None) -> st
     return "fp8" if normalize_precision(precision) in ("fp8", "fp4") else "bf16"
 
 
+#: Stored bytes per FP4 weight: 4-bit values plus one 8-bit (E4M3) scale per 16 values
+#: (NVFP4; MXFP4 uses one 8-bit scale per 32, 0.53 B): 0.5 + 1/16.
+FP4_BYTES_WITH_SCALES = 0.5 + 1.0 / 16.0
+
+
+@dataclass(frozen=True)
+class WeightPrecision:
+    """Which weights run at which precision for a checkpoint of ``precision``.
+
+    ``shared``: attention, dense FFNs, shared experts, embeddings and LM head; ``expert``:
+    routed MoE experts. ``*_bytes`` are stored bytes per parameter (scales included) and
+    ``*_compute`` the precision whose dense peak their GEMMs run at.
+    """
+
+    shared_bytes: float
+    shared_compute: str
+    expert_bytes: float
+    expert_compute: str
+
+
+def weight_precision(llm: LLMSpec, precision: str) -> WeightPrecision:
+    """Per-operator weight precision of a ``precision`` checkpoint.
+
+    * **fp4** (NVFP4/MXFP4): the values are 4-bit with a block scale
+      (:data:`FP4_BYTES_WITH_SCALES` per parameter) and the GEMMs run on the FP4 tensor
+      cores. For MoE models only the routed experts are FP4; attention, dense layers, shared
+      experts and the LM head stay FP8 (NVIDIA's DeepSeek-R1/V3 FP4 checkpoints quantise
+      "only the weights and activations of the linear operators within transformer blocks in
+      MoE"); dense models quantise every transformer linear layer.
+    * every other precision applies to all weights (``PRECISION_BYTES``; the per-block
+      scales of FP8 block quantisation, 1 per 128x128 values, are negligible).
+
+    The KV cache precision is separate (:func:`default_kv_precision`); attention itself runs
+    at bf16 in the step model.
+    """
+    prec = normalize_precision(precision)
+    if prec == "fp4":
+        if llm.is_moe:
+            return WeightPrecision(PRECISION_BYTES["fp8"], "fp8", FP4_BYTES_WITH_SCALES, "fp4")
+        return WeightPrecision(FP4_BYTES_WITH_SCALES, "fp4", FP4_BYTES_WITH_SCALES, "fp4")
+    b = PRECISION_BYTES[prec]
+    return WeightPrecision(b, prec, b, prec)
+
+
 def weight_bytes(llm: LLMSpec, precision: str) -> float:
-    """Total weight bytes: ``params x bytes/param`` (bf16 2, fp8/int8 1, int4/fp4 0.5)."""
-    return llm.params_b * 1e9 * PRECISION_BYTES[normalize_precision(precision)]
+    """Total weight bytes: ``params x bytes/param`` (bf16 2, fp8/int8 1, int4 0.5; fp4 with
+    its block scales and, for MoE models, only the routed experts: :func:`weight_precision`)."""
+    wp = weight_precision(llm, precision)
+    expert = float(llm.experts or 0) * llm.expert_params if llm.is_moe else 0.0
+    shared = llm.params_b * 1e9 - expert
+    return shared * wp.shared_bytes + expert * wp.expert_bytes
 
 
 def kv_bytes_per_token_per_gpu(llm: LLMSpec, kv_precision: str, tp: int) -> float:
@@ -235,4 +283,7 @@ __all__ = [
     "memory_plan",
     "require_fit",
     "weight_bytes",
+    "weight_precision",
+    "WeightPrecision",
+    "FP4_BYTES_WITH_SCALES",
 ]

@@ -50,6 +50,11 @@ class PerfParams:
         Tokens in a step at which a GEMM reaches half its large-size efficiency
         (``e(n) = e_max n / (n + n_half)``); small steps are inefficient. Vidur fit: 85 (A100)
         to 147 (H100).
+    expert_efficiency_factor : float
+        Routed-expert (grouped MoE) GEMMs reach this share of the dense GEMMs' efficiency,
+        both of the GEMM efficiency and of the achieved bandwidth of their weight reads
+        (many small GEMMs, routing and permutation kernels). 1.0 by default;
+        ``studies/perf-validation`` fits it on the closed-loop DeepSeek-R1 rows.
     bw_efficiency : float or None
         Achieved share of the HBM bandwidth when streaming weights and the KV cache.
         ``None``: 0.92 for HBM3-class parts (>= 3 TB/s; Vidur H100 fit 0.92) and 0.80 otherwise
@@ -66,6 +71,13 @@ class PerfParams:
     sequence_overhead_s : float
         Host time per running sequence per step (request bookkeeping in Python-heavy
         runtimes). 0 by default: the calibration fit gives 0.3 us, negligible.
+    request_overhead_s : float
+        Fixed client-visible time per request before its first token, beyond the engine's
+        steps (API server, tokenisation, scheduling hand-offs, streaming the first token).
+        Added to the TTFT of the closed-loop model (:mod:`planner.perf.closedloop`), where
+        the request stays in flight meanwhile. 0 by default (pure engine time);
+        ``studies/perf-validation`` fits it per serving engine (:mod:`planner.perf.
+        closed_loop_validation`).
     elementwise_bytes_factor : float
         Activation traffic of the non-GEMM kernels (norms, residual adds, RoPE, SwiGLU,
         activation quantisation, GEMM activation I/O not hidden behind compute), in units of
@@ -114,11 +126,13 @@ class PerfParams:
     lowp_gemm_factor: float = 0.88
     weight_only_gemm_factor: float = 0.7
     gemm_n_half_tokens: float = 128.0
+    expert_efficiency_factor: float = 1.0
     bw_efficiency: float | None = None
     attention_efficiency: float = 0.5
     kernel_overhead_s: float = 8e-6
     step_overhead_s: float = 5e-4
     sequence_overhead_s: float = 0.0
+    request_overhead_s: float = 0.0
     elementwise_bytes_factor: float = 8.0
     sampling_passes: float = 4.0
     interconnect_efficiency: float = 0.8
@@ -134,7 +148,7 @@ class PerfParams:
 
     def __post_init__(self) -> None:
         unit = (
-            "lowp_gemm_factor", "weight_only_gemm_factor",
+            "lowp_gemm_factor", "weight_only_gemm_factor", "expert_efficiency_factor",
             "attention_efficiency", "interconnect_efficiency", "kv_mem_fraction",
         )
         for name in unit:
@@ -151,6 +165,7 @@ class PerfParams:
             )
         nonneg = (
             "gemm_n_half_tokens", "kernel_overhead_s", "step_overhead_s", "sequence_overhead_s",
+            "request_overhead_s",
             "elementwise_bytes_factor", "sampling_passes", "allreduce_latency_s",
             "runtime_reserve_gb",
         )

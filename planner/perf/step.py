@@ -5,8 +5,10 @@ sequential parts, each a roofline (the larger of its memory time and its compute
 
 * **GEMMs** (weights): ``max(weight bytes read / (BW e_bw), 2 N_active n / (peak e(n)))`` with
   ``e(n) = e_max n / (n + n_half)``. MoE: shared weights as above; routed experts read only the
-  expected distinct experts ``E (1 - (1 - k/E)^n)`` and run at the efficiency of
-  ``n k / E`` tokens per expert.
+  expected distinct experts ``T = E (1 - (1 - k/E)^n)``, each at the efficiency of its
+  ``n k / T`` tokens. Low precision applies per operator
+  (:func:`planner.perf.memory.weight_precision`: fp4 checkpoints of MoE models keep
+  attention and shared weights at fp8; fp4 weights carry their block scales).
 * **Attention**: decode reads every cached token's K/V once, ``max(KV bytes / (BW e_bw),
   pair FLOPs / (peak_bf16 e_attn))``; prefill is FLOP-bound, ``4 h d L`` FLOPs per
   (query, key) pair (causal: ``L (L+1)/2`` pairs for ``L`` prompt tokens).
@@ -34,9 +36,10 @@ from planner.perf.memory import (
     default_kv_precision,
     kv_bytes_per_token_per_gpu,
     memory_plan,
+    weight_precision,
 )
 from planner.perf.params import PerfParams
-from planner.perf.specs import PRECISION_BYTES, AcceleratorSpec, LLMSpec, normalize_precision
+from planner.perf.specs import AcceleratorSpec, LLMSpec, normalize_precision
 
 _LOWP = ("fp8", "fp4")
 _WEIGHT_ONLY = ("int4",)
@@ -89,8 +92,11 @@ class StepModel:
         object.__setattr__(self, "precision", prec)
         kvp = self.kv_precision or default_kv_precision(prec, p)
         object.__setattr__(self, "kv_precision", kvp)
-        bpp = PRECISION_BYTES[prec]
-        peak = acc.peak_flops(prec)  # raises for unsupported precision
+        acc.peak_flops(prec)  # raises for unsupported precision
+        # which operators run at which precision (fp4: MoE experts only for MoE models)
+        wp = weight_precision(llm, prec)
+        peak_shared = acc.peak_flops(wp.shared_compute)
+        peak_expert = acc.peak_flops(wp.expert_compute)
         vh = float(llm.embedding_params)
         shared_body = llm.shared_params - vh  # all but the input embedding (lm_head included)
         active_shared = shared_body
@@ -109,13 +115,15 @@ class StepModel:
             dec_pair = llm.attention_flops_per_pair()
         c = {
             "bw": acc.mem_bw_bytes_per_s * bw_efficiency(acc, p),
-            "peak": peak,
+            "peak": peak_shared,
+            "peak_expert": peak_expert,
             "e_max": gemm_efficiency_max(acc, prec, p),
+            "xf": float(p.expert_efficiency_factor),
             "attn_rate": acc.bf16_tflops * 1e12 * p.attention_efficiency,
-            "shared_bytes": shared_body * bpp / tp,
+            "shared_bytes": shared_body * wp.shared_bytes / tp,
             "shared_flops_tok": 2.0 * (active_shared - vh) / tp,  # without lm_head
             "head_flops_tok": 2.0 * vh / tp,
-            "expert_bytes": llm.expert_params * bpp / tp,
+            "expert_bytes": llm.expert_params * wp.expert_bytes / tp,
             "expert_flops_tok": 2.0 * float(llm.experts_per_token or 0) * llm.expert_params / tp,
             "experts": float(llm.experts or 0),
             "k": float(llm.experts_per_token or 0),
@@ -154,9 +162,13 @@ class StepModel:
         t = np.maximum(shared_c, shared_m)
         if c["experts"] > 0:
             touched = c["experts"] * (1.0 - np.power(1.0 - c["k"] / c["experts"], n))
-            per_expert_tokens = n * c["k"] / c["experts"]
-            exp_c = c["expert_flops_tok"] * n / (c["peak"] * self._eff(per_expert_tokens))
-            exp_m = touched * c["expert_bytes"] / c["bw"]
+            # each touched expert's GEMM runs on the tokens routed to it (n k / touched, at
+            # least one), at the efficiency of that size
+            per_expert_tokens = n * c["k"] / np.maximum(touched, 1e-300)
+            xf = c["xf"]  # grouped expert GEMMs: a share of the dense efficiency
+            exp_c = c["expert_flops_tok"] * n / (
+                c["peak_expert"] * xf * self._eff(per_expert_tokens))
+            exp_m = touched * c["expert_bytes"] / (c["bw"] * xf)
             t = t + np.maximum(exp_c, exp_m)
         return np.where(n > 0, t, 0.0)
 

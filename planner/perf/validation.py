@@ -91,6 +91,11 @@ BUILTIN_ACCELERATORS: dict[str, dict[str, Any]] = {
         interconnect="nvlink4", interconnect_gbps=450.0, gpus_per_node=8, mamf_efficiency=0.803,
         tdp_w=700.0,
     ),
+    "b200": dict(
+        id="b200", bf16_tflops=2250.0, fp8_tflops=4500.0, fp4_tflops=9000.0, mem_gb=180.0,
+        mem_bw_tbps=8.0, interconnect="nvlink5", interconnect_gbps=900.0, gpus_per_node=8,
+        mamf_efficiency=0.776, tdp_w=1000.0,
+    ),
 }
 
 #: Catalog ids to try for each built-in id (first hit wins).
@@ -101,6 +106,7 @@ _CATALOG_ALIASES = {
     "llama-2-70b": ["llama-2-70b", "llama-2-70b-chat"],
     "h100-sxm": ["h100-sxm", "h100-sxm-80gb", "h100"],
     "h200-sxm": ["h200-sxm", "h200-sxm-141gb", "h200"],
+    "b200": ["b200"],
 }
 
 
@@ -270,7 +276,7 @@ def predict_trtllm_bench(
 
     ``table`` columns: ``model`` (``llama-3.1-8b``, ``llama-3.3-70b``/``llama-3.1-70b``,
     ``llama-3.1-405b``), ``accelerator`` (``h100-sxm``, ``h200-sxm``), ``tp``, ``precision``,
-    ``isl``, ``osl``, ``output_tokens_per_s`` (measured). Returns the table with
+    ``isl``, ``osl``, ``output_tokens_per_s`` (measured); ``b200`` rows too (fp4). Returns the table with
     ``predicted_tokens_per_s``, ``error``, ``abs_error``, ``batch`` and ``limited_by``.
     """
     base = params or PerfParams()
