@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,12 @@ from planner.catalog import Catalog
 from planner.config import Scenario
 from planner.engines.risk.compiled import CompiledScenario, compile_scenario
 from planner.engines.risk.sampling import chunk_sizes, root_seed
-from planner.engines.risk.stats import convergence_rows, summarise, win_probability
+from planner.engines.risk.stats import (
+    CostColumns,
+    convergence_rows,
+    summarise,
+    win_probability,
+)
 from planner.engines.risk.tornado import (
     breakeven_frame,
     breakeven_volumes,
@@ -110,6 +116,31 @@ class RiskResults:
         }
 
 
+#: Above this many samples the summary is computed on one thread (each job holds two
+#: per-sample arrays; one at a time keeps the peak flat).
+_SUMMARY_THREADED_MAX = 2_000_000
+
+
+def _in_order(ex, fn, items, window: int):
+    """``map(fn, items)`` in order, on ``ex`` when given, with at most ``window`` results
+    computed ahead of the consumer (``Executor.map`` would compute them all: memory)."""
+    if ex is None:
+        yield from map(fn, items)
+        return
+    pending: deque = deque()
+    it = iter(items)
+    for x in it:
+        pending.append(ex.submit(fn, x))
+        if len(pending) >= window:
+            break
+    while pending:
+        fut = pending.popleft()
+        for x in it:
+            pending.append(ex.submit(fn, x))
+            break
+        yield fut.result()
+
+
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -185,7 +216,10 @@ def run_montecarlo(
     threads = _default_threads() if threads is None else max(1, int(threads))
     sizes = chunk_sizes(int(n))
     n_opt = len(model.options)
-    costs = np.empty((3, n_opt, int(n)))
+    names = model.option_names
+    # what is kept of the samples: CostColumns (monthly per option; one-off and tokens only
+    # where they vary or differ between options; win counts per chunk)
+    store = CostColumns(n_opt, int(n), [names.index(c) for c in model.comparable()])
     keep_in = min(int(n), max(rank_samples if sensitivity else 0,
                               breakeven_samples if sensitivity else 0, 0))
     inputs: dict[str, list[np.ndarray]] = {k: [] for k in model.inputs}
@@ -194,9 +228,8 @@ def run_montecarlo(
 
     def work(c: int):
         want = starts[c] < keep_in
-        _, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want,
-                                  out=costs[:, :, starts[c]:starts[c + 1]])
-        return c, vals
+        arr, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want)
+        return c, arr, vals
 
     # checkpoints: 1, 2, 4, ... chunks, then the end
     checkpoints = []
@@ -212,12 +245,12 @@ def run_montecarlo(
     ex = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for cp in checkpoints:
-            todo = range(done, cp)
-            results = ex.map(work, todo) if ex else map(work, todo)
-            for c, vals in results:
+            for c, arr, vals in _in_order(ex, work, range(done, cp), 2 * threads):
                 if vals is not None:
                     for key in inputs:
                         inputs[key].append(vals[key])
+                store.add(arr)  # chunks arrive in sample order
+                del arr
                 done_samples += sizes[c]
                 if progress:
                     progress(done_samples, int(n))
@@ -225,7 +258,7 @@ def run_montecarlo(
             m = int(starts[done])
             if tol is None:
                 break
-            conv_rows.extend(convergence_rows(model, costs[0], m, prev))
+            conv_rows.extend(convergence_rows(model, store.monthly, m, prev))
             if len(conv_rows) > n_opt:
                 last = conv_rows[-n_opt:]
                 if all(r["p95_rel_change"] <= tol and r["p95_rel_se"] <= tol for r in last):
@@ -235,10 +268,11 @@ def run_montecarlo(
         if ex is not None:
             ex.shutdown()
     m = int(starts[done])
-    costs = costs[:, :, :m]
-    names = model.option_names
-    summary = summarise(model, costs, threads=threads)
-    wins = win_probability(model, costs[0])
+    # each summary job holds about two per-sample arrays: bound the threads by memory
+    sum_threads = threads if m <= _SUMMARY_THREADED_MAX else 1
+    summary = summarise(model, store, threads=sum_threads)
+    wins = win_probability(model, store)
+    monthly = store.monthly[:, :m]
     if tol is None:  # no checkpoints: the final estimates and their standard errors
         fin = summary[summary["metric"] == "usd_per_month"]
         conv_rows = [{
@@ -252,7 +286,7 @@ def run_montecarlo(
     if sensitivity and model.inputs:
         torn = tornado_compiled(model)
         rk = rank_correlation(in_df.iloc[:rank_samples],
-                                   pd.DataFrame(costs[0, :, : min(rank_samples, m)].T,
+                                   pd.DataFrame(monthly[:, : min(rank_samples, m)].T,
                                                 columns=names))
         be = breakeven_volumes(model, in_df.iloc[:breakeven_samples])
     elif sensitivity:  # nothing uncertain: no tornado or correlations, one break-even value
@@ -274,6 +308,7 @@ def run_montecarlo(
         uncertain_inputs=tuple(model.inputs), unused_inputs=dict(model.unused),
         summary=summary, win_probability=wins, tornado=torn, rank_correlation=rk,
         breakeven=be, convergence=pd.DataFrame(conv_rows),
-        samples=pd.DataFrame(costs[0].T, columns=names) if keep_samples else None,
+        # the kept monthly costs themselves (no copy)
+        samples=pd.DataFrame(monthly.T, columns=names, copy=False) if keep_samples else None,
         inputs=in_df, converged=converged, warnings=tuple(warnings),
     )
