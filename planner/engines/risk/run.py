@@ -116,9 +116,9 @@ class RiskResults:
         }
 
 
-#: Above this many samples the summary is computed on one thread (each job holds two
-#: per-sample arrays; one at a time keeps the peak flat).
-_SUMMARY_THREADED_MAX = 2_000_000
+#: Memory the summary's jobs may hold at once (each holds about two per-sample float64
+#: arrays, 16 bytes per sample): the summary runs on fewer threads when it would exceed it.
+_SUMMARY_BUDGET_BYTES = 384 * 2**20
 
 
 def _in_order(ex, fn, items, window: int):
@@ -269,7 +269,7 @@ def run_montecarlo(
             ex.shutdown()
     m = int(starts[done])
     # each summary job holds about two per-sample arrays: bound the threads by memory
-    sum_threads = threads if m <= _SUMMARY_THREADED_MAX else 1
+    sum_threads = max(1, min(threads, _SUMMARY_BUDGET_BYTES // max(16 * m, 1)))
     summary = summarise(model, store, threads=sum_threads)
     wins = win_probability(model, store)
     monthly = store.monthly[:, :m]
