@@ -624,8 +624,9 @@ def cmd_simulate(args) -> int:
             sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
             seed=args.seed, replicas=replicas, spillover=args.spillover,
             traces=_simulate_traces(args, sc) or None, progress=bar,
+            records="aggregate" if args.aggregate_only else "full",
         )
-    tables = run_tables(runs, records=bool(args.out))
+    tables = run_tables(runs, records=bool(args.out) and not args.aggregate_only)
     if args.out:
         written = write_frames(tables, args.out, fmt="parquet" if args.parquet else "csv")
         if not args.quiet:
@@ -1058,6 +1059,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an [api.*] deployment taking requests that would miss their SLO")
     p.add_argument("--parquet", action="store_true",
                    help="with --out: write Parquet instead of CSV (needs pyarrow)")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="keep no per-request records, only the summaries (the same figures); "
+                        "for very long runs")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="check a scenario file")

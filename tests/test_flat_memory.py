@@ -227,3 +227,22 @@ def test_int_list_shares_objects_and_keeps_values():
     wide = np.array([0, 10**12], dtype=np.int64)  # too many distinct values for a table
     assert _int_list(wide) == wide.tolist()
     assert _int_list(np.array([], dtype=np.int64)) == []
+
+
+def test_cli_aggregate_only_prints_and_writes_the_same_figures(capsys, write_toml, tmp_path):
+    from planner.cli import main
+    from tests.test_sim_cli import SMALL
+
+    path = write_toml(SMALL)
+    outs = {}
+    for flag in ((), ("--aggregate-only",)):
+        d = tmp_path / ("agg" if flag else "full")
+        code = main(["simulate", str(path), "--format", "json", "-q", "--out", str(d), *flag])
+        assert code == 0
+        outs[bool(flag)] = (capsys.readouterr().out, d)
+    (full_out, full_dir), (agg_out, agg_dir) = outs[False], outs[True]
+    assert agg_out == full_out
+    written = {p.name for p in agg_dir.iterdir()}
+    assert "requests.csv" not in written and "requests.csv" in {p.name for p in full_dir.iterdir()}
+    for name in written:  # every table written by both is the same
+        pd.testing.assert_frame_equal(pd.read_csv(agg_dir / name), pd.read_csv(full_dir / name))

@@ -541,8 +541,7 @@ class ScenarioRun:
     def totals(self) -> pd.DataFrame:
         """One row: requests by status, spillover share, SLO attainment, goodput, cost."""
         t = self.result.totals()
-        df = self.result.requests
-        met_tok = float(df.loc[df["meets_slo"], "output_tokens"].sum())
+        met_tok = self.result.met_output_tokens()
         period = self.result.period_s
         t.update({k: int(t[k]) for k in ("requests", "completed", "dropped", "in_flight",
                                           "pending")})
@@ -555,21 +554,15 @@ class ScenarioRun:
 
     def slo(self) -> pd.DataFrame:
         """Share of requests meeting each SLO bound (completed + dropped), per class."""
-        df = self.result.requests
-        done = df[df["status"].isin(["completed", "dropped"])]
+        counts = self.result.slo_bound_counts()  # full or aggregate-only results alike
         rows = []
         for cname, s in self.plan.slos.items():
-            sub = done[done["class"] == cname]
-            if sub.empty:
-                continue
             for m in _METRICS:
-                bound = getattr(s, m)
-                if not math.isfinite(bound):
+                if (cname, m) not in counts:
                     continue
-                v = sub[m].to_numpy(dtype=float)
-                ok = (sub["status"] == "completed").to_numpy() & ~(v > bound)
-                rows.append({"class": cname, "metric": m, "slo_s": bound,
-                             "attainment": float(ok.mean()),
+                ok, done = counts[(cname, m)]
+                rows.append({"class": cname, "metric": m, "slo_s": getattr(s, m),
+                             "attainment": ok / done,
                              "target": self.targets.get(cname, np.nan)})
         return pd.DataFrame(rows, columns=["class", "metric", "slo_s", "attainment", "target"])
 
@@ -600,12 +593,14 @@ def simulate_scenario(
     traces: Sequence[SimTrace] | None = None,
     trace_dir: str | Path | None = None,
     progress: Any = None,
+    records: str = "full",
 ) -> list[ScenarioRun]:
     """Simulate the scenario's plans (see the module docstring); one :class:`ScenarioRun` each.
 
     Arguments left ``None`` come from ``[simulation]``. ``traces`` (or ``[simulation] trace``)
     replaces the generated arrivals; ``trace_dir`` resolves their relative paths (default: the
-    scenario's folder). The same ``seed`` gives every plan the same arrivals.
+    scenario's folder). The same ``seed`` gives every plan the same arrivals. ``records``:
+    ``"aggregate"`` keeps no per-request rows (:func:`planner.sim.simulate`).
     """
     from planner.sim.run import simulate
 
@@ -658,7 +653,7 @@ def simulate_scenario(
             if len(reqs) == 0:
                 raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
                                    "hour(s); check requests_per_day and the diurnal profile")
-        res = simulate(plan, reqs, seed=seed, progress=progress)
+        res = simulate(plan, reqs, seed=seed, progress=progress, records=records)
         runs.append(ScenarioRun(name, plan, reqs, res, pools, targets,
                                 0 if trace_reqs is not None else start_hour, notes))
     return runs
@@ -873,7 +868,7 @@ def run_tables(runs: Sequence[ScenarioRun], *, records: bool = True) -> dict[str
         hourly.append(with_plan(r, h))
     out["hourly"] = cat(hourly)
     out["utilisation"] = cat(with_plan(r, r.hourly_utilisation()) for r in runs)
-    if records:
+    if records and all(r.result.requests is not None for r in runs):
         out["requests"] = cat(with_plan(r, r.result.requests) for r in runs)
         out["replica_utilisation"] = cat(with_plan(r, r.result.utilisation) for r in runs)
     return {k: v for k, v in out.items() if len(v)}
