@@ -8,6 +8,11 @@ convergence check, and returns :class:`RiskResults`: the statistics of
 :mod:`planner.engines.risk.tornado`. With every input fixed it reproduces
 :func:`planner.engines.deterministic.evaluate` exactly (the same model at N=1).
 
+Memory: a run keeps the monthly cost of every option per sample (8 bytes per option) and the
+one-off and token columns only where they vary (:class:`planner.engines.risk.stats.CostColumns`);
+chunks are priced at most ``2 x threads`` ahead of the one being stored, and the summary runs
+on fewer threads when its per-sample temporaries would exceed ``_SUMMARY_BUDGET_BYTES``.
+
 The scenario's ``[[correlation]]`` table is used unless ``correlations=`` is passed: a
 sequence of ``{"a": key, "b": key, "rho": r}`` mappings, ``(a, b, rho)`` tuples or
 :class:`planner.config.Correlation` objects (see :mod:`planner.engines.risk.sampling`).
@@ -67,7 +72,8 @@ class RiskResults:
     rank_correlation : Spearman rank correlation of each input with each option's monthly cost
     breakeven : per (self-hosted, API) pair, the distribution of the break-even volume
     convergence : estimates at each checkpoint (doubling numbers of chunks)
-    samples : per-sample monthly cost, one column per deployment (None when not kept)
+    samples : per-sample monthly cost, one column per deployment (None when not kept; a view
+        of the costs the run keeps, :class:`planner.engines.risk.stats.CostColumns`)
     inputs : the sampled inputs of the first samples (rows align with ``samples``)
     """
 
@@ -229,7 +235,7 @@ def run_montecarlo(
     def work(c: int):
         want = starts[c] < keep_in
         arr, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want)
-        return c, arr, vals
+        return c, arr, vals, store.chunk_wins(arr)  # counted on the worker's thread
 
     # checkpoints: 1, 2, 4, ... chunks, then the end
     checkpoints = []
@@ -245,11 +251,11 @@ def run_montecarlo(
     ex = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for cp in checkpoints:
-            for c, arr, vals in _in_order(ex, work, range(done, cp), 2 * threads):
+            for c, arr, vals, wins in _in_order(ex, work, range(done, cp), 2 * threads):
                 if vals is not None:
                     for key in inputs:
                         inputs[key].append(vals[key])
-                store.add(arr)  # chunks arrive in sample order
+                store.add(arr, wins)  # chunks arrive in sample order
                 del arr
                 done_samples += sizes[c]
                 if progress:

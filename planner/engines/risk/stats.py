@@ -102,8 +102,14 @@ class CostColumns:
         self.win_counts = _win_counts(self.monthly, self.comparable, self.n_options)
         return self
 
-    def add(self, chunk: np.ndarray) -> None:
-        """Append the next chunk, a ``(3, n_options, size)`` array (monthly, once, tokens)."""
+    def chunk_wins(self, chunk: np.ndarray) -> np.ndarray:
+        """The win counts of one chunk (what :meth:`add` adds; a worker thread may compute
+        them first and pass them in)."""
+        return _win_counts(chunk[0], self.comparable, self.n_options)
+
+    def add(self, chunk: np.ndarray, wins: np.ndarray | None = None) -> None:
+        """Append the next chunk, a ``(3, n_options, size)`` array (monthly, once, tokens),
+        with its win counts ``wins`` (:meth:`chunk_wins`) when already computed."""
         size = int(chunk.shape[2])
         lo, hi = self.n, self.n + size
         if hi > self.capacity:
@@ -136,7 +142,7 @@ class CostColumns:
                     arr[:lo] = v if tag == "const" else st[v][1][:lo]
                     st[j] = ("own", arr)
                 st[j][1][lo:hi] = x
-        self.win_counts += _win_counts(chunk[0], self.comparable, self.n_options)
+        self.win_counts += self.chunk_wins(chunk) if wins is None else wins
         self.n = hi
 
     def column(self, kind: int, j: int) -> np.ndarray:
