@@ -10,7 +10,9 @@ cannot hide another's):
   measuring process from a file; ``rss_base`` is the resident set size after that. ``peak_bytes_per_request`` is (peak RSS - rss_base) / requests (the
   peak, ``ru_maxrss``, includes everything the run allocated at once: the engine's columns, its
   records, the result frames and their temporaries); ``retained_bytes_per_request`` is
-  (RSS holding the result - rss_base) / requests after a ``gc.collect()``, and
+  (RSS holding the result - rss_base) / requests after a ``gc.collect()`` (it includes freed
+  memory the allocator keeps; ``retained_after_trim_bytes_per_request`` is the same after
+  glibc's ``malloc_trim(0)`` returns free heap pages to the system), and
   ``frame_bytes_per_request`` the pandas ``memory_usage(deep=True)`` of the requests frame.
 * ``mc``: :func:`planner.engines.risk.run.run_montecarlo` on the bundled risk example (17
   uncertain inputs, 3 options) at ``--mc-samples`` samples, ``keep_samples`` on (the CLI's
@@ -89,6 +91,13 @@ wall = time.perf_counter() - t
 gc.collect()
 held = rss_bytes()
 peak = peak_bytes()
+trimmed = None
+try:  # glibc: give freed heap pages back, to tell retained memory from the allocator's cache
+    import ctypes
+    if ctypes.CDLL("libc.so.6").malloc_trim(0) is not None:
+        trimmed = rss_bytes()
+except OSError:
+    pass
 n = len(reqs)
 frame = None
 if res.requests is not None:
@@ -98,6 +107,8 @@ print(json.dumps({{"requests": n, "records": {records!r}, "wall_s": round(wall, 
     "peak_bytes_per_request": round((peak - base) / n, 1),
     "peak_reset": reset, "peak_grew": peak > peak0,
     "retained_bytes_per_request": round((held - base) / n, 1),
+    "retained_after_trim_bytes_per_request":
+        None if trimmed is None else round((trimmed - base) / n, 1),
     "frame_bytes_per_request": None if frame is None else round(frame / n, 1),
     "completed": int(res.totals()["completed"])}}))
 """
