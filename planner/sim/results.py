@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -260,9 +260,10 @@ def build_result(eng: Engine, records: str = "full") -> SimResult:
     plan = eng.plan
     req = eng.req
     n = eng.n
-    start = np.frombuffer(eng.start, dtype=np.float64).copy()
-    ftok = np.frombuffer(eng.ftok, dtype=np.float64).copy()
-    fin = np.frombuffer(eng.fin, dtype=np.float64).copy()
+    # the engine's record buffers themselves (the engine is done with them): no copies
+    start = np.frombuffer(eng.start, dtype=np.float64)
+    ftok = np.frombuffer(eng.ftok, dtype=np.float64)
+    fin = np.frombuffer(eng.fin, dtype=np.float64)
     rpool = np.frombuffer(eng.rpool, dtype=np.int32)
     rrep = np.frombuffer(eng.rrep, dtype=np.int32)
     drop = np.frombuffer(eng.drop, dtype=np.int8)
@@ -375,8 +376,7 @@ def build_result(eng: Engine, records: str = "full") -> SimResult:
 
     # ------------------------------------------------------------------ per request
     del tok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out > 1, (fin - ftok) / (out - 1), np.nan)
+    tpot = _tpot(fin, ftok, out)
     ttft = ftok - arr
     e2e = fin - arr
     meets = status == 0
@@ -424,10 +424,13 @@ def build_result(eng: Engine, records: str = "full") -> SimResult:
             copy=False,
         )
     else:
-        queue = start - arr
-        del start, ftok, fin
+        # latency columns made when read (one at a time), not all at once
+        del ttft, tpot, e2e
         cols = _Columns(req.class_idx, list(req.class_names), arr, status, route_kind, meets,
-                        out, queue, {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
+                        out, lambda: start - arr,
+                        {"ttft_s": lambda: ftok - arr,
+                         "tpot_s": lambda: _tpot(fin, ftok, out),
+                         "e2e_s": lambda: fin - arr})
         aggregates = _aggregates(cols, plan, end_s)
 
     scale = pd.DataFrame(eng.scale_log, columns=["time_s", "pool", "replica", "action"])
@@ -443,6 +446,12 @@ def build_result(eng: Engine, records: str = "full") -> SimResult:
         aggregates=aggregates,
     )
 
+def _tpot(fin: np.ndarray, ftok: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Time per output token after the first (NaN for one output token)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(out > 1, (fin - ftok) / (out - 1), np.nan)
+
+
 @dataclass
 class _Columns:
     """The per-request columns the summaries read (aggregate-only results)."""
@@ -454,8 +463,8 @@ class _Columns:
     route_kind: np.ndarray
     meets: np.ndarray
     output_tokens: np.ndarray
-    queue_s: np.ndarray
-    latency: dict
+    queue_s: Any  # () -> array
+    latency: dict  # name -> (() -> array)
 
 
 def _aggregates(c: _Columns, plan: SimPlan, period_s: float) -> dict:
@@ -491,7 +500,7 @@ def _aggregates(c: _Columns, plan: SimPlan, period_s: float) -> dict:
             bound = getattr(slo, m)
             if not math.isfinite(bound):
                 continue
-            ok = comp & ~(c.latency[m][sel] > bound)
+            ok = comp & ~(c.latency[m]()[sel] > bound)
             bounds[(name, m)] = (int(ok.sum()), n_done)
     return {
         "latency": _summary_rows(c, period_s, by_hour=False),
@@ -519,7 +528,13 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
         if m_all == 0:
             continue
         keys = sel(hour) if by_hour else np.full(m_all, -1, dtype=np.int64)
-        uniq, inv = np.unique(keys, return_inverse=True)
+        # the distinct keys, sorted, and each request's index among them (small ints: one
+        # bincount, no sort)
+        lo = int(keys.min())
+        present = np.bincount(keys - lo) > 0
+        uniq = np.flatnonzero(present).astype(np.int64) + lo
+        inv = (np.cumsum(present) - 1)[keys - lo]
+        del present
         k = uniq.size
         comp = sel(completed)
         met = sel(c.meets)
@@ -530,7 +545,7 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
         api = np.bincount(inv[sel(c.route_kind) == 1], minlength=k)
         met_n = np.bincount(inv[met], minlength=k)
         met_tokens = np.bincount(inv[met], weights=sel(c.output_tokens)[met], minlength=k)
-        agg["queue_mean_s"] = pd.Series(sel(c.queue_s)).groupby(keys).mean()
+        agg["queue_mean_s"] = pd.Series(sel(c.queue_s())).groupby(keys).mean()
         denom = (agg["completed"] + agg["dropped"]).replace(0, np.nan)
         span = 3600.0 if by_hour else period_s
         agg["slo_attainment"] = met_n / denom
@@ -539,7 +554,7 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
         agg["goodput_tokens_per_s"] = met_tokens / span if span > 0 else np.nan
         dkeys = keys[comp]
         for m in ("ttft_s", "tpot_s", "e2e_s"):
-            v = pd.Series(sel(c.latency[m])[comp])
+            v = pd.Series(sel(c.latency[m]())[comp])
             qs = v.groupby(dkeys).quantile(list(_Q)).unstack()
             for q in _Q:
                 col = f"{m[:-2]}_p{int(round(q * 100))}_s"
