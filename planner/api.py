@@ -645,7 +645,7 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
              deployments: Sequence[str] | None = None, hours: int | None = None,
              start_hour: int | None = None, seed: int | None = None,
              replicas: Mapping[str, int] | int | None = None, spillover: str | None = None,
-             traces: Sequence[Any] | None = None, records: bool = False,
+             traces: Sequence[Any] | None = None, records: bool | str = False,
              progress: Callable[[int, int], None] | None = None,
              **engine_options: Any) -> SimulateResult:
     """Simulate requests on GPU pools and APIs (``planner simulate``).
@@ -666,8 +666,9 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
         An API deployment taking requests that would miss their SLO.
     traces : sequence of :class:`planner.config.SimTrace`, optional
         Replay traces instead of generated arrivals.
-    records : bool
-        Also the per-request and per-replica tables.
+    records : bool or "aggregate"
+        Also the per-request and per-replica tables; ``"aggregate"`` keeps no per-request
+        records even while building the summaries (the same figures; for very long runs).
     progress : callable(done, total), optional
         Called as the simulated requests advance.
     **engine_options
@@ -694,8 +695,10 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
     runs = simulate_scenario(sc, deployments=list(deployments) if deployments else None,
                              hours=hours, start_hour=start_hour, seed=seed, replicas=replicas,
                              spillover=spillover, traces=list(traces) if traces else None,
-                             progress=progress, **engine_options)
-    t = run_tables(runs, records=records)
+                             progress=progress,
+                             records="aggregate" if records == "aggregate" else "full",
+                             **engine_options)
+    t = run_tables(runs, records=records is True)
     tabs = {k: t.get(k, pd.DataFrame()) for k in (
         "latency", "slo", "deployments", "totals", "pools", "hourly", "utilisation",
         "requests", "replica_utilisation")}

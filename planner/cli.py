@@ -687,7 +687,8 @@ def cmd_simulate(args) -> int:
         s = api.simulate(
             sc, deployments=deployments or None, hours=args.hours, start_hour=args.start_hour,
             seed=args.seed, replicas=replicas, spillover=args.spillover,
-            traces=_simulate_traces(args, sc) or None, records=bool(args.out), progress=bar,
+            traces=_simulate_traces(args, sc) or None,
+            records="aggregate" if args.aggregate_only else bool(args.out), progress=bar,
             scheduler=args.scheduler, n_workers=workers,
         )
     tables = {k: v for k, v in s.tables().items() if len(v)}
@@ -1137,6 +1138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", action="store_true",
                    help="with --out: write Parquet instead of CSV (needs pyarrow)")
     _parallel_flags(p, "plans")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="keep no per-request records, only the summaries (the same figures); "
+                        "for very long runs")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="check a scenario file")

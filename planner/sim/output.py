@@ -50,7 +50,8 @@ def requests_from_traces(
 
 
 def write_result(result: SimResult, out_dir: str | Path, *, fmt: str = "csv") -> dict[str, Path]:
-    """Write ``requests``, ``utilisation``, ``summary``, ``deployments`` (and ``scale_events``).
+    """Write ``requests`` (not for aggregate-only results), ``utilisation``, ``summary``,
+    ``deployments`` (and ``scale_events``).
 
     Returns the written paths by table name. ``fmt`` is ``csv`` or ``parquet`` (Parquet
     needs pyarrow).
@@ -72,6 +73,8 @@ def write_result(result: SimResult, out_dir: str | Path, *, fmt: str = "csv") ->
         "summary": result.summary(),
         "deployments": result.deployments,
     }
+    if result.requests is None:  # aggregate-only results: no per-request table
+        del tables["requests"]
     if len(result.scale_events):
         tables["scale_events"] = result.scale_events
     written = {}

@@ -1,6 +1,16 @@
 """Simulation records as DataFrames, and their summaries.
 
-Every DataFrame of a run is built here, once, from the engine's flat per-request lists.
+Every DataFrame of a run is built here, once, from the engine's flat per-request records
+(34 bytes per request while it runs: three float64 times, int32 pool and replica, int8
+reasons). The requests frame keeps one row per request in compact dtypes (categorical
+class, route, status and reasons; int32 replica; float64 times and tokens as the request
+table has them: about 115 bytes per request).
+
+Aggregate-only results (``records="aggregate"``, for very long runs) keep no per-request
+rows: the latency summary (per class, and per class and arrival hour), the request counts
+and the SLO attainment are computed at the end of the run by the same code as for the full
+records, from a transient frame of the columns they need, so they are identical to those of a
+full-record run; ``requests`` is then None.
 ``drop_reason`` / ``spill_reason`` are the refusal reasons of
 :func:`planner.sim.routing.spill_decision` (names: :data:`REASONS`).
 
@@ -24,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -84,14 +94,23 @@ class SimResult:
         Simulated period (cost and rates are over ``[0, period_s]``).
     scale_events : DataFrame
         Autoscaling decisions (time, pool, replica, action).
+    aggregates : dict, optional
+        Aggregate-only results (``records="aggregate"``; ``requests`` is then None): the
+        ``latency`` and ``hourly`` rows of :meth:`summary` and the counts of :meth:`totals`.
     """
 
-    requests: pd.DataFrame
+    requests: pd.DataFrame | None
     utilisation: pd.DataFrame
     deployments: pd.DataFrame
     period_s: float
     plan: SimPlan
     scale_events: pd.DataFrame = field(default_factory=pd.DataFrame)
+    aggregates: dict | None = None
+
+    @property
+    def records(self) -> str:
+        """``"full"`` (one row per request in :attr:`requests`) or ``"aggregate"``."""
+        return "full" if self.requests is not None else "aggregate"
 
     # ------------------------------------------------------------------ summaries
     def summary(self) -> pd.DataFrame:
@@ -100,7 +119,7 @@ class SimResult:
         ``section`` is ``latency`` (per class and overall, ``hour = -1``), ``hourly``
         (per class and arrival hour), ``deployment`` (per pool, API and ``total``).
         """
-        rows = [self._latency_rows(by_hour=False), self._latency_rows(by_hour=True)]
+        rows = [self._rows(by_hour=False), self._rows(by_hour=True)]
         dep = self.deployments.melt(id_vars=["deployment", "kind"], var_name="metric")
         dep = dep[dep["metric"] != "kind"]
         dep = dep.assign(section="deployment", **{"class": "all", "hour": -1})
@@ -111,8 +130,13 @@ class SimResult:
 
     def latency_table(self) -> pd.DataFrame:
         """Wide per-class latency table (one row per class, plus ``all``)."""
-        s = self._latency_rows(by_hour=False)
+        s = self._rows(by_hour=False)
         return s.pivot_table(index="class", columns="metric", values="value", sort=False)
+
+    def _rows(self, *, by_hour: bool) -> pd.DataFrame:
+        if self.aggregates is not None:
+            return self.aggregates["hourly" if by_hour else "latency"].copy()
+        return self._latency_rows(by_hour=by_hour)
 
     def _latency_rows(self, *, by_hour: bool) -> pd.DataFrame:
         df = self.requests
@@ -168,13 +192,46 @@ class SimResult:
         out["deployment"] = "all"
         return out[["section", "class", "hour", "deployment", "metric", "value"]]
 
+    def met_output_tokens(self) -> float:
+        """Output tokens of the requests that met their SLO (for goodput in tokens/s)."""
+        if self.aggregates is not None:
+            return self.aggregates["met_output_tokens"]
+        df = self.requests
+        return float(df.loc[df["meets_slo"], "output_tokens"].sum())
+
+    def slo_bound_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (class, bound) of the plan's SLOs (``ttft_s``, ``tpot_s``, ``e2e_s``, finite
+        bounds only): (requests that completed within the bound, requests completed or
+        dropped), for classes with any."""
+        if self.aggregates is not None:
+            return dict(self.aggregates["slo_bounds"])
+        df = self.requests
+        done = df["status"].isin(["completed", "dropped"]).to_numpy()
+        comp_all = (df["status"] == "completed").to_numpy()
+        cls = df["class"].astype(str).to_numpy()
+        out = {}
+        for name, slo in self.plan.slos.items():
+            sel = done & (cls == name)
+            n_done = int(sel.sum())
+            if not n_done:
+                continue
+            for m in ("ttft_s", "tpot_s", "e2e_s"):
+                bound = getattr(slo, m)
+                if not math.isfinite(bound):
+                    continue
+                ok = comp_all[sel] & ~(df[m].to_numpy(dtype=float)[sel] > bound)
+                out[(name, m)] = (int(ok.sum()), n_done)
+        return out
+
     def totals(self) -> dict[str, float]:
         """Headline figures: requests by status, spillover share, SLO attainment, cost."""
+        total = self.deployments.set_index("deployment")
+        if self.aggregates is not None:
+            return {**self.aggregates["totals"], "usd": float(total.loc["total", "usd"])}
         df = self.requests
         st = df["status"].value_counts()
         met = int(df["meets_slo"].sum())
         denom = int(st.get("completed", 0) + st.get("dropped", 0))
-        total = self.deployments.set_index("deployment")
         return {
             "requests": float(len(df)),
             "completed": float(st.get("completed", 0)),
@@ -189,18 +246,28 @@ class SimResult:
 
 
 # ---------------------------------------------------------------------- building
-def build_result(eng: Engine) -> SimResult:
-    """Turn an engine's flat records into a :class:`SimResult` (the only place frames are built)."""
+RECORDS = ("full", "aggregate")
+
+
+def build_result(eng: Engine, records: str = "full") -> SimResult:
+    """Turn an engine's flat records into a :class:`SimResult` (the only place frames are built).
+
+    ``records``: ``"full"`` (one row per request) or ``"aggregate"`` (summaries only; see the
+    module docstring).
+    """
+    if records not in RECORDS:
+        raise ValueError(f"records must be one of {RECORDS}, got {records!r}")
     plan = eng.plan
     req = eng.req
     n = eng.n
-    start = np.frombuffer(eng.start, dtype=np.float64).copy()
-    ftok = np.frombuffer(eng.ftok, dtype=np.float64).copy()
-    fin = np.frombuffer(eng.fin, dtype=np.float64).copy()
-    rpool = np.frombuffer(eng.rpool, dtype=np.int64)
-    rrep = np.frombuffer(eng.rrep, dtype=np.int64)
-    drop = np.frombuffer(eng.drop, dtype=np.int8).astype(np.int64)
-    spill = np.frombuffer(eng.spill, dtype=np.int8).astype(np.int64)
+    # the engine's record buffers themselves (the engine is done with them): no copies
+    start = np.frombuffer(eng.start, dtype=np.float64)
+    ftok = np.frombuffer(eng.ftok, dtype=np.float64)
+    fin = np.frombuffer(eng.fin, dtype=np.float64)
+    rpool = np.frombuffer(eng.rpool, dtype=np.int32)
+    rrep = np.frombuffer(eng.rrep, dtype=np.int32)
+    drop = np.frombuffer(eng.drop, dtype=np.int8)
+    spill = np.frombuffer(eng.spill, dtype=np.int8)
     arr = req.arrival_s
     inp = req.input_tokens
     out = req.output_tokens
@@ -224,7 +291,8 @@ def build_result(eng: Engine) -> SimResult:
     status[(rpool == -1) & (drop == 0)] = 3
     # ------------------------------------------------------------------ costs
     api = plan.api
-    cost = np.zeros(n)
+    full = records == "full"
+    cost = np.zeros(n) if full else None  # per request: only the full records have it
     is_api = rpool == -2
     dep_rows = []
     pool_names = [p.name for p in plan.pools]
@@ -236,7 +304,11 @@ def build_result(eng: Engine) -> SimResult:
             + cached * p_cached
             + out * api.output_usd_per_mtok
         ) / 1e6
-        cost[is_api] = c_api[is_api]
+        api_cost = c_api[is_api]
+        api_usd = float(api_cost.sum())
+        if full:
+            cost[is_api] = api_cost
+        del c_api, api_cost
     tok = (inp - cached + out).astype(float)
     for k, pool in enumerate(eng.pools):
         spec = pool.spec
@@ -247,7 +319,7 @@ def build_result(eng: Engine) -> SimResult:
         usd = paid_s / 3600.0 * spec.usd_per_replica_hour
         served = (rpool == k) & (np.isfinite(start))
         tsum = tok[served].sum()
-        if tsum > 0:
+        if tsum > 0 and full:
             cost[served] = usd * tok[served] / tsum
         dep_rows.append(
             {
@@ -271,7 +343,7 @@ def build_result(eng: Engine) -> SimResult:
                 "input_tokens": float(inp[is_api].sum()),
                 "output_tokens": float(out[is_api].sum()),
                 "replica_hours": 0.0,
-                "usd": float(cost[is_api].sum()),
+                "usd": api_usd,
             }
         )
     deployments = pd.DataFrame(dep_rows)
@@ -303,13 +375,8 @@ def build_result(eng: Engine) -> SimResult:
     )
 
     # ------------------------------------------------------------------ per request
-    route_names = [*pool_names, *([api.name] if api is not None else []), ""]
-    route_code = np.where(
-        rpool >= 0, rpool, np.where(is_api, len(pool_names), len(route_names) - 1)
-    )
-    route_kind = np.where(rpool >= 0, 0, np.where(is_api, 1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out > 1, (fin - ftok) / (out - 1), np.nan)
+    del tok
+    tpot = _tpot(fin, ftok, out)
     ttft = ftok - arr
     e2e = fin - arr
     meets = status == 0
@@ -320,31 +387,51 @@ def build_result(eng: Engine) -> SimResult:
         m = req.class_idx == c
         ok = (ttft[m] <= slo.ttft_s) & (e2e[m] <= slo.e2e_s) & ~(tpot[m] > slo.tpot_s)
         meets[m] &= ok
-    requests = pd.DataFrame(
-        {
-            "request_id": np.arange(n),
-            "class": pd.Categorical.from_codes(req.class_idx, categories=req.class_names),
-            "arrival_s": arr,
-            "route": pd.Categorical.from_codes(route_code, categories=route_names),
-            "route_kind": pd.Categorical.from_codes(route_kind, categories=["gpu", "api", "none"]),
-            "replica": rrep,
-            "start_s": start,
-            "first_token_s": ftok,
-            "finish_s": fin,
-            "input_tokens": inp,
-            "output_tokens": out,
-            "cached_input_tokens": cached,
-            "cost_usd": cost,
-            "status": pd.Categorical.from_codes(status, categories=STATUSES),
-            "drop_reason": pd.Categorical.from_codes(drop, categories=REASONS),
-            "spill_reason": pd.Categorical.from_codes(spill, categories=REASONS),
-            "queue_s": start - arr,
-            "ttft_s": ttft,
-            "tpot_s": tpot,
-            "e2e_s": e2e,
-            "meets_slo": meets,
-        }
-    )
+    route_kind = np.where(rpool >= 0, 0, np.where(is_api, 1, 2)).astype(np.int8)
+    aggregates = None
+    requests = None
+    if full:
+        route_names = [*pool_names, *([api.name] if api is not None else []), ""]
+        route_code = np.where(
+            rpool >= 0, rpool, np.where(is_api, len(pool_names), len(route_names) - 1)
+        )
+        # arrays made here, so the frame holds them without another copy (copy=False)
+        requests = pd.DataFrame(
+            {
+                "request_id": np.arange(n),
+                "class": pd.Categorical.from_codes(req.class_idx, categories=req.class_names),
+                "arrival_s": arr.copy(),  # the request table's arrays are the caller's
+                "route": pd.Categorical.from_codes(route_code, categories=route_names),
+                "route_kind": pd.Categorical.from_codes(route_kind,
+                                                        categories=["gpu", "api", "none"]),
+                "replica": rrep.astype(np.int64),
+                "start_s": start,
+                "first_token_s": ftok,
+                "finish_s": fin,
+                "input_tokens": inp.copy(),
+                "output_tokens": out.copy(),
+                "cached_input_tokens": cached.copy(),
+                "cost_usd": cost,
+                "status": pd.Categorical.from_codes(status, categories=STATUSES),
+                "drop_reason": pd.Categorical.from_codes(drop, categories=REASONS),
+                "spill_reason": pd.Categorical.from_codes(spill, categories=REASONS),
+                "queue_s": start - arr,
+                "ttft_s": ttft,
+                "tpot_s": tpot,
+                "e2e_s": e2e,
+                "meets_slo": meets,
+            },
+            copy=False,
+        )
+    else:
+        # latency columns made when read (one at a time), not all at once
+        del ttft, tpot, e2e
+        cols = _Columns(req.class_idx, list(req.class_names), arr, status, route_kind, meets,
+                        out, lambda: start - arr,
+                        {"ttft_s": lambda: ftok - arr,
+                         "tpot_s": lambda: _tpot(fin, ftok, out),
+                         "e2e_s": lambda: fin - arr})
+        aggregates = _aggregates(cols, plan, end_s)
 
     scale = pd.DataFrame(eng.scale_log, columns=["time_s", "pool", "replica", "action"])
     if len(scale):
@@ -356,7 +443,129 @@ def build_result(eng: Engine) -> SimResult:
         period_s=end_s,
         plan=plan,
         scale_events=scale,
+        aggregates=aggregates,
     )
+
+def _tpot(fin: np.ndarray, ftok: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Time per output token after the first (NaN for one output token)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(out > 1, (fin - ftok) / (out - 1), np.nan)
+
+
+@dataclass
+class _Columns:
+    """The per-request columns the summaries read (aggregate-only results)."""
+
+    cls: np.ndarray
+    class_names: list
+    arrival_s: np.ndarray
+    status: np.ndarray
+    route_kind: np.ndarray
+    meets: np.ndarray
+    output_tokens: np.ndarray
+    queue_s: Any  # () -> array
+    latency: dict  # name -> (() -> array)
+
+
+def _aggregates(c: _Columns, plan: SimPlan, period_s: float) -> dict:
+    """What :class:`SimResult` keeps of a run without per-request records: the rows of
+    :meth:`SimResult._latency_rows` (computed as it does: the same pandas group means and
+    quantiles, on one column at a time), the counts of :meth:`SimResult.totals`, the output
+    tokens of the requests meeting their SLO and, per class SLO bound, how many completed or
+    dropped requests met it."""
+    n = c.status.size
+    counts = np.bincount(c.status, minlength=len(STATUSES))
+    met = int(c.meets.sum())
+    denom = int(counts[0] + counts[1])
+    totals = {
+        "requests": float(n),
+        "completed": float(counts[0]), "dropped": float(counts[1]),
+        "in_flight": float(counts[2]), "pending": float(counts[3]),
+        "spillover_share": float((c.route_kind == 1).mean()) if n else 0.0,
+        "slo_attainment": met / denom if denom else math.nan,
+        "goodput_rps": met / period_s if period_s > 0 else math.nan,
+    }
+    done = (c.status == 0) | (c.status == 1)
+    bounds = {}
+    for k, name in enumerate(c.class_names):
+        slo = plan.slos.get(name)
+        if slo is None:
+            continue
+        sel = done & (c.cls == k)
+        n_done = int(sel.sum())
+        if not n_done:
+            continue
+        comp = (c.status == 0)[sel]
+        for m in ("ttft_s", "tpot_s", "e2e_s"):
+            bound = getattr(slo, m)
+            if not math.isfinite(bound):
+                continue
+            ok = comp & ~(c.latency[m]()[sel] > bound)
+            bounds[(name, m)] = (int(ok.sum()), n_done)
+    return {
+        "latency": _summary_rows(c, period_s, by_hour=False),
+        "hourly": _summary_rows(c, period_s, by_hour=True),
+        "totals": totals,
+        "met_output_tokens": float(c.output_tokens[c.meets].sum()),
+        "slo_bounds": bounds,
+    }
+
+
+def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFrame:
+    """:meth:`SimResult._latency_rows` from the columns (same rows, same numbers)."""
+    hour = (c.arrival_s // 3600).astype(np.int64) if by_hour else None
+    completed = c.status == 0
+    dropped = c.status == 1
+    frames = []
+    groups = [("all", None)] + list(enumerate(c.class_names))
+    for code, cname in [(None, "all")] + [(k, nm) for k, nm in groups[1:]]:
+        idx = None if code is None else np.flatnonzero(c.cls == code)
+
+        def sel(a, idx=idx):
+            return a if idx is None else a[idx]
+
+        m_all = c.status.size if idx is None else idx.size
+        if m_all == 0:
+            continue
+        keys = sel(hour) if by_hour else np.full(m_all, -1, dtype=np.int64)
+        # the distinct keys, sorted, and each request's index among them (small ints: one
+        # bincount, no sort)
+        lo = int(keys.min())
+        present = np.bincount(keys - lo) > 0
+        uniq = np.flatnonzero(present).astype(np.int64) + lo
+        inv = (np.cumsum(present) - 1)[keys - lo]
+        del present
+        k = uniq.size
+        comp = sel(completed)
+        met = sel(c.meets)
+        agg = pd.DataFrame(index=pd.Index(uniq, name="hour"))
+        agg["requests"] = np.bincount(inv, minlength=k)
+        agg["completed"] = np.bincount(inv[comp], minlength=k)
+        agg["dropped"] = np.bincount(inv[sel(dropped)], minlength=k)
+        api = np.bincount(inv[sel(c.route_kind) == 1], minlength=k)
+        met_n = np.bincount(inv[met], minlength=k)
+        met_tokens = np.bincount(inv[met], weights=sel(c.output_tokens)[met], minlength=k)
+        agg["queue_mean_s"] = pd.Series(sel(c.queue_s())).groupby(keys).mean()
+        denom = (agg["completed"] + agg["dropped"]).replace(0, np.nan)
+        span = 3600.0 if by_hour else period_s
+        agg["slo_attainment"] = met_n / denom
+        agg["spillover_share"] = api / agg["requests"]
+        agg["goodput_rps"] = met_n / span if span > 0 else np.nan
+        agg["goodput_tokens_per_s"] = met_tokens / span if span > 0 else np.nan
+        dkeys = keys[comp]
+        for m in ("ttft_s", "tpot_s", "e2e_s"):
+            v = pd.Series(sel(c.latency[m]())[comp])
+            qs = v.groupby(dkeys).quantile(list(_Q)).unstack()
+            for q in _Q:
+                col = f"{m[:-2]}_p{int(round(q * 100))}_s"
+                agg[col] = qs[q] if q in qs.columns else np.nan
+        agg = agg.reset_index().melt(id_vars="hour", var_name="metric")
+        agg["class"] = cname
+        frames.append(agg)
+    out = pd.concat(frames, ignore_index=True)
+    out["section"] = "hourly" if by_hour else "latency"
+    out["deployment"] = "all"
+    return out[["section", "class", "hour", "deployment", "metric", "value"]]
 
 
 def _utilisation(eng: Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:

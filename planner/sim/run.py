@@ -16,7 +16,7 @@ from planner.errors import PlannerError
 from planner.requests import RequestTable
 from planner.sim.engine import Engine
 from planner.sim.plan import SimPlan
-from planner.sim.results import SimResult, build_result
+from planner.sim.results import RECORDS, SimResult, build_result
 
 __all__ = ["simulate"]
 
@@ -29,6 +29,7 @@ def simulate(
     rng: np.random.Generator | None = None,
     until_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    records: str = "full",
 ) -> SimResult:
     """Simulate ``requests`` on ``plan``.
 
@@ -47,6 +48,11 @@ def simulate(
     progress : callable, optional
         Called as ``progress(routed, total)`` as requests are routed (the simulator prints
         nothing; the CLI draws a bar).
+    records : {"full", "aggregate"}
+        ``full`` keeps one row per request (:attr:`SimResult.requests`); ``aggregate`` keeps
+        only the summaries (latency percentiles per class and hour, counts, SLO attainment,
+        utilisation, cost), identical to those of ``full``, for very long runs
+        (:mod:`planner.sim.results`).
 
     Returns
     -------
@@ -62,8 +68,11 @@ def simulate(
         raise PlannerError("simulate: give seed or rng, not both")
     if rng is None:
         rng = np.random.default_rng(np.random.SeedSequence(0 if seed is None else seed))
+    if records not in RECORDS:
+        raise PlannerError(f"simulate: records must be 'full' or 'aggregate', got {records!r}")
     if until_s is not None and not until_s > 0:
         raise PlannerError(f"simulate: until_s must be > 0, got {until_s}")
     eng = Engine(plan, requests, rng, until_s=until_s, progress=progress or None)
     eng.run()
-    return build_result(eng)
+    eng.release_columns()  # the event loop's lists go before the frames are built
+    return build_result(eng, records=records)

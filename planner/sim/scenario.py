@@ -541,8 +541,7 @@ class ScenarioRun:
     def totals(self) -> pd.DataFrame:
         """One row: requests by status, spillover share, SLO attainment, goodput, cost."""
         t = self.result.totals()
-        df = self.result.requests
-        met_tok = float(df.loc[df["meets_slo"], "output_tokens"].sum())
+        met_tok = self.result.met_output_tokens()
         period = self.result.period_s
         t.update({k: int(t[k]) for k in ("requests", "completed", "dropped", "in_flight",
                                           "pending")})
@@ -555,21 +554,15 @@ class ScenarioRun:
 
     def slo(self) -> pd.DataFrame:
         """Share of requests meeting each SLO bound (completed + dropped), per class."""
-        df = self.result.requests
-        done = df[df["status"].isin(["completed", "dropped"])]
+        counts = self.result.slo_bound_counts()  # full or aggregate-only results alike
         rows = []
         for cname, s in self.plan.slos.items():
-            sub = done[done["class"] == cname]
-            if sub.empty:
-                continue
             for m in _METRICS:
-                bound = getattr(s, m)
-                if not math.isfinite(bound):
+                if (cname, m) not in counts:
                     continue
-                v = sub[m].to_numpy(dtype=float)
-                ok = (sub["status"] == "completed").to_numpy() & ~(v > bound)
-                rows.append({"class": cname, "metric": m, "slo_s": bound,
-                             "attainment": float(ok.mean()),
+                ok, done = counts[(cname, m)]
+                rows.append({"class": cname, "metric": m, "slo_s": getattr(s, m),
+                             "attainment": ok / done,
                              "target": self.targets.get(cname, np.nan)})
         return pd.DataFrame(rows, columns=["class", "metric", "slo_s", "attainment", "target"])
 
@@ -603,6 +596,7 @@ def simulate_scenario(
     scheduler: str | None = None,
     n_workers: int | None = 1,
     client: Any = None,
+    records: str = "full",
 ) -> list[ScenarioRun]:
     """Simulate the scenario's plans (see the module docstring); one :class:`ScenarioRun` each.
 
@@ -615,6 +609,7 @@ def simulate_scenario(
     core), or on a Dask ``scheduler`` (``"tcp://host:port"``) or ``client``. Each task is sent
     the scenario, its plan and the seed and generates its own arrivals, so the runs are
     bit-identical to serial ones whatever the runner; they come back in plan order.
+    ``records``: ``"aggregate"`` keeps no per-request rows (:func:`planner.sim.simulate`).
     ``progress(done, total)`` counts routed requests when serial, finished plans otherwise.
     """
     from planner.parallel import map_tasks, runs_serially
@@ -661,7 +656,7 @@ def simulate_scenario(
             notes.append(_cache_note(name, sc, {c: shares[c] for c in covered}))
         built.append((name, plan, pools, notes))
         tasks.append((plan, tuple(covered), _tokenizer(sc, group[0], cat), shares))
-    shared = (sc, cat, trace_reqs, hours, start_hour, seed)
+    shared = (sc, cat, trace_reqs, hours, start_hour, seed, records)
     if runs_serially(len(tasks), scheduler=scheduler, n_workers=n_workers, client=client):
         out = [_simulate_plan(shared, *t, progress=progress) for t in tasks]
     else:
@@ -682,7 +677,7 @@ def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
     result). Module level: pickled to worker processes."""
     from planner.sim.run import simulate
 
-    sc, cat, trace_reqs, hours, start_hour, seed = shared
+    sc, cat, trace_reqs, hours, start_hour, seed, records = shared
     reqs = trace_reqs
     if trace_reqs is None:
         rng = np.random.default_rng(np.random.SeedSequence(seed))
@@ -692,7 +687,7 @@ def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
         if len(reqs) == 0:
             raise PlannerError(f"simulate: no requests arrive in the {hours} simulated "
                                "hour(s); check requests_per_day and the diurnal profile")
-    res = simulate(plan, reqs, seed=seed, progress=progress)
+    res = simulate(plan, reqs, seed=seed, progress=progress, records=records)
     return (None if trace_reqs is not None else reqs), res
 
 
@@ -905,7 +900,7 @@ def run_tables(runs: Sequence[ScenarioRun], *, records: bool = True) -> dict[str
         hourly.append(with_plan(r, h))
     out["hourly"] = cat(hourly)
     out["utilisation"] = cat(with_plan(r, r.hourly_utilisation()) for r in runs)
-    if records:
+    if records and all(r.result.requests is not None for r in runs):
         out["requests"] = cat(with_plan(r, r.result.requests) for r in runs)
         out["replica_utilisation"] = cat(with_plan(r, r.result.utilisation) for r in runs)
     return {k: v for k, v in out.items() if len(v)}

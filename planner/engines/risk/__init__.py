@@ -18,7 +18,7 @@ One job per module (import each from its module; this package's ``__init__`` imp
                     ``RiskResults``
 ``stats``           ``tail_stats`` (P5/P50/P95, standard errors, CVaR95 via
                     :func:`planner.stats.cvar`), ``summarise``, ``win_probability``,
-                    ``convergence_rows``
+                    ``convergence_rows``; ``CostColumns``, what a run keeps of its samples
 ``tornado``         which input drives the answer: ``tornado``, rank correlations, break-even
                     volumes
 ``multiyear``       ``run_multiyear``: year-by-year cash and net present cost under sampled

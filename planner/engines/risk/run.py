@@ -8,6 +8,11 @@ convergence check, and returns :class:`RiskResults`: the statistics of
 :mod:`planner.engines.risk.tornado`. With every input fixed it reproduces
 :func:`planner.engines.deterministic.evaluate` exactly (the same model at N=1).
 
+Memory: a run keeps the monthly cost of every option per sample (8 bytes per option) and the
+one-off and token columns only where they vary (:class:`planner.engines.risk.stats.CostColumns`);
+chunks are priced at most ``2 x threads`` ahead of the one being stored, and the summary runs
+on fewer threads when its per-sample temporaries would exceed ``_SUMMARY_BUDGET_BYTES``.
+
 The scenario's ``[[correlation]]`` table is used unless ``correlations=`` is passed: a
 sequence of ``{"a": key, "b": key, "rho": r}`` mappings, ``(a, b, rho)`` tuples or
 :class:`planner.config.Correlation` objects (see :mod:`planner.engines.risk.sampling`).
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +36,12 @@ from planner.catalog import Catalog
 from planner.config import Scenario
 from planner.engines.risk.compiled import CompiledScenario, compile_scenario
 from planner.engines.risk.sampling import chunk_sizes, root_seed
-from planner.engines.risk.stats import convergence_rows, summarise, win_probability
+from planner.engines.risk.stats import (
+    CostColumns,
+    convergence_rows,
+    summarise,
+    win_probability,
+)
 from planner.engines.risk.tornado import (
     breakeven_frame,
     breakeven_volumes,
@@ -61,7 +72,8 @@ class RiskResults:
     rank_correlation : Spearman rank correlation of each input with each option's monthly cost
     breakeven : per (self-hosted, API) pair, the distribution of the break-even volume
     convergence : estimates at each checkpoint (doubling numbers of chunks)
-    samples : per-sample monthly cost, one column per deployment (None when not kept)
+    samples : per-sample monthly cost, one column per deployment (None when not kept; a view
+        of the costs the run keeps, :class:`planner.engines.risk.stats.CostColumns`)
     inputs : the sampled inputs of the first samples (rows align with ``samples``)
     """
 
@@ -108,6 +120,31 @@ class RiskResults:
             "tornado": self.tornado, "rank_correlation": self.rank_correlation,
             "breakeven": self.breakeven, "convergence": self.convergence,
         }
+
+
+#: Memory the summary's jobs may hold at once (each holds about two per-sample float64
+#: arrays, 16 bytes per sample): the summary runs on fewer threads when it would exceed it.
+_SUMMARY_BUDGET_BYTES = 384 * 2**20
+
+
+def _in_order(ex, fn, items, window: int):
+    """``map(fn, items)`` in order, on ``ex`` when given, with at most ``window`` results
+    computed ahead of the consumer (``Executor.map`` would compute them all: memory)."""
+    if ex is None:
+        yield from map(fn, items)
+        return
+    pending: deque = deque()
+    it = iter(items)
+    for x in it:
+        pending.append(ex.submit(fn, x))
+        if len(pending) >= window:
+            break
+    while pending:
+        fut = pending.popleft()
+        for x in it:
+            pending.append(ex.submit(fn, x))
+            break
+        yield fut.result()
 
 
 def _default_threads() -> int:
@@ -185,7 +222,10 @@ def run_montecarlo(
     threads = _default_threads() if threads is None else max(1, int(threads))
     sizes = chunk_sizes(int(n))
     n_opt = len(model.options)
-    costs = np.empty((3, n_opt, int(n)))
+    names = model.option_names
+    # what is kept of the samples: CostColumns (monthly per option; one-off and tokens only
+    # where they vary or differ between options; win counts per chunk)
+    store = CostColumns(n_opt, int(n), [names.index(c) for c in model.comparable()])
     keep_in = min(int(n), max(rank_samples if sensitivity else 0,
                               breakeven_samples if sensitivity else 0, 0))
     inputs: dict[str, list[np.ndarray]] = {k: [] for k in model.inputs}
@@ -194,9 +234,8 @@ def run_montecarlo(
 
     def work(c: int):
         want = starts[c] < keep_in
-        _, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want,
-                                  out=costs[:, :, starts[c]:starts[c + 1]])
-        return c, vals
+        arr, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want)
+        return c, arr, vals, store.chunk_wins(arr)  # counted on the worker's thread
 
     # checkpoints: 1, 2, 4, ... chunks, then the end
     checkpoints = []
@@ -212,12 +251,12 @@ def run_montecarlo(
     ex = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for cp in checkpoints:
-            todo = range(done, cp)
-            results = ex.map(work, todo) if ex else map(work, todo)
-            for c, vals in results:
+            for c, arr, vals, wins in _in_order(ex, work, range(done, cp), 2 * threads):
                 if vals is not None:
                     for key in inputs:
                         inputs[key].append(vals[key])
+                store.add(arr, wins)  # chunks arrive in sample order
+                del arr
                 done_samples += sizes[c]
                 if progress:
                     progress(done_samples, int(n))
@@ -225,7 +264,7 @@ def run_montecarlo(
             m = int(starts[done])
             if tol is None:
                 break
-            conv_rows.extend(convergence_rows(model, costs[0], m, prev))
+            conv_rows.extend(convergence_rows(model, store.monthly, m, prev))
             if len(conv_rows) > n_opt:
                 last = conv_rows[-n_opt:]
                 if all(r["p95_rel_change"] <= tol and r["p95_rel_se"] <= tol for r in last):
@@ -235,10 +274,11 @@ def run_montecarlo(
         if ex is not None:
             ex.shutdown()
     m = int(starts[done])
-    costs = costs[:, :, :m]
-    names = model.option_names
-    summary = summarise(model, costs, threads=threads)
-    wins = win_probability(model, costs[0])
+    # each summary job holds about two per-sample arrays: bound the threads by memory
+    sum_threads = max(1, min(threads, _SUMMARY_BUDGET_BYTES // max(16 * m, 1)))
+    summary = summarise(model, store, threads=sum_threads)
+    wins = win_probability(model, store)
+    monthly = store.monthly[:, :m]
     if tol is None:  # no checkpoints: the final estimates and their standard errors
         fin = summary[summary["metric"] == "usd_per_month"]
         conv_rows = [{
@@ -252,7 +292,7 @@ def run_montecarlo(
     if sensitivity and model.inputs:
         torn = tornado_compiled(model)
         rk = rank_correlation(in_df.iloc[:rank_samples],
-                                   pd.DataFrame(costs[0, :, : min(rank_samples, m)].T,
+                                   pd.DataFrame(monthly[:, : min(rank_samples, m)].T,
                                                 columns=names))
         be = breakeven_volumes(model, in_df.iloc[:breakeven_samples])
     elif sensitivity:  # nothing uncertain: no tornado or correlations, one break-even value
@@ -274,6 +314,7 @@ def run_montecarlo(
         uncertain_inputs=tuple(model.inputs), unused_inputs=dict(model.unused),
         summary=summary, win_probability=wins, tornado=torn, rank_correlation=rk,
         breakeven=be, convergence=pd.DataFrame(conv_rows),
-        samples=pd.DataFrame(costs[0].T, columns=names) if keep_samples else None,
+        # the kept monthly costs themselves (no copy)
+        samples=pd.DataFrame(monthly.T, columns=names, copy=False) if keep_samples else None,
         inputs=in_df, converged=converged, warnings=tuple(warnings),
     )
