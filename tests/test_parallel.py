@@ -214,3 +214,15 @@ def test_sweep_progress_is_a_callback_on_the_shared_runner():
                progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, 2), (2, 2)]  # one chunk per grid point
     assert list(df["grid_point"].unique()) == [0, 1]
+
+
+def test_aggregate_only_plans_on_a_scheduler_give_the_full_runs_summaries(serial_runs,
+                                                                          cluster):
+    """``records="aggregate"`` (no per-request rows) crosses to the workers too: the plans run
+    on Dask keep no requests table and print the serial full runs' latency and totals."""
+    agg = simulate_scenario(api.load("example:quickstart"), scheduler=cluster.scheduler_address,
+                            records="aggregate", **SIM)
+    assert all(r.result.requests is None for r in agg)
+    for got, want in zip(agg, serial_runs, strict=True):
+        pd.testing.assert_frame_equal(got.latency(), want.latency())
+        pd.testing.assert_frame_equal(got.totals(), want.totals())
