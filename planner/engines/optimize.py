@@ -270,6 +270,25 @@ def sample_scenarios(
 # infeasibility
 
 
+def _no_check() -> CheckReport:
+    """No plan, nothing checked: ``passed`` stays False (see :meth:`CheckReport.summary`)."""
+    return CheckReport(False, pd.DataFrame(columns=["constraint", "item", "lhs", "rhs",
+                                                    "excess"]))
+
+
+def _structurally_infeasible(pb: Problem, t0: float,
+                             messages: Sequence[str] = ()) -> OptimizeResult | None:
+    """The result for a problem infeasible before any solve (:func:`_structural` names why),
+    else None."""
+    structural = _structural(pb)
+    if not structural:
+        return None
+    return OptimizeResult(pb.name, "infeasible", math.nan, math.nan, math.nan,
+                          time.perf_counter() - t0, 0.0, _no_check(),
+                          messages=tuple([*messages, *("infeasible: " + s for s in structural)]),
+                          n_scenarios=pb.n_scenarios, problem=pb)
+
+
 def _structural(pb: Problem) -> list[str]:
     """Reasons no plan can exist that need no solver: unservable classes, quality out of reach."""
     out = []
@@ -612,15 +631,10 @@ def optimize_problem(
     obj = objective if stochastic else "expected"
     kw = {"objective": obj, "cvar_lambda": cvar_lambda, "cvar_alpha": cvar_alpha}
     msgs = list(pb.messages)
-    # no plan, nothing checked: passed stays False (see CheckReport.summary)
-    empty = CheckReport(False, pd.DataFrame(columns=["constraint", "item", "lhs", "rhs",
-                                                     "excess"]))
-    structural = _structural(pb)
-    if structural:
-        return OptimizeResult(pb.name, "infeasible", math.nan, math.nan, math.nan,
-                              time.perf_counter() - t0, 0.0, empty,
-                              messages=tuple(msgs + ["infeasible: " + s for s in structural]),
-                              n_scenarios=pb.n_scenarios, problem=pb)
+    empty = _no_check()
+    early = _structurally_infeasible(pb, t0, msgs)
+    if early is not None:
+        return early
     if stochastic and pb.n_scenarios > 1:
         per_scen = len(pb.pairs()) * pb.periods + sum(
             o.stage == "hourly" for o in pb.options.values()) * pb.periods
@@ -697,14 +711,10 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
     aggregation error. Never None.
     """
     t0 = time.perf_counter()
-    empty = CheckReport(False, pd.DataFrame(columns=["constraint", "item", "lhs", "rhs",
-                                                     "excess"]))
-    structural = _structural(pb)
-    if structural:
-        return OptimizeResult(pb.name, "infeasible", math.nan, math.nan, math.nan,
-                              time.perf_counter() - t0, 0.0, empty,
-                              messages=tuple(["infeasible: " + s for s in structural]),
-                              problem=pb)
+    empty = _no_check()
+    early = _structurally_infeasible(pb, t0)
+    if early is not None:
+        return early
     settings = YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
                             float(opts.growth_per_year), opts.typical_days)
     ys = solve_year(pb, settings, gap=gap, time_limit_s=time_limit_s, progress=progress)

@@ -179,18 +179,9 @@ class SimResult:
             agg = agg.drop(columns=["met", "met_tokens", "api"])
             done = sub[completed[sub.index]]
             dkeys = keys[done.index]
-            for m in ("ttft_s", "tpot_s", "e2e_s"):
-                qs = done[m].groupby(dkeys).quantile(list(_Q)).unstack()
-                for q in _Q:
-                    col = f"{m[:-2]}_p{int(round(q * 100))}_s"
-                    agg[col] = qs[q] if q in qs.columns else np.nan
-            agg = agg.reset_index().melt(id_vars="hour", var_name="metric")
-            agg["class"] = cname
-            frames.append(agg)
-        out = pd.concat(frames, ignore_index=True)
-        out["section"] = "hourly" if by_hour else "latency"
-        out["deployment"] = "all"
-        return out[["section", "class", "hour", "deployment", "metric", "value"]]
+            _add_quantiles(agg, lambda m, d=done: d[m], dkeys)
+            frames.append(_long_rows(agg, cname))
+        return _latency_frame(frames, by_hour)
 
     def met_output_tokens(self) -> float:
         """Output tokens of the requests that met their SLO (for goodput in tokens/s)."""
@@ -553,15 +544,30 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
         agg["goodput_rps"] = met_n / span if span > 0 else np.nan
         agg["goodput_tokens_per_s"] = met_tokens / span if span > 0 else np.nan
         dkeys = keys[comp]
-        for m in ("ttft_s", "tpot_s", "e2e_s"):
-            v = pd.Series(sel(c.latency[m]())[comp])
-            qs = v.groupby(dkeys).quantile(list(_Q)).unstack()
-            for q in _Q:
-                col = f"{m[:-2]}_p{int(round(q * 100))}_s"
-                agg[col] = qs[q] if q in qs.columns else np.nan
-        agg = agg.reset_index().melt(id_vars="hour", var_name="metric")
-        agg["class"] = cname
-        frames.append(agg)
+        _add_quantiles(agg, lambda m, s=sel, k=comp: pd.Series(s(c.latency[m]())[k]), dkeys)
+        frames.append(_long_rows(agg, cname))
+    return _latency_frame(frames, by_hour)
+
+
+def _add_quantiles(agg: pd.DataFrame, values, keys) -> None:
+    """Add the P50/P90/P99 of TTFT, TPOT and E2E per key (``values(metric)``: the completed
+    requests' series, grouped by ``keys``) to ``agg`` as ``ttft_p50_s``... columns (NaN for
+    a key with no completed request). One place for the full and the aggregate-only runs."""
+    for m in ("ttft_s", "tpot_s", "e2e_s"):
+        qs = values(m).groupby(keys).quantile(list(_Q)).unstack()
+        for q in _Q:
+            agg[f"{m[:-2]}_p{int(round(q * 100))}_s"] = qs[q] if q in qs.columns else np.nan
+
+
+def _long_rows(agg: pd.DataFrame, cname: str) -> pd.DataFrame:
+    """One class's per-hour (or whole-run) columns as long (hour, metric, value) rows."""
+    out = agg.reset_index().melt(id_vars="hour", var_name="metric")
+    out["class"] = cname
+    return out
+
+
+def _latency_frame(frames: list[pd.DataFrame], by_hour: bool) -> pd.DataFrame:
+    """The long latency rows of every class, in the summary's column order."""
     out = pd.concat(frames, ignore_index=True)
     out["section"] = "hourly" if by_hour else "latency"
     out["deployment"] = "all"
