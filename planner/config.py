@@ -15,6 +15,7 @@ Variants (calliope style): ``extends = "../base/scenario.toml"`` inherits anothe
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -157,22 +158,54 @@ class Strict(BaseModel):
 
     Every field is described (the JSON Schema of ``planner schema`` carries it): by the
     docstring under the field, or else by a ``name : text`` (or ``name, other : text``)
-    entry of its class docstring (:func:`_docstring_fields`).
+    entry of its class docstring (:func:`field_descriptions`; read only when the schema is
+    asked for, so loading a scenario does not parse the sources).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        listed = _docstring_fields(cls.__doc__ or "")
-        todo = {k: listed[k] for k, f in cls.model_fields.items()
-                if not f.description and k in listed}
-        for k, text in todo.items():
-            cls.model_fields[k].description = text
-        if todo:
-            cls.model_rebuild(force=True)
+
+@functools.cache
+def field_descriptions(cls: type[BaseModel]) -> dict[str, str]:
+    """Description of each field of a scenario table (or distribution), by field name.
+
+    A ``Field(description=...)`` first, else the docstring under the field (the last class
+    of the MRO that declares it), else the ``name : text`` entry of a class docstring
+    (:func:`_docstring_fields`), the class's own before its bases'."""
+    out: dict[str, str] = {}
+    listed: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if not (isinstance(base, type) and issubclass(base, BaseModel)) or base is BaseModel:
+            continue
+        out.update(_attribute_docstrings(base))
+        listed = {**listed, **_docstring_fields(base.__doc__ or "")}
+    for k, f in cls.model_fields.items():
+        if f.description:
+            out[k] = f.description
+        elif k not in out and k in listed:
+            out[k] = listed[k]
+    return {k: out[k] for k in cls.model_fields if k in out}
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """The string literal under each annotated field in a class body, by field name (what
+    pydantic's ``use_attribute_docstrings`` reads)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out: dict[str, str] = {}
+    for a, b in zip(body, body[1:], strict=False):
+        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)):
+            out[a.target.id] = inspect.cleandoc(b.value.value)
+    return out
 
 
 def _docstring_fields(doc: str) -> dict[str, str]:
@@ -1802,7 +1835,7 @@ def _check_simulation(sc: Scenario, path: str | None) -> None:
 
 def scenario_json_schema() -> dict[str, Any]:
     """JSON Schema of the scenario format (for editors: taplo / Even Better TOML)."""
-    schema = _shared_distribution(Scenario.model_json_schema(mode="validation"))
+    schema = _shared_distribution(_described(Scenario.model_json_schema(mode="validation")))
     schema["title"] = "planner scenario"
     for internal in ("source_path", "variants_applied"):  # set by the loader, not a TOML key
         schema["properties"].pop(internal, None)
@@ -1812,6 +1845,30 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["properties"]["variants"] = {
         "type": "object", "description": "named override tables applied with --variant NAME",
     }
+    return schema
+
+
+def _described(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with every model's properties described (:func:`field_descriptions`):
+    ``$defs`` are named after their model classes, the top level is :class:`Scenario`."""
+    from planner.distributions import DistributionBase
+
+    models: dict[str, type[BaseModel]] = {}
+    todo: list[type[BaseModel]] = [Strict, DistributionBase]
+    while todo:
+        c = todo.pop()
+        models.setdefault(c.__name__, c)
+        todo += c.__subclasses__()
+    for name, node in [("Scenario", schema), *schema.get("$defs", {}).items()]:
+        cls = models.get(name)
+        if cls is None:
+            continue
+        text = dict(field_descriptions(cls))
+        text.update({f.alias: text[k] for k, f in cls.model_fields.items()
+                     if f.alias and k in text})  # the schema names aliased keys by alias
+        for key, prop in (node.get("properties") or {}).items():
+            if isinstance(prop, dict) and not prop.get("description") and key in text:
+                prop["description"] = text[key]
     return schema
 
 

@@ -124,8 +124,7 @@ class DistributionBase(BaseModel):
     to lie in [0, 1]), ``median``, ``mean`` and ``support``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True,
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
 
     def median(self) -> float:
         """Median, computed analytically (not by sampling)."""
