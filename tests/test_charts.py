@@ -10,27 +10,11 @@ import pytest
 from planner import charts
 from planner.report import export
 from planner.report.examples import optimiser_tables, risk_tables, simulation_tables
+from tests.vega_spec import data as _data
+from tests.vega_spec import title_text as _title_text
+from tests.vega_spec import units as _units
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _units(spec: dict):
-    """Every single-view spec (with a mark) inside a possibly layered spec."""
-    if "mark" in spec:
-        yield spec
-    for key in ("layer", "hconcat", "vconcat", "concat"):
-        for sub in spec.get(key, []):
-            yield from _units(sub)
-
-
-def _data(spec: dict, unit: dict) -> pd.DataFrame:
-    name = unit.get("data", {}).get("name") or spec.get("data", {}).get("name")
-    return pd.DataFrame(spec["datasets"][name])
-
-
-def _title_text(spec: dict) -> str:
-    t = spec.get("title")
-    return t.get("text", "") if isinstance(t, dict) else (t or "")
 
 
 def _costs() -> pd.DataFrame:

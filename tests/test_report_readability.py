@@ -26,28 +26,12 @@ from planner.report.examples import optimiser_tables, risk_tables, simulation_ta
 from planner.report.html import table_html
 from planner.report.model import Table
 from planner.report.sections import mix_explanation, whole_day_utilisation
+from tests.vega_spec import data as _data
+from tests.vega_spec import title_text as _title_text
+from tests.vega_spec import units as _units
 
 CAT = load_catalog()
 QUICKSTART = Path(__file__).resolve().parents[1] / "planner" / "templates" / "quickstart.toml"
-
-
-def _units(spec: dict):
-    """Every single-view spec (with a mark) inside a possibly layered spec."""
-    if "mark" in spec:
-        yield spec
-    for key in ("layer", "hconcat", "vconcat", "concat"):
-        for sub in spec.get(key, []):
-            yield from _units(sub)
-
-
-def _data(spec: dict, unit: dict) -> pd.DataFrame:
-    name = unit.get("data", {}).get("name") or spec.get("data", {}).get("name")
-    return pd.DataFrame(spec["datasets"][name])
-
-
-def _title_text(spec: dict) -> str:
-    t = spec.get("title")
-    return t.get("text", "") if isinstance(t, dict) else (t or "")
 
 
 @pytest.fixture(scope="module")
