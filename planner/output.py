@@ -86,12 +86,7 @@ def check_output_dir(path: str | Path, *, flag: str = "--out") -> Path:
     """
     from planner.errors import PlannerError, shorten
 
-    text = str(path)
-    if not text.strip():
-        raise PlannerError(f"{flag}: expected a directory path, got an empty string")
-    if "\x00" in text:
-        raise PlannerError(f"{flag} {shorten(text)}: a path cannot contain a NUL byte")
-    out = Path(text)
+    text, out = _path_flag(path, flag, "a directory path")
     if out.exists() and not out.is_dir():
         raise PlannerError(f"{flag} {shorten(text)}: exists and is not a directory")
     _check_writable_parent(out if out.is_dir() else out.parent, text, flag)
@@ -102,12 +97,7 @@ def check_output_file(path: str | Path, *, flag: str = "-o") -> Path:
     """Check, before any work, that a file can be written at ``path`` (exit 2 otherwise)."""
     from planner.errors import PlannerError, shorten
 
-    text = str(path)
-    if not text.strip():
-        raise PlannerError(f"{flag}: expected a file path, got an empty string")
-    if "\x00" in text:
-        raise PlannerError(f"{flag} {shorten(text)}: a path cannot contain a NUL byte")
-    out = Path(text)
+    text, out = _path_flag(path, flag, "a file path")
     if out.is_dir():
         raise PlannerError(f"{flag} {shorten(text)}: is a directory; expected a file path")
     if out.exists() and not os.access(out, os.W_OK):
@@ -120,6 +110,19 @@ def check_output_file(path: str | Path, *, flag: str = "-o") -> Path:
                            f"{shorten(str(out.parent))} does not exist")
     _check_writable_parent(out.parent, text, flag)
     return out
+
+
+def _path_flag(path: str | Path, flag: str, what: str) -> tuple[str, Path]:
+    """The text and path of an output flag's value; exit 2 naming ``flag`` when it is empty
+    or holds a NUL byte (``what``: "a file path", "a directory path")."""
+    from planner.errors import PlannerError, shorten
+
+    text = str(path)
+    if not text.strip():
+        raise PlannerError(f"{flag}: expected {what}, got an empty string")
+    if "\x00" in text:
+        raise PlannerError(f"{flag} {shorten(text)}: a path cannot contain a NUL byte")
+    return text, Path(text)
 
 
 def _check_writable_parent(d: Path, text: str, flag: str) -> None:
