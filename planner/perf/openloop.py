@@ -40,9 +40,14 @@ server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S 
 root ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
 ``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
 c_s^2) / (c_a^2 + 1)`` for general service (:func:`_renewal_wait`; Pollaczek-Khinchine for
-Poisson arrivals and one replica, exact for M/M/c); plus its own prefill (steps of at most
-``C - d`` of its tokens beside the decodes) and half a step for the step in progress at
-arrival. Prompt lengths vary lognormally (``cv_in``).
+Poisson arrivals and one replica, exact for M/M/c); plus its own prefill. A prompt that does
+not wait takes steps of at most ``C - d`` of its tokens beside the decodes, after half a step
+for the step in progress at arrival. A prompt that waits is prefilled in full steps, and its
+first token comes only at the end of the step holding its last token, which it shares with
+the prompts queued behind it (:func:`_queued_service`: its fluid share ``n t_f / (C - d)``
+plus the tokens after it in that step, from the arrivals during its stay by the renewal
+function, so the clump of a bursty stream it came in counts). Prompt lengths vary
+lognormally (``cv_in``).
 
 **Memory**: requests in the replica ``N = lam (E[TTFT] + O t)`` (Little's law) plus ``z sqrt(N)``
 must fit the KV cache and the batch cap, otherwise admissions queue.
@@ -226,10 +231,11 @@ def open_loop(
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
     service = own + 0.5 * t_mean[e]
-    ttft = _wait_plus_service_quantile(p_wait, ew, service, quantile) if quantiles else \
-        np.full_like(p_wait, np.nan)
+    service_w = _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep)
+    ttft = _wait_plus_service_quantile(p_wait, ew, service, quantile, service_w) \
+        if quantiles else np.full_like(p_wait, np.nan)
     ttft_miss = None if ttft_slo_s is None else _wait_plus_service_tail(
-        p_wait, ew, service, np.full_like(p_wait, ttft_slo_s))
+        p_wait, ew, service, np.full_like(p_wait, ttft_slo_s), service_w)
     # requests in the replica (Little's law at the mean TTFT and life) plus z standard
     # deviations of a Poisson count
     in_sys = lam * (ew + service.mean(axis=-1) + osl * t_mean)
@@ -314,15 +320,48 @@ def _compound_poisson_cdf(base: np.ndarray, step: np.ndarray, count_per_s: np.nd
     return np.where((x - base)[..., None] < 0, 0.0, cdf).mean(axis=-1)
 
 
+def _queued_service(n_nodes: np.ndarray, n: np.ndarray, t_f: np.ndarray, chunk: np.ndarray,
+                    lam: np.ndarray, p_wait: np.ndarray, ew: np.ndarray,
+                    ca2_rep: float) -> np.ndarray:
+    """Time from the start of its prefill to the first token of a prompt that queued.
+
+    A prompt that waits is prefilled in full steps (``C - d`` prompt tokens each, ``t_f``
+    long): its own tokens take their fluid share ``n t_f / (C - d)``, and its first token
+    comes only at the end of the step holding its last token, which also holds the tokens of
+    prompts queued behind it. Its last token sits uniformly in that step, so the tokens after
+    it are ``min(U (C - d), B)`` (``U`` uniform), of mean ``B - B^2 / (2 (C - d))`` for
+    ``B < C - d``, with ``B`` the prompt tokens behind it: the arrivals at its replica during
+    its time in the system ``T`` (mean wait of a waiting prompt plus its own share), by the
+    renewal function ``lam T + (c_r^2 - 1) / 2`` (Cox, *Renewal Theory*, 1962, sec. 4.5: the
+    clump of a bursty stream it arrived in), with ``c_r^2 = c_a^2 / c`` the replica's share of
+    the pool's stream (the router spreads a clump over the replicas).
+    """
+    own_w = n_nodes * (t_f / chunk)[..., None]
+    stay = np.where(p_wait > 0, ew / np.maximum(p_wait, 1e-300), 0.0)[..., None] + own_w
+    behind = n[..., None] * np.maximum(lam[..., None] * stay + (ca2_rep - 1.0) / 2.0, 0.0)
+    cap = chunk[..., None]
+    b = np.minimum(behind, cap)
+    return own_w + (t_f / chunk)[..., None] * (b - b * b / (2.0 * cap))
+
+
 def _wait_plus_service_tail(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
-                            x: np.ndarray) -> np.ndarray:
-    """``P(W + S > x)`` for the wait and service of :func:`_wait_plus_service_quantile`."""
+                            x: np.ndarray, service_w: np.ndarray | None = None) -> np.ndarray:
+    """``P(W + S > x)`` for the wait and service of :func:`_wait_plus_service_quantile`:
+    ``S = service`` for a prompt that does not wait (share ``1 - rho``), ``service_w`` for one
+    that does (default the same)."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)[..., None]
-    y = np.asarray(x, dtype=float)[..., None] - service
-    tail = np.where(y <= 0, 1.0, rho[..., None] * np.exp(-np.maximum(y, 0.0)
-                                                         / np.maximum(theta, 1e-300)))
-    tail = np.where((y > 0) & (theta <= 0), 0.0, tail)
-    return tail.mean(axis=-1)
+    x = np.asarray(x, dtype=float)[..., None]
+    if service_w is None:
+        y = x - service
+        tail = np.where(y <= 0, 1.0, rho[..., None] * np.exp(-np.maximum(y, 0.0)
+                                                             / np.maximum(theta, 1e-300)))
+        tail = np.where((y > 0) & (theta <= 0), 0.0, tail)
+        return tail.mean(axis=-1)
+    y = x - service_w
+    waited = np.where(y <= 0, 1.0, np.exp(-np.maximum(y, 0.0) / np.maximum(theta, 1e-300)))
+    waited = np.where((y > 0) & (theta <= 0), 0.0, waited)
+    r = rho[..., None]
+    return ((1.0 - r) * (x < service) + r * waited).mean(axis=-1)
 
 
 def erlang_c(c: float, a: Any) -> np.ndarray:
@@ -338,17 +377,18 @@ def erlang_c(c: float, a: Any) -> np.ndarray:
 
 
 def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
-                                q: float) -> np.ndarray:
+                                q: float, service_w: np.ndarray | None = None) -> np.ndarray:
     """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` with ``rho`` the
     probability of waiting (atom at 0 of mass ``1 - rho``), ``S`` equal-weight points on the
-    last axis."""
+    last axis (``service_w`` for a prompt that waits, default ``service``)."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)
-    lo = service.min(axis=-1)
-    hi = service.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
+    top = service if service_w is None else np.maximum(service, service_w)
+    lo = np.minimum(service.min(axis=-1), top.min(axis=-1))
+    hi = top.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
     hi = np.maximum(hi, lo) + 1e-12
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        over = _wait_plus_service_tail(rho, ew, service, mid) > 1.0 - q
+        over = _wait_plus_service_tail(rho, ew, service, mid, service_w) > 1.0 - q
         lo = np.where(over, mid, lo)
         hi = np.where(over, hi, mid)
     return hi
