@@ -339,8 +339,10 @@ def test_report_has_original_sources_and_no_machine_paths(built):
 def test_original_source_rewrites_articles_and_flags_missing_addresses():
     s, ok = sources.original_source("tokenizers.csv o200k/en, article 004 (Sunyan, 2023-02)")
     assert "article 004" not in s and "https://mp.weixin.qq.com/" in s and ok
-    s, ok = sources.original_source("article 002 (prices)")
+    s, ok = sources.original_source("article 000 (prices)")
     assert not ok and "not recorded" in s
+    s, ok = sources.original_source("article 002 (prices)")
+    assert ok and "https://blog.csdn.net/" in s
     s, ok = sources.original_source("via shared/data/reference/gpu_prices.csv and /work/x/y.csv")
     assert "shared/" not in s and "/work/" not in s and not ok
     s, ok = sources.original_source("https://example.com/home/page")

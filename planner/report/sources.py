@@ -21,10 +21,13 @@ ARTICLES: dict[str, tuple[str, bool]] = {
             "2024-10-20; address not recorded)", False),
     "001": ("AI 工程化, '做大模型 AI 应用一定要了解的成本计算公式' (2024-01-24), "
             "https://mp.weixin.qq.com/s/IyudyZ0YVFtT2nwSxoH8BA", True),
-    "002": ("'为什么使用大模型API时, output token 的价格比 input token 更贵?' (author, date and "
-            "address not recorded)", False),
-    "003": ("'LLM “经济学”: ChatGPT 与开源模型, 二者之间有哪些优劣权衡? 谁的部署成本更低?' "
-            "(written 2023-04-24; publication and address not recorded)", False),
+    "002": ("'为什么使用大模型API时, output token 的价格比 input token 更贵?', CSDN blog of user "
+            "qq_59084968 (2024; the same text), "
+            "https://blog.csdn.net/qq_59084968/article/details/141164377", True),
+    "003": ("'LLM “经济学”: ChatGPT 与开源模型, 二者之间有哪些优劣权衡? 谁的部署成本更低?', a "
+            "Chinese translation of Skanda Vivek, 'LLM Economics: ChatGPT vs Open-Source', "
+            "Towards Data Science (written 2023-04-24; address of the translation not "
+            "recorded)", False),
     "004": ("Sunyan, 'ChatGPT 背后的经济账', 极客公园 (2023-02-20), https://mp.weixin.qq.com/"
             "s?__biz=MTMwNDMwODQ0MQ==&mid=2652983226&idx=1&sn=034e3e8ecd53394c0eb980c9c0a31a48",
             True),
