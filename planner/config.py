@@ -1714,9 +1714,10 @@ def check_references(sc: Scenario, *, catalog: Any = None, path: str | None = No
             ln = getattr(wc, part)
             if ln is not None and ln.tokens is None and ln.tokens_per_unit is None:
                 unit = "word" if ln.words is not None else "char"
-                df = cat.tokenizers
-                if df[(df["lang"] == ln.lang) & (df["unit"] == unit)].empty:
-                    langs = sorted(set(df["lang"]))
+                langs_all = cat.column("tokenizers", "lang")
+                if (ln.lang, unit) not in set(zip(langs_all, cat.column("tokenizers", "unit"),
+                                                  strict=True)):
+                    langs = sorted(set(langs_all))
                     raise ScenarioError(
                         f"no tokens-per-{unit} ratio for language {ln.lang!r} in the catalog "
                         f"(languages: {', '.join(langs)}); set tokens_per_unit",
@@ -1736,8 +1737,8 @@ def _check_tokenizers(sc: Scenario, cat: Any, cname: str, wc: WorkloadClass,
                       path: str | None) -> None:
     """A length in words or characters needs a tokens-per-unit row for the tokenizer of every
     deployment serving its class (no silent borrowing of another tokenizer's ratio)."""
-    df = cat.tokenizers
-    have = {(r.tokenizer, r.lang, r.unit) for r in df.itertuples()}
+    have = set(zip(*(cat.column("tokenizers", c) for c in ("tokenizer", "lang", "unit")),
+                   strict=True))
     for part in ("input", "output", "context"):
         ln = getattr(wc, part)
         if ln is None or ln.tokens is not None or ln.tokens_per_unit is not None:
