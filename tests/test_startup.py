@@ -56,8 +56,27 @@ def test_help_imports_no_numeric_stack():
 def test_validate_imports_no_scipy_stats_altair_dask():
     code, out, mods = _loaded("validate", "example:quickstart")
     assert code == 0 and "valid scenario" in out
-    # the catalog look-ups read plain Python rows: no DataFrame, so no pandas either
-    assert _heavy(mods, (*HEAVY, "scipy", "pandas")) == []
+    # the catalog look-ups read plain Python rows: no DataFrame, so no pandas either; and the
+    # scenario models' checks need no array maths: numpy is imported on first use
+    assert _heavy(mods, (*HEAVY, "scipy", "pandas", "numpy")) == []
+
+
+def test_lazy_numpy_in_distributions_becomes_the_module():
+    """The first use of ``np`` in planner.distributions puts numpy itself in the global (no
+    proxy left on the sampling paths), and sampling gives numpy's numbers."""
+    probe = ("import sys, numpy; import planner.distributions as d; "
+             "before = type(d.np).__name__; x = d.NormalDist(mean=1.0, sd=2.0).sample("
+             "numpy.random.default_rng(5), 3); print(before, d.np is numpy, list(x))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, check=True, cwd=ROOT).stdout.split(maxsplit=2)
+    import numpy as np
+
+    from planner.distributions import NormalDist
+
+    want = list(NormalDist(mean=1.0, sd=2.0).sample(np.random.default_rng(5), 3))
+    assert out[:2] == ["_LazyModule", "True"]
+    assert out[2].strip() == str(want)
 
 
 def test_catalog_lookups_build_no_dataframe():
