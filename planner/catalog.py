@@ -13,17 +13,19 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import CatalogError
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built: a scenario's look-ups
+    import pandas as pd  # (validate, cost) read plain Python rows and never import it
 
 #: table name -> (file name, id column)
 TABLES: dict[str, tuple[str, str]] = {
@@ -75,11 +77,12 @@ def catalog_dir() -> Path:
 
 
 def _clean(value: Any) -> Any:
+    """A DataFrame cell as a plain Python value (NaN -> None, numpy scalars -> Python)."""
     if value is None:
         return None
-    if isinstance(value, float) and np.isnan(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, np.generic):
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a numpy scalar
         return value.item()
     return value
 
@@ -87,20 +90,71 @@ def _clean(value: Any) -> Any:
 @lru_cache(maxsize=1)
 def _text_dtype() -> Any:
     """The dtype ``pd.read_csv(dtype=str)`` gives text (object before pandas 3, str since)."""
+    import pandas as pd
+
     return pd.read_csv(io.StringIO("a\nx\n"), dtype=str, keep_default_na=False)["a"].dtype
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """One catalog CSV as a DataFrame: text columns as str with blanks None, true/false
-    columns as bool (None for blanks), every other column float unless a cell is not a number
-    (then text).
+#: a cell :func:`float` and ``pd.to_numeric`` read alike (ASCII digits, optional sign, point
+#: and exponent); anything else in a number column is text, or goes to pandas (below)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?")
+#: cells ``pd.to_numeric`` may read as numbers that :data:`_NUMBER` does not match: a file
+#: with one goes to the pandas reader
+_PANDAS_NUMBERS = {"inf", "infinity", "nan"}
+_NUMBER_CHARS = frozenset("0123456789+-.e")
 
-    Parsed with the csv module and typed column by column in Python (numbers still through
-    ``pd.to_numeric``), one DataFrame built at the end: several times faster than the pandas
-    string operations of :func:`_read_table_pandas`, which every command that loads a
-    scenario paid, and equal to it (a test compares them on every catalog file). A file the
-    fast path does not handle plainly (no data rows, ragged rows, duplicate column names)
-    goes through :func:`_read_table_pandas`.
+
+@dataclass(frozen=True)
+class _Table:
+    """One catalog CSV as typed Python columns, and as a DataFrame on demand.
+
+    ``columns`` maps each column to its cells: text as ``str`` (blank ``None``), true/false
+    as ``bool`` (blank ``None``), numbers as ``float`` (blank ``nan``) -- the values the
+    DataFrame of :func:`_read_table` holds. Look-ups read these lists, so loading a scenario
+    does not import pandas (~0.2-0.4 s of every command); :attr:`frame` builds the DataFrame
+    the first time a caller asks for one.
+    """
+
+    columns: dict[str, list[Any]]
+    kinds: dict[str, str]  # column -> "text" | "bool" | "float"
+    _frame: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def nrows(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        if self._frame is not None:
+            return self._frame
+        import pandas as pd
+
+        out: dict[str, pd.Series] = {}
+        for col, cells in self.columns.items():
+            kind = self.kinds[col]
+            if kind == "text":
+                out[col] = pd.Series(cells, dtype=_text_dtype())
+            elif kind == "bool":
+                out[col] = pd.Series(cells)
+            else:
+                out[col] = pd.Series(cells, dtype=float)
+        return pd.DataFrame(out)
+
+    def row(self, pos: int) -> dict[str, Any]:
+        """Row ``pos`` as a dict of plain values (blank -> None), as :func:`_clean` gives."""
+        return {c: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                for c, v in ((c, cells[pos]) for c, cells in self.columns.items())}
+
+
+def _parse_table(path: Path) -> _Table | None:
+    """One catalog CSV as a :class:`_Table`, read with the csv module (no pandas).
+
+    Text columns (:data:`_TEXT_COLUMNS`) as str with blanks None; a column of true/false
+    (and blanks) as bool; every other column float, unless a cell is not a number (then
+    text). None when the file needs the pandas reader to be read exactly as before (no data
+    rows, ragged rows, duplicate or blank column names, not CSV, a number cell pandas and
+    :func:`float` might read differently such as ``inf``); a test compares the two readers
+    on every catalog file and on edge cases.
     """
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -108,7 +162,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     except FileNotFoundError as exc:
         raise CatalogError(f"catalog file missing: {path}") from exc
     except (csv.Error, UnicodeDecodeError):
-        return _read_table_pandas(path)
+        return None
     rows = [r for r in rows if r]  # blank lines (pandas skips them)
     if rows and rows[0] and rows[0][0].startswith("\ufeff"):
         rows[0][0] = rows[0][0][1:]
@@ -116,30 +170,73 @@ def _read_table(path: Path) -> pd.DataFrame:
     data = rows[1:]
     if (not data or len(set(header)) != len(header) or "" in header
             or any(len(r) != len(header) for r in data)):
-        return _read_table_pandas(path)
-    columns: dict[str, pd.Series] = {}
+        return None
+    columns: dict[str, list[Any]] = {}
+    kinds: dict[str, str] = {}
     for j, col in enumerate(header):
         s = [r[j].strip() for r in data]
         if col in _TEXT_COLUMNS:
-            columns[col] = pd.Series([v or None for v in s], dtype=_text_dtype())
+            columns[col], kinds[col] = [v or None for v in s], "text"
             continue
         low = [v.lower() for v in s]
         if all(v in ("true", "false", "") for v in low) and any(v in ("true", "false")
                                                                 for v in low):
-            columns[col] = pd.Series([{"true": True, "false": False}.get(v) for v in low])
+            columns[col] = [{"true": True, "false": False}.get(v) for v in low]
+            kinds[col] = "bool"
             continue
-        num = pd.to_numeric(pd.Series([v if v != "" else np.nan for v in s], dtype=object),
-                            errors="coerce")
-        missing = num.isna().tolist()
-        if any(m and v != "" for m, v in zip(missing, s, strict=True)):
-            columns[col] = pd.Series([v or None for v in s], dtype=_text_dtype())  # text
+        text = False
+        for v, lv in zip(s, low, strict=True):
+            if v == "" or _NUMBER.fullmatch(v):
+                continue
+            if lv.lstrip("+-") in _PANDAS_NUMBERS or set(lv) <= _NUMBER_CHARS:
+                return None
+            text = True
+        if text:
+            columns[col], kinds[col] = [v or None for v in s], "text"
         else:
-            columns[col] = num.astype(float)
-    return pd.DataFrame(columns)
+            columns[col] = [float(v) if v != "" else math.nan for v in s]
+            kinds[col] = "float"
+    return _Table(columns, kinds)
+
+
+def _table_of_frame(df: pd.DataFrame) -> _Table:
+    """A :class:`_Table` over a DataFrame of :func:`_read_table_pandas` (the DataFrame kept)."""
+    columns: dict[str, list[Any]] = {}
+    kinds: dict[str, str] = {}
+    for c in df.columns:
+        cells = df[c].tolist()
+        if df[c].dtype.kind == "f":
+            columns[c], kinds[c] = [float(v) for v in cells], "float"
+        else:
+            columns[c], kinds[c] = [_clean(v) for v in cells], "text"
+    return _Table(columns, kinds, df)
+
+
+def _read_table_fast(path: Path) -> _Table:
+    """The catalog file at ``path`` as a :class:`_Table` (pandas only when it must)."""
+    table = _parse_table(path)
+    return table if table is not None else _table_of_frame(_read_table_pandas(path))
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """One catalog CSV as a DataFrame: text columns as str with blanks None, true/false
+    columns as bool (None for blanks), every other column float unless a cell is not a number
+    (then text).
+
+    Parsed with the csv module and typed column by column in Python (:func:`_parse_table`),
+    one DataFrame built at the end: several times faster than the pandas string operations
+    of :func:`_read_table_pandas`, which every command that loads a scenario paid, and equal
+    to it (a test compares them on every catalog file). A file the fast path does not handle
+    plainly goes through :func:`_read_table_pandas`.
+    """
+    return _read_table_fast(path).frame
 
 
 def _read_table_pandas(path: Path) -> pd.DataFrame:
     """The reference reader (pandas throughout); :func:`_read_table` falls back to it."""
+    import numpy as np
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, comment=None)
     except FileNotFoundError as exc:
@@ -166,28 +263,51 @@ def _read_table_pandas(path: Path) -> pd.DataFrame:
     return df
 
 
-@dataclass(frozen=True)
 class Catalog:
-    """All catalog tables as pandas DataFrames, with id look-ups that suggest near misses."""
+    """All catalog tables, with id look-ups that suggest near misses.
 
-    directory: Path
-    llms: pd.DataFrame
-    accelerators: pd.DataFrame
-    apis: pd.DataFrame
-    clouds: pd.DataFrame
-    servers: pd.DataFrame
-    tokenizers: pd.DataFrame
+    The tables are read into plain Python columns (:class:`_Table`); ``llms``,
+    ``accelerators``, ``apis``, ``clouds``, ``servers`` and ``tokenizers`` (and
+    :meth:`table`) are pandas DataFrames built on first access, so the look-ups a scenario
+    needs (:meth:`llm`, :meth:`cheapest_cloud`, :meth:`tokens_per_unit` ...) do not import
+    pandas.
+    """
 
-    def table(self, name: str) -> pd.DataFrame:
-        """Return one table by name (``llms``, ``accelerators``, ``apis``, ...)."""
+    def __init__(self, directory: Path, tables: dict[str, _Table]):
+        self.directory = directory
+        self._tables = tables
+
+    def __repr__(self) -> str:
+        return f"Catalog(directory={str(self.directory)!r})"
+
+    llms = property(lambda self: self.table("llms"), doc="llms.csv as a DataFrame")
+    accelerators = property(lambda self: self.table("accelerators"),
+                            doc="accelerators.csv as a DataFrame")
+    apis = property(lambda self: self.table("apis"), doc="api_prices.csv as a DataFrame")
+    clouds = property(lambda self: self.table("clouds"), doc="cloud_prices.csv as a DataFrame")
+    servers = property(lambda self: self.table("servers"), doc="servers.csv as a DataFrame")
+    tokenizers = property(lambda self: self.table("tokenizers"),
+                          doc="tokenizers.csv as a DataFrame")
+
+    def _check_name(self, name: str) -> None:
         if name not in TABLES:
             raise CatalogError(
                 f"unknown catalog table {name!r}; expected one of {', '.join(TABLES)}"
             )
-        return getattr(self, name)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Return one table by name (``llms``, ``accelerators``, ``apis``, ...) as a DataFrame."""
+        self._check_name(name)
+        return self._tables[name].frame
+
+    def column(self, name: str, col: str) -> list[Any]:
+        """One column of a table as a list (text blanks None, number blanks NaN), without
+        building a DataFrame; a copy, callers may change it."""
+        self._check_name(name)
+        return list(self._tables[name].columns[col])
 
     def ids(self, name: str) -> list[str]:
-        return list(self.table(name)["id"])
+        return self.column(name, "id")
 
     @cached_property
     def _index(self) -> _Index:
@@ -235,7 +355,7 @@ class Catalog:
         return self._index.row("clouds", best)
 
     def has(self, name: str, entry_id: str) -> bool:
-        self.table(name)
+        self._check_name(name)
         return entry_id in self._index.exact(name)
 
     def tokens_per_unit(self, tokenizer: str, lang: str, unit: str) -> dict[str, Any]:
@@ -247,8 +367,9 @@ class Catalog:
         positions = self._index.tokenizers().get((lang, unit)) if (
             lang is not None and unit is not None) else None
         if not positions:
-            df = self.tokenizers
-            known = sorted({f"{r.lang}/{r.unit}" for r in df.itertuples()})
+            t = self._tables["tokenizers"].columns
+            known = sorted({f"{lang}/{unit}" for lang, unit in zip(t["lang"], t["unit"],
+                                                                   strict=True)})
             raise CatalogError(
                 f"no tokens-per-{unit} ratio for language {lang!r} in tokenizers.csv; "
                 f"known: {', '.join(known)}; give tokens_per_{unit} in the scenario instead"
@@ -274,7 +395,7 @@ class _Index:
 
     def exact(self, name: str) -> dict[Any, int]:
         if name not in self._exact:
-            ids = self.cat.table(name)["id"].tolist()
+            ids = self.cat._tables[name].columns["id"]
             exact: dict[Any, int] = {}
             lower: dict[str, int] = {}
             for i, v in enumerate(ids):
@@ -298,17 +419,16 @@ class _Index:
     def row(self, name: str, pos: int) -> dict[str, Any]:
         key = (name, pos)
         if key not in self._rows:
-            r = self.cat.table(name).iloc[pos]
-            self._rows[key] = {k: _clean(v) for k, v in r.to_dict().items()}
+            self._rows[key] = self.cat._tables[name].row(pos)
         return dict(self._rows[key])
 
     def tokenizers(self) -> dict[tuple[Any, Any], list[tuple[int, Any]]]:
         """(lang, unit) -> [(row, tokenizer), ...] in file order."""
         if self._tokenizers is None:
-            df = self.cat.tokenizers
+            t = self.cat._tables["tokenizers"].columns
             out: dict[tuple[Any, Any], list[tuple[int, Any]]] = {}
-            for i, (lang, unit, tok) in enumerate(zip(df["lang"].tolist(), df["unit"].tolist(),
-                                                      df["tokenizer"].tolist(), strict=True)):
+            for i, (lang, unit, tok) in enumerate(zip(t["lang"], t["unit"], t["tokenizer"],
+                                                      strict=True)):
                 out.setdefault((lang, unit), []).append((i, tok))
             self._tokenizers = out
         return self._tokenizers
@@ -319,11 +439,10 @@ class _Index:
         if accelerator is None or plan is None:  # None equals no cell, as in a DataFrame
             return None
         if key not in self._clouds:
-            df = self.cat.clouds
+            t = self.cat._tables["clouds"].columns
             best, best_price = None, None
             for i, (acc, pl, price) in enumerate(zip(
-                    df["accelerator"].tolist(), df["plan"].tolist(),
-                    df["usd_per_gpu_hour"].tolist(), strict=True)):
+                    t["accelerator"], t["plan"], t["usd_per_gpu_hour"], strict=True)):
                 if acc != accelerator or pl != plan or price is None or price != price:
                     continue
                 if best_price is None or price < best_price:
@@ -346,17 +465,23 @@ def unknown_message(kind: str, value: str, known: list[str]) -> str:
 @lru_cache(maxsize=4)
 def _load(directory: str) -> Catalog:
     d = Path(directory)
-    tables = {name: _read_table(d / fname) for name, (fname, _) in TABLES.items()}
+    tables = {name: _read_table_fast(d / fname) for name, (fname, _) in TABLES.items()}
     for name, (fname, idcol) in TABLES.items():
         if idcol is None:
             continue
-        df = tables[name]
-        if idcol not in df.columns:
+        cells = tables[name].columns.get(idcol)
+        if cells is None:
             raise CatalogError(f"{d / fname}: no '{idcol}' column")
-        dup = df[idcol][df[idcol].duplicated()]
-        if not dup.empty:
+        seen: set[Any] = set()
+        dup = []
+        for v in cells:
+            key = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            if key in seen:
+                dup.append(key)
+            seen.add(key)
+        if dup:
             raise CatalogError(f"{d / fname}: duplicate ids {sorted(set(dup))}")
-    return Catalog(directory=d, **tables)
+    return Catalog(d, tables)
 
 
 def load_catalog(directory: str | Path | None = None) -> Catalog:

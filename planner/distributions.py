@@ -25,12 +25,14 @@ import importlib
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from planner.errors import PlannerError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "BetaDist",
@@ -62,21 +64,30 @@ __all__ = [
 class _LazyModule:
     """A module imported on first attribute access (keeps ``import planner.distributions``,
     and so every scenario load, free of scipy's ~0.7 s import; ``planner --help``,
-    ``validate`` and ``cost`` never need it)."""
+    ``validate`` and ``cost`` never need it).
 
-    __slots__ = ("_name", "_module")
+    ``bind`` names the global of this module that holds the proxy: the first access puts the
+    real module there, so later ``np.asarray`` calls cost a plain global look-up."""
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("_name", "_module", "_bind")
+
+    def __init__(self, name: str, bind: str | None = None) -> None:
         self._name = name
         self._module = None
+        self._bind = bind
 
     def __getattr__(self, attr: str) -> Any:
         module = self._module
         if module is None:
             module = self._module = importlib.import_module(self._name)
+            if self._bind is not None:
+                globals()[self._bind] = module
         return getattr(module, attr)
 
 
+#: numpy, imported on first use: checking a scenario (``planner validate``, the scenario
+#: models' validators: supports, ranges) needs none of it (~0.1 s of start-up)
+np = _LazyModule("numpy", bind="np")  # noqa: F811 (the TYPE_CHECKING import is for annotations)
 special = _LazyModule("scipy.special")
 stats = _LazyModule("scipy.stats")
 

@@ -206,3 +206,65 @@ def test_checker_resolves_import_forms(tmp_path):
     assert g["planner.sub.z"] == {"planner.sub"}  # a name from the package __init__
     assert g["planner.top"] == {"planner.sub"}
     assert find_cycle(g) == ["planner.sub.x", "planner.sub.y", "planner.sub.x"]
+
+
+# -- start-up: the modules every command imports keep the numeric stack out of module level --
+
+#: imported by ``planner --help`` / ``planner validate`` before any command runs
+STARTUP_MODULES = ("planner", "planner.__main__", "planner.cli", "planner.api", "planner.config",
+                   "planner.distributions", "planner.catalog", "planner.errors",
+                   "planner._runtime", "planner._version", "planner.output")
+#: third-party packages a module on the start-up path may import only inside a function
+#: (or under ``if TYPE_CHECKING``)
+STARTUP_HEAVY = ("numpy", "pandas", "scipy", "altair", "vl_convert", "dask", "distributed",
+                 "simpy", "highspy")
+
+
+def module_level_imports(tree: ast.Module) -> set[str]:
+    """Top-level package names imported when the module runs: statements at module level and
+    inside module-level ``if``/``try`` blocks, except ``if TYPE_CHECKING:`` bodies (function
+    and class bodies are not entered: they run later or never)."""
+    out: set[str] = set()
+
+    def visit(stmts: list[ast.stmt]) -> None:
+        for node in stmts:
+            if isinstance(node, ast.Import):
+                out.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if not node.level and node.module:
+                    out.add(node.module.split(".")[0])
+            elif isinstance(node, ast.If):
+                test = node.test
+                name = test.id if isinstance(test, ast.Name) else (
+                    test.attr if isinstance(test, ast.Attribute) else None)
+                if name != "TYPE_CHECKING":
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, node.orelse, node.finalbody,
+                              *(h.body for h in node.handlers)):
+                    visit(block)
+
+    visit(tree.body)
+    return out
+
+
+def test_startup_modules_import_no_numeric_stack_at_module_level():
+    files = module_files()
+    assert set(STARTUP_MODULES) <= set(files)
+    found = {}
+    for name in STARTUP_MODULES:
+        tree = ast.parse(files[name].read_text(encoding="utf-8"))
+        heavy = sorted(module_level_imports(tree) & set(STARTUP_HEAVY))
+        if heavy:
+            found[name] = heavy
+    assert not found, f"module-level imports of heavy packages on the start-up path: {found}"
+
+
+def test_module_level_import_checker():
+    tree = ast.parse(
+        "import numpy as np\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    import pandas\nelse:\n    import json\ntry:\n    import scipy.special\n"
+        "except ImportError:\n    pass\ndef f():\n    import altair\nclass C:\n"
+        "    import dask\nfrom . import sibling\n")
+    assert module_level_imports(tree) == {"numpy", "typing", "json", "scipy"}
