@@ -914,13 +914,126 @@ def _reduced_cost_bounds(m: Milp, lp: Any, upper: float) -> tuple[np.ndarray, np
     return np.minimum(lb, ub), np.maximum(ub, np.minimum(lb, ub))
 
 
+def _hour_classes(m: Milp) -> tuple[np.ndarray, np.ndarray] | None:
+    """Hours that can be merged exactly: ``(first, inverse)`` (the first hour of each class of
+    identical hours, and the class of every hour), or None when no two hours can be.
+
+    Two hours are identical when every hour-indexed column (flows, hourly blocks) has the
+    same bounds and cost in both and the demand and weights are the same. Merging them is
+    exact when those columns are all continuous and no row ties an hour to the next
+    (:data:`_HOURS`: start-ups, minimum run, change per hour): any plan, its hour-indexed
+    columns averaged over each class, is a plan (every per-hour row has the same
+    coefficients and bounds in identical hours, month totals are sums with equal weights)
+    of the same cost whose hours in a class agree. So the merged problem (one hour per class,
+    weighted by the class size) has the same optimum, and its bound is a bound of the full
+    problem. Typical case: a week of identical weekdays (168 hours, 48 distinct).
+    """
+    pb = m.problem
+    P = pb.periods
+    if P < 2 or set(m.row_group) & set(_HOURS) or \
+            any(name.startswith("slack_") for name in m.cols.blocks):
+        return None
+    hour_blocks = [b for b in m.cols.blocks.values()
+                   if b.axes and b.axes[-1][0] == "hour" and b.index.size]
+    if any(np.any(m.integrality[b.index]) for b in hour_blocks):
+        return None
+    feats = [pb.demand.reshape(-1, P), pb.request_weights().reshape(-1, P),
+             pb.block_weights()[None, :]]
+    for b in hour_blocks:
+        idx = b.index.reshape(-1, P)
+        feats += [m.lb[idx], m.ub[idx], m.c[idx]]
+    f = np.concatenate(feats, axis=0).T  # (P, features)
+    _, first, inverse = np.unique(f, axis=0, return_index=True, return_inverse=True)
+    if first.size >= P:
+        return None
+    return first, np.asarray(inverse).ravel()
+
+
+def _merged(m: Milp, first: np.ndarray, inverse: np.ndarray) -> Milp | None:
+    """The MILP of ``m``'s problem with only the hours ``first``, each weighted by its class
+    size (:func:`_hour_classes`); None when its columns do not line up with ``m``'s."""
+    pb = m.problem
+    cnt = np.bincount(inverse, minlength=first.size).astype(float)
+    opts = {n: replace(o, ub_hourly=None if o.ub_hourly is None else o.ub_hourly[:, first])
+            for n, o in pb.options.items()}
+    red = replace(pb, demand=pb.demand[:, :, first], periods=int(first.size), options=opts,
+                  hour_weights=pb.block_weights()[first] * cnt,
+                  flow_weights=pb.request_weights()[:, first] * cnt[None, :],
+                  cycle_hours=None, messages=list(pb.messages))
+    mr = build_milp(red, drop=m.dropped, objective=m.objective, cvar_lambda=m.cvar_lambda,
+                    cvar_alpha=m.cvar_alpha)
+    if set(mr.cols.blocks) != set(m.cols.blocks) or mr.A.shape[0] == 0:
+        return None
+    lb, ub = mr.lb.copy(), mr.ub.copy()
+    for name, b in m.cols.blocks.items():
+        rb = mr.cols.blocks[name]
+        hourly = bool(b.axes) and b.axes[-1][0] == "hour"
+        src = b.index[..., first] if hourly else b.index
+        if src.shape != rb.index.shape:
+            return None
+        # the full problem's bounds (e.g. a first stage fixed by build_milp's ``fix``)
+        lb[rb.index], ub[rb.index] = m.lb[src], m.ub[src]
+        want = m.c[src] * (cnt if hourly else 1.0)
+        if not np.allclose(mr.c[rb.index], want, rtol=1e-9, atol=1e-12):
+            return None
+    return replace(mr, lb=lb, ub=ub)
+
+
+def _lift(m: Milp, mr: Milp, xr: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """A solution of the merged MILP laid back over every hour of ``m``."""
+    x = np.zeros(m.c.size)
+    for name, b in m.cols.blocks.items():
+        v = xr[mr.cols.blocks[name].index]
+        x[b.index] = v[..., inverse] if b.axes and b.axes[-1][0] == "hour" else v
+    return x
+
+
+def _solve_merged(m: Milp, *, gap: float, time_limit_s: float, relax: bool) -> SolveInfo | None:
+    """Solve ``m`` with its identical hours merged (:func:`_hour_classes`); None when there
+    are none, or when the plan laid back over every hour fails a row of ``m``."""
+    t0 = time.perf_counter()
+    cls = _hour_classes(m)
+    if cls is None:
+        return None
+    first, inverse = cls
+    mr = _merged(m, first, inverse)
+    if mr is None:
+        return None
+    info = _solve_milp(mr, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if info.x is None:
+        # the merged problem has a plan exactly when the full one has (it is the same
+        # problem): report its status, with the time spent
+        return replace(info, time_s=time.perf_counter() - t0)
+    x = _lift(m, mr, info.x, inverse)
+    if raw_violations(m, x):
+        return None
+    obj = float(m.c @ x)
+    g = info.gap
+    if np.isfinite(info.dual_bound) and not relax:
+        g = max(0.0, (obj - info.dual_bound) / max(abs(obj), 1e-300))
+    bound = obj if relax else info.dual_bound
+    return replace(info, x=x, objective=obj, gap=float(g), dual_bound=float(bound),
+                   time_s=time.perf_counter() - t0,
+                   message=f"{info.message} ({m.problem.periods} hours solved as "
+                           f"{first.size} distinct ones)")
+
+
 def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
                relax: bool = False) -> SolveInfo:
     """Solve with HiGHS (see :func:`_solve_milp`); the ``starts`` of the plan found are then
     set to the blocks actually started (``max(0, blocks[h] - blocks[h - 1])``: feasible, and
-    no dearer), so the objective is what the plan costs."""
+    no dearer), so the objective is what the plan costs.
+
+    Identical hours are merged first where that is exact (:func:`_hour_classes`; e.g. a
+    week of identical weekdays is solved on its 48 distinct hours) and the plan is laid back
+    over every hour and re-checked against every row.
+    """
     t0 = time.perf_counter()
-    info = _solve_milp(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    merged = _solve_merged(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if merged is not None:
+        return merged
+    info = _solve_milp(m, gap=gap, time_limit_s=time_limit_s - (time.perf_counter() - t0),
+                       relax=relax)
     if info.x is None or relax or "starts" not in m.cols or not m.cols["starts"].size:
         return info
     x = tight_starts(m, info.x)

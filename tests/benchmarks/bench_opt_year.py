@@ -17,7 +17,10 @@ round. Target (issue 15): <= 90 s and <= 2 GB at <= 1% proven gap.
 by hour, start-ups priced; ``bench_opt_plans.py``'s instance), where the typical-day hourly
 counts are solved as a fluid and rounded up on the horizon.
 
-Run: python tests/benchmarks/bench_opt_year.py [fixed|hourly]
+``HOURS`` (second argument, default 8760): the horizon; ``720`` is the 720-hour (30-day,
+January) instance of issue 15 (target <= 10 s), with the same monthly factors and ramp.
+
+Run: python tests/benchmarks/bench_opt_year.py [fixed|hourly] [HOURS]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from planner.engines.optimize import optimize  # noqa: E402
 
 MONTHLY = (1.1, 1.0, 1.0, 0.95, 0.9, 0.85, 0.8, 0.8, 0.95, 1.05, 1.15, 1.3)
 YEAR = (
-    "horizon_hours = 8760\n"
+    "horizon_hours = {hours}\n"
     f"monthly_factors = [{', '.join(f'{f:g}' for f in MONTHLY)}]\n"
     "year_growth = true\n"
     "time_limit_s = 90\n"
@@ -51,10 +54,11 @@ YEAR = (
 def main() -> None:
     cat = load_catalog()
     which = sys.argv[1] if len(sys.argv) > 1 else "fixed"
+    hours = int(sys.argv[2]) if len(sys.argv) > 2 else 8760
     if which not in ("fixed", "hourly"):
-        raise SystemExit("usage: bench_opt_year.py [fixed|hourly]")
+        raise SystemExit("usage: bench_opt_year.py [fixed|hourly] [HOURS]")
     text = scenario_text(True) if which == "fixed" else hourly_text(True) + "\n"
-    sc = parse_scenario(tomllib.loads(text + YEAR), catalog=cat)
+    sc = parse_scenario(tomllib.loads(text + YEAR.format(hours=hours)), catalog=cat)
     t0 = time.perf_counter()
     c0 = time.process_time()
     res = optimize(sc, catalog=cat, gap=0.01)
