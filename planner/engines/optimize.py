@@ -715,8 +715,7 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
     early = _structurally_infeasible(pb, t0)
     if early is not None:
         return early
-    settings = YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
-                            float(opts.growth_per_year), opts.typical_days)
+    settings = _year_settings(opts)
     ys = solve_year(pb, settings, gap=gap, time_limit_s=time_limit_s, progress=progress)
     msgs = list(pb.messages) + list(ys.messages)
     agg_rows = []
@@ -1041,7 +1040,23 @@ class SensitivityResult:
         return {"grid": self.grid, "breakpoints": self.breakpoints}
 
 
-def _mix(pb: Problem, gap: float, tl: float, min_share: float) -> tuple[float, dict[str, float]]:
+def _year_settings(opts: OptimizeOptions) -> YearSettings:
+    """The long horizon of ``opts`` (``[optimize] horizon_hours`` and its keys)."""
+    return YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
+                        float(opts.growth_per_year), opts.typical_days)
+
+
+def _mix(pb: Problem, gap: float, tl: float, min_share: float,
+         horizon: YearSettings | None = None) -> tuple[float, dict[str, float]]:
+    """Cost (USD/month) and request shares of the optimal plan of ``pb``; on the long
+    horizon ``horizon`` when given (:func:`.optimize_year.solve_year`: the plan re-priced
+    on every hour, as ``planner optimize`` states it)."""
+    if horizon is not None:
+        ys = solve_year(pb, horizon, gap=gap, time_limit_s=tl)
+        if ys.plan is None or not ys.check.passed:
+            return math.nan, {}
+        sh = {d: float(v[0]) for d, v in _share_by_option(ys.year, ys.plan).items()}
+        return ys.cost, {d: v for d, v in sh.items() if v > 1e-9}
     m = build_milp(pb)
     info = solve_milp(m, gap=gap, time_limit_s=tl)
     if info.x is None:
@@ -1103,13 +1118,24 @@ def sensitivity(
     ``current``: the plan already solved for this scenario (what ``planner optimize``
     printed); its shares (:func:`plan_mix`) and cost stand for the x1 point of every axis
     instead of a re-solve, so the sensitivity states the same current mix as the plan.
+
+    With ``[optimize] horizon_hours`` (in ``options``, else the scenario's), every point is
+    the long-horizon plan (typical days, re-priced on every hour; the traffic multiplier
+    scales the whole horizon), each solve within ``time_limit_s``.
     """
     if isinstance(scenario, Problem):
         pb = scenario
+        opts = options
     else:
         cat = catalog or load_catalog()
-        pb = build_problem(scenario, cat, options or OptimizeOptions.from_scenario(scenario))
+        opts = options or OptimizeOptions.from_scenario(scenario)
+        pb = build_problem(scenario, cat, opts)
+    horizon = _year_settings(opts) if opts is not None and opts.horizon_hours is not None \
+        else None
     if pb.n_scenarios > 1:
+        if horizon is not None:
+            raise PlannerError("optimize.horizon_hours: a long horizon is planned at the "
+                               "medians (one scenario), not on sampled scenarios")
         pb = pb.mean_problem()
     axes = {"traffic": traffic, "api_price": api_price, "gpu_price": gpu_price}
     grid, breaks = [], []
@@ -1119,7 +1145,8 @@ def sensitivity(
             if v == 1.0 and current is not None and current.solution is not None:
                 cost, mix = current.objective_usd_per_month, plan_mix(current)
             else:
-                cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share)
+                cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share,
+                                 horizon)
             pts.append((v, cost, mix))
             grid.append({"axis": axis, "multiplier": v, "usd_per_month": cost,
                          "mix": _mix_text(mix),
@@ -1130,7 +1157,7 @@ def sensitivity(
             a, b, ma, mb = lo, hi, mlo, mhi
             while b / a > 1.0 + rtol:
                 mid = math.sqrt(a * b)
-                _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share)
+                _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share, horizon)
                 if _used(mm, min_share) == _used(ma, min_share):
                     a, ma = mid, mm
                 else:
@@ -1164,7 +1191,9 @@ def compare_subsets(
     attribute of the self-hosted deployments; API deployments stay available in every subset.
     Or give ``{name: [deployment, ...]}``. Returns one row per subset (``mix`` first):
     usd_per_month, status, deployments used, and ``mix_saving`` = 1 - mix / subset cost
-    (the share the mix saves against that subset alone).
+    (the share the mix saves against that subset alone). With ``[optimize] horizon_hours``
+    every subset is planned on the long horizon (:func:`optimize_long`: typical days,
+    re-priced on every hour), as ``planner optimize`` plans it.
     """
     cat = catalog or load_catalog()
     opts = options or OptimizeOptions.from_scenario(scenario)
@@ -1186,7 +1215,9 @@ def compare_subsets(
     def solve(name: str, keep: list[str]) -> None:
         ex = tuple(sorted(set(opts.exclude) | (set(base.options) - set(keep) - set(apis))))
         pb = build_problem(scenario, cat, opts.replace(exclude=ex))
-        r = optimize_problem(pb, gap=gap, time_limit_s=time_limit_s)
+        r = optimize_long(pb, opts, gap=gap, time_limit_s=time_limit_s) \
+            if opts.horizon_hours is not None else \
+            optimize_problem(pb, gap=gap, time_limit_s=time_limit_s)
         used = r.plan[r.plan["chosen"]]["deployment"].tolist() if len(r.plan) else []
         rows.append({"subset": name, "deployments": ",".join(keep), "status": r.status,
                      "usd_per_month": r.objective_usd_per_month, "used": ",".join(used),

@@ -1,0 +1,153 @@
+"""Horizons of the optimiser (issue 15): identical hours solved once, and the long horizon
+honoured by the sensitivity scan and the subset comparison."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from planner.catalog import load_catalog
+from planner.config import parse_scenario
+from planner.engines.optimize import (
+    OptimizeOptions,
+    compare_subsets,
+    optimize,
+    sensitivity,
+)
+from planner.engines.optimize_data import build_problem
+from planner.engines.optimize_milp import (
+    _hour_classes,
+    _solve_milp,
+    build_milp,
+    check_plan,
+    decode,
+    solve_milp,
+)
+from planner.workload import PROFILES
+
+CAT = load_catalog()
+
+WEEK = """
+[scenario]
+name = "toy-week"
+[workload.chat]
+requests_per_day = {rpd}
+input = 1000
+output = 100
+diurnal = [{weights}]
+[workload.batch]
+requests_per_day = {rpd2}
+input = 3000
+output = 50
+diurnal = "flat"
+[api.mini]
+offering = "openai/gpt-4o-mini"
+[api.flash]
+offering = "google/gemini-2.5-flash"
+[cloud.gpu]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+usd_per_gpu_hour = 2.0
+plan = "on-demand"
+billing = "{billing}"
+[cloud.gpu-1y]
+model = "llama-3.1-8b"
+accelerator = "h100-sxm"
+usd_per_gpu_hour = 1.4
+plan = "reserved-1y"
+[planning]
+utilisation_target = 0.8
+[optimize]
+max_share_per_provider = 0.7
+"""
+
+
+def week(days=(1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5), billing="always-on", rpd=3_000_000,
+         rpd2=1_000_000):
+    """A 168-hour profile: the business day times a factor per weekday."""
+    day = np.asarray(PROFILES["business"], float)
+    w = np.concatenate([day * f for f in days])
+    text = WEEK.format(rpd=rpd * len(days), rpd2=rpd2, billing=billing,
+                       weights=", ".join(f"{x:.6g}" for x in w))
+    return parse_scenario(tomllib.loads(text), catalog=CAT)
+
+
+def _milp(sc):
+    return build_milp(build_problem(sc, CAT, OptimizeOptions.from_scenario(sc)))
+
+
+def test_identical_hours_are_merged_and_the_plan_is_the_full_optimum():
+    m = _milp(week())
+    first, inverse = _hour_classes(m)
+    # five identical weekdays and two identical weekend days: one class per distinct
+    # demand of the hours of a weekday and a weekend day (every other column agrees)
+    d = m.problem.demand.reshape(-1, 168).T
+    assert first.size == len(np.unique(d[np.r_[0:24, 120:144]], axis=0)) < 48
+    assert np.array_equal(d[first][inverse], d)
+    assert np.array_equal(inverse[:24], inverse[24:48])
+    assert np.array_equal(inverse[5 * 24:6 * 24], inverse[6 * 24:])
+    info = solve_milp(m, gap=0.0, time_limit_s=60)
+    assert info.status == "optimal" and "distinct ones" in info.message
+    # the whole 168-hour MILP solved without merging has the same optimum
+    full = _solve_milp(m, gap=0.0, time_limit_s=60)
+    assert full.status == "optimal"
+    assert info.objective == pytest.approx(full.objective, rel=1e-6)
+    # and the merged bound is a bound of the full problem
+    assert info.dual_bound <= full.objective * (1 + 1e-6)
+    # the plan laid over the 168 hours passes the independent check, objective included
+    plan = decode(m, info.x)
+    assert plan.flows.shape[-1] == 168
+    assert check_plan(m.problem, plan, objective=info.objective, milp_=m).passed
+
+
+def test_hours_are_not_merged_when_rows_tie_them_together_or_counts_are_whole():
+    # rented per hour (scale-to-zero): whole hourly counts and start-up rows
+    m = _milp(week(billing="scale-to-zero"))
+    assert _hour_classes(m) is None
+    # a week whose days all differ: nothing to merge beyond the repeated hours of a day
+    m2 = _milp(week(days=(1.0, 0.97, 0.94, 0.99, 0.91, 0.5, 0.45)))
+    first, _ = _hour_classes(m2)
+    assert first.size == len(np.unique(m2.problem.demand.reshape(-1, 168).T, axis=0)) > 48
+
+
+# ------------------------------------------------------------------------------------------
+# the long horizon in the sensitivity scan and the subset comparison
+
+YEAR = "horizon_hours = 720\nmonthly_factors = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+
+
+def long_week(**kw):
+    sc = week(**kw)
+    opt = sc.optimize.model_copy(update={"horizon_hours": 720, "monthly_factors": (
+        2.0,) + (1.0,) * 11})
+    return sc.model_copy(update={"optimize": opt})
+
+
+def test_compare_subsets_plans_each_subset_on_the_long_horizon():
+    sc = long_week()
+    df = compare_subsets(sc, groups={"gpu": ["gpu", "gpu-1y"]}, catalog=CAT, gap=0.01)
+    mix = df.iloc[0]
+    assert mix["check_passed"] and df["check_passed"].all()
+    # the mix row is the long-horizon plan (January at twice the profile's traffic)...
+    long = optimize(sc, catalog=CAT, gap=0.01)
+    assert long.problem.periods == 720
+    assert mix["usd_per_month"] == pytest.approx(long.objective_usd_per_month, rel=1e-9)
+    # ...not the profile's, which is cheaper by the doubled January
+    short = optimize(week(), catalog=CAT, gap=0.01)
+    assert mix["usd_per_month"] > short.objective_usd_per_month * 1.2
+
+
+def test_sensitivity_scans_the_long_horizon():
+    sc = long_week()
+    opts = OptimizeOptions.from_scenario(sc)
+    s = sensitivity(sc, traffic=(1.0, 0.5), api_price=(), gpu_price=(), catalog=CAT,
+                    options=opts, gap=0.01, time_limit_s=60)
+    g = s.grid.set_index("multiplier")["usd_per_month"]
+    long = optimize(sc, catalog=CAT, gap=0.01)
+    assert g[1.0] == pytest.approx(long.objective_usd_per_month, rel=1e-9)
+    # half the traffic on the same horizon: the long-horizon plan of the halved scenario
+    half = optimize(long_week(rpd=1_500_000, rpd2=500_000), catalog=CAT, gap=0.01)
+    assert g[0.5] == pytest.approx(half.objective_usd_per_month, rel=0.011)
+    assert g[0.5] < 0.75 * g[1.0]
