@@ -234,3 +234,44 @@ def test_multiyear_terms_past_the_horizon_are_paid_and_discounted():
     # second); year t discounted by 1.1 ** t
     want = 0.4 * hy * (1 + 2 / (1 + r) + 2 / (1 + r) ** 2 + 1 / (1 + r) ** 3)
     assert res.objective_usd == pytest.approx(want, rel=1e-9)
+
+
+def test_cli_optimize_plan_years_prints_purchases_and_years(tmp_path, capsys):
+    from planner.cli import main
+
+    text = RESERVED.format(p1=1.4, p3=1.0) + \
+        "[optimize]\nplan_years = 3\ngap = 0\n[trends]\ntraffic_growth_per_year = 1.0\n"
+    f = tmp_path / "terms.toml"
+    f.write_text(text)
+    assert main(["optimize", str(f), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "reserved blocks bought" in out and "each year's traffic" in out
+    import pandas as pd
+
+    years = pd.read_csv(tmp_path / "out" / "years.csv")
+    np.testing.assert_array_equal(years["traffic_factor"], [1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(years["blocks:r3"] + years["blocks:r1"], [1, 2, 4])
+    buys = pd.read_csv(tmp_path / "out" / "purchases.csv")
+    assert buys["blocks"].sum() == 5  # 1 three-year block, 1 + 3 one-year blocks
+    # the same plan through the engine: the objective is the horizon's total / 36 months
+    from planner.engines.optimize_multiyear import solve_multiyear
+
+    sc = parse_scenario(tomllib.loads(text), catalog=CAT)
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
+    res = optimize(sc, catalog=CAT)
+    my = solve_multiyear(pb, 3, growth_per_year=1.0, gap=0.0)
+    assert res.objective_usd_per_month == pytest.approx(my.objective_usd / 36, rel=1e-9)
+    assert res.trusted
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("plan_years = 0", "plan_years"),
+    ("plan_years = 2\nhorizon_hours = 720", "plan_years"),
+])
+def test_bad_plan_years_exit_2_naming_the_key(tmp_path, capsys, extra, key):
+    from planner.cli import main
+
+    f = tmp_path / "bad.toml"
+    f.write_text(RESERVED.format(p1=1.4, p3=1.0) + f"[optimize]\n{extra}\n")
+    assert main(["optimize", str(f)]) == 2
+    assert key in capsys.readouterr().err
