@@ -82,8 +82,8 @@ def _milp(sc):
 
 @pytest.mark.parametrize("billing", ["always-on", "active-window"])
 def test_identical_hours_are_merged_and_the_plan_is_the_full_optimum(billing):
-    # active-window: the GPU serves in 10 hours of each day only, so hours of equal demand
-    # in and out of the window differ (read from the matrix, not from the demand)
+    # active-window: a fleet priced for 10 hours a day (it serves every hour), so the merge
+    # is checked against the unmerged optimum with that billing's prices too
     m = _milp(week(billing=billing))
     hc = _hour_classes(m)
     first, inverse = hc.first, hc.inverse
