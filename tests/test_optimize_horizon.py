@@ -275,3 +275,24 @@ def test_bad_plan_years_exit_2_naming_the_key(tmp_path, capsys, extra, key):
     f.write_text(RESERVED.format(p1=1.4, p3=1.0) + f"[optimize]\n{extra}\n")
     assert main(["optimize", str(f)]) == 2
     assert key in capsys.readouterr().err
+
+
+def test_hours_differing_only_in_a_first_stage_coefficient_are_kept_apart():
+    # the classes are read from the matrix: change the coefficient of a fixed fleet in one
+    # hour's capacity row (same demand, same prices) and that hour leaves its class
+    from dataclasses import replace
+
+    m = _milp(week())
+    hc = _hour_classes(m)
+    sizes = np.bincount(hc.inverse)
+    h = int(np.flatnonzero(sizes[hc.inverse] >= 2)[0])
+    fixed = set(m.cols["blocks_fixed"].ravel().tolist())
+    A = m.A.tocsr(copy=True)
+    row = next(i for i, lab in enumerate(m.row_label)
+               if m.row_group[i] == "capacity" and lab.endswith(f"h={h}]") and
+               fixed & set(A.indices[A.indptr[i]:A.indptr[i + 1]].tolist()))
+    k = next(k for k in range(A.indptr[row], A.indptr[row + 1]) if A.indices[k] in fixed)
+    A.data[k] *= 1.5
+    hc2 = _hour_classes(replace(m, A=A))
+    assert np.sum(hc2.inverse == hc2.inverse[h]) == 1
+    assert hc2.first.size == hc.first.size + 1
