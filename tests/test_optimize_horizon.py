@@ -296,3 +296,26 @@ def test_hours_differing_only_in_a_first_stage_coefficient_are_kept_apart():
     hc2 = _hour_classes(replace(m, A=A))
     assert np.sum(hc2.inverse == hc2.inverse[h]) == 1
     assert hc2.first.size == hc.first.size + 1
+
+
+def test_lower_bound_keeps_provider_shares_and_stays_below_the_full_optimum(monkeypatch):
+    # ten days, all different (a steep ramp), a provider-share cap: the lower-envelope
+    # bound with the caps kept (of the full horizon's requests) is still below the optimum
+    # of the whole 240-hour problem solved directly, and not below the bound without them
+    import planner.engines.optimize_year as oy
+    from planner.engines.optimize_year import YearSettings, solve_year, year_demand, year_problem
+
+    sc = week(days=(1.0,), rpd=3_000_000)
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc))
+    st = YearSettings(horizon_hours=10 * 24, growth_per_year=30.0, typical_days=3)
+    kept = solve_year(pb, st, gap=1e-4, time_limit_s=60)
+    full = year_problem(pb, year_demand(pb.demand, st))
+    m = build_milp(full)
+    info = solve_milp(m, gap=0.0, time_limit_s=120)
+    assert info.status == "optimal" and kept.check.passed
+    assert kept.bound <= info.objective * (1 + 1e-7)
+    assert info.objective <= kept.cost * (1 + 1e-7)
+    monkeypatch.setattr(oy, "keep_provider_shares", lambda lower, year: lower)
+    dropped = solve_year(pb, st, gap=1e-4, time_limit_s=60)
+    assert kept.bound >= dropped.bound * (1 - 1e-7)
+    assert kept.gap <= dropped.gap

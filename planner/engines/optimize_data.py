@@ -471,6 +471,10 @@ class Problem:
     #: the profile repeats in cycles of this many hours (start-ups, minimum run, change per
     #: hour wrap around within each cycle: one typical day); None: the whole profile
     cycle_hours: int | None = None
+    #: lower-bound (typical-period) problems only: (S,) the month's requests the provider
+    #: shares are taken of, in the rows' weighted units (default: this problem's demand);
+    #: the full horizon's, so that flows scaled down to lower envelopes keep the same caps
+    share_total: np.ndarray | None = None
 
     @property
     def n_scenarios(self) -> int:

@@ -576,6 +576,7 @@ def build_milp(
     # (S,) sum of hourly rates (equal weights cancel; a typical-period problem weighs them)
     srw = pb.request_weights() / pb.hour_weight if pb.weighted else None
     total = pb.demand.sum(axis=(1, 2)) if srw is None else (pb.demand * srw).sum(axis=(1, 2))
+    ptotal = total if pb.share_total is None else np.asarray(pb.share_total, float)
     if onprem_row:
         rr = rows.new("onprem_share", [f"onprem_share[s={s}]" for s in range(S)],
                       pb.min_onprem_share, np.inf)
@@ -591,7 +592,7 @@ def build_milp(
                       pb.max_share_per_provider).reshape(S, len(provs))
         for k, (r, c) in enumerate(pairs):
             for p, share in pb.routes[r].touch.items():
-                co = (share / np.maximum(total, 1e-300))[:, None]
+                co = (share / np.maximum(ptotal, 1e-300))[:, None]
                 rows.put(rr[:, provs.index(p), None], fl[:, k, :],
                          co if srw is None else co * srw[c][None, :])
         if pen is not None:
