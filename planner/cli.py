@@ -537,6 +537,11 @@ def cmd_optimize(args) -> int:
     if not res.year.empty:
         shown["long horizon: typical-day rounds (plan re-priced on every hour, proven lower "
               "bound)"] = res.year
+    if not res.years.empty:
+        shown["multi-year: reserved blocks bought (paid to the end of their term)"] = \
+            res.purchases if not res.purchases.empty else pd.DataFrame(
+                {"note": ["no reserved blocks bought"]})
+        shown["multi-year: each year's traffic, cost (USD) and blocks held"] = res.years
     if not res.stochastic.empty:
         shown[f"stochastic: {res.n_scenarios} scenarios (P5/P50/P95, CVaR, VSS)"] = \
             res.stochastic

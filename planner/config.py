@@ -830,6 +830,10 @@ class Optimize(Strict):
         hourly (hour t carries (1 + g) ** (t / 8760) of the profile's traffic).
     typical_days : typical days to start from (default: chosen from the aggregation error);
         the peak days come on top.
+    plan_years : plan this many years of the profile at once (traffic x (1 + ``[trends]
+        traffic_growth_per_year``) each year, costs discounted at ``[scenario]
+        discount_rate_per_year``): reserved-1y/3y blocks are bought in a given year and paid
+        to their term's end (:mod:`planner.engines.optimize_multiyear`).
     """
 
     budget_usd_per_month: NonNeg | None = None
@@ -852,9 +856,13 @@ class Optimize(Strict):
                                Field(min_length=12, max_length=12)] | None = None
     year_growth: bool = False
     typical_days: Annotated[int, Field(ge=1, le=64)] | None = None
+    plan_years: Annotated[int, Field(ge=1, le=30)] | None = None
 
     @model_validator(mode="after")
     def _horizon_keys(self) -> Optimize:
+        if self.plan_years is not None and self.horizon_hours is not None:
+            raise ValueError("plan_years: a multi-year plan is made on the profile; drop "
+                             "optimize.horizon_hours (or plan_years)")
         if self.horizon_hours is None:
             for key in ("monthly_factors", "typical_days"):
                 if getattr(self, key) is not None:

@@ -77,6 +77,7 @@ from planner.engines.optimize_milp import (
     plan_costs,
     solve_milp,
 )
+from planner.engines.optimize_multiyear import solve_multiyear
 from planner.engines.optimize_stochastic import (
     _objective,
     scenario_raw_violations,
@@ -102,6 +103,7 @@ __all__ = [
     "optimize",
     "optimize_long",
     "optimize_problem",
+    "optimize_years",
     "plan_view",
     "report_tables",
     "sample_inputs",
@@ -148,6 +150,9 @@ class OptimizeResult:
     verification_hours : the same per simulated hour and class.
     year, aggregation : long horizon (``horizon_hours``): the typical-day rounds (plan,
         full-year cost, lower bound, gap) and the aggregation error (:mod:`.optimize_year`).
+    purchases, years : multi-year plan (``plan_years``, :mod:`.optimize_multiyear`): the
+        reserved blocks bought in each year and each year's cost and fleet; the plan tables
+        are year 1's, ``objective_usd_per_month`` the horizon's total over its months.
     headroom : utilisation targets tried when the simulated plan missed its SLO.
     infeasibility : constraint groups and whether dropping each restores feasibility.
     messages : plain-language notes (explanations, warnings).
@@ -179,6 +184,10 @@ class OptimizeResult:
     year: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: long horizon: aggregation error and bounds as (metric, value)
     aggregation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: multi-year plan (``plan_years``): reserved blocks bought per option and year
+    purchases: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: multi-year plan: one row per year (traffic factor, cost) and its fleet per option
+    years: pd.DataFrame = field(default_factory=pd.DataFrame)
     messages: tuple[str, ...] = ()
     n_scenarios: int = 1
     gap_target: float = math.nan
@@ -215,6 +224,7 @@ class OptimizeResult:
             "infeasibility": self.infeasibility, "violations": self.check.violations,
             "messages": pd.DataFrame({"message": list(self.messages)}),
             **({"year": self.year, "aggregation": self.aggregation} if len(self.year) else {}),
+            **({"purchases": self.purchases, "years": self.years} if len(self.years) else {}),
         }
 
 
@@ -564,6 +574,9 @@ def optimize(
     if stochastic and opts.horizon_hours is not None:
         raise PlannerError("optimize.horizon_hours: a long horizon is planned at the medians; "
                            "drop --stochastic (or horizon_hours)")
+    if stochastic and opts.plan_years is not None:
+        raise PlannerError("optimize.plan_years: a multi-year plan is made at the medians; "
+                           "drop --stochastic (or plan_years)")
     gap = opts.gap if gap is None else float(gap)
     tl = opts.time_limit_s if time_limit_s is None else float(time_limit_s)
     if not 0.0 <= gap <= 1.0:
@@ -579,6 +592,14 @@ def optimize(
         say("pricing the candidates in every scenario")
         pb = build_problem(scenario, cat, opts, values=values,
                            n=int(n_scenarios) if values else 1, model=model)
+    elif opts.plan_years is not None:
+        pb = build_problem(scenario, cat, opts)
+        res = optimize_years(pb, opts, gap=gap, time_limit_s=tl)
+        res.solve_time_s = res.time_s = time.perf_counter() - t0
+        if verify:
+            res.messages += ("--verify simulates a one-year plan; not run on a multi-year "
+                             "plan",)
+        return res
     elif opts.horizon_hours is not None:
         pb = build_problem(scenario, cat, opts)
         res = optimize_long(pb, opts, gap=gap, time_limit_s=tl, progress=progress)
@@ -715,8 +736,7 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
     early = _structurally_infeasible(pb, t0)
     if early is not None:
         return early
-    settings = YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
-                            float(opts.growth_per_year), opts.typical_days)
+    settings = _year_settings(opts)
     ys = solve_year(pb, settings, gap=gap, time_limit_s=time_limit_s, progress=progress)
     msgs = list(pb.messages) + list(ys.messages)
     agg_rows = []
@@ -752,6 +772,54 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
         ys.check, milp_shape=ys.milp_shape, problem=ys.year, solution=ys.plan,
         messages=tuple(msgs), gap_target=gap, year=ys.rounds, aggregation=aggregation,
         **tabs)
+
+
+def optimize_years(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
+                   time_limit_s: float = 30.0) -> OptimizeResult:
+    """Plan ``opts.plan_years`` years of the profile problem ``pb`` at once
+    (:func:`.optimize_multiyear.solve_multiyear`): reserved terms bought in a given year,
+    traffic growing by ``opts.growth_per_year``, costs discounted at
+    ``opts.discount_rate_per_year``. The plan tables are year 1's; ``purchases`` and
+    ``years`` hold the purchases and every year's cost and fleet; the objective, bound and
+    gap are the horizon's (total over the horizon's months). Never None."""
+    t0 = time.perf_counter()
+    early = _structurally_infeasible(pb, t0)
+    if early is not None:
+        return early
+    if pb.n_scenarios != 1:
+        raise PlannerError("optimize.plan_years: a multi-year plan is made at the medians; "
+                           "drop --stochastic (or plan_years)")
+    years = int(opts.plan_years or 1)
+    my = solve_multiyear(pb, years, growth_per_year=opts.growth_per_year,
+                         discount_rate_per_year=opts.discount_rate_per_year, gap=gap,
+                         time_limit_s=time_limit_s)
+    months = 12.0 * years
+    msgs = list(pb.messages) + list(my.messages)
+    viol = [ch.violations.assign(item="year " + str(t + 1) + ": " + ch.violations["item"])
+            for t, ch in enumerate(my.checks) if not ch.violations.empty]
+    vdf = pd.concat(viol, ignore_index=True) if viol else pd.DataFrame(
+        columns=["constraint", "item", "lhs", "rhs", "excess"])
+    check = CheckReport(my.passed, vdf, float(vdf["excess"].max()) if len(vdf) else 0.0,
+                        n_checked=sum(ch.n_checked for ch in my.checks))
+    fleet = my.fleet.pivot_table(index="year", columns="deployment", values="blocks",
+                                 aggfunc="first") if len(my.fleet) else pd.DataFrame()
+    years_t = my.yearly.merge(fleet.add_prefix("blocks:").reset_index(), on="year") \
+        if len(my.yearly) and len(fleet) else my.yearly
+    if not my.plans:
+        return OptimizeResult(pb.name, my.status, math.nan, math.nan, math.nan,
+                              time.perf_counter() - t0, 0.0, check, messages=tuple(msgs),
+                              problem=my.problems[0] if my.problems else pb, gap_target=gap)
+    p0, plan0 = my.problems[0], my.plans[0]
+    tabs = _tables(p0, plan0, plan_costs(p0, plan0))
+    msgs.append(f"{years} year(s) planned at once: traffic x{1 + opts.growth_per_year:g} a "
+                f"year, costs discounted at {opts.discount_rate_per_year:.1%} a year; "
+                f"{my.objective_usd:,.0f} USD over the horizon (reserved terms past it "
+                f"included), {my.objective_usd / months:,.0f} USD per month on average; the "
+                f"plan tables are year 1's, the purchases and yearly tables the rest")
+    return OptimizeResult(
+        pb.name, my.status, my.objective_usd / months, my.gap, my.bound_usd / months,
+        time.perf_counter() - t0, 0.0, check, problem=p0, solution=plan0,
+        messages=tuple(msgs), gap_target=gap, purchases=my.purchases, years=years_t, **tabs)
 
 
 def _verify_year(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
@@ -1041,7 +1109,23 @@ class SensitivityResult:
         return {"grid": self.grid, "breakpoints": self.breakpoints}
 
 
-def _mix(pb: Problem, gap: float, tl: float, min_share: float) -> tuple[float, dict[str, float]]:
+def _year_settings(opts: OptimizeOptions) -> YearSettings:
+    """The long horizon of ``opts`` (``[optimize] horizon_hours`` and its keys)."""
+    return YearSettings(int(opts.horizon_hours or 8760), opts.monthly_factors,
+                        float(opts.growth_per_year), opts.typical_days)
+
+
+def _mix(pb: Problem, gap: float, tl: float, min_share: float,
+         horizon: YearSettings | None = None) -> tuple[float, dict[str, float]]:
+    """Cost (USD/month) and request shares of the optimal plan of ``pb``; on the long
+    horizon ``horizon`` when given (:func:`.optimize_year.solve_year`: the plan re-priced
+    on every hour, as ``planner optimize`` states it)."""
+    if horizon is not None:
+        ys = solve_year(pb, horizon, gap=gap, time_limit_s=tl)
+        if ys.plan is None or not ys.check.passed:
+            return math.nan, {}
+        sh = {d: float(v[0]) for d, v in _share_by_option(ys.year, ys.plan).items()}
+        return ys.cost, {d: v for d, v in sh.items() if v > 1e-9}
     m = build_milp(pb)
     info = solve_milp(m, gap=gap, time_limit_s=tl)
     if info.x is None:
@@ -1103,13 +1187,24 @@ def sensitivity(
     ``current``: the plan already solved for this scenario (what ``planner optimize``
     printed); its shares (:func:`plan_mix`) and cost stand for the x1 point of every axis
     instead of a re-solve, so the sensitivity states the same current mix as the plan.
+
+    With ``[optimize] horizon_hours`` (in ``options``, else the scenario's), every point is
+    the long-horizon plan (typical days, re-priced on every hour; the traffic multiplier
+    scales the whole horizon), each solve within ``time_limit_s``.
     """
     if isinstance(scenario, Problem):
         pb = scenario
+        opts = options
     else:
         cat = catalog or load_catalog()
-        pb = build_problem(scenario, cat, options or OptimizeOptions.from_scenario(scenario))
+        opts = options or OptimizeOptions.from_scenario(scenario)
+        pb = build_problem(scenario, cat, opts)
+    horizon = _year_settings(opts) if opts is not None and opts.horizon_hours is not None \
+        else None
     if pb.n_scenarios > 1:
+        if horizon is not None:
+            raise PlannerError("optimize.horizon_hours: a long horizon is planned at the "
+                               "medians (one scenario), not on sampled scenarios")
         pb = pb.mean_problem()
     axes = {"traffic": traffic, "api_price": api_price, "gpu_price": gpu_price}
     grid, breaks = [], []
@@ -1119,7 +1214,8 @@ def sensitivity(
             if v == 1.0 and current is not None and current.solution is not None:
                 cost, mix = current.objective_usd_per_month, plan_mix(current)
             else:
-                cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share)
+                cost, mix = _mix(pb.scaled(**{axis: v}), gap, time_limit_s, min_share,
+                                 horizon)
             pts.append((v, cost, mix))
             grid.append({"axis": axis, "multiplier": v, "usd_per_month": cost,
                          "mix": _mix_text(mix),
@@ -1130,7 +1226,7 @@ def sensitivity(
             a, b, ma, mb = lo, hi, mlo, mhi
             while b / a > 1.0 + rtol:
                 mid = math.sqrt(a * b)
-                _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share)
+                _, mm = _mix(pb.scaled(**{axis: mid}), gap, time_limit_s, min_share, horizon)
                 if _used(mm, min_share) == _used(ma, min_share):
                     a, ma = mid, mm
                 else:
@@ -1164,7 +1260,9 @@ def compare_subsets(
     attribute of the self-hosted deployments; API deployments stay available in every subset.
     Or give ``{name: [deployment, ...]}``. Returns one row per subset (``mix`` first):
     usd_per_month, status, deployments used, and ``mix_saving`` = 1 - mix / subset cost
-    (the share the mix saves against that subset alone).
+    (the share the mix saves against that subset alone). With ``[optimize] horizon_hours``
+    every subset is planned on the long horizon (:func:`optimize_long`: typical days,
+    re-priced on every hour), as ``planner optimize`` plans it.
     """
     cat = catalog or load_catalog()
     opts = options or OptimizeOptions.from_scenario(scenario)
@@ -1186,7 +1284,9 @@ def compare_subsets(
     def solve(name: str, keep: list[str]) -> None:
         ex = tuple(sorted(set(opts.exclude) | (set(base.options) - set(keep) - set(apis))))
         pb = build_problem(scenario, cat, opts.replace(exclude=ex))
-        r = optimize_problem(pb, gap=gap, time_limit_s=time_limit_s)
+        r = optimize_long(pb, opts, gap=gap, time_limit_s=time_limit_s) \
+            if opts.horizon_hours is not None else \
+            optimize_problem(pb, gap=gap, time_limit_s=time_limit_s)
         used = r.plan[r.plan["chosen"]]["deployment"].tolist() if len(r.plan) else []
         rows.append({"subset": name, "deployments": ",".join(keep), "status": r.status,
                      "usd_per_month": r.objective_usd_per_month, "used": ",".join(used),

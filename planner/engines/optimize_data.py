@@ -178,6 +178,11 @@ class OptimizeOptions:
     typical_days : int, optional
         Long horizon: typical days to start from (default: the fewest whose envelopes are
         within the gap, :func:`.optimize_year.choose_typical_days`).
+    plan_years : int, optional
+        Plan this many years at once (:mod:`.optimize_multiyear`): traffic x (1 +
+        ``growth_per_year``) each year (``[trends] traffic_growth_per_year``), reserved terms
+        bought in a given year, costs discounted at ``discount_rate_per_year``
+        (``[scenario] discount_rate_per_year``).
     """
 
     budget_usd_per_month: float | None = None
@@ -209,6 +214,8 @@ class OptimizeOptions:
     monthly_factors: tuple[float, ...] | None = None
     growth_per_year: float = 0.0
     typical_days: int | None = None
+    plan_years: int | None = None
+    discount_rate_per_year: float = 0.0
 
     def __post_init__(self) -> None:
         if self.objective not in ("expected", "cvar"):
@@ -282,6 +289,10 @@ class OptimizeOptions:
                     vals["typical_days"] = int(opt.typical_days)
                 if "time_limit_s" not in opt.model_fields_set:
                     vals["time_limit_s"] = YEAR_TIME_LIMIT_S
+            if getattr(opt, "plan_years", None) is not None:
+                vals["plan_years"] = int(opt.plan_years)
+                vals["growth_per_year"] = float(med(sc.trends.traffic_growth_per_year))
+                vals["discount_rate_per_year"] = float(sc.scenario.discount_rate_per_year)
         maps: dict[str, dict[str, Any]] = {
             "tpm_limit": {}, "max_replicas": {}, "max_servers": {}, "max_kw": {},
             "provider": {}, "quality": {}, "min_replicas_by": {},
@@ -460,6 +471,10 @@ class Problem:
     #: the profile repeats in cycles of this many hours (start-ups, minimum run, change per
     #: hour wrap around within each cycle: one typical day); None: the whole profile
     cycle_hours: int | None = None
+    #: lower-bound (typical-period) problems only: (S,) the month's requests the provider
+    #: shares are taken of, in the rows' weighted units (default: this problem's demand);
+    #: the full horizon's, so that flows scaled down to lower envelopes keep the same caps
+    share_total: np.ndarray | None = None
 
     @property
     def n_scenarios(self) -> int:

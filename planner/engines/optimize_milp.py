@@ -65,6 +65,7 @@ flow x 3600 x (hours per month / periods) x USD/request (API bill, fees, on-prem
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -575,6 +576,7 @@ def build_milp(
     # (S,) sum of hourly rates (equal weights cancel; a typical-period problem weighs them)
     srw = pb.request_weights() / pb.hour_weight if pb.weighted else None
     total = pb.demand.sum(axis=(1, 2)) if srw is None else (pb.demand * srw).sum(axis=(1, 2))
+    ptotal = total if pb.share_total is None else np.asarray(pb.share_total, float)
     if onprem_row:
         rr = rows.new("onprem_share", [f"onprem_share[s={s}]" for s in range(S)],
                       pb.min_onprem_share, np.inf)
@@ -590,7 +592,7 @@ def build_milp(
                       pb.max_share_per_provider).reshape(S, len(provs))
         for k, (r, c) in enumerate(pairs):
             for p, share in pb.routes[r].touch.items():
-                co = (share / np.maximum(total, 1e-300))[:, None]
+                co = (share / np.maximum(ptotal, 1e-300))[:, None]
                 rows.put(rr[:, provs.index(p), None], fl[:, k, :],
                          co if srw is None else co * srw[c][None, :])
         if pen is not None:
@@ -914,13 +916,207 @@ def _reduced_cost_bounds(m: Milp, lp: Any, upper: float) -> tuple[np.ndarray, np
     return np.minimum(lb, ub), np.maximum(ub, np.minimum(lb, ub))
 
 
+_HOUR_LABEL = re.compile(r"\bh=\d+")
+
+
+def _hour_of_columns(m: Milp) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) hour of each column (-1: not hour-indexed) and (n,) its key without the hour
+    (the column of the same variable in hour 0; a column that is not hour-indexed: itself)."""
+    n = m.c.size
+    hour = np.full(n, -1)
+    key = np.arange(n)
+    for b in m.cols.blocks.values():
+        if b.axes and b.axes[-1][0] == "hour" and b.index.size:
+            P = b.index.shape[-1]
+            hour[b.index] = np.arange(P)
+            key[b.index] = b.index[..., :1]
+    return hour, key
+
+
+@dataclass(frozen=True)
+class _HourClasses:
+    """Classes of identical hours (:func:`_hour_classes`): ``first`` the first hour of each
+    class, ``inverse`` the class of every hour, ``row_hour`` the hour of each row that
+    involves one hour only (-1: none; -2: several)."""
+
+    first: np.ndarray
+    inverse: np.ndarray
+    row_hour: np.ndarray
+    col_hour: np.ndarray
+
+
+def _hour_classes(m: Milp) -> _HourClasses | None:
+    """Classes of hours that can be merged exactly, or None when no two hours can be.
+
+    Read from the matrix itself: two hours are identical when their hour-indexed columns
+    (flows, hourly blocks) have the same bounds and costs, the rows of one hour (demand,
+    capacity, quality, ...; matched by their label without the hour) have the same bounds
+    and coefficients as the other's (those on columns of no hour, such as the first stage,
+    included), and every row over several hours (month shares, budget) has the same
+    coefficients on both. Merging them is then exact when every hour-indexed column is
+    continuous: any plan, its hour-indexed columns averaged over each class, is a plan of the
+    same cost whose hours in a class agree. So the merged problem (:func:`_merged`) has the
+    same optimum and its bound is a bound of the full problem. Rows tying an hour to the
+    next (start-ups, minimum run, change per hour) cover several hours with different
+    coefficients, so they rule merging out. Typical case: a week of identical weekdays (168
+    hours, 48 distinct).
+    """
+    if m.A.shape[0] == 0 or any(name.startswith("slack_") for name in m.cols.blocks):
+        return None
+    col_hour, col_key = _hour_of_columns(m)
+    hc = col_hour >= 0
+    if not hc.any() or np.any(m.integrality[hc] > 0):
+        return None
+    P = int(col_hour.max()) + 1
+    if P < 2:
+        return None
+    A = m.A.tocoo()
+    r, c, v = A.row, A.col, A.data
+    eh = col_hour[c]
+    on = eh >= 0
+    nr = m.A.shape[0]
+    hmin = np.full(nr, P)
+    hmax = np.full(nr, -1)
+    np.minimum.at(hmin, r[on], eh[on])
+    np.maximum.at(hmax, r[on], eh[on])
+    row_hour = np.where(hmax < 0, -1, np.where(hmin == hmax, hmax, -2))
+    per = np.flatnonzero(row_hour >= 0)
+    types: dict[str, int] = {}
+    rtype = np.full(nr, -1)
+    for i in per:
+        rtype[i] = types.setdefault(_HOUR_LABEL.sub("h=*", m.row_label[i]), len(types))
+    # one row of a kind per hour, or the rows cannot be matched by label
+    pair = row_hour[per] * (len(types) + 1) + rtype[per]
+    if np.unique(pair).size != per.size:
+        return None
+    # signature entries (hour, kind, a, b, value)
+    hj = np.flatnonzero(hc)
+    e_hour = [col_hour[hj]] * 3
+    e_kind = [np.full(hj.size, 0), np.full(hj.size, 1), np.full(hj.size, 2)]
+    e_a = [col_key[hj]] * 3
+    e_b = [np.zeros(hj.size, int)] * 3
+    e_v = [m.lb[hj], m.ub[hj], m.c[hj]]
+    e_hour += [row_hour[per]] * 2
+    e_kind += [np.full(per.size, 3), np.full(per.size, 4)]
+    e_a += [rtype[per]] * 2
+    e_b += [np.zeros(per.size, int)] * 2
+    e_v += [m.lo[per], m.hi[per]]
+    rh = row_hour[r]
+    pe = rh >= 0  # entries of one-hour rows
+    e_hour.append(rh[pe])
+    e_kind.append(np.full(int(pe.sum()), 5))
+    e_a.append(rtype[r[pe]])
+    e_b.append(col_key[c[pe]])
+    e_v.append(v[pe])
+    ce = (rh == -2) & on  # entries of rows over several hours, on hour columns
+    e_hour.append(eh[ce])
+    e_kind.append(np.full(int(ce.sum()), 6))
+    e_a.append(r[ce])
+    e_b.append(col_key[c[ce]])
+    e_v.append(v[ce])
+    H, K, Aa, B = (np.concatenate(x).astype(np.int64) for x in (e_hour, e_kind, e_a, e_b))
+    V = np.concatenate(e_v).astype(float)
+    order = np.lexsort((V, B, Aa, K, H))
+    H, K, Aa, B, V = H[order], K[order], Aa[order], B[order], V[order]
+    bounds = np.searchsorted(H, np.arange(P + 1))
+    rec = np.rec.fromarrays([K, Aa, B, V])
+    sig: dict[bytes, int] = {}
+    inverse = np.empty(P, dtype=int)
+    first: list[int] = []
+    for h in range(P):
+        k = rec[bounds[h]:bounds[h + 1]].tobytes()
+        if k not in sig:
+            sig[k] = len(first)
+            first.append(h)
+        inverse[h] = sig[k]
+    if len(first) >= P:
+        return None
+    return _HourClasses(np.asarray(first), inverse, row_hour, col_hour)
+
+
+def _merged(m: Milp, hc: _HourClasses) -> tuple[Milp, np.ndarray]:
+    """The MILP of ``m`` with the hour-indexed columns of each class of identical hours
+    (:func:`_hour_classes`) made one (``x_j = y_rep(j)``): the first hour's columns and
+    rows stand for the class, rows over several hours sum the class's coefficients, costs
+    are summed. Returns it and ``rep`` (n,): the merged column of every column of ``m``."""
+    first, inverse = hc.first, hc.inverse
+    keep_hour = np.zeros(inverse.size, bool)
+    keep_hour[first] = True
+    cols = Columns()
+    rep = np.empty(m.c.size, dtype=int)
+    for name, b in m.cols.blocks.items():
+        hourly = bool(b.axes) and b.axes[-1][0] == "hour"
+        if hourly:
+            axes = (*b.axes[:-1], ("hour", tuple(int(h) for h in first)))
+            src = b.index[..., first]
+        else:
+            axes, src = b.axes, b.index
+        integer = bool(src.size) and bool(np.any(m.integrality[src] > 0))
+        new = cols.add(name, axes, lb=m.lb[src], ub=m.ub[src], integer=integer)
+        if hourly:
+            rep[b.index] = new[..., inverse]
+        else:
+            rep[b.index] = new
+    rows = np.flatnonzero((hc.row_hour < 0) |
+                          keep_hour[np.clip(hc.row_hour, 0, None)] & (hc.row_hour >= 0))
+    newrow = np.full(m.A.shape[0], -1)
+    newrow[rows] = np.arange(rows.size)
+    A = m.A.tocoo()
+    keep = newrow[A.row] >= 0
+    Ar = sparse.coo_matrix((A.data[keep], (newrow[A.row[keep]], rep[A.col[keep]])),
+                           shape=(rows.size, cols.n)).tocsr()
+    cc = m.cost.tocoo()
+    cost = sparse.coo_matrix((cc.data, (cc.row, rep[cc.col])),
+                             shape=(m.cost.shape[0], cols.n)).tocsr()
+    c = np.bincount(rep, weights=m.c, minlength=cols.n)
+    mr = replace(m, cols=cols, c=c, A=Ar, lo=m.lo[rows], hi=m.hi[rows], lb=cols.lb,
+                 ub=cols.ub, integrality=cols.integrality, cost=cost,
+                 row_group=m.row_group[rows], row_label=[m.row_label[i] for i in rows])
+    return mr, rep
+
+
+def _solve_merged(m: Milp, *, gap: float, time_limit_s: float, relax: bool) -> SolveInfo | None:
+    """Solve ``m`` with its identical hours merged (:func:`_hour_classes`); None when there
+    are none, or when the plan laid back over every hour fails a row of ``m``."""
+    t0 = time.perf_counter()
+    hc = _hour_classes(m)
+    if hc is None:
+        return None
+    mr, rep = _merged(m, hc)
+    info = _solve_milp(mr, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if info.x is None:
+        # the merged problem has a plan exactly when the full one has (same optimum)
+        return replace(info, time_s=time.perf_counter() - t0)
+    x = np.asarray(info.x, float)[rep]
+    if raw_violations(m, x):
+        return None
+    obj = float(m.c @ x)
+    g = info.gap
+    if np.isfinite(info.dual_bound) and not relax:
+        g = max(0.0, (obj - info.dual_bound) / max(abs(obj), 1e-300))
+    bound = obj if relax else info.dual_bound
+    return replace(info, x=x, objective=obj, gap=float(g), dual_bound=float(bound),
+                   time_s=time.perf_counter() - t0,
+                   message=f"{info.message} ({hc.inverse.size} hours solved as "
+                           f"{hc.first.size} distinct ones)")
+
+
 def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
                relax: bool = False) -> SolveInfo:
     """Solve with HiGHS (see :func:`_solve_milp`); the ``starts`` of the plan found are then
     set to the blocks actually started (``max(0, blocks[h] - blocks[h - 1])``: feasible, and
-    no dearer), so the objective is what the plan costs."""
+    no dearer), so the objective is what the plan costs.
+
+    Identical hours are merged first where that is exact (:func:`_hour_classes`; e.g. a
+    week of identical weekdays is solved on its 48 distinct hours) and the plan is laid back
+    over every hour and re-checked against every row.
+    """
     t0 = time.perf_counter()
-    info = _solve_milp(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    merged = _solve_merged(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if merged is not None:
+        return merged
+    info = _solve_milp(m, gap=gap, time_limit_s=time_limit_s - (time.perf_counter() - t0),
+                       relax=relax)
     if info.x is None or relax or "starts" not in m.cols or not m.cols["starts"].size:
         return info
     x = tight_starts(m, info.x)

@@ -377,6 +377,22 @@ def aggregated_problem(year: Problem, agg: Aggregation, which: str) -> Problem:
                    min_onprem_share=None)
 
 
+def keep_provider_shares(lower: Problem, year: Problem) -> Problem:
+    """The lower-envelope problem with the provider-share caps kept, taken of the full
+    horizon's requests (:attr:`Problem.share_total`). Still a relaxation when every
+    hour-indexed count of ``lower`` is continuous (no whole hourly counts): the full-horizon
+    optimum, its flows scaled down to each day's lower envelope and averaged over the days
+    of each group, is a plan of it (per-hour rows are convex, the first stage is common)
+    that costs no more, and sends each provider no more requests than the full plan does,
+    which is at most the cap x the full horizon's requests."""
+    if year.max_share_per_provider is None:
+        return lower
+    w = year.hour_weight  # hours of the month one hour of the horizon stands for
+    total = year.demand.sum(axis=(1, 2)) * w / lower.hour_weight
+    return replace(lower, max_share_per_provider=year.max_share_per_provider,
+                   share_total=total)
+
+
 # --------------------------------------------------------------------------------------------
 # expansion and repair
 
@@ -629,6 +645,8 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
             # continuous hourly counts (no minimum replicas): still a relaxation. With an HA
             # reserve the fluid model keeps it warm in every hour, which is not, so not then
             lo = replace(lo, integer_hourly=False)
+        if not lo.integer_hourly or n_hourly == 0:
+            lo = keep_provider_shares(lo, year)
         ml = build_milp(lo)
         linfo = solve_milp(ml, gap=sub_gap, time_limit_s=max(left * 0.9, 1.0))
         # HiGHS's dual bound holds with or without a plan of the lower problem
