@@ -260,9 +260,10 @@ def closed_loop_arrays(
         # interarrival times on average, at most the timeout; only the timeout when fewer
         # than g requests can be admitted at all)
         lam = np.maximum(others * x, 1e-300)
-        t_out = g_to * step_o
-        gw = np.where(m >= grp, np.minimum((grp - 1.0) / (2.0 * lam), 0.5 * t_out),
-                      0.5 * t_out)
+        t_out = np.where(np.isfinite(g_to), g_to, 1e300) * step_o  # no timeout: "1e300"
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            gw = np.where(m >= grp, np.minimum((grp - 1.0) / (2.0 * lam), 0.5 * t_out),
+                          0.5 * t_out)
         extra = np.where(m >= 2.0, s_arr * (poll - 1.0) * step_o + np.where(grp > 1, gw, 0.0),
                          0.0)
         base_arrive = arrive
