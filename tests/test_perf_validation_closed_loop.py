@@ -290,11 +290,11 @@ def test_b200_sglang_ttft_rises_where_the_recv_interval_does(study):
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached (v3): 0.097 / 0.122 / 0.205; bias within
-#: 0.150 (MI300X ITL; every other GPU and both precisions within 0.095); max-throughput
+#: median 0.08 and every row within 0.20. Reached (v3): 0.087 / 0.100 / 0.203; bias within
+#: 0.139 (MI300X ITL; every other GPU and both precisions within 0.095); max-throughput
 #: median 0.059 with the defaults (max 0.282, Llama-3.1-405B H100 128/4096; B200 FP4 405B
 #: held out: median 0.077, max 0.229) or 0.091 with the closed-loop fit (max 0.306).
-TARGET = {"tput": 0.10, "itl": 0.125, "ttft": 0.21, "bias": 0.155, "max_median": 0.065,
+TARGET = {"tput": 0.09, "itl": 0.105, "ttft": 0.21, "bias": 0.145, "max_median": 0.065,
           "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
           "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
           "fit_b200_405b_bias": 0.09}

@@ -224,7 +224,8 @@ class FitParams:
     (key ``engine``) or per engine and GPU family (key ``"engine|family"``, first);
     ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency;
     ``attention``: prefill attention efficiency (share of the bf16 dense peak) per GPU family
-    (absent: the default).
+    (absent: the default); ``engine_step_overhead_s``: an engine's own per-step time where it
+    differs from ``step_overhead_s``.
     """
 
     gemm: dict[str, float]
@@ -234,10 +235,12 @@ class FitParams:
     request_overhead_s: dict[str, float]
     expert_efficiency_factor: float = 1.0
     attention: dict[str, float] = field(default_factory=dict)
+    engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
 
     def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
         f = family(accelerator)
-        ch: dict[str, Any] = {"step_overhead_s": self.step_overhead_s,
+        ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
+                                  engine, self.step_overhead_s),
                               "sequence_overhead_s": self.sequence_overhead_s,
                               "request_overhead_s": self.request_overhead_s.get(
                                   f"{engine}|{f}", self.request_overhead_s.get(engine, 0.0)),
@@ -260,10 +263,11 @@ FITTED = FitParams(
     step_overhead_s=0.00452,
     sequence_overhead_s=8.306e-06,
     request_overhead_s={'NIM|hopper': 0.068, 'SGLang|hopper': 0.085,
-                        'TensorRT-LLM|hopper': 0.104, 'SGLang|blackwell': 0.089,
-                        'TensorRT-LLM|blackwell': 0.103, 'SGLang|cdna3': 0.073},
+                        'TensorRT-LLM|hopper': 0.104, 'SGLang|blackwell': 0.093,
+                        'TensorRT-LLM|blackwell': 0.103, 'SGLang|cdna3': 0.074},
     expert_efficiency_factor=0.7031,
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.08},
+    engine_step_overhead_s={'SGLang': 0.004},
 )
 
 

@@ -99,7 +99,9 @@ def refine(fp: v.FitParams, rows: pd.DataFrame, llms, accs, cat) -> v.FitParams:
        ITL, throughput and the dense anchors over the Blackwell rows);
     2. prefill attention efficiency per GPU family, each with its own front-end constants
        (soft-l1 of log TTFT error over the family's rows);
-    3. the front-end constants per engine and family (:func:`request_overheads`).
+    3. SGLang's own step overhead (soft-l1 of ITL, throughput, TTFT with refitted
+       front-end constants, and the anchors, over all fit rows);
+    4. the front-end constants per engine and family (:func:`request_overheads`).
     """
     fam = rows["accelerator"].map(v.family)
     bw_rows = rows[fam == "blackwell"]
@@ -125,6 +127,17 @@ def refine(fp: v.FitParams, rows: pd.DataFrame, llms, accs, cat) -> v.FitParams:
             print(f"{f} attention {a}: cost {costs[-1]:.3f}", file=sys.stderr, flush=True)
         att[f] = grid[int(np.argmin(costs))]
     fp = replace(fp, attention=att)
+    best = (np.inf, fp)
+    for t in (0.0025, 0.003, 0.0035, 0.004, fp.step_overhead_s):
+        f2 = replace(fp, engine_step_overhead_s={"SGLang": t})
+        f2 = replace(f2, request_overhead_s=request_overheads(f2, rows, llms, accs))
+        p = v.predict_closed_loop(rows, llms, accs, fit=f2)
+        r = np.concatenate([np.log1p(p[c].to_numpy(float))
+                            for c in ("err_itl", "err_tput", "err_ttft")])
+        cost = _soft_l1(r).sum() + ANCHOR_WEIGHT * _soft_l1(anchors(f2, cat)).sum()
+        print(f"SGLang step {t}: cost {cost:.3f}", file=sys.stderr, flush=True)
+        best = min(best, (cost, f2), key=lambda x: x[0])
+    fp = best[1]
     return replace(fp, request_overhead_s=request_overheads(fp, rows, llms, accs))
 
 
