@@ -203,7 +203,8 @@ def _print(fp: v.FitParams) -> None:
                       "sequence_overhead_s": fp.sequence_overhead_s,
                       "request_overhead_s": fp.request_overhead_s,
                       "expert_efficiency_factor": fp.expert_efficiency_factor,
-                      "attention": fp.attention}, indent=2))
+                      "attention": fp.attention,
+                      "engine_step_overhead_s": fp.engine_step_overhead_s}, indent=2))
 
 
 if __name__ == "__main__":
