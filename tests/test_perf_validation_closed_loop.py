@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 from planner.catalog import load_catalog
+from planner.errors import PlannerError
 from planner.perf import closed_loop_validation as v
+from planner.perf.closedloop import closed_loop_arrays
 from planner.perf.memory import FP4_BYTES_WITH_SCALES, weight_bytes, weight_precision
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
@@ -119,7 +121,10 @@ def test_max_throughput_rows(study, capsys):
     assert f.loc["all", "max_abs_error"] <= TARGET["fit_max_max"]
     held = f.loc["B200 FP4 405B (held out)", "bias"]
     assert abs(held) <= TARGET["fit_b200_405b_bias"]
-    assert abs(held) < abs(s.loc["B200 FP4 405B (held out)", "bias"])  # the fit helps B200
+    # the fp4 GEMM factor (fitted on the 70B rows) carries to the held-out 405B rows
+    b405 = s.loc["B200 FP4 405B (held out)"]
+    assert b405["median_abs_error"] <= TARGET["b200_405b_median"]
+    assert b405["max_abs_error"] <= TARGET["b200_405b_max"]
 
 
 def test_server_below_offline_where_the_bound_binds(study):
@@ -170,11 +175,126 @@ def test_moe_expert_gemms_run_at_their_own_token_count():
     assert np.all(np.diff(t) > 0)  # more tokens, more experts touched, more time
 
 
+def test_launch_settings_follow_the_published_scripts(data):
+    ls = v.launch_settings(data)
+    x = data[data["source"] == "InferenceX"]
+
+    def pick(**kw):
+        sel = np.ones(len(x), bool)
+        for k, val in kw.items():
+            sel &= (x[k] == val).to_numpy()
+        return ls.loc[x.index[sel]]
+
+    b_lo = pick(accelerator="b200", precision="fp4", engine="SGLang", tp=8)
+    c = x.loc[b_lo.index, "concurrency"]
+    assert set(b_lo.loc[c < 16, "poll_steps"]) == {10.0}  # --scheduler-recv-interval 10
+    assert set(b_lo.loc[c >= 16, "poll_steps"]) == {30.0}  # 30 from concurrency 16
+    assert set(b_lo["max_tokens_per_step"]) == {16384.0}
+    assert set(pick(accelerator="h200", engine="SGLang")["poll_steps"]) == {1.0}
+    trt = pick(engine="TensorRT-LLM")
+    tx = x.loc[trt.index]
+    want = np.maximum(8192, (tx["concurrency"] + tx["isl"] + 127) // 64 * 64)
+    np.testing.assert_array_equal(trt["max_tokens_per_step"], want.astype(float))
+    dp = tx["dp_attention"].to_numpy()
+    assert (trt["admission_group"].to_numpy()[dp] == tx["tp"].to_numpy()[dp]).all()
+    assert (trt["admission_group"].to_numpy()[~dp] == 1).all()
+    other = ls.loc[data.index[data["source"] != "InferenceX"]]
+    assert (other["poll_steps"] == 1).all() and (other["admission_group"] == 1).all()
+
+
+def _closed(sm, c, **kw):
+    return closed_loop_arrays(sm, c, input_tokens=1000.0, output_tokens=500.0,
+                              max_batch=256.0, **kw)
+
+
+def test_scheduler_poll_interval_delays_the_first_token():
+    cat = load_catalog()
+    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
+    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
+    sm = step_model(ll, h100, 2, "fp8", PerfParams())
+    c = np.array([1.0, 4.0, 16.0, 64.0])
+    base = _closed(sm, c)
+    polls = [_closed(sm, c, poll_steps=n) for n in (4, 10, 30)]
+    # c = 1: an idle engine takes the request at once
+    for a in polls:
+        assert a["ttft_s"][0] == pytest.approx(base["ttft_s"][0], rel=1e-9)
+    # busier engine: at least the (poll - 1)/2 extra steps of the polling interval, more
+    # with each longer interval, and the throughput identity still holds
+    for n, a in zip((4, 10, 30), polls, strict=True):
+        assert np.all(a["ttft_s"][1:] - base["ttft_s"][1:]
+                      >= 0.5 * (n - 1) / 2 * np.minimum(a["itl_s"][1:], base["itl_s"][1:]))
+        x = c * 500.0 / (a["ttft_s"] + 499.0 * a["itl_s"])
+        np.testing.assert_allclose(a["output_tokens_per_s"], x, rtol=1e-9)
+    assert np.all(np.diff(np.stack([base["ttft_s"][1:]] + [a["ttft_s"][1:] for a in polls]),
+                          axis=0) > 0)
+    # the same through PerfParams
+    sm30 = step_model(ll, h100, 2, "fp8", PerfParams(scheduler_poll_steps=30))
+    np.testing.assert_allclose(_closed(sm30, c)["ttft_s"], polls[2]["ttft_s"], rtol=1e-12)
+    with pytest.raises(PlannerError):
+        PerfParams(scheduler_poll_steps=0)
+
+
+def test_admission_group_waits_for_its_prompts_or_the_timeout():
+    cat = load_catalog()
+    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
+    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
+    sm = step_model(ll, h100, 2, "fp8", PerfParams())
+    c = np.array([2.0, 8.0, 64.0])
+    base = _closed(sm, c)
+    g8 = _closed(sm, c, admission_group=8, admission_timeout_steps=60)
+    assert np.all(g8["ttft_s"] > base["ttft_s"])
+    # no timeout: same as no grouping
+    g0 = _closed(sm, c, admission_group=8, admission_timeout_steps=0)
+    np.testing.assert_allclose(g0["ttft_s"], base["ttft_s"], rtol=1e-9)
+    # c = 2 cannot gather 8 prompts: the whole timeout's half on average, ~30 steps
+    assert g8["ttft_s"][0] - base["ttft_s"][0] >= 0.5 * 30 * base["itl_s"][0]
+    # a shorter timeout caps the wait
+    g5 = _closed(sm, c, admission_group=8, admission_timeout_steps=5)
+    assert np.all(g5["ttft_s"] <= g8["ttft_s"] * (1 + 1e-9))
+
+
+def test_fp4_gemm_factor_applies_to_fp4_operators_only():
+    cat = load_catalog()
+    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
+    ds = LLMSpec.from_row(cat.llm("deepseek-v3"))
+    b200 = AcceleratorSpec.from_row(cat.accelerator("b200"))
+    n = np.array([8192.0])
+    same = PerfParams(fp4_gemm_factor=None)
+    dflt = PerfParams()
+    # a dense fp4 model's compute-bound GEMMs slow down by lowp / fp4 factor
+    t_same = float(step_model(ll, b200, 1, "fp4", same).gemm_time_s(n)[0])
+    t_dflt = float(step_model(ll, b200, 1, "fp4", dflt).gemm_time_s(n)[0])
+    assert t_dflt / t_same == pytest.approx(dflt.lowp_gemm_factor / dflt.fp4_gemm_factor,
+                                            rel=0.02)
+    # fp8 is untouched; an fp4 MoE keeps its fp8 shared GEMMs at the fp8 efficiency
+    assert float(step_model(ll, b200, 1, "fp8", same).gemm_time_s(n)[0]) == pytest.approx(
+        float(step_model(ll, b200, 1, "fp8", dflt).gemm_time_s(n)[0]), rel=1e-12)
+    m_same = step_model(ds, b200, 8, "fp4", same)
+    m_dflt = step_model(ds, b200, 8, "fp4", dflt)
+    assert m_dflt._c["e_max"] == m_same._c["e_max"]
+    assert m_dflt._c["xe"] == pytest.approx(dflt.fp4_gemm_factor / dflt.lowp_gemm_factor)
+    assert float(m_dflt.gemm_time_s(n)[0]) > float(m_same.gemm_time_s(n)[0])
+
+
+def test_b200_sglang_ttft_rises_where_the_recv_interval_does(study):
+    # measured: the median TTFT of B200 SGLang jumps between concurrency 8 and 16, where the
+    # launch script raises --scheduler-recv-interval from 10 to 30; the model follows
+    p = study.predictions()
+    g = p[(p["accelerator"] == "b200") & (p["engine"] == "SGLang") & (p["tp"] == 8)
+          & (p["ep"] == 8) & (p["isl"] == 1024) & (p["precision"] == "fp4") & p["fits"]]
+    by = g.groupby("concurrency")[["ttft_target_ms", "pred_ttft_ms"]].median()
+    meas_jump = by.loc[16, "ttft_target_ms"] - by.loc[8, "ttft_target_ms"]
+    pred_jump = by.loc[16, "pred_ttft_ms"] - by.loc[8, "pred_ttft_ms"]
+    assert meas_jump > 50 and pred_jump > 0.5 * meas_jump
+
+
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached: 0.102 / 0.121 / 0.430; bias within 0.132
-#: (MI300X ITL; every other GPU and both precisions within 0.09); max-throughput median 0.075
-#: with the defaults (max 0.589, B200 FP4) or 0.088 with the closed-loop fit (max 0.300).
-TARGET = {"tput": 0.105, "itl": 0.125, "ttft": 0.44, "bias": 0.135, "max_median": 0.08,
-          "max_max": 0.60, "b200_fp4_bias": 0.31, "fit_max_median": 0.09,
-          "fit_max_max": 0.31, "fit_b200_405b_bias": 0.12}
+#: median 0.08 and every row within 0.20. Reached (v3): 0.087 / 0.100 / 0.203; bias within
+#: 0.139 (MI300X ITL; every other GPU and both precisions within 0.095); max-throughput
+#: median 0.059 with the defaults (max 0.282, Llama-3.1-405B H100 128/4096; B200 FP4 405B
+#: held out: median 0.077, max 0.229) or 0.091 with the closed-loop fit (max 0.306).
+TARGET = {"tput": 0.09, "itl": 0.105, "ttft": 0.21, "bias": 0.145, "max_median": 0.065,
+          "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
+          "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
+          "fit_b200_405b_bias": 0.09}

@@ -30,7 +30,7 @@ fit half.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,71 @@ ENGINE_SETTINGS: dict[str, dict[str, Any]] = {
     "TensorRT-LLM": dict(max_tokens_per_step=8192, kv_mem_fraction=0.90, kv_reserve="full"),
     "NIM": dict(max_tokens_per_step=8192, kv_mem_fraction=0.90, kv_reserve="full"),
 }
+
+
+#: SemiAnalysis InferenceX launch settings of its DeepSeek-R1 runs (``benchmarks/`` of
+#: SemiAnalysisAI/InferenceX; ``SOURCES.md``), per engine and GPU/precision: SGLang
+#: ``--chunked-prefill-size``, ``--mem-fraction-static`` (share of the *whole* memory for
+#: weights and KV cache) and ``--scheduler-recv-interval`` (new requests are taken in every
+#: that many iterations: 30 from concurrency 16 on B200, else 10; 1 by default);
+#: (MI300X runs add ``--num-continuous-decode-steps 4``, not modelled as a polling interval:
+#: their measured median TTFT stays flat, 171 -> 188 ms, from concurrency 4 to 64 while the
+#: ITL doubles);
+#: TensorRT-LLM ``kv_cache_config.free_gpu_memory_fraction``, ``--max_num_tokens =
+#: max(8192, (c + ISL + 127) // 64 x 64)`` and, with attention data parallelism,
+#: ``attention_dp_config: enable_balance, timeout_iters 60`` (prompts are held until every
+#: DP rank has one, at most 60 iterations).
+INFERENCEX_SGLANG = {
+    # (accelerator, precision, tp): (chunk tokens, mem-fraction-static, recv interval c<16, c>=16)
+    ("b200", "fp4", 4): (16384, 0.85, 10, 30),
+    ("b200", "fp4", 8): (16384, 0.85, 10, 30),
+    ("b200", "fp8", 4): (8192, 0.95, 10, 10),
+    ("b200", "fp8", 8): (32768, 0.82, 10, 30),
+    ("h200", "fp8", 8): (32768, 0.82, 1, 1),
+    ("mi300x", "fp8", 8): (131072, 0.80, 1, 1),
+}
+INFERENCEX_TRTLLM_KV_FRACTION = {("b200", "fp4"): 0.80, ("b200", "fp8"): 0.80,
+                                 ("h200", "fp8"): 0.75}
+TRTLLM_ADP_TIMEOUT_STEPS = 60
+
+
+def launch_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-row engine settings of the published runs: ``max_tokens_per_step``,
+    ``kv_mem_fraction`` (``NaN``: the engine default of :data:`ENGINE_SETTINGS`),
+    ``mem_fraction_static`` (SGLang: share of the whole memory for weights and KV; ``NaN``
+    otherwise), ``poll_steps``, ``admission_group``, ``admission_timeout_steps``.
+
+    InferenceX rows follow its launch scripts (:data:`INFERENCEX_SGLANG`,
+    :data:`INFERENCEX_TRTLLM_KV_FRACTION`); other sources keep the engine defaults."""
+    n = len(df)
+    out = pd.DataFrame({
+        "max_tokens_per_step": [float(ENGINE_SETTINGS.get(e, ENGINE_SETTINGS["vLLM"])
+                                      ["max_tokens_per_step"]) for e in df["engine"]],
+        "kv_mem_fraction": np.nan, "mem_fraction_static": np.nan, "poll_steps": 1.0,
+        "admission_group": 1.0, "admission_timeout_steps": np.inf}, index=df.index)
+    if n == 0:
+        return out
+    ix = df["source"] == "InferenceX"
+    c = df["concurrency"].to_numpy(float)
+    for i in np.flatnonzero(ix.to_numpy()):
+        r = df.iloc[i]
+        key = (str(r["accelerator"]), str(r["precision"]), int(r["tp"]))
+        if r["engine"] == "SGLang" and key in INFERENCEX_SGLANG:
+            chunk, frac, lo, hi = INFERENCEX_SGLANG[key]
+            out.iloc[i, out.columns.get_loc("max_tokens_per_step")] = float(chunk)
+            out.iloc[i, out.columns.get_loc("mem_fraction_static")] = frac
+            out.iloc[i, out.columns.get_loc("poll_steps")] = float(hi if c[i] >= 16 else lo)
+        elif r["engine"] == "TensorRT-LLM":
+            tok = max(8192, (int(c[i]) + int(r["isl"]) + 127) // 64 * 64)
+            out.iloc[i, out.columns.get_loc("max_tokens_per_step")] = float(tok)
+            kvf = INFERENCEX_TRTLLM_KV_FRACTION.get(key[:2])
+            if kvf is not None:
+                out.iloc[i, out.columns.get_loc("kv_mem_fraction")] = kvf
+            if bool(r["dp_attention"]):
+                out.iloc[i, out.columns.get_loc("admission_group")] = float(r["tp"])
+                out.iloc[i, out.columns.get_loc("admission_timeout_steps")] = float(
+                    TRTLLM_ADP_TIMEOUT_STEPS)
+    return out
 
 
 def load_closed_loop(path_dir: Any | None = None) -> pd.DataFrame:
@@ -155,8 +220,12 @@ class FitParams:
     low-precision factor) and achieved HBM bandwidth share, per GPU family (:func:`family`);
     ``step_overhead_s``: fixed host/launch time per engine iteration;
     ``sequence_overhead_s``: host time per running sequence per iteration;
-    ``request_overhead_s``: front-end time per request before its first token, per engine;
-    ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency.
+    ``request_overhead_s``: front-end time per request before its first token, per engine
+    (key ``engine``) or per engine and GPU family (key ``"engine|family"``, first);
+    ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency;
+    ``attention``: prefill attention efficiency (share of the bf16 dense peak) per GPU family
+    (absent: the default); ``engine_step_overhead_s``: an engine's own per-step time where it
+    differs from ``step_overhead_s``.
     """
 
     gemm: dict[str, float]
@@ -165,17 +234,23 @@ class FitParams:
     sequence_overhead_s: float
     request_overhead_s: dict[str, float]
     expert_efficiency_factor: float = 1.0
+    attention: dict[str, float] = field(default_factory=dict)
+    engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
 
     def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
         f = family(accelerator)
-        ch: dict[str, Any] = {"step_overhead_s": self.step_overhead_s,
+        ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
+                                  engine, self.step_overhead_s),
                               "sequence_overhead_s": self.sequence_overhead_s,
-                              "request_overhead_s": self.request_overhead_s.get(engine, 0.0),
+                              "request_overhead_s": self.request_overhead_s.get(
+                                  f"{engine}|{f}", self.request_overhead_s.get(engine, 0.0)),
                               "expert_efficiency_factor": self.expert_efficiency_factor}
         if f in self.gemm:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
             ch["bw_efficiency"] = self.bw[f]
+        if f in self.attention:
+            ch["attention_efficiency"] = self.attention[f]
         return base.replace(**ch)
 
 
@@ -183,12 +258,16 @@ class FitParams:
 #: the study and the tests need not refit; rerun the script after changing the data or the
 #: step model).
 FITTED = FitParams(
-    gemm={'hopper': 0.8388, 'blackwell': 0.5872, 'cdna3': 0.2946},
+    gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.2946},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.4033},
     step_overhead_s=0.00452,
     sequence_overhead_s=8.306e-06,
-    request_overhead_s={'NIM': 0.0, 'SGLang': 0.1351, 'TensorRT-LLM': 0.1241},
+    request_overhead_s={'NIM|hopper': 0.068, 'SGLang|hopper': 0.085,
+                        'TensorRT-LLM|hopper': 0.104, 'SGLang|blackwell': 0.093,
+                        'TensorRT-LLM|blackwell': 0.103, 'SGLang|cdna3': 0.074},
     expert_efficiency_factor=0.7031,
+    attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.08},
+    engine_step_overhead_s={'SGLang': 0.004},
 )
 
 
@@ -211,7 +290,7 @@ def engine_params(engine: str, base: PerfParams, concurrency_cap: float) -> Perf
 
 
 #: Rows sharing these share one step model (one vectorised closed-loop call).
-_STEP_KEY = ["catalog_model", "accelerator", "engine", "precision", "tp"]
+_STEP_KEY = ["catalog_model", "accelerator", "engine", "precision", "tp", "dp_attention"]
 
 
 def predict_closed_loop(
@@ -220,38 +299,65 @@ def predict_closed_loop(
     accs: dict[str, AcceleratorSpec],
     params: PerfParams | None = None,
     fit: FitParams | None = None,
+    launch: bool = True,
 ) -> pd.DataFrame:
     """Predicted TTFT, ITL and output tokens/s for every row of ``df`` (one vectorised
     closed-loop call per step model). Adds ``pred_ttft_ms``, ``pred_itl_ms``,
     ``pred_output_tokens_per_s``, ``fits`` (the weights fit the replica) and the signed
-    relative errors ``err_ttft``, ``err_itl``, ``err_tput`` (predicted / measured - 1)."""
+    relative errors ``err_ttft``, ``err_itl``, ``err_tput`` (predicted / measured - 1).
+    ``launch``: each run's own launch settings (:func:`launch_settings`: chunk, KV memory,
+    scheduler polling and admission); ``False``: the engine defaults of
+    :data:`ENGINE_SETTINGS` only."""
     base = params or PerfParams()
     out = df.copy()
     for col in ("pred_ttft_ms", "pred_itl_ms", "pred_output_tokens_per_s"):
         out[col] = np.nan
     out["fits"] = False
-    for _, idx in out.groupby(_STEP_KEY, sort=False).groups.items():
+    ls = launch_settings(out if launch else out.assign(source="-"))
+    keys = out[_STEP_KEY].assign(_chunk=ls["max_tokens_per_step"],
+                                 _kvf=ls["kv_mem_fraction"].fillna(-1.0),
+                                 _msf=ls["mem_fraction_static"].fillna(-1.0))
+    for _, idx in keys.groupby(list(keys.columns), sort=False).groups.items():
         g = out.loc[idx]
         r = g.iloc[0]
+        s = ls.loc[idx].iloc[0]
         llm, acc = llms[str(r["catalog_model"])], accs[str(r["accelerator"])]
         p = fit.params_for(str(r["accelerator"]), str(r["engine"]), base) if fit else base
         p = engine_params(str(r["engine"]), p, float(g["concurrency"].max()))
+        p = p.replace(max_tokens_per_step=int(s["max_tokens_per_step"]))
         tp = int(r["tp"])
+        if np.isfinite(s["kv_mem_fraction"]):
+            p = p.replace(kv_mem_fraction=float(s["kv_mem_fraction"]))
+        elif np.isfinite(s["mem_fraction_static"]):
+            # SGLang: the share of the whole memory for weights and KV -> share of the free
+            m1 = memory_plan(llm, acc, tp, str(r["precision"]), p.replace(kv_mem_fraction=1.0))
+            total = m1.kv_gb_per_gpu + m1.weights_gb_per_gpu + m1.reserve_gb_per_gpu
+            frac = (float(s["mem_fraction_static"]) * total - m1.weights_gb_per_gpu) / max(
+                m1.kv_gb_per_gpu, 1e-9)
+            p = p.replace(kv_mem_fraction=float(np.clip(frac, 1e-3, 1.0)))
         mp = memory_plan(llm, acc, tp, str(r["precision"]), p)
         if not mp.fits:
             continue
         sm = step_model(llm, acc, tp, str(r["precision"]), p)
         isl = g["mean_input_tokens"].to_numpy(float)
         osl = g["mean_output_tokens"].to_numpy(float)
-        bmax = np.minimum(max_concurrent_requests(mp.kv_capacity_tokens, isl, osl,
+        kv_tokens = mp.kv_capacity_tokens
+        if bool(r["dp_attention"]):  # each attention-DP rank holds only its own requests' KV
+            kv_tokens = mp.kv_gb_per_gpu * 1e9 * tp / llm.kv_bytes_per_token(mp.kv_precision)
+        bmax = np.minimum(max_concurrent_requests(kv_tokens, isl, osl,
                                                   p.kv_reserve, llm.sliding_window),
                           float(p.max_batch))
         ok = bmax >= 1
         if not ok.any():
             continue
         sel = np.asarray(idx)[ok]
+        gs = ls.loc[idx]
         a = closed_loop_arrays(sm, g["concurrency"].to_numpy(float)[ok], input_tokens=isl[ok],
-                               output_tokens=osl[ok], max_batch=bmax[ok])
+                               output_tokens=osl[ok], max_batch=bmax[ok],
+                               poll_steps=gs["poll_steps"].to_numpy(float)[ok],
+                               admission_group=gs["admission_group"].to_numpy(float)[ok],
+                               admission_timeout_steps=gs["admission_timeout_steps"]
+                               .to_numpy(float)[ok])
         out.loc[sel, "pred_ttft_ms"] = a["ttft_s"] * 1e3
         out.loc[sel, "pred_itl_ms"] = a["itl_s"] * 1e3
         out.loc[sel, "pred_output_tokens_per_s"] = a["output_tokens_per_s"]

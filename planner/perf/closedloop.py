@@ -45,6 +45,14 @@ A fixed front-end time per request (``params.request_overhead_s``: API server,
 tokenisation, streaming the first token; 0 by default) is added to every TTFT; the request is
 in flight meanwhile, so it lengthens the cycle ``R`` and thins the decode batch.
 
+**Scheduler admission** (:func:`closed_loop_arrays` ``poll_steps``, default
+``params.scheduler_poll_steps``; ``admission_group``/``admission_timeout_steps``): an engine
+that looks for new requests only every ``N`` steps (SGLang ``--scheduler-recv-interval``)
+makes a request arriving at a busy replica wait ``(N - 1)/2`` steps beyond the step in
+progress; one that holds prompts until ``g`` wait (TensorRT-LLM attention-DP balancing, one
+per rank) adds the time for ``g - 1`` more arrivals, ``(g - 1) / (2 (c-1)/c X)``, at most half
+the timeout. The prompts gathered meanwhile are prefilled with the request's own.
+
 At ``c = 1`` this is one request alone: TTFT = its prefill (:meth:`StepModel.prefill_time_s`
 when the prompt fits in one step), ITL = a decode step of batch 1. As ``c`` grows the decodes
 slow the prefill steps (chunked-prefill interference), prompts queue behind each other, and
@@ -107,9 +115,20 @@ def closed_loop_arrays(
     output_tokens: Any,
     max_batch: Any,
     prefix_cache_hit_share: float = 0.0,
+    poll_steps: Any = None,
+    admission_group: Any = 1,
+    admission_timeout_steps: Any = np.inf,
 ) -> dict[str, np.ndarray]:
     """Closed-loop steady state at each concurrency (inputs broadcast together; see the module
     docstring). ``max_batch``: requests the replica admits at once (KV memory, batch cap).
+
+    Scheduler admission (broadcast with the concurrency): ``poll_steps`` (default
+    ``params.scheduler_poll_steps``): the engine looks for new requests every this many steps
+    while others run; ``admission_group`` and ``admission_timeout_steps``: the engine holds
+    new prompts until ``admission_group`` of them wait, or for at most
+    ``admission_timeout_steps`` steps (TensorRT-LLM attention-DP balancing: one prompt per
+    rank). Both lengthen the wait before the prefill, and the prompts gathered meanwhile are
+    prefilled together with the request's own.
 
     Returns arrays ``concurrency``, ``admitted``, ``kv_queue``, ``decode_batch``,
     ``full_step_share`` (share of steps carrying prompt tokens), ``step_s`` (mean step = ITL),
@@ -122,9 +141,17 @@ def closed_loop_arrays(
     isl = np.asarray(input_tokens, dtype=float)
     osl = np.asarray(output_tokens, dtype=float)
     bmax = np.asarray(max_batch, dtype=float)
-    c_all, isl, osl, bmax = np.broadcast_arrays(c_all, isl, osl, bmax)
+    poll = np.asarray(sm.params.scheduler_poll_steps if poll_steps is None else poll_steps,
+                      dtype=float)
+    grp = np.asarray(admission_group, dtype=float)
+    g_to = np.asarray(admission_timeout_steps, dtype=float)
+    c_all, isl, osl, bmax, poll, grp, g_to = np.broadcast_arrays(c_all, isl, osl, bmax, poll,
+                                                                 grp, g_to)
     if np.any(bmax < 1):
         raise PlannerError("closed loop: the replica cannot hold one request (max_batch < 1)")
+    if np.any(~(poll >= 1)) or np.any(~(grp >= 1)) or np.any(~(g_to >= 0)):
+        raise PlannerError("closed loop: poll_steps and admission_group must be >= 1 and "
+                           "admission_timeout_steps >= 0")
     h = float(prefix_cache_hit_share)
     if not 0.0 <= h <= 1.0:
         raise PlannerError(f"prefix_cache_hit_share: expected a share in [0, 1], got {h!r}")
@@ -225,7 +252,22 @@ def closed_loop_arrays(
         t_f_o = np.asarray(sm.step_time_s(d_o, d_o * ctx, p_f, p_f * ppt), dtype=float)
         busy = np.where(om1 > 0, f * t_f_o / np.maximum(f * t_f_o + (1.0 - f) * t_d_o, 1e-300),
                         np.clip(others * x * own, 0.0, 1.0))
-        arrive = s_arr * (busy * t_f_o + (1.0 - busy) * t_d_o)
+        step_o = busy * t_f_o + (1.0 - busy) * t_d_o
+        arrive = s_arr * step_o
+        # scheduler admission beyond the step in progress (none at c = 1: an idle engine
+        # polls at once): the rest of a polling interval, (poll - 1)/2 steps on average, and
+        # the wait for a group of g prompts (the g - 1 others arrive at (c-1)/c X: (g - 1)/2
+        # interarrival times on average, at most the timeout; only the timeout when fewer
+        # than g requests can be admitted at all)
+        lam = np.maximum(others * x, 1e-300)
+        t_out = np.where(np.isfinite(g_to), g_to, 1e300) * step_o  # no timeout: "1e300"
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            gw = np.where(m >= grp, np.minimum((grp - 1.0) / (2.0 * lam), 0.5 * t_out),
+                          0.5 * t_out)
+        extra = np.where(m >= 2.0, s_arr * (poll - 1.0) * step_o + np.where(grp > 1, gw, 0.0),
+                         0.0)
+        base_arrive = arrive
+        arrive = arrive + extra
         ch_o = np.minimum(n, np.maximum(cap - d_o, 1.0))
         # prefill stage P = G(n (1 + A)): ahead of the prompt, by the arrival theorem, are the
         # others' prompts not yet in service (Little's law: (c - 1)/c X times the time a
@@ -234,12 +276,14 @@ def closed_loop_arrays(
         # when a prompt spans several steps); prompts waiting together share steps.
         # (:func:`stage_time` solves it; inf when the prefill stage cannot keep up)
         left = 0.5 * busy * (1.0 - ch_o / n)
-        p_stage = stage_time(n * (1.0 + left) + others * x * n * arrive, others * x * n, own,
-                             d_o)
+        # (the prompts that arrive during the admission wait are prefilled with this one:
+        # as many again as those gathered before it, hence the extra wait counted twice)
+        p_stage = stage_time(n * (1.0 + left) + others * x * n * (arrive + extra),
+                             others * x * n, own, d_o)
         p_stage = np.where(short, np.inf, p_stage)
         ttft = arrive + p_stage + ov
         r = ttft + om1 * itl
-        return x, itl, ttft, r, own, f, arrive
+        return x, itl, ttft, r, own, f, base_arrive
 
     # bisection on d in (0, m): population X(d) R(d) rises with d, equals m at the solution
     lo = np.zeros_like(m)

@@ -42,6 +42,12 @@ class PerfParams:
     lowp_gemm_factor : float
         fp8/fp4/int8 (W8A8) GEMMs reach this share of the bf16 efficiency, applied to their
         own (higher) peak. MAMF H100 fp8/bf16 = 0.709/0.803 = 0.88.
+    fp4_gemm_factor : float or None
+        fp4 (NVFP4/MXFP4) GEMMs reach this share of the bf16 efficiency, applied to the fp4
+        peak: the block-scaled fp4 tensor-core GEMMs do not realise their 2x-over-fp8 peak end
+        to end. 0.54: least squares on log error over the 10 Llama-3.3-70B B200 FP4 rows of
+        the TensorRT-LLM perf overview (``studies/perf-validation``; the Llama-3.1-405B rows
+        held out). ``None``: as ``lowp_gemm_factor`` (fp8).
     weight_only_gemm_factor : float
         Weight-only int8/int4 (AWQ/GPTQ-style, dequantised to bf16): share of the bf16 GEMM
         efficiency once compute-bound. Assumption (dequantisation work in the main loop), not
@@ -78,6 +84,13 @@ class PerfParams:
         the request stays in flight meanwhile. 0 by default (pure engine time);
         ``studies/perf-validation`` fits it per serving engine (:mod:`planner.perf.
         closed_loop_validation`).
+    scheduler_poll_steps : int
+        The engine looks for newly arrived requests only every this many iterations while
+        others run (SGLang ``--scheduler-recv-interval``, ``--num-continuous-decode-steps``):
+        a request arriving at a busy engine waits ``poll / 2`` steps on average (the step in
+        progress and the rest of the polling interval) before its prefill can start.
+        1 by default (every step: vLLM, TensorRT-LLM, SGLang's default). Read by the
+        closed-loop model (:mod:`planner.perf.closedloop`).
     elementwise_bytes_factor : float
         Activation traffic of the non-GEMM kernels (norms, residual adds, RoPE, SwiGLU,
         activation quantisation, GEMM activation I/O not hidden behind compute), in units of
@@ -124,6 +137,7 @@ class PerfParams:
 
     gemm_efficiency: float | None = None
     lowp_gemm_factor: float = 0.88
+    fp4_gemm_factor: float | None = 0.54
     weight_only_gemm_factor: float = 0.7
     gemm_n_half_tokens: float = 128.0
     expert_efficiency_factor: float = 1.0
@@ -133,6 +147,7 @@ class PerfParams:
     step_overhead_s: float = 5e-4
     sequence_overhead_s: float = 0.0
     request_overhead_s: float = 0.0
+    scheduler_poll_steps: int = 1
     elementwise_bytes_factor: float = 8.0
     sampling_passes: float = 4.0
     interconnect_efficiency: float = 0.8
@@ -155,6 +170,10 @@ class PerfParams:
             v = getattr(self, name)
             if not (0.0 < float(v) <= 1.0):
                 raise PlannerError(f"perf params: '{name}' must be in (0, 1], got {v!r}")
+        if self.fp4_gemm_factor is not None and not (0.0 < self.fp4_gemm_factor <= 1.0):
+            raise PlannerError(
+                f"perf params: 'fp4_gemm_factor' must be in (0, 1], got {self.fp4_gemm_factor!r}"
+            )
         if self.bw_efficiency is not None and not (0.0 < self.bw_efficiency <= 1.0):
             raise PlannerError(
                 f"perf params: 'bw_efficiency' must be in (0, 1], got {self.bw_efficiency!r}"
@@ -179,6 +198,9 @@ class PerfParams:
             raise PlannerError(
                 f"perf params: 'kv_reserve' must be 'full' or 'mean', got {self.kv_reserve!r}"
             )
+        if not (float(self.scheduler_poll_steps) >= 1.0):
+            raise PlannerError("perf params: 'scheduler_poll_steps' must be >= 1, got "
+                               f"{self.scheduler_poll_steps!r}")
         if int(self.max_batch) < 1:
             raise PlannerError(f"perf params: 'max_batch' must be >= 1, got {self.max_batch!r}")
         if int(self.max_tokens_per_step) < 1:

@@ -54,6 +54,8 @@ def gemm_efficiency_max(acc: AcceleratorSpec, precision: str, params: PerfParams
         base = 0.95 * acc.mamf_efficiency
     else:
         base = 0.72
+    if prec == "fp4" and params.fp4_gemm_factor is not None:
+        return base * params.fp4_gemm_factor
     if prec in _LOWP:
         return base * params.lowp_gemm_factor
     if prec == "int8":
@@ -117,8 +119,12 @@ class StepModel:
             "bw": acc.mem_bw_bytes_per_s * bw_efficiency(acc, p),
             "peak": peak_shared,
             "peak_expert": peak_expert,
-            "e_max": gemm_efficiency_max(acc, prec, p),
+            "e_max": gemm_efficiency_max(acc, wp.shared_compute, p),
             "xf": float(p.expert_efficiency_factor),
+            # routed experts at their own precision's efficiency (fp4 MoE: fp4 experts beside
+            # fp8 shared weights)
+            "xe": gemm_efficiency_max(acc, wp.expert_compute, p)
+            / gemm_efficiency_max(acc, wp.shared_compute, p),
             "attn_rate": acc.bf16_tflops * 1e12 * p.attention_efficiency,
             "shared_bytes": shared_body * wp.shared_bytes / tp,
             "shared_flops_tok": 2.0 * (active_shared - vh) / tp,  # without lm_head
@@ -167,7 +173,7 @@ class StepModel:
             per_expert_tokens = n * c["k"] / np.maximum(touched, 1e-300)
             xf = c["xf"]  # grouped expert GEMMs: a share of the dense efficiency
             exp_c = c["expert_flops_tok"] * n / (
-                c["peak_expert"] * xf * self._eff(per_expert_tokens))
+                c["peak_expert"] * xf * c["xe"] * self._eff(per_expert_tokens))
             exp_m = touched * c["expert_bytes"] / (c["bw"] * xf)
             t = t + np.maximum(exp_c, exp_m)
         return np.where(n > 0, t, 0.0)

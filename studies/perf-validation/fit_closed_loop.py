@@ -5,20 +5,20 @@
 :data:`planner.perf.closed_loop_validation.FITTED` (the tests and the study use that copy, and
 ``tests/test_perf_validation_closed_loop.py`` checks the held-out errors they give).
 
-Two stages, both on the fit half only (:func:`planner.perf.closed_loop_validation.split`):
-
-1. GEMM and HBM efficiency per GPU family, per-step and per-sequence overhead, the MoE expert
-   GEMMs' share of the dense efficiency: robust least squares (``soft_l1``) on
-   log(predicted / measured) of ITL and output tokens/s, plus the dense maximum-throughput
-   anchors (:func:`anchors`, the fit half of those rows);
-2. front-end time per request, per engine: the median of measured - predicted TTFT (the
-   TTFT is additive in it), then stage 1 once more with those overheads in place.
+On the fit half only (:func:`planner.perf.closed_loop_validation.split`), with each run's
+launch settings (:func:`planner.perf.closed_loop_validation.launch_settings`): GEMM and HBM
+efficiency and prefill attention efficiency per GPU family, per-step and per-sequence
+overhead, the MoE expert GEMMs' share of the dense efficiency and the front-end time per
+request of SGLang and TensorRT-LLM, by robust least squares (``soft_l1``) on
+log(predicted / measured) of ITL, output tokens/s and TTFT, plus the dense
+maximum-throughput anchors (:func:`anchors`, the fit half of those rows).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +50,95 @@ def anchors(fp: v.FitParams, cat) -> np.ndarray:
     return np.log1p(np.concatenate([cal["error"].to_numpy(float), b["error"].to_numpy(float)]))
 
 
-def unpack(x: np.ndarray, req: dict[str, float]) -> v.FitParams:
-    return v.FitParams(gemm=dict(zip(FAMILIES, x[0:3], strict=True)), bw=dict(zip(FAMILIES, x[3:6], strict=True)),
+#: Engines whose front-end time per request is fitted (NIM's is 0: its TTFT is fitted without).
+REQ_ENGINES = ["SGLang", "TensorRT-LLM"]
+
+
+def unpack(x: np.ndarray) -> v.FitParams:
+    """Parameter vector -> :class:`FitParams`: GEMM x3, HBM x3 (per family), step (ms),
+    sequence (us), expert factor, prefill attention x3 (per family), front-end time per
+    request (ms) of SGLang and TensorRT-LLM."""
+    req = {"NIM": 0.0, "vLLM": 0.0}
+    req.update({e: float(t) * 1e-3 for e, t in zip(REQ_ENGINES, x[12:14], strict=True)})
+    return v.FitParams(gemm=dict(zip(FAMILIES, x[0:3], strict=True)),
+                       bw=dict(zip(FAMILIES, x[3:6], strict=True)),
                        step_overhead_s=float(x[6]) * 1e-3,
                        sequence_overhead_s=float(x[7]) * 1e-6, request_overhead_s=req,
-                       expert_efficiency_factor=float(x[8]))
+                       expert_efficiency_factor=float(x[8]),
+                       attention=dict(zip(FAMILIES, x[9:12], strict=True)))
 
 
 class _Budget(Exception):
     pass
+
+
+def _soft_l1(r: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(r) <= 0.2, r**2, 0.4 * np.abs(r) - 0.04)
+
+
+def request_overheads(fp: v.FitParams, rows: pd.DataFrame, llms, accs) -> dict[str, float]:
+    """Front-end time per request for each engine and GPU family (key ``engine|family``): the
+    constant (0-300 ms, 1 ms grid) minimising the soft-l1 cost of log TTFT error on ``rows``
+    (the TTFT is additive in it)."""
+    p = v.predict_closed_loop(rows, llms, accs, fit=replace(fp, request_overhead_s={}))
+    key = p["engine"] + "|" + p["accelerator"].map(v.family)
+    cands = np.arange(0, 301) / 1e3
+    out = {}
+    for k in sorted(key.unique()):
+        sel = (key == k).to_numpy()
+        pr = p["pred_ttft_ms"].to_numpy(float)[sel, None] / 1e3
+        me = p["ttft_target_ms"].to_numpy(float)[sel, None] / 1e3
+        out[k] = float(cands[np.argmin(_soft_l1(np.log((pr + cands[None, :]) / me)).sum(0))])
+    return out
+
+
+def refine(fp: v.FitParams, rows: pd.DataFrame, llms, accs, cat) -> v.FitParams:
+    """The coordinate scans that turned the v2 fit into :data:`FITTED` (v3), on the fit half:
+
+    1. Blackwell large-GEMM efficiency with the fp4 default ``fp4_gemm_factor`` (soft-l1 of
+       ITL, throughput and the dense anchors over the Blackwell rows);
+    2. prefill attention efficiency per GPU family, each with its own front-end constants
+       (soft-l1 of log TTFT error over the family's rows);
+    3. SGLang's own step overhead (soft-l1 of ITL, throughput, TTFT with refitted
+       front-end constants, and the anchors, over all fit rows);
+    4. the front-end constants per engine and family (:func:`request_overheads`).
+    """
+    fam = rows["accelerator"].map(v.family)
+    bw_rows = rows[fam == "blackwell"]
+    best = (np.inf, fp)
+    for g in (0.587, 0.65, 0.72, 0.8, 0.86, 0.92):
+        f2 = replace(fp, gemm={**fp.gemm, "blackwell": g})
+        p = v.predict_closed_loop(bw_rows, llms, accs, fit=f2)
+        r = np.concatenate([np.log1p(p["err_itl"]), np.log1p(p["err_tput"])])
+        cost = _soft_l1(r).sum() + ANCHOR_WEIGHT * _soft_l1(anchors(f2, cat)[-10:]).sum()
+        print(f"blackwell gemm {g}: cost {cost:.3f}", file=sys.stderr, flush=True)
+        best = min(best, (cost, f2), key=lambda t: t[0])
+    fp = best[1]
+    att = {}
+    for f, grid in (("hopper", (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)),
+                    ("blackwell", (0.3, 0.5, 0.8)), ("cdna3", (0.08, 0.1, 0.15, 0.25))):
+        fr = rows[fam == f]
+        costs = []
+        for a in grid:
+            f2 = replace(fp, attention={f: a})
+            req = request_overheads(f2, fr, llms, accs)
+            p = v.predict_closed_loop(fr, llms, accs, fit=replace(f2, request_overhead_s=req))
+            costs.append(_soft_l1(np.log1p(p["err_ttft"].to_numpy(float))).sum())
+            print(f"{f} attention {a}: cost {costs[-1]:.3f}", file=sys.stderr, flush=True)
+        att[f] = grid[int(np.argmin(costs))]
+    fp = replace(fp, attention=att)
+    best = (np.inf, fp)
+    for t in (0.0025, 0.003, 0.0035, 0.004, fp.step_overhead_s):
+        f2 = replace(fp, engine_step_overhead_s={"SGLang": t})
+        f2 = replace(f2, request_overhead_s=request_overheads(f2, rows, llms, accs))
+        p = v.predict_closed_loop(rows, llms, accs, fit=f2)
+        r = np.concatenate([np.log1p(p[c].to_numpy(float))
+                            for c in ("err_itl", "err_tput", "err_ttft")])
+        cost = _soft_l1(r).sum() + ANCHOR_WEIGHT * _soft_l1(anchors(f2, cat)).sum()
+        print(f"SGLang step {t}: cost {cost:.3f}", file=sys.stderr, flush=True)
+        best = min(best, (cost, f2), key=lambda x: x[0])
+    fp = best[1]
+    return replace(fp, request_overhead_s=request_overheads(fp, rows, llms, accs))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,55 +146,65 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--x0", type=json.loads, default=None,
-                    help="start vector (JSON list: gemm x3, bw x3, step ms, sequence us, "
-                         "expert factor)")
-    ap.add_argument("--budget", type=int, default=120, help="model evaluations per stage")
+                    help="start vector (JSON list, see unpack: gemm x3, bw x3, step ms, "
+                         "sequence us, expert factor, attention x3, SGLang and TensorRT-LLM "
+                         "front-end ms)")
+    ap.add_argument("--budget", type=int, default=120, help="model evaluations")
+    ap.add_argument("--refine", action="store_true",
+                    help="only the coordinate scans from FITTED's v2 values (see refine)")
+    ap.add_argument("--best", default=None,
+                    help="write the best vector so far to this JSON file after each "
+                         "improvement")
     a = ap.parse_args(argv)
     df = v.load_closed_loop()
     fit_rows = df[~v.split(df) & df["source"].isin(v.IN_SCOPE_SOURCES)]
     cat = load_catalog()
     llms, accs = v.catalog_specs(fit_rows, cat)
-    req = {e: 0.0 for e in v.ENGINE_SETTINGS}
-    x0 = np.array(a.x0 if a.x0 else [0.6, 0.6, 0.4, 0.85, 0.8, 0.7, 1.0, 20.0, 1.0],
-                  dtype=float)
-    lo = np.array([0.05] * 3 + [0.2] * 3 + [0.0, 0.0, 0.1])
-    hi = np.array([1.0] * 6 + [50.0, 2000.0, 1.0])
+    if a.refine:
+        v2 = replace(v.FITTED, gemm={**v.FITTED.gemm, "blackwell": 0.5872}, attention={})
+        _print(refine(v2, fit_rows, llms, accs, cat))
+        return
+    x0 = np.array(a.x0 if a.x0 else [0.6, 0.6, 0.4, 0.85, 0.8, 0.7, 1.0, 20.0, 1.0,
+                                     0.5, 0.5, 0.5, 50.0, 50.0], dtype=float)
+    lo = np.array([0.05] * 3 + [0.2] * 3 + [0.0, 0.0, 0.1] + [0.05] * 3 + [0.0, 0.0])
+    hi = np.array([1.0] * 6 + [50.0, 2000.0, 1.0] + [1.0] * 3 + [1000.0, 1000.0])
     state = {"n": 0, "best": (np.inf, x0)}
 
     def resid(x: np.ndarray) -> np.ndarray:
         if state["n"] >= a.budget:
             raise _Budget
         state["n"] += 1
-        p = v.predict_closed_loop(fit_rows, llms, accs, fit=unpack(x, req))
+        fp = unpack(x)
+        p = v.predict_closed_loop(fit_rows, llms, accs, fit=fp)
         r = np.concatenate([np.log1p(p["err_itl"].to_numpy(float)),
                             np.log1p(p["err_tput"].to_numpy(float)),
-                            np.sqrt(ANCHOR_WEIGHT) * anchors(unpack(x, req), cat)])
+                            np.log1p(p["err_ttft"].to_numpy(float)),
+                            np.sqrt(ANCHOR_WEIGHT) * anchors(fp, cat)])
         r = np.nan_to_num(r, nan=5.0)
         cost = float(np.sum(np.where(np.abs(r) <= 0.2, r**2, 0.4 * np.abs(r) - 0.04)))
         if cost < state["best"][0]:
             state["best"] = (cost, np.array(x, dtype=float))
+            if a.best:
+                Path(a.best).write_text(json.dumps(np.round(x, 5).tolist()))
         print(f"eval {state['n']}: x={np.round(x, 4).tolist()} cost={cost:.3f}",
               file=sys.stderr, flush=True)
         return r
 
-    for _stage in range(2):
-        state["n"] = 0
-        state["best"] = (np.inf, x0)
-        try:
-            least_squares(resid, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.2,
-                          diff_step=0.03)
-        except _Budget:
-            pass
-        x0 = state["best"][1]
-        p = v.predict_closed_loop(fit_rows, llms, accs, fit=unpack(x0, req))
-        gap = (p["ttft_target_ms"] - p["pred_ttft_ms"]) / 1e3
-        req = {e: float(max(np.median(gap[p["engine"] == e]) + req.get(e, 0.0), 0.0))
-               for e in p["engine"].unique()}
-    fp = unpack(x0, req)
+    try:
+        least_squares(resid, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.2,
+                      diff_step=0.03)
+    except _Budget:
+        pass
+    _print(unpack(state["best"][1]))
+
+
+def _print(fp: v.FitParams) -> None:
     print(json.dumps({"gemm": fp.gemm, "bw": fp.bw, "step_overhead_s": fp.step_overhead_s,
                       "sequence_overhead_s": fp.sequence_overhead_s,
                       "request_overhead_s": fp.request_overhead_s,
-                      "expert_efficiency_factor": fp.expert_efficiency_factor}, indent=2))
+                      "expert_efficiency_factor": fp.expert_efficiency_factor,
+                      "attention": fp.attention,
+                      "engine_step_overhead_s": fp.engine_step_overhead_s}, indent=2))
 
 
 if __name__ == "__main__":
