@@ -187,7 +187,8 @@ def closed_loop_tables(catalog: Any = None) -> dict[str, pd.DataFrame]:
 
 def closed_loop_chart(curves: pd.DataFrame) -> Any:
     """Measured (points) and predicted (lines) throughput, TTFT and ITL against concurrency:
-    one column per source and GPU, one row per metric, log-scaled concurrency."""
+    one panel per quantity, one colour per source and GPU, log scales (three panels keep the
+    chart cheap to export; the error tables cover every curve)."""
     import altair as alt
 
     from planner import charts
@@ -195,31 +196,25 @@ def closed_loop_chart(curves: pd.DataFrame) -> Any:
     if curves.empty:
         raise charts.NoData("closed_loop_vs_concurrency: no predicted closed-loop rows")
     labels = {k: lab for k, (_, _, lab) in METRICS.items()}
-    d = curves.assign(
-        panel=curves["source"] + " / " + curves["gpu"] + ": " + curves["curve"],
-        quantity=curves["metric"].map(labels))
-    long = pd.concat([
-        d.assign(kind="measured", value=d["measured"]),
-        d.assign(kind="predicted", value=d["predicted"]),
-    ], ignore_index=True)[["panel", "quantity", "concurrency", "kind", "value"]]
-    long = long[np.isfinite(long["value"].to_numpy(float))]
+    d = curves.assign(series=curves["source"] + " / " + curves["gpu"],
+                      quantity=curves["metric"].map(labels))
+    d = d[(d["measured"] > 0) & (d["predicted"] > 0)]
+    if d.empty:
+        raise charts.NoData("closed_loop_vs_concurrency: no positive values to draw")
     x = alt.X("concurrency:Q", title="concurrent requests (log scale)",
               scale=alt.Scale(type="log"))
-    y = alt.Y("value:Q", title=None, scale=alt.Scale(zero=False))
-    color = alt.Color("kind:N", title="", scale=alt.Scale(domain=["measured", "predicted"]))
-    tip = [alt.Tooltip("panel:N", title="curve"), alt.Tooltip("quantity:N"),
-           alt.Tooltip("concurrency:Q"), alt.Tooltip("kind:N"),
-           alt.Tooltip("value:Q", format=",.3~g")]
-    base = alt.Chart().encode(x=x, y=y, color=color, tooltip=tip)
-    layer = alt.layer(
-        base.transform_filter(alt.datum.kind == "predicted").mark_line(),
-        base.transform_filter(alt.datum.kind == "measured").mark_point(filled=True, size=40),
-        data=long,
-    ).properties(width=130, height=95)
-    return layer.facet(
-        row=alt.Row("quantity:N", title=None, sort=list(labels.values())),
-        column=alt.Column("panel:N", title=None, header=alt.Header(labelLimit=260)),
-    ).resolve_scale(y="independent", x="independent").properties(
-        title=alt.Title("Closed loop: measured and predicted vs concurrency",
-                        subtitle="one published curve per source and GPU; points measured, "
-                                 "lines predicted"))
+    color = alt.Color("series:N", title="source / GPU")
+    tip = [alt.Tooltip("series:N", title="source / GPU"), alt.Tooltip("curve:N"),
+           alt.Tooltip("quantity:N"), alt.Tooltip("concurrency:Q"),
+           alt.Tooltip("measured:Q", format=",.4~g"),
+           alt.Tooltip("predicted:Q", format=",.4~g")]
+    base = alt.Chart().encode(x=x, color=color, tooltip=tip)
+    lines = base.mark_line().encode(
+        y=alt.Y("predicted:Q", title="value (log scale)", scale=alt.Scale(type="log")))
+    points = base.mark_point(filled=True, size=35).encode(
+        y=alt.Y("measured:Q", title="value (log scale)", scale=alt.Scale(type="log")))
+    return alt.layer(lines, points, data=d).properties(width=230, height=170).facet(
+        column=alt.Column("quantity:N", title=None, sort=list(labels.values())),
+    ).resolve_scale(y="independent").properties(
+        title=alt.Title("Closed loop: measured (points) and predicted (lines) vs concurrency",
+                        subtitle="one published curve per source and GPU"))
