@@ -40,16 +40,11 @@ def direct():
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, cache_dir):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PLANNER_CACHE_DIR", str(cache_dir))
-    mp.delenv("PLANNER_NO_CACHE", raising=False)
-    try:
-        out = tmp_path_factory.mktemp("perf") / "out"
-        res = build_report(QUICKSTART, out_dir=out, progress=False, sections=["performance"],
-                           providers={"breakeven": _no_breakeven})
-    finally:
-        mp.undo()
+def report(tmp_path_factory):
+    """The performance section as ``planner report`` builds it (the session's cache dir)."""
+    out = tmp_path_factory.mktemp("perf") / "out"
+    res = build_report(QUICKSTART, out_dir=out, progress=False, sections=["performance"],
+                       providers={"breakeven": _no_breakeven})
     return res, res.html.read_text(encoding="utf-8")
 
 
