@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Prediction columns kept in the cache (the rest is the published data, read each time).
-_PRED_COLUMNS = ["pred_ttft_ms", "pred_itl_ms", "pred_output_tokens_per_s", "fits"]
+#: Prediction columns kept in the cache (the rest is the published data, read each time),
+#: with the held-out flag of :func:`planner.perf.closed_loop_validation.split`.
+_PRED_COLUMNS = ["pred_ttft_ms", "pred_itl_ms", "pred_output_tokens_per_s", "fits",
+                 "held_out"]
 
 #: metric -> (measured column, predicted column, label)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -73,7 +75,9 @@ def _read_cached(path: Path, n: int) -> pd.DataFrame | None:
         return None
     if list(d.columns) != _PRED_COLUMNS or len(d) != n:
         return None
-    d["fits"] = d["fits"].astype(bool)
+    for c in ("fits", "held_out"):
+        if d[c].dtype != bool:
+            return None
     return d
 
 
@@ -117,9 +121,9 @@ def closed_loop_predictions(catalog: Any = None) -> pd.DataFrame:
         pred["err_tput"] = pred["pred_output_tokens_per_s"] / pred["output_tokens_per_s"] - 1.0
     else:
         pred = v.predict_closed_loop(df, llms, accs, fit=v.FITTED)
+        pred["held_out"] = v.split(df).to_numpy()
         if path is not None:
             _write_cached(path, pred)
-    pred["held_out"] = v.split(df).to_numpy()
     pred["in_scope"] = pred["source"].isin(v.IN_SCOPE_SOURCES).to_numpy()
     return pred
 
@@ -138,7 +142,7 @@ def curve_label(df: pd.DataFrame) -> pd.Series:
 
 def representative_curves(pred: pd.DataFrame) -> pd.DataFrame:
     """One curve per (source, GPU): the one with most predicted concurrency points (ties:
-    first by curve key), its rows in long format: ``source, gpu, curve, concurrency, metric,
+    first in :data:`~planner.perf.closed_loop_validation.CURVE_KEY` order), its rows in long format: ``source, gpu, curve, concurrency, metric,
     measured, predicted``."""
     from planner.perf import closed_loop_validation as v
 
@@ -146,7 +150,7 @@ def representative_curves(pred: pd.DataFrame) -> pd.DataFrame:
     if d.empty:
         return pd.DataFrame(columns=["source", "gpu", "curve", "concurrency", "metric",
                                      "measured", "predicted"])
-    d["_curve"] = v.curve_id(d)
+    d["_curve"] = d.groupby(v.CURVE_KEY, sort=True, dropna=False).ngroup()
     n = d.groupby(["source", "accelerator", "_curve"]).size().rename("n").reset_index()
     n = n.sort_values(["source", "accelerator", "n", "_curve"],
                       ascending=[True, True, False, True], kind="stable")
