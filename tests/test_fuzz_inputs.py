@@ -356,7 +356,8 @@ class Generator:
         data = tomllib.loads(text)
         dep = self.pick(["llama-70b-h100", "llama-8b-h100", "llama-70b-hgx"])
         kind = "onprem" if dep.endswith("hgx") else "cloud"
-        data[kind][dep]["tokenizer"] = self.pick(["llama3", "qwen2", "mistral", "nosuch"])
+        # families without an en/word row in tokenizers.csv
+        data[kind][dep]["tokenizer"] = self.pick(["llama3", "llama2", "mistral", "nosuch"])
         f = self.name()
         return Case("tokenizer", ["validate", f], {f: toml_dumps(data)},
                     needs=[f, "key 'workload.", "tokenizers.csv",

@@ -13,7 +13,7 @@ from planner.perf.batching import replica_capacity
 from planner.perf.closedloop import closed_loop_curve
 from planner.perf.memory import memory_plan
 from planner.perf.params import PerfParams
-from planner.perf.search import search_configs
+from planner.perf.search import offering_prices, search_configs
 from planner.perf.specs import AcceleratorSpec, LLMSpec
 
 
@@ -95,7 +95,9 @@ def perf_search(
 ) -> pd.DataFrame:
     """``planner perf --search``: catalog ids in, ranked :func:`search_configs` table out.
 
-    ``accelerators`` defaults to every accelerator with a price for ``plan``.
+    ``accelerators`` defaults to every accelerator with a price for ``plan``. Each TP degree
+    is priced from the catalog offerings whose instances hold whole replicas
+    (:func:`planner.perf.search.price_for_replica`).
     """
     prices = gpu_hour_prices(catalog, plan)
     ids = list(accelerators) if accelerators else sorted(prices)
@@ -108,4 +110,5 @@ def perf_search(
     llm = LLMSpec.from_row(catalog.llm(model))
     accs = [AcceleratorSpec.from_row(catalog.accelerator(a)) for a in ids]
     return search_configs(llm, accs, prices, precisions, tps, isl, osl, ttft_slo_s, tpot_slo_s,
-                          params=params, target_output_tokens_per_s=target_output_tokens_per_s)
+                          params=params, target_output_tokens_per_s=target_output_tokens_per_s,
+                          offerings=offering_prices(catalog.clouds, plan))

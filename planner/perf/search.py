@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,39 @@ _COLUMNS = [
     "usd_per_1m_output_tokens", "usd_per_hour", "output_tokens_per_s", "requests_per_s",
     "batch", "max_batch", "ttft_s", "tpot_s", "e2e_s", "limited_by",
     "roofline_output_tokens_per_s", "replicas_needed", "exceeds_physical_limit", "reason",
+    "offering",
 ]
+
+#: One priced cloud offering: (GPUs per instance, USD per GPU-hour, catalog id).
+Offer = tuple[int, float, str]
+
+
+def offering_prices(clouds: pd.DataFrame, plan: str = "on-demand") -> dict[str, list[Offer]]:
+    """Every priced offering of ``plan`` per accelerator id, from the catalog's cloud table:
+    ``{accelerator: [(gpus_per_instance, usd_per_gpu_hour, id), ...]}`` (rows without a
+    positive ``usd_per_gpu_hour`` are left out)."""
+    df = clouds
+    if "plan" in df.columns:
+        df = df[df["plan"] == plan]
+    price = pd.to_numeric(df["usd_per_gpu_hour"], errors="coerce")
+    n = pd.to_numeric(df["gpus_per_instance"], errors="coerce").fillna(1.0)
+    ok = (price > 0).to_numpy()
+    out: dict[str, list[Offer]] = {}
+    for acc, gpi, usd, oid in zip(df["accelerator"].to_numpy()[ok], n.to_numpy()[ok],
+                                  price.to_numpy()[ok], df["id"].to_numpy()[ok], strict=True):
+        out.setdefault(str(acc), []).append((int(gpi), float(usd), str(oid)))
+    return out
+
+
+def price_for_replica(offers: Sequence[Offer], gpus: int) -> tuple[float, str] | None:
+    """Cheapest USD per GPU-hour for a replica of ``gpus`` GPUs, and the offering's id.
+
+    A tensor-parallel replica cannot span instances, so only offerings whose instance holds
+    whole replicas count (``gpus_per_instance`` a multiple of ``gpus``: a 1-GPU instance
+    does not price a TP-2 replica; an 8-GPU instance holds four). None when no offering does.
+    """
+    fit = [(usd, oid) for gpi, usd, oid in offers if gpi >= gpus and gpi % gpus == 0]
+    return min(fit) if fit else None
 
 
 def roofline_output_tokens_per_s(
@@ -57,6 +89,7 @@ def search_configs(
     *,
     params: PerfParams | None = None,
     target_output_tokens_per_s: float | None = None,
+    offerings: Mapping[str, Sequence[Offer]] | None = None,
 ) -> pd.DataFrame:
     """Rank configurations by $ per 1M output tokens at the SLO (cheapest first).
 
@@ -66,6 +99,13 @@ def search_configs(
     after the feasible ones. With ``target_output_tokens_per_s`` the table adds the replicas
     needed and flags ``exceeds_physical_limit`` when one replica would have to beat its
     roofline bound (a configuration that cannot deliver the target per replica).
+
+    With ``offerings`` (:func:`offering_prices`) an accelerator listed there is priced per
+    TP degree from the offerings whose instances hold whole replicas
+    (:func:`price_for_replica`; ``offering`` names the one used). A TP degree that no listed
+    instance holds (e.g. clouds that price per GPU and list one-GPU rows) keeps the
+    ``usd_per_gpu_hour`` price and ``offering`` says so. Without ``offerings`` that price
+    applies at every TP degree.
     """
     p = params or PerfParams()
     rows: list[dict[str, Any]] = []
@@ -78,12 +118,22 @@ def search_configs(
                 f"usd_per_gpu_hour: no price for accelerator {acc.id!r}; "
                 f"priced: {', '.join(sorted(usd_per_gpu_hour)) or 'none'}"
             )
-        price = float(usd_per_gpu_hour[acc.id])
+        flat = float(usd_per_gpu_hour[acc.id])
+        offers = offerings.get(acc.id) if offerings is not None else None
         for prec_in in precisions:
             prec = normalize_precision(prec_in, field="precisions")
             for g in tps:
+                price, offering = flat, ""
+                if offers is not None:
+                    hit = price_for_replica(offers, int(g))
+                    if hit is not None:
+                        price, offering = hit
+                    else:
+                        sizes = ", ".join(map(str, sorted({gpi for gpi, _, _ in offers})))
+                        offering = (f"per-GPU price (no listed instance holds {int(g)} GPUs; "
+                                    f"instances of {sizes})")
                 base = {"accelerator": acc.id, "precision": prec, "gpus": int(g),
-                        "usd_per_hour": price * int(g)}
+                        "usd_per_hour": price * int(g), "offering": offering}
                 try:
                     cap = replica_capacity(
                         llm, acc, gpus=int(g), precision=prec, input_tokens=isl,

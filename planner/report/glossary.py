@@ -69,6 +69,16 @@ TERMS: dict[str, str] = {
     "predicted vs measured": "the performance model's throughput against published "
                              "benchmarks; points on the diagonal are exact, dashed lines "
                              "+-15% and +-30%.",
+    "closed loop": "a benchmark that keeps a fixed number of requests (the concurrency) in "
+                   "flight, sending a new one as each finishes; latency and throughput are "
+                   "read at each concurrency.",
+    "ITL": "inter-token latency: mean time between output tokens after the first "
+           "(milliseconds); the same quantity as TPOT.",
+    "held out": "points never used to fit the model's few parameters (whole curves, "
+                "alternating within each source, GPU, engine and precision); their errors "
+                "are the honest ones.",
+    "median |error| / bias": "median of |predicted / measured - 1| (how far off), and median "
+                             "of the signed error (whether the model leans high or low).",
 }
 
 #: Section key -> the terms its "how to read this" box explains, in order.
@@ -80,7 +90,8 @@ SECTION_TERMS: dict[str, tuple[str, ...]] = {
     "optimiser": ("MILP", "best bound", "gap", "LP relaxation", "EV / EEV / VSS",
                   "hourly mix"),
     "simulation": ("TTFT", "TPOT", "SLO attainment", "busy share", "load / capacity"),
-    "performance": ("predicted vs measured",),
+    "performance": ("predicted vs measured", "closed loop", "TTFT", "ITL", "held out",
+                    "median |error| / bias"),
 }
 
 #: Column name -> meaning, shown as the tooltip of a table header.
@@ -115,6 +126,19 @@ COLUMNS: dict[str, str] = {
     "requests_share": "share of all requests this deployment serves",
     "replicas_peak": "most replicas in any hour (whole replicas)",
     "expected_replicas": "mean replicas over hours and scenarios (not a count to rent)",
+    "tput_median_abs": "median |predicted / measured - 1| of output tokens per second",
+    "tput_bias": "median of predicted / measured - 1 for output tokens per second "
+                 "(positive: the model predicts too high)",
+    "itl_median_abs": "median |predicted / measured - 1| of the inter-token latency",
+    "itl_bias": "median of predicted / measured - 1 for the inter-token latency",
+    "ttft_median_abs": "median |predicted / measured - 1| of the time to first token "
+                       "(median TTFT where published)",
+    "ttft_bias": "median of predicted / measured - 1 for the time to first token",
+    "benchmark_source": "who published the closed-loop measurements (InferenceX: "
+                        "SemiAnalysis InferenceX; NIM: NVIDIA NIM benchmarks; "
+                        "dstack: dstack's early-2025 DeepSeek-R1 runs)",
+    "rows_set": "which points: held out (never used in the fit), the fit half, or the "
+                "out-of-scope source",
     "source": "where the catalog figure comes from (publication, repository, date)",
     "as_of": "date the figure was published or retrieved",
 }

@@ -31,8 +31,11 @@ simulation (``planner.sim``):
     ``slo_targets``: class, metric, slo_s;
     ``utilisation``: hour, pool, utilisation (hours not simulated are modelled from the
     diurnal profile by the section).
-performance (``planner.perf.validation``):
-    ``validation``: the predicted-vs-measured table of ``predict_calibration``.
+performance (``planner.perf.validation``, ``planner.report.perf_validation``):
+    ``validation``: the predicted-vs-measured table of ``predict_calibration``;
+    [``closed_loop_errors``: benchmark_source, gpu, rows, tput/itl/ttft_median_abs and _bias;
+    ``closed_loop_summary``: rows_set, the same columns; ``closed_loop_curves``: source, gpu,
+    curve, concurrency, metric, measured, predicted].
 """
 
 from __future__ import annotations
@@ -129,13 +132,20 @@ simulation = _engine_tables("planner.sim", "the simulation", "simulation")
 
 
 def performance(sc: Scenario, catalog: Any) -> dict[str, pd.DataFrame]:
-    """Predicted vs measured throughput on the published calibration benchmarks."""
+    """Predicted vs measured throughput on the published calibration benchmarks, and the
+    closed-loop latency curves (:mod:`planner.report.perf_validation`)."""
     mod = _module("planner.perf.validation", "the performance model's validation")
     try:
         table = mod.predict_calibration(catalog=catalog)
     except FileNotFoundError as exc:
         raise SectionUnavailable(f"calibration measurements not found ({exc.filename})") from None
-    return {"validation": table}
+    from planner.report.perf_validation import closed_loop_tables
+
+    try:
+        closed = closed_loop_tables(catalog)
+    except FileNotFoundError:  # closed-loop data not installed: the section says so
+        closed = {}
+    return {"validation": table, **closed}
 
 
 #: Default providers by engine name.

@@ -522,7 +522,42 @@ def build_performance(ctx: Context) -> Section:
     s.add(Paragraph(text))
     _chart(s, "predicted_vs_measured", lambda: charts.predicted_vs_measured(v))
     s.add(Table("perf_validation", v))
+    _closed_loop(s, ctx.get("performance"))
     return s
+
+
+def _closed_loop(s: Section, result: Any) -> None:
+    """The closed-loop part of the performance section (:mod:`planner.report.perf_validation`)."""
+    from planner.report import perf_validation as pv
+
+    errors = _frame(result, "closed_loop_errors")
+    if errors is None:
+        s.add(Note("Closed-loop validation not shown: the published closed-loop measurements "
+                   "are not installed."))
+        return
+    summary = _frame(result, "closed_loop_summary")
+    text = ("Latency at a given load: published closed-loop benchmarks (a fixed number of "
+            "requests always in flight; SemiAnalysis InferenceX, NVIDIA NIM, dstack) "
+            "predicted by the same step model the sizing and the simulator use.")
+    if summary is not None:
+        held = summary[summary["rows_set"].str.startswith("held out")]
+        if not held.empty:
+            r = held.iloc[0]
+            text += (f" On {int(r['rows'])} held-out points the median absolute error is "
+                     f"{r['tput_median_abs']:.1%} for throughput, {r['itl_median_abs']:.1%} "
+                     f"for ITL and {r['ttft_median_abs']:.1%} for TTFT.")
+    s.add(Paragraph(text))
+    curves = _frame(result, "closed_loop_curves")
+    if curves is not None:
+        _chart(s, "closed_loop_vs_concurrency", lambda: pv.closed_loop_chart(curves),
+               "One published curve per source and GPU (the one with most concurrency "
+               "points); every curve is in the error tables.")
+    if summary is not None:
+        s.add(Table("closed_loop_summary", summary,
+                    "Median |error| and bias (median of predicted / measured - 1) by half of "
+                    "the data: the parameters were fitted on the fit half only."))
+    s.add(Table("closed_loop_errors", errors,
+                "Median |error| and bias per source and GPU, all points with a prediction."))
 
 
 def _value_text(v: Any) -> str:
