@@ -1,0 +1,61 @@
+"""Monte Carlo speed-ups that must not change a number: the same seed gives the same bits.
+
+Each faster path is compared, bit for bit, with the straightforward computation it replaces
+(written out here from its definition): blocked pricing of a chunk against one evaluation of
+the whole chunk, and the inverse CDFs against their textbook formulas.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.config import load_scenario, parse_scenario
+from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
+from planner.engines.risk.sampling import root_seed
+from planner.uncertain import risk_tables
+from tests.test_montecarlo import KITCHEN_SINK_A, KITCHEN_SINK_B
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
+
+
+def _models():
+    path = ROOT / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    yield "risk-example", compile_scenario(parse_scenario(rest, path=str(path)),
+                                           correlations=corr)
+    yield "quickstart", compile_scenario(load_scenario(ROOT / "planner" / "templates"
+                                                       / "quickstart.toml"))
+    yield "hybrid-support-bot", compile_scenario(
+        load_scenario(ROOT / "studies" / "hybrid-support-bot" / "scenario.toml"))
+    for name, text in (("sink-a", KITCHEN_SINK_A), ("sink-b", KITCHEN_SINK_B)):
+        yield name, compile_scenario(parse_scenario(tomllib.loads(text)))
+
+
+MODELS = list(_models())
+
+
+@pytest.mark.parametrize("name,model", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("size", [2 * EVAL_BLOCK + 77, EVAL_BLOCK, 5])
+def test_blocked_chunk_pricing_equals_one_evaluation(name, model, size):
+    """run_chunk prices a chunk in blocks of EVAL_BLOCK samples; the costs are the bits of
+    one evaluation of the whole chunk on the same draws."""
+    root = root_seed(11)
+    arr, vals = model.run_chunk(root, 3, size, keep_inputs=True)
+    whole = model._evaluate(model.draw(root, 3, size), size, 1.0)
+    assert arr.shape == (3, len(model.options), size)
+    for j, o in enumerate(model.options):
+        for kind, key in enumerate(("monthly", "once", "tokens")):
+            want = np.broadcast_to(np.asarray(whole[o.name][key], dtype=float), (size,))
+            assert np.array_equal(_bits(arr[kind, j]), _bits(want)), (o.name, key)
+    # the inputs handed back are the chunk's draws
+    again = model.draw(root, 3, size)
+    assert vals.keys() == again.keys()
+    assert all(np.array_equal(vals[k], again[k]) for k in vals)
