@@ -11,11 +11,13 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from planner.config import load_scenario, parse_scenario
 from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
-from planner.engines.risk.sampling import root_seed
+from planner.engines.risk.run import run_montecarlo
+from planner.engines.risk.sampling import CHUNK_SIZE, root_seed
 from planner.uncertain import risk_tables
 from tests.test_montecarlo import KITCHEN_SINK_A, KITCHEN_SINK_B
 
@@ -59,3 +61,23 @@ def test_blocked_chunk_pricing_equals_one_evaluation(name, model, size):
     again = model.draw(root, 3, size)
     assert vals.keys() == again.keys()
     assert all(np.array_equal(vals[k], again[k]) for k in vals)
+
+
+@pytest.mark.parametrize("kw", [{}, {"rank_samples": CHUNK_SIZE + 10, "breakeven_samples": 300},
+                                {"tol": 0.5}])
+def test_sensitivity_on_the_pool_equals_the_serial_run(kw):
+    """With threads the tornado, rank correlations and break-even volumes run on the pool
+    as soon as the first samples they read are priced; the tables are those of a serial run
+    (which computes them after the last chunk)."""
+    model = MODELS[0][1]
+    n = 2 * CHUNK_SIZE + 5
+    a = run_montecarlo(model.sc, n=n, seed=5, compiled=model, threads=1, **kw)
+    b = run_montecarlo(model.sc, n=n, seed=5, compiled=model, threads=2, **kw)
+    assert a.n == b.n
+    assert len(a.rank_correlation) == len(model.inputs) * len(model.options)
+    assert len(a.breakeven) > 0 and len(a.tornado) > 0
+    for t in ("tornado", "rank_correlation", "breakeven", "summary", "win_probability"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t), check_exact=True)
+    pd.testing.assert_frame_equal(a.inputs, b.inputs, check_exact=True)
+    assert len(a.inputs) == min(a.n, max(kw.get("rank_samples", 10_000),
+                                         kw.get("breakeven_samples", 1_000)))
