@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import TypeAdapter
 
 from planner.config import load_scenario, parse_scenario
+from planner.distributions import Distribution, _choice_table
 from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
 from planner.engines.risk.run import run_montecarlo
 from planner.engines.risk.sampling import CHUNK_SIZE, root_seed
@@ -81,3 +83,24 @@ def test_sensitivity_on_the_pool_equals_the_serial_run(kw):
     pd.testing.assert_frame_equal(a.inputs, b.inputs, check_exact=True)
     assert len(a.inputs) == min(a.n, max(kw.get("rank_samples", 10_000),
                                          kw.get("breakeven_samples", 1_000)))
+
+
+@pytest.mark.parametrize("values,p", [
+    ((3, 4, 5), (0.3, 0.5, 0.2)), ((1, 2), None), ((5, 1, 5, 2), (0.1, 0.2, 0.3, 0.4)),
+    ((7,), None), ((1, 2, 3), (0.5, 0.0, 0.5)), (tuple(range(8)), None),
+    (tuple(range(9)), None), (tuple(range(40)), None),
+])
+def test_choice_inverse_cdf_is_the_binary_search(values, p):
+    """A choice with few values counts comparisons instead of a binary search: the same
+    value as ``xs[min(searchsorted(cdf, u, 'left'), k - 1)]`` for every u, at the cumulative
+    sums themselves (and one ulp either side), 0, 1 and NaN."""
+    d = TypeAdapter(Distribution).validate_python(
+        {"dist": "choice", "values": list(values), **({"p": list(p)} if p else {})})
+    xs, _, cdf = _choice_table(d.values, d.p)
+    u = np.concatenate([
+        np.random.default_rng(0).random(5000), cdf, np.nextafter(cdf, 0), np.nextafter(cdf, 2),
+        [0.0, 1.0, 2.0**-54, 1 - 2.0**-53, np.nan]])
+    want = xs[np.minimum(np.searchsorted(cdf, u, side="left"), xs.size - 1)]
+    got = d._ppf(u)
+    assert np.array_equal(_bits(got), _bits(want))
+    assert set(np.unique(got[:5000])) <= set(map(float, values))
