@@ -20,6 +20,8 @@ from planner.distributions import Distribution, _choice_table
 from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
 from planner.engines.risk.run import run_montecarlo
 from planner.engines.risk.sampling import CHUNK_SIZE, root_seed
+from planner.engines.risk.stats import tail_stats
+from planner.stats import cvar
 from planner.uncertain import risk_tables
 from tests.test_montecarlo import KITCHEN_SINK_A, KITCHEN_SINK_B
 
@@ -104,3 +106,21 @@ def test_choice_inverse_cdf_is_the_binary_search(values, p):
     got = d._ppf(u)
     assert np.array_equal(_bits(got), _bits(want))
     assert set(np.unique(got[:5000])) <= set(map(float, values))
+
+
+@pytest.mark.parametrize("n", [1, 2, 19, 20, 21, 1001, 20_000, 100_003])
+def test_tail_stats_share_the_cvar_partition(n):
+    """tail_stats reads the CVaR from its own partition (made as planner.stats.cvar makes
+    it) and the order statistics around it: the same bits as cvar() and np.sort, with ties."""
+    rng = np.random.default_rng(n)
+    x = rng.lognormal(10, 1, n)
+    x[rng.random(n) < 0.3] = 5e4  # ties
+    st = tail_stats(x)
+    assert np.array_equal(_bits(st["cvar95"]), _bits(cvar(x, 0.95)))
+    s = np.sort(x)
+    q = [(n - 1) * p for p in (0.05, 0.5, 0.95)]
+    for key, p in zip(("p5", "p50", "p95"), q, strict=True):
+        f, c = int(np.floor(p)), int(np.ceil(p))
+        want = s[f] + (s[c] - s[f]) * (p - f) if c != f else s[f]
+        assert np.array_equal(_bits(st[key]), _bits(want)), key
+    assert np.array_equal(_bits(st["mean"]), _bits(x.mean()))
