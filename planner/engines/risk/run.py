@@ -5,7 +5,8 @@ prices chunks of :data:`planner.engines.risk.sampling.CHUNK_SIZE` samples on thr
 releases the GIL; results do not depend on the number of threads), optionally stops at a
 convergence check, and returns :class:`RiskResults`: the statistics of
 :mod:`planner.engines.risk.stats` and the tornado, rank correlations and break-even volumes of
-:mod:`planner.engines.risk.tornado`. With every input fixed it reproduces
+:mod:`planner.engines.risk.tornado` (these read only the first samples, so with threads they
+run on the pool between the remaining chunks; the tables are those of a serial run). With every input fixed it reproduces
 :func:`planner.engines.deterministic.evaluate` exactly (the same model at N=1).
 
 Memory: a run keeps the monthly cost of every option per sample (8 bytes per option) and the
