@@ -21,6 +21,7 @@ from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
 from planner.engines.risk.run import run_montecarlo
 from planner.engines.risk.sampling import CHUNK_SIZE, root_seed
 from planner.engines.risk.stats import tail_stats
+from planner.engines.risk.tornado import _average_ranks
 from planner.stats import cvar
 from planner.uncertain import risk_tables
 from tests.test_montecarlo import KITCHEN_SINK_A, KITCHEN_SINK_B
@@ -124,3 +125,29 @@ def test_tail_stats_share_the_cvar_partition(n):
         want = s[f] + (s[c] - s[f]) * (p - f) if c != f else s[f]
         assert np.array_equal(_bits(st[key]), _bits(want)), key
     assert np.array_equal(_bits(st["mean"]), _bits(x.mean()))
+
+
+def test_average_ranks_are_scipys_whatever_the_sort():
+    """Rank correlations rank with the unstable sort (ties share one average rank, so the
+    order among them cannot matter): the ranks are scipy's average ranks, with ties and
+    infinities; a column with NaNs keeps the stable order (each NaN its own rank)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    a = np.column_stack([
+        rng.random(n), rng.integers(0, 4, n).astype(float), np.full(n, 2.0),
+        np.where(rng.random(n) < 0.1, np.inf, rng.random(n)),
+    ])
+    r = _average_ranks(a)
+    for j in range(a.shape[1]):
+        assert np.array_equal(r[:, j], rankdata(a[:, j])), j
+    col = np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 50, n).astype(float))
+    order = np.argsort(col, kind="stable")
+    want = np.empty(n)
+    s = col[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    want[order] = (0.5 * (starts + ends + 1))[np.cumsum(new) - 1]
+    assert np.array_equal(_average_ranks(col[:, None])[:, 0], want)
