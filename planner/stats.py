@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-__all__ = ["cvar", "metric_arrays", "usd_horizon", "usd_per_mtok"]
+__all__ = ["cvar", "cvar_partitioned", "cvar_tail", "metric_arrays", "usd_horizon",
+           "usd_per_mtok"]
 
 
 def _tail_mass(alpha: float, total: float) -> float:
@@ -74,12 +75,8 @@ def cvar(x, alpha: float = 0.95, weights=None) -> float:
     if n == 0:
         return math.nan
     if weights is None:
-        m = _tail_mass(alpha, n)  # samples' worth of tail mass
-        kc = min(max(math.ceil(m), 1), n)
-        part = np.partition(x, n - kc)
-        tail = part[n - kc:]
-        # the kc largest; the smallest of them (part[n - kc]) carries weight m - (kc - 1)
-        return float((tail.sum() - (kc - m) * part[n - kc]) / m)
+        m, kc = cvar_tail(n, alpha)
+        return cvar_partitioned(np.partition(x, n - kc), m, kc)
     p = np.asarray(weights, dtype=float).ravel()
     if p.shape != x.shape:
         raise ValueError(f"cvar: weights have shape {p.shape}, costs {x.shape}")
@@ -92,6 +89,23 @@ def cvar(x, alpha: float = 0.95, weights=None) -> float:
     before = np.cumsum(ps) - ps
     take = np.minimum(ps, np.maximum(0.0, mass - before))
     return float(np.dot(xs, take) / mass)
+
+
+def cvar_tail(n: int, alpha: float) -> tuple[float, int]:
+    """``(m, kc)`` of the CVaR of ``n`` equally likely samples: the tail mass ``m = (1 -
+    alpha) n`` in samples and the ``kc = ceil(m)`` largest samples it covers."""
+    m = _tail_mass(alpha, n)  # samples' worth of tail mass
+    return m, min(max(math.ceil(m), 1), n)
+
+
+def cvar_partitioned(part: np.ndarray, m: float, kc: int) -> float:
+    """:func:`cvar` of equally likely samples from ``part = np.partition(x, x.size - kc)``
+    and ``(m, kc) = cvar_tail(x.size, alpha)``: the mean of the ``kc`` largest, the smallest
+    of them (``part[n - kc]``) weighted ``m - (kc - 1)`` (the sum runs over ``part``'s tail
+    in the order the partition left it, so the same partition gives the same bits)."""
+    n = part.size
+    tail = part[n - kc:]
+    return float((tail.sum() - (kc - m) * part[n - kc]) / m)
 
 
 def metric_arrays(monthly: np.ndarray, once: np.ndarray, tokens: np.ndarray, horizon: int,

@@ -8,6 +8,10 @@ imports SciPy and builds the PERT quantile tables); ``cpu_s`` is the process CPU
 run (all threads) and ``load_average_1min`` the machine's load when it ran (other processes on
 a 2-core machine slow the wall time down).
 
+``compile_s`` is the median time of the compile step alone (catalog rows and the performance
+model's capacity tables, serial; included in ``wall_s``). ``target_wall_s`` is issue 15's
+target for 1,000,000 scenarios on the 2-core machine.
+
 ``loop_speedup`` compares with a per-sample Python loop over the same compiled formulas (each
 sample priced with scalar inputs): the loop is timed on a subsample and extrapolated to
 1,000,000 (``loop_extrapolated``, ``loop_subsample``). ``deterministic_loop_speedup`` does the
@@ -39,6 +43,8 @@ from planner.engines.risk.sampling import CHUNK_SIZE  # noqa: E402
 from planner.uncertain import risk_tables, scenario_at  # noqa: E402
 
 TEMPLATE = ROOT / "planner" / "templates" / "risk-example.toml"
+#: The issue's target for 1,000,000 scenarios on the 2-core machine (issue 15).
+TARGET_WALL_S = 0.5
 
 
 def load():
@@ -68,8 +74,14 @@ def main() -> None:
     wall = statistics.median(runs)
     loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
+    # the compile step alone (performance-model capacity tables: serial, part of wall_s)
+    comp = []
+    for _ in range(max(args.repeat, 1)):
+        t0 = time.perf_counter()
+        model = compile_scenario(sc, correlations=corr)
+        comp.append(time.perf_counter() - t0)
+
     # per-sample loop over the same compiled formulas (scalars), on a subsample
-    model = compile_scenario(sc, correlations=corr)
     m = args.loop_subsample
     inputs = res.inputs.iloc[:m]
     keys = list(inputs.columns)
@@ -98,9 +110,10 @@ def main() -> None:
         "wall_s_min": round(min(runs), 4),
         "cpu_s": round(statistics.median(cpus), 4),
         "load_average_1min": loadavg,
+        "compile_s": round(statistics.median(comp), 4),
         "scenarios_per_s": round(args.n / wall),
-        "target_wall_s": 1.0,
-        "meets_target": wall <= 1.0,
+        "target_wall_s": TARGET_WALL_S,
+        "meets_target": wall <= TARGET_WALL_S,
         "loop_speedup": round(loop_s / wall, 1),
         "loop_extrapolated": True,
         "loop_subsample": m,

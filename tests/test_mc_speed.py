@@ -1,0 +1,153 @@
+"""Monte Carlo speed-ups that must not change a number: the same seed gives the same bits.
+
+Each faster path is compared, bit for bit, with the straightforward computation it replaces
+(written out here from its definition): blocked pricing of a chunk against one evaluation of
+the whole chunk, and the inverse CDFs against their textbook formulas.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import TypeAdapter
+
+from planner.config import load_scenario, parse_scenario
+from planner.distributions import Distribution, _choice_table
+from planner.engines.risk.compiled import EVAL_BLOCK, compile_scenario
+from planner.engines.risk.run import run_montecarlo
+from planner.engines.risk.sampling import CHUNK_SIZE, root_seed
+from planner.engines.risk.stats import tail_stats
+from planner.engines.risk.tornado import _average_ranks
+from planner.stats import cvar
+from planner.uncertain import risk_tables
+from tests.test_montecarlo import KITCHEN_SINK_A, KITCHEN_SINK_B
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
+
+
+def _models():
+    path = ROOT / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    yield "risk-example", compile_scenario(parse_scenario(rest, path=str(path)),
+                                           correlations=corr)
+    yield "quickstart", compile_scenario(load_scenario(ROOT / "planner" / "templates"
+                                                       / "quickstart.toml"))
+    yield "hybrid-support-bot", compile_scenario(
+        load_scenario(ROOT / "studies" / "hybrid-support-bot" / "scenario.toml"))
+    for name, text in (("sink-a", KITCHEN_SINK_A), ("sink-b", KITCHEN_SINK_B)):
+        yield name, compile_scenario(parse_scenario(tomllib.loads(text)))
+
+
+MODELS = list(_models())
+
+
+@pytest.mark.parametrize("name,model", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("size", [2 * EVAL_BLOCK + 77, EVAL_BLOCK, 5])
+def test_blocked_chunk_pricing_equals_one_evaluation(name, model, size):
+    """run_chunk prices a chunk in blocks of EVAL_BLOCK samples; the costs are the bits of
+    one evaluation of the whole chunk on the same draws."""
+    root = root_seed(11)
+    arr, vals = model.run_chunk(root, 3, size, keep_inputs=True)
+    whole = model._evaluate(model.draw(root, 3, size), size, 1.0)
+    assert arr.shape == (3, len(model.options), size)
+    for j, o in enumerate(model.options):
+        for kind, key in enumerate(("monthly", "once", "tokens")):
+            want = np.broadcast_to(np.asarray(whole[o.name][key], dtype=float), (size,))
+            assert np.array_equal(_bits(arr[kind, j]), _bits(want)), (o.name, key)
+    # the inputs handed back are the chunk's draws
+    again = model.draw(root, 3, size)
+    assert vals.keys() == again.keys()
+    assert all(np.array_equal(vals[k], again[k]) for k in vals)
+
+
+@pytest.mark.parametrize("kw", [{}, {"rank_samples": CHUNK_SIZE + 10, "breakeven_samples": 300},
+                                {"tol": 0.5}])
+def test_sensitivity_on_the_pool_equals_the_serial_run(kw):
+    """With threads the tornado, rank correlations and break-even volumes run on the pool
+    as soon as the first samples they read are priced; the tables are those of a serial run
+    (which computes them after the last chunk)."""
+    model = MODELS[0][1]
+    n = 2 * CHUNK_SIZE + 5
+    a = run_montecarlo(model.sc, n=n, seed=5, compiled=model, threads=1, **kw)
+    b = run_montecarlo(model.sc, n=n, seed=5, compiled=model, threads=2, **kw)
+    assert a.n == b.n
+    assert len(a.rank_correlation) == len(model.inputs) * len(model.options)
+    assert len(a.breakeven) > 0 and len(a.tornado) > 0
+    for t in ("tornado", "rank_correlation", "breakeven", "summary", "win_probability"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t), check_exact=True)
+    pd.testing.assert_frame_equal(a.inputs, b.inputs, check_exact=True)
+    assert len(a.inputs) == min(a.n, max(kw.get("rank_samples", 10_000),
+                                         kw.get("breakeven_samples", 1_000)))
+
+
+@pytest.mark.parametrize("values,p", [
+    ((3, 4, 5), (0.3, 0.5, 0.2)), ((1, 2), None), ((5, 1, 5, 2), (0.1, 0.2, 0.3, 0.4)),
+    ((7,), None), ((1, 2, 3), (0.5, 0.0, 0.5)), (tuple(range(8)), None),
+    (tuple(range(9)), None), (tuple(range(40)), None),
+])
+def test_choice_inverse_cdf_is_the_binary_search(values, p):
+    """A choice with few values counts comparisons instead of a binary search: the same
+    value as ``xs[min(searchsorted(cdf, u, 'left'), k - 1)]`` for every u, at the cumulative
+    sums themselves (and one ulp either side), 0, 1 and NaN."""
+    d = TypeAdapter(Distribution).validate_python(
+        {"dist": "choice", "values": list(values), **({"p": list(p)} if p else {})})
+    xs, _, cdf = _choice_table(d.values, d.p)
+    u = np.concatenate([
+        np.random.default_rng(0).random(5000), cdf, np.nextafter(cdf, 0), np.nextafter(cdf, 2),
+        [0.0, 1.0, 2.0**-54, 1 - 2.0**-53, np.nan]])
+    want = xs[np.minimum(np.searchsorted(cdf, u, side="left"), xs.size - 1)]
+    got = d._ppf(u)
+    assert np.array_equal(_bits(got), _bits(want))
+    assert set(np.unique(got[:5000])) <= set(map(float, values))
+
+
+@pytest.mark.parametrize("n", [1, 2, 19, 20, 21, 1001, 20_000, 100_003])
+def test_tail_stats_share_the_cvar_partition(n):
+    """tail_stats reads the CVaR from its own partition (made as planner.stats.cvar makes
+    it) and the order statistics around it: the same bits as cvar() and np.sort, with ties."""
+    rng = np.random.default_rng(n)
+    x = rng.lognormal(10, 1, n)
+    x[rng.random(n) < 0.3] = 5e4  # ties
+    st = tail_stats(x)
+    assert np.array_equal(_bits(st["cvar95"]), _bits(cvar(x, 0.95)))
+    s = np.sort(x)
+    q = [(n - 1) * p for p in (0.05, 0.5, 0.95)]
+    for key, p in zip(("p5", "p50", "p95"), q, strict=True):
+        f, c = int(np.floor(p)), int(np.ceil(p))
+        want = s[f] + (s[c] - s[f]) * (p - f) if c != f else s[f]
+        assert np.array_equal(_bits(st[key]), _bits(want)), key
+    assert np.array_equal(_bits(st["mean"]), _bits(x.mean()))
+
+
+def test_average_ranks_are_scipys_whatever_the_sort():
+    """Rank correlations rank with the unstable sort (ties share one average rank, so the
+    order among them cannot matter): the ranks are scipy's average ranks, with ties and
+    infinities; a column with NaNs keeps the stable order (each NaN its own rank)."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    a = np.column_stack([
+        rng.random(n), rng.integers(0, 4, n).astype(float), np.full(n, 2.0),
+        np.where(rng.random(n) < 0.1, np.inf, rng.random(n)),
+    ])
+    r = _average_ranks(a)
+    for j in range(a.shape[1]):
+        assert np.array_equal(r[:, j], rankdata(a[:, j])), j
+    col = np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 50, n).astype(float))
+    order = np.argsort(col, kind="stable")
+    want = np.empty(n)
+    s = col[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    want[order] = (0.5 * (starts + ends + 1))[np.cumsum(new) - 1]
+    assert np.array_equal(_average_ranks(col[:, None])[:, 0], want)
