@@ -211,8 +211,10 @@ class FastReplica(ReplicaBase):
     token), so the distinct finish steps of the running requests sit in a heap, and ``due``
     maps each to the requests finishing then (small ints and a dict: cheaper than big keys
     packing the step with the request id, or tuples). Its context at step
-    ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
-    ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
+    ``s`` is ``input + 1 + (s - S)`` tokens: ``kv`` is the batch's context at step ``step``
+    (it grows by ``b`` per step; an admitted request adds ``input + 1``, one finishing at
+    step ``s`` removes ``input + output``, so it stays a small int). ``t0`` is the time at
+    which decode step ``step`` starts
     (after any prefill); the next boundary is ``wake_k`` steps later. With chunked prefill
     ``step`` counts every iteration (mixed ones too) and ``S`` is the step after the
     iteration holding the request's last prompt token, so the same bookkeeping holds; the
@@ -222,13 +224,13 @@ class FastReplica(ReplicaBase):
     :func:`_fast_methods`): they run once or twice per request.
     """
 
-    __slots__ = ("heap", "due", "kvc", "step", "wake_k", "enqueue", "boundary")
+    __slots__ = ("heap", "due", "kv", "step", "wake_k", "enqueue", "boundary")
 
     def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
         super().__init__(eng, pool, gid, t)
         self.heap: list = []
         self.due: dict = {}
-        self.kvc = 0
+        self.kv = 0
         self.step = 0
         self.wake_k = 0
         self.enqueue, self.boundary = _fast_methods(self)
@@ -304,9 +306,8 @@ def _fast_methods(self: FastReplica):
                 else:
                     # first decode-step end at or after t: DecodeKernel.cover, inlined for
                     # the closed form (same arithmetic, so the same floats)
-                    step = self.step
-                    kv0 = self.kvc + b * step
-                    kmax = heap[0] - step
+                    kv0 = self.kv
+                    kmax = heap[0] - self.step
                     dt = t - t0
                     if closed:
                         alpha = base[b] + de * kv0
@@ -384,8 +385,8 @@ def _fast_methods(self: FastReplica):
                     heappush(heap, fs)
                 else:
                     ids.append(i)
-                kvc = self.kvc + inp[i] + 1 - step
-                self.kvc = kvc
+                kv = self.kv + b * k + inp[i] + 1
+                self.kv = kv
                 b += 1
                 self.b = b
                 self.res += nd
@@ -403,10 +404,10 @@ def _fast_methods(self: FastReplica):
                 if kc:
                     if closed:
                         tw = t0 + (
-                            kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                            kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2)
                         )
                     else:
-                        tw = t0 + kernel.span(b, kvc + b * step, kc)
+                        tw = t0 + kernel.span(b, kv, kc)
                 else:
                     tw = t0
                 self.wake_s = tw
@@ -423,19 +424,21 @@ def _fast_methods(self: FastReplica):
 
     def boundary() -> None:
         now = self.wake_s
-        step = self.step + self.wake_k
+        wk = self.wake_k
+        step = self.step + wk
         self.step = step
         b = self.b
         res = self.res
-        kvc = self.kvc
+        kv = self.kv + b * wk
         if heap and heap[0] <= step:
-            # completions (a boundary never passes the earliest finish step)
+            # completions (a boundary never passes the earliest finish step); a request
+            # finishing at this step holds input + output tokens of context
             for i in due_pop(heappop(heap)):
                 fin[i] = now
                 nd = need[i]
                 b -= 1
                 res -= nd
-                kvc -= nd - step
+                kv -= nd
         t0 = now
         limited = False
         if q or (shared and pq and not self.draining):
@@ -493,14 +496,14 @@ def _fast_methods(self: FastReplica):
                         heappush(heap, fs)
                     else:
                         ids.append(i)
-                    kvc += inp[i] + 1 - step
+                    kv += inp[i] + 1
                 if pool.track_ewma:
                     pool.note_admit(now, len(group))
                 if self.busy_since != self.busy_since:
                     self.busy_since = now
         self.b = b
         self.res = res
-        self.kvc = kvc
+        self.kv = kv
         self.t0 = t0
         pos = self.pos
         if pos >= 0:
@@ -515,10 +518,10 @@ def _fast_methods(self: FastReplica):
             if kc:
                 if closed:
                     tw = t0 + (
-                        kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                        kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2)
                     )
                 else:
-                    tw = t0 + kernel.span(b, kvc + b * step, kc)
+                    tw = t0 + kernel.span(b, kv, kc)
             else:
                 tw = t0
         else:
@@ -540,17 +543,18 @@ def _fast_methods(self: FastReplica):
         from ``S = s + 1`` and finishes at step ``S + o - 1`` as in the non-chunked replica.
         """
         now = self.wake_s
-        step = self.step + self.wake_k
+        wk = self.wake_k
+        step = self.step + wk
         b = self.b
         res = self.res
-        kvc = self.kvc
+        kv = self.kv + (b - len(pf)) * wk  # the decoding requests' context at ``step``
         if heap and heap[0] <= step:
             for i in due_pop(heappop(heap)):
                 fin[i] = now
                 nd = need[i]
                 b -= 1
                 res -= nd
-                kvc -= nd - step
+                kv -= nd
         if q or (shared and pq and not self.draining):
             # admission (ReplicaBase._take without a prefill limit, inlined)
             n0 = len(pf)
@@ -619,8 +623,9 @@ def _fast_methods(self: FastReplica):
                     p += rem
                     pairs += pairs_of(a + rem) - pairs_of(a)
                 done.append(ent[0])
-            t0 = now + mixed(d, kvc + d * step, p, pairs)
+            t0 = now + mixed(d, kv, p, pairs)
             step += 1
+            kv += d
             for i in done:
                 ftok[i] = t0
                 fs = step + out[i] - 1
@@ -630,7 +635,7 @@ def _fast_methods(self: FastReplica):
                     heappush(heap, fs)
                 else:
                     ids.append(i)
-                kvc += inp[i] + 1 - step
+                kv += inp[i] + 1
             kc = 0 if pf else heap[0] - step
         else:
             t0 = now
@@ -638,7 +643,7 @@ def _fast_methods(self: FastReplica):
         self.step = step
         self.b = b
         self.res = res
-        self.kvc = kvc
+        self.kv = kv
         self.t0 = t0
         pos = self.pos
         if pos >= 0:
@@ -650,9 +655,9 @@ def _fast_methods(self: FastReplica):
         self.wake_k = kc
         if kc:
             if closed:
-                tw = t0 + (kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2))
+                tw = t0 + (kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2))
             else:
-                tw = t0 + kernel.span(b, kvc + b * step, kc)
+                tw = t0 + kernel.span(b, kv, kc)
         else:
             tw = t0
         self.wake_s = tw
