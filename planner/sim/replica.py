@@ -209,8 +209,9 @@ class FastReplica(ReplicaBase):
     Bookkeeping by absolute decode-step count ``step``: a request admitted at step ``S``
     with ``o`` output tokens finishes at step ``S + o - 1`` (the prefill gives its first
     token), so the distinct finish steps of the running requests sit in a heap, and ``due``
-    maps each to the requests finishing then (small ints and a dict: cheaper than big keys
-    packing the step with the request id, or tuples). Its context at step
+    maps each to the request finishing then, or to -1 when several do (their ids, in
+    admission order, are then in ``multi``): small ints and dicts are cheaper than big keys
+    packing the step with the request id, tuples, or a list per request. Its context at step
     ``s`` is ``input + 1 + (s - S)`` tokens: ``kv`` is the batch's context at step ``step``
     (it grows by ``b`` per step; an admitted request adds ``input + 1``, one finishing at
     step ``s`` removes ``input + output``, so it stays a small int). ``t0`` is the time at
@@ -224,12 +225,13 @@ class FastReplica(ReplicaBase):
     :func:`_fast_methods`): they run once or twice per request.
     """
 
-    __slots__ = ("heap", "due", "kv", "step", "wake_k", "enqueue", "boundary")
+    __slots__ = ("heap", "due", "multi", "kv", "step", "wake_k", "enqueue", "boundary")
 
     def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
         super().__init__(eng, pool, gid, t)
         self.heap: list = []
         self.due: dict = {}
+        self.multi: dict = {}
         self.kv = 0
         self.step = 0
         self.wake_k = 0
@@ -259,6 +261,8 @@ def _fast_methods(self: FastReplica):
     due = self.due
     due_get = due.get
     due_pop = due.pop
+    multi = self.multi
+    multi_pop = multi.pop
     pq = pool.queue
     need, pre, inp, out = eng.need, eng.pre, eng.inp, eng.out
     start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
@@ -274,6 +278,7 @@ def _fast_methods(self: FastReplica):
     shared = pool.shared
     closed = pool.closed
     base, de = pool.base, pool.de
+    deb = [de * b for b in range(len(base))]  # de * b by batch (the same floats)
     prefill = pool.prefill
     pfa, pfb = pool.pfa, pool.pfb
     linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
@@ -315,7 +320,7 @@ def _fast_methods(self: FastReplica):
                             k = 1
                             tb = t0 + alpha
                         else:
-                            beta = de * b
+                            beta = deb[b]
                             if beta > 0.0:
                                 lin = alpha - 0.5 * beta
                                 k = ceil(2.0 * dt / (lin + sqrt(lin * lin + 2.0 * beta * dt)))
@@ -379,12 +384,15 @@ def _fast_methods(self: FastReplica):
                 ftok[i] = t0
                 rrep[i] = gid
                 fs = step + out[i] - 1
-                ids = due_get(fs)
-                if ids is None:
-                    due[fs] = [i]
+                x = due_get(fs)
+                if x is None:
+                    due[fs] = i
                     heappush(heap, fs)
+                elif x >= 0:
+                    due[fs] = -1
+                    multi[fs] = [x, i]
                 else:
-                    ids.append(i)
+                    multi[fs].append(i)
                 kv = self.kv + b * k + inp[i] + 1
                 self.kv = kv
                 b += 1
@@ -404,7 +412,7 @@ def _fast_methods(self: FastReplica):
                 if kc:
                     if closed:
                         tw = t0 + (
-                            kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2)
+                            kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2)
                         )
                     else:
                         tw = t0 + kernel.span(b, kv, kc)
@@ -433,12 +441,21 @@ def _fast_methods(self: FastReplica):
         if heap and heap[0] <= step:
             # completions (a boundary never passes the earliest finish step); a request
             # finishing at this step holds input + output tokens of context
-            for i in due_pop(heappop(heap)):
+            fs = heappop(heap)
+            i = due_pop(fs)
+            if i >= 0:
                 fin[i] = now
                 nd = need[i]
                 b -= 1
                 res -= nd
                 kv -= nd
+            else:
+                for i in multi_pop(fs):
+                    fin[i] = now
+                    nd = need[i]
+                    b -= 1
+                    res -= nd
+                    kv -= nd
         t0 = now
         limited = False
         if q or (shared and pq and not self.draining):
@@ -490,12 +507,15 @@ def _fast_methods(self: FastReplica):
                     ftok[i] = t0
                     rrep[i] = gid
                     fs = step + out[i] - 1
-                    ids = due_get(fs)
-                    if ids is None:
-                        due[fs] = [i]
+                    x = due_get(fs)
+                    if x is None:
+                        due[fs] = i
                         heappush(heap, fs)
+                    elif x >= 0:
+                        due[fs] = -1
+                        multi[fs] = [x, i]
                     else:
-                        ids.append(i)
+                        multi[fs].append(i)
                     kv += inp[i] + 1
                 if pool.track_ewma:
                     pool.note_admit(now, len(group))
@@ -518,7 +538,7 @@ def _fast_methods(self: FastReplica):
             if kc:
                 if closed:
                     tw = t0 + (
-                        kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2)
+                        kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2)
                     )
                 else:
                     tw = t0 + kernel.span(b, kv, kc)
@@ -527,11 +547,12 @@ def _fast_methods(self: FastReplica):
         else:
             self._go_idle(t0)
             return
-        # ReplicaBase._arm(tw), inlined
+        # ReplicaBase._arm(tw), inlined, without lowering ``eng.barrier``: this boundary
+        # runs only from the pump, a timeout or an autoscaler, and the pump recomputes the
+        # barrier from ``wakes`` before it routes again (only admissions, which run inside
+        # a batch of arrivals, must lower it)
         self.wake_s = tw
         wakes[gid] = tw
-        if tw < eng.barrier:
-            eng.barrier = tw
 
     def cboundary() -> None:
         """A boundary of a chunked-prefill replica (see the module docstring).
@@ -549,7 +570,9 @@ def _fast_methods(self: FastReplica):
         res = self.res
         kv = self.kv + (b - len(pf)) * wk  # the decoding requests' context at ``step``
         if heap and heap[0] <= step:
-            for i in due_pop(heappop(heap)):
+            fs = heappop(heap)
+            x = due_pop(fs)
+            for i in (x,) if x >= 0 else multi_pop(fs):
                 fin[i] = now
                 nd = need[i]
                 b -= 1
@@ -629,12 +652,15 @@ def _fast_methods(self: FastReplica):
             for i in done:
                 ftok[i] = t0
                 fs = step + out[i] - 1
-                ids = due_get(fs)
-                if ids is None:
-                    due[fs] = [i]
+                x = due_get(fs)
+                if x is None:
+                    due[fs] = i
                     heappush(heap, fs)
+                elif x >= 0:
+                    due[fs] = -1
+                    multi[fs] = [x, i]
                 else:
-                    ids.append(i)
+                    multi[fs].append(i)
                 kv += inp[i] + 1
             kc = 0 if pf else heap[0] - step
         else:
@@ -655,7 +681,7 @@ def _fast_methods(self: FastReplica):
         self.wake_k = kc
         if kc:
             if closed:
-                tw = t0 + (kc * (base[b] + de * kv) + de * b * (kc * (kc - 1) // 2))
+                tw = t0 + (kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2))
             else:
                 tw = t0 + kernel.span(b, kv, kc)
         else:
