@@ -279,6 +279,10 @@ def _fast_methods(self: FastReplica):
     closed = pool.closed
     base, de = pool.base, pool.de
     deb = [de * b for b in range(len(base))]  # de * b by batch (the same floats)
+    # k and k (k - 1) / 2 as floats by step count (Pool.kf, Pool.tri): the closed-form
+    # spans multiply floats only (an int times a float converts the int exactly: the same
+    # values, without the mixed-type arithmetic)
+    kf, tri = pool.kf, pool.tri
     prefill = pool.prefill
     pfa, pfb = pool.pfa, pool.pfb
     linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
@@ -330,14 +334,14 @@ def _fast_methods(self: FastReplica):
                                 k = 1
                             if k >= kmax:
                                 k = kmax
-                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                sp = kf[k] * alpha + beta * tri[k]
                             else:
-                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                sp = kf[k] * alpha + beta * tri[k]
                                 while sp < dt and k < kmax:
                                     k += 1
-                                    sp = k * alpha + beta * (k * (k - 1) // 2)
+                                    sp = kf[k] * alpha + beta * tri[k]
                                 while k > 1:
-                                    prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
+                                    prev = kf[k - 1] * alpha + beta * tri[k - 1]
                                     if prev < dt:
                                         break
                                     k -= 1
@@ -412,7 +416,7 @@ def _fast_methods(self: FastReplica):
                 if kc:
                     if closed:
                         tw = t0 + (
-                            kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2)
+                            kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                         )
                     else:
                         tw = t0 + kernel.span(b, kv, kc)
@@ -538,7 +542,7 @@ def _fast_methods(self: FastReplica):
             if kc:
                 if closed:
                     tw = t0 + (
-                        kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2)
+                        kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                     )
                 else:
                     tw = t0 + kernel.span(b, kv, kc)
@@ -681,7 +685,7 @@ def _fast_methods(self: FastReplica):
         self.wake_k = kc
         if kc:
             if closed:
-                tw = t0 + (kc * (base[b] + de * kv) + deb[b] * (kc * (kc - 1) // 2))
+                tw = t0 + (kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc])
             else:
                 tw = t0 + kernel.span(b, kv, kc)
         else:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from planner.sim.plan import SimPlan
 from planner.sim.stepmodel import (
     DecodeKernel,
@@ -119,6 +121,8 @@ class Pool:
         "closed",
         "base",
         "de",
+        "kf",
+        "tri",
         "track_ewma",
         "need",
         "pre",
@@ -156,10 +160,18 @@ class Pool:
         self.closed = self.kernel.closed
         self.de = 0.0
         self.base: list = []
+        self.kf: list = []
+        self.tri: list = []
         if self.closed:
             # decode step = base[B] + de K: base[B] = c + d B (linear) or a table per batch
             self.de = float(m.decode_s_per_kv_token)
             self.base = self.kernel.base_list(min(self.mb, self.cap))  # a batch <= both
+            # k and k (k - 1) // 2 as floats for k = 0 .. the longest output (a replica's
+            # closed-form spans jump at most that many steps); exact below 2**53
+            out = eng.req.output_tokens
+            ks = np.arange(int(out.max()) + 2 if len(out) else 2, dtype=np.int64)
+            self.kf = ks.astype(float).tolist()
+            self.tri = (ks * (ks - 1) // 2).astype(float).tolist()
         self.track_ewma = False
         # the engine's per-request columns, for short lookups on hot paths
         self.need, self.pre, self.inp, self.out = eng.need, eng.pre, eng.inp, eng.out
