@@ -155,6 +155,7 @@ class Engine:
             self.api_jitter = None
         self.routers: list = []  # per class, filled below
         self.route_until = None  # routes a batch of arrivals (routing.arrival_loop)
+        self.rpool_fill = None  # pool of every routed, not dropped request (arrival_loop)
         self.pump = self._make_pump()
         self.replica_cls = FastReplica if plan.mode == "closed_form" else RefReplica
         self.pools = [Pool(self, k, spec) for k, spec in enumerate(plan.pools)]
@@ -350,6 +351,11 @@ class Engine:
                 env.run(until=self.until_s)
             else:
                 env.run()
+            if self.rpool_fill is not None:
+                # the router left these records to the end (routing.arrival_loop)
+                k = self.i
+                rp = np.frombuffer(self.rpool, dtype=np.int32)[:k]
+                rp[np.frombuffer(self.drop, dtype=np.int8)[:k] == 0] = self.rpool_fill
         finally:
             if self.bar is not None:
                 self.bar.update(self.i - self.reported)

@@ -283,6 +283,7 @@ def _fast_methods(self: FastReplica):
     # spans multiply floats only (an int times a float converts the int exactly: the same
     # values, without the mixed-type arithmetic)
     kf, tri = pool.kf, pool.tri
+    pft = pool.pft  # prefill(n) by prompt length (linear prefill), or None
     prefill = pool.prefill
     pfa, pfb = pool.pfa, pool.pfb
     linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
@@ -379,9 +380,8 @@ def _fast_methods(self: FastReplica):
                 # round trip.
                 step = self.step + k
                 self.step = step
-                if linpf:
-                    n = pre[i]
-                    t0 = tb + (pfa + pfb * n if n else 0.0)
+                if pft is not None:
+                    t0 = tb + pft[pre[i]]
                 else:
                     t0 = tb + prefill(pre[i])
                 start[i] = tb

@@ -123,6 +123,7 @@ class Pool:
         "de",
         "kf",
         "tri",
+        "pft",
         "track_ewma",
         "need",
         "pre",
@@ -162,6 +163,7 @@ class Pool:
         self.base: list = []
         self.kf: list = []
         self.tri: list = []
+        self.pft = None
         if self.closed:
             # decode step = base[B] + de K: base[B] = c + d B (linear) or a table per batch
             self.de = float(m.decode_s_per_kv_token)
@@ -180,6 +182,13 @@ class Pool:
         if type(m).prefill_time_s is LinearStepModel.prefill_time_s:
             a, b = float(m.prefill_base_s), float(m.prefill_s_per_token)
             self.pfa, self.pfb = a, b  # hot paths inline ``prefill``: a + b n (0 for n = 0)
+            # ``prefill(n)`` by prompt length up to the longest uncached prompt (one
+            # request's prefill), when that is not huge: the same floats (a + b n, numpy
+            # rounds each operation as Python does)
+            top = int(eng.req.input_tokens.max() if eng.n else 0)
+            if top <= 1 << 20:
+                ns = np.arange(top + 1, dtype=np.int64)
+                self.pft = np.where(ns > 0, a + b * ns, 0.0).tolist()
 
             def prefill(n: int, a: float = a, b: float = b) -> float:
                 return a + b * n if n else 0.0
@@ -429,7 +438,9 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
     One call per batch of arrivals instead of one per request. When every request is of
     one class served by one shared-queue pool and no API, the common path of that class's
     router (:func:`_single_pool_router`) is inlined: same decisions, one call fewer per
-    request.
+    request; every request it routes and does not drop is then that pool's, so it leaves
+    their ``rpool`` record to :meth:`planner.sim.engine.Engine.run` (``eng.rpool_fill``:
+    written for all of them at once when the run ends).
     """
     arr = eng.arr
     cls = eng.cls
@@ -441,10 +452,9 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
         if len(pools) == 1 and not api_ok[0] and pools[0].shared:
             pool = pools[0]
             need = eng.need
-            rpool = eng.rpool
+            eng.rpool_fill = pool.index  # rpool of every routed, not dropped request
             cap = pool.cap
             mb = pool.mb
-            idx = pool.index
             reps = pool.reps
             queue = pool.queue
             nload = pool.nload  # updated in place (see Pool.rebuild)
@@ -459,8 +469,7 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
                         # route_shared of _single_pool_router, inlined
                         r = reps[pool.argminf(nload)]
                         if r.b + len(r.q) < mb and r.res + r.qres + nd <= cap:
-                            rpool[i] = idx
-                            r.enqueue(i, t)
+                            r.enqueue(i, t)  # its rpool: eng.rpool_fill
                             i += 1
                             continue
                     route(i, t)
