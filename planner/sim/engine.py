@@ -115,6 +115,7 @@ class Engine:
         # the columns the event loop reads, as Python lists (list indexing is the cheapest
         # read); token counts share one int object per distinct value (_int_list)
         self.arr = requests.arrival_s.tolist()
+        self.arr.append(INF)  # a sentinel: arr[n] is never routed, so no ``i < n`` checks
         self.inp = _int_list(requests.input_tokens)
         self.out = _int_list(requests.output_tokens)
         self.need = _int_list(requests.input_tokens + requests.output_tokens)
@@ -197,7 +198,6 @@ class Engine:
         it runs after every event.
         """
         arr = self.arr
-        n = self.n
         wakes = self.wakes
         pend = self.pend
         replicas = self.replicas
@@ -222,16 +222,15 @@ class Engine:
                 j = amin(ws)  # the earliest pending boundary (the first, on a tie)
                 barrier = ws[j]
                 self.barrier = barrier
-                if i < n:
-                    if arr[i] < barrier:
-                        # route the arrivals before the next boundary (admissions can
-                        # bring it forward: route_until re-reads self.barrier)
-                        i = route_until(i)
-                        bar = self.bar
-                        if bar is not None and i - self.reported >= _PROGRESS_EVERY:
-                            bar.update(i - self.reported)
-                            self.reported = i
-                        continue
+                if arr[i] < barrier:  # (arr[n] is inf: false once every request is routed)
+                    # route the arrivals before the next boundary (admissions can bring
+                    # it forward: route_until re-reads self.barrier)
+                    i = route_until(i)
+                    bar = self.bar
+                    if bar is not None and i - self.reported >= _PROGRESS_EVERY:
+                        bar.update(i - self.reported)
+                        self.reported = i
+                    continue
                 if pend and pend[0][0] <= barrier:
                     tb, g = heappop(pend)
                     r = replicas[g]

@@ -268,10 +268,10 @@ def _fast_methods(self: FastReplica):
     start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
     wakes = eng.wakes
     arr = eng.arr
-    n_req = eng.n
     pend_heap = eng.pend
     nload = pool.nload
     kvload = pool.kvload
+    track_kv = pool.policy == "least_kv"  # only least_kv routing reads kvload (see Pool)
     mb = pool.mb
     cap = pool.cap
     lim = pool.lim
@@ -353,7 +353,7 @@ def _fast_methods(self: FastReplica):
                         tb = t0 + sp
                 if tb < self.wake_s:
                     j = i + 1
-                    if tb < eng.barrier and (j == n_req or tb < arr[j]):
+                    if tb < eng.barrier and tb < arr[j]:  # (arr[n] is inf)
                         # nothing else happens before this boundary: run it now (below)
                         admit = True
                     else:
@@ -410,7 +410,8 @@ def _fast_methods(self: FastReplica):
                 pos = self.pos
                 if pos >= 0:
                     nload[pos] += 1
-                    kvload[pos] += nd
+                    if track_kv:
+                        kvload[pos] += nd
                 kc = heap[0] - step
                 self.wake_k = kc
                 if kc:
@@ -432,7 +433,8 @@ def _fast_methods(self: FastReplica):
         pos = self.pos
         if pos >= 0:
             nload[pos] += 1
-            kvload[pos] += nd
+            if track_kv:
+                kvload[pos] += nd
 
     def boundary() -> None:
         now = self.wake_s
@@ -532,7 +534,8 @@ def _fast_methods(self: FastReplica):
         pos = self.pos
         if pos >= 0:
             nload[pos] = b + len(q)
-            kvload[pos] = res + self.qres
+            if track_kv:
+                kvload[pos] = res + self.qres
         if limited:
             self.wake_k = 0
             tw = t0
@@ -678,7 +681,8 @@ def _fast_methods(self: FastReplica):
         pos = self.pos
         if pos >= 0:
             nload[pos] = b + len(q)
-            kvload[pos] = res + self.qres
+            if track_kv:
+                kvload[pos] = res + self.qres
         if kc < 0:
             self._go_idle(t0)
             return

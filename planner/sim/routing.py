@@ -149,7 +149,7 @@ class Pool:
         self.queue: deque = deque()
         self.qneed = 0
         self.nload: list = []
-        self.kvload: list = []
+        self.kvload: list = []  # kept current by closed-form replicas only for least_kv
         self.argminf = argmin_function(0)  # argmin over nload / kvload (see rebuild)
         self.mb = spec.batch_cap
         self.cap = spec.kv_capacity
@@ -442,9 +442,8 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
     their ``rpool`` record to :meth:`planner.sim.engine.Engine.run` (``eng.rpool_fill``:
     written for all of them at once when the run ends).
     """
-    arr = eng.arr
+    arr = eng.arr  # ends with an inf sentinel (Engine)
     cls = eng.cls
-    n = eng.n
     if len(routers) == 1:
         route = routers[0]
         pools = _class_pools(eng)[0]
@@ -460,8 +459,8 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
             nload = pool.nload  # updated in place (see Pool.rebuild)
 
             def route_until_shared(i: int) -> int:
-                while i < n:
-                    t = arr[i]
+                while True:
+                    t = arr[i]  # (arr[n] is inf: never before the barrier)
                     if t >= eng.barrier:
                         break
                     nd = need[i]
@@ -479,7 +478,7 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
             return route_until_shared
 
         def route_until_one(i: int) -> int:
-            while i < n:
+            while True:
                 t = arr[i]
                 if t >= eng.barrier:
                     break
@@ -490,7 +489,7 @@ def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> C
         return route_until_one
 
     def route_until(i: int) -> int:
-        while i < n:
+        while True:
             t = arr[i]
             if t >= eng.barrier:
                 break
