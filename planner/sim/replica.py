@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
+from math import ceil, sqrt
 from typing import Any
 
 from planner.sim.routing import Pool
@@ -252,7 +253,13 @@ class FastReplica(ReplicaBase):
 
 
 def _fast_methods(self: FastReplica):
-    """``enqueue(i, t)`` and ``boundary()`` of a closed-form replica."""
+    """``enqueue(i, t)`` and ``boundary()`` of a closed-form replica.
+
+    Each call of a closure copies all its free variables into its frame (CPython 3.11), so
+    the two hot closures read only what their common paths need from here; rare paths
+    (generic step models, several requests finishing at one step, pending admissions,
+    least_kv loads) go through ``self``, ``pool`` and ``eng``.
+    """
     eng = self.eng
     pool = self.pool
     gid = self.gid
@@ -268,7 +275,6 @@ def _fast_methods(self: FastReplica):
     start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
     wakes = eng.wakes
     arr = eng.arr
-    pend_heap = eng.pend
     nload = pool.nload
     kvload = pool.kvload
     track_kv = pool.policy == "least_kv"  # only least_kv routing reads kvload (see Pool)
@@ -284,12 +290,9 @@ def _fast_methods(self: FastReplica):
     # values, without the mixed-type arithmetic)
     kf, tri = pool.kf, pool.tri
     pft = pool.pft  # prefill(n) by prompt length (linear prefill), or None
-    prefill = pool.prefill
     pfa, pfb = pool.pfa, pool.pfb
     linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
     kernel = pool.kernel
-    sqrt = math.sqrt
-    ceil = math.ceil
     chunked = pool.chunked
     budget = pool.budget
     mixed = pool.mixed
@@ -349,7 +352,7 @@ def _fast_methods(self: FastReplica):
                                     sp = prev
                             tb = t0 + sp
                     else:
-                        k, sp = kernel.cover(b, kv0, dt, kmax)
+                        k, sp = pool.kernel.cover(b, kv0, dt, kmax)
                         tb = t0 + sp
                 if tb < self.wake_s:
                     j = i + 1
@@ -364,14 +367,14 @@ def _fast_methods(self: FastReplica):
                         wakes[gid] = tb
                         if tb < eng.barrier:
                             eng.barrier = tb
-                        heappush(pend_heap, (tb, gid))
+                        heappush(eng.pend, (tb, gid))
             if admit and chunked:
                 # the boundary ``k`` steps on, at ``tb``: run it now (it admits ``i``)
                 q.append(i)
                 self.qres += nd
                 self.wake_s = tb
                 self.wake_k = k
-                cboundary()
+                self.boundary()  # cboundary
                 return
             if admit:
                 # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the
@@ -383,7 +386,7 @@ def _fast_methods(self: FastReplica):
                 if pft is not None:
                     t0 = tb + pft[pre[i]]
                 else:
-                    t0 = tb + prefill(pre[i])
+                    t0 = tb + pool.prefill(pre[i])
                 start[i] = tb
                 ftok[i] = t0
                 rrep[i] = gid
@@ -394,9 +397,9 @@ def _fast_methods(self: FastReplica):
                     heappush(heap, fs)
                 elif x >= 0:
                     due[fs] = -1
-                    multi[fs] = [x, i]
+                    self.multi[fs] = [x, i]
                 else:
-                    multi[fs].append(i)
+                    self.multi[fs].append(i)
                 kv = self.kv + b * k + inp[i] + 1
                 self.kv = kv
                 b += 1
@@ -411,7 +414,7 @@ def _fast_methods(self: FastReplica):
                 if pos >= 0:
                     nload[pos] += 1
                     if track_kv:
-                        kvload[pos] += nd
+                        pool.kvload[pos] += nd
                 kc = heap[0] - step
                 self.wake_k = kc
                 if kc:
@@ -420,7 +423,7 @@ def _fast_methods(self: FastReplica):
                             kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                         )
                     else:
-                        tw = t0 + kernel.span(b, kv, kc)
+                        tw = t0 + pool.kernel.span(b, kv, kc)
                 else:
                     tw = t0
                 self.wake_s = tw
@@ -434,7 +437,7 @@ def _fast_methods(self: FastReplica):
         if pos >= 0:
             nload[pos] += 1
             if track_kv:
-                kvload[pos] += nd
+                pool.kvload[pos] += nd
 
     def boundary() -> None:
         now = self.wake_s
@@ -456,7 +459,7 @@ def _fast_methods(self: FastReplica):
                 res -= nd
                 kv -= nd
             else:
-                for i in multi_pop(fs):
+                for i in self.multi.pop(fs):
                     fin[i] = now
                     nd = need[i]
                     b -= 1
@@ -507,7 +510,7 @@ def _fast_methods(self: FastReplica):
                 if linpf:
                     t0 = now + (pfa + pfb * tokens if tokens else 0.0)
                 else:
-                    t0 = now + prefill(tokens)
+                    t0 = now + pool.prefill(tokens)
                 for i in group:
                     start[i] = now
                     ftok[i] = t0
@@ -519,9 +522,9 @@ def _fast_methods(self: FastReplica):
                         heappush(heap, fs)
                     elif x >= 0:
                         due[fs] = -1
-                        multi[fs] = [x, i]
+                        self.multi[fs] = [x, i]
                     else:
-                        multi[fs].append(i)
+                        self.multi[fs].append(i)
                     kv += inp[i] + 1
                 if pool.track_ewma:
                     pool.note_admit(now, len(group))
@@ -535,7 +538,7 @@ def _fast_methods(self: FastReplica):
         if pos >= 0:
             nload[pos] = b + len(q)
             if track_kv:
-                kvload[pos] = res + self.qres
+                pool.kvload[pos] = res + self.qres
         if limited:
             self.wake_k = 0
             tw = t0
@@ -548,7 +551,7 @@ def _fast_methods(self: FastReplica):
                         kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                     )
                 else:
-                    tw = t0 + kernel.span(b, kv, kc)
+                    tw = t0 + pool.kernel.span(b, kv, kc)
             else:
                 tw = t0
         else:
