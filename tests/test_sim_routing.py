@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +24,9 @@ from planner.catalog import load_catalog
 from planner.config import parse_scenario
 from planner.model.evaluate import Model
 from planner.model.structure import api_classes
-from planner.sim import REASONS, routing
+from planner.requests import RequestTable
+from planner.sim import REASONS, LinearStepModel, PoolSpec, SimPlan, routing, simulate
+from planner.sim.engine import Engine
 from planner.sim.routing import spill_decision
 from planner.sim.scenario import build_plan
 
@@ -147,3 +152,56 @@ def test_spillover_api_serves_the_cost_models_eligible_classes(sc):
         plan, _, covered = build_plan(sc, (), catalog=CAT, sizing={}, spillover=name)
         assert plan.api.classes == expect
         assert covered == list(expect)
+
+
+def test_argmin_function_is_the_index_of_the_first_minimum():
+    """The generated argmin (pump and shared router) is ``w.index(min(w))`` on every list of
+    up to 5 items over a few values with ties and inf, and on random longer lists."""
+    vals = (0.0, 1.0, 2.0, math.inf)
+    rng = np.random.default_rng(11)
+    assert routing.argmin_function(0)([]) == -1
+    for n in range(1, 20):
+        f = routing.argmin_function(n)
+        if n <= 5:
+            lists = [list(w) for w in itertools.product(vals, repeat=n)]
+        else:
+            lists = [list(rng.choice(vals, size=n)) for _ in range(300)]
+        for w in lists:
+            assert f(w) == w.index(min(w)), w
+
+
+def _busy_requests(n: int, seed: int) -> RequestTable:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(0.05, n))
+    inp = rng.integers(20, 3000, n)
+    inp[n // 2] = 90_000  # more KV than a replica holds: refused (exceeds_kv_capacity)
+    return RequestTable(t, np.zeros(n, dtype=np.int32), ("chat",), inp,
+                        rng.integers(1, 400, n), np.zeros(n, dtype=np.int64))
+
+
+def test_one_class_shared_pool_fast_path_matches_the_per_class_routers():
+    """One class on one shared pool: the inlined arrival loop (its pool records written at
+    the end of the run) gives the records of the general per-class loop, which the same
+    requests take once the table names a second, unused class; with queueing and drops."""
+    model = LinearStepModel(prefill_base_s=0.004, prefill_s_per_token=6e-5,
+                            decode_base_s=0.007, decode_s_per_seq=6e-5,
+                            decode_s_per_kv_token=2.5e-8, kv_capacity_tokens=60_000,
+                            max_batch=32)
+    reqs = _busy_requests(6000, 5)
+    two = RequestTable(reqs.arrival_s, reqs.class_idx, ("chat", "unused"), reqs.input_tokens,
+                       reqs.output_tokens, reqs.cached_input_tokens)
+    for mode in ("closed_form", "reference"):
+        plan = SimPlan(pools=(PoolSpec("a", model, replicas=2, max_queue=8),), mode=mode)
+        loops = {Engine(plan, r, np.random.default_rng(0), until_s=None,
+                        progress=None).route_until.__name__ for r in (reqs, two)}
+        assert loops == {"route_until_shared", "route_until"}
+        fast = simulate(plan, reqs).requests
+        general = simulate(plan, two).requests
+        status = fast["status"].astype(str)
+        assert (status == "dropped").sum() > 10 and (status == "completed").sum() > 1000
+        assert set(fast["drop_reason"].astype(str)) >= {"queue_full", "exceeds_kv_capacity"}
+        for col in fast.columns.drop("class"):
+            a, b = fast[col], general[col]
+            if isinstance(a.dtype, pd.CategoricalDtype):
+                a, b = a.astype(str), b.astype(str)
+            pd.testing.assert_series_equal(a, b, check_names=False)

@@ -53,7 +53,7 @@ from simpy.events import Timeout
 from planner.requests import RequestTable
 from planner.sim.plan import SimPlan
 from planner.sim.replica import FastReplica, RefReplica
-from planner.sim.routing import R_NONE, Pool, build_routers, min_function
+from planner.sim.routing import R_NONE, Pool, argmin_function, arrival_loop, build_routers
 
 __all__ = ["Engine"]
 
@@ -61,6 +61,8 @@ INF = math.inf
 NAN = math.nan
 
 _PROGRESS_EVERY = 16384
+_NO_WAKE = [INF]  # what the pump reads while no entity exists
+_argmin1 = argmin_function(1)
 
 
 def _int_list(a: np.ndarray) -> list:
@@ -113,6 +115,7 @@ class Engine:
         # the columns the event loop reads, as Python lists (list indexing is the cheapest
         # read); token counts share one int object per distinct value (_int_list)
         self.arr = requests.arrival_s.tolist()
+        self.arr.append(INF)  # a sentinel: arr[n] is never routed, so no ``i < n`` checks
         self.inp = _int_list(requests.input_tokens)
         self.out = _int_list(requests.output_tokens)
         self.need = _int_list(requests.input_tokens + requests.output_tokens)
@@ -133,7 +136,7 @@ class Engine:
         self.busy_from: list = []
         self.busy_to: list = []
         self.wakes: list = []  # next boundary of each entity (replica or control slot)
-        self.minw = min_function(0)  # min(wakes), for its current length
+        self.argminw = argmin_function(0)  # index of min(wakes), for its current length
         self.replicas: list = []
         self.pend: list = []  # heap of (time, gid): admission boundaries run by the pump
         self.barrier = INF
@@ -152,6 +155,8 @@ class Engine:
         else:
             self.api_jitter = None
         self.routers: list = []  # per class, filled below
+        self.route_until = None  # routes a batch of arrivals (routing.arrival_loop)
+        self.rpool_fill = None  # pool of every routed, not dropped request (arrival_loop)
         self.pump = self._make_pump()
         self.replica_cls = FastReplica if plan.mode == "closed_form" else RefReplica
         self.pools = [Pool(self, k, spec) for k, spec in enumerate(plan.pools)]
@@ -163,6 +168,7 @@ class Engine:
             self.wakes[self._control_slot()] = float(until_s)  # horizon: a barrier, no event
         # per-class routers and the spill rules: planner.sim.routing
         self.routers.extend(build_routers(self))
+        self.route_until = arrival_loop(self, self.routers)
 
     # ------------------------------------------------------------------ entities
     def _new_replica(self, pool: Pool, t: float):
@@ -170,14 +176,14 @@ class Engine:
         r = self.replica_cls(self, pool, gid, t)
         self.replicas.append(r)
         self.wakes.append(INF)
-        self.minw = min_function(len(self.wakes))
+        self.argminw = argmin_function(len(self.wakes))
         pool.all.append(r)
         return r
 
     def _control_slot(self) -> int:
         self.replicas.append(None)
         self.wakes.append(INF)
-        self.minw = min_function(len(self.wakes))
+        self.argminw = argmin_function(len(self.wakes))
         return len(self.wakes) - 1
 
     def _make_pump(self):
@@ -192,12 +198,9 @@ class Engine:
         it runs after every event.
         """
         arr = self.arr
-        n = self.n
         wakes = self.wakes
         pend = self.pend
         replicas = self.replicas
-        routers = self.routers
-        cls = self.cls
         env = self.env
         peek = env.peek
         inline = self.plan.mode == "closed_form"
@@ -211,26 +214,23 @@ class Engine:
             cal = peek() if inline else -INF
             if cal > horizon:
                 cal = horizon
-            mn = self.minw  # wakes grows only in autoscalers, never while this runs
+            # wakes grows only in autoscalers, never while this runs
+            ws = wakes if wakes else _NO_WAKE
+            amin = self.argminw if wakes else _argmin1
+            route_until = self.route_until
             while True:
-                barrier = mn(wakes)
+                j = amin(ws)  # the earliest pending boundary (the first, on a tie)
+                barrier = ws[j]
                 self.barrier = barrier
-                if i < n:
-                    t = arr[i]
-                    if t < barrier:
-                        routers[cls[i]](i, t)
-                        i += 1
-                        while i < n:
-                            t = arr[i]
-                            if t >= self.barrier:
-                                break
-                            routers[cls[i]](i, t)
-                            i += 1
-                        bar = self.bar
-                        if bar is not None and i - self.reported >= _PROGRESS_EVERY:
-                            bar.update(i - self.reported)
-                            self.reported = i
-                        continue
+                if arr[i] < barrier:  # (arr[n] is inf: false once every request is routed)
+                    # route the arrivals before the next boundary (admissions can bring
+                    # it forward: route_until re-reads self.barrier)
+                    i = route_until(i)
+                    bar = self.bar
+                    if bar is not None and i - self.reported >= _PROGRESS_EVERY:
+                        bar.update(i - self.reported)
+                        self.reported = i
+                    continue
                 if pend and pend[0][0] <= barrier:
                     tb, g = heappop(pend)
                     r = replicas[g]
@@ -240,7 +240,7 @@ class Engine:
                     continue
                 if barrier < INF:
                     # the earliest boundary is timer-driven
-                    r = replicas[wakes.index(barrier)]
+                    r = replicas[j]
                     if r is not None:
                         if barrier < cal and not r.pend and r.wake_s == barrier:
                             # no SimPy event before it: run it now (what its timeout's
@@ -328,7 +328,7 @@ class Engine:
         self.route_u = self.api_jitter = None
         # the closures of the routers, the pump and the closed-form replicas read them too
         self.routers.clear()
-        self.pump = None
+        self.pump = self.route_until = None
         for r in self.replicas:
             if isinstance(r, FastReplica):
                 r.enqueue = r.boundary = r.fire_cb = None
@@ -350,6 +350,11 @@ class Engine:
                 env.run(until=self.until_s)
             else:
                 env.run()
+            if self.rpool_fill is not None:
+                # the router left these records to the end (routing.arrival_loop)
+                k = self.i
+                rp = np.frombuffer(self.rpool, dtype=np.int32)[:k]
+                rp[np.frombuffer(self.drop, dtype=np.int8)[:k] == 0] = self.rpool_fill
         finally:
             if self.bar is not None:
                 self.bar.update(self.i - self.reported)

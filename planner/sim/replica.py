@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heappop, heappush
+from math import ceil, sqrt
 from typing import Any
 
 from planner.sim.routing import Pool
@@ -209,10 +210,13 @@ class FastReplica(ReplicaBase):
     Bookkeeping by absolute decode-step count ``step``: a request admitted at step ``S``
     with ``o`` output tokens finishes at step ``S + o - 1`` (the prefill gives its first
     token), so the distinct finish steps of the running requests sit in a heap, and ``due``
-    maps each to the requests finishing then (small ints and a dict: cheaper than big keys
-    packing the step with the request id, or tuples). Its context at step
-    ``s`` is ``input + 1 + (s - S)`` tokens, so the batch's context is ``kvc + b s`` with
-    ``kvc = sum(input + 1 - S)``. ``t0`` is the time at which decode step ``step`` starts
+    maps each to the request finishing then, or to -1 when several do (their ids, in
+    admission order, are then in ``multi``): small ints and dicts are cheaper than big keys
+    packing the step with the request id, tuples, or a list per request. Its context at step
+    ``s`` is ``input + 1 + (s - S)`` tokens: ``kv`` is the batch's context at step ``step``
+    (it grows by ``b`` per step; an admitted request adds ``input + 1``, one finishing at
+    step ``s`` removes ``input + output``, so it stays a small int). ``t0`` is the time at
+    which decode step ``step`` starts
     (after any prefill); the next boundary is ``wake_k`` steps later. With chunked prefill
     ``step`` counts every iteration (mixed ones too) and ``S`` is the step after the
     iteration holding the request's last prompt token, so the same bookkeeping holds; the
@@ -222,13 +226,14 @@ class FastReplica(ReplicaBase):
     :func:`_fast_methods`): they run once or twice per request.
     """
 
-    __slots__ = ("heap", "due", "kvc", "step", "wake_k", "enqueue", "boundary")
+    __slots__ = ("heap", "due", "multi", "kv", "step", "wake_k", "enqueue", "boundary")
 
     def __init__(self, eng: Any, pool: Pool, gid: int, t: float = 0.0):
         super().__init__(eng, pool, gid, t)
         self.heap: list = []
         self.due: dict = {}
-        self.kvc = 0
+        self.multi: dict = {}
+        self.kv = 0
         self.step = 0
         self.wake_k = 0
         self.enqueue, self.boundary = _fast_methods(self)
@@ -248,7 +253,13 @@ class FastReplica(ReplicaBase):
 
 
 def _fast_methods(self: FastReplica):
-    """``enqueue(i, t)`` and ``boundary()`` of a closed-form replica."""
+    """``enqueue(i, t)`` and ``boundary()`` of a closed-form replica.
+
+    Each call of a closure copies all its free variables into its frame (CPython 3.11), so
+    the two hot closures read only what their common paths need from here; rare paths
+    (generic step models, several requests finishing at one step, pending admissions,
+    least_kv loads) go through ``self``, ``pool`` and ``eng``.
+    """
     eng = self.eng
     pool = self.pool
     gid = self.gid
@@ -257,27 +268,31 @@ def _fast_methods(self: FastReplica):
     due = self.due
     due_get = due.get
     due_pop = due.pop
+    multi = self.multi
+    multi_pop = multi.pop
     pq = pool.queue
     need, pre, inp, out = eng.need, eng.pre, eng.inp, eng.out
     start, ftok, fin, rrep = eng.start, eng.ftok, eng.fin, eng.rrep
     wakes = eng.wakes
     arr = eng.arr
-    n_req = eng.n
-    pend_heap = eng.pend
     nload = pool.nload
     kvload = pool.kvload
+    track_kv = pool.policy == "least_kv"  # only least_kv routing reads kvload (see Pool)
     mb = pool.mb
     cap = pool.cap
     lim = pool.lim
     shared = pool.shared
     closed = pool.closed
     base, de = pool.base, pool.de
-    prefill = pool.prefill
+    deb = [de * b for b in range(len(base))]  # de * b by batch (the same floats)
+    # k and k (k - 1) / 2 as floats by step count (Pool.kf, Pool.tri): the closed-form
+    # spans multiply floats only (an int times a float converts the int exactly: the same
+    # values, without the mixed-type arithmetic)
+    kf, tri = pool.kf, pool.tri
+    pft = pool.pft  # prefill(n) by prompt length (linear prefill), or None
     pfa, pfb = pool.pfa, pool.pfb
     linpf = pfa == pfa  # linear prefill: inlined below (same arithmetic as ``prefill``)
     kernel = pool.kernel
-    sqrt = math.sqrt
-    ceil = math.ceil
     chunked = pool.chunked
     budget = pool.budget
     mixed = pool.mixed
@@ -304,9 +319,8 @@ def _fast_methods(self: FastReplica):
                 else:
                     # first decode-step end at or after t: DecodeKernel.cover, inlined for
                     # the closed form (same arithmetic, so the same floats)
-                    step = self.step
-                    kv0 = self.kvc + b * step
-                    kmax = heap[0] - step
+                    kv0 = self.kv
+                    kmax = heap[0] - self.step
                     dt = t - t0
                     if closed:
                         alpha = base[b] + de * kv0
@@ -314,7 +328,7 @@ def _fast_methods(self: FastReplica):
                             k = 1
                             tb = t0 + alpha
                         else:
-                            beta = de * b
+                            beta = deb[b]
                             if beta > 0.0:
                                 lin = alpha - 0.5 * beta
                                 k = ceil(2.0 * dt / (lin + sqrt(lin * lin + 2.0 * beta * dt)))
@@ -324,25 +338,25 @@ def _fast_methods(self: FastReplica):
                                 k = 1
                             if k >= kmax:
                                 k = kmax
-                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                sp = kf[k] * alpha + beta * tri[k]
                             else:
-                                sp = k * alpha + beta * (k * (k - 1) // 2)
+                                sp = kf[k] * alpha + beta * tri[k]
                                 while sp < dt and k < kmax:
                                     k += 1
-                                    sp = k * alpha + beta * (k * (k - 1) // 2)
+                                    sp = kf[k] * alpha + beta * tri[k]
                                 while k > 1:
-                                    prev = (k - 1) * alpha + beta * ((k - 1) * (k - 2) // 2)
+                                    prev = kf[k - 1] * alpha + beta * tri[k - 1]
                                     if prev < dt:
                                         break
                                     k -= 1
                                     sp = prev
                             tb = t0 + sp
                     else:
-                        k, sp = kernel.cover(b, kv0, dt, kmax)
+                        k, sp = pool.kernel.cover(b, kv0, dt, kmax)
                         tb = t0 + sp
                 if tb < self.wake_s:
                     j = i + 1
-                    if tb < eng.barrier and (j == n_req or tb < arr[j]):
+                    if tb < eng.barrier and tb < arr[j]:  # (arr[n] is inf)
                         # nothing else happens before this boundary: run it now (below)
                         admit = True
                     else:
@@ -353,14 +367,14 @@ def _fast_methods(self: FastReplica):
                         wakes[gid] = tb
                         if tb < eng.barrier:
                             eng.barrier = tb
-                        heappush(pend_heap, (tb, gid))
+                        heappush(eng.pend, (tb, gid))
             if admit and chunked:
                 # the boundary ``k`` steps on, at ``tb``: run it now (it admits ``i``)
                 q.append(i)
                 self.qres += nd
                 self.wake_s = tb
                 self.wake_k = k
-                cboundary()
+                self.boundary()  # cboundary
                 return
             if admit:
                 # The boundary ``k`` steps on, at ``tb``, admitting only request ``i`` (the
@@ -369,23 +383,25 @@ def _fast_methods(self: FastReplica):
                 # round trip.
                 step = self.step + k
                 self.step = step
-                if linpf:
-                    n = pre[i]
-                    t0 = tb + (pfa + pfb * n if n else 0.0)
+                if pft is not None:
+                    t0 = tb + pft[pre[i]]
                 else:
-                    t0 = tb + prefill(pre[i])
+                    t0 = tb + pool.prefill(pre[i])
                 start[i] = tb
                 ftok[i] = t0
                 rrep[i] = gid
                 fs = step + out[i] - 1
-                ids = due_get(fs)
-                if ids is None:
-                    due[fs] = [i]
+                x = due_get(fs)
+                if x is None:
+                    due[fs] = i
                     heappush(heap, fs)
+                elif x >= 0:
+                    due[fs] = -1
+                    self.multi[fs] = [x, i]
                 else:
-                    ids.append(i)
-                kvc = self.kvc + inp[i] + 1 - step
-                self.kvc = kvc
+                    self.multi[fs].append(i)
+                kv = self.kv + b * k + inp[i] + 1
+                self.kv = kv
                 b += 1
                 self.b = b
                 self.res += nd
@@ -397,16 +413,17 @@ def _fast_methods(self: FastReplica):
                 pos = self.pos
                 if pos >= 0:
                     nload[pos] += 1
-                    kvload[pos] += nd
+                    if track_kv:
+                        pool.kvload[pos] += nd
                 kc = heap[0] - step
                 self.wake_k = kc
                 if kc:
                     if closed:
                         tw = t0 + (
-                            kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                            kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                         )
                     else:
-                        tw = t0 + kernel.span(b, kvc + b * step, kc)
+                        tw = t0 + pool.kernel.span(b, kv, kc)
                 else:
                     tw = t0
                 self.wake_s = tw
@@ -419,23 +436,35 @@ def _fast_methods(self: FastReplica):
         pos = self.pos
         if pos >= 0:
             nload[pos] += 1
-            kvload[pos] += nd
+            if track_kv:
+                pool.kvload[pos] += nd
 
     def boundary() -> None:
         now = self.wake_s
-        step = self.step + self.wake_k
+        wk = self.wake_k
+        step = self.step + wk
         self.step = step
         b = self.b
         res = self.res
-        kvc = self.kvc
+        kv = self.kv + b * wk
         if heap and heap[0] <= step:
-            # completions (a boundary never passes the earliest finish step)
-            for i in due_pop(heappop(heap)):
+            # completions (a boundary never passes the earliest finish step); a request
+            # finishing at this step holds input + output tokens of context
+            fs = heappop(heap)
+            i = due_pop(fs)
+            if i >= 0:
                 fin[i] = now
                 nd = need[i]
                 b -= 1
                 res -= nd
-                kvc -= nd - step
+                kv -= nd
+            else:
+                for i in self.multi.pop(fs):
+                    fin[i] = now
+                    nd = need[i]
+                    b -= 1
+                    res -= nd
+                    kv -= nd
         t0 = now
         limited = False
         if q or (shared and pq and not self.draining):
@@ -481,31 +510,35 @@ def _fast_methods(self: FastReplica):
                 if linpf:
                     t0 = now + (pfa + pfb * tokens if tokens else 0.0)
                 else:
-                    t0 = now + prefill(tokens)
+                    t0 = now + pool.prefill(tokens)
                 for i in group:
                     start[i] = now
                     ftok[i] = t0
                     rrep[i] = gid
                     fs = step + out[i] - 1
-                    ids = due_get(fs)
-                    if ids is None:
-                        due[fs] = [i]
+                    x = due_get(fs)
+                    if x is None:
+                        due[fs] = i
                         heappush(heap, fs)
+                    elif x >= 0:
+                        due[fs] = -1
+                        self.multi[fs] = [x, i]
                     else:
-                        ids.append(i)
-                    kvc += inp[i] + 1 - step
+                        self.multi[fs].append(i)
+                    kv += inp[i] + 1
                 if pool.track_ewma:
                     pool.note_admit(now, len(group))
                 if self.busy_since != self.busy_since:
                     self.busy_since = now
         self.b = b
         self.res = res
-        self.kvc = kvc
+        self.kv = kv
         self.t0 = t0
         pos = self.pos
         if pos >= 0:
             nload[pos] = b + len(q)
-            kvload[pos] = res + self.qres
+            if track_kv:
+                pool.kvload[pos] = res + self.qres
         if limited:
             self.wake_k = 0
             tw = t0
@@ -515,20 +548,21 @@ def _fast_methods(self: FastReplica):
             if kc:
                 if closed:
                     tw = t0 + (
-                        kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2)
+                        kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc]
                     )
                 else:
-                    tw = t0 + kernel.span(b, kvc + b * step, kc)
+                    tw = t0 + pool.kernel.span(b, kv, kc)
             else:
                 tw = t0
         else:
             self._go_idle(t0)
             return
-        # ReplicaBase._arm(tw), inlined
+        # ReplicaBase._arm(tw), inlined, without lowering ``eng.barrier``: this boundary
+        # runs only from the pump, a timeout or an autoscaler, and the pump recomputes the
+        # barrier from ``wakes`` before it routes again (only admissions, which run inside
+        # a batch of arrivals, must lower it)
         self.wake_s = tw
         wakes[gid] = tw
-        if tw < eng.barrier:
-            eng.barrier = tw
 
     def cboundary() -> None:
         """A boundary of a chunked-prefill replica (see the module docstring).
@@ -540,17 +574,20 @@ def _fast_methods(self: FastReplica):
         from ``S = s + 1`` and finishes at step ``S + o - 1`` as in the non-chunked replica.
         """
         now = self.wake_s
-        step = self.step + self.wake_k
+        wk = self.wake_k
+        step = self.step + wk
         b = self.b
         res = self.res
-        kvc = self.kvc
+        kv = self.kv + (b - len(pf)) * wk  # the decoding requests' context at ``step``
         if heap and heap[0] <= step:
-            for i in due_pop(heappop(heap)):
+            fs = heappop(heap)
+            x = due_pop(fs)
+            for i in (x,) if x >= 0 else multi_pop(fs):
                 fin[i] = now
                 nd = need[i]
                 b -= 1
                 res -= nd
-                kvc -= nd - step
+                kv -= nd
         if q or (shared and pq and not self.draining):
             # admission (ReplicaBase._take without a prefill limit, inlined)
             n0 = len(pf)
@@ -619,18 +656,22 @@ def _fast_methods(self: FastReplica):
                     p += rem
                     pairs += pairs_of(a + rem) - pairs_of(a)
                 done.append(ent[0])
-            t0 = now + mixed(d, kvc + d * step, p, pairs)
+            t0 = now + mixed(d, kv, p, pairs)
             step += 1
+            kv += d
             for i in done:
                 ftok[i] = t0
                 fs = step + out[i] - 1
-                ids = due_get(fs)
-                if ids is None:
-                    due[fs] = [i]
+                x = due_get(fs)
+                if x is None:
+                    due[fs] = i
                     heappush(heap, fs)
+                elif x >= 0:
+                    due[fs] = -1
+                    multi[fs] = [x, i]
                 else:
-                    ids.append(i)
-                kvc += inp[i] + 1 - step
+                    multi[fs].append(i)
+                kv += inp[i] + 1
             kc = 0 if pf else heap[0] - step
         else:
             t0 = now
@@ -638,21 +679,22 @@ def _fast_methods(self: FastReplica):
         self.step = step
         self.b = b
         self.res = res
-        self.kvc = kvc
+        self.kv = kv
         self.t0 = t0
         pos = self.pos
         if pos >= 0:
             nload[pos] = b + len(q)
-            kvload[pos] = res + self.qres
+            if track_kv:
+                kvload[pos] = res + self.qres
         if kc < 0:
             self._go_idle(t0)
             return
         self.wake_k = kc
         if kc:
             if closed:
-                tw = t0 + (kc * (base[b] + de * (kvc + b * step)) + de * b * (kc * (kc - 1) // 2))
+                tw = t0 + (kf[kc] * (base[b] + de * kv) + deb[b] * tri[kc])
             else:
-                tw = t0 + kernel.span(b, kvc + b * step, kc)
+                tw = t0 + kernel.span(b, kv, kc)
         else:
             tw = t0
         self.wake_s = tw

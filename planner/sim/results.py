@@ -582,7 +582,11 @@ def _utilisation(eng: Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:
     need = (eng.req.input_tokens + eng.req.output_tokens).astype(float)
     has = rrep >= 0
     idx = np.nonzero(has)[0]
-    order = idx[np.argsort(rrep[idx], kind="stable")]
+    keys = rrep[idx]
+    if len(eng.replicas) <= np.iinfo(np.int16).max:
+        # the same stable order, by a radix sort (numpy's stable sort of <= 16-bit ints)
+        keys = keys.astype(np.uint8 if len(eng.replicas) <= 255 else np.int16)
+    order = idx[np.argsort(keys, kind="stable")]
     bounds = np.searchsorted(rrep[order], np.arange(len(eng.replicas) + 1))
     b_gid = np.asarray(eng.busy_gid, dtype=np.int64)
     b_from = np.asarray(eng.busy_from, dtype=float)

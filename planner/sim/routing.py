@@ -12,6 +12,8 @@ the class's next pool, then to the API or is dropped). Its docstring states the 
 * :func:`build_routers` -- one router per class, ``router(i, t)``: the class's pools in plan
   order, then the API or a drop. A class served by one pool and no API gets that pool's
   common path inlined (same decisions, fewer calls).
+* :func:`arrival_loop` -- ``route_until(i)``: routes the arrivals that come before the event
+  loop's next boundary, in order, with those routers (one call per batch of arrivals).
 * Reason codes ``R_*`` and their names :data:`REASONS` (the ``drop_reason`` /
   ``spill_reason`` columns of :mod:`planner.sim.results`).
 
@@ -27,6 +29,8 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from planner.sim.plan import SimPlan
 from planner.sim.stepmodel import (
     DecodeKernel,
@@ -38,9 +42,10 @@ from planner.sim.stepmodel import (
 __all__ = [
     "REASONS",
     "Pool",
+    "argmin_function",
+    "arrival_loop",
     "build_routers",
     "class_spill_rules",
-    "min_function",
     "spill_decision",
 ]
 
@@ -56,25 +61,32 @@ _EWMA_ALPHA = 0.02
 
 
 @cache
-def min_function(n: int):
-    """``min`` of a list of exactly ``n`` numbers (``inf`` for ``n = 0``), unrolled.
+def argmin_function(n: int):
+    """``w.index(min(w))`` for a list ``w`` of exactly ``n >= 1`` numbers, unrolled.
 
     CPython 3.11's builtin ``min`` parses its arguments as keywords, which costs about twice
     a generated tournament of comparisons over a handful of items; the pump and the
-    shared-queue router take a minimum over the replicas once or twice per request. Same
-    value as ``min`` (ties keep equal values). Builtin ``min`` beyond 16 items.
+    shared-queue router look for the earliest / least loaded replica once or twice per
+    request. The tournament returns the index of the first smallest item (a strict ``<``
+    keeps the left, lower-indexed item of a tie), as ``index`` would, in one call. Builtin
+    ``min`` and ``index`` beyond 16 items; ``-1`` for ``n = 0``.
     """
     if n == 0:
-        return lambda w: INF
+        return lambda w: -1
     if n > 16:
-        return min
+        return lambda w: w.index(min(w))
     names = [f"x{k}" for k in range(n)]
     lines = ["def f(w):", f"    {', '.join(names)}, = w"]
+    at = {a: str(k) for k, a in enumerate(names)}  # index of each survivor (a constant first)
     while len(names) > 1:
         for a, b in zip(names[::2], names[1::2], strict=False):
-            lines.append(f"    if {b} < {a}:\n        {a} = {b}")
+            ia = f"j{a[1:]}"
+            if at[a] != ia:
+                lines.append(f"    {ia} = {at[a]}")
+                at[a] = ia
+            lines.append(f"    if {b} < {a}:\n        {a} = {b}\n        {ia} = {at[b]}")
         names = names[::2]
-    lines.append(f"    return {names[0]}")
+    lines.append(f"    return {at[names[0]]}")
     ns: dict = {}
     exec("\n".join(lines), ns)  # a fixed template: no user input
     return ns["f"]
@@ -109,6 +121,9 @@ class Pool:
         "closed",
         "base",
         "de",
+        "kf",
+        "tri",
+        "pft",
         "track_ewma",
         "need",
         "pre",
@@ -118,7 +133,7 @@ class Pool:
         "ftok",
         "fin",
         "rrep",
-        "minf",
+        "argminf",
         "chunked",
         "budget",
         "mixed",
@@ -134,8 +149,8 @@ class Pool:
         self.queue: deque = deque()
         self.qneed = 0
         self.nload: list = []
-        self.kvload: list = []
-        self.minf = min_function(0)  # min over nload / kvload (see rebuild)
+        self.kvload: list = []  # kept current by closed-form replicas only for least_kv
+        self.argminf = argmin_function(0)  # argmin over nload / kvload (see rebuild)
         self.mb = spec.batch_cap
         self.cap = spec.kv_capacity
         self.lim = spec.max_prefill_tokens or 0
@@ -146,10 +161,19 @@ class Pool:
         self.closed = self.kernel.closed
         self.de = 0.0
         self.base: list = []
+        self.kf: list = []
+        self.tri: list = []
+        self.pft = None
         if self.closed:
             # decode step = base[B] + de K: base[B] = c + d B (linear) or a table per batch
             self.de = float(m.decode_s_per_kv_token)
             self.base = self.kernel.base_list(min(self.mb, self.cap))  # a batch <= both
+            # k and k (k - 1) // 2 as floats for k = 0 .. the longest output (a replica's
+            # closed-form spans jump at most that many steps); exact below 2**53
+            out = eng.req.output_tokens
+            ks = np.arange(int(out.max()) + 2 if len(out) else 2, dtype=np.int64)
+            self.kf = ks.astype(float).tolist()
+            self.tri = (ks * (ks - 1) // 2).astype(float).tolist()
         self.track_ewma = False
         # the engine's per-request columns, for short lookups on hot paths
         self.need, self.pre, self.inp, self.out = eng.need, eng.pre, eng.inp, eng.out
@@ -158,6 +182,13 @@ class Pool:
         if type(m).prefill_time_s is LinearStepModel.prefill_time_s:
             a, b = float(m.prefill_base_s), float(m.prefill_s_per_token)
             self.pfa, self.pfb = a, b  # hot paths inline ``prefill``: a + b n (0 for n = 0)
+            # ``prefill(n)`` by prompt length up to the longest uncached prompt (one
+            # request's prefill), when that is not huge: the same floats (a + b n, numpy
+            # rounds each operation as Python does)
+            top = int(eng.req.input_tokens.max() if eng.n else 0)
+            if top <= 1 << 20:
+                ns = np.arange(top + 1, dtype=np.int64)
+                self.pft = np.where(ns > 0, a + b * ns, 0.0).tolist()
 
             def prefill(n: int, a: float = a, b: float = b) -> float:
                 return a + b * n if n else 0.0
@@ -189,7 +220,7 @@ class Pool:
         # in place: replicas hold references to these lists
         self.nload[:] = [r.b + len(r.q) for r in self.reps]
         self.kvload[:] = [r.res + r.qres for r in self.reps]
-        self.minf = min_function(len(self.reps))
+        self.argminf = argmin_function(len(self.reps))
         for r in self.all:
             r.pos = -1
         for j, r in enumerate(self.reps):
@@ -345,9 +376,7 @@ def build_routers(eng: Any) -> list[Callable[[int, float], None]]:
     plan = eng.plan
     api = plan.api
     names = eng.req.class_names
-    class_pools = [
-        [p for p in eng.pools if p.spec.classes is None or c in p.spec.classes] for c in names
-    ]
+    class_pools = _class_pools(eng)
     api_ok, budget = class_spill_rules(plan, names)
     for c, pools in enumerate(class_pools):
         if budget[c] is not None:
@@ -392,6 +421,85 @@ def build_routers(eng: Any) -> list[Callable[[int, float], None]]:
     return routers
 
 
+def _class_pools(eng: Any) -> list[list[Pool]]:
+    """The pools serving each class of ``eng``'s requests, in plan order."""
+    return [
+        [p for p in eng.pools if p.spec.classes is None or c in p.spec.classes]
+        for c in eng.req.class_names
+    ]
+
+
+def arrival_loop(eng: Any, routers: Sequence[Callable[[int, float], None]]) -> Callable[[int], int]:
+    """``route_until(i)``: route requests ``i, i + 1, ...`` of ``eng`` in arrival order with
+    ``routers`` (one per class, :func:`build_routers`) while they arrive before
+    ``eng.barrier`` (re-read after each: an admission can bring the next boundary forward)
+    and requests remain; returns the index of the first request not routed.
+
+    One call per batch of arrivals instead of one per request. When every request is of
+    one class served by one shared-queue pool and no API, the common path of that class's
+    router (:func:`_single_pool_router`) is inlined: same decisions, one call fewer per
+    request; every request it routes and does not drop is then that pool's, so it leaves
+    their ``rpool`` record to :meth:`planner.sim.engine.Engine.run` (``eng.rpool_fill``:
+    written for all of them at once when the run ends).
+    """
+    arr = eng.arr  # ends with an inf sentinel (Engine)
+    cls = eng.cls
+    if len(routers) == 1:
+        route = routers[0]
+        pools = _class_pools(eng)[0]
+        api_ok, _ = class_spill_rules(eng.plan, eng.req.class_names)
+        if len(pools) == 1 and not api_ok[0] and pools[0].shared:
+            pool = pools[0]
+            need = eng.need
+            eng.rpool_fill = pool.index  # rpool of every routed, not dropped request
+            cap = pool.cap
+            mb = pool.mb
+            reps = pool.reps
+            queue = pool.queue
+            nload = pool.nload  # updated in place (see Pool.rebuild)
+
+            def route_until_shared(i: int) -> int:
+                while True:
+                    t = arr[i]  # (arr[n] is inf: never before the barrier)
+                    if t >= eng.barrier:
+                        break
+                    nd = need[i]
+                    if nd <= cap and not queue and nload:
+                        # route_shared of _single_pool_router, inlined
+                        r = reps[pool.argminf(nload)]
+                        if r.b + len(r.q) < mb and r.res + r.qres + nd <= cap:
+                            r.enqueue(i, t)  # its rpool: eng.rpool_fill
+                            i += 1
+                            continue
+                    route(i, t)
+                    i += 1
+                return i
+
+            return route_until_shared
+
+        def route_until_one(i: int) -> int:
+            while True:
+                t = arr[i]
+                if t >= eng.barrier:
+                    break
+                route(i, t)
+                i += 1
+            return i
+
+        return route_until_one
+
+    def route_until(i: int) -> int:
+        while True:
+            t = arr[i]
+            if t >= eng.barrier:
+                break
+            routers[cls[i]](i, t)
+            i += 1
+        return i
+
+    return route_until
+
+
 def _single_pool_router(eng: Any, pool: Pool) -> Callable[[int, float], None]:
     """Router for a class served by one pool with no API: the common path inlined.
 
@@ -421,7 +529,7 @@ def _single_pool_router(eng: Any, pool: Pool) -> Callable[[int, float], None]:
         def route_shared(i: int, t: float) -> None:
             nd = need[i]
             if nd <= cap and not queue and nload:
-                r = reps[nload.index(pool.minf(nload))]
+                r = reps[pool.argminf(nload)]
                 if r.b + len(r.q) < mb and r.res + r.qres + nd <= cap:
                     rpool[i] = idx
                     r.enqueue(i, t)

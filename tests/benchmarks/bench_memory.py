@@ -13,7 +13,11 @@ cannot hide another's):
   (RSS holding the result - rss_base) / requests after a ``gc.collect()`` (it includes freed
   memory the allocator keeps; ``retained_after_trim_bytes_per_request`` is the same after
   glibc's ``malloc_trim(0)`` returns free heap pages to the system), and
-  ``frame_bytes_per_request`` the pandas ``memory_usage(deep=True)`` of the requests frame.
+  ``frame_bytes_per_request`` the pandas ``memory_usage(deep=True)`` of the requests frame;
+  ``wall_s`` / ``cpu_s`` are the wall and CPU (process) seconds of the ``simulate`` call
+  (``load_avg_1m``: the machine's load then; on a shared machine the wall time grows with
+  it). The targets: a 10M-request day (``--sim-requests 10000000``) in <= 60 s and <= 2 GB
+  peak RSS, <= 150 bytes per request retained.
 * ``mc``: :func:`planner.engines.risk.run.run_montecarlo` on the bundled risk example (17
   uncertain inputs, 3 options) at ``--mc-samples`` samples, ``keep_samples`` on (the CLI's
   default), with and without the allocator tuning the CLI opts into (``tune_malloc``);
@@ -85,9 +89,11 @@ base = rss_bytes()
 reset = reset_peak()
 peak0 = peak_bytes()
 t = time.perf_counter()
+c = time.process_time()
 kw = {{"records": {records!r}}} if {records!r} != "full" else {{}}
 res = simulate(plan, reqs, **kw)
 wall = time.perf_counter() - t
+cpu = time.process_time() - c
 gc.collect()
 held = rss_bytes()
 peak = peak_bytes()
@@ -103,6 +109,7 @@ frame = None
 if res.requests is not None:
     frame = int(res.requests.memory_usage(deep=True, index=True).sum())
 print(json.dumps({{"requests": n, "records": {records!r}, "wall_s": round(wall, 3),
+    "cpu_s": round(cpu, 3), "load_avg_1m": os.getloadavg()[0],
     "rss_base_mb": round(base / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1),
     "peak_bytes_per_request": round((peak - base) / n, 1),
     "peak_reset": reset, "peak_grew": peak > peak0,
@@ -184,7 +191,8 @@ def main() -> None:
           for tune in (False, True)]
     print(json.dumps({
         "sim": sim, "mc": mc,
-        "targets": {"sim_retained_bytes_per_request": 150, "mc_peak_rss_mb_at_1e7": 1024},
+        "targets": {"sim_retained_bytes_per_request": 150, "sim_wall_s_at_1e7": 60,
+                    "sim_peak_rss_mb_at_1e7": 2048, "mc_peak_rss_mb_at_1e7": 1024},
     }))
 
 

@@ -13,7 +13,9 @@ The ``chunked`` entry repeats the measurements on the same pool with chunked pre
 over the non-chunked one.
 
 Reports the best of ``--repeat`` runs of :func:`planner.sim.simulate` (records and frames
-included) over the whole day, and ``reference_speedup``: wall time of the per-iteration
+included) over the whole day, in wall seconds and in CPU seconds of this process (``cpu_s``,
+``requests_per_cpu_s``: on a shared machine the wall time grows with the load,
+``load_avg_1m``, the CPU time much less), and ``reference_speedup``: wall time of the per-iteration
 reference mode / closed-form mode (best of ``--repeat`` each) on the busiest hour of the same day (the two modes'
 per-request times agree to ``reference_max_abs_diff_s``). ``simpy_timeouts_per_s`` (bare
 SimPy timeouts per second, measured at the end) tells how fast the machine was: on a shared
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -106,12 +109,14 @@ def main() -> None:
 
 
 def _measure(reqs: RequestTable, hours: int, repeat: int, *, chunked: bool) -> dict:
-    best = np.inf
+    best = best_cpu = np.inf
     res = None
     for _ in range(max(repeat, 1)):
         t = time.perf_counter()
+        c = time.process_time()
         res = simulate(_plan("closed_form", chunked), reqs)
         best = min(best, time.perf_counter() - t)
+        best_cpu = min(best_cpu, time.process_time() - c)
 
     # reference mode on the busiest hour
     counts = np.bincount((reqs.arrival_s // 3600).astype(np.int64))
@@ -135,6 +140,9 @@ def _measure(reqs: RequestTable, hours: int, repeat: int, *, chunked: bool) -> d
         "requests": len(reqs),
         "wall_s": round(best, 3),
         "requests_per_wall_s": round(len(reqs) / best),
+        "cpu_s": round(best_cpu, 3),
+        "requests_per_cpu_s": round(len(reqs) / best_cpu),
+        "load_avg_1m": os.getloadavg()[0],
         "sim_s_per_wall_s": round(hours * 3600.0 / best),
         "reference_speedup": round(ref_s / fast_s, 1),
         "reference_requests": len(short),
