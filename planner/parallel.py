@@ -38,6 +38,7 @@ from __future__ import annotations
 import multiprocessing
 import numbers
 import os
+import pickle
 import sys
 import threading
 import uuid
@@ -215,6 +216,7 @@ def _run_local(fn, tasks, shared, has_shared, n_workers, progress):
     kwargs: dict[str, Any] = {}
     if has_shared and method != "fork":
         kwargs = {"initializer": _set_shared, "initargs": (shared,)}
+    pickle.dumps((fn, tasks))  # fail here: a pickling error in the pool can hang its shutdown
     futures: list[Any] = []
     pool = None
     if has_shared and method == "fork":

@@ -40,6 +40,21 @@ def _die(code):
     os._exit(code)
 
 
+_PID_FILE = _REAL = None
+
+
+def _tables_and_pid(runs, i):
+    """planner.api._one_run_tables, noting the process it ran in (set before the fork)."""
+    with open(_PID_FILE, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return _REAL(runs, i)
+
+
+def test_an_unpicklable_task_fails_at_once_and_does_not_hang():
+    with pytest.raises(Exception, match="pickle|lambda"):
+        map_tasks(lambda x: x, [(1,), (2,)], n_workers=2)
+
+
 @linux
 def test_start_method_forks_only_without_other_threads():
     assert start_method() == "fork"  # pytest runs no other thread here
@@ -96,3 +111,24 @@ def test_a_worker_that_dies_names_the_workers_flag():
     with pytest.raises(SchedulerError, match="ended abruptly") as info:
         map_tasks(_die, [(0,), (3,)], n_workers=2)
     assert info.value.flag == "workers"
+
+
+@linux
+def test_simulate_tables_made_on_forked_workers_equal_the_serial_ones(monkeypatch, tmp_path):
+    """api.simulate makes each plan's tables on a forked worker too: the same frames as
+    run_tables of the same runs in this process (and as a serial simulation)."""
+    import planner.api as api_mod
+
+    global _PID_FILE, _REAL
+    _PID_FILE, _REAL = tmp_path / "pids", api_mod._one_run_tables
+    monkeypatch.setattr(api_mod, "_one_run_tables", _tables_and_pid)
+    sc = api.load("example:quickstart")
+    par = api.simulate(sc, n_workers=2, **SIM)
+    ser = api.simulate(sc, n_workers=1, **SIM)
+    pids = [int(x) for x in _PID_FILE.read_text().split()]
+    assert len(pids) == len(par.engine) >= 2 and os.getpid() not in pids  # on the workers
+    want = run_tables(par.engine, records=False)
+    assert len(want["latency"]) > 3
+    for k, frame in want.items():
+        assert getattr(par, k).equals(frame), k
+        assert getattr(ser, k).equals(frame), k
