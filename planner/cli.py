@@ -1060,7 +1060,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", help="tcp://host:port of a Dask scheduler, or 'serial' "
                    "(default: a local 2-worker cluster)")
-    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("breakeven", help="volume, fine-tune and payback break-even points")

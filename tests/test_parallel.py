@@ -193,10 +193,12 @@ def test_unreachable_scheduler_is_a_clear_error(capsys):
 
 
 def test_worker_processes_that_do_not_start_name_the_flag(capsys, monkeypatch):
-    def no_cluster(*args, **kwargs):
+    import concurrent.futures.process
+
+    def no_pool(*args, **kwargs):
         raise OSError("no room for worker processes")
 
-    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    monkeypatch.setattr(concurrent.futures.process, "ProcessPoolExecutor", no_pool)
     with pytest.raises(SchedulerError, match="could not start 2 local worker") as info:
         map_tasks(pow, [(2, 1), (2, 2)], n_workers=2)
     assert info.value.flag == "workers"

@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,88 +155,56 @@ def build_report(
     if unknown:  # pragma: no cover - SECTIONS and DEFAULT_PROVIDERS are kept in step
         raise RuntimeError(f"no provider for engine(s) {sorted(unknown)}")
 
-    if catalog is None:
-        catalog = load_catalog()
-    export.warm_up()  # vl-convert starts on another thread while the engines run
-    ctx = Context(sc)
-    bar = _Progress(len(engines) + 2 * len(specs) + 2, progress, on_progress)
+    exporter = export.Exporter()  # chart conversion starts up while the engines run
     try:
-        for e in engines:
-            bar.stage(e)
-            res, why = prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
-            if why is None:
-                ctx.results[e] = res
-            else:
-                ctx.unavailable[e] = why
-            bar.update()
-
-        built: list[Section] = []
-        for spec in specs:
-            missing = [e for e in spec.requires if e in ctx.unavailable]
-            if missing:
-                ctx.omitted[spec.key] = "; ".join(ctx.unavailable[e] for e in missing)
-        for spec in specs:
-            if spec.key in ctx.omitted:
-                bar.update()
-                continue
-            bar.stage(spec.key)
-            built.append(spec.build(ctx))
-            bar.update()
-
-        for s in built:  # original sources in every table, no build-environment path
-            s.blocks = [dataclasses.replace(b, frame=sources.clean_frame(b.frame))
-                        if isinstance(b, Table) else b for b in s.blocks]
-        charts = [c for s in built for c in s.charts()]
-        tables = [t for s in built for t in s.tables()]
-        _unique([c.name for c in charts], "chart")
-        _unique([t.name for t in tables], "table")
-        bar.stage("html")
-        vl = {c.name: export.spec(c.chart) for c in charts}
-        csvs = {t.name: html.frame_csv(t.frame) for t in tables}
-        doc = html.page(
-            title=sc.name,
-            subtitle=[sc.scenario.question] if sc.scenario.question else [],
-            sections=built, specs=vl, csvs=csvs,
-            js_bundle=export.js_bundle() if vl else "",
-            footer=(f"planner {__version__} · generated "
-                    f"{_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC · Vega-Lite "
-                    f"{export.vegalite_version()} inlined (works offline)"),
-        )
-        bar.update()
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
+        exporter.prefetch_bundle()
+        if catalog is None:
+            catalog = load_catalog()
+        ctx = Context(sc)
+        bar = _Progress(len(engines) + 2 * len(specs) + 2, progress, on_progress)
         try:
-            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the report is not
-            (tmp / "charts").mkdir()
-            (tmp / "tables").mkdir()
-            (tmp / HTML_NAME).write_text(doc, encoding="utf-8")
-            for name, text in csvs.items():
-                (tmp / "tables" / f"{name}.csv").write_text(text, encoding="utf-8")
-            # SVGs one after another (vl-convert's JavaScript engine), each rasterised to PNG
-            # on a worker thread meanwhile (native code, no GIL: the next SVG overlaps it)
-            workers = max(1, min(2, os.cpu_count() or 1))
-            by_section = {s.key: [c.name for c in s.charts()] for s in built}
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                pngs = []
+            built, vl, images = _run_and_build(sc, catalog, table, engines, specs, ctx, bar,
+                                               exporter)
+            csvs = {t.name: html.frame_csv(t.frame) for s in built for t in s.tables()}
+            doc = html.page(
+                title=sc.name,
+                subtitle=[sc.scenario.question] if sc.scenario.question else [],
+                sections=built, specs=vl, csvs=csvs,
+                js_bundle=exporter.bundle() if vl else "",
+                footer=(f"planner {__version__} · generated "
+                        f"{_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC · Vega-Lite "
+                        f"{export.vegalite_version()} inlined (works offline)"),
+            )
+            bar.update()
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
+            try:
+                tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the report is not
+                (tmp / "charts").mkdir()
+                (tmp / "tables").mkdir()
+                (tmp / HTML_NAME).write_text(doc, encoding="utf-8")
+                for name, text in csvs.items():
+                    (tmp / "tables" / f"{name}.csv").write_text(text, encoding="utf-8")
+                by_section = {s.key: [c.name for c in s.charts()] for s in built}
                 for spec in specs:  # one step per section, omitted ones included
                     for name in by_section.get(spec.key, ()):
                         bar.stage(f"{name}.svg")
-                        svg = export.svg(vl[name])
+                        svg, png = images[name].result()
                         (tmp / "charts" / f"{name}.svg").write_text(svg, encoding="utf-8")
-                        pngs.append((name, pool.submit(export.svg_to_png, svg)))
+                        (tmp / "charts" / f"{name}.png").write_bytes(png)
                     bar.update()
-                bar.stage("png")
-                for name, png in pngs:
-                    (tmp / "charts" / f"{name}.png").write_bytes(png.result())
-            bar.stage("publish")
-            _publish(tmp, out)
+                bar.stage("publish")
+                _publish(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            bar.update()
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        bar.update()
-    finally:
-        bar.close()
-        export.wait_warm_up()  # never leave vl-convert busy on a thread behind us
+            bar.close()
+    except BaseException:
+        exporter.close(wait=False)  # drop the pending conversions
+        raise
+    exporter.close()
     return ReportResult(
         out_dir=out,
         html=out / HTML_NAME,
@@ -277,6 +244,75 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+#: Sections built only after every engine has run (the summary lists the omitted sections).
+_AFTER_ALL_ENGINES = ("summary",)
+
+
+def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter):
+    """Run the engines one after another; build each section as soon as the engines it
+    requires or uses have run, and hand its charts to ``exporter`` at once, so that they are
+    converted while the next engines run. Returns (built sections in report order, chart name
+    -> Vega-Lite spec, chart name -> future of (SVG, PNG))."""
+    pending = list(specs)
+    done: dict[str, Section | None] = {}
+    images: dict[str, Any] = {}
+    specs_vl: dict[str, dict] = {}
+    finished: set[str] = set()
+
+    def ready(spec: SectionSpec, all_done: bool) -> bool:
+        if spec.key in _AFTER_ALL_ENGINES and not all_done:
+            return False
+        return all(e in finished or e not in engines for e in (*spec.requires, *spec.uses))
+
+    def build_ready(all_done: bool) -> None:
+        for spec in [p for p in pending if ready(p, all_done)]:
+            pending.remove(spec)
+            if any(e in ctx.unavailable for e in spec.requires):
+                done[spec.key] = None  # omitted (ctx.omitted is filled in report order)
+                bar.update()
+                continue
+            bar.stage(spec.key)
+            section = spec.build(ctx)
+            bar.update()
+            for c in section.charts():
+                specs_vl[c.name] = export.spec(c.chart)
+                images[c.name] = exporter.submit(specs_vl[c.name])
+            done[spec.key] = section
+
+    build_ready(False)
+    for e in engines:
+        bar.stage(e)
+        res, why = prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
+        if why is None:
+            ctx.results[e] = res
+        else:
+            ctx.unavailable[e] = why
+        finished.add(e)
+        bar.update()
+        build_ready(False)
+    _omitted(specs, ctx)
+    build_ready(True)
+
+    built = [done[s.key] for s in specs if done[s.key] is not None]
+    for s in built:  # original sources in every table, no build-environment path
+        s.blocks = [dataclasses.replace(b, frame=sources.clean_frame(b.frame))
+                    if isinstance(b, Table) else b for b in s.blocks]
+    charts = [c for s in built for c in s.charts()]
+    _unique([c.name for c in charts], "chart")
+    _unique([t.name for s in built for t in s.tables()], "table")
+    bar.stage("html")
+    return built, {c.name: specs_vl[c.name] for c in charts}, images
+
+
+def _omitted(specs: list[SectionSpec], ctx: Context) -> None:
+    """``ctx.omitted``: the sections (in report order) an unavailable engine leaves out."""
+    ctx.omitted.clear()
+    for spec in specs:
+        missing = [e for e in spec.requires if e in ctx.unavailable]
+        if missing:
+            ctx.omitted[spec.key] = "; ".join(ctx.unavailable[e] for e in missing)
 
 
 def _unique(names: list[str], what: str) -> None:

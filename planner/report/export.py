@@ -3,17 +3,27 @@
 vl-convert bundles Vega, Vega-Lite and Vega-Embed (no network), so the report needs no CDN and
 PNG/SVG export needs no browser. Building that JavaScript bundle takes 1.3-1.7 s, so it is
 cached on disk (:func:`cache_dir`), keyed by the versions that determine it.
+
+vl-convert holds the GIL while it converts, so a conversion on a thread stalls the engines'
+Python work. :class:`Exporter` (what ``build_report`` uses) converts in two helper processes
+instead, one rendering SVGs (vl-convert's JavaScript engine starts there while the engines
+run), one rasterising them to PNG; the images are the same bytes as in-process ones.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import os
+import pickle
 import re
+import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import altair as alt
@@ -115,13 +125,25 @@ def js_bundle() -> str:
     """
     if threading.current_thread() is not _warm_thread():
         _ready()  # (functools.cache does not stop two threads building it at once)
+    return _load_bundle(lambda: _vlc().javascript_bundle(vl_version=vegalite_version()))
+
+
+def cached_bundle() -> str | None:
+    """The bundle from the on-disk cache, or None (not cached, or ``PLANNER_NO_CACHE``)."""
+    if os.environ.get("PLANNER_NO_CACHE"):
+        return None
+    return _read_cached(bundle_cache_path())
+
+
+def _load_bundle(build: Callable[[], str]) -> str:
+    """The cached bundle, else ``build()`` stored in the cache (unless ``PLANNER_NO_CACHE``)."""
     use_cache = not os.environ.get("PLANNER_NO_CACHE")
     path = bundle_cache_path() if use_cache else None
     if path is not None:
         js = _read_cached(path)
         if js is not None:
             return js
-    js = _vlc().javascript_bundle(vl_version=vegalite_version())
+    js = build()
     if "</script" in js.lower():  # pragma: no cover - would end the inline <script> early
         raise RuntimeError("the Vega bundle contains '</script'; cannot inline it")
     if path is not None:
@@ -194,3 +216,185 @@ def svg_to_png(svg_text: str, scale: float = PNG_SCALE) -> bytes:
     """Rasterise an SVG made by :func:`svg` (about 3x faster than rendering the spec again)."""
     _ready()
     return _vlc().svg_to_png(svg_text, scale=scale)
+
+
+# ------------------------------------------------------------------ conversion processes
+#: The helper process: reads ``(function, args, kwargs)`` pickles from stdin, calls that
+#: vl-convert function and writes ``(True, result)`` or ``(False, exception type, message)``.
+#: Run with ``-c`` (no planner import: it starts in milliseconds); the working directory is
+#: dropped from ``sys.path`` so a stray file there cannot shadow a module.
+_WORKER = r"""
+import os, pickle, sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+ALLOWED = {"vegalite_to_svg", "svg_to_png", "javascript_bundle"}
+def main():
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the channel
+    while True:
+        try:
+            fn, args, kwargs = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            if fn not in ALLOWED:
+                raise ValueError(f"not a vl-convert export function: {fn!r}")
+            import vl_convert
+            reply = (True, getattr(vl_convert, fn)(*args, **kwargs))
+        except Exception as exc:
+            reply = (False, type(exc).__name__, str(exc))
+        pickle.dump(reply, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+try:
+    main()
+except (KeyboardInterrupt, BrokenPipeError):
+    pass
+"""
+
+
+class _Process:
+    """One helper process; its calls run one at a time, on a thread of their own (which
+    waits on the pipe without the GIL)."""
+
+    def __init__(self, name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def submit(self, fn: str, *args, **kwargs) -> Future:
+        return self.pool.submit(self._call, fn, args, kwargs)
+
+    def _call(self, fn: str, args: tuple, kwargs: dict):
+        try:
+            pickle.dump((fn, args, kwargs), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+            reply = pickle.load(self.proc.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            raise RuntimeError(f"the chart export process stopped ({exc!r}); exit status "
+                               f"{self.proc.poll()}") from None
+        if reply[0]:
+            return reply[1]
+        _, kind, message = reply
+        cls = getattr(builtins, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            cls = RuntimeError
+        raise cls(message)
+
+    def close(self, *, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=not wait)
+        try:
+            self.proc.stdin.close()  # the process ends at the end of its input
+        except OSError:  # pragma: no cover - already gone
+            pass
+        if not wait:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck converter
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+class Exporter:
+    """Renders charts to (SVG text, PNG bytes) off the calling thread, in submission order.
+
+    With ``processes=True`` (the default) two helper processes do the work: one renders each
+    Vega-Lite spec to SVG (its JavaScript engine is started at once, so it is warm by the
+    first chart), the other rasterises each SVG to PNG; the caller's Python work (the engines,
+    the sections) goes on meanwhile on the other core. When the processes cannot be started
+    (or ``processes=False``) the conversions run in this process, one at a time on a thread.
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, *, processes: bool = True) -> None:
+        _vlc()  # a missing vl-convert fails here, with the install hint
+        self._svg = self._png = None
+        self._local: ThreadPoolExecutor | None = None
+        if processes:
+            try:
+                self._svg = _Process("planner-svg")
+                self._png = _Process("planner-png")
+            except OSError:
+                self._close_processes(wait=False)
+                self._svg = self._png = None
+        if self._svg is None:
+            warm_up()
+            self._local = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-export")
+        else:
+            self._svg.submit("vegalite_to_svg", _WARM_SPEC, vl_version=vegalite_version())
+        self._bundle: Future | None = None
+
+    @property
+    def uses_processes(self) -> bool:
+        return self._svg is not None
+
+    def prefetch_bundle(self) -> None:
+        """Have the SVG process build the JavaScript bundle when it is not cached (the first
+        run), so that it is ready by the time the page is written."""
+        if self._bundle is None and self._svg is not None and cached_bundle() is None:
+            self._bundle = self._svg.submit("javascript_bundle", vl_version=vegalite_version())
+
+    def bundle(self) -> str:
+        """:func:`js_bundle` (built by the SVG process if :meth:`prefetch_bundle` started it)."""
+        if self._bundle is None:
+            return js_bundle()
+        return _load_bundle(self._bundle.result)
+
+    def submit(self, spec_dict: dict, scale: float = PNG_SCALE) -> Future:
+        """A future of ``(svg_text, png_bytes)`` for a Vega-Lite spec."""
+        if self._local is not None:
+            return self._local.submit(lambda: _both(spec_dict, scale))
+        out: Future = Future()
+        png_proc = self._png
+
+        def svg_done(f: Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                _fail(out, f)
+                return
+            text = f.result()
+
+            def png_done(g: Future) -> None:
+                if g.cancelled() or g.exception() is not None:
+                    _fail(out, g)
+                else:
+                    out.set_result((text, g.result()))
+
+            try:
+                png_proc.submit("svg_to_png", text, scale=scale).add_done_callback(png_done)
+            except RuntimeError as exc:  # closed meanwhile (a failed report)
+                out.set_exception(exc)
+
+        self._svg.submit("vegalite_to_svg", spec_dict, vl_version=vegalite_version()
+                         ).add_done_callback(svg_done)
+        return out
+
+    def _close_processes(self, *, wait: bool) -> None:
+        for p in (self._svg, self._png):  # the SVG process first: it feeds the PNG one
+            if p is not None:
+                p.close(wait=wait)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Finish (``wait``) or drop the pending conversions and end the helper processes."""
+        self._close_processes(wait=wait)
+        if self._local is not None:
+            self._local.shutdown(wait=wait, cancel_futures=not wait)
+            _ready()
+
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.close(wait=kind is None)
+
+
+def _fail(out: Future, f: Future) -> None:
+    if f.cancelled():
+        out.cancel()
+    else:
+        out.set_exception(f.exception())
+
+
+def _both(spec_dict: dict, scale: float) -> tuple[str, bytes]:
+    text = svg(spec_dict)
+    return text, svg_to_png(text, scale)

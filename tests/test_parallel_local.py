@@ -1,0 +1,144 @@
+"""Local worker processes of planner.parallel.map_tasks (no Dask): forked when this process
+runs no other thread, else started by a fork server; results in task order and the same
+bits as a serial run either way; failures name the right flag."""
+
+from __future__ import annotations
+
+import operator
+import os
+import sys
+import threading
+
+import pytest
+
+from planner import api
+from planner.parallel import SchedulerError, map_tasks, start_method
+from planner.sim.scenario import run_tables, simulate_scenario
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux-only")
+
+#: a 1-hour window of the quickstart's busy afternoon: three candidate plans
+SIM = dict(hours=1, start_hour=12, seed=11)
+
+
+class Unpicklable:
+    """A shared object that refuses to be pickled (a fork hands it over as it is)."""
+
+    def __init__(self, items):
+        self.items = list(items)
+        self.lock = threading.Lock()
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _pid_and_item(shared, i):
+    return os.getpid(), shared[i]
+
+
+def _die(code):
+    os._exit(code)
+
+
+_PID_FILE = _REAL = None
+
+
+def _tables_and_pid(runs, i):
+    """planner.api._one_run_tables, noting the process it ran in (set before the fork)."""
+    with open(_PID_FILE, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return _REAL(runs, i)
+
+
+def test_an_unpicklable_task_fails_at_once_and_does_not_hang():
+    with pytest.raises(Exception, match="pickle|lambda"):
+        map_tasks(lambda x: x, [(1,), (2,)], n_workers=2)
+
+
+@pytest.fixture
+def forked(monkeypatch):
+    """Fork the workers even if an earlier test left a thread running (a Dask client's)."""
+    import planner.parallel as parallel
+
+    monkeypatch.setattr(parallel, "start_method", lambda: "fork")
+
+
+@linux
+def test_start_method_forks_only_without_other_threads():
+    if threading.active_count() == 1:  # (earlier tests may leave threads behind)
+        assert start_method() == "fork"
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert start_method() in ("forkserver", "spawn")
+    finally:
+        stop.set()
+        t.join()
+
+
+@linux
+def test_forked_workers_get_shared_without_pickling_it(forked):
+    shared = Unpicklable("abcdef")
+    seen = []
+    got = map_tasks(_pid_and_item, [(i,) for i in range(6)], shared=shared, n_workers=2,
+                    progress=lambda d, t: seen.append((d, t)))
+    assert [item for _, item in got] == list("abcdef")  # task order
+    pids = {pid for pid, _ in got}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # other processes, at most 2
+    assert seen == [(d, 6) for d in range(1, 7)]
+
+
+def test_forkserver_workers_give_the_same_results(monkeypatch):
+    import planner.parallel as parallel
+
+    monkeypatch.setattr(parallel, "start_method",
+                        lambda: "forkserver" if sys.platform.startswith("linux") else "spawn")
+    letters = list("abcdefg")
+    tasks = [(i,) for i in reversed(range(len(letters)))]
+    assert map_tasks(operator.getitem, tasks, shared=letters, n_workers=2) == letters[::-1]
+    with pytest.raises(ZeroDivisionError):  # the first failure in task order
+        map_tasks(operator.truediv, [(1, 1), (1, 0), ("x", 0)], n_workers=2)
+
+
+def test_simulated_plans_bit_identical_on_local_processes(monkeypatch, forked):
+    import planner.parallel as parallel
+
+    sc = api.load("example:quickstart")
+    serial = run_tables(simulate_scenario(sc, n_workers=1, **SIM))
+    forked = run_tables(simulate_scenario(sc, n_workers=2, **SIM))
+    monkeypatch.setattr(parallel, "start_method",
+                        lambda: "forkserver" if sys.platform.startswith("linux") else "spawn")
+    served = run_tables(simulate_scenario(sc, n_workers=2, **SIM))
+    assert len(serial["totals"]) >= 2
+    for k in serial:
+        for got in (forked[k], served[k]):
+            assert got.equals(serial[k]), k
+
+
+def test_a_worker_that_dies_names_the_workers_flag():
+    with pytest.raises(SchedulerError, match="ended abruptly") as info:
+        map_tasks(_die, [(0,), (3,)], n_workers=2)
+    assert info.value.flag == "workers"
+
+
+@linux
+def test_simulate_tables_made_on_forked_workers_equal_the_serial_ones(monkeypatch, tmp_path,
+                                                                     forked):
+    """api.simulate makes each plan's tables on a forked worker too: the same frames as
+    run_tables of the same runs in this process (and as a serial simulation)."""
+    import planner.api as api_mod
+
+    global _PID_FILE, _REAL
+    _PID_FILE, _REAL = tmp_path / "pids", api_mod._one_run_tables
+    monkeypatch.setattr(api_mod, "_one_run_tables", _tables_and_pid)
+    sc = api.load("example:quickstart")
+    par = api.simulate(sc, n_workers=2, **SIM)
+    ser = api.simulate(sc, n_workers=1, **SIM)
+    pids = [int(x) for x in _PID_FILE.read_text().split()]
+    assert len(pids) == len(par.engine) >= 2 and os.getpid() not in pids  # on the workers
+    want = run_tables(par.engine, records=False)
+    assert len(want["latency"]) > 3
+    for k, frame in want.items():
+        assert getattr(par, k).equals(frame), k
+        assert getattr(ser, k).equals(frame), k

@@ -1,0 +1,114 @@
+"""Chart export in helper processes (planner.report.export.Exporter): the same bytes as an
+in-process conversion, errors re-raised in the caller, no process left behind, and sections
+built while the engines run without changing the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.report import build_report, export
+from planner.report.build import _run_and_build
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "planner" / "templates" / "quickstart.toml"
+
+SPEC = {
+    "data": {"values": [{"a": i, "b": (i * 7) % 5} for i in range(12)]},
+    "mark": "bar",
+    "encoding": {"x": {"field": "a", "type": "ordinal"},
+                 "y": {"field": "b", "type": "quantitative"}},
+}
+
+
+def test_processes_give_the_bytes_of_an_in_process_conversion():
+    with export.Exporter() as ex:
+        assert ex.uses_processes
+        futures = [ex.submit(SPEC), ex.submit(SPEC, scale=1.0)]
+        (svg2, png2), (svg1, png1) = (f.result(timeout=120) for f in futures)
+        procs = [ex._svg.proc, ex._png.proc]
+    expected_svg = export.svg(SPEC)
+    assert svg2 == svg1 == expected_svg and svg2.lstrip().startswith("<svg")
+    assert png2 == export.svg_to_png(expected_svg)
+    assert png1 == export.svg_to_png(expected_svg, scale=1.0) and png1 != png2
+    assert all(p.returncode is not None for p in procs)  # closed: the processes ended
+
+
+def test_in_process_fallback_gives_the_same_bytes():
+    with export.Exporter(processes=False) as ex:
+        assert not ex.uses_processes
+        got = ex.submit(SPEC).result(timeout=120)
+    with export.Exporter() as ex:
+        assert ex.submit(SPEC).result(timeout=120) == got
+
+
+def test_a_conversion_error_is_raised_in_the_caller_and_the_process_goes_on():
+    with export.Exporter() as ex:
+        bad = ex.submit({"mark": "no-such-mark", "data": {"values": []}})
+        good = ex.submit(SPEC)
+        with pytest.raises(ValueError):
+            bad.result(timeout=120)
+        assert good.result(timeout=120)[0] == export.svg(SPEC)
+
+
+def test_a_dead_process_fails_its_conversions_not_the_caller_forever():
+    ex = export.Exporter()
+    try:
+        ex._svg.proc.kill()
+        ex._svg.proc.wait()
+        with pytest.raises(RuntimeError, match="chart export process stopped"):
+            ex.submit(SPEC).result(timeout=120)
+    finally:
+        ex.close(wait=False)
+    assert ex._png.proc.returncode is not None
+
+
+def test_bundle_from_the_process_equals_the_in_process_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PLANNER_NO_CACHE", raising=False)
+    export.js_bundle.cache_clear()
+    try:
+        with export.Exporter() as ex:
+            ex.prefetch_bundle()  # not cached: the SVG process builds it
+            assert ex._bundle is not None
+            js = ex.bundle()
+        assert export.bundle_cache_path().read_text(encoding="utf-8") == js
+        assert export.js_bundle() == js and "vegaEmbed" in js
+        with export.Exporter() as ex:  # cached now: read, not built again
+            ex.prefetch_bundle()
+            assert ex._bundle is None and ex.bundle() == js
+    finally:
+        export.js_bundle.cache_clear()
+
+
+def test_sections_are_built_as_soon_as_their_engines_ran(tmp_path, monkeypatch):
+    """The break-even section is built before the risk engine runs, the summary (which lists
+    the omitted sections) after every engine; the charts go to the exporter as built."""
+    import planner.report.build as build
+
+    order: list[str] = []
+    real = build._run_and_build
+
+    def logged(label, fn):
+        def run(*args):
+            order.append(label)
+            return fn(*args)
+        return run
+
+    def spy(sc, catalog, table, engines, specs, ctx, bar, exporter):
+        table = {e: logged(f"engine:{e}", f) for e, f in table.items()}
+        specs = [type(s)(s.key, s.title, s.requires, s.uses, logged(f"section:{s.key}", s.build))
+                 for s in specs]
+        return real(sc, catalog, table, engines, specs, ctx, bar, exporter)
+
+    monkeypatch.setattr(build, "_run_and_build", spy)
+    res = build_report(QUICKSTART, out_dir=tmp_path / "r", progress=False,
+                       sections=["breakeven", "risk"])
+    assert res.sections == ("summary", "breakeven", "risk")
+    assert order.index("section:breakeven") < order.index("engine:risk")
+    assert order.index("section:summary") > max(order.index(f"engine:{e}")
+                                                 for e in ("deterministic", "breakeven", "risk"))
+    assert set(res.charts) and all(p.stat().st_size > 0 for pair in res.charts.values()
+                                   for p in pair)
+    assert _run_and_build is real
