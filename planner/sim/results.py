@@ -106,6 +106,8 @@ class SimResult:
     plan: SimPlan
     scale_events: pd.DataFrame = field(default_factory=pd.DataFrame)
     aggregates: dict | None = None
+    #: latency rows computed once per ``by_hour`` (the latency table and the summary share them)
+    _rows_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def records(self) -> str:
@@ -136,7 +138,9 @@ class SimResult:
     def _rows(self, *, by_hour: bool) -> pd.DataFrame:
         if self.aggregates is not None:
             return self.aggregates["hourly" if by_hour else "latency"].copy()
-        return self._latency_rows(by_hour=by_hour)
+        if by_hour not in self._rows_cache:
+            self._rows_cache[by_hour] = self._latency_rows(by_hour=by_hour)
+        return self._rows_cache[by_hour].copy()
 
     def _latency_rows(self, *, by_hour: bool) -> pd.DataFrame:
         df = self.requests
