@@ -111,9 +111,14 @@ MAX_SAMPLES = 50_000_000
 #: Most memory a run may plan to hold (the estimate is checked before allocating), bytes;
 #: ``PLANNER_MAX_MEMORY_GB`` raises it.
 MAX_MEMORY_BYTES = 4 * 2**30
-#: Most requests ``planner simulate`` generates in one run (all simulated deployments);
-#: the simulator handles ~40,000 a second on one core.
-MAX_SIMULATED_REQUESTS = 5_000_000
+#: Most requests ``planner simulate`` generates in one run (all simulated deployments): a
+#: simulated request peaks at about :data:`SIM_PEAK_BYTES_PER_REQUEST` (a 10M-request day
+#: peaked at 1.78 GB, ``tests/benchmarks/bench_memory.py``), so 20M stay within the 4 GiB
+#: memory limit; the simulator handles ~250,000 requests a second on one core
+#: (``bench_sim.py``), the whole command (requests, simulation, tables) about half that.
+MAX_SIMULATED_REQUESTS = 20_000_000
+SIM_PEAK_BYTES_PER_REQUEST = 180
+SIM_REQUESTS_PER_S = 120_000
 #: Most replicas of one simulated pool.
 MAX_SIMULATED_REPLICAS = 10_000
 #: ``simulate`` / ``risk --simulate`` run on worker processes by default (``--workers``: one
@@ -212,8 +217,9 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None,
             f"simulate: about {total:,.0f} requests ({per_day:,.0f} a day x {hours} h"
             + (f" x {runs} deployments, each simulated on its own" if runs > 1 and not deployments
                else "")
-            + f"), over the limit of {MAX_SIMULATED_REQUESTS:,} (~{_memory_text(total * 400)}"
-            f" and {total / 40_000 / 60:,.0f} minutes); simulate fewer hours (--hours), one "
+            + f"), over the limit of {MAX_SIMULATED_REQUESTS:,} (~"
+            f"{_memory_text(total * SIM_PEAK_BYTES_PER_REQUEST)} and "
+            f"{total / SIM_REQUESTS_PER_S / 60:,.0f} minutes); simulate fewer hours (--hours), one "
             "deployment (--deployment), or a smaller requests_per_day")
     stated = [("--replicas", replicas if isinstance(replicas, int) else None)]
     if isinstance(replicas, dict):
