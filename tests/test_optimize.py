@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -519,9 +520,13 @@ def test_stochastic_recourse_beats_planning_for_the_mean():
     # the first stage is one number for all scenarios
     rsv = res.hourly[res.hourly["deployment"] == "rsv"]["blocks"]
     assert rsv.nunique() == 1
-    # the same seed gives the same plan
+    # the same seed gives the same scenarios, and a plan within the same proven gap (HiGHS
+    # stops at the first plan within 1e-4 of its bound, which under a wall-clock limit on a
+    # loaded machine need not be the same plan)
     again = optimize(sc, stochastic=True, n_scenarios=40, seed=3, gap=1e-4)
-    assert again.objective_usd_per_month == pytest.approx(res.objective_usd_per_month)
+    pd.testing.assert_frame_equal(again.scenarios, res.scenarios)
+    assert again.objective_usd_per_month == pytest.approx(res.objective_usd_per_month,
+                                                          rel=2e-4)
 
 
 @pytest.mark.parametrize("objective", ["expected", "cvar"])
