@@ -100,14 +100,15 @@ def _read_cached(path: Path) -> str | None:
     return js if "vegaEmbed" in js and "</script" not in js.lower() else None
 
 
-def _write_cached(path: Path, js: str) -> None:
-    """Write atomically (temporary file + rename); a read-only cache is silently skipped."""
+def write_cached(path: Path, text: str) -> None:
+    """Write a cache file atomically (temporary file + rename); a read-only cache is
+    silently skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(js)
+                f.write(text)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -147,7 +148,7 @@ def _load_bundle(build: Callable[[], str]) -> str:
     if "</script" in js.lower():  # pragma: no cover - would end the inline <script> early
         raise RuntimeError("the Vega bundle contains '</script'; cannot inline it")
     if path is not None:
-        _write_cached(path, js)
+        write_cached(path, js)
     return js
 
 

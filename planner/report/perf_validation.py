@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +81,12 @@ def _read_cached(path: Path, n: int) -> pd.DataFrame | None:
 
 
 def _write_cached(path: Path, pred: pd.DataFrame) -> None:
-    """Atomic write (temporary file + rename); an unwritable cache is skipped."""
+    """Store the predictions in the cache (atomically; an unwritable cache is skipped)."""
+    from planner.report.export import write_cached
+
     buf = io.StringIO()
     pred[_PRED_COLUMNS].to_csv(buf, index=False)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
-        pass
+    write_cached(path, buf.getvalue())
 
 
 def closed_loop_predictions(catalog: Any = None) -> pd.DataFrame:
