@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +23,7 @@ from planner.perf.calibration import (
     fit_gemm_curve,
     load_vidur_summary,
 )
+from planner.perf.specs import AcceleratorSpec, LLMSpec
 from planner.perf.validation import (
     CALIBRATION_FILE,
     REFERENCE_DATA,
@@ -118,3 +120,69 @@ def test_study_tables_are_dataframes():
     sens = mod.isl_sensitivity((300, 500))
     assert sens["M1_error"].iloc[0] > sens["M1_error"].iloc[1]  # longer prompts, less output
     assert "| id |" in mod.to_markdown(cal.head(2))
+
+
+def test_cuda_graph_sizes_follow_the_engine_filter():
+    from planner.perf.batching import cuda_graph_batch
+    from planner.perf.validation import PERF_OVERVIEW_CUDA_GRAPH_BATCH_SIZES as L
+    from planner.perf.validation import cuda_graph_batch_sizes
+
+    # sizes up to min(max_batch_size, max_num_tokens), then that bound when padding
+    assert cuda_graph_batch_sizes(L, 224, 2048) == (1, 2, 4, 8, 16, 32, 64, 128, 224)
+    assert cuda_graph_batch_sizes(L, 4096, 2048)[-1] == 2048
+    assert cuda_graph_batch_sizes(L, 384, 8192)[-2:] == (256, 384)  # a listed size: no copy
+    assert cuda_graph_batch_sizes(L, 224, 2048, enable_padding=False)[-1] == 128
+    g = cuda_graph_batch_sizes(L, 384, 2048)
+    np.testing.assert_array_equal(cuda_graph_batch(np.array([1, 3, 183, 257, 384, 500]), g),
+                                  [1, 4, 256, 384, 384, 500])  # above every graph: eager
+
+
+def test_padding_costs_only_where_the_padded_kernels_bind():
+    from planner.perf.step import step_model
+
+    cat = load_catalog()
+    llm = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
+    acc = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
+    sm = step_model(llm, acc, 2, "fp8", PerfParams())
+    kv = 257 * 2000.0
+    same = float(sm.padded_decode_step_time_s(257, kv, 257))
+    assert same == pytest.approx(float(sm.decode_step_time_s(257, kv)), rel=1e-12)
+    padded = float(sm.padded_decode_step_time_s(257, kv, 384))
+    assert padded > same  # GEMMs, all-reduces and element-wise kernels on 384 tokens
+    # ... but never more than the real step of 384 requests, which also reads their KV
+    assert padded < float(sm.decode_step_time_s(384, kv * 384 / 257))
+    # a decode batch whose GEMMs are still bandwidth-bound pads almost for free
+    small = float(sm.padded_decode_step_time_s(3, 3000.0, 4)) / float(
+        sm.decode_step_time_s(3, 3000.0))
+    assert 1.0 <= small < 1.01
+
+
+def test_finite_trtllm_bench_run_and_its_last_round():
+    from planner.perf.validation import (
+        CalibrationCase,
+        _specs,
+        case_params,
+        trtllm_bench_output_tokens_per_s,
+    )
+
+    llms, accs, _ = _specs(load_catalog())
+    llm, acc = llms["llama-3.1-405b"], accs["h200-sxm"]
+    case = CalibrationCase("x", "llama-3.1-405b", "h200-sxm", 8, 1, "fp8", 1000, 2000,
+                           "trtllm-bench")
+    p = case_params(case, llm, acc, PerfParams())
+    b = 856.0
+    whole = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b, num_requests=4 * 856)
+    assert whole["last_round_batch"] == 0
+    assert whole["output_tokens_per_s"] == pytest.approx(whole["steady_tokens_per_s"], rel=1e-9)
+    # 1,500 requests: one full round and a last one of 644, padded to the 896 graph
+    run = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b)
+    assert run["last_round_batch"] == 1500 - 856
+    assert run["graph_batch"] == 896
+    # the last round's 644 requests cost more than their share of a full round (same
+    # padded GEMMs), at most a full round
+    s = run["steady_tokens_per_s"]
+    assert s * 1500 / (2 * 856) < run["output_tokens_per_s"] < 0.95 * s
+    # without graphs the run is faster (no padding) but still below the endless run
+    eager = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b, graph_batch_sizes=None)
+    assert run["output_tokens_per_s"] < eager["output_tokens_per_s"] < eager[
+        "steady_tokens_per_s"]

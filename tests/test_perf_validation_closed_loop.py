@@ -114,17 +114,37 @@ def test_max_throughput_rows(study, capsys):
         print("\nmax-throughput rows, defaults:", s.round(3).to_dict("index"))
         print("max-throughput rows, closed-loop fit:", f.round(3).to_dict("index"))
     assert s.loc["all", "rows"] == f.loc["all", "rows"] == 9 + 53 + 20
-    assert s.loc["all", "median_abs_error"] <= TARGET["max_median"]
-    assert s.loc["all", "max_abs_error"] <= TARGET["max_max"]
-    assert abs(s.loc["B200 FP4 (both)", "bias"]) <= TARGET["b200_fp4_bias"]
-    assert f.loc["all", "median_abs_error"] <= TARGET["fit_max_median"]
-    assert f.loc["all", "max_abs_error"] <= TARGET["fit_max_max"]
+    # the target: median <= 8 %, every row within 20 %, B200 FP4 included
+    assert s.loc["all", "median_abs_error"] <= MAXTP_TARGET["max_median"] <= 0.08
+    assert s.loc["all", "max_abs_error"] <= MAXTP_TARGET["max_max"] <= 0.20
+    assert s.loc["B200 FP4 (both)", "max_abs_error"] <= 0.20
+    assert abs(s.loc["B200 FP4 (both)", "bias"]) <= MAXTP_TARGET["b200_fp4_bias"]
+    assert f.loc["all", "median_abs_error"] <= MAXTP_TARGET["fit_max_median"]
+    assert f.loc["all", "max_abs_error"] <= MAXTP_TARGET["fit_max_max"]
     held = f.loc["B200 FP4 405B (held out)", "bias"]
-    assert abs(held) <= TARGET["fit_b200_405b_bias"]
+    assert abs(held) <= MAXTP_TARGET["fit_b200_405b_bias"]
     # the fp4 GEMM factor (fitted on the 70B rows) carries to the held-out 405B rows
     b405 = s.loc["B200 FP4 405B (held out)"]
-    assert b405["median_abs_error"] <= TARGET["b200_405b_median"]
-    assert b405["max_abs_error"] <= TARGET["b200_405b_max"]
+    assert b405["median_abs_error"] <= MAXTP_TARGET["b200_405b_median"]
+    assert b405["max_abs_error"] <= MAXTP_TARGET["b200_405b_max"]
+
+
+def test_max_throughput_long_output_rows_follow_graph_padding_and_the_finite_run(study):
+    # the five rows that were beyond 20 % (all Llama-3.1-405B, long outputs, KV-limited
+    # batch of 183-588) came from two properties of the benchmark run, not from the KV
+    # memory: decode-only steps padded to the captured CUDA-graph batch and the last
+    # partial round of the finite run; both only lower the prediction
+    t = study.max_throughput_table().set_index("id")
+    from planner.perf.validation import predict_trtllm_bench
+    rows = pd.read_csv(study.HOLDOUT)
+    rows = rows[(rows["model"] == "llama-3.1-405b") & (rows["osl"] >= 2000)]
+    p = predict_trtllm_bench(rows, PerfParams(), load_catalog())
+    assert (p["graph_batch"] >= p["batch"].round(0)).all()
+    assert (p["predicted_tokens_per_s"] <= p["steady_state_tokens_per_s"] * (1 + 1e-9)).all()
+    for rid in ("llama-3.1-405b h100-sxm TP8 128/4096", "llama-3.1-405b h100-sxm TP8 1000/2000",
+                "llama-3.1-405b h100-sxm TP8 20000/2000", "llama-3.1-405b h200-sxm TP8 128/4096",
+                "llama-3.1-405b b200 TP4 1000/2000"):
+        assert abs(t.loc[rid, "error"]) <= 0.20, (rid, t.loc[rid, "error"])
 
 
 def test_server_below_offline_where_the_bound_binds(study):
@@ -287,6 +307,16 @@ def test_b200_sglang_ttft_rises_where_the_recv_interval_does(study):
     pred_jump = by.loc[16, "pred_ttft_ms"] - by.loc[8, "pred_ttft_ms"]
     assert meas_jump > 50 and pred_jump > 0.5 * meas_jump
 
+
+#: Maximum-throughput rows (TensorRT-LLM perf overview and MLPerf, 82 rows), levels reached
+#: with the defaults since decode-only steps replay padded CUDA graphs and the trtllm-bench
+#: run is finite (planner.perf.validation.trtllm_bench_output_tokens_per_s): median 0.043,
+#: max 0.192 (Llama-3.3-70B H200 TP1 128/4096, under-predicted); B200 FP4 bias -0.024, B200
+#: FP4 405B held out median 0.059 / max 0.148. With the closed-loop fit (fitted before the
+#: padding was modelled): median 0.082, max 0.327.
+MAXTP_TARGET = {"max_median": 0.045, "max_max": 0.195, "b200_fp4_bias": 0.03,
+                "b200_405b_median": 0.065, "b200_405b_max": 0.155, "fit_max_median": 0.085,
+                "fit_max_max": 0.33, "fit_b200_405b_bias": 0.05}
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput

@@ -328,6 +328,62 @@ def _limiter(
     return "batch-cap"
 
 
+def cuda_graph_batch(batch: Any, graph_batch_sizes: Any) -> np.ndarray:
+    """Decode batch a CUDA graph actually runs: the smallest captured size ``>= batch``
+    (vectorised), or ``batch`` itself above every captured size (an eager step, no padding).
+
+    Transcribes TensorRT-LLM's ``CUDAGraphRunner._round_up_batch_size`` (``bisect_left`` over
+    the sorted captured sizes; none fits -> no graph).
+    """
+    g = np.sort(np.asarray(graph_batch_sizes, dtype=float).reshape(-1))
+    b = np.asarray(batch, dtype=float)
+    if g.size == 0:
+        return b
+    i = np.searchsorted(g, b, side="left")
+    return np.where(i < g.size, g[np.minimum(i, g.size - 1)], b)
+
+
+def padded_step_time_s(
+    sm: StepModel, input_tokens: Any, output_tokens: Any, decode_batch: Any,
+    graph_batch_sizes: Any,
+) -> dict[str, np.ndarray]:
+    """Mean step time at decode batch ``d`` when decode-only steps replay padded CUDA graphs.
+
+    In steady state every step decodes the ``d`` running requests and, on average, ``p = d
+    I / O`` prompt tokens enter (flow balance, as :func:`_curve_arrays`). An engine that
+    captures CUDA graphs for decode-only batches (TensorRT-LLM PyTorch backend; vLLM and
+    SGLang alike) runs the steps that carry prompt tokens eagerly and unpadded, and replays
+    the others from the graph of the next captured size
+    (:meth:`planner.perf.step.StepModel.padded_decode_step_time_s`). A step holds at most
+    ``C - d`` prompt tokens beside the decodes (``C = max_tokens_per_step``), so a share
+    ``f = min(1, p / (C - d))`` of the steps carry prompts, ``p / f`` tokens each, and the
+    mean step is ``f T(d, p/f) + (1 - f) T_graph(d, pad(d))``.
+
+    Returns ``step_s`` (mean), ``prefill_step_share`` (``f``), ``graph_batch`` (``pad(d)``)
+    and ``output_tokens_per_s`` (``d / step_s``); all broadcast over the inputs.
+    """
+    p = sm.params
+    isl = np.asarray(input_tokens, dtype=float)
+    osl = np.asarray(output_tokens, dtype=float)
+    d = np.maximum(np.asarray(decode_batch, dtype=float), 0.0)
+    cap = float(p.max_tokens_per_step)
+    pre = d * isl / osl
+    f = np.clip(pre / np.maximum(cap - d, 1.0), 0.0, 1.0)
+    per = np.where(f > 0, pre / np.where(f > 0, f, 1.0), 0.0)
+    ctx = isl + osl / 2.0
+    if sm.llm.sliding_window:
+        ctx = np.minimum(ctx, float(sm.llm.sliding_window))
+    kv = d * ctx
+    pairs_per_tok = sm.prefill_pairs(isl) / isl
+    t_mixed = sm.step_time_s(d, kv, per, per * pairs_per_tok)
+    g = cuda_graph_batch(d, graph_batch_sizes)
+    t_graph = sm.padded_decode_step_time_s(d, kv, g)
+    t = f * t_mixed + (1.0 - f) * t_graph
+    t = np.where(d > 0, t, 0.0)
+    return {"step_s": t, "prefill_step_share": f + 0.0 * t, "graph_batch": g + 0.0 * t,
+            "output_tokens_per_s": np.where(d > 0, d / np.where(t > 0, t, 1.0), 0.0)}
+
+
 def _batch_grid(bmax: float) -> np.ndarray:
     """All integer concurrencies up to ``bmax`` (<= 8192), else a dense geometric grid."""
     top = max(int(np.floor(bmax)), 1)

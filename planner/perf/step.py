@@ -272,6 +272,30 @@ class StepModel:
             kv = np.minimum(kv, b * float(w))
         return self.step_time_s(b, kv)
 
+    def padded_decode_step_time_s(self, batch: Any, kv_tokens: Any, graph_batch: Any) -> Any:
+        """Time of a decode-only step replayed from a CUDA graph captured for ``graph_batch``
+        sequences (``graph_batch >= batch``).
+
+        An engine that pads decode batches up to a captured graph size (TensorRT-LLM's
+        PyTorch backend with ``cuda_graph_config.enable_padding``: it appends dummy
+        generation requests of one cached token, ``CUDAGraphRunner._get_padded_batch``) runs
+        the token-proportional kernels (GEMMs with the LM head, element-wise kernels,
+        tensor-parallel all-reduces) on ``graph_batch`` tokens, while attention reads only
+        the real requests' ``kv_tokens`` and only the real ``batch`` is sampled. Equal to
+        :meth:`decode_step_time_s` when ``graph_batch == batch``.
+        """
+        b = np.asarray(batch, dtype=float)
+        g = np.maximum(np.asarray(graph_batch, dtype=float), b)
+        kv = np.asarray(kv_tokens, dtype=float)
+        w = self.llm.sliding_window
+        if w:
+            kv = np.minimum(kv, b * float(w))
+        parts = self.step_breakdown(g, kv)
+        safe = np.where(g > 0, g, 1.0)
+        parts["sampling_s"] = parts["sampling_s"] * b / safe
+        parts["overhead_s"] = parts["overhead_s"] - (g - b) * self.params.sequence_overhead_s
+        return sum(parts.values())
+
     def gemm_compute_bound(self, decode_tokens: Any, prefill_tokens: Any = 0.0) -> Any:
         """True where the shared-weight GEMMs are compute-bound (FLOP time >= weight-read time)."""
         c = self._c

@@ -9,7 +9,21 @@ than fitting anything per row:
   requests that fit the KV cache, capped at 4096, rounded up; tokens ``bs (1 + I/O)`` capped
   at 32768, at least 2048); the KV cache gets 95 % of free memory
   (``--kv_cache_free_gpu_mem_fraction 0.95``, perf-overview.md) and reserves ``I + O`` tokens
-  per request (``GUARANTEED_NO_EVICT``). FP8 checkpoints quantise the KV cache to FP8.
+  per request (``GUARANTEED_NO_EVICT``, the default ``capacity_scheduler_policy``). FP8
+  checkpoints quantise the KV cache to FP8. Two properties of the run itself matter for the
+  long-output rows, where the KV-limited batch is a few hundred requests:
+
+  - **CUDA-graph padding**: the page's ``llm_options.yml`` captures decode graphs for batch
+    sizes 1, 2, 4, ..., 256, 384, 512, 1024, 2048, 4096, 8192 with ``enable_padding: true``;
+    the engine keeps the sizes up to ``min(max_batch_size, max_num_tokens)`` and adds that
+    bound (:func:`cuda_graph_batch_sizes`), and every decode-only step runs the next
+    captured size (a batch of 257 runs the graph of 384), so its GEMMs and all-reduces
+    work on the padded batch (:func:`planner.perf.batching.padded_step_time_s`).
+  - **a finite run**: ``$num_requests`` uniform requests (:data:`PERF_OVERVIEW_NUM_REQUESTS`)
+    queued at once; with ``B`` of them fitting at a time the run is ``floor(N / B)`` full
+    rounds of ``O`` decode steps and one last round of the ``N mod B`` left
+    (:func:`trtllm_bench_output_tokens_per_s`): 1,500 requests at a batch of 856 leave a last
+    round of 644 that, padded to the same graph, costs 89 % of a full one.
 * **MLPerf Inference v4.1 Llama-2-70B** (NVIDIA, 8x H100-SXM): four TP2 replicas
   (``configs/llama2-70b/*/__init__.py``: ``tensor_parallelism = 2``, ``gpu_batch_size`` 896
   offline / 1024 server, ``kvcache_free_gpu_mem_frac = 0.90``), on-demand paged KV. Output
@@ -31,10 +45,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.perf.batching import replica_capacity
+from planner.perf.batching import padded_step_time_s, replica_capacity
 from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
+from planner.perf.step import step_model
 
 #: Where the calibration measurements ship: ``planner/data/reference`` inside the package (a
 #: source checkout, an editable install and an installed wheel alike; sources and licences in
@@ -180,6 +195,83 @@ def trtllm_bench_settings(
     return int(max_bs), int(max_token)
 
 
+#: CUDA-graph batch sizes of the perf overview's ``llm_options.yml`` (``cuda_graph_config``
+#: with ``enable_padding: true``; NVIDIA/TensorRT-LLM
+#: ``docs/source/performance/perf-overview.md`` @00f37686, "Running the Benchmark").
+PERF_OVERVIEW_CUDA_GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024,
+                                        2048, 4096, 8192)
+
+#: ``$num_requests`` per (ISL, OSL) of the perf overview's synthetic data sets (same page,
+#: "Preparing a Dataset"; all requests of one run have exactly these lengths).
+PERF_OVERVIEW_NUM_REQUESTS: dict[tuple[int, int], int] = {
+    (128, 128): 30000, (128, 2048): 3000, (128, 4096): 1500, (1000, 2000): 1500,
+    (2048, 128): 3000, (2048, 2048): 1500, (5000, 500): 1500, (1000, 1000): 3000,
+    (500, 2000): 3000, (20000, 2000): 1000,
+}
+
+
+def cuda_graph_batch_sizes(listed: tuple[int, ...], max_batch_size: int, max_num_tokens: int,
+                           enable_padding: bool = True) -> tuple[int, ...]:
+    """The CUDA-graph batch sizes an engine captures from the ``listed`` ones.
+
+    Transcribed from NVIDIA/TensorRT-LLM ``tensorrt_llm/_torch/pyexecutor/model_engine.py``
+    (``_filter_cuda_graph_batch_sizes``, no draft tokens): the sizes up to ``min(max_batch_size,
+    max_num_tokens)`` (the largest pure-decode batch), and with padding that bound itself
+    when a listed size exceeds it.
+    """
+    top = min(int(max_batch_size), int(max_num_tokens))
+    out: list[int] = []
+    for bs in sorted(int(b) for b in listed):
+        if bs <= top:
+            out.append(bs)
+        else:
+            if enable_padding and (not out or out[-1] != top):
+                out.append(top)
+            break
+    return tuple(out)
+
+
+def trtllm_bench_output_tokens_per_s(
+    llm: LLMSpec, acc: AcceleratorSpec, case: CalibrationCase, params: PerfParams,
+    batch: float, num_requests: int | None = None,
+    graph_batch_sizes: tuple[int, ...] | None = PERF_OVERVIEW_CUDA_GRAPH_BATCH_SIZES,
+) -> dict[str, float]:
+    """Output tokens/s of a ``trtllm-bench throughput`` run at a KV-limited ``batch``.
+
+    ``num_requests`` uniform requests (default: :data:`PERF_OVERVIEW_NUM_REQUESTS` for the
+    case's lengths; ``None`` there or ``0``: an endless run) are all queued at once and
+    ``B = floor(batch)`` of them run at a time (``GUARANTEED_NO_EVICT`` admits a request
+    when its whole ``I + O`` fits), so the run is ``k = floor(N / B)`` rounds of ``O`` steps
+    at ``B`` requests and a last round at ``r = N - k B``: throughput ``N O / (O (k
+    T(B) + T(r)))`` with ``T`` the mean step time of
+    :func:`planner.perf.batching.padded_step_time_s` (decode-only steps padded to the
+    captured graph sizes :func:`cuda_graph_batch_sizes`; ``graph_batch_sizes=None``: no
+    graphs). Returns ``output_tokens_per_s``, ``steady_tokens_per_s`` (endless run),
+    ``graph_batch`` and ``last_round_batch``.
+    """
+    isl, osl = float(case.input_tokens), float(case.output_tokens)
+    sm = step_model(llm, acc, case.gpus_per_replica, case.precision, params)
+    graphs = (cuda_graph_batch_sizes(graph_batch_sizes, params.max_batch,
+                                      params.max_tokens_per_step)
+              if graph_batch_sizes else ())
+    if num_requests is None:
+        num_requests = PERF_OVERVIEW_NUM_REQUESTS.get((int(isl), int(osl)), 0)
+    b = float(np.floor(batch))
+    if not num_requests or b < 1:
+        k, r = 1.0, 0.0
+        n = b
+    else:
+        n = float(num_requests)
+        k, r = float(np.floor(n / b)), float(n - np.floor(n / b) * b)
+    st = padded_step_time_s(sm, isl, osl, np.array([b, r]), graphs)
+    t_full, t_last = (float(x) for x in st["step_s"])
+    steady = b / t_full if t_full > 0 else 0.0
+    total = k * t_full + t_last
+    return {"output_tokens_per_s": n / total if total > 0 else 0.0,
+            "steady_tokens_per_s": steady, "graph_batch": float(st["graph_batch"][0]),
+            "last_round_batch": r}
+
+
 def _specs(catalog: Any | None) -> tuple[dict[str, LLMSpec], dict[str, AcceleratorSpec], dict]:
     llms: dict[str, LLMSpec] = {}
     accs: dict[str, AcceleratorSpec] = {}
@@ -254,6 +346,10 @@ def predict_calibration(
             ttft_slo_s=case.ttft_slo_s, tpot_slo_s=case.tpot_slo_s, params=p,
         )
         pred = cap.output_tokens_per_s * case.replicas
+        graph_b = np.nan
+        if case.setting == "trtllm-bench":
+            run = trtllm_bench_output_tokens_per_s(llm, acc, case, p, cap.batch)
+            pred, graph_b = run["output_tokens_per_s"] * case.replicas, run["graph_batch"]
         measured = float(rec.value)
         out.append({
             "id": case.row_id, "model": rec.model, "hardware": rec.hardware,
@@ -261,7 +357,7 @@ def predict_calibration(
             "output_tokens": case.output_tokens, "gpus": case.gpus_per_replica * case.replicas,
             "replicas": case.replicas, "max_batch": p.max_batch,
             "max_tokens_per_step": p.max_tokens_per_step, "batch": cap.batch,
-            "tpot_s": cap.tpot_s, "limited_by": cap.limited_by,
+            "graph_batch": graph_b, "tpot_s": cap.tpot_s, "limited_by": cap.limited_by,
             "measured_tokens_per_s": measured, "predicted_tokens_per_s": pred,
             "error": pred / measured - 1.0, "abs_error": abs(pred / measured - 1.0),
             "spec_source": f"{origin[case.llm]}, {origin[case.accelerator]}",
@@ -276,8 +372,11 @@ def predict_trtllm_bench(
 
     ``table`` columns: ``model`` (``llama-3.1-8b``, ``llama-3.3-70b``/``llama-3.1-70b``,
     ``llama-3.1-405b``), ``accelerator`` (``h100-sxm``, ``h200-sxm``), ``tp``, ``precision``,
-    ``isl``, ``osl``, ``output_tokens_per_s`` (measured); ``b200`` rows too (fp4). Returns the table with
-    ``predicted_tokens_per_s``, ``error``, ``abs_error``, ``batch`` and ``limited_by``.
+    ``isl``, ``osl``, ``output_tokens_per_s`` (measured); ``b200`` rows too (fp4). Returns the
+    table with ``predicted_tokens_per_s`` (the finite run with padded CUDA graphs,
+    :func:`trtllm_bench_output_tokens_per_s`), ``steady_state_tokens_per_s`` (the
+    continuous-batching steady state without graphs), ``error``, ``abs_error``, ``batch``,
+    ``graph_batch``, ``last_round_batch`` and ``limited_by``.
     """
     base = params or PerfParams()
     llms, accs, _ = _specs(catalog)
@@ -294,8 +393,12 @@ def predict_trtllm_bench(
                                input_tokens=case.input_tokens, output_tokens=case.output_tokens,
                                params=p)
         measured = float(rec.output_tokens_per_s)
-        pred = cap.output_tokens_per_s
-        out.append({**rec._asdict(), "predicted_tokens_per_s": pred, "batch": cap.batch,
+        run = trtllm_bench_output_tokens_per_s(llm, acc, case, p, cap.batch)
+        pred = run["output_tokens_per_s"]
+        out.append({**rec._asdict(), "predicted_tokens_per_s": pred,
+                    "steady_state_tokens_per_s": cap.output_tokens_per_s, "batch": cap.batch,
+                    "graph_batch": run["graph_batch"],
+                    "last_round_batch": run["last_round_batch"],
                     "limited_by": cap.limited_by, "error": pred / measured - 1.0,
                     "abs_error": abs(pred / measured - 1.0)})
     return pd.DataFrame(out)
