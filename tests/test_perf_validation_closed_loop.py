@@ -98,6 +98,31 @@ def test_heldout_bias_per_gpu_and_precision(study):
             assert t[f"{m}_bias"].abs().max() <= TARGET["bias"], (col, m, t)
 
 
+#: Held-out groups (GPU, precision, GPU and precision; at least ``BIAS_MIN_ROWS`` = 30 rows)
+#: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
+#: misses (README, "Bias by GPU and precision"). The test fails if another group goes beyond
+#: +-12 % or if one of these comes within it (then remove it here).
+KNOWN_BIASED = {("gpu", "mi300x"): {"itl"}, ("gpu/precision", "mi300x fp8"): {"itl"},
+                ("gpu", "h200"): {"ttft"}, ("gpu/precision", "h200 fp8"): {"ttft"},
+                ("gpu/precision", "b200 fp8"): {"ttft"}}
+
+
+def test_heldout_bias_within_12pct_per_gpu_and_precision(study, capsys):
+    t = study.bias_table()
+    assert study.BIAS_MIN_ROWS == 30 and study.BIAS_TARGET == 0.12
+    t = t[(t["half"] == "held out") & t["group"].isin(["gpu", "precision", "gpu/precision"])
+          & (t["rows"] >= study.BIAS_MIN_ROWS)]
+    assert set(t["key"]) >= {"b200", "h200", "mi300x", "fp4", "fp8", "b200 fp4", "b200 fp8"}
+    beyond = {}
+    for r in t.itertuples(index=False):
+        ms = {m for m in ("tput", "itl", "ttft") if abs(getattr(r, f"{m}_bias")) > 0.12}
+        if ms:
+            beyond[(r.group, r.key)] = ms
+    with capsys.disabled():
+        print("\nheld-out groups beyond +-12 % bias:", beyond)
+    assert beyond == KNOWN_BIASED
+
+
 def test_fit_improves_on_defaults(study):
     fit = study.summary_table(True).set_index("rows_set").loc["held out"]
     dflt = study.summary_table(False).set_index("rows_set").loc["held out"]
