@@ -100,11 +100,11 @@ def test_heldout_bias_per_gpu_and_precision(study):
 
 #: Held-out groups (GPU, precision, GPU and precision; at least ``BIAS_MIN_ROWS`` = 30 rows)
 #: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
-#: misses (README, "Bias by GPU and precision"). The test fails if another group goes beyond
-#: +-12 % or if one of these comes within it (then remove it here).
-KNOWN_BIASED = {("gpu", "mi300x"): {"itl"}, ("gpu/precision", "mi300x fp8"): {"itl"},
-                ("gpu", "h200"): {"ttft"}, ("gpu/precision", "h200 fp8"): {"ttft"},
-                ("gpu/precision", "b200 fp8"): {"ttft"}}
+#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200, which
+#: no fit-half row identifies). The test fails if another group goes beyond +-12 % or if this
+#: one comes within it (then remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT
+#: (+22.8 %).
+KNOWN_BIASED = {("gpu/precision", "b200 fp8"): {"ttft"}}
 
 
 def test_heldout_bias_within_12pct_per_gpu_and_precision(study, capsys):

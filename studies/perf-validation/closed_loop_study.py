@@ -115,8 +115,7 @@ def release_table(fitted: bool = True) -> pd.DataFrame:
 
 
 def _fit_params_for(acc_id: str) -> PerfParams:
-    return v.FITTED.params_for(acc_id, "TensorRT-LLM", PerfParams()).replace(
-        request_overhead_s=0.0)
+    return v.FITTED.bench_params_for(acc_id, PerfParams())
 
 
 def max_throughput_table(fitted: bool = False) -> pd.DataFrame:
