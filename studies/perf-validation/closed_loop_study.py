@@ -247,7 +247,9 @@ def to_markdown(df: pd.DataFrame) -> str:
 
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(str(int(v)) if c == "rows" and v == v else fmt(v)
+                                for c, v in zip(cols, r, strict=True)) + " |"
+              for r in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
