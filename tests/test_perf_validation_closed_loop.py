@@ -98,6 +98,31 @@ def test_heldout_bias_per_gpu_and_precision(study):
             assert t[f"{m}_bias"].abs().max() <= TARGET["bias"], (col, m, t)
 
 
+#: Held-out groups (GPU, precision, GPU and precision; at least ``BIAS_MIN_ROWS`` = 30 rows)
+#: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
+#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200, which
+#: no fit-half row identifies). The test fails if another group goes beyond +-12 % or if this
+#: one comes within it (then remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT
+#: (+22.8 %).
+KNOWN_BIASED = {("gpu/precision", "b200 fp8"): {"ttft"}}
+
+
+def test_heldout_bias_within_12pct_per_gpu_and_precision(study, capsys):
+    t = study.bias_table()
+    assert study.BIAS_MIN_ROWS == 30 and study.BIAS_TARGET == 0.12
+    t = t[(t["half"] == "held out") & t["group"].isin(["gpu", "precision", "gpu/precision"])
+          & (t["rows"] >= study.BIAS_MIN_ROWS)]
+    assert set(t["key"]) >= {"b200", "h200", "mi300x", "fp4", "fp8", "b200 fp4", "b200 fp8"}
+    beyond = {}
+    for r in t.itertuples(index=False):
+        ms = {m for m in ("tput", "itl", "ttft") if abs(getattr(r, f"{m}_bias")) > 0.12}
+        if ms:
+            beyond[(r.group, r.key)] = ms
+    with capsys.disabled():
+        print("\nheld-out groups beyond +-12 % bias:", beyond)
+    assert beyond == KNOWN_BIASED
+
+
 def test_fit_improves_on_defaults(study):
     fit = study.summary_table(True).set_index("rows_set").loc["held out"]
     dflt = study.summary_table(False).set_index("rows_set").loc["held out"]
@@ -336,11 +361,36 @@ MAXTP_TARGET = {"max_median": 0.045, "max_max": 0.195, "b200_fp4_bias": 0.03,
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached (v3): 0.087 / 0.100 / 0.203; bias within
-#: 0.139 (MI300X ITL; every other GPU and both precisions within 0.095); max-throughput
-#: median 0.059 with the defaults (max 0.282, Llama-3.1-405B H100 128/4096; B200 FP4 405B
-#: held out: median 0.077, max 0.229) or 0.091 with the closed-loop fit (max 0.306).
-TARGET = {"tput": 0.09, "itl": 0.105, "ttft": 0.21, "bias": 0.145, "max_median": 0.065,
+#: median 0.08 and every row within 0.20. Reached (v4): 0.086 / 0.091 / 0.144; throughput
+#: and ITL bias within 0.093 per GPU and precision (H100 ITL, 4 rows; v3: 0.139, MI300X ITL),
+#: TTFT bias see KNOWN_BIASED; max-throughput median 0.059 with the defaults (max 0.282,
+#: Llama-3.1-405B H100 128/4096; B200 FP4 405B held out: median 0.077, max 0.229) or 0.091
+#: with the closed-loop fit (max 0.306).
+TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.15, "bias": 0.10, "max_median": 0.065,
           "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
           "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
           "fit_b200_405b_bias": 0.09}
+
+
+def test_fit_params_per_engine_and_family_keys():
+    fp = v.FITTED
+    base = PerfParams()
+    trt, sgl = (fp.params_for("h200", e, base) for e in ("TensorRT-LLM", "SGLang"))
+    assert trt.attention_efficiency == fp.attention["TensorRT-LLM|hopper"]
+    assert sgl.attention_efficiency == fp.attention["hopper"] != trt.attention_efficiency
+    mi, b2 = fp.params_for("mi300x", "SGLang", base), fp.params_for("b200", "SGLang", base)
+    assert mi.step_overhead_s == fp.engine_step_overhead_s["SGLang|cdna3"]
+    assert b2.step_overhead_s == fp.engine_step_overhead_s["SGLang"] != mi.step_overhead_s
+    # the dense max-throughput rows keep the family's attention and no front end
+    bench = fp.bench_params_for("h200", base)
+    assert bench.attention_efficiency == fp.attention["hopper"]
+    assert bench.request_overhead_s == 0.0
+    # the per-engine attention lengthens a long prefill (quadratic part) and hardly a short one
+    cat = load_catalog()
+    llm = LLMSpec.from_row(cat.llm("deepseek-v3"))
+    acc = AcceleratorSpec.from_row(cat.accelerator("h200"))
+    t_trt, t_sgl = (step_model(llm, acc, 8, "fp8", p.replace(request_overhead_s=0.0))
+                    for p in (trt, sgl))
+    long_gap = t_trt.prefill_time_s(8192) - t_sgl.prefill_time_s(8192)
+    short_gap = t_trt.prefill_time_s(1024) - t_sgl.prefill_time_s(1024)
+    assert long_gap > 20 * max(short_gap, 1e-9) and long_gap > 0.02

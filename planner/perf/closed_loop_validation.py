@@ -224,8 +224,9 @@ class FitParams:
     (key ``engine``) or per engine and GPU family (key ``"engine|family"``, first);
     ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency;
     ``attention``: prefill attention efficiency (share of the bf16 dense peak) per GPU family
-    (absent: the default); ``engine_step_overhead_s``: an engine's own per-step time where it
-    differs from ``step_overhead_s``.
+    (absent: the default), or per engine and family (key ``"engine|family"``, first);
+    ``engine_step_overhead_s``: an engine's own per-step time where it differs from
+    ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine.
     """
 
     gemm: dict[str, float]
@@ -240,7 +241,8 @@ class FitParams:
     def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
-                                  engine, self.step_overhead_s),
+                                  f"{engine}|{f}", self.engine_step_overhead_s.get(
+                                      engine, self.step_overhead_s)),
                               "sequence_overhead_s": self.sequence_overhead_s,
                               "request_overhead_s": self.request_overhead_s.get(
                                   f"{engine}|{f}", self.request_overhead_s.get(engine, 0.0)),
@@ -249,25 +251,40 @@ class FitParams:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
             ch["bw_efficiency"] = self.bw[f]
-        if f in self.attention:
-            ch["attention_efficiency"] = self.attention[f]
+        att = self.attention.get(f"{engine}|{f}", self.attention.get(f))
+        if att is not None:
+            ch["attention_efficiency"] = att
         return base.replace(**ch)
+
+    def bench_params_for(self, accelerator: str, base: PerfParams) -> PerfParams:
+        """Parameters for the dense maximum-throughput rows (``trtllm-bench``, Llama GQA):
+        TensorRT-LLM's, without a front-end time and with the family's prefill attention
+        efficiency (an ``"engine|family"`` attention value describes that engine's MLA
+        context kernel on the DeepSeek-R1 rows it was fitted on, not the GQA kernels)."""
+        p = self.params_for(accelerator, "TensorRT-LLM", base).replace(request_overhead_s=0.0)
+        att = self.attention.get(family(accelerator))
+        return p.replace(attention_efficiency=att if att is not None
+                         else base.attention_efficiency)
 
 
 #: Fitted on the fit half by ``studies/perf-validation/fit_closed_loop.py`` (copied here so
 #: the study and the tests need not refit; rerun the script after changing the data or the
-#: step model).
+#: step model). v4 (``--v4`` from v3): MI300X GEMM/HBM/attention efficiency and SGLang's own
+#: step overhead on CDNA3 (v3: 0.29 / 0.40 / 0.08, the shared 4 ms step), TensorRT-LLM's
+#: prefill attention efficiency on Hopper, and the front-end constants without the
+#: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`).
 FITTED = FitParams(
-    gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.2946},
-    bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.4033},
+    gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
+    bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
     step_overhead_s=0.00452,
     sequence_overhead_s=8.306e-06,
     request_overhead_s={'NIM|hopper': 0.068, 'SGLang|hopper': 0.085,
-                        'TensorRT-LLM|hopper': 0.104, 'SGLang|blackwell': 0.093,
-                        'TensorRT-LLM|blackwell': 0.103, 'SGLang|cdna3': 0.074},
+                        'TensorRT-LLM|hopper': 0.077, 'SGLang|blackwell': 0.093,
+                        'TensorRT-LLM|blackwell': 0.1, 'SGLang|cdna3': 0.084},
     expert_efficiency_factor=0.7031,
-    attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.08},
-    engine_step_overhead_s={'SGLang': 0.004},
+    attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
+               'TensorRT-LLM|hopper': 0.14},
+    engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
 )
 
 
