@@ -151,3 +151,58 @@ def test_average_ranks_are_scipys_whatever_the_sort():
     ends = np.append(starts[1:], n)
     want[order] = (0.5 * (starts + ends + 1))[np.cumsum(new) - 1]
     assert np.array_equal(_average_ranks(col[:, None])[:, 0], want)
+
+
+def test_capacity_grid_fits_shortcut_equals_every_node():
+    """The capacity grid asks the performance model whether only its longest node fits when
+    its shortest nodes are whole tokens (fitting is monotone in the lengths): each grid of the
+    compiled models equals the grid with every node asked, and on a grid crossing the KV and
+    context limits, fitting is monotone node by node."""
+    from planner.model.capacity import CapacityCache
+
+    class EveryNode(CapacityCache):
+        def rps(self, *a, **kw):
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().rps(*a, **kw)
+
+    checked = 0
+    for _, model in MODELS:
+        for o in model.options:
+            for cname, (how, grid) in o.capacity.items():
+                if how != "grid":
+                    continue
+                isl, osl, ttft, tpot, hit, traffic = model._capacity_inputs(model.ctx(), o,
+                                                                            cname)
+                traffic = o.traffic.get(cname)
+                got = CapacityCache().table(o.llm_row, o.acc_row, o.dep, grid.isl, grid.osl,
+                                            ttft, tpot, hit, traffic)
+                every = EveryNode()
+                fits = np.array([[every.rps(o.llm_row, o.acc_row, o.dep, float(x), float(y),
+                                            None, None, hit, strict=False)[1]
+                                  for y in grid.osl] for x in grid.isl])
+                assert every.calls == grid.isl.size * grid.osl.size
+                # these grids take the shortcut (one call): every node must indeed fit
+                assert fits.all()
+                med = (grid.isl == isl)[:, None] & (grid.osl == osl)[None, :]
+                assert np.array_equal(_bits(got[~med]), _bits(grid.rps[~med]))
+                checked += 1
+    assert checked >= 2
+    # a grid that crosses the KV-cache and context-window limits: monotone, and the table
+    # (no shortcut: its longest node does not fit) zero exactly where a node does not fit
+    model = MODELS[0][1]
+    o = next(o for o in model.options if o.kind != "api")
+    isl = np.array([1.0, 500.0, 4_000.0, 30_000.0, 60_000.0, 120_000.0, 400_000.0])
+    osl = np.array([1.0, 200.0, 2_000.0, 8_000.0, 100_000.0])
+    cache = CapacityCache()
+    fits = np.array([[cache.rps(o.llm_row, o.acc_row, o.dep, x, y, None, None, 0.0,
+                                strict=False)[1] for y in osl] for x in isl])
+    assert fits.any() and not fits.all()
+    for i in range(isl.size):
+        for j in range(osl.size):
+            if fits[i, j]:
+                assert fits[: i + 1, : j + 1].all(), (isl[i], osl[j])
+    from planner.model.capacity import Traffic
+
+    table = CapacityCache().table(o.llm_row, o.acc_row, o.dep, isl, osl, 10.0, None, 0.0,
+                                  Traffic())
+    assert (table[~fits] == 0).all() and (table[fits] > 0).any()
