@@ -126,6 +126,12 @@ class CompiledScenario(Model):
         month, per option in :attr:`option_names` order (written into ``out`` when given).
         """
         vals = self.draw(root, index, size)
+        return self.price_chunk(vals, size, out), (vals if keep_inputs else None)
+
+    def price_chunk(self, vals: Mapping[str, np.ndarray], size: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Price ``size`` drawn samples (:meth:`draw`): the ``(3, n_options, size)`` costs of
+        :meth:`run_chunk` (written into ``out`` when given)."""
         arr = np.empty((3, len(self.options), size)) if out is None else out
         # priced in blocks of EVAL_BLOCK samples: every formula is per sample (elementwise
         # over samples; reductions run over hours or classes only), so the costs are the
@@ -139,7 +145,7 @@ class CompiledScenario(Model):
                 arr[0, j, lo:hi] = r["monthly"]
                 arr[1, j, lo:hi] = r["once"]
                 arr[2, j, lo:hi] = r["tokens"]
-        return arr, (vals if keep_inputs else None)
+        return arr
 
     @property
     def option_names(self) -> list[str]:
