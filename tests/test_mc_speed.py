@@ -206,3 +206,54 @@ def test_capacity_grid_fits_shortcut_equals_every_node():
     table = CapacityCache().table(o.llm_row, o.acc_row, o.dep, isl, osl, 10.0, None, 0.0,
                                   Traffic())
     assert (table[~fits] == 0).all() and (table[fits] > 0).any()
+
+
+def test_second_compile_reuses_the_performance_model_and_equals_a_fresh_one(monkeypatch):
+    """compile_scenario shares the performance model's results between compiles of one
+    catalog: a second compile calls the performance model not once, and its model (grids,
+    capacity rows) and a run on it are the bits of a fresh compile's."""
+    import planner.perf.openloop as openloop
+    from planner.catalog import load_catalog
+    from planner.engines.risk.compiled import clear_compile_cache
+
+    path = ROOT / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    sc = parse_scenario(rest, path=str(path))
+    calls = []
+    for name in ("slo_capacity", "slo_capacity_many"):
+        real = getattr(openloop, name)
+        monkeypatch.setattr(openloop, name,
+                            lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
+    clear_compile_cache()
+    fresh = compile_scenario(sc, correlations=corr)
+    assert calls  # a fresh compile asks the performance model
+    calls.clear()
+    again = compile_scenario(sc, correlations=corr)
+    assert calls == [] and again.caps is fresh.caps
+    grids = [(o.name, c, g) for o in fresh.options for c, (how, g) in o.capacity.items()
+             if how == "grid"]
+    assert grids
+    for name, c, g in grids:
+        h = again.by_name[name].capacity[c][1]
+        assert h is not g
+        for a, b in ((g.isl, h.isl), (g.osl, h.osl), (g.rps, h.rps)):
+            assert np.array_equal(_bits(a), _bits(b))
+    for o in fresh.options:
+        pd.testing.assert_frame_equal(pd.DataFrame(o.capacity_rows),
+                                      pd.DataFrame(again.by_name[o.name].capacity_rows))
+    a = run_montecarlo(sc, n=40_000, seed=3, compiled=fresh, threads=1)
+    b = run_montecarlo(sc, n=40_000, seed=3, compiled=again, threads=1)
+    for t in ("summary", "win_probability", "tornado", "rank_correlation", "breakeven"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t), check_exact=True)
+    # the table handed out is a copy (the model writes the median node into its own)
+    name, c, g = grids[0]
+    o = fresh.by_name[name]
+    isl, osl, ttft, tpot, hit, _ = fresh._capacity_inputs(fresh.ctx(), o, c)
+    args = (o.llm_row, o.acc_row, o.dep, g.isl, g.osl, ttft, tpot, hit, o.traffic[c])
+    t1 = fresh.caps.table(*args)
+    t1[:] = -1.0
+    assert (fresh.caps.table(*args) >= 0).all()
+    # another catalog object gets its own results
+    clear_compile_cache()
+    other = compile_scenario(sc, correlations=corr, catalog=load_catalog())
+    assert other.caps is not fresh.caps

@@ -177,7 +177,19 @@ class CapacityCache:
               hit: float, traffic: Traffic | None) -> np.ndarray:
         """Requests/s per replica on the grid ``isl x osl`` (0 where nothing fits): the
         open-loop capacity of every node in one array evaluation when ``traffic`` and an SLO
-        are given, else :meth:`rps` node by node."""
+        are given, else :meth:`rps` node by node. Memoised like :meth:`full` (a new array
+        each call)."""
+        isl, osl = np.asarray(isl, dtype=float), np.asarray(osl, dtype=float)
+        key = ("table", llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
+               tuple(sorted(dep.perf.items())), isl.tobytes(), osl.tobytes(), ttft, tpot, hit,
+               traffic)
+        if key not in self._cache:
+            self._cache[key] = self._table(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit,
+                                           traffic)
+        return self._cache[key].copy()
+
+    def _table(self, llm_row, acc_row, dep, isl: np.ndarray, osl: np.ndarray, ttft, tpot,
+               hit: float, traffic: Traffic | None) -> np.ndarray:
         from planner.perf import AcceleratorSpec, LLMSpec, PerfParams
         from planner.perf.memory import max_concurrent_requests, memory_plan
         from planner.perf.openloop import slo_capacity_many
