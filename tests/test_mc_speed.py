@@ -257,3 +257,20 @@ def test_second_compile_reuses_the_performance_model_and_equals_a_fresh_one(monk
     clear_compile_cache()
     other = compile_scenario(sc, correlations=corr, catalog=load_catalog())
     assert other.caps is not fresh.caps
+
+
+def test_a_pickled_model_leaves_the_shared_results_behind():
+    """A compiled scenario sent to worker processes does not carry the performance-model
+    results shared with the process's other compiles, and prices the same bits there."""
+    import pickle
+
+    name, model = MODELS[0]
+    for _, other in MODELS[1:]:
+        assert other.caps is model.caps or other.cat is not model.cat
+    assert len(model.caps._cache) > 0
+    back = pickle.loads(pickle.dumps(model))
+    assert len(back.caps._cache) == 0 and len(model.caps._cache) > 0
+    root = root_seed(4)
+    a, _ = model.run_chunk(root, 1, 3000)
+    b, _ = back.run_chunk(root, 1, 3000)
+    assert np.array_equal(_bits(a), _bits(b))

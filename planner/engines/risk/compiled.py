@@ -60,6 +60,13 @@ class CompiledScenario(Model):
             {k: u.dist for k, u in self.inputs.items()}, self.all_inputs, correlations
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled (to worker processes, Dask) without the performance-model results shared
+        # with this process's other compiles: only compiling reads them
+        state = self.__dict__.copy()
+        state["caps"] = CapacityCache()
+        return state
+
     def _evaluate(self, values: Mapping[str, Any], n: int, volume_scale: Any,
                   record: set | None = None, options: Sequence[str] | None = None
                   ) -> dict[str, dict[str, Any]]:
