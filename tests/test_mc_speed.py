@@ -151,3 +151,146 @@ def test_average_ranks_are_scipys_whatever_the_sort():
     ends = np.append(starts[1:], n)
     want[order] = (0.5 * (starts + ends + 1))[np.cumsum(new) - 1]
     assert np.array_equal(_average_ranks(col[:, None])[:, 0], want)
+
+
+def test_capacity_grid_fits_shortcut_equals_every_node():
+    """The capacity grid asks the performance model whether only its longest node fits when
+    its shortest nodes are whole tokens (fitting is monotone in the lengths): each grid of the
+    compiled models equals the grid with every node asked, and on a grid crossing the KV and
+    context limits, fitting is monotone node by node."""
+    from planner.model.capacity import CapacityCache
+
+    class EveryNode(CapacityCache):
+        def rps(self, *a, **kw):
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().rps(*a, **kw)
+
+    checked = 0
+    for _, model in MODELS:
+        for o in model.options:
+            for cname, (how, grid) in o.capacity.items():
+                if how != "grid":
+                    continue
+                isl, osl, ttft, tpot, hit, traffic = model._capacity_inputs(model.ctx(), o,
+                                                                            cname)
+                traffic = o.traffic.get(cname)
+                got = CapacityCache().table(o.llm_row, o.acc_row, o.dep, grid.isl, grid.osl,
+                                            ttft, tpot, hit, traffic)
+                every = EveryNode()
+                fits = np.array([[every.rps(o.llm_row, o.acc_row, o.dep, float(x), float(y),
+                                            None, None, hit, strict=False)[1]
+                                  for y in grid.osl] for x in grid.isl])
+                assert every.calls == grid.isl.size * grid.osl.size
+                # these grids take the shortcut (one call): every node must indeed fit
+                assert fits.all()
+                med = (grid.isl == isl)[:, None] & (grid.osl == osl)[None, :]
+                assert np.array_equal(_bits(got[~med]), _bits(grid.rps[~med]))
+                checked += 1
+    assert checked >= 2
+    # a grid that crosses the KV-cache and context-window limits: monotone, and the table
+    # (no shortcut: its longest node does not fit) zero exactly where a node does not fit
+    model = MODELS[0][1]
+    o = next(o for o in model.options if o.kind != "api")
+    isl = np.array([1.0, 500.0, 4_000.0, 30_000.0, 60_000.0, 120_000.0, 400_000.0])
+    osl = np.array([1.0, 200.0, 2_000.0, 8_000.0, 100_000.0])
+    cache = CapacityCache()
+    fits = np.array([[cache.rps(o.llm_row, o.acc_row, o.dep, x, y, None, None, 0.0,
+                                strict=False)[1] for y in osl] for x in isl])
+    assert fits.any() and not fits.all()
+    for i in range(isl.size):
+        for j in range(osl.size):
+            if fits[i, j]:
+                assert fits[: i + 1, : j + 1].all(), (isl[i], osl[j])
+    from planner.model.capacity import Traffic
+
+    table = CapacityCache().table(o.llm_row, o.acc_row, o.dep, isl, osl, 10.0, None, 0.0,
+                                  Traffic())
+    assert (table[~fits] == 0).all() and (table[fits] > 0).any()
+
+
+def test_second_compile_reuses_the_performance_model_and_equals_a_fresh_one(monkeypatch):
+    """compile_scenario shares the performance model's results between compiles of one
+    catalog: a second compile calls the performance model not once, and its model (grids,
+    capacity rows) and a run on it are the bits of a fresh compile's."""
+    import planner.perf.openloop as openloop
+    from planner.catalog import load_catalog
+    from planner.engines.risk.compiled import clear_compile_cache
+
+    path = ROOT / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    sc = parse_scenario(rest, path=str(path))
+    calls = []
+    for name in ("slo_capacity", "slo_capacity_many"):
+        real = getattr(openloop, name)
+        monkeypatch.setattr(openloop, name,
+                            lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
+    clear_compile_cache()
+    fresh = compile_scenario(sc, correlations=corr)
+    assert calls  # a fresh compile asks the performance model
+    calls.clear()
+    again = compile_scenario(sc, correlations=corr)
+    assert calls == [] and again.caps is fresh.caps
+    grids = [(o.name, c, g) for o in fresh.options for c, (how, g) in o.capacity.items()
+             if how == "grid"]
+    assert grids
+    for name, c, g in grids:
+        h = again.by_name[name].capacity[c][1]
+        assert h is not g
+        for a, b in ((g.isl, h.isl), (g.osl, h.osl), (g.rps, h.rps)):
+            assert np.array_equal(_bits(a), _bits(b))
+    for o in fresh.options:
+        pd.testing.assert_frame_equal(pd.DataFrame(o.capacity_rows),
+                                      pd.DataFrame(again.by_name[o.name].capacity_rows))
+    a = run_montecarlo(sc, n=40_000, seed=3, compiled=fresh, threads=1)
+    b = run_montecarlo(sc, n=40_000, seed=3, compiled=again, threads=1)
+    for t in ("summary", "win_probability", "tornado", "rank_correlation", "breakeven"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t), check_exact=True)
+    # the table handed out is a copy (the model writes the median node into its own)
+    name, c, g = grids[0]
+    o = fresh.by_name[name]
+    isl, osl, ttft, tpot, hit, _ = fresh._capacity_inputs(fresh.ctx(), o, c)
+    args = (o.llm_row, o.acc_row, o.dep, g.isl, g.osl, ttft, tpot, hit, o.traffic[c])
+    t1 = fresh.caps.table(*args)
+    t1[:] = -1.0
+    assert (fresh.caps.table(*args) >= 0).all()
+    # another catalog object gets its own results
+    clear_compile_cache()
+    other = compile_scenario(sc, correlations=corr, catalog=load_catalog())
+    assert other.caps is not fresh.caps
+
+
+def test_a_pickled_model_leaves_the_shared_results_behind():
+    """A compiled scenario sent to worker processes does not carry the performance-model
+    results shared with the process's other compiles, and prices the same bits there."""
+    import pickle
+
+    name, model = MODELS[0]
+    for _, other in MODELS[1:]:
+        assert other.caps is model.caps or other.cat is not model.cat
+    assert len(model.caps._cache) > 0
+    back = pickle.loads(pickle.dumps(model))
+    assert len(back.caps._cache) == 0 and len(model.caps._cache) > 0
+    root = root_seed(4)
+    a, _ = model.run_chunk(root, 1, 3000)
+    b, _ = back.run_chunk(root, 1, 3000)
+    assert np.array_equal(_bits(a), _bits(b))
+
+
+def test_convergence_rows_read_the_finite_samples_as_the_summary():
+    """With samples that leave an option no capacity (cost inf), the convergence rows are
+    computed over the finite samples, as the summary is: no NaN from inf - inf, the last
+    row's P95 is the summary's, and the check runs without a floating-point warning."""
+    import warnings
+
+    sc = load_scenario(ROOT / "studies" / "hybrid-support-bot" / "scenario.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = run_montecarlo(sc, n=4 * CHUNK_SIZE, seed=11, tol=1e-9, threads=1,
+                             sensitivity=False)
+    s = res.summary[res.summary["metric"] == "usd_per_month"].set_index("deployment")
+    assert (s["p_infeasible"] > 0).any()  # the case this test is about
+    last = res.convergence[res.convergence["n"] == res.n].set_index("deployment")
+    for dep in s.index:
+        assert np.isfinite(last.loc[dep, "p95"]) == np.isfinite(s.loc[dep, "p95"])
+        assert np.array_equal(_bits(last.loc[dep, "p95"]), _bits(s.loc[dep, "p95"]))
+        assert np.array_equal(_bits(last.loc[dep, "mean"]), _bits(s.loc[dep, "mean"]))

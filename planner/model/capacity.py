@@ -177,7 +177,19 @@ class CapacityCache:
               hit: float, traffic: Traffic | None) -> np.ndarray:
         """Requests/s per replica on the grid ``isl x osl`` (0 where nothing fits): the
         open-loop capacity of every node in one array evaluation when ``traffic`` and an SLO
-        are given, else :meth:`rps` node by node."""
+        are given, else :meth:`rps` node by node. Memoised like :meth:`full` (a new array
+        each call)."""
+        isl, osl = np.asarray(isl, dtype=float), np.asarray(osl, dtype=float)
+        key = ("table", llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
+               tuple(sorted(dep.perf.items())), isl.tobytes(), osl.tobytes(), ttft, tpot, hit,
+               traffic)
+        if key not in self._cache:
+            self._cache[key] = self._table(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit,
+                                           traffic)
+        return self._cache[key].copy()
+
+    def _table(self, llm_row, acc_row, dep, isl: np.ndarray, osl: np.ndarray, ttft, tpot,
+               hit: float, traffic: Traffic | None) -> np.ndarray:
         from planner.perf import AcceleratorSpec, LLMSpec, PerfParams
         from planner.perf.memory import max_concurrent_requests, memory_plan
         from planner.perf.openloop import slo_capacity_many
@@ -191,8 +203,19 @@ class CapacityCache:
         sm = step_model(llm, acc, dep.gpus_per_replica, dep.precision, params)
         mp = memory_plan(llm, acc, sm.gpus, sm.precision, sm.params)
         ii, oo = np.meshgrid(np.asarray(isl, float), np.asarray(osl, float), indexing="ij")
-        fits = np.array([[self.rps(llm_row, acc_row, dep, float(x), float(y), None, None, hit,
-                                   strict=False)[1] for y in osl] for x in isl])
+
+        def fit(x, y) -> bool:
+            return self.rps(llm_row, acc_row, dep, float(x), float(y), None, None, hit,
+                            strict=False)[1]
+
+        # Whether a node fits is monotone in the lengths (lengths below 1 token are refused;
+        # above, the KV tokens of a request and the context window bound them from above),
+        # so when the smallest nodes are whole tokens and the longest pair fits, every node
+        # fits: one perf-model call instead of one per node (~45% of a compile)
+        if ii.size > 1 and ii.min() >= 1.0 and oo.min() >= 1.0 and fit(ii.max(), oo.max()):
+            fits = np.ones(ii.shape, dtype=bool)
+        else:
+            fits = np.array([[fit(x, y) for y in osl] for x in isl])
         bmax = np.minimum(max_concurrent_requests(mp.kv_capacity_tokens, ii, oo,
                                                   sm.params.kv_reserve, llm.sliding_window),
                           float(sm.params.max_batch))

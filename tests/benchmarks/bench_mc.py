@@ -9,8 +9,19 @@ run (all threads) and ``load_average_1min`` the machine's load when it ran (othe
 a 2-core machine slow the wall time down).
 
 ``compile_s`` is the median time of the compile step alone (catalog rows and the performance
-model's capacity tables, serial; included in ``wall_s``). ``target_wall_s`` is issue 15's
-target for 1,000,000 scenarios on the 2-core machine.
+model's capacity tables, serial; included in ``wall_s``). ``wall_s`` and ``compile_s`` start
+from a fresh compile (:func:`planner.engines.risk.compiled.clear_compile_cache` first), as a
+``planner risk`` command does; ``wall_s_cached_compile`` and ``compile_s_cached`` are the same
+run and step when an earlier compile in the process left the performance model's results
+(the second compile of ``planner risk --years`` or of the report, a sweep, repeated API
+calls). ``target_wall_s`` is issue 15's target for 1,000,000 scenarios on the 2-core machine.
+
+``stages_cpu_s`` is the CPU time of each stage of a run done serially, one after the other
+(compile; drawing the inputs of every chunk; pricing them in blocks; the summary table;
+the tornado, rank correlations and break-even volumes), from one serial pass per
+``--repeat`` (median); ``stages_cpu_total_s`` is their sum. In ``wall_s`` the chunks (draw and
+price) and the sensitivity tables run on ``threads`` threads, the summary on up to that many,
+and the compile alone.
 
 ``loop_speedup`` compares with a per-sample Python loop over the same compiled formulas (each
 sample priced with scalar inputs): the loop is timed on a subsample and extrapolated to
@@ -37,9 +48,10 @@ sys.path.insert(0, str(ROOT))
 
 from planner.config import parse_scenario  # noqa: E402
 from planner.engines.deterministic import evaluate  # noqa: E402
-from planner.engines.risk.compiled import compile_scenario  # noqa: E402
-from planner.engines.risk.run import run_montecarlo  # noqa: E402
-from planner.engines.risk.sampling import CHUNK_SIZE  # noqa: E402
+from planner.engines.risk.compiled import clear_compile_cache, compile_scenario  # noqa: E402
+from planner.engines.risk.run import _sensitivity, run_montecarlo  # noqa: E402
+from planner.engines.risk.sampling import CHUNK_SIZE, chunk_sizes, root_seed  # noqa: E402
+from planner.engines.risk.stats import CostColumns, summarise  # noqa: E402
 from planner.uncertain import risk_tables, scenario_at  # noqa: E402
 
 TEMPLATE = ROOT / "planner" / "templates" / "risk-example.toml"
@@ -53,6 +65,37 @@ def load():
     return parse_scenario(rest, path=str(TEMPLATE)), corr
 
 
+def stages(sc, corr, n: int, seed: int) -> dict[str, float]:
+    """CPU seconds of each stage of one run, done serially (the parts of ``wall_s``)."""
+    import pandas as pd
+
+    cpu = time.process_time
+    out = {}
+    clear_compile_cache()
+    t = cpu()
+    model = compile_scenario(sc, correlations=corr)
+    out["compile"] = cpu() - t
+    root, sizes = root_seed(seed), chunk_sizes(n)
+    t = cpu()
+    draws = [model.draw(root, c, size) for c, size in enumerate(sizes)]
+    out["draw"] = cpu() - t
+    names = model.option_names
+    store = CostColumns(len(names), n, [names.index(c) for c in model.comparable()])
+    t = cpu()
+    for size, vals in zip(sizes, draws, strict=True):
+        store.add(model.price_chunk(vals, size))
+    out["price_and_store"] = cpu() - t
+    del draws[1:]
+    t = cpu()
+    summarise(model, store)
+    out["summary"] = cpu() - t
+    in_df = pd.DataFrame({k: v[:10_000] for k, v in draws[0].items()})
+    t = cpu()
+    _sensitivity(model, in_df, store.monthly[:, :10_000], 10_000, 1_000)
+    out["sensitivity"] = cpu() - t
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -62,24 +105,40 @@ def main() -> None:
     args = ap.parse_args()
 
     sc, corr = load()
+    clear_compile_cache()
     t0 = time.perf_counter()
     res = run_montecarlo(sc, n=args.n, seed=1, correlations=corr, threads=args.threads)
     cold = time.perf_counter() - t0
-    runs, cpus = [], []
+    runs, cpus, cached = [], [], []
     for r in range(args.repeat):
+        # a fresh compile (as `planner risk` does), then the same run with the performance
+        # model's results kept from it (a second compile in the process), interleaved
+        clear_compile_cache()
         t0, c0 = time.perf_counter(), time.process_time()
         res = run_montecarlo(sc, n=args.n, seed=2 + r, correlations=corr, threads=args.threads)
         runs.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
+        t0 = time.perf_counter()
+        run_montecarlo(sc, n=args.n, seed=2 + r, correlations=corr, threads=args.threads)
+        cached.append(time.perf_counter() - t0)
     wall = statistics.median(runs)
     loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
-    # the compile step alone (performance-model capacity tables: serial, part of wall_s)
-    comp = []
+    # the compile step alone (performance-model capacity tables: serial, part of wall_s),
+    # fresh and with the performance model's results kept from an earlier compile
+    comp, comp_cached = [], []
     for _ in range(max(args.repeat, 1)):
+        clear_compile_cache()
+        t0 = time.perf_counter()
+        compile_scenario(sc, correlations=corr)
+        comp.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         model = compile_scenario(sc, correlations=corr)
-        comp.append(time.perf_counter() - t0)
+        comp_cached.append(time.perf_counter() - t0)
+
+    # each stage alone, serially (CPU time)
+    st = [stages(sc, corr, args.n, 2 + r) for r in range(max(args.repeat, 1))]
+    stage_cpu = {k: round(statistics.median(x[k] for x in st), 4) for k in st[0]}
 
     # per-sample loop over the same compiled formulas (scalars), on a subsample
     m = args.loop_subsample
@@ -111,6 +170,12 @@ def main() -> None:
         "cpu_s": round(statistics.median(cpus), 4),
         "load_average_1min": loadavg,
         "compile_s": round(statistics.median(comp), 4),
+        "wall_s_cached_compile": round(statistics.median(cached), 4),
+        "wall_s_cached_compile_runs": [round(x, 4) for x in cached],
+        "compile_s_cached": round(statistics.median(comp_cached), 4),
+        "stages_cpu_s": stage_cpu,
+        "stages_cpu_total_s": round(sum(stage_cpu.values()), 4),
+        "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "scenarios_per_s": round(args.n / wall),
         "target_wall_s": TARGET_WALL_S,
         "meets_target": wall <= TARGET_WALL_S,

@@ -14,6 +14,7 @@ held at their medians. A sample whose lengths leave no capacity, or in which a f
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,10 +24,11 @@ import pandas as pd
 from planner.catalog import Catalog, load_catalog
 from planner.config import Correlation, Scenario
 from planner.engines.risk.sampling import build_sampler, chunk_generator
+from planner.model.capacity import CapacityCache
 from planner.model.evaluate import Model
 from planner.uncertain import UncertainInput, as_correlations, uncertain_inputs
 
-__all__ = ["CompiledScenario", "compile_scenario"]
+__all__ = ["CompiledScenario", "clear_compile_cache", "compile_scenario"]
 
 #: Samples priced per evaluation inside a chunk (:meth:`CompiledScenario.run_chunk`): a
 #: multiple of 64, so numpy's vector loops see the same element groups as for a whole chunk.
@@ -41,8 +43,9 @@ class CompiledScenario(Model):
     input values; :attr:`inputs` lists the inputs that affect some option's cost.
     """
 
-    def __init__(self, sc: Scenario, catalog: Catalog, correlations: list[Correlation]):
-        super().__init__(sc, catalog, uncertain_inputs(sc))
+    def __init__(self, sc: Scenario, catalog: Catalog, correlations: list[Correlation], *,
+                 caps: CapacityCache | None = None):
+        super().__init__(sc, catalog, uncertain_inputs(sc), caps=caps)
         # one evaluation at the medians records which inputs the formulas read
         read: set[str] = set()
         self.baseline = self._evaluate({}, 1, 1.0, read)
@@ -56,6 +59,13 @@ class CompiledScenario(Model):
         self.sampler = build_sampler(
             {k: u.dist for k, u in self.inputs.items()}, self.all_inputs, correlations
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled (to worker processes, Dask) without the performance-model results shared
+        # with this process's other compiles: only compiling reads them
+        state = self.__dict__.copy()
+        state["caps"] = CapacityCache()
+        return state
 
     def _evaluate(self, values: Mapping[str, Any], n: int, volume_scale: Any,
                   record: set | None = None, options: Sequence[str] | None = None
@@ -126,6 +136,12 @@ class CompiledScenario(Model):
         month, per option in :attr:`option_names` order (written into ``out`` when given).
         """
         vals = self.draw(root, index, size)
+        return self.price_chunk(vals, size, out), (vals if keep_inputs else None)
+
+    def price_chunk(self, vals: Mapping[str, np.ndarray], size: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Price ``size`` drawn samples (:meth:`draw`): the ``(3, n_options, size)`` costs of
+        :meth:`run_chunk` (written into ``out`` when given)."""
         arr = np.empty((3, len(self.options), size)) if out is None else out
         # priced in blocks of EVAL_BLOCK samples: every formula is per sample (elementwise
         # over samples; reductions run over hours or classes only), so the costs are the
@@ -139,7 +155,7 @@ class CompiledScenario(Model):
                 arr[0, j, lo:hi] = r["monthly"]
                 arr[1, j, lo:hi] = r["once"]
                 arr[2, j, lo:hi] = r["tokens"]
-        return arr, (vals if keep_inputs else None)
+        return arr
 
     @property
     def option_names(self) -> list[str]:
@@ -163,12 +179,40 @@ def _unused_reason(key: str) -> str:
     return "does not affect any deployment option's monthly cost"
 
 
+#: Performance-model results (:class:`planner.model.capacity.CapacityCache`: the capacity at
+#: the medians, the capacity grids) per catalog object, shared by the scenarios compiled in
+#: this process: a second compile of a scenario (``planner risk --years`` and the report's
+#: risk section compile it for the multi-year engine too; sweeps; repeated API calls) does
+#: not call the performance model again. They are pure functions of the catalog's rows and
+#: the deployment's perf inputs, so the models are the same bits (``_SHARED_CAPS_MAX``
+#: entries at most per catalog, then it starts afresh; :func:`clear_compile_cache`).
+_SHARED_CAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SHARED_CAPS_MAX = 20_000
+
+
+def _shared_caps(catalog: Catalog) -> CapacityCache:
+    caps = _SHARED_CAPS.get(catalog)
+    if caps is None or len(caps._cache) > _SHARED_CAPS_MAX:
+        caps = _SHARED_CAPS[catalog] = CapacityCache()
+    return caps
+
+
+def clear_compile_cache() -> None:
+    """Forget the performance-model results shared between compiles (the next compile of a
+    scenario calls the performance model again)."""
+    _SHARED_CAPS.clear()
+
+
 def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
                      correlations: Any = None) -> CompiledScenario:
     """Prepare a scenario for vectorised evaluation (catalog rows, eligibility, capacity).
 
     ``correlations`` defaults to the scenario's ``correlation`` table when the schema has one.
+    The performance-model results are shared with earlier compiles of the same catalog
+    object (``_SHARED_CAPS``).
     """
     if correlations is None:
         correlations = sc.correlation
-    return CompiledScenario(sc, catalog or load_catalog(), as_correlations(correlations))
+    catalog = catalog or load_catalog()
+    return CompiledScenario(sc, catalog, as_correlations(correlations),
+                            caps=_shared_caps(catalog))

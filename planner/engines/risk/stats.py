@@ -362,10 +362,13 @@ def convergence_rows(model: CompiledScenario, monthly: np.ndarray, n: int,
                      prev: dict[str, float]) -> list[dict[str, Any]]:
     """One row per option of the estimates after the first ``n`` samples of ``monthly``
     (mean, P95 and their standard errors, the P95's relative change since ``prev``, which is
-    updated in place)."""
+    updated in place), over the finite samples as in :func:`summarise` (a sample with no
+    capacity costs ``inf``)."""
     rows = []
     for j, o in enumerate(model.options):
-        st = tail_stats(monthly[j, :n])
+        x = monthly[j, :n]
+        ok = np.isfinite(x)
+        st = tail_stats(x if ok.all() else x[ok])
         p95 = st["p95"]
         old = prev.get(o.name)
         change = abs(p95 - old) / abs(p95) if old is not None and p95 != 0 else (
