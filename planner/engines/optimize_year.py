@@ -314,9 +314,10 @@ def envelope_width(agg: Aggregation, demand: np.ndarray) -> float:
 
 #: Envelope width (share of the requests, x the target gap) :func:`solve_year` picks the
 #: typical days by: the plan is re-solved on every day and the bound is the mean-day one, so
-#: the envelopes only size the fleet (measured on ``bench_opt_year.py hourly``: 25 typical
-#: days, width 1.8%, give a 0.35% gap; 57 days, width 0.7%, cost twice the time)
-TYPICAL_DAY_SHARE = 2.0
+#: the envelopes only size the fleet and the bound's averaging (measured on
+#: ``bench_opt_year.py hourly``: 13 and 25 typical days chose the same fleet; the mean-day
+#: bound was 0.12% lower on 13; 57 days, width 0.7%, cost four times the CPU of 25)
+TYPICAL_DAY_SHARE = 4.0
 #: Typical-day counts :func:`choose_typical_days` tries, in order.
 TYPICAL_DAY_STEPS = (4, 8, 12, 16, 24, 32, 40, 48, 56, 64)
 
@@ -549,11 +550,13 @@ class DayByDay:
 
 
 #: Fractional part below which a whole count is rounded down in :func:`dive_day` (above
-#: it: up). Measured on 20 days of ``bench_opt_year.py hourly``: 0.7 lands 1.15% above the
-#: days' LP optimum (0.5: 1.25%, rounding every count up: 2.7%; HiGHS at a 1% gap 1.0%).
+#: it: up). Measured on 20 days of ``bench_opt_year.py hourly`` (their hourly cost): 0.7 and
+#: one round land 1.1% above the days' LP optimum (0.5: 1.25%; every count rounded up: 2.7%;
+#: HiGHS on each day's MILP at a 1% gap: 1.0%, but 0.3 s of CPU a day against 0.04 s).
 DIVE_FLOOR_BELOW = 0.7
-#: Rounds of :func:`dive_day` before the remaining fractional counts are rounded up.
-DIVE_ROUNDS = 4
+#: Rounds of :func:`dive_day` before the remaining fractional counts are rounded up (more
+#: rounds were no better on those days: 2 rounds 1.3%, 4 rounds 1.15%).
+DIVE_ROUNDS = 1
 
 
 def _lp(c: np.ndarray, A: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,
@@ -561,7 +564,8 @@ def _lp(c: np.ndarray, A: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray, lb:
     with solver_output_guard():
         r = milp(c, integrality=np.zeros(c.size), bounds=Bounds(lb, ub),
                  constraints=[LinearConstraint(A, lo, hi)] if A.shape[0] else [],
-                 options={"disp": False})
+                 # HiGHS's presolve costs more than it saves on a day's LP (12 vs 20 ms)
+                 options={"disp": False, "presolve": False})
     return np.asarray(r.x, float) if r.status == 0 and r.x is not None else None
 
 
@@ -910,6 +914,7 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
                     pd.DataFrame(rounds), m.shape,
                     [f"{status}: the typical-day problem has no plan ({info.message})"])
             break
+        row["upper_s"] = time.perf_counter() - t0 - round_t0
         plan_agg = decode(m, info.x)
         say("re-checking the plan on every hour of the horizon")
         plan = expand(year, agg, up, plan_agg)
@@ -918,6 +923,7 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         row["laid_out_usd_per_month"] = cost
         left = time_limit_s - (time.perf_counter() - t0)
         say("bounding: the mean-day problem (hourly counts relaxed)")
+        tb = time.perf_counter()
         lb, bmsg = mean_bound(year, agg, gap=bound_gap, time_limit_s=max(left * 0.5, 1.0))
         row["mean_bound_usd_per_month"] = lb
         if bmsg:
@@ -932,12 +938,13 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
             row["lower_envelope_bound_usd_per_month"] = lb_low
             lb = float(np.nanmax([lb, lb_low])) if np.isfinite([lb, lb_low]).any() \
                 else math.nan
+        row["bound_s"] = time.perf_counter() - tb
         if np.isfinite(lb):
             best_bound = max(best_bound, float(lb))
         if n_hourly or not check.passed or agg.k < demand.shape[-1] // 24:
             say("re-solving the horizon day by day at the typical-day fleet")
             dd = resolve_by_day(year, plan, deadline=t0 + time_limit_s * 0.97)
-            row["days_resolved"] = dd.solved
+            row.update(days_resolved=dd.solved, by_day_lps=dd.lps, by_day_s=dd.time_s)
             if dd.plan is not None:
                 check2 = check_plan(year, dd.plan)
                 cost2 = float(plan_costs(year, dd.plan)["usd_per_month"].sum())
