@@ -647,7 +647,8 @@ def resolve_by_day(year: Problem, ref: PlanArrays, *, deadline: float,
     and on-prem shares, budget) is shared out: each day may use what ``ref`` uses on that day
     plus the slack ``ref`` leaves, pro rata to the day's requests; the days' shares add up to
     the row. So ``ref`` restricted to a day is a solution of the day's problem wherever the
-    rows reaching into the day before allow it. A day without a solution, and every day
+    rows reaching into the day before allow it: when the dive finds a dearer day than
+    ``ref``'s, ``ref``'s counts are kept with the flows re-solved. A day without a solution, and every day
     after the ``deadline``, keeps ``ref``'s hours. The start-ups are then set to the blocks
     started; the caller re-checks the whole plan (:func:`.optimize_milp.check_plan`) and
     keeps ``ref`` if it fails.
@@ -706,8 +707,19 @@ def resolve_by_day(year: Problem, ref: PlanArrays, *, deadline: float,
             sub = sparse.vstack([sub, Acsr[:, cs]]).tocsr()
             lo = np.concatenate([lo, c_lo[:, d]])
             hi = np.concatenate([hi, c_hi[:, d]])
-        xd, n = dive_day(m.c[cs], sub, lo, hi, m.lb[cs], m.ub[cs], m.integrality[cs] > 0)
+        ints = m.integrality[cs] > 0
+        xd, n = dive_day(m.c[cs], sub, lo, hi, m.lb[cs], m.ub[cs], ints)
         lps += n
+        if xd is None or m.c[cs] @ xd > m.c[cs] @ x[cs] + 1e-9 * abs(m.c[cs] @ x[cs]):
+            # the dive did worse than the reference's own hours (x still holds them): the
+            # reference's counts with the flows and start-ups re-solved, if they fit the day
+            L, U = m.lb[cs].copy(), m.ub[cs].copy()
+            L[ints] = U[ints] = np.round(x[cs][ints])
+            xr = _lp(m.c[cs], sub, lo, hi, L, U)
+            lps += 1
+            if xr is not None and (xd is None or m.c[cs] @ xr < m.c[cs] @ xd):
+                xd = xr
+                xd[ints] = np.round(xd[ints])
         if xd is not None:
             x[cs] = xd
             solved += 1
@@ -718,7 +730,7 @@ def resolve_by_day(year: Problem, ref: PlanArrays, *, deadline: float,
                         "no day re-solved")
     if "starts" in m.cols and m.cols["starts"].size:
         x = tight_starts(m, x)
-    msg = f"{solved} of {n_days} day(s) re-solved at the fleet of the typical-day plan"
+    msg = f"{solved} of {n_days} day(s) re-solved"
     if kept:
         msg += f", {kept} without a solution kept as laid out"
     if late:
