@@ -35,25 +35,37 @@ aggregation with bounded error in objective function", Front. Energy Res. 2018):
 4. **The full-year re-check.** :func:`expand`: every day takes its group's hourly counts and
    routing shares; rented (scale-to-zero) counts are then cut to what each real hour needs
    where that does not cost more start-ups; a ramp limit is restored by raising counts
-   and a minimum run by raising counts (:func:`_runnable`). :func:`.optimize_milp.check_plan` re-checks every constraint on
-   all 8,760 hours (demand, capacity, SLO capacity, quality, TPM, shares, budget, minimum
-   replicas and run, ramp) and :func:`.optimize_milp.plan_costs` prices it: that cost is
-   an upper bound on the optimum of the full-year problem. Days named by a failed check
-   become groups of their own and the problem is solved again (repair).
-5. **The bound (lower problem).** The MILP on the lower envelopes with the rows that tie
-   hours together dropped (start-ups, minimum run, ramp, month shares, budget). Every hour's
-   least cost is non-decreasing in its demand (scale the flows down), so this problem's
-   optimum, and any dual bound HiGHS proves for it, is a lower bound on the full-year
-   optimum; the requests above the lower envelopes add at least their class's cheapest
-   price per request (:func:`excess_bound`). It is a bound of the *full-year* problem (not
-   only of the aggregated one).
+   and a minimum run by raising counts (:func:`_runnable`). :func:`.optimize_milp.check_plan`
+   re-checks every constraint on all 8,760 hours (demand, capacity, SLO capacity, quality,
+   TPM, shares, budget, minimum replicas and run, ramp) and :func:`.optimize_milp.plan_costs`
+   prices it: that cost is an upper bound on the optimum of the full-year problem.
+5. **Day by day.** :func:`resolve_by_day`: the hours of the full-year program re-solved one
+   day at a time at that plan's first stage (the fleet), each day against the rows it owns
+   with the day before fixed (start-ups, minimum run and ramp across midnight; the last day
+   closes the cycle), month totals shared out between the days, the whole hourly counts
+   found by diving on the day's LP (:func:`dive_day`). The cheaper of the two plans that
+   passes the re-check is kept. Days named by a failed check become groups of their own and
+   the problem is solved again (repair).
+6. **The bound.** :func:`mean_bound`: the MILP on each group's *mean* day (weighted by its
+   days) with the hourly counts relaxed and the rows that tie hours together (start-ups,
+   minimum run, ramp) dropped. Averaging any full-year plan, so relaxed, over the days of
+   each group gives a plan of it at the same first stage costing no more (every row left is
+   linear and alike for the days of a group; month totals are sums over the days), so its
+   optimum and HiGHS's dual bound of it are lower bounds on the full-year optimum. With whole
+   hourly counts on few typical days the lower-envelope bound (:func:`lower_bound`) may be
+   higher (it keeps the integrality): the MILP on the lower envelopes with those rows dropped
+   (every hour's least cost is non-decreasing in its demand), plus the requests above the
+   envelopes at their class's cheapest price (:func:`excess_bound`); the higher one is used.
 
-The gap reported is ``(full-year cost of the plan - lower bound) / full-year cost``. When
-it is above the target, the number of typical days is doubled (up to :data:`MAX_TYPICAL_DAYS`)
-while time is left. Everything is deterministic (one scenario: the medians).
+The gap reported is ``(full-year cost of the plan - lower bound) / full-year cost``: a
+proven gap of the returned full-year plan against a bound of the full-year problem; the
+aggregation error is reported apart (:meth:`Aggregation.error`). When the gap is above the
+target, the number of typical days grows (up to :data:`MAX_TYPICAL_DAYS`) while time is
+left. Everything is deterministic (one scenario: the medians).
 
 Public API: :class:`YearSettings`, :func:`year_demand`, :func:`aggregate`,
 :class:`Aggregation`, :func:`year_problem`, :func:`aggregated_problem`, :func:`expand`,
+:func:`resolve_by_day`, :func:`dive_day`, :func:`mean_bound`, :func:`lower_bound`,
 :func:`solve_year`, :class:`YearSolve`.
 """
 
@@ -99,8 +111,13 @@ __all__ = [
     "aggregated_problem",
     "choose_typical_days",
     "envelope_width",
+    "dive_day",
     "excess_bound",
     "expand",
+    "lower_bound",
+    "mean_bound",
+    "relax_hourly",
+    "resolve_by_day",
     "solve_year",
     "year_demand",
     "year_problem",
