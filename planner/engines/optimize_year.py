@@ -129,8 +129,11 @@ DAYS_PER_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 MAX_TYPICAL_DAYS = 64
 #: Above this many hourly (scale-to-zero) block columns in a typical-day problem, its hourly
 #: counts are solved as a fluid (continuous) and rounded up on the horizon: whole counts make
-#: HiGHS slow (measured: 8 typical days x 6 hourly options, 41 s whole vs 12 s fluid)
-MAX_WHOLE_HOURLY_COLUMNS = 2000
+#: HiGHS slow (measured: 8 typical days x 6 hourly options, 41 s whole vs 12 s fluid; 720 h
+#: of ``bench_opt_year.py hourly``, 5 typical days x 6 options: 13.9 s of CPU whole against
+#: 4 s fluid), and the day-by-day pass (:func:`resolve_by_day`) makes every hour's counts
+#: whole anyway. Small problems keep whole counts (and the lower-envelope bound in them).
+MAX_WHOLE_HOURLY_COLUMNS = 500
 HOURS_PER_YEAR = 8760.0
 
 
