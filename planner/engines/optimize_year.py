@@ -973,7 +973,10 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
         row["bound_s"] = time.perf_counter() - tb
         if np.isfinite(lb):
             best_bound = max(best_bound, float(lb))
-        if n_hourly or not check.passed or agg.k < demand.shape[-1] // 24:
+        g_laid = (cost - best_bound) / abs(cost) if cost and np.isfinite(best_bound) \
+            else math.inf
+        if not check.passed or g_laid > gap + 1e-9:
+            # the plan laid out is not within the gap asked for (or fails the check)
             say("re-solving the horizon day by day at the typical-day fleet")
             dd = resolve_by_day(year, plan, deadline=t0 + time_limit_s * 0.97)
             row.update(days_resolved=dd.solved, by_day_lps=dd.lps, by_day_s=dd.time_s)
