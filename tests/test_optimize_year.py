@@ -385,3 +385,27 @@ def test_mean_bound_is_between_the_lower_envelope_bound_and_the_relaxed_optimum(
     assert low <= mb * (1 + 1e-9)
     assert mb <= relaxed.dual_bound * (1 + 1e-7)
     assert low < relaxed.objective * (1 - 1e-4)  # the days differ: not all exact
+
+
+def test_dive_day_returns_whole_counts_that_keep_every_row():
+    # covering rows with two block sizes and a continuous overflow: the dive's solution is
+    # whole where asked, within its bounds and rows, and costs no less than the LP
+    from scipy import sparse
+
+    from planner.engines.optimize_year import _lp, dive_day
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = 6
+        A = sparse.csr_matrix(np.hstack([rng.uniform(0.5, 4.0, (4, n)), np.eye(4)]))
+        lo = rng.uniform(1.0, 9.0, 4)
+        hi = np.full(4, np.inf)
+        c = np.concatenate([rng.uniform(1.0, 5.0, n), np.full(4, 20.0)])
+        lb, ub = np.zeros(n + 4), np.concatenate([np.full(n, 10.0), np.full(4, np.inf)])
+        integer = np.arange(n + 4) < n
+        x, n_lp = dive_day(c, A, lo, hi, lb, ub, integer)
+        assert x is not None and n_lp >= 1
+        assert np.array_equal(x[integer], np.round(x[integer]))
+        ax = A @ x
+        assert np.all(ax >= lo - 1e-7) and np.all(x >= lb - 1e-9) and np.all(x <= ub + 1e-9)
+        assert c @ x >= c @ _lp(c, A, lo, hi, lb, ub) - 1e-9
