@@ -727,9 +727,9 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
 
     The result is the full-horizon plan: ``objective_usd_per_month`` its cost re-priced on
     every hour (the average month), ``lp_bound`` a proven lower bound on the full-horizon
-    optimum (the lower-envelope problem's dual bound), ``gap`` their relative difference,
-    ``check`` the hour-by-hour re-check; ``year`` and ``aggregation`` the rounds and the
-    aggregation error. Never None.
+    optimum (the mean-day or lower-envelope problem's dual bound), ``gap`` their relative
+    difference, ``check`` the hour-by-hour re-check; ``year`` and ``aggregation`` the rounds
+    and the aggregation error. Never None.
     """
     t0 = time.perf_counter()
     empty = _no_check()
@@ -763,7 +763,8 @@ def optimize_long(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
         f"{len(ys.aggregation.forced_days)} peak or repaired day(s) kept apart): re-checked "
         f"and re-priced on every hour at {ys.cost:,.0f} USD/month (the typical-day problem "
         f"said {ys.agg_objective:,.0f}); the bound {ys.bound:,.0f} USD/month is a proven "
-        f"lower bound on the full-horizon optimum (lower-envelope problem), gap {ys.gap:.2%}; "
+        f"lower bound on the full-horizon optimum (mean-day problem with the hourly counts "
+        f"relaxed, or lower-envelope problem), gap {ys.gap:.2%}; "
         f"aggregation error of the hourly load: RMSE {ys.error['upper_rmse_share_of_mean']:.2%}"
         f" of the mean, largest {ys.error['upper_max_abs_share_of_peak']:.2%} of the peak")
     _warn_check(ys.check, msgs)

@@ -1300,6 +1300,31 @@ def decode(m: Milp, x: np.ndarray) -> PlanArrays:
     return PlanArrays(sh, blocks, used, flows, ftv, list(m.pairs), x)
 
 
+def encode(m: Milp, plan: PlanArrays) -> np.ndarray:
+    """The solution vector of ``m`` holding ``plan`` (the inverse of :func:`decode`); the
+    ``starts`` columns at the blocks actually started (:func:`tight_starts`). ``plan`` must
+    be of ``m``'s problem (same options, pairs and hours)."""
+    x = np.zeros(m.c.size)
+    sh = list(plan.options)
+    for name, axis in (("blocks_fixed", 0), ("used", 0)):
+        for i, d in enumerate(m.cols.blocks[name].axes[axis][1]):
+            j = sh.index(d)
+            x[m.cols[name][i]] = plan.blocks[0, j, 0] if name == "blocks_fixed" else \
+                plan.used[0, j, 0]
+    for i, d in enumerate(m.cols.blocks["blocks_hourly"].axes[1][1]):
+        x[m.cols["blocks_hourly"][:, i, :]] = plan.blocks[:, sh.index(d), :]
+    for i, d in enumerate(m.cols.blocks["used_hourly"].axes[1][1]):
+        x[m.cols["used_hourly"][:, i, :]] = plan.used[:, sh.index(d), :]
+    for i, f in enumerate(m.cols.blocks["finetune"].axes[0][1]):
+        x[m.cols["finetune"][i]] = plan.finetune.get(f, 0.0)
+    if list(plan.pairs) != list(m.pairs):
+        raise ValueError("encode: the plan's routings are not the program's")
+    x[m.cols["flow"]] = plan.flows
+    if "starts" in m.cols and m.cols["starts"].size:
+        x = tight_starts(m, x)
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # costs and checks, recomputed from the problem (not from the matrix)
 

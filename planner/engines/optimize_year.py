@@ -35,25 +35,37 @@ aggregation with bounded error in objective function", Front. Energy Res. 2018):
 4. **The full-year re-check.** :func:`expand`: every day takes its group's hourly counts and
    routing shares; rented (scale-to-zero) counts are then cut to what each real hour needs
    where that does not cost more start-ups; a ramp limit is restored by raising counts
-   and a minimum run by raising counts (:func:`_runnable`). :func:`.optimize_milp.check_plan` re-checks every constraint on
-   all 8,760 hours (demand, capacity, SLO capacity, quality, TPM, shares, budget, minimum
-   replicas and run, ramp) and :func:`.optimize_milp.plan_costs` prices it: that cost is
-   an upper bound on the optimum of the full-year problem. Days named by a failed check
-   become groups of their own and the problem is solved again (repair).
-5. **The bound (lower problem).** The MILP on the lower envelopes with the rows that tie
-   hours together dropped (start-ups, minimum run, ramp, month shares, budget). Every hour's
-   least cost is non-decreasing in its demand (scale the flows down), so this problem's
-   optimum, and any dual bound HiGHS proves for it, is a lower bound on the full-year
-   optimum; the requests above the lower envelopes add at least their class's cheapest
-   price per request (:func:`excess_bound`). It is a bound of the *full-year* problem (not
-   only of the aggregated one).
+   and a minimum run by raising counts (:func:`_runnable`). :func:`.optimize_milp.check_plan`
+   re-checks every constraint on all 8,760 hours (demand, capacity, SLO capacity, quality,
+   TPM, shares, budget, minimum replicas and run, ramp) and :func:`.optimize_milp.plan_costs`
+   prices it: that cost is an upper bound on the optimum of the full-year problem.
+5. **Day by day.** :func:`resolve_by_day`: the hours of the full-year program re-solved one
+   day at a time at that plan's first stage (the fleet), each day against the rows it owns
+   with the day before fixed (start-ups, minimum run and ramp across midnight; the last day
+   closes the cycle), month totals shared out between the days, the whole hourly counts
+   found by diving on the day's LP (:func:`dive_day`). The cheaper of the two plans that
+   passes the re-check is kept. Days named by a failed check become groups of their own and
+   the problem is solved again (repair).
+6. **The bound.** :func:`mean_bound`: the MILP on each group's *mean* day (weighted by its
+   days) with the hourly counts relaxed and the rows that tie hours together (start-ups,
+   minimum run, ramp) dropped. Averaging any full-year plan, so relaxed, over the days of
+   each group gives a plan of it at the same first stage costing no more (every row left is
+   linear and alike for the days of a group; month totals are sums over the days), so its
+   optimum and HiGHS's dual bound of it are lower bounds on the full-year optimum. With whole
+   hourly counts on few typical days the lower-envelope bound (:func:`lower_bound`) may be
+   higher (it keeps the integrality): the MILP on the lower envelopes with those rows dropped
+   (every hour's least cost is non-decreasing in its demand), plus the requests above the
+   envelopes at their class's cheapest price (:func:`excess_bound`); the higher one is used.
 
-The gap reported is ``(full-year cost of the plan - lower bound) / full-year cost``. When
-it is above the target, the number of typical days is doubled (up to :data:`MAX_TYPICAL_DAYS`)
-while time is left. Everything is deterministic (one scenario: the medians).
+The gap reported is ``(full-year cost of the plan - lower bound) / full-year cost``: a
+proven gap of the returned full-year plan against a bound of the full-year problem; the
+aggregation error is reported apart (:meth:`Aggregation.error`). When the gap is above the
+target, the number of typical days grows (up to :data:`MAX_TYPICAL_DAYS`) while time is
+left. Everything is deterministic (one scenario: the medians).
 
 Public API: :class:`YearSettings`, :func:`year_demand`, :func:`aggregate`,
 :class:`Aggregation`, :func:`year_problem`, :func:`aggregated_problem`, :func:`expand`,
+:func:`resolve_by_day`, :func:`dive_day`, :func:`mean_bound`, :func:`lower_bound`,
 :func:`solve_year`, :class:`YearSolve`.
 """
 
@@ -64,20 +76,28 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
 
+from planner._runtime import solver_output_guard
 from planner.engines.optimize_data import OptionData, Problem, set_block_bounds
 from planner.engines.optimize_milp import (
+    _COUPLING,
     CheckReport,
+    Milp,
     PlanArrays,
     build_milp,
     check_plan,
     decode,
+    encode,
     option_loads,
     plan_costs,
     solve_milp,
+    tight_starts,
 )
 from planner.errors import PlannerError
 
@@ -91,8 +111,13 @@ __all__ = [
     "aggregated_problem",
     "choose_typical_days",
     "envelope_width",
+    "dive_day",
     "excess_bound",
     "expand",
+    "lower_bound",
+    "mean_bound",
+    "relax_hourly",
+    "resolve_by_day",
     "solve_year",
     "year_demand",
     "year_problem",
@@ -104,8 +129,11 @@ DAYS_PER_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 MAX_TYPICAL_DAYS = 64
 #: Above this many hourly (scale-to-zero) block columns in a typical-day problem, its hourly
 #: counts are solved as a fluid (continuous) and rounded up on the horizon: whole counts make
-#: HiGHS slow (measured: 8 typical days x 6 hourly options, 41 s whole vs 12 s fluid)
-MAX_WHOLE_HOURLY_COLUMNS = 2000
+#: HiGHS slow (measured: 8 typical days x 6 hourly options, 41 s whole vs 12 s fluid; 720 h
+#: of ``bench_opt_year.py hourly``, 5 typical days x 6 options: 13.9 s of CPU whole against
+#: 4 s fluid), and the day-by-day pass (:func:`resolve_by_day`) makes every hour's counts
+#: whole anyway. Small problems keep whole counts (and the lower-envelope bound in them).
+MAX_WHOLE_HOURLY_COLUMNS = 500
 HOURS_PER_YEAR = 8760.0
 
 
@@ -304,6 +332,12 @@ def envelope_width(agg: Aggregation, demand: np.ndarray) -> float:
     return float((w * agg.counts).sum() / tot)
 
 
+#: Envelope width (share of the requests, x the target gap) :func:`solve_year` picks the
+#: typical days by: the plan is re-solved on every day and the bound is the mean-day one, so
+#: the envelopes only size the fleet and the bound's averaging (measured on
+#: ``bench_opt_year.py hourly``: 13 and 25 typical days chose the same fleet; the mean-day
+#: bound was 0.12% lower on 13; 57 days, width 0.7%, cost four times the CPU of 25)
+TYPICAL_DAY_SHARE = 4.0
 #: Typical-day counts :func:`choose_typical_days` tries, in order.
 TYPICAL_DAY_STEPS = (4, 8, 12, 16, 24, 32, 40, 48, 56, 64)
 
@@ -362,8 +396,22 @@ def aggregated_problem(year: Problem, agg: Aggregation, which: str) -> Problem:
         fw = _flat(ratio)[0] * w  # (C, K*T); one scenario
         return replace(year, demand=_flat(agg.upper), periods=K * T, options=opts,
                        messages=[], hour_weights=hw, flow_weights=fw, cycle_hours=24)
+    if which == "mean":
+        S, C, K, T = agg.upper.shape
+        days = year.demand.reshape(S, C, -1, T)
+        mean = np.stack([days[:, :, agg.labels == g, :].mean(axis=2) for g in range(K)],
+                        axis=2)
+        for o in opts.values():  # start-ups, minimum run and ramp tie the hours: dropped
+            if o.stage == "hourly":
+                o.startup_usd_per_block = np.zeros_like(np.asarray(
+                    o.startup_usd_per_block if o.startup_usd_per_block is not None else [0.0],
+                    float))
+                o.min_run_hours = 1
+                o.max_change_blocks = math.inf
+        return replace(year, demand=_flat(mean), periods=K * T, options=opts, messages=[],
+                       hour_weights=hw, flow_weights=None, cycle_hours=24)
     if which != "lower":
-        raise ValueError(f"which: expected 'upper' or 'lower', got {which!r}")
+        raise ValueError(f"which: expected 'upper', 'lower' or 'mean', got {which!r}")
     for o in opts.values():  # start-ups, minimum run and ramp tie the hours: dropped
         if o.stage == "hourly":
             o.startup_usd_per_block = np.zeros_like(np.asarray(
@@ -504,6 +552,270 @@ def expand(year: Problem, agg: Aggregation, pb_agg: Problem, plan: PlanArrays) -
 
 
 # --------------------------------------------------------------------------------------------
+# the full-year hourly plan at a fixed fleet, day by day
+
+
+@dataclass
+class DayByDay:
+    """Outcome of :func:`resolve_by_day`: ``plan`` (None when no day could be re-solved),
+    days re-solved, days that kept the reference plan's hours (no solution in the day's
+    problem, or out of time), and LPs solved."""
+
+    plan: PlanArrays | None
+    solved: int
+    kept: int
+    lps: int
+    time_s: float
+    message: str
+
+
+#: Fractional part below which a whole count is rounded down in :func:`dive_day` (above
+#: it: up). Measured on 20 days of ``bench_opt_year.py hourly`` (their hourly cost): 0.7 and
+#: one round land 1.1% above the days' LP optimum (0.5: 1.25%; every count rounded up: 2.7%;
+#: HiGHS on each day's MILP at a 1% gap: 1.0%, but 0.3 s of CPU a day against 0.04 s).
+DIVE_FLOOR_BELOW = 0.7
+#: Rounds of :func:`dive_day` before the remaining fractional counts are rounded up (more
+#: rounds were no better on those days: 2 rounds 1.3%, 4 rounds 1.15%).
+DIVE_ROUNDS = 1
+
+
+def _lp(c: np.ndarray, A: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,
+        ub: np.ndarray) -> np.ndarray | None:
+    with solver_output_guard():
+        r = milp(c, integrality=np.zeros(c.size), bounds=Bounds(lb, ub),
+                 constraints=[LinearConstraint(A, lo, hi)] if A.shape[0] else [],
+                 # HiGHS's presolve costs more than it saves on a day's LP (12 vs 20 ms)
+                 options={"disp": False, "presolve": False})
+    return np.asarray(r.x, float) if r.status == 0 and r.x is not None else None
+
+
+def dive_day(c: np.ndarray, A: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
+             lb: np.ndarray, ub: np.ndarray, integer: np.ndarray
+             ) -> tuple[np.ndarray | None, int]:
+    """A whole-count solution of a small MILP (one day at a fixed first stage) by diving on
+    its LP relaxation: solve the LP; fix every fractional count, down when its fractional
+    part is below :data:`DIVE_FLOOR_BELOW` (its load moves elsewhere), up otherwise; re-solve
+    with the other columns free; repeat (:data:`DIVE_ROUNDS`). A round whose LP has no
+    solution takes its counts up instead (always a solution: more capacity, the same flows).
+    Finally the remaining fractional counts go up and the flows are re-solved. Returns the
+    solution (None when the LP has none) and the number of LPs solved. A heuristic: its cost
+    is an upper bound, the caller proves the gap against a separate lower bound."""
+    ii = np.flatnonzero(integer)
+    L, U = lb.copy(), ub.copy()
+    x = _lp(c, A, lo, hi, L, U)
+    n = 1
+    if x is None:
+        return None, n
+    for _ in range(DIVE_ROUNDS):
+        v = x[ii]
+        down, up = np.floor(v + 1e-6), np.ceil(v - 1e-6)
+        frac = v - down
+        isfrac = up > down
+        if not isfrac.any():
+            break
+        fdown = isfrac & (frac < DIVE_FLOOR_BELOW)
+        L2, U2 = L.copy(), U.copy()
+        L2[ii[isfrac]] = U2[ii[isfrac]] = np.where(fdown, down, up)[isfrac]
+        x2 = _lp(c, A, lo, hi, L2, U2)
+        n += 1
+        if x2 is None and fdown.any():
+            L2[ii[fdown]] = U2[ii[fdown]] = up[fdown]
+            x2 = _lp(c, A, lo, hi, L2, U2)
+            n += 1
+        if x2 is None:
+            break
+        x, L, U = x2, L2, U2
+    v = x[ii]
+    if np.any(np.abs(v - np.round(v)) > 1e-6):
+        L[ii] = U[ii] = np.ceil(v - 1e-6)
+        x = _lp(c, A, lo, hi, L, U)
+        n += 1
+        if x is None:
+            return None, n
+    x[ii] = np.round(x[ii])
+    return x, n
+
+
+def _day_structure(m: Milp, day_hours: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(n,) day of each column (-1: not hour-indexed), (m,) day that owns each row (its
+    latest hour's day; -1: no hour-indexed column; -2: a month-total row, :data:`_COUPLING`)
+    and the matrix as COO."""
+    col_hour = np.full(m.c.size, -1)
+    for b in m.cols.blocks.values():
+        if b.axes and b.axes[-1][0] == "hour" and b.index.size:
+            col_hour[b.index] = np.arange(b.index.shape[-1])
+    col_day = np.where(col_hour >= 0, col_hour // day_hours, -1)
+    A = m.A.tocoo()
+    row_day = np.full(m.A.shape[0], -1)
+    np.maximum.at(row_day, A.row, col_day[A.col])
+    row_day[np.isin(m.row_group, _COUPLING)] = -2
+    return col_day, row_day, A
+
+
+def resolve_by_day(year: Problem, ref: PlanArrays, *, deadline: float,
+                   day_hours: int = 24) -> DayByDay:
+    """The full-horizon hourly plan re-optimised day by day at ``ref``'s first stage.
+
+    ``ref`` is a plan of ``year`` (the typical-day plan laid over the horizon, :func:`expand`);
+    its first stage (servers, reserved and always-on blocks, fine-tunes) is kept. Then, day
+    after day, the day's hour-indexed columns (whole hourly counts, flows, start-ups) are
+    re-solved (:func:`dive_day`) against every row of the full-horizon program that the day
+    owns (the rows whose latest hour is in the day: its hours' rows and the start-up,
+    minimum-run and ramp rows reaching back into the day before), with every other column at
+    its value so far (the first stage; the days before, already re-solved; on the last day
+    the first day's, for the rows that wrap around the horizon). A month-total row (provider
+    and on-prem shares, budget) is shared out: each day may use what ``ref`` uses on that day
+    plus the slack ``ref`` leaves, pro rata to the day's requests; the days' shares add up to
+    the row. So ``ref`` restricted to a day is a solution of the day's problem wherever the
+    rows reaching into the day before allow it: when the dive finds a dearer day than
+    ``ref``'s, ``ref``'s counts are kept with the flows re-solved. A day without a solution, and every day
+    after the ``deadline``, keeps ``ref``'s hours. The start-ups are then set to the blocks
+    started; the caller re-checks the whole plan (:func:`.optimize_milp.check_plan`) and
+    keeps ``ref`` if it fails.
+    """
+    t0 = time.perf_counter()
+    m = build_milp(year)
+    x = encode(m, ref)
+    col_day, row_day, A = _day_structure(m, day_hours)
+    n_days = int(col_day.max()) + 1
+    # entries by owning day of their row; columns by day
+    e_day = row_day[A.row]
+    order = np.argsort(e_day, kind="stable")
+    er, ec, ev = A.row[order], A.col[order], A.data[order]
+    e_bounds = np.searchsorted(e_day[order], np.arange(n_days + 1))
+    corder = np.argsort(col_day, kind="stable")
+    c_bounds = np.searchsorted(col_day[corder], np.arange(n_days + 1))
+    # month-total rows: each day's share (what ref uses that day + pro-rata slack)
+    coup = np.flatnonzero(row_day == -2)
+    Ac = m.A[coup].tocoo()
+    cd = col_day[Ac.col]
+    on_day = cd >= 0
+    use = np.zeros((coup.size, n_days))
+    np.add.at(use, (Ac.row[on_day], cd[on_day]), Ac.data[on_day] * x[Ac.col[on_day]])
+    fixed_part = np.bincount(Ac.row[~on_day], weights=Ac.data[~on_day] * x[Ac.col[~on_day]],
+                             minlength=coup.size)
+    day_req = year.demand.sum(axis=(0, 1)).reshape(n_days, day_hours).sum(axis=1)
+    frac = day_req / max(float(day_req.sum()), 1e-300)
+    total_use = use.sum(axis=1) + fixed_part
+    lo_c, hi_c = m.lo[coup], m.hi[coup]
+    with np.errstate(invalid="ignore"):
+        c_lo = np.where(np.isfinite(lo_c)[:, None],
+                        use - (total_use - lo_c)[:, None] * frac[None, :], -np.inf)
+        c_hi = np.where(np.isfinite(hi_c)[:, None],
+                        use + (hi_c - total_use)[:, None] * frac[None, :], np.inf)
+    Acsr = m.A[coup].tocsr()
+    solved = kept = lps = 0
+    late = 0
+    cpos = np.full(m.c.size, -1)
+    for d in range(n_days):
+        if time.perf_counter() > deadline:
+            late = n_days - d
+            break
+        cs = corder[c_bounds[d]:c_bounds[d + 1]]
+        sl = slice(e_bounds[d], e_bounds[d + 1])
+        r, c, v = er[sl], ec[sl], ev[sl]
+        inday = col_day[c] == d
+        rows, rloc = np.unique(r, return_inverse=True)
+        shift = np.bincount(rloc[~inday], weights=v[~inday] * x[c[~inday]],
+                            minlength=rows.size)
+        cpos[cs] = np.arange(cs.size)
+        sub = sparse.coo_matrix((v[inday], (rloc[inday], cpos[c[inday]])),
+                                shape=(rows.size, cs.size)).tocsr()
+        cpos[cs] = -1
+        lo, hi = m.lo[rows] - shift, m.hi[rows] - shift
+        if coup.size:
+            sub = sparse.vstack([sub, Acsr[:, cs]]).tocsr()
+            lo = np.concatenate([lo, c_lo[:, d]])
+            hi = np.concatenate([hi, c_hi[:, d]])
+        ints = m.integrality[cs] > 0
+        xd, n = dive_day(m.c[cs], sub, lo, hi, m.lb[cs], m.ub[cs], ints)
+        lps += n
+        if xd is None or m.c[cs] @ xd > m.c[cs] @ x[cs] + 1e-9 * abs(m.c[cs] @ x[cs]):
+            # the dive did worse than the reference's own hours (x still holds them): the
+            # reference's counts with the flows and start-ups re-solved, if they fit the day
+            L, U = m.lb[cs].copy(), m.ub[cs].copy()
+            L[ints] = U[ints] = np.round(x[cs][ints])
+            xr = _lp(m.c[cs], sub, lo, hi, L, U)
+            lps += 1
+            if xr is not None and (xd is None or m.c[cs] @ xr < m.c[cs] @ xd):
+                xd = xr
+                xd[ints] = np.round(xd[ints])
+        if xd is not None:
+            x[cs] = xd
+            solved += 1
+        else:
+            kept += 1
+    if not solved:
+        return DayByDay(None, 0, n_days, lps, time.perf_counter() - t0,
+                        "no day re-solved")
+    if "starts" in m.cols and m.cols["starts"].size:
+        x = tight_starts(m, x)
+    msg = f"{solved} of {n_days} day(s) re-solved"
+    if kept:
+        msg += f", {kept} without a solution kept as laid out"
+    if late:
+        msg += f", {late} kept as laid out (out of time)"
+    return DayByDay(decode(m, x), solved, kept + late, lps, time.perf_counter() - t0, msg)
+
+
+def relax_hourly(m: Milp) -> Milp:
+    """``m`` with its hour-indexed counts (hourly blocks, hourly 'used') continuous: the first
+    stage alone stays whole."""
+    hc = np.zeros(m.c.size, bool)
+    for name in ("blocks_hourly", "used_hourly"):
+        if name in m.cols:
+            hc[m.cols[name].ravel()] = True
+    return replace(m, integrality=np.where(hc, 0, m.integrality))
+
+
+def mean_bound(year: Problem, agg: Aggregation, *, gap: float,
+               time_limit_s: float) -> tuple[float, str]:
+    """A lower bound on the full-horizon optimum: HiGHS's dual bound of the mean-day problem
+    (:func:`aggregated_problem` ``"mean"``) with the hourly counts relaxed
+    (:func:`relax_hourly`) and the rows tying hours together dropped.
+
+    Why it is a bound: take the full-horizon optimum, relax its hourly counts, drop its
+    start-ups, and average each typical hour's columns over the days of its group. Every row
+    left is linear, and the same for all the days of a group (demand, capacity, quality, TPM,
+    fine-tunes, limits; the month totals, budget and shares, are sums over the days), so the
+    average is a solution of the mean-day problem, at the same first stage, costing no more
+    (the same costs, start-ups left out). Hence the mean-day optimum, and any dual bound of
+    it, is at most the full-horizon optimum (Jensen: the relaxed hourly cost is convex in the
+    demand). Returns the bound (NaN without one) and a note when the solve did not finish.
+    """
+    mp = replace(aggregated_problem(year, agg, "mean"), integer_hourly=year.integer_hourly
+                 or year.ha_reserve > 0)
+    m = relax_hourly(build_milp(mp))
+    info = solve_milp(m, gap=gap, time_limit_s=time_limit_s)
+    if info.status in ("error", "unbounded", "infeasible"):
+        # a relaxation of a problem with a plan cannot be infeasible: numerical trouble
+        return math.nan, f"the mean-day bound failed ({info.status}: {info.message})"
+    note = "" if info.status == "optimal" else \
+        f"the mean-day bound stopped at the time limit ({info.message})"
+    return float(info.dual_bound), note
+
+
+def lower_bound(year: Problem, agg: Aggregation, *, fluid: bool, gap: float,
+                time_limit_s: float) -> float:
+    """The lower-envelope bound (see the module docstring, 5.): HiGHS's dual bound of the
+    lower-envelope problem plus :func:`excess_bound`; NaN without one."""
+    lo = aggregated_problem(year, agg, "lower")
+    if fluid and year.ha_reserve == 0:
+        # continuous hourly counts (no minimum replicas): still a relaxation. With an HA
+        # reserve the fluid model keeps it warm in every hour, which is not, so not then
+        lo = replace(lo, integer_hourly=False)
+    n_hourly = sum(o.stage == "hourly" for o in year.options.values())
+    if not lo.integer_hourly or n_hourly == 0:
+        lo = keep_provider_shares(lo, year)
+    linfo = solve_milp(build_milp(lo), gap=gap, time_limit_s=time_limit_s)
+    # HiGHS's dual bound holds with or without a plan of the lower problem
+    if linfo.status in ("error", "unbounded", "infeasible"):
+        return math.nan
+    lb = linfo.dual_bound
+    return float(lb + excess_bound(year, agg)) if np.isfinite(lb) else math.nan
+
+
+# --------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -575,8 +887,9 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
     demand = year_demand(pb.demand, settings)
     year = year_problem(pb, demand)
     sub_gap = max(gap / 4.0, 1e-4)
+    bound_gap = max(gap / 10.0, 1e-4)
     k = int(settings.typical_days) if settings.typical_days is not None else \
-        choose_typical_days(demand, gap)
+        choose_typical_days(demand, gap, share=TYPICAL_DAY_SHARE)
     n_hourly = sum(o.stage == "hourly" for o in year.options.values())
     fluid = not year.integer_hourly
     forced: list[int] = []
@@ -633,30 +946,50 @@ def solve_year(pb: Problem, settings: YearSettings, *, gap: float = 0.01,
                     pd.DataFrame(rounds), m.shape,
                     [f"{status}: the typical-day problem has no plan ({info.message})"])
             break
+        row["upper_s"] = time.perf_counter() - t0 - round_t0
         plan_agg = decode(m, info.x)
         say("re-checking the plan on every hour of the horizon")
         plan = expand(year, agg, up, plan_agg)
         check = check_plan(year, plan)
         cost = float(plan_costs(year, plan)["usd_per_month"].sum())
+        row["laid_out_usd_per_month"] = cost
         left = time_limit_s - (time.perf_counter() - t0)
-        say("bounding: the lower-envelope problem")
-        lo = aggregated_problem(year, agg, "lower")
-        if fluid and year.ha_reserve == 0:
-            # continuous hourly counts (no minimum replicas): still a relaxation. With an HA
-            # reserve the fluid model keeps it warm in every hour, which is not, so not then
-            lo = replace(lo, integer_hourly=False)
-        if not lo.integer_hourly or n_hourly == 0:
-            lo = keep_provider_shares(lo, year)
-        ml = build_milp(lo)
-        linfo = solve_milp(ml, gap=sub_gap, time_limit_s=max(left * 0.9, 1.0))
-        # HiGHS's dual bound holds with or without a plan of the lower problem
-        lb = linfo.dual_bound if linfo.status not in ("error", "unbounded") else math.nan
-        if linfo.status == "infeasible":
-            lb = math.nan  # a relaxation of a problem with a plan: numerical trouble
-        elif np.isfinite(lb):
-            lb += excess_bound(year, agg)
+        say("bounding: the mean-day problem (hourly counts relaxed)")
+        tb = time.perf_counter()
+        lb, bmsg = mean_bound(year, agg, gap=bound_gap, time_limit_s=max(left * 0.5, 1.0))
+        row["mean_bound_usd_per_month"] = lb
+        if bmsg:
+            msgs.append(bmsg)
+        if not fluid and n_hourly:
+            # whole hourly counts on few typical days: the lower envelopes in whole counts
+            # may bound higher (integrality) than the mean days in relaxed counts
+            left = time_limit_s - (time.perf_counter() - t0)
+            say("bounding: the lower-envelope problem")
+            lb_low = lower_bound(year, agg, fluid=fluid, gap=sub_gap,
+                                 time_limit_s=max(left * 0.3, 1.0))
+            row["lower_envelope_bound_usd_per_month"] = lb_low
+            lb = float(np.nanmax([lb, lb_low])) if np.isfinite([lb, lb_low]).any() \
+                else math.nan
+        row["bound_s"] = time.perf_counter() - tb
         if np.isfinite(lb):
             best_bound = max(best_bound, float(lb))
+        g_laid = (cost - best_bound) / abs(cost) if cost and np.isfinite(best_bound) \
+            else math.inf
+        if not check.passed or g_laid > gap + 1e-9:
+            # the plan laid out is not within the gap asked for (or fails the check)
+            say("re-solving the horizon day by day at the typical-day fleet")
+            dd = resolve_by_day(year, plan, deadline=t0 + time_limit_s * 0.97)
+            row.update(days_resolved=dd.solved, by_day_lps=dd.lps, by_day_s=dd.time_s)
+            if dd.plan is not None:
+                check2 = check_plan(year, dd.plan)
+                cost2 = float(plan_costs(year, dd.plan)["usd_per_month"].sum())
+                row["by_day_usd_per_month"] = cost2
+                if check2.passed and (not check.passed or cost2 < cost):
+                    if not any(t.startswith("the hours re-solved day by day") for t in msgs):
+                        msgs.append(f"the hours re-solved day by day at the fleet of the "
+                                    f"typical-day plan ({dd.message}): {cost2:,.0f} USD/month "
+                                    f"against {cost:,.0f} laid out from the typical days")
+                    plan, check, cost = dd.plan, check2, cost2
         g = max(0.0, (cost - best_bound) / abs(cost)) if cost and np.isfinite(best_bound) \
             else math.inf
         row.update(full_year_usd_per_month=cost, lower_bound_usd_per_month=lb, gap=g,

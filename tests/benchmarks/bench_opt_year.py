@@ -6,18 +6,21 @@ from 1 January, monthly factors (summer low, December peak) and a 30%/year traff
 (``[optimize] horizon_hours = 8760``, ``monthly_factors``, ``year_growth``), solved on
 typical days (:mod:`planner.engines.optimize_year`) at a 1% target gap within 90 s.
 
-Reported: wall time of what ``optimize`` does for a long horizon (pricing, aggregation, both
-typical-day MILPs, the full-year re-check and re-pricing; ``price_s`` / ``solve_s`` split it
-at the pricing, with CPU times beside: on this shared 2-core machine the wall time grows with
-the load average, also reported), peak resident memory of the process
-(``resource.getrusage``, includes the imports and the catalog), the gap between the
-full-year re-priced cost and the proven lower bound on the full-year optimum, the
-aggregation error of the hourly load, the full-year re-check, and one row per typical-day
-round. Target (issue 15): <= 90 s and <= 2 GB at <= 1% proven gap.
+Reported: wall time of what ``optimize`` does for a long horizon (pricing, aggregation, the
+typical-day MILP, the full-year re-check and re-pricing, the mean-day bound, the day-by-day
+re-solve of the hours; ``price_s`` / ``solve_s`` split it at the pricing, with CPU times
+beside: on this shared 2-core machine the wall time grows with the load average, also
+reported), peak resident memory of the process (``resource.getrusage``, includes the imports
+and the catalog), the gap between the full-year re-priced cost of the returned plan and the
+proven lower bound on the full-year optimum (the mean-day bound, see
+:mod:`planner.engines.optimize_year`), the aggregation error of the hourly load (apart), the
+full-year re-check, and one row per typical-day round (laid-out and day-by-day costs, the
+bounds, seconds of each step). Target (issue 15): <= 90 s and <= 2 GB at <= 1% proven gap.
 
 ``hourly``: the same with the on-demand and spot clouds billed ``scale-to-zero`` (rented hour
 by hour, start-ups priced; ``bench_opt_plans.py``'s instance), where the typical-day hourly
-counts are solved as a fluid and rounded up on the horizon.
+counts are solved as a fluid, and the whole counts of every hour come from the day-by-day
+pass.
 
 ``HOURS`` (second argument, default 8760): the horizon; ``720`` is the 720-hour (30-day,
 January) instance of issue 15 (target <= 10 s), with the same monthly factors and ramp.
