@@ -4,6 +4,7 @@ built while the engines run without changing the report."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ SPEC = {
 
 
 def test_processes_give_the_bytes_of_an_in_process_conversion():
-    with export.Exporter() as ex:
+    with export.Exporter(cache=False) as ex:
         assert ex.uses_processes
         futures = [ex.submit(SPEC), ex.submit(SPEC, scale=1.0)]
         (svg2, png2), (svg1, png1) = (f.result(timeout=120) for f in futures)
@@ -36,15 +37,15 @@ def test_processes_give_the_bytes_of_an_in_process_conversion():
 
 
 def test_in_process_fallback_gives_the_same_bytes():
-    with export.Exporter(processes=False) as ex:
+    with export.Exporter(processes=False, cache=False) as ex:
         assert not ex.uses_processes
         got = ex.submit(SPEC).result(timeout=120)
-    with export.Exporter() as ex:
+    with export.Exporter(cache=False) as ex:
         assert ex.submit(SPEC).result(timeout=120) == got
 
 
 def test_a_conversion_error_is_raised_in_the_caller_and_the_process_goes_on():
-    with export.Exporter() as ex:
+    with export.Exporter(cache=False) as ex:
         bad = ex.submit({"mark": "no-such-mark", "data": {"values": []}})
         good = ex.submit(SPEC)
         with pytest.raises(ValueError):
@@ -53,7 +54,7 @@ def test_a_conversion_error_is_raised_in_the_caller_and_the_process_goes_on():
 
 
 def test_a_dead_process_fails_its_conversions_not_the_caller_forever():
-    ex = export.Exporter()
+    ex = export.Exporter(cache=False)
     try:
         ex._svg.proc.kill()
         ex._svg.proc.wait()
@@ -80,6 +81,55 @@ def test_bundle_from_the_process_equals_the_in_process_one(monkeypatch, tmp_path
             assert ex._bundle is None and ex.bundle() == js
     finally:
         export.js_bundle.cache_clear()
+
+
+def test_cached_charts_are_read_not_rendered(monkeypatch, tmp_path):
+    """A chart rendered once is stored under the key of its specification and scale; the
+    next exporter reads the same bytes without starting a helper process, and a changed
+    specification (or scale) is rendered again; a failed conversion is not stored."""
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PLANNER_NO_CACHE", raising=False)
+    other = {**SPEC, "mark": "point"}
+    with export.Exporter(cache=False) as ex:  # the reference: rendered, cache off
+        want = ex.submit(SPEC).result(timeout=120)
+        want_other = ex.submit(other).result(timeout=120)
+    assert not export.chart_cache_dir().exists()
+    with export.Exporter() as ex:
+        assert ex.submit(SPEC).result(timeout=120) == want
+        assert ex._svg is not None and ex.cache_hits == 0  # rendered by the processes
+        with pytest.raises(ValueError):
+            ex.submit({"mark": "no-such-mark", "data": {"values": []}}).result(timeout=120)
+    stored = sorted(p.name for p in export.chart_cache_dir().iterdir())
+    key = export.chart_key(SPEC)
+    assert stored == [f"{key}.png", f"{key}.svg"]
+    with export.Exporter() as ex:
+        assert ex.submit(SPEC).result(timeout=120) == want
+        assert ex.cache_hits == 1 and ex._svg is None and ex._local is None  # nothing started
+        assert ex.submit(other).result(timeout=120) == want_other  # a miss: rendered
+        assert ex.cache_hits == 1 and ex._svg is not None
+        png1 = ex.submit(SPEC, scale=1.0).result(timeout=120)[1]
+    assert png1 != want[1] and export.chart_key(SPEC, 1.0) != key
+    assert len(list(export.chart_cache_dir().glob("*.svg"))) == 3
+    monkeypatch.setenv("PLANNER_NO_CACHE", "1")
+    with export.Exporter() as ex:  # PLANNER_NO_CACHE: rendered again
+        assert not ex.cache and ex.submit(SPEC).result(timeout=120) == want
+        assert ex.cache_hits == 0
+
+
+def test_chart_cache_keeps_the_most_recently_used(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    d = export.chart_cache_dir()
+    d.mkdir(parents=True)
+    for i in range(5):
+        (d / f"k{i}.svg").write_text("<svg/>")
+        (d / f"k{i}.png").write_bytes(b"\x89PNG")
+        os.utime(d / f"k{i}.svg", (1000 + i, 1000 + i))
+    export.prune_chart_cache(keep=2)
+    assert sorted(p.name for p in d.iterdir()) == ["k3.png", "k3.svg", "k4.png", "k4.svg"]
+    assert export._cached_images("k4") == ("<svg/>", b"\x89PNG")
+    (d / "k4.png").unlink()  # half an entry (or a file that is not an image) is a miss
+    (d / "k3.svg").write_text("not svg")
+    assert export._cached_images("k4") is None and export._cached_images("k3") is None
 
 
 def test_sections_are_built_as_soon_as_their_engines_ran(tmp_path, monkeypatch):

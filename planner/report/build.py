@@ -155,7 +155,7 @@ def build_report(
     if unknown:  # pragma: no cover - SECTIONS and DEFAULT_PROVIDERS are kept in step
         raise RuntimeError(f"no provider for engine(s) {sorted(unknown)}")
 
-    exporter = export.Exporter()  # chart conversion starts up while the engines run
+    exporter = export.Exporter()  # conversion starts up while the engines run (charts not cached)
     try:
         exporter.prefetch_bundle()
         if catalog is None:
