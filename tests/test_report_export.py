@@ -146,11 +146,12 @@ def test_sections_are_built_as_soon_as_their_engines_ran(tmp_path, monkeypatch):
             return fn(*args)
         return run
 
-    def spy(sc, catalog, table, engines, specs, ctx, bar, exporter):
+    def spy(sc, catalog, table, engines, specs, ctx, bar, exporter, forked=None):
+        assert forked is None  # no simulation or performance section: nothing forked
         table = {e: logged(f"engine:{e}", f) for e, f in table.items()}
         specs = [type(s)(s.key, s.title, s.requires, s.uses, logged(f"section:{s.key}", s.build))
                  for s in specs]
-        return real(sc, catalog, table, engines, specs, ctx, bar, exporter)
+        return real(sc, catalog, table, engines, specs, ctx, bar, exporter, forked)
 
     monkeypatch.setattr(build, "_run_and_build", spy)
     res = build_report(QUICKSTART, out_dir=tmp_path / "r", progress=False,
@@ -162,3 +163,70 @@ def test_sections_are_built_as_soon_as_their_engines_ran(tmp_path, monkeypatch):
     assert set(res.charts) and all(p.stat().st_size > 0 for pair in res.charts.values()
                                    for p in pair)
     assert _run_and_build is real
+
+
+# -- the optional engines in a forked child: the same report as run here ---------------------
+# (in a fresh interpreter: this process may run threads of earlier tests, and then does not
+# fork)
+
+_FORK_PROBE = r"""
+import json, os, sys
+from pathlib import Path
+import planner.report.build as build
+from planner.parallel import ChildFailed, ForkedCall
+
+out = {"available": ForkedCall.available()}
+call = ForkedCall(os.getpid)
+out["child_pid_differs"] = call.result() != os.getpid()
+for name, call in (("raises", ForkedCall(int, "not a number")),
+                   ("unpicklable", ForkedCall(lambda: (lambda: 0)))):
+    try:
+        call.result()
+        out[name] = None
+    except ChildFailed as exc:
+        out[name] = str(exc)
+ForkedCall(os.getpid).close()  # not taken: ended
+forked = []
+real = build._fork_engines
+build._fork_engines = lambda *a: forked.append(real(*a)) or forked[-1]
+tmp = Path(sys.argv[1])
+a = build.build_report(sys.argv[2], out_dir=tmp / "a", progress=False)
+out["forked"] = list(forked[0][0]) if forked[0] else None
+out["forked_results"] = sorted(getattr(forked[0][1], "results", {})) if forked[0] else None
+build.FORKED_ENGINES = ()
+b = build.build_report(sys.argv[2], out_dir=tmp / "b", progress=False)
+out["serial"] = forked[1] is None
+out["sections"] = [list(a.sections), list(b.sections)]
+files = lambda r: sorted(str(p.relative_to(r.out_dir)) for p in r.out_dir.rglob("*")
+                         if p.suffix in (".csv", ".png", ".svg"))
+out["files_equal"] = files(a) == files(b) and len(files(a)) > 0
+out["differ"] = [f for f in files(a) if (a.out_dir / f).read_bytes() != (b.out_dir / f).read_bytes()]
+print(json.dumps(out))
+"""
+
+
+def test_forked_engines_give_the_report_of_serial_engines(tmp_path):
+    """:class:`planner.parallel.ForkedCall` returns the child's result and reports its
+    failures; the report's simulation and performance engines run in a forked child while the
+    others run in the main process, and the report is the same files (charts, tables) as with
+    every engine run in the main process."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", _FORK_PROBE, str(tmp_path), str(QUICKSTART)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if sys.platform.startswith("linux"):
+        assert out["available"]
+    if not out["available"]:
+        pytest.skip("no fork here")
+    assert out["child_pid_differs"]
+    assert "ValueError" in out["raises"] and "not sent back" in out["unpicklable"]
+    assert out["forked"] == ["simulation", "performance"]
+    assert out["forked_results"] == ["performance", "simulation"]  # both came back
+    assert out["serial"]
+    assert out["sections"][0] == out["sections"][1] and "simulation" in out["sections"][0]
+    assert out["files_equal"] and out["differ"] == []
