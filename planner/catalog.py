@@ -16,6 +16,7 @@ import io
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -276,6 +277,20 @@ class Catalog:
     def __init__(self, directory: Path, tables: dict[str, _Table]):
         self.directory = directory
         self._tables = tables
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, name: str, factory: Callable[[], Any]) -> Any:
+        """The object ``name`` kept with this catalog, made by ``factory()`` on first use.
+
+        For results that depend only on catalog rows and the caller's key, so that every user
+        of one catalog shares them: e.g. the performance-model results of
+        :class:`planner.model.capacity.CapacityCache`, which the engines of one report (or
+        one sweep) would otherwise each compute again.
+        """
+        obj = self._shared.get(name)
+        if obj is None:
+            obj = self._shared.setdefault(name, factory())
+        return obj
 
     def __repr__(self) -> str:
         return f"Catalog(directory={str(self.directory)!r})"

@@ -166,7 +166,7 @@ class Strict(BaseModel):
     asked for, so loading a scenario does not parse the sources).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 @functools.cache

@@ -47,7 +47,7 @@ from typing import Any
 
 from planner.errors import PlannerError, shorten
 
-__all__ = ["SchedulerError", "check_scheduler", "default_workers", "map_tasks",
+__all__ = ["ForkedCall", "SchedulerError", "check_scheduler", "default_workers", "map_tasks",
            "runs_serially", "start_method"]
 
 _NOTHING = object()
@@ -284,3 +284,75 @@ def _run_dask(fn, tasks, shared, has_shared, scheduler, client, progress, name):
                 pass
         if own_client is not None:
             own_client.close()
+
+
+class ForkedCall:
+    """``fn(*args)`` computed in a forked child process while the caller goes on.
+
+    For work that would otherwise wait its turn on one core while the other is idle (the
+    report's simulation and performance-validation engines run while the main process runs
+    the other engines). Only where :func:`start_method` is ``"fork"`` (Linux, no other thread
+    running: check with :meth:`available`): the child starts in milliseconds with everything
+    already imported and ``fn``, ``args`` need not be picklable; the result is pickled back
+    once. The child computes what this process would (same function, same inputs, same
+    seeds), so the result is the same bits.
+
+    :meth:`result` returns the value, or raises :class:`ChildFailed` when the child raised or
+    could not send it back (the caller then runs ``fn`` itself, which raises the error with
+    its traceback). Call :meth:`close` when the result is not wanted.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_forked_main, args=(send, fn, args), daemon=True,
+                                 name=f"planner-{getattr(fn, '__name__', 'call')}")
+        self._proc.start()
+        send.close()
+        self._done = False
+
+    @staticmethod
+    def available() -> bool:
+        """Whether a child can be forked safely here (:func:`start_method` is ``"fork"``)."""
+        return start_method() == "fork"
+
+    def result(self) -> Any:
+        """The child's return value (waits for it); :class:`ChildFailed` if it has none."""
+        if self._done:
+            raise RuntimeError("ForkedCall.result() called twice")
+        self._done = True
+        try:
+            ok, value = self._recv.recv()
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise ChildFailed(f"the child process ended without a result ({exc!r})") from None
+        finally:
+            self._recv.close()
+            self._proc.join()
+        if not ok:
+            raise ChildFailed(value)
+        return value
+
+    def close(self) -> None:
+        """End the child if its result was not taken."""
+        if not self._done:
+            self._done = True
+            self._proc.terminate()
+            self._proc.join()
+            self._recv.close()
+
+
+class ChildFailed(RuntimeError):
+    """A :class:`ForkedCall` child raised or ended without sending its result."""
+
+
+def _forked_main(send: Any, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        reply = (True, fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which reruns fn
+        reply = (False, f"{type(exc).__name__}: {exc}")
+    try:
+        send.send(reply)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+        send.send((False, f"result not sent back: {type(exc).__name__}: {exc}"))
+    finally:
+        send.close()

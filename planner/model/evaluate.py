@@ -78,7 +78,9 @@ class Model:
         a class with uncertain lengths gets a capacity grid; without them every input is held
         at its median (the deterministic view).
     caps : CapacityCache, optional
-        Performance-model results shared with other models of the same catalog.
+        Performance-model results shared with other models of the same catalog. Default: the
+        catalog's own (``catalog.shared("capacity", ...)``), so every model priced against
+        one catalog computes a replica's capacity once.
     """
 
     def __init__(self, sc: Any, catalog: Any, inputs: Mapping[str, Any] | None = None, *,
@@ -93,7 +95,11 @@ class Model:
         self.warnings: list[str] = []
         self._ratio_cache: dict[tuple, float] = {}
         self._cheapest_cache: dict[tuple, float] = {}
-        self.caps = caps if caps is not None else CapacityCache()
+        # the catalog's shared cache, when it keeps one: the engines of one report price the
+        # same replicas (planner.catalog.Catalog.shared)
+        shared = getattr(catalog, "shared", None)
+        self.caps = caps if caps is not None else (
+            shared("capacity", CapacityCache) if callable(shared) else CapacityCache())
         self._grid_cache: dict[tuple, CapacityGrid] = {}
         self.periods = profile_periods(sc)
         pilot = self._pilot()

@@ -155,16 +155,23 @@ def build_report(
     if unknown:  # pragma: no cover - SECTIONS and DEFAULT_PROVIDERS are kept in step
         raise RuntimeError(f"no provider for engine(s) {sorted(unknown)}")
 
-    exporter = export.Exporter()  # chart conversion starts up while the engines run
+    if catalog is None:
+        catalog = load_catalog()
+    # before any thread starts (the progress bar's, the exporter's): a fork is safe then
+    forked = _fork_engines(sc, catalog, table, engines)
+    try:
+        exporter = export.Exporter()  # conversion starts while the engines run (not cached)
+    except BaseException:
+        if forked is not None:
+            forked[1].close()
+        raise
     try:
         exporter.prefetch_bundle()
-        if catalog is None:
-            catalog = load_catalog()
         ctx = Context(sc)
         bar = _Progress(len(engines) + 2 * len(specs) + 2, progress, on_progress)
         try:
             built, vl, images = _run_and_build(sc, catalog, table, engines, specs, ctx, bar,
-                                               exporter)
+                                               exporter, forked)
             csvs = {t.name: html.frame_csv(t.frame) for s in built for t in s.tables()}
             doc = html.page(
                 title=sc.name,
@@ -204,6 +211,9 @@ def build_report(
     except BaseException:
         exporter.close(wait=False)  # drop the pending conversions
         raise
+    finally:
+        if forked is not None:
+            forked[1].close()  # (a no-op once its result was taken)
     exporter.close()
     return ReportResult(
         out_dir=out,
@@ -250,11 +260,12 @@ def _umask() -> int:
 _AFTER_ALL_ENGINES = ("summary",)
 
 
-def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter):
-    """Run the engines one after another; build each section as soon as the engines it
-    requires or uses have run, and hand its charts to ``exporter`` at once, so that they are
-    converted while the next engines run. Returns (built sections in report order, chart name
-    -> Vega-Lite spec, chart name -> future of (SVG, PNG))."""
+def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter, forked=None):
+    """Run the engines one after another (those ``forked`` runs, from :func:`_fork_engines`,
+    are taken from the child); build each section as soon as the engines it requires or uses
+    have run, and hand its charts to ``exporter`` at once, so that they are converted while
+    the next engines run. Returns (built sections in report order, chart name -> Vega-Lite
+    spec, chart name -> future of (SVG, PNG))."""
     pending = list(specs)
     done: dict[str, Section | None] = {}
     images: dict[str, Any] = {}
@@ -284,7 +295,7 @@ def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter):
     build_ready(False)
     for e in engines:
         bar.stage(e)
-        res, why = prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
+        res, why = _engine_result(e, forked, table[e], sc, catalog)
         if why is None:
             ctx.results[e] = res
         else:
@@ -304,6 +315,52 @@ def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter):
     _unique([t.name for s in built for t in s.tables()], "table")
     bar.stage("html")
     return built, {c.name: specs_vl[c.name] for c in charts}, images
+
+
+#: Optional engines run in a forked child process while this one runs the others (on Linux,
+#: with the default providers; :func:`_fork_engines`).
+FORKED_ENGINES = ("simulation", "performance")
+
+
+def _run_engines(names: tuple[str, ...], table, sc, catalog) -> dict[str, tuple[Any, Any]]:
+    """``prov.run`` of each engine in turn (what the forked child computes)."""
+    return {e: prov.run(e, table[e], sc, catalog, optional=e not in CORE_ENGINES)
+            for e in names}
+
+
+def _fork_engines(sc, catalog, table, engines):
+    """Start the :data:`FORKED_ENGINES` of this report (those with their default provider) in
+    a forked child (:class:`planner.parallel.ForkedCall`): ``(names, call)``, or None where a
+    child cannot be forked (not Linux, or a thread already running) or none is wanted. The
+    child computes what this process would: the same providers on the same inputs, with the
+    same seeds."""
+    from planner.parallel import ForkedCall
+
+    names = tuple(e for e in engines if e in FORKED_ENGINES and e not in CORE_ENGINES
+                  and table[e] is prov.DEFAULT_PROVIDERS.get(e))
+    if not names or not ForkedCall.available():
+        return None
+    try:
+        return names, ForkedCall(_run_engines, names, table, sc, catalog)
+    except OSError:  # pragma: no cover - no process to be had: run them here
+        return None
+
+
+def _engine_result(e: str, forked, provider, sc, catalog) -> tuple[Any, str | None]:
+    """(result, None) or (None, why) of engine ``e``: from the forked child when it ran it
+    there, else (or when the child failed: the error then comes with its traceback) here."""
+    from planner.parallel import ChildFailed
+
+    if forked is not None and e in forked[0]:
+        names, call = forked
+        if not hasattr(call, "results"):
+            try:
+                call.results = call.result()
+            except ChildFailed:
+                call.results = {}
+        if e in call.results:
+            return call.results[e]
+    return prov.run(e, provider, sc, catalog, optional=e not in CORE_ENGINES)
 
 
 def _omitted(specs: list[SectionSpec], ctx: Context) -> None:

@@ -8,6 +8,13 @@ vl-convert holds the GIL while it converts, so a conversion on a thread stalls t
 Python work. :class:`Exporter` (what ``build_report`` uses) converts in two helper processes
 instead, one rendering SVGs (vl-convert's JavaScript engine starts there while the engines
 run), one rasterising them to PNG; the images are the same bytes as in-process ones.
+
+The images are cached on disk too (:func:`chart_cache_dir`), keyed by the SHA-256 of the
+chart's Vega-Lite specification (data included), the PNG scale and the vl-convert and
+Vega-Lite versions: a chart whose specification did not change since an earlier report (the
+performance-validation charts of every scenario, all charts when a report is built again) is
+read instead of rendered, and the helper processes start only for the first chart that is not
+cached. ``PLANNER_NO_CACHE=1`` renders every chart.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -71,16 +79,21 @@ def cache_dir() -> Path:
     return home / ".cache" / "planner"
 
 
-def _bundle_key() -> str:
-    """The versions that determine the bundle: vl-convert (which embeds Vega, Vega-Embed and
-    each Vega-Lite it supports) and the Vega-Lite version asked for."""
+@functools.cache
+def _vlc_version() -> str:
     vlc = _vlc()
     try:
         from importlib.metadata import version
 
-        vlc_version = version("vl-convert-python")
+        return version("vl-convert-python")
     except ImportError:  # no metadata (PackageNotFoundError): fall back to the module
-        vlc_version = str(getattr(vlc, "__version__", "unknown"))
+        return str(getattr(vlc, "__version__", "unknown"))
+
+
+def _bundle_key() -> str:
+    """The versions that determine the bundle: vl-convert (which embeds Vega, Vega-Embed and
+    each Vega-Lite it supports) and the Vega-Lite version asked for."""
+    vlc_version = _vlc_version()
     raw = f"vl-convert {vlc_version}; vega-lite {vegalite_version()}"
     tag = re.sub(r"[^A-Za-z0-9.-]+", "_", f"vlc{vlc_version}-vl{vegalite_version()}")
     return f"vega-bundle-{tag}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}.js"
@@ -100,15 +113,16 @@ def _read_cached(path: Path) -> str | None:
     return js if "vegaEmbed" in js and "</script" not in js.lower() else None
 
 
-def write_cached(path: Path, text: str) -> None:
-    """Write a cache file atomically (temporary file + rename); a read-only cache is
-    silently skipped."""
+def write_cached(path: Path, text: str | bytes) -> None:
+    """Write a cache file (text as UTF-8, or bytes) atomically (temporary file + rename); a
+    read-only cache is silently skipped."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -297,44 +311,129 @@ class _Process:
         self.proc.stdout.close()
 
 
+#: Most charts kept in the image cache (an SVG and a PNG each); the least recently used go.
+CHART_CACHE_MAX = 200
+
+
+def chart_cache_dir() -> Path:
+    """Where :class:`Exporter` keeps rendered charts (``cache_dir()/charts``)."""
+    return cache_dir() / "charts"
+
+
+def chart_key(spec_dict: dict, scale: float = PNG_SCALE) -> str:
+    """Cache key of a chart's images: SHA-256 of its specification (canonical JSON, data
+    included), the PNG scale and the vl-convert and Vega-Lite versions."""
+    h = hashlib.sha256()
+    h.update(f"vl-convert {_vlc_version()}; vega-lite {vegalite_version()}; "
+             f"scale {float(scale)!r}\n".encode())
+    h.update(json.dumps(spec_dict, sort_keys=True, separators=(",", ":"),
+                        ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()[:40]
+
+
+def _cached_images(key: str) -> tuple[str, bytes] | None:
+    d = chart_cache_dir()
+    try:
+        text = (d / f"{key}.svg").read_text(encoding="utf-8")
+        png_bytes = (d / f"{key}.png").read_bytes()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.lstrip().startswith("<svg") or not png_bytes.startswith(b"\x89PNG"):
+        return None
+    for ext in ("svg", "png"):  # most recently used: kept longest
+        try:
+            os.utime(d / f"{key}.{ext}")
+        except OSError:
+            pass
+    return text, png_bytes
+
+
+def _store_images(key: str, images: tuple[str, bytes]) -> None:
+    d = chart_cache_dir()
+    write_cached(d / f"{key}.png", images[1])  # the PNG first: a hit needs both
+    write_cached(d / f"{key}.svg", images[0])
+
+
+def prune_chart_cache(keep: int = CHART_CACHE_MAX) -> None:
+    """Remove all but the ``keep`` most recently used charts from the image cache."""
+    try:
+        files = [(f.stat().st_mtime, f) for f in chart_cache_dir().glob("*.svg")]
+    except OSError:
+        return
+    if len(files) <= keep:
+        return
+    files.sort(reverse=True)
+    for _, f in files[keep:]:
+        for p in (f, f.with_suffix(".png")):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
 class Exporter:
     """Renders charts to (SVG text, PNG bytes) off the calling thread, in submission order.
 
     With ``processes=True`` (the default) two helper processes do the work: one renders each
-    Vega-Lite spec to SVG (its JavaScript engine is started at once, so it is warm by the
-    first chart), the other rasterises each SVG to PNG; the caller's Python work (the engines,
-    the sections) goes on meanwhile on the other core. When the processes cannot be started
-    (or ``processes=False``) the conversions run in this process, one at a time on a thread.
-    Use as a context manager, or call :meth:`close`.
+    Vega-Lite spec to SVG (its JavaScript engine is started with the process, so it warms up
+    while the caller's Python work goes on), the other rasterises each SVG to PNG; the
+    caller's Python work (the engines, the sections) goes on meanwhile on the other core. When
+    the processes cannot be started (or ``processes=False``) the conversions run in this
+    process, one at a time on a thread.
+
+    With ``cache`` (default: unless ``PLANNER_NO_CACHE`` is set) a chart already in the image
+    cache (:func:`chart_key`) is read from it, and a rendered one is stored; the processes
+    then start with the first chart that is not cached (or the first bundle to build), else
+    at once. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, *, processes: bool = True) -> None:
+    def __init__(self, *, processes: bool = True, cache: bool | None = None) -> None:
         _vlc()  # a missing vl-convert fails here, with the install hint
         self._svg = self._png = None
         self._local: ThreadPoolExecutor | None = None
-        if processes:
-            try:
-                self._svg = _Process("planner-svg")
-                self._png = _Process("planner-png")
-            except OSError:
-                self._close_processes(wait=False)
-                self._svg = self._png = None
-        if self._svg is None:
-            warm_up()
-            self._local = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-export")
-        else:
-            self._svg.submit("vegalite_to_svg", _WARM_SPEC, vl_version=vegalite_version())
+        self._processes = processes
+        self._started = False
+        self._lock = threading.Lock()
+        self.cache = not os.environ.get("PLANNER_NO_CACHE") if cache is None else cache
+        self.cache_hits = 0
         self._bundle: Future | None = None
+        if not self.cache:
+            self._start()
+
+    def _start(self) -> None:
+        """Start the helper processes (or the local thread) once."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if self._processes:
+                try:
+                    self._svg = _Process("planner-svg")
+                    self._png = _Process("planner-png")
+                except OSError:
+                    self._close_processes(wait=False)
+                    self._svg = self._png = None
+            if self._svg is None:
+                warm_up()
+                self._local = ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="planner-export")
+            else:
+                self._svg.submit("vegalite_to_svg", _WARM_SPEC, vl_version=vegalite_version())
 
     @property
     def uses_processes(self) -> bool:
+        """Whether the conversions run in helper processes (starts them if not yet)."""
+        self._start()
         return self._svg is not None
 
     def prefetch_bundle(self) -> None:
         """Have the SVG process build the JavaScript bundle when it is not cached (the first
         run), so that it is ready by the time the page is written."""
-        if self._bundle is None and self._svg is not None and cached_bundle() is None:
-            self._bundle = self._svg.submit("javascript_bundle", vl_version=vegalite_version())
+        if self._bundle is None and cached_bundle() is None:
+            self._start()
+            if self._svg is not None:
+                self._bundle = self._svg.submit("javascript_bundle",
+                                                vl_version=vegalite_version())
 
     def bundle(self) -> str:
         """:func:`js_bundle` (built by the SVG process if :meth:`prefetch_bundle` started it)."""
@@ -344,6 +443,25 @@ class Exporter:
 
     def submit(self, spec_dict: dict, scale: float = PNG_SCALE) -> Future:
         """A future of ``(svg_text, png_bytes)`` for a Vega-Lite spec."""
+        key = None
+        if self.cache:
+            key = chart_key(spec_dict, scale)
+            hit = _cached_images(key)
+            if hit is not None:
+                self.cache_hits += 1
+                done: Future = Future()
+                done.set_result(hit)
+                return done
+        self._start()
+        out = self._convert(spec_dict, scale)
+        if key is not None:
+            def store(f: Future) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    _store_images(key, f.result())
+            out.add_done_callback(store)
+        return out
+
+    def _convert(self, spec_dict: dict, scale: float) -> Future:
         if self._local is not None:
             return self._local.submit(lambda: _both(spec_dict, scale))
         out: Future = Future()
@@ -377,10 +495,14 @@ class Exporter:
 
     def close(self, *, wait: bool = True) -> None:
         """Finish (``wait``) or drop the pending conversions and end the helper processes."""
+        with self._lock:
+            self._started = True  # no process starts after this
         self._close_processes(wait=wait)
         if self._local is not None:
             self._local.shutdown(wait=wait, cancel_futures=not wait)
             _ready()
+        if self.cache and wait:
+            prune_chart_cache()
 
     def __enter__(self) -> Exporter:
         return self
