@@ -292,6 +292,10 @@ class Catalog:
             obj = self._shared.setdefault(name, factory())
         return obj
 
+    def forget_shared(self, name: str) -> None:
+        """Drop the object :meth:`shared` keeps as ``name`` (the next use makes a new one)."""
+        self._shared.pop(name, None)
+
     def __repr__(self) -> str:
         return f"Catalog(directory={str(self.directory)!r})"
 

@@ -115,10 +115,19 @@ def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -
 
 
 class CapacityCache:
-    """Memoised calls of the performance model for one catalog."""
+    """Memoised calls of the performance model for one catalog (at most
+    :attr:`MAX_ENTRIES` results, then it starts afresh: a catalog's shared cache lives as long
+    as the catalog)."""
+
+    MAX_ENTRIES = 20_000
 
     def __init__(self) -> None:
         self._cache: dict[tuple, Any] = {}
+
+    def _store(self, key: tuple, value: Any) -> None:
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = value
 
     def full(self, llm_row, acc_row, dep, isl: float, osl: float, ttft, tpot, hit: float,
              *, strict: bool, traffic: Traffic | None = None):
@@ -170,7 +179,7 @@ class CapacityCache:
                     tpot_s=op.tpot_s, e2e_s=op.ttft_s + (osl - 1.0) * op.tpot_s,
                     limited_by=op.limited_by, meets_slo=rps > 0,
                     method=f"open-loop p{traffic.percentile:g} ({cap.method} steps)")
-        self._cache[key] = cap
+        self._store(key, cap)
         return cap
 
     def table(self, llm_row, acc_row, dep, isl: np.ndarray, osl: np.ndarray, ttft, tpot,
@@ -183,10 +192,11 @@ class CapacityCache:
         key = ("table", llm_row["id"], acc_row["id"], dep.gpus_per_replica, dep.precision,
                tuple(sorted(dep.perf.items())), isl.tobytes(), osl.tobytes(), ttft, tpot, hit,
                traffic)
-        if key not in self._cache:
-            self._cache[key] = self._table(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit,
-                                           traffic)
-        return self._cache[key].copy()
+        t = self._cache.get(key)
+        if t is None:
+            t = self._table(llm_row, acc_row, dep, isl, osl, ttft, tpot, hit, traffic)
+            self._store(key, t)
+        return t.copy()
 
     def _table(self, llm_row, acc_row, dep, isl: np.ndarray, osl: np.ndarray, ttft, tpot,
                hit: float, traffic: Traffic | None) -> np.ndarray:

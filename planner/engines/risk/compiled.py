@@ -14,7 +14,6 @@ held at their medians. A sample whose lengths leave no capacity, or in which a f
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -179,28 +178,10 @@ def _unused_reason(key: str) -> str:
     return "does not affect any deployment option's monthly cost"
 
 
-#: Performance-model results (:class:`planner.model.capacity.CapacityCache`: the capacity at
-#: the medians, the capacity grids) per catalog object, shared by the scenarios compiled in
-#: this process: a second compile of a scenario (``planner risk --years`` and the report's
-#: risk section compile it for the multi-year engine too; sweeps; repeated API calls) does
-#: not call the performance model again. They are pure functions of the catalog's rows and
-#: the deployment's perf inputs, so the models are the same bits (``_SHARED_CAPS_MAX``
-#: entries at most per catalog, then it starts afresh; :func:`clear_compile_cache`).
-_SHARED_CAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_SHARED_CAPS_MAX = 20_000
-
-
-def _shared_caps(catalog: Catalog) -> CapacityCache:
-    caps = _SHARED_CAPS.get(catalog)
-    if caps is None or len(caps._cache) > _SHARED_CAPS_MAX:
-        caps = _SHARED_CAPS[catalog] = CapacityCache()
-    return caps
-
-
-def clear_compile_cache() -> None:
-    """Forget the performance-model results shared between compiles (the next compile of a
-    scenario calls the performance model again)."""
-    _SHARED_CAPS.clear()
+def clear_compile_cache(catalog: Catalog | None = None) -> None:
+    """Forget the performance-model results a catalog shares between compiles (default: the
+    default catalog's): the next compile of a scenario calls the performance model again."""
+    (catalog or load_catalog()).forget_shared("capacity")
 
 
 def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
@@ -208,11 +189,13 @@ def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
     """Prepare a scenario for vectorised evaluation (catalog rows, eligibility, capacity).
 
     ``correlations`` defaults to the scenario's ``correlation`` table when the schema has one.
-    The performance-model results are shared with earlier compiles of the same catalog
-    object (``_SHARED_CAPS``).
+    The performance-model results are the catalog's shared
+    :class:`planner.model.capacity.CapacityCache` (``catalog.shared("capacity")``): a second
+    compile of a scenario against one catalog object (``planner risk --years`` and the
+    report's risk section compile it for the multi-year engine too; sweeps; repeated API
+    calls) does not call the performance model again (:func:`clear_compile_cache`).
     """
     if correlations is None:
         correlations = sc.correlation
     catalog = catalog or load_catalog()
-    return CompiledScenario(sc, catalog, as_correlations(correlations),
-                            caps=_shared_caps(catalog))
+    return CompiledScenario(sc, catalog, as_correlations(correlations))
