@@ -237,8 +237,11 @@ def open_loop(
     ttft_miss = None if ttft_slo_s is None else _wait_plus_service_tail(
         p_wait, ew, service, np.full_like(p_wait, ttft_slo_s), service_w)
     # requests in the replica (Little's law at the mean TTFT and life) plus z standard
-    # deviations of a Poisson count
-    in_sys = lam * (ew + service.mean(axis=-1) + osl * t_mean)
+    # deviations of a Poisson count; the mean TTFT is the mean wait plus the service of a
+    # prompt that does not wait (share 1 - p) or that waits (share p, :func:`_queued_service`),
+    # the same mixture the TTFT tail uses
+    mean_service = ((1.0 - p_wait)[e] * service + p_wait[e] * service_w).mean(axis=-1)
+    in_sys = lam * (ew + mean_service + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable, ttft_miss,
                          tpot_miss)
