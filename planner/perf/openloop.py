@@ -167,8 +167,9 @@ def open_loop(
     lam, isl, osl, n, pairs_per_tok, ctx = np.broadcast_arrays(lam, isl, osl, n, pairs_per_tok,
                                                                ctx)
 
-    def terms(d):
-        """Step times, prefill utilisation and steps per second at decode batch ``d``."""
+    def terms(d, lam=lam):
+        """Step times, prefill utilisation and steps per second at decode batch ``d`` (and
+        arrival rate ``lam``)."""
         chunk = np.maximum(cap - d, 1.0)
         one = np.maximum(d, 1.0)
         t_d = np.asarray(sm.step_time_s(one, one * ctx), dtype=float)
@@ -196,6 +197,7 @@ def open_loop(
     stable &= d < cap - 1.0
     t_mean = 1.0 / steps
     z = float(ndtri(quantile))
+    swing2 = _batch_swing(terms, lam, d, osl, ca2_rep)
     e = (..., None)  # the node axis
     # TPOT: over the output-length nodes, the prompts a request meets during its life
     o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
@@ -206,13 +208,27 @@ def open_loop(
     # D = c_r^2 + c_n^2 (at least 0.05): exact for Poisson arrivals of equal prompts, and it
     # keeps the skew of a small count (a few long prompts in a short life)
     disp = max(ca2_rep + cv_n2, 0.05)
-    per_prompt = ((t_f - t_d) * n / chunk)[e] / o_nodes  # TPOT added by one prompt
+    # the decode batch a request's life averages over swings with the arrivals around it
+    # (:func:`_batch_swing`): lognormal nodes of that batch (mean d), each with its own decode
+    # and full step times, crossed with the output-length nodes (batch-major)
+    s2 = np.log1p(swing2)[e]
+    u = (np.arange(_BATCH_NODES) + 0.5) / _BATCH_NODES
+    d_b = np.minimum(d[e] * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u)), cap - 1.0)
+    chunk_b = np.maximum(cap - d_b, 1.0)
+    one_b = np.maximum(d_b, 1.0)
+    t_d_b = np.asarray(sm.step_time_s(one_b, one_b * ctx[e]), dtype=float)
+    t_f_b = np.asarray(sm.step_time_s(d_b, d_b * ctx[e], chunk_b, chunk_b * pairs_per_tok[e]),
+                       dtype=float)
+    n_o = o_nodes.shape[-1]
+    base = np.repeat(t_d_b, n_o, axis=-1)
+    o_all = np.tile(o_nodes, _BATCH_NODES)
+    per_prompt = np.repeat((t_f_b - t_d_b) * n[e] / chunk_b, n_o, axis=-1) / o_all
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
     tpot_miss = None if tpot_slo_s is None else 1.0 - _compound_poisson_cdf(
-        t_d, per_prompt * disp, lam[e] * o_nodes / disp, np.full_like(t_d, tpot_slo_s))
+        base, per_prompt * disp, lam[e] * o_all / disp, np.full_like(t_d, tpot_slo_s))
     tpot = _compound_poisson_quantile(
-        t_d, per_prompt * disp, lam[e] * o_nodes / disp, quantile,
+        base, per_prompt * disp, lam[e] * o_all / disp, quantile,
         within=None if tpot_miss is None else np.where(tpot_miss <= 1.0 - quantile,
                                                        tpot_slo_s, np.nan),
     ) if quantiles else np.full_like(t_d, np.nan)
@@ -247,11 +263,51 @@ def open_loop(
                          tpot_miss)
 
 
+#: Quantile points of the decode batch a request's life averages over.
+_BATCH_NODES = 8
+#: Largest elasticity of the decode batch to the arrival rate (near saturation the linear
+#: response diverges; the batch cap and the stability test bound the operating point there).
+_MAX_BATCH_GAIN = 10.0
+
+
+def _batch_swing(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray,
+                 ca2_rep: float) -> np.ndarray:
+    """Squared coefficient of variation of the decode batch that one request's life averages
+    over.
+
+    A request decoding for a life ``L`` shares its steps with the requests whose lives overlap
+    its own: those arriving within ``L`` before or after it, each for the share ``1 - |s| / L``
+    of its life (equal lives). Their count is a renewal count (index of dispersion ``c_r^2``,
+    the replica's share of the pool's stream), so the life-averaged batch driven by the
+    arrivals directly has variance ``lam c_r^2 int (1 - |s| / L)^2 ds = (2 / 3) d c_r^2``
+    (``d = lam L``). The batch feeds back on itself: more requests make longer steps and longer
+    lives, which hold more requests, so an excess of arrivals moves the batch by the elasticity
+    ``G = d ln d / d ln lam`` of the fixed point ``d = lam O / s(d, lam)`` (implicit
+    differentiation, ``G = (d ln F / d ln lam) / (1 - dF / dd)``, at least 1, at most
+    :data:`_MAX_BATCH_GAIN`): variance ``(2 / 3) d c_r^2 G^2``. The decode step time grows
+    with the batch at long contexts, and a bigger batch leaves a smaller chunk for prompts,
+    so this spread widens the TPOT tail (a pool's replicas swing together with the pool's
+    arrivals; measured in the simulator, see ``studies/sizing-vs-simulation``)."""
+    h = 1e-3
+
+    def f(dd, ll):
+        return ll * osl / terms(dd, ll)[4]
+
+    f0 = f(d, lam)
+    step_d = d * h + 1e-6
+    df_dd = (f(d + step_d, lam) - f0) / step_d
+    dlnf_dlnlam = (f(d, lam * (1.0 + h)) - f0) / (h * np.maximum(f0, 1e-12))
+    gain = dlnf_dlnlam / np.maximum(1.0 - df_dd, 1.0 / _MAX_BATCH_GAIN)
+    gain = np.clip(np.where(d > 0, gain, 1.0), 1.0, _MAX_BATCH_GAIN)
+    return (2.0 / 3.0) * ca2_rep * gain * gain / np.maximum(d, 1e-9)
+
+
 def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
                                q: float, within: np.ndarray | None = None) -> np.ndarray:
     """q-quantile ``x`` of ``base + step K`` where ``K ~ Poisson(count_per_s x)`` (the count
     grows with the value itself: a request's life is its output tokens times its TPOT), mixed
-    with equal weights over the last axis of ``step`` and ``count_per_s``.
+    with equal weights over the last axis of ``step`` and ``count_per_s`` (and of ``base``
+    when it has that axis too).
 
     The count's mean grows with ``x`` while its bound grows in steps, so the CDF is a saw
     tooth and may reach ``q`` more than once; ``within`` (NaN where unknown) is a value whose
@@ -259,8 +315,9 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     the search returns a crossing at or below it and the percentile reported agrees with the
     miss share."""
     base = np.asarray(base, dtype=float)
-    lo = base.copy()
-    hi = base * 2.0 + 1e-9
+    per_node = base.ndim == np.ndim(step)
+    lo = base.min(axis=-1) if per_node else base.copy()
+    hi = (base.max(axis=-1) if per_node else base) * 2.0 + 1e-9
     if within is not None:
         hi = np.where(np.isfinite(within), np.maximum(within, lo), hi)
     for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
@@ -314,13 +371,16 @@ def _renewal_wait(c: float, rho: np.ndarray, es: np.ndarray, ca2: float,
 def _compound_poisson_cdf(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
                           x: np.ndarray) -> np.ndarray:
     """``P(base + step K <= x)`` with ``K ~ Poisson(count_per_s x)``, mixed over the last axis
-    (the distribution :func:`_compound_poisson_quantile` inverts)."""
+    (the distribution :func:`_compound_poisson_quantile` inverts; ``base`` per point, or per
+    node when it has that axis too)."""
     from scipy.special import pdtr
 
     x = np.asarray(x, dtype=float)
-    k = np.floor((x - base)[..., None] / np.maximum(step, 1e-300))
+    base = np.asarray(base, dtype=float)
+    gap = x[..., None] - (base if base.ndim == np.ndim(step) else base[..., None])
+    k = np.floor(gap / np.maximum(step, 1e-300))
     cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * x[..., None]), 1.0)
-    return np.where((x - base)[..., None] < 0, 0.0, cdf).mean(axis=-1)
+    return np.where(gap < 0, 0.0, cdf).mean(axis=-1)
 
 
 def _queued_service(n_nodes: np.ndarray, n: np.ndarray, t_f: np.ndarray, chunk: np.ndarray,
