@@ -202,11 +202,14 @@ def test_step_granularity_lifts_a_bursty_single_replica_ttft_to_the_simulator():
     assert abs(float(pt.ttft_miss[0]) / simulated - 1.0) < 0.25
 
 
-def test_per_replica_sizing_holds_where_the_pooled_wait_falls_short():
+def test_router_aware_wait_sizes_a_long_prompt_pool_the_simulator_confirms():
     """A held-out case of ``studies/sizing-vs-simulation`` (seed 11, case 2: Llama-3.1-70B on
-    2x H100, 12,300-token prompts, arrival CV 4, 14 replicas): the pooled wait sizes replicas
-    that miss the p90 SLO in the simulated busiest hour; ``per-replica`` sizes more, and they
-    meet it."""
+    2x H100, 12,300-token prompts, arrival CV 4, 1-3 decodes per replica): the router counts
+    decodes and prompts alike, so it pools the prefill queues only in part
+    (:func:`planner.perf.openloop._router_sees_prefill`); the fully pooled GI/G/c wait sized 14
+    replicas, which miss the p90 SLO in the simulated busiest hour. The default now sizes
+    replicas that meet it, one fewer misses it, and ``per-replica`` (the conservative bound)
+    sizes at least as many, which meet it too."""
     import sys
     from pathlib import Path
 
@@ -218,8 +221,9 @@ def test_per_replica_sizing_holds_where_the_pooled_wait_falls_short():
     pooled = check(case)
     case["planning"]["prefill_wait"] = "per-replica"
     alone = check(case)
-    assert pooled["attainment_at"] < pooled["target"]
-    assert alone["replicas"] > pooled["replicas"]
+    assert pooled["attainment_at"] >= pooled["target"]
+    assert pooled["attainment_below"] < pooled["target"]
+    assert alone["replicas"] >= pooled["replicas"]
     assert alone["attainment_at"] >= alone["target"]
 
 

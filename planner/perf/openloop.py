@@ -29,15 +29,20 @@ the count is taken as ``D Poisson(m / D)`` prompts with ``D = c_r^2 + c_n^2`` (`
 / c``: a replica of ``c`` gets about every c-th request of the pool; exact for
 Poisson arrivals of equal prompts, and it keeps the skew of a small count: a few long prompts
 in a short life), over a life of ``O x`` the request's own TPOT (a request that meets more
-prompts lives longer and meets more). Output lengths vary lognormally (``cv_out``); the
-percentile is taken over the mixture.
+prompts lives longer and meets more). The decode batch a life averages over is not the mean
+``d``: the requests overlapping it arrive as a renewal stream, so it has variance ``(2/3) d
+c_r^2``, amplified by the batch's feedback on its own step times (:func:`_batch_swing`);
+the step times are taken at lognormal nodes of that batch. Output lengths vary lognormally
+(``cv_out``); the percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
 (C - d)`` of its work; the wait is that of a G/G/c queue over the ``c`` replicas of the pool
-(the router sends each request to the replica with the fewest requests), utilisation
-``rho``, with Gamma-renewal arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c
-root ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
+(the router sends each request to the replica with the fewest requests) for the share of
+prompts whose queue the router sees behind the decode counts (:func:`_router_sees_prefill`),
+and each replica's own G/G/1 queue for the others, utilisation ``rho``, with Gamma-renewal
+arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c root
+``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
 ``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
 c_s^2) / (c_a^2 + 1)`` for general service (:func:`_renewal_wait`; Pollaczek-Khinchine for
 Poisson arrivals and one replica, exact for M/M/c); plus its own prefill. A prompt that does
@@ -238,29 +243,80 @@ def open_loop(
     es = n * t_f / chunk
     r = np.minimum(rho, 0.999)
     c = max(float(servers), 1.0)
-    if pooled_wait:
-        p_wait, ew = _renewal_wait(c, r, es, ca2, cv_n2)
-    else:  # each replica's own prefill queue, a random split of the pool's arrivals
-        p_wait, ew = _renewal_wait(1.0, r, es, 1.0 + (ca2 - 1.0) / c, cv_n2)
+    # each replica's own prefill queue: a random split of the pool's arrivals
+    alone = _renewal_wait(1.0, r, es, 1.0 + (ca2 - 1.0) / c, cv_n2)
+    if pooled_wait and c > 1.0:
+        # the router counts a replica's requests, decodes and prompts alike: it sees the
+        # prefill queues (the pooled GI/G/c wait) only as far as the decode counts do not
+        # hide them (:func:`_router_sees_prefill`), else the prompt waits as on its own
+        sees = _router_sees_prefill(d)
+        waits = [(sees, *_renewal_wait(c, r, es, ca2, cv_n2)), (1.0 - sees, *alone)]
+    else:
+        waits = [(np.ones_like(r), *alone)]
     c_own = np.minimum(n_nodes, chunk[e])
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
     service = own + 0.5 * t_mean[e]
-    service_w = _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep)
-    ttft = _wait_plus_service_quantile(p_wait, ew, service, quantile, service_w) \
-        if quantiles else np.full_like(p_wait, np.nan)
-    ttft_miss = None if ttft_slo_s is None else _wait_plus_service_tail(
-        p_wait, ew, service, np.full_like(p_wait, ttft_slo_s), service_w)
+    parts = [(w, p_wait, ew, _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep))
+             for w, p_wait, ew in waits]
+    ttft = _mixed_ttft_quantile(parts, service, quantile) if quantiles \
+        else np.full_like(r, np.nan)
+    ttft_miss = None if ttft_slo_s is None else _mixed_ttft_tail(
+        parts, service, np.full_like(r, ttft_slo_s))
     # requests in the replica (Little's law at the mean TTFT and life) plus z standard
     # deviations of a Poisson count; the mean TTFT is the mean wait plus the service of a
     # prompt that does not wait (share 1 - p) or that waits (share p, :func:`_queued_service`),
     # the same mixture the TTFT tail uses
-    mean_service = ((1.0 - p_wait)[e] * service + p_wait[e] * service_w).mean(axis=-1)
-    in_sys = lam * (ew + mean_service + osl * t_mean)
+    mean_ttft = sum(w * (ew + ((1.0 - p_wait)[e] * service + p_wait[e] * service_w).mean(
+        axis=-1)) for w, p_wait, ew, service_w in parts)
+    in_sys = lam * (mean_ttft + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable, ttft_miss,
                          tpot_miss)
+
+
+#: Decode requests per replica that hide one queued prompt from the router (see
+#: :func:`_router_sees_prefill`; calibrated against the simulated pools of
+#: ``studies/sizing-vs-simulation``: 1 pads as many tight pools as it fixes misses, 4 and 8
+#: fix fewer misses).
+_ROUTER_DECODES_PER_PROMPT = 2.0
+
+
+def _router_sees_prefill(d: np.ndarray) -> np.ndarray:
+    """Share of a pool's prompts whose wait is the pooled one (GI/G/c) rather than their own
+    replica's (GI/G/1).
+
+    The simulator's router sends a request to the replica with the fewest requests, decodes
+    and queued prompts alike. With no decodes the count is the prefill queue and the router
+    pools the prefill servers; with ``d`` decodes per replica, whose counts differ from replica
+    to replica by about ``sqrt(d / k)`` (``k`` = :data:`_ROUTER_DECODES_PER_PROMPT`), one
+    queued prompt is a signal of 1 against that noise, and the router picks by the prefill
+    queue for the share ``1 / sqrt(1 + d / k)`` of prompts; the others wait as if each
+    replica were alone."""
+    return 1.0 / np.sqrt(1.0 + np.maximum(d, 0.0) / _ROUTER_DECODES_PER_PROMPT)
+
+
+def _mixed_ttft_tail(parts: list, service: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``P(TTFT > x)`` mixed over the waits ``(share, p_wait, mean wait, queued service)``
+    of :func:`_wait_plus_service_tail`."""
+    return sum(w * _wait_plus_service_tail(p, ew, service, x, sw) for w, p, ew, sw in parts)
+
+
+def _mixed_ttft_quantile(parts: list, service: np.ndarray, q: float) -> np.ndarray:
+    """q-quantile of the TTFT mixture of :func:`_mixed_ttft_tail` (bisection between the
+    components' own quantiles, which bracket it)."""
+    qs = [_wait_plus_service_quantile(p, ew, service, q, sw) for _, p, ew, sw in parts]
+    if len(qs) == 1:
+        return qs[0]
+    lo = np.minimum.reduce(qs)
+    hi = np.maximum.reduce(qs) + 1e-12
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        over = _mixed_ttft_tail(parts, service, mid) > 1.0 - q
+        lo = np.where(over, mid, lo)
+        hi = np.where(over, hi, mid)
+    return hi
 
 
 #: Quantile points of the decode batch a request's life averages over.
