@@ -5,10 +5,11 @@ decode-heavy, chat and long-context lengths, flat and peaked profiles, arrival b
 1-4, length spread, tight and loose SLOs; ``studies/sizing-vs-simulation/cases.py``) are
 sized by the model's open-loop capacity with no HA reserve and utilisation target 1, and each
 is simulated for its busiest hour (chunked prefill, SimPy) at that sizing and at one replica
-fewer. Measured on this code: 47 of the first 50 cases meet the SLO percentile at the sizing
-(the misses are 12,300-token long-context pools of 6-15 replicas with bursty arrivals,
-0.81-0.90 attainment), and in 16 of 16 cases that need more than one replica, one replica
-fewer misses it. The thresholds below hold the line there.
+fewer. Measured on this code: 49 of the first 50 cases meet the SLO percentile at the sizing
+(the miss, case 6, is a pool of 17 Llama-3.1-405B replicas with 12,300-token prompts and
+arrival CV 4 at 0.898 attainment, its TTFT tail; see the study's README), and in 16 of 16
+cases that need more than one replica, one replica fewer misses it. The thresholds below are
+those measured figures.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def test_simulated_busiest_hour_meets_the_slo_at_the_sizing(rows):
     target = np.array([r["target"] for r in rows])
     assert all(r["served"] for r in rows)
     assert all(r.get("dropped_at", 0) == 0 for r in rows)
-    assert np.mean(att >= target) >= 0.9
+    met = att >= target
+    assert met.sum() >= 49
+    # what misses is a long-context pool of several replicas, and only just
+    for r, ok in zip(rows, met, strict=True):
+        if not ok:
+            assert "long-context" in r["case"] and r["replicas"] >= 6, r["case"]
+            assert r["attainment_at"] >= r["target"] - 0.03, r["case"]
     assert np.median(att) >= 0.99
 
 
@@ -43,4 +50,4 @@ def test_one_replica_fewer_misses_the_slo(rows):
     multi = [r for r in rows if r["replicas"] > 1]
     assert len(multi) >= 15
     missed = [r["attainment_below"] < r["target"] for r in multi]
-    assert np.mean(missed) >= 0.8  # the capacity figure is not padded
+    assert all(missed)  # the capacity figure is not padded (16 of 16 measured)

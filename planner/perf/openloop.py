@@ -29,15 +29,20 @@ the count is taken as ``D Poisson(m / D)`` prompts with ``D = c_r^2 + c_n^2`` (`
 / c``: a replica of ``c`` gets about every c-th request of the pool; exact for
 Poisson arrivals of equal prompts, and it keeps the skew of a small count: a few long prompts
 in a short life), over a life of ``O x`` the request's own TPOT (a request that meets more
-prompts lives longer and meets more). Output lengths vary lognormally (``cv_out``); the
-percentile is taken over the mixture.
+prompts lives longer and meets more). The decode batch a life averages over is not the mean
+``d``: the requests overlapping it arrive as a renewal stream, so it has variance ``(2/3) d
+c_r^2``, amplified by the batch's feedback on its own step times (:func:`_batch_swing`);
+the step times are taken at lognormal nodes of that batch. Output lengths vary lognormally
+(``cv_out``); the percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
 (C - d)`` of its work; the wait is that of a G/G/c queue over the ``c`` replicas of the pool
-(the router sends each request to the replica with the fewest requests), utilisation
-``rho``, with Gamma-renewal arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c
-root ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
+(the router sends each request to the replica with the fewest requests) for the share of
+prompts whose queue the router sees behind the decode counts (:func:`_router_sees_prefill`),
+and each replica's own G/G/1 queue for the others, utilisation ``rho``, with Gamma-renewal
+arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c root
+``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
 ``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
 c_s^2) / (c_a^2 + 1)`` for general service (:func:`_renewal_wait`; Pollaczek-Khinchine for
 Poisson arrivals and one replica, exact for M/M/c); plus its own prefill. A prompt that does
@@ -167,8 +172,9 @@ def open_loop(
     lam, isl, osl, n, pairs_per_tok, ctx = np.broadcast_arrays(lam, isl, osl, n, pairs_per_tok,
                                                                ctx)
 
-    def terms(d):
-        """Step times, prefill utilisation and steps per second at decode batch ``d``."""
+    def terms(d, lam=lam):
+        """Step times, prefill utilisation and steps per second at decode batch ``d`` (and
+        arrival rate ``lam``)."""
         chunk = np.maximum(cap - d, 1.0)
         one = np.maximum(d, 1.0)
         t_d = np.asarray(sm.step_time_s(one, one * ctx), dtype=float)
@@ -196,6 +202,7 @@ def open_loop(
     stable &= d < cap - 1.0
     t_mean = 1.0 / steps
     z = float(ndtri(quantile))
+    swing2 = _batch_swing(terms, lam, d, osl, ca2_rep)
     e = (..., None)  # the node axis
     # TPOT: over the output-length nodes, the prompts a request meets during its life
     o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
@@ -206,13 +213,27 @@ def open_loop(
     # D = c_r^2 + c_n^2 (at least 0.05): exact for Poisson arrivals of equal prompts, and it
     # keeps the skew of a small count (a few long prompts in a short life)
     disp = max(ca2_rep + cv_n2, 0.05)
-    per_prompt = ((t_f - t_d) * n / chunk)[e] / o_nodes  # TPOT added by one prompt
+    # the decode batch a request's life averages over swings with the arrivals around it
+    # (:func:`_batch_swing`): lognormal nodes of that batch (mean d), each with its own decode
+    # and full step times, crossed with the output-length nodes (batch-major)
+    s2 = np.log1p(swing2)[e]
+    u = (np.arange(_BATCH_NODES) + 0.5) / _BATCH_NODES
+    d_b = np.minimum(d[e] * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u)), cap - 1.0)
+    chunk_b = np.maximum(cap - d_b, 1.0)
+    one_b = np.maximum(d_b, 1.0)
+    t_d_b = np.asarray(sm.step_time_s(one_b, one_b * ctx[e]), dtype=float)
+    t_f_b = np.asarray(sm.step_time_s(d_b, d_b * ctx[e], chunk_b, chunk_b * pairs_per_tok[e]),
+                       dtype=float)
+    n_o = o_nodes.shape[-1]
+    base = np.repeat(t_d_b, n_o, axis=-1)
+    o_all = np.tile(o_nodes, _BATCH_NODES)
+    per_prompt = np.repeat((t_f_b - t_d_b) * n[e] / chunk_b, n_o, axis=-1) / o_all
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
     tpot_miss = None if tpot_slo_s is None else 1.0 - _compound_poisson_cdf(
-        t_d, per_prompt * disp, lam[e] * o_nodes / disp, np.full_like(t_d, tpot_slo_s))
+        base, per_prompt * disp, lam[e] * o_all / disp, np.full_like(t_d, tpot_slo_s))
     tpot = _compound_poisson_quantile(
-        t_d, per_prompt * disp, lam[e] * o_nodes / disp, quantile,
+        base, per_prompt * disp, lam[e] * o_all / disp, quantile,
         within=None if tpot_miss is None else np.where(tpot_miss <= 1.0 - quantile,
                                                        tpot_slo_s, np.nan),
     ) if quantiles else np.full_like(t_d, np.nan)
@@ -222,33 +243,127 @@ def open_loop(
     es = n * t_f / chunk
     r = np.minimum(rho, 0.999)
     c = max(float(servers), 1.0)
-    if pooled_wait:
-        p_wait, ew = _renewal_wait(c, r, es, ca2, cv_n2)
-    else:  # each replica's own prefill queue, a random split of the pool's arrivals
-        p_wait, ew = _renewal_wait(1.0, r, es, 1.0 + (ca2 - 1.0) / c, cv_n2)
+    # each replica's own prefill queue: a random split of the pool's arrivals
+    alone = _renewal_wait(1.0, r, es, 1.0 + (ca2 - 1.0) / c, cv_n2)
+    if pooled_wait and c > 1.0:
+        # the router counts a replica's requests, decodes and prompts alike: it sees the
+        # prefill queues (the pooled GI/G/c wait) only as far as the decode counts do not
+        # hide them (:func:`_router_sees_prefill`), else the prompt waits as on its own
+        sees = _router_sees_prefill(d)
+        waits = [(sees, *_renewal_wait(c, r, es, ca2, cv_n2)), (1.0 - sees, *alone)]
+    else:
+        waits = [(np.ones_like(r), *alone)]
     c_own = np.minimum(n_nodes, chunk[e])
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
     service = own + 0.5 * t_mean[e]
-    service_w = _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep)
-    ttft = _wait_plus_service_quantile(p_wait, ew, service, quantile, service_w) \
-        if quantiles else np.full_like(p_wait, np.nan)
-    ttft_miss = None if ttft_slo_s is None else _wait_plus_service_tail(
-        p_wait, ew, service, np.full_like(p_wait, ttft_slo_s), service_w)
+    parts = [(w, p_wait, ew, _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep))
+             for w, p_wait, ew in waits]
+    ttft = _mixed_ttft_quantile(parts, service, quantile) if quantiles \
+        else np.full_like(r, np.nan)
+    ttft_miss = None if ttft_slo_s is None else _mixed_ttft_tail(
+        parts, service, np.full_like(r, ttft_slo_s))
     # requests in the replica (Little's law at the mean TTFT and life) plus z standard
-    # deviations of a Poisson count
-    in_sys = lam * (ew + service.mean(axis=-1) + osl * t_mean)
+    # deviations of a Poisson count; the mean TTFT is the mean wait plus the service of a
+    # prompt that does not wait (share 1 - p) or that waits (share p, :func:`_queued_service`),
+    # the same mixture the TTFT tail uses
+    mean_ttft = sum(w * (ew + ((1.0 - p_wait)[e] * service + p_wait[e] * service_w).mean(
+        axis=-1)) for w, p_wait, ew, service_w in parts)
+    in_sys = lam * (mean_ttft + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable, ttft_miss,
                          tpot_miss)
+
+
+#: Decode requests per replica that hide one queued prompt from the router (see
+#: :func:`_router_sees_prefill`; calibrated against the simulated pools of
+#: ``studies/sizing-vs-simulation``: 1 pads as many tight pools as it fixes misses, 4 and 8
+#: fix fewer misses).
+_ROUTER_DECODES_PER_PROMPT = 2.0
+
+
+def _router_sees_prefill(d: np.ndarray) -> np.ndarray:
+    """Share of a pool's prompts whose wait is the pooled one (GI/G/c) rather than their own
+    replica's (GI/G/1).
+
+    The simulator's router sends a request to the replica with the fewest requests, decodes
+    and queued prompts alike. With no decodes the count is the prefill queue and the router
+    pools the prefill servers; with ``d`` decodes per replica, whose counts differ from replica
+    to replica by about ``sqrt(d / k)`` (``k`` = :data:`_ROUTER_DECODES_PER_PROMPT`), one
+    queued prompt is a signal of 1 against that noise, and the router picks by the prefill
+    queue for the share ``1 / sqrt(1 + d / k)`` of prompts; the others wait as if each
+    replica were alone."""
+    return 1.0 / np.sqrt(1.0 + np.maximum(d, 0.0) / _ROUTER_DECODES_PER_PROMPT)
+
+
+def _mixed_ttft_tail(parts: list, service: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``P(TTFT > x)`` mixed over the waits ``(share, p_wait, mean wait, queued service)``
+    of :func:`_wait_plus_service_tail`."""
+    return sum(w * _wait_plus_service_tail(p, ew, service, x, sw) for w, p, ew, sw in parts)
+
+
+def _mixed_ttft_quantile(parts: list, service: np.ndarray, q: float) -> np.ndarray:
+    """q-quantile of the TTFT mixture of :func:`_mixed_ttft_tail` (bisection between the
+    components' own quantiles, which bracket it)."""
+    qs = [_wait_plus_service_quantile(p, ew, service, q, sw) for _, p, ew, sw in parts]
+    if len(qs) == 1:
+        return qs[0]
+    lo = np.minimum.reduce(qs)
+    hi = np.maximum.reduce(qs) + 1e-12
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        over = _mixed_ttft_tail(parts, service, mid) > 1.0 - q
+        lo = np.where(over, mid, lo)
+        hi = np.where(over, hi, mid)
+    return hi
+
+
+#: Quantile points of the decode batch a request's life averages over.
+_BATCH_NODES = 8
+#: Largest elasticity of the decode batch to the arrival rate (near saturation the linear
+#: response diverges; the batch cap and the stability test bound the operating point there).
+_MAX_BATCH_GAIN = 10.0
+
+
+def _batch_swing(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray,
+                 ca2_rep: float) -> np.ndarray:
+    """Squared coefficient of variation of the decode batch that one request's life averages
+    over.
+
+    A request decoding for a life ``L`` shares its steps with the requests whose lives overlap
+    its own: those arriving within ``L`` before or after it, each for the share ``1 - |s| / L``
+    of its life (equal lives). Their count is a renewal count (index of dispersion ``c_r^2``,
+    the replica's share of the pool's stream), so the life-averaged batch driven by the
+    arrivals directly has variance ``lam c_r^2 int (1 - |s| / L)^2 ds = (2 / 3) d c_r^2``
+    (``d = lam L``). The batch feeds back on itself: more requests make longer steps and longer
+    lives, which hold more requests, so an excess of arrivals moves the batch by the elasticity
+    ``G = d ln d / d ln lam`` of the fixed point ``d = lam O / s(d, lam)`` (implicit
+    differentiation, ``G = (d ln F / d ln lam) / (1 - dF / dd)``, at least 1, at most
+    :data:`_MAX_BATCH_GAIN`): variance ``(2 / 3) d c_r^2 G^2``. The decode step time grows
+    with the batch at long contexts, and a bigger batch leaves a smaller chunk for prompts,
+    so this spread widens the TPOT tail (a pool's replicas swing together with the pool's
+    arrivals; measured in the simulator, see ``studies/sizing-vs-simulation``)."""
+    h = 1e-3
+
+    def f(dd, ll):
+        return ll * osl / terms(dd, ll)[4]
+
+    f0 = f(d, lam)
+    step_d = d * h + 1e-6
+    df_dd = (f(d + step_d, lam) - f0) / step_d
+    dlnf_dlnlam = (f(d, lam * (1.0 + h)) - f0) / (h * np.maximum(f0, 1e-12))
+    gain = dlnf_dlnlam / np.maximum(1.0 - df_dd, 1.0 / _MAX_BATCH_GAIN)
+    gain = np.clip(np.where(d > 0, gain, 1.0), 1.0, _MAX_BATCH_GAIN)
+    return (2.0 / 3.0) * ca2_rep * gain * gain / np.maximum(d, 1e-9)
 
 
 def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
                                q: float, within: np.ndarray | None = None) -> np.ndarray:
     """q-quantile ``x`` of ``base + step K`` where ``K ~ Poisson(count_per_s x)`` (the count
     grows with the value itself: a request's life is its output tokens times its TPOT), mixed
-    with equal weights over the last axis of ``step`` and ``count_per_s``.
+    with equal weights over the last axis of ``step`` and ``count_per_s`` (and of ``base``
+    when it has that axis too).
 
     The count's mean grows with ``x`` while its bound grows in steps, so the CDF is a saw
     tooth and may reach ``q`` more than once; ``within`` (NaN where unknown) is a value whose
@@ -256,8 +371,9 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     the search returns a crossing at or below it and the percentile reported agrees with the
     miss share."""
     base = np.asarray(base, dtype=float)
-    lo = base.copy()
-    hi = base * 2.0 + 1e-9
+    per_node = base.ndim == np.ndim(step)
+    lo = base.min(axis=-1) if per_node else base.copy()
+    hi = (base.max(axis=-1) if per_node else base) * 2.0 + 1e-9
     if within is not None:
         hi = np.where(np.isfinite(within), np.maximum(within, lo), hi)
     for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
@@ -311,13 +427,16 @@ def _renewal_wait(c: float, rho: np.ndarray, es: np.ndarray, ca2: float,
 def _compound_poisson_cdf(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
                           x: np.ndarray) -> np.ndarray:
     """``P(base + step K <= x)`` with ``K ~ Poisson(count_per_s x)``, mixed over the last axis
-    (the distribution :func:`_compound_poisson_quantile` inverts)."""
+    (the distribution :func:`_compound_poisson_quantile` inverts; ``base`` per point, or per
+    node when it has that axis too)."""
     from scipy.special import pdtr
 
     x = np.asarray(x, dtype=float)
-    k = np.floor((x - base)[..., None] / np.maximum(step, 1e-300))
+    base = np.asarray(base, dtype=float)
+    gap = x[..., None] - (base if base.ndim == np.ndim(step) else base[..., None])
+    k = np.floor(gap / np.maximum(step, 1e-300))
     cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * x[..., None]), 1.0)
-    return np.where((x - base)[..., None] < 0, 0.0, cdf).mean(axis=-1)
+    return np.where(gap < 0, 0.0, cdf).mean(axis=-1)
 
 
 def _queued_service(n_nodes: np.ndarray, n: np.ndarray, t_f: np.ndarray, chunk: np.ndarray,
