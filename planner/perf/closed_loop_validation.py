@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from planner.perf.closedloop import closed_loop_arrays
-from planner.perf.memory import max_concurrent_requests, memory_plan
+from planner.perf.memory import device_accelerator, max_concurrent_requests, memory_plan
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
 from planner.perf.step import step_model
@@ -238,7 +238,10 @@ class FitParams:
     attention: dict[str, float] = field(default_factory=dict)
     engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
 
-    def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
+    def params_for(self, accelerator: str, engine: str, base: PerfParams,
+                   precision: str | None = None) -> PerfParams:
+        """``base`` with the values for one GPU, engine and (for ``attention``, key
+        ``"family|precision"`` first) checkpoint precision."""
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
                                   f"{engine}|{f}", self.engine_step_overhead_s.get(
@@ -251,7 +254,9 @@ class FitParams:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
             ch["bw_efficiency"] = self.bw[f]
-        att = self.attention.get(f"{engine}|{f}", self.attention.get(f))
+        att = self.attention.get(f"{f}|{precision}") if precision else None
+        if att is None:
+            att = self.attention.get(f"{engine}|{f}", self.attention.get(f))
         if att is not None:
             ch["attention_efficiency"] = att
         return base.replace(**ch)
@@ -338,8 +343,10 @@ def predict_closed_loop(
         g = out.loc[idx]
         r = g.iloc[0]
         s = ls.loc[idx].iloc[0]
-        llm, acc = llms[str(r["catalog_model"])], accs[str(r["accelerator"])]
-        p = fit.params_for(str(r["accelerator"]), str(r["engine"]), base) if fit else base
+        # the runs' engines size KV from the device's real bytes (B200: 192.3e9, not 180e9)
+        llm, acc = llms[str(r["catalog_model"])], device_accelerator(accs[str(r["accelerator"])])
+        p = (fit.params_for(str(r["accelerator"]), str(r["engine"]), base, str(r["precision"]))
+             if fit else base)
         p = engine_params(str(r["engine"]), p, float(g["concurrency"].max()))
         p = p.replace(max_tokens_per_step=int(s["max_tokens_per_step"]))
         tp = int(r["tp"])
