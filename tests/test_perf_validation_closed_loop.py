@@ -100,10 +100,11 @@ def test_heldout_bias_per_gpu_and_precision(study):
 
 #: Held-out groups (GPU, precision, GPU and precision; at least ``BIAS_MIN_ROWS`` = 30 rows)
 #: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
-#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200, which
-#: no fit-half row identifies). The test fails if another group goes beyond +-12 % or if this
-#: one comes within it (then remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT
-#: (+22.8 %).
+#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200; v5 fits
+#: its attention on the fit half's one 8k fp8 curve, SGLang TP4, and the bias goes from
+#: -29.3 % to -16.4 %, TensorRT-LLM's 8k fp8 curves, none in the fit half, staying at -23 %).
+#: The test fails if another group goes beyond +-12 % or if this one comes within it (then
+#: remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT (+22.8 %).
 KNOWN_BIASED = {("gpu/precision", "b200 fp8"): {"ttft"}}
 
 
@@ -361,12 +362,13 @@ MAXTP_TARGET = {"max_median": 0.045, "max_max": 0.195, "b200_fp4_bias": 0.03,
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached (v4): 0.086 / 0.091 / 0.144; throughput
+#: median 0.08 and every row within 0.20. Reached (v5): 0.086 / 0.092 / 0.133 (v4: 0.086 /
+#: 0.091 / 0.144); throughput
 #: and ITL bias within 0.093 per GPU and precision (H100 ITL, 4 rows; v3: 0.139, MI300X ITL),
 #: TTFT bias see KNOWN_BIASED; max-throughput median 0.059 with the defaults (max 0.282,
 #: Llama-3.1-405B H100 128/4096; B200 FP4 405B held out: median 0.077, max 0.229) or 0.091
 #: with the closed-loop fit (max 0.306).
-TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.15, "bias": 0.10, "max_median": 0.065,
+TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.14, "bias": 0.10, "max_median": 0.065,
           "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
           "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
           "fit_b200_405b_bias": 0.09}
@@ -394,6 +396,14 @@ def test_fit_params_per_engine_and_family_keys():
     long_gap = t_trt.prefill_time_s(8192) - t_sgl.prefill_time_s(8192)
     short_gap = t_trt.prefill_time_s(1024) - t_sgl.prefill_time_s(1024)
     assert long_gap > 20 * max(short_gap, 1e-9) and long_gap > 0.02
+    # v5: a "family|precision" attention applies to that precision's checkpoints only, and
+    # over an "engine|family" or family value
+    b8, b4 = (fp.params_for("b200", "TensorRT-LLM", base, pr) for pr in ("fp8", "fp4"))
+    assert b8.attention_efficiency == fp.attention["blackwell|fp8"]
+    assert b4.attention_efficiency == fp.attention["blackwell"] != b8.attention_efficiency
+    assert fp.params_for("b200", "SGLang", base).attention_efficiency == fp.attention["blackwell"]
+    h8 = fp.params_for("h200", "TensorRT-LLM", base, "fp8")
+    assert h8.attention_efficiency == fp.attention["TensorRT-LLM|hopper"]
 
 
 def test_device_memory_is_binary_gb_toy():
@@ -428,9 +438,13 @@ def test_b200_fp8_sglang_tp4_8k_not_kv_bound(data):
     p = v.predict_closed_loop(d, llms, accs, fit=v.FITTED)
     ratio = (p["pred_ttft_ms"] / p["ttft_target_ms"]).to_numpy()
     assert p["fits"].all() and np.all((ratio > 0.5) & (ratio < 2.0)), ratio
-    c32 = p[p["concurrency"] == 32]
-    # all 32 decode together: the measured ITL (33-36 ms, 2x the c=8 ITL) is reproduced
-    np.testing.assert_array_less(np.abs(c32["err_itl"].to_numpy()), 0.15)
+    c8, c32 = (p[p["concurrency"] == c] for c in (8, 32))
+    # all 32 decode together: the ITL doubles from c=8 as measured (15-16 -> 33-36 ms; KV-bound
+    # with 10 running it stayed at 18.9 ms) and is within 20 %
+    meas = c32["itl_target_ms"].mean() / c8["itl_target_ms"].mean()
+    pred = c32["pred_itl_ms"].mean() / c8["pred_itl_ms"].mean()
+    assert meas > 2.0 and pred > 0.85 * meas, (meas, pred)
+    np.testing.assert_array_less(np.abs(c32["err_itl"].to_numpy()), 0.20)
     # and the KV capacity behind it, by hand from the launch setting
     from planner.perf.memory import device_memory_bytes
     llm, acc = llms["deepseek-v3"], accs["b200"]

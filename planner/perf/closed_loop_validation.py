@@ -224,7 +224,8 @@ class FitParams:
     (key ``engine``) or per engine and GPU family (key ``"engine|family"``, first);
     ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency;
     ``attention``: prefill attention efficiency (share of the bf16 dense peak) per GPU family
-    (absent: the default), or per engine and family (key ``"engine|family"``, first);
+    (absent: the default), or per engine and family (key ``"engine|family"``, before the
+    family), or per family and checkpoint precision (key ``"family|precision"``, first);
     ``engine_step_overhead_s``: an engine's own per-step time where it differs from
     ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine.
     """
@@ -277,7 +278,10 @@ class FitParams:
 #: step model). v4 (``--v4`` from v3): MI300X GEMM/HBM/attention efficiency and SGLang's own
 #: step overhead on CDNA3 (v3: 0.29 / 0.40 / 0.08, the shared 4 ms step), TensorRT-LLM's
 #: prefill attention efficiency on Hopper, and the front-end constants without the
-#: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`).
+#: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`). v5
+#: (``--v5``): the prefill attention efficiency of the fp8 checkpoints on Blackwell
+#: (``blackwell|fp8``; :func:`studies/perf-validation/fit_closed_loop.precision_attention`),
+#: identifiable once the fit half's 8k-token fp8 curve is no longer wrongly KV-bound.
 FITTED = FitParams(
     gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
@@ -288,7 +292,7 @@ FITTED = FitParams(
                         'TensorRT-LLM|blackwell': 0.1, 'SGLang|cdna3': 0.084},
     expert_efficiency_factor=0.7031,
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
-               'TensorRT-LLM|hopper': 0.14},
+               'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.125},
     engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
 )
 
