@@ -100,10 +100,11 @@ def test_heldout_bias_per_gpu_and_precision(study):
 
 #: Held-out groups (GPU, precision, GPU and precision; at least ``BIAS_MIN_ROWS`` = 30 rows)
 #: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
-#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200, which
-#: no fit-half row identifies). The test fails if another group goes beyond +-12 % or if this
-#: one comes within it (then remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT
-#: (+22.8 %).
+#: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200; v5 fits
+#: its attention on the fit half's one 8k fp8 curve, SGLang TP4, and the bias goes from
+#: -29.3 % to -16.4 %, TensorRT-LLM's 8k fp8 curves, none in the fit half, staying at -23 %).
+#: The test fails if another group goes beyond +-12 % or if this one comes within it (then
+#: remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT (+22.8 %).
 KNOWN_BIASED = {("gpu/precision", "b200 fp8"): {"ttft"}}
 
 
@@ -361,12 +362,13 @@ MAXTP_TARGET = {"max_median": 0.045, "max_max": 0.195, "b200_fp4_bias": 0.03,
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached (v4): 0.086 / 0.091 / 0.144; throughput
+#: median 0.08 and every row within 0.20. Reached (v5): 0.086 / 0.092 / 0.133 (v4: 0.086 /
+#: 0.091 / 0.144); throughput
 #: and ITL bias within 0.093 per GPU and precision (H100 ITL, 4 rows; v3: 0.139, MI300X ITL),
 #: TTFT bias see KNOWN_BIASED; max-throughput median 0.059 with the defaults (max 0.282,
 #: Llama-3.1-405B H100 128/4096; B200 FP4 405B held out: median 0.077, max 0.229) or 0.091
 #: with the closed-loop fit (max 0.306).
-TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.15, "bias": 0.10, "max_median": 0.065,
+TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.14, "bias": 0.10, "max_median": 0.065,
           "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
           "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
           "fit_b200_405b_bias": 0.09}
@@ -394,3 +396,58 @@ def test_fit_params_per_engine_and_family_keys():
     long_gap = t_trt.prefill_time_s(8192) - t_sgl.prefill_time_s(8192)
     short_gap = t_trt.prefill_time_s(1024) - t_sgl.prefill_time_s(1024)
     assert long_gap > 20 * max(short_gap, 1e-9) and long_gap > 0.02
+    # v5: a "family|precision" attention applies to that precision's checkpoints only, and
+    # over an "engine|family" or family value
+    b8, b4 = (fp.params_for("b200", "TensorRT-LLM", base, pr) for pr in ("fp8", "fp4"))
+    assert b8.attention_efficiency == fp.attention["blackwell|fp8"]
+    assert b4.attention_efficiency == fp.attention["blackwell"] != b8.attention_efficiency
+    assert fp.params_for("b200", "SGLang", base).attention_efficiency == fp.attention["blackwell"]
+    h8 = fp.params_for("h200", "TensorRT-LLM", base, "fp8")
+    assert h8.attention_efficiency == fp.attention["TensorRT-LLM|hopper"]
+
+
+def test_device_memory_is_binary_gb_toy():
+    # toy: a "180 GB" data-sheet GPU holds 180 x 2^30 bytes; a 100e9-byte model on 1 GPU with
+    # SGLang --mem-fraction-static 0.9 leaves 0.9 x total - weights for the KV cache
+    from planner.perf.memory import device_accelerator, device_memory_bytes, memory_plan
+
+    acc = AcceleratorSpec(id="toy", bf16_tflops=1000.0, mem_gb=180.0, mem_bw_tbps=8.0)
+    total = 180.0 * 1024**3
+    assert device_memory_bytes(acc) == pytest.approx(total, rel=1e-12)
+    dev = device_accelerator(acc)
+    assert dev.mem_bytes == pytest.approx(total, rel=1e-12) and acc.mem_bytes == 180e9
+    llm = LLMSpec(id="toy", params_b=100.0, active_params_b=100.0, layers=10, hidden=1024,
+                  q_heads=8, kv_heads=8, head_dim=128, vocab=1000, ffn_intermediate=4096)
+    p = PerfParams(runtime_reserve_gb=3.0, kv_mem_fraction=1.0)
+    m = memory_plan(llm, dev, 1, "fp8", p)  # fp8 weights: 100e9 bytes
+    assert m.kv_gb_per_gpu * 1e9 == pytest.approx(total - 100e9 - 3e9, rel=1e-9)
+    per_tok = 2 * 10 * 8 * 128 * 1.0  # K and V, layers x kv heads x head dim, fp8 KV
+    assert m.kv_capacity_tokens == pytest.approx((total - 103e9) / per_tok, rel=1e-9)
+
+
+def test_b200_fp8_sglang_tp4_8k_not_kv_bound(data):
+    # The fit half's one 8k-token fp8 B200 curve (SGLang TP4, mem-fraction-static 0.95): with
+    # the data-sheet 180e9 bytes the KV cache was 3.25 GB per GPU (10 requests of 8192+512
+    # tokens) and concurrency 32 queued (TTFT predicted 34 s vs 0.8-0.9 s measured); the device
+    # has 180 GiB = 193.3e9 bytes, 0.95 of which less the 167.75 GB of fp8 weights leaves
+    # ~15.9 GB of fp8 KV (35,136 B/token), room for all 32.
+    d = data[(data["accelerator"] == "b200") & (data["precision"] == "fp8")
+             & (data["engine"] == "SGLang") & (data["tp"] == 4) & (data["isl"] == 8192)]
+    assert len(d) >= 4 and set(d["concurrency"]) >= {8, 32}
+    llms, accs = v.catalog_specs(d, load_catalog())
+    p = v.predict_closed_loop(d, llms, accs, fit=v.FITTED)
+    ratio = (p["pred_ttft_ms"] / p["ttft_target_ms"]).to_numpy()
+    assert p["fits"].all() and np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+    c8, c32 = (p[p["concurrency"] == c] for c in (8, 32))
+    # all 32 decode together: the ITL doubles from c=8 as measured (15-16 -> 33-36 ms; KV-bound
+    # with 10 running it stayed at 18.9 ms) and is within 20 %
+    meas = c32["itl_target_ms"].mean() / c8["itl_target_ms"].mean()
+    pred = c32["pred_itl_ms"].mean() / c8["pred_itl_ms"].mean()
+    assert meas > 2.0 and pred > 0.85 * meas, (meas, pred)
+    np.testing.assert_array_less(np.abs(c32["err_itl"].to_numpy()), 0.20)
+    # and the KV capacity behind it, by hand from the launch setting
+    from planner.perf.memory import device_memory_bytes
+    llm, acc = llms["deepseek-v3"], accs["b200"]
+    kv_hand = 0.95 * device_memory_bytes(acc) - weight_bytes(llm, "fp8") / 4
+    per_req = (8192 + 1024 / 2) * llm.kv_bytes_per_token("fp8")
+    assert kv_hand / per_req >= 32 > (0.95 * acc.mem_bytes - weight_bytes(llm, "fp8") / 4) / per_req

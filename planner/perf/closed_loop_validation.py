@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from planner.perf.closedloop import closed_loop_arrays
-from planner.perf.memory import max_concurrent_requests, memory_plan
+from planner.perf.memory import device_accelerator, max_concurrent_requests, memory_plan
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
 from planner.perf.step import step_model
@@ -224,7 +224,8 @@ class FitParams:
     (key ``engine``) or per engine and GPU family (key ``"engine|family"``, first);
     ``expert_efficiency_factor``: grouped MoE expert GEMMs' share of the dense efficiency;
     ``attention``: prefill attention efficiency (share of the bf16 dense peak) per GPU family
-    (absent: the default), or per engine and family (key ``"engine|family"``, first);
+    (absent: the default), or per engine and family (key ``"engine|family"``, before the
+    family), or per family and checkpoint precision (key ``"family|precision"``, first);
     ``engine_step_overhead_s``: an engine's own per-step time where it differs from
     ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine.
     """
@@ -238,7 +239,10 @@ class FitParams:
     attention: dict[str, float] = field(default_factory=dict)
     engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
 
-    def params_for(self, accelerator: str, engine: str, base: PerfParams) -> PerfParams:
+    def params_for(self, accelerator: str, engine: str, base: PerfParams,
+                   precision: str | None = None) -> PerfParams:
+        """``base`` with the values for one GPU, engine and (for ``attention``, key
+        ``"family|precision"`` first) checkpoint precision."""
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
                                   f"{engine}|{f}", self.engine_step_overhead_s.get(
@@ -251,7 +255,9 @@ class FitParams:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
             ch["bw_efficiency"] = self.bw[f]
-        att = self.attention.get(f"{engine}|{f}", self.attention.get(f))
+        att = self.attention.get(f"{f}|{precision}") if precision else None
+        if att is None:
+            att = self.attention.get(f"{engine}|{f}", self.attention.get(f))
         if att is not None:
             ch["attention_efficiency"] = att
         return base.replace(**ch)
@@ -272,7 +278,10 @@ class FitParams:
 #: step model). v4 (``--v4`` from v3): MI300X GEMM/HBM/attention efficiency and SGLang's own
 #: step overhead on CDNA3 (v3: 0.29 / 0.40 / 0.08, the shared 4 ms step), TensorRT-LLM's
 #: prefill attention efficiency on Hopper, and the front-end constants without the
-#: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`).
+#: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`). v5
+#: (``--v5``): the prefill attention efficiency of the fp8 checkpoints on Blackwell
+#: (``blackwell|fp8``; :func:`studies/perf-validation/fit_closed_loop.precision_attention`),
+#: identifiable once the fit half's 8k-token fp8 curve is no longer wrongly KV-bound.
 FITTED = FitParams(
     gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
@@ -283,7 +292,7 @@ FITTED = FitParams(
                         'TensorRT-LLM|blackwell': 0.1, 'SGLang|cdna3': 0.084},
     expert_efficiency_factor=0.7031,
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
-               'TensorRT-LLM|hopper': 0.14},
+               'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.125},
     engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
 )
 
@@ -338,8 +347,10 @@ def predict_closed_loop(
         g = out.loc[idx]
         r = g.iloc[0]
         s = ls.loc[idx].iloc[0]
-        llm, acc = llms[str(r["catalog_model"])], accs[str(r["accelerator"])]
-        p = fit.params_for(str(r["accelerator"]), str(r["engine"]), base) if fit else base
+        # the runs' engines size KV from the device's real bytes (B200: 192.3e9, not 180e9)
+        llm, acc = llms[str(r["catalog_model"])], device_accelerator(accs[str(r["accelerator"])])
+        p = (fit.params_for(str(r["accelerator"]), str(r["engine"]), base, str(r["precision"]))
+             if fit else base)
         p = engine_params(str(r["engine"]), p, float(g["concurrency"].max()))
         p = p.replace(max_tokens_per_step=int(s["max_tokens_per_step"]))
         tp = int(r["tp"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from planner.errors import PlannerError
@@ -88,6 +88,27 @@ def kv_bytes_per_token_per_gpu(llm: LLMSpec, kv_precision: str, tp: int) -> floa
         return total
     heads_per_gpu = max(llm.kv_heads / tp, 1.0)
     return total * heads_per_gpu / llm.kv_heads
+
+
+#: Bytes per "GB" of a data-sheet HBM capacity: vendors quote memory in binary gigabytes
+#: (``nvidia-smi`` reports B200 "180 GB" as 183,359 MiB = 192.3e9 bytes, H100 "80 GB" as
+#: 81,559 MiB = 85.5e9, H200 "141 GB" as 143,771 MiB = 150.8e9: each within 1 % of
+#: ``mem_gb`` x 2^30), while :class:`AcceleratorSpec` counts 1e9 bytes per GB.
+DATASHEET_GB_BYTES = float(2**30)
+
+
+def device_memory_bytes(acc: AcceleratorSpec) -> float:
+    """Memory a serving engine sees on one ``acc`` (``mem_gb`` x 2^30 bytes): the total that
+    SGLang's ``--mem-fraction-static`` and TensorRT-LLM's free-memory fraction apply to."""
+    return acc.mem_gb * DATASHEET_GB_BYTES
+
+
+def device_accelerator(acc: AcceleratorSpec) -> AcceleratorSpec:
+    """``acc`` with ``mem_gb`` in 1e9 bytes of the device's real capacity
+    (:func:`device_memory_bytes`), for reproducing measured runs, whose engines size their KV
+    cache from the bytes the device reports (the planning catalog keeps the data-sheet
+    figure, the conservative side by 7 %)."""
+    return replace(acc, mem_gb=device_memory_bytes(acc) / 1e9)
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,29 @@ def refine_v4(fp: v.FitParams, rows: pd.DataFrame, llms, accs) -> v.FitParams:
     return replace(fp, request_overhead_s=request_overheads(fp, rows, llms, accs))
 
 
+def precision_attention(fp: v.FitParams, rows: pd.DataFrame, llms, accs,
+                        key: str = "blackwell|fp8",
+                        grid=(0.07, 0.1, 0.11, 0.12, 0.125, 0.13, 0.14, 0.17, 0.2, 0.3, 0.5)
+                        ) -> v.FitParams:
+    """v5: prefill attention efficiency of one GPU family's checkpoints of one precision
+    (``key`` ``family|precision``), the soft-l1 cost of log TTFT error over those fit-half
+    rows without attention data parallelism (front-end constants kept: they are shared with
+    the other precision). B200 fp8: its 8k-token prompts take 2-3x longer than the fp4 runs'
+    (609 vs 225 ms at concurrency 4) while 1k-token prompts match (163 vs 163 ms), a cost
+    growing with the prompt's square; the fit half's one 8k fp8 curve (SGLang TP4) identifies
+    it once its KV capacity is right (``memory.device_accelerator``)."""
+    fam, prec = key.split("|")
+    r = rows[(rows["precision"] == prec) & (rows["accelerator"].map(v.family) == fam)
+             & ~rows["dp_attention"].astype(bool)]
+    costs = []
+    for a in grid:
+        p = v.predict_closed_loop(r, llms, accs,
+                                  fit=replace(fp, attention={**fp.attention, key: a}))
+        costs.append(_cost(p, ("err_ttft",)))
+        print(f"{key} attention {a}: cost {costs[-1]:.3f}", file=sys.stderr, flush=True)
+    return replace(fp, attention={**fp.attention, key: grid[int(np.argmin(costs))]})
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -226,11 +249,16 @@ def main(argv: list[str] | None = None) -> None:
                          "improvement")
     ap.add_argument("--v4", action="store_true",
                     help="only the v4 steps from FITTED (see refine_v4)")
+    ap.add_argument("--v5", action="store_true",
+                    help="only the v5 step from FITTED (see precision_attention)")
     a = ap.parse_args(argv)
     df = v.load_closed_loop()
     fit_rows = df[~v.split(df) & df["source"].isin(v.IN_SCOPE_SOURCES)]
     cat = load_catalog()
     llms, accs = v.catalog_specs(fit_rows, cat)
+    if a.v5:
+        _print(precision_attention(v.FITTED, fit_rows, llms, accs))
+        return
     if a.v4:
         _print(refine_v4(v.FITTED, fit_rows, llms, accs))
         return
