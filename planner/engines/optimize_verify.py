@@ -385,7 +385,6 @@ def verify_day(
             shared += 1
             rows.append(done[key].assign(hour=int(h)))
             continue
-        capped += win < window_s
         vr = verify_plan(pb, plan, cat, scenario=s, hour=int(h), window_s=win,
                          warmup_s=min(warmup_s, win / 4.0), seed=seed + int(h), **kw)
         for m in vr.messages:
@@ -395,6 +394,7 @@ def verify_day(
             elif m not in msgs:
                 msgs.append(m)
         if len(vr.table):
+            capped += win < window_s
             t = vr.table.assign(scenario=s, hour=int(h), window_s=win)
             done[key] = t
             rows.append(t)
