@@ -241,6 +241,53 @@ def test_a_gpu_type_switch_is_never_dearer_than_keeping_one_type(day, cap_b, usd
         assert cost < min(single) * (1 - 1e-9)
 
 
+
+def _type_switches(res) -> list[tuple[int, str, str]]:
+    """(hour, started, stopped): hours where one hourly self-hosted option starts replicas
+    while another that serves a class in common stops some (the day repeating)."""
+    pb = res.problem
+    hourly = [d for d in res.solution.options
+              if pb.options[d].stage == "hourly" and pb.options[d].kind != "api"]
+    n = {d: _counts(res, d) for d in hourly}
+    out = []
+    for a in hourly:
+        for b in hourly:
+            if a != b and set(pb.options[a].classes) & set(pb.options[b].classes):
+                da, db = n[a] - np.roll(n[a], 1), n[b] - np.roll(n[b], 1)
+                out += [(int(h), a, b) for h in np.flatnonzero((da > 0) & (db < 0))]
+    return out
+
+
+def test_study_plans_switch_gpu_type_only_when_it_is_cheaper():
+    # studies/gpu-mix rents A10G at night and an H100 by day (it switches twice a day); that
+    # plan, start-ups included, must cost no more than the best plan on one hourly GPU type
+    # (every other hourly self-hosted option excluded, re-solved at the same gap). Every other
+    # study or template whose plan switches is held to the same.
+    checked = []
+    for name in SCENARIOS:
+        if not _has_traffic(_scenario(name)):
+            continue
+        res = _verified(name)
+        sw = _type_switches(res)
+        if not sw:
+            continue
+        sc, pb = _scenario(name), res.problem
+        hourly = [d for d in pb.options if pb.options[d].stage == "hourly"
+                  and pb.options[d].kind != "api"]
+        best = np.inf
+        for keep in hourly:
+            r1 = optimize(sc, catalog=CAT, options=OptimizeOptions.from_scenario(
+                sc, exclude=tuple(d for d in hourly if d != keep)))
+            if r1.solution is None or not r1.trusted:
+                continue
+            assert not _type_switches(r1)
+            best = min(best, r1.objective_usd_per_month)
+        assert np.isfinite(best), name
+        assert res.objective_usd_per_month <= best * (1 + 1e-9), (name, sw)
+        checked.append(name)
+    assert "studies/gpu-mix/scenario.toml" in checked
+
+
 # ------------------------------------------------------------------------------------------
 # the verification replays the traffic the capacities were sized for
 
