@@ -22,7 +22,11 @@ hour's routed rate (or bursty, ``burstiness``), one stream per class and serving
 (``class@option``); each request has the class's mean input/output tokens for the serving
 option's tokenizer (the lengths the capacity was computed at;
 :class:`~planner.sim.requests_from_scenario.TokenLength`), or lognormal lengths with
-coefficient of variation ``length_cv`` around them. ``round(prefix_cache_hit_share x input)``
+coefficient of variation ``length_cv`` around them (a fixed context share of the prompt kept
+fixed). ``optimize --verify`` takes ``length_cv``, the burstiness and the fixed context from
+the scenario (:func:`scenario_traffic`), the traffic the open-loop capacity was sized for.
+An hour in which no pool with a performance model carries traffic (API only, stated
+capacities) is not simulated and says why. ``round(prefix_cache_hit_share x input)``
 tokens of each request are prefix (KV) cache hits that are not prefilled: the workload's
 self-hosted ``prefix_cache_hit_share`` (the API billing share ``cached_share`` is not a cache
 here), taken from ``verify_plan(prefix_cache_hit_share=...)`` or else from the problem's
