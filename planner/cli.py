@@ -514,8 +514,9 @@ def cmd_optimize(args) -> int:
     from planner.config import med
 
     if not any(float(med(wc.requests_per_day)) > 0 for wc in sc.workload.values()):
-        raise PlannerError(f"{shorten(args.scenario, 300)[1:-1]}: nothing to optimise: every "
-                           "workload class has requests_per_day = 0 (at its median)")
+        raise PlannerError(f"{shorten(args.scenario, 300)[1:-1]}: nothing to optimise: " + (
+            "every workload class has requests_per_day = 0 (at its median)" if sc.workload
+            else "the scenario has no workload classes ([workload.NAME])"))
     t0 = time.perf_counter()
 
     def progress(text: str) -> None:
@@ -1096,10 +1097,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, metavar="S",
                    help="solver time limit, seconds (default: [optimize] time_limit_s, else 30)")
     p.add_argument("--verify", action="store_true",
-                   help="simulate the plan at its busiest hour; on an SLO miss, search the "
+                   help="simulate every hour of the planned day; on an SLO miss, search the "
                         "headroom that fixes it")
     p.add_argument("--verify-window", type=float, default=600.0, metavar="S",
-                   help="with --verify: simulated seconds of the busiest hour (default 600)")
+                   help="with --verify: simulated seconds of each hour, busy hours cut to about "
+                        "3,000 requests (default 600)")
     p.add_argument("--sensitivity", action="store_true",
                    help="also scan traffic and API/GPU price multipliers (x0.25..x8) and "
                         "bisect where the optimal mix changes")

@@ -84,7 +84,12 @@ from planner.engines.optimize_stochastic import (
     solve_benders,
     whole_replicas,
 )
-from planner.engines.optimize_verify import MAX_REQUESTS_PER_HOUR, busiest_hour, verify_day
+from planner.engines.optimize_verify import (
+    MAX_REQUESTS_PER_HOUR,
+    busiest_hour,
+    scenario_traffic,
+    verify_day,
+)
 from planner.engines.optimize_year import YearSettings, solve_year
 from planner.engines.risk.compiled import compile_scenario
 from planner.errors import PlannerError
@@ -606,7 +611,8 @@ def optimize(
         res.solve_time_s = time.perf_counter() - t0
         if verify and res.solution is not None:
             _verify_year(res, cat, gap=gap, time_limit_s=min(tl, 30.0),
-                         window_s=verify_window_s, seed=0 if seed is None else seed, say=say)
+                         window_s=verify_window_s, seed=0 if seed is None else seed, say=say,
+                         traffic=scenario_traffic(scenario, cat))
         res.time_s = time.perf_counter() - t0
         return res
     else:
@@ -620,7 +626,8 @@ def optimize(
         res.scenarios = pd.concat([res.scenarios, drawn.reset_index(drop=True)], axis=1)
     if verify and res.solution is not None:
         _verify(res, cat, gap=gap, time_limit_s=tl, window_s=verify_window_s,
-                seed=0 if seed is None else seed, say=say)
+                seed=0 if seed is None else seed, say=say,
+                traffic=scenario_traffic(scenario, cat))
     res.time_s = time.perf_counter() - t0
     return res
 
@@ -824,7 +831,8 @@ def optimize_years(pb: Problem, opts: OptimizeOptions, *, gap: float = 0.01,
 
 
 def _verify_year(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
-                 window_s: float, seed: int, say: Callable[[str], None]) -> None:
+                 window_s: float, seed: int, say: Callable[[str], None],
+                 traffic: dict | None = None) -> None:
     """Simulate the busiest day of a long-horizon plan (the day holding its busiest hour),
     every hour of it, as :func:`_verify` does for a profile (headroom search included)."""
     pb, plan = res.problem, res.solution
@@ -845,7 +853,7 @@ def _verify_year(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s:
     say(f"simulating the busiest day of the horizon (day {day}, hours {sl.start}-"
         f"{sl.stop - 1})")
     _verify(tmp, cat, gap=gap, time_limit_s=time_limit_s, window_s=window_s, seed=seed,
-            say=say)
+            say=say, traffic=traffic)
     res.verification, res.headroom = tmp.verification, tmp.headroom
     res.verification_hours = tmp.verification_hours.assign(
         day=day, horizon_hour=tmp.verification_hours["hour"] + 24 * day) \
@@ -998,15 +1006,18 @@ def _stochastic_report(pb: Problem, rp: float, per_s: pd.DataFrame, ev: float, e
 
 
 def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: float,
-            window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None) -> None:
+            window_s: float, seed: int, say: Callable[[str], None] = lambda _t: None,
+            traffic: dict | None = None) -> None:
     """Simulate every hour of the planned day (:func:`verify_day`, the scenario with the
     busiest hour); on an SLO miss, lower the utilisation target step by step, re-optimise and
-    re-simulate the hours that missed until they pass."""
+    re-simulate the hours that missed until they pass. ``traffic``: the lengths and arrivals
+    the capacities were sized for (:func:`.optimize_verify.scenario_traffic`)."""
+    traffic = dict(traffic or {})
     pb, plan = res.problem, res.solution
     s, _ = busiest_hour(pb, plan)
     say(f"simulating the planned day: {pb.periods} hours, up to {window_s:g} s of each "
         f"(about {MAX_REQUESTS_PER_HOUR:,} requests an hour at most)")
-    vd = verify_day(pb, plan, cat, scenario=s, window_s=window_s, seed=seed)
+    vd = verify_day(pb, plan, cat, scenario=s, window_s=window_s, seed=seed, **traffic)
     worst = int(vd.hours.loc[vd.hours["slo_attainment"].idxmin(), "hour"]) \
         if len(vd.hours) and vd.hours["slo_attainment"].notna().any() else 0
     table = vd.summary.assign(scenario=s, hour=worst,
@@ -1017,9 +1028,7 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
     msgs = list(res.messages) + vd.messages
     where = f"{vd.hours['hour'].nunique() if len(vd.hours) else 0} simulated hours" + (
         f" of scenario {s}" if pb.n_scenarios > 1 else "")
-    if vd.hours.empty:
-        msgs.append("verification: nothing simulated (no traffic, or no pool with a "
-                    "performance model: stated capacities are taken as given)")
+    if vd.hours.empty:  # verify_day said why (API only, stated capacities, no traffic)
         res.messages = tuple(msgs)
         return
     if vd.passed:
@@ -1055,7 +1064,7 @@ def _verify(res: OptimizeResult, cat: Catalog, *, gap: float, time_limit_s: floa
             break
         plan2 = decode(m2, info.x)
         vd2 = verify_day(pb2, plan2, cat, scenario=0, hours=bad_hours, window_s=window_s,
-                         seed=seed)
+                         seed=seed, **traffic)
         tries.append({"utilisation_target": u, "usd_per_month": info.objective,
                       "min_slo_attainment": float(vd2.hours["slo_attainment"].min())
                       if len(vd2.hours) else math.nan,

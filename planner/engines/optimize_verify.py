@@ -22,7 +22,11 @@ hour's routed rate (or bursty, ``burstiness``), one stream per class and serving
 (``class@option``); each request has the class's mean input/output tokens for the serving
 option's tokenizer (the lengths the capacity was computed at;
 :class:`~planner.sim.requests_from_scenario.TokenLength`), or lognormal lengths with
-coefficient of variation ``length_cv`` around them. ``round(prefix_cache_hit_share x input)``
+coefficient of variation ``length_cv`` around them (a fixed context share of the prompt kept
+fixed). ``optimize --verify`` takes ``length_cv``, the burstiness and the fixed context from
+the scenario (:func:`scenario_traffic`), the traffic the open-loop capacity was sized for.
+An hour in which no pool with a performance model carries traffic (API only, stated
+capacities) is not simulated and says why. ``round(prefix_cache_hit_share x input)``
 tokens of each request are prefix (KV) cache hits that are not prefilled: the workload's
 self-hosted ``prefix_cache_hit_share`` (the API billing share ``cached_share`` is not a cache
 here), taken from ``verify_plan(prefix_cache_hit_share=...)`` or else from the problem's
@@ -90,6 +94,34 @@ def _prefix_share(kc, s: int) -> float:
     return float(v[s] if v.ndim else v)
 
 
+
+def scenario_traffic(sc, cat: Catalog) -> dict:
+    """The request traffic a scenario's capacities are sized for, as :func:`verify_plan`
+    keyword arguments: ``length_cv`` and ``burstiness`` (``[simulation] length_cv`` and
+    ``burstiness_cv``, a Gamma renewal; Poisson when unset) and ``fixed_context_share`` (per
+    class, the share of the prompt that is fixed context: ``calls x context / (input + calls x
+    context)`` at the medians). The open-loop capacity
+    (:func:`planner.model.capacity.class_traffic`) and ``planner simulate``
+    (:func:`planner.sim.scenario.scenario_streams`) take the same three, so the verification
+    replays the traffic the plan was sized for."""
+    from planner.config import med
+    from planner.sim.requests_from_scenario import token_length
+
+    sim = sc.simulation
+    burst = None
+    if sim.burstiness_cv is not None:
+        from planner.arrivals import GammaRenewal
+
+        burst = GammaRenewal(sim.burstiness_cv)
+    ctx_share = {}
+    for cname, wc in sc.workload.items():
+        inp = token_length(wc.input, None, cat).mean_tokens
+        ctx = token_length(wc.context, None, cat,
+                           factor=float(med(wc.calls_per_request))).mean_tokens
+        ctx_share[cname] = ctx / (inp + ctx) if inp + ctx > 0 else 0.0
+    return {"length_cv": float(sim.length_cv), "burstiness": burst,
+            "fixed_context_share": ctx_share}
+
 def verify_requests(
     pb: Problem,
     plan: PlanArrays,
@@ -101,13 +133,16 @@ def verify_requests(
     length_cv: float = 0.0,
     burstiness=None,
     prefix_cache_hit_share: Mapping[str, float] | None = None,
+    fixed_context_share: Mapping[str, float] | None = None,
 ) -> tuple[RequestTable | None, list[str]]:
     """The requests of scenario ``s``, hour ``h`` of the plan, cut to ``window_s``.
 
     One stream per class and serving option (label ``class@option``, ``class@api`` for every
     API offering of the class together) at the plan's routed rate x the serving option's
-    peak factor; see the module docstring. Returns the requests (None when the plan routes no traffic in that
-    hour) and the API labels.
+    peak factor; see the module docstring. ``fixed_context_share``: class -> share of its
+    prompt that is fixed context (the same in every request; only the rest spreads with
+    ``length_cv``). Returns the requests (None when the plan routes no traffic in that hour)
+    and the API labels.
     """
     rates: dict[tuple[str, str], float] = {}
     for k, (r, c) in enumerate(plan.pairs):
@@ -130,15 +165,17 @@ def verify_requests(
         share = (float(prefix_cache_hit_share[cname])
                  if prefix_cache_hit_share is not None and cname in prefix_cache_hit_share
                  else _prefix_share(kc, s))
+        i_tok = float(kc.input_tokens[s])
+        ctx = float(round(i_tok * float((fixed_context_share or {}).get(cname, 0.0))))
         # several API offerings of one class share the simulator's single API target
-        m = merged.setdefault(label, [0.0, float(kc.input_tokens[s]),
-                                      float(kc.output_tokens[s]), share])
+        m = merged.setdefault(label, [0.0, i_tok - ctx, ctx, float(kc.output_tokens[s]), share])
         m[0] += lam
     if not merged:
         return None, []
     streams = [ClassStream(label, (lam * 3600.0,), TokenLength(i_tok, cv=length_cv),
-                           TokenLength(o_tok, cv=length_cv), prefix_cache_hit_share=share)
-               for label, (lam, i_tok, o_tok, share) in merged.items()]
+                           TokenLength(o_tok, cv=length_cv), fixed_context_tokens=int(ctx),
+                           prefix_cache_hit_share=share)
+               for label, (lam, i_tok, ctx, o_tok, share) in merged.items()]
     # one hour of arrivals at the busiest hour's rates, cut to the window
     full = generate_class_requests(streams, 1, rng, burstiness=burstiness)
     keep = full.arrival_s < window_s
@@ -162,13 +199,16 @@ def verify_plan(
     spill: bool = True,
     burstiness=None,
     prefix_cache_hit_share: Mapping[str, float] | None = None,
+    fixed_context_share: Mapping[str, float] | None = None,
 ) -> VerifyResult:
     """Simulate the plan at its busiest (or the given) hour; see the module docstring.
 
     ``spill=False`` forbids spilling pool traffic to an API (only planned API traffic goes
     there). ``burstiness``: a :class:`planner.arrivals.GammaRenewal` or ``MMPP2`` for
     burstier-than-Poisson arrivals. ``prefix_cache_hit_share``: class -> share of each prompt
-    not prefilled (default: the problem's, else none).
+    not prefilled (default: the problem's, else none). ``fixed_context_share``: class -> share
+    of the prompt that is fixed context (see :func:`verify_requests`);
+    :func:`scenario_traffic` gives all three from a scenario.
     """
     from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, step_model
     from planner.sim import SLO, ApiTarget, PoolSpec, SimPlan, simulate
@@ -183,7 +223,8 @@ def verify_plan(
 
     reqs, pseudo_api = verify_requests(pb, plan, s, h, rng, window_s=window_s,
                                        length_cv=length_cv, burstiness=burstiness,
-                                       prefix_cache_hit_share=prefix_cache_hit_share)
+                                       prefix_cache_hit_share=prefix_cache_hit_share,
+                                       fixed_context_share=fixed_context_share)
     if reqs is None:
         return VerifyResult(s, h, pd.DataFrame(), True, ["no traffic in the simulated hour"])
 
@@ -216,13 +257,18 @@ def verify_plan(
         pool_rows.append({"deployment": d, "replicas": reps, "classes": ",".join(labels)})
         if spill:
             spill_classes.update(lab for lab in labels if lab.split("@")[0] in api_eligible)
+    if not pools:
+        # nothing runs on a GPU pool the simulator models: the planned API traffic would only
+        # meet the simulator's fixed API latency (a provider's latency is not modelled), and a
+        # pool with a stated capacity is taken as given
+        why = ("every request goes to an API" if all(lab.endswith(f"@{API_POOL}")
+                                                      for lab in reqs.class_names)
+               else "no pool with a performance model carries traffic")
+        return VerifyResult(s, h, pd.DataFrame(), True, msgs + [
+            f"hour {h}: {why}; nothing simulated"])
     api = None
     if pseudo_api or spill_classes:
         api = ApiTarget(name=API_POOL, classes=tuple(pseudo_api) + tuple(sorted(spill_classes)))
-    if not pools and api is None:
-        # nothing to simulate (e.g. every pool has a stated capacity, no performance model)
-        return VerifyResult(s, h, pd.DataFrame(), True, msgs + [
-            f"hour {h}: no pool with a performance model carries traffic; nothing simulated"])
     slos = {}
     for lab in reqs.class_names:
         v = pb.slo[lab.split("@")[0]]
@@ -327,6 +373,7 @@ def verify_day(
     P = pb.periods
     rate = plan.flows[s].sum(axis=0)  # routed requests/s per hour (all routes)
     rows, msgs = [], []
+    idle: dict[str, int] = {}  # why hours were not simulated -> how many
     capped = shared = 0
     done: dict[tuple, pd.DataFrame] = {}
     peak = max((float(o.peak_factor[s]) for o in pb.options.values()
@@ -342,13 +389,16 @@ def verify_day(
             shared += 1
             rows.append(done[key].assign(hour=int(h)))
             continue
-        capped += win < window_s
         vr = verify_plan(pb, plan, cat, scenario=s, hour=int(h), window_s=win,
                          warmup_s=min(warmup_s, win / 4.0), seed=seed + int(h), **kw)
         for m in vr.messages:
-            if m not in msgs and not m.endswith("nothing simulated"):
+            if m.endswith("; nothing simulated"):
+                why = m.split(": ", 1)[1].removesuffix("; nothing simulated")
+                idle[why] = idle.get(why, 0) + 1
+            elif m not in msgs:
                 msgs.append(m)
         if len(vr.table):
+            capped += win < window_s
             t = vr.table.assign(scenario=s, hour=int(h), window_s=win)
             done[key] = t
             rows.append(t)
@@ -359,6 +409,14 @@ def verify_day(
         msgs.append(f"{capped} busy hour(s) simulated for less than {window_s:g} s: about "
                     f"{max_requests_per_hour:,} requests an hour (at least "
                     f"{MIN_WINDOW_S:g} s) keep the whole-day check fast")
+    why = ("the simulator checks self-hosted pools with a performance model: an API's "
+           "latency is the provider's, a stated capacity is taken as given")
+    if not rows:
+        msgs.append("verification: nothing simulated: " + (
+            "; ".join(idle) if idle else "no traffic") + f" ({why})")
+    elif idle:
+        msgs.append("; ".join(f"{n} hour(s) not simulated: {w}" for w, n in idle.items())
+                    + f" ({why})")
     cols = ["scenario", "hour", "window_s", "class", "requests", "slo_attainment", "target",
             "spillover_share", "dropped", "ttft_p90_s", "tpot_p90_s", "queue_mean_s", "passed"]
     table = pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
