@@ -376,6 +376,18 @@ def _flat(env: np.ndarray) -> np.ndarray:
     return env.reshape(S, C, K * T)
 
 
+
+def _untie_hours(opts: dict) -> None:
+    """Drop what ties an hourly option's hours together (start-up cost, minimum run, ramp
+    limit), in place: a relaxation, so the bounds built on it stay valid."""
+    for o in opts.values():
+        if o.stage == "hourly":
+            o.startup_usd_per_block = np.zeros_like(np.asarray(
+                o.startup_usd_per_block if o.startup_usd_per_block is not None else [0.0],
+                float))
+            o.min_run_hours = 1
+            o.max_change_blocks = math.inf
+
 def aggregated_problem(year: Problem, agg: Aggregation, which: str) -> Problem:
     """The typical-day problem on the ``upper`` envelopes (the plan) or the ``lower`` ones
     (the bound: the rows tying hours together dropped, see the module docstring)."""
@@ -401,24 +413,12 @@ def aggregated_problem(year: Problem, agg: Aggregation, which: str) -> Problem:
         days = year.demand.reshape(S, C, -1, T)
         mean = np.stack([days[:, :, agg.labels == g, :].mean(axis=2) for g in range(K)],
                         axis=2)
-        for o in opts.values():  # start-ups, minimum run and ramp tie the hours: dropped
-            if o.stage == "hourly":
-                o.startup_usd_per_block = np.zeros_like(np.asarray(
-                    o.startup_usd_per_block if o.startup_usd_per_block is not None else [0.0],
-                    float))
-                o.min_run_hours = 1
-                o.max_change_blocks = math.inf
+        _untie_hours(opts)
         return replace(year, demand=_flat(mean), periods=K * T, options=opts, messages=[],
                        hour_weights=hw, flow_weights=None, cycle_hours=24)
     if which != "lower":
         raise ValueError(f"which: expected 'upper', 'lower' or 'mean', got {which!r}")
-    for o in opts.values():  # start-ups, minimum run and ramp tie the hours: dropped
-        if o.stage == "hourly":
-            o.startup_usd_per_block = np.zeros_like(np.asarray(
-                o.startup_usd_per_block if o.startup_usd_per_block is not None else [0.0],
-                float))
-            o.min_run_hours = 1
-            o.max_change_blocks = math.inf
+    _untie_hours(opts)
     return replace(year, demand=_flat(agg.lower), periods=agg.k * 24, options=opts,
                    messages=[], hour_weights=hw, flow_weights=None, cycle_hours=24,
                    budget_usd_per_month=None, max_share_per_provider=None,
