@@ -388,6 +388,7 @@ def _untie_hours(opts: dict) -> None:
             o.min_run_hours = 1
             o.max_change_blocks = math.inf
 
+
 def aggregated_problem(year: Problem, agg: Aggregation, which: str) -> Problem:
     """The typical-day problem on the ``upper`` envelopes (the plan) or the ``lower`` ones
     (the bound: the rows tying hours together dropped, see the module docstring)."""
