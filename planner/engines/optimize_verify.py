@@ -94,7 +94,6 @@ def _prefix_share(kc, s: int) -> float:
     return float(v[s] if v.ndim else v)
 
 
-
 def scenario_traffic(sc, cat: Catalog) -> dict:
     """The request traffic a scenario's capacities are sized for, as :func:`verify_plan`
     keyword arguments: ``length_cv`` and ``burstiness`` (``[simulation] length_cv`` and
@@ -106,21 +105,17 @@ def scenario_traffic(sc, cat: Catalog) -> dict:
     replays the traffic the plan was sized for."""
     from planner.config import med
     from planner.sim.requests_from_scenario import token_length
+    from planner.sim.scenario import scenario_burstiness
 
-    sim = sc.simulation
-    burst = None
-    if sim.burstiness_cv is not None:
-        from planner.arrivals import GammaRenewal
-
-        burst = GammaRenewal(sim.burstiness_cv)
     ctx_share = {}
     for cname, wc in sc.workload.items():
         inp = token_length(wc.input, None, cat).mean_tokens
         ctx = token_length(wc.context, None, cat,
                            factor=float(med(wc.calls_per_request))).mean_tokens
         ctx_share[cname] = ctx / (inp + ctx) if inp + ctx > 0 else 0.0
-    return {"length_cv": float(sim.length_cv), "burstiness": burst,
+    return {"length_cv": float(sc.simulation.length_cv), "burstiness": scenario_burstiness(sc),
             "fixed_context_share": ctx_share}
+
 
 def verify_requests(
     pb: Problem,

@@ -85,6 +85,7 @@ __all__ = [
     "plan_groups",
     "run_tables",
     "report_tables",
+    "scenario_burstiness",
     "scenario_requests",
     "scenario_streams",
     "simulate_scenario",
@@ -383,16 +384,22 @@ def scenario_requests(
     :func:`scenario_streams` then :func:`~planner.sim.requests_from_scenario.
     generate_class_requests` (``[simulation] burstiness_cv``); see the module docstring.
     """
-    sim = sc.simulation
     streams = scenario_streams(sc, hours=hours, catalog=catalog, tokenizer=tokenizer,
                                start_hour=start_hour, classes=classes,
                                prefix_cache_hit_share=prefix_cache_hit_share)
-    burst = None
-    if sim.burstiness_cv is not None:
-        from planner.arrivals import GammaRenewal
+    return generate_class_requests(streams, hours, rng, burstiness=scenario_burstiness(sc))
 
-        burst = GammaRenewal(sim.burstiness_cv)
-    return generate_class_requests(streams, hours, rng, burstiness=burst)
+
+def scenario_burstiness(sc: Scenario):
+    """The arrival process of the scenario's classes: a
+    :class:`planner.arrivals.GammaRenewal` with ``[simulation] burstiness_cv``, or None
+    (Poisson) when it is unset."""
+    cv = sc.simulation.burstiness_cv
+    if cv is None:
+        return None
+    from planner.arrivals import GammaRenewal
+
+    return GammaRenewal(cv)
 
 
 def _trace_columns(t: SimTrace, keys=None):
