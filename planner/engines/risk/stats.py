@@ -309,11 +309,7 @@ def summarise(model: CompiledScenario, costs: np.ndarray | CostColumns, *,
             arr = usd_horizon(monthly, cols.column(1, j), h)
         else:
             arr = usd_per_mtok(monthly, cols.column(2, j))
-        ok = np.isfinite(arr)
-        if not ok.all():
-            arr = arr[ok]
-        del ok
-        st = tail_stats(arr)
+        st = tail_stats(finite(arr))
         return {"deployment": o.name, "kind": o.kind, "metric": metric, **st,
                 "at_median": at_median, "p_infeasible": infeasible[o.name]}
 
@@ -358,6 +354,13 @@ def win_probability(model: CompiledScenario, monthly: np.ndarray | CostColumns
                                        "classes_served"])
 
 
+def finite(x: np.ndarray) -> np.ndarray:
+    """The finite samples of ``x`` (``x`` itself when all are): a sample with no capacity
+    costs ``inf`` and is counted apart (``p_infeasible``), not in the statistics."""
+    ok = np.isfinite(x)
+    return x if ok.all() else x[ok]
+
+
 def convergence_rows(model: CompiledScenario, monthly: np.ndarray, n: int,
                      prev: dict[str, float]) -> list[dict[str, Any]]:
     """One row per option of the estimates after the first ``n`` samples of ``monthly``
@@ -366,9 +369,7 @@ def convergence_rows(model: CompiledScenario, monthly: np.ndarray, n: int,
     capacity costs ``inf``)."""
     rows = []
     for j, o in enumerate(model.options):
-        x = monthly[j, :n]
-        ok = np.isfinite(x)
-        st = tail_stats(x if ok.all() else x[ok])
+        st = tail_stats(finite(monthly[j, :n]))
         p95 = st["p95"]
         old = prev.get(o.name)
         change = abs(p95 - old) / abs(p95) if old is not None and p95 != 0 else (
