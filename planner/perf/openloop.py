@@ -84,9 +84,14 @@ def _lognormal_nodes(mean: Any, cv: float) -> np.ndarray:
     mean = np.asarray(mean, dtype=float)
     if cv <= 0:
         return mean[..., None]
-    s2 = np.log1p(cv * cv)
-    u = (np.arange(_NODES) + 0.5) / _NODES
-    return mean[..., None] * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u))
+    return _lognormal_points(mean[..., None], np.log1p(cv * cv), _NODES)
+
+
+def _lognormal_points(mean: np.ndarray, s2: Any, nodes: int) -> np.ndarray:
+    """``nodes`` equal-weight quantile points (broadcast on the last axis) of lognormals of
+    mean ``mean`` and log-variance ``s2 = ln(1 + cv^2)``."""
+    u = (np.arange(nodes) + 0.5) / nodes
+    return mean * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u))
 
 
 @dataclass(frozen=True)
@@ -216,9 +221,7 @@ def open_loop(
     # the decode batch a request's life averages over swings with the arrivals around it
     # (:func:`_batch_swing`): lognormal nodes of that batch (mean d), each with its own decode
     # and full step times, crossed with the output-length nodes (batch-major)
-    s2 = np.log1p(swing2)[e]
-    u = (np.arange(_BATCH_NODES) + 0.5) / _BATCH_NODES
-    d_b = np.minimum(d[e] * np.exp(-s2 / 2.0 + np.sqrt(s2) * ndtri(u)), cap - 1.0)
+    d_b = np.minimum(_lognormal_points(d[e], np.log1p(swing2)[e], _BATCH_NODES), cap - 1.0)
     chunk_b = np.maximum(cap - d_b, 1.0)
     one_b = np.maximum(d_b, 1.0)
     t_d_b = np.asarray(sm.step_time_s(one_b, one_b * ctx[e]), dtype=float)
