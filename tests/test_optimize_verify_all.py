@@ -311,6 +311,9 @@ def test_verify_replays_the_lengths_and_arrivals_the_plan_was_sized_for(monkeypa
     assert ctx == wc.context.tokens > 0
     assert kw["fixed_context_share"]["cs"] == pytest.approx(
         ctx / (ctx + stream.input.mean_tokens), rel=1e-12)
+    # per deployment too (its tokenizer; both lengths are in tokens here, so the same share)
+    assert kw["fixed_context_share"]["cs@q72-h100"] == pytest.approx(
+        kw["fixed_context_share"]["cs"], rel=1e-12)
     # optimize --verify hands that traffic to the day's simulation
     seen = {}
     real = opt.verify_day
@@ -323,10 +326,12 @@ def test_verify_replays_the_lengths_and_arrivals_the_plan_was_sized_for(monkeypa
     res = optimize(sc, catalog=CAT, verify=True, verify_window_s=130)
     assert seen["length_cv"] == kw["length_cv"]
     assert seen["fixed_context_share"] == kw["fixed_context_share"]
+    assert seen["api_latency"] == kw["api_latency"]
     # the requests: every prompt holds the fixed context, the rest spreads with the CV
     s, h = 0, int(np.argmax(res.problem.demand[0].sum(axis=0)))
+    traffic = {k: v for k, v in kw.items() if k != "api_latency"}  # the simulated API's
     reqs, _ = verify_requests(res.problem, res.solution, s, h, np.random.default_rng(1),
-                              window_s=600.0, **kw)
+                              window_s=600.0, **traffic)
     i_tok = float(res.problem.options["q72-h100"].classes["cs"].input_tokens[s])
     var = reqs.input_tokens - ctx
     assert var.min() >= 0 and reqs.input_tokens.min() >= ctx

@@ -10,7 +10,12 @@ whose demand spreads batch-eligible requests evenly) is generated at that hour's
 request to the small model and the escalated share to the large one as well), on pools with
 the plan's replicas and the perf model's step times.
 Requests a pool cannot serve within the class TTFT SLO spill to an API when the plan has an API
-eligible for the class (``spill_on_slo``); the share that spilled is reported.
+eligible for the class (``spill_on_slo``); the share that spilled is reported. The plan's API
+traffic and the spillover meet one simulated API whose latency is ``planner simulate``'s
+(:func:`planner.sim.scenario.api_latency`: ``[simulation] api_ttft_s`` /
+``api_output_tokens_per_s``, else the catalog's ``ttft_s`` / ``output_tokens_per_s``, else
+0.5 s and 60 tokens/s), the slowest of the plan's APIs when several serve
+(:func:`plan_api_latency`).
 
 A class passes when the share of its requests meeting every SLO bound is at least the SLO
 percentile (p90 -> 90%). Requests arriving in the first ``warmup_s`` are simulated but not
@@ -95,26 +100,136 @@ def _prefix_share(kc, s: int) -> float:
 
 
 def scenario_traffic(sc, cat: Catalog) -> dict:
-    """The request traffic a scenario's capacities are sized for, as :func:`verify_plan`
-    keyword arguments: ``length_cv`` and ``burstiness`` (``[simulation] length_cv`` and
-    ``burstiness_cv``, a Gamma renewal; Poisson when unset) and ``fixed_context_share`` (per
-    class, the share of the prompt that is fixed context: ``calls x context / (input + calls x
-    context)`` at the medians). The open-loop capacity
-    (:func:`planner.model.capacity.class_traffic`) and ``planner simulate``
-    (:func:`planner.sim.scenario.scenario_streams`) take the same three, so the verification
-    replays the traffic the plan was sized for."""
-    from planner.config import med
-    from planner.sim.requests_from_scenario import token_length
-    from planner.sim.scenario import scenario_burstiness
+    """The request traffic a scenario's capacities are sized for, and its APIs' latency, as
+    :func:`verify_plan` keyword arguments.
 
+    - ``length_cv`` and ``burstiness``: ``[simulation] length_cv`` and ``burstiness_cv`` (a
+      Gamma renewal, :func:`planner.sim.scenario.scenario_burstiness`; Poisson when unset);
+    - ``fixed_context_share``: per ``class@deployment`` (and per class, in the catalog's
+      default tokenizer), the share of the prompt that is fixed context, ``1 -``
+      :func:`planner.model.capacity.variable_prompt_share` of the model's input and prompt
+      tokens (:func:`planner.workload.class_volumes` at the medians, in the deployment's
+      tokenizer): the share the open-loop capacity
+      (:func:`planner.model.capacity.class_traffic`) does not spread with ``length_cv``;
+    - ``api_latency``: per API deployment, ``(ttft_s, output_tokens_per_s)`` as ``planner
+      simulate`` takes it (:func:`planner.sim.scenario.api_latency`: ``[simulation]
+      api_ttft_s`` / ``api_output_tokens_per_s``, else the catalog's, else the simulator's
+      defaults).
+
+    ``planner simulate`` (:func:`planner.sim.scenario.scenario_streams`) generates the same
+    lengths and arrivals, so the verification replays the traffic the plan was sized for."""
+    from planner.config import med
+    from planner.model.capacity import variable_prompt_share
+    from planner.sim.scenario import api_latency, scenario_burstiness
+    from planner.workload import class_volumes, resolve_length
+
+    tokenizers: dict[str, str | None] = {"": None}  # "" -> the class-level default
+    latency = {}
+    for name, (kind, dep) in sc.deployments().items():
+        if kind == "api":
+            row = cat.api(dep.offering)
+            tokenizers[name] = dep.tokenizer or row.get("tokenizer")
+            latency[name] = api_latency(row, sc.simulation)
+        else:
+            tokenizers[name] = dep.tokenizer or cat.llm(dep.model).get("tokenizer")
     ctx_share = {}
     for cname, wc in sc.workload.items():
-        inp = token_length(wc.input, None, cat).mean_tokens
-        ctx = token_length(wc.context, None, cat,
-                           factor=float(med(wc.calls_per_request))).mean_tokens
-        ctx_share[cname] = ctx / (inp + ctx) if inp + ctx > 0 else 0.0
+        for name, tok in tokenizers.items():
+            inp = resolve_length(wc.input, tok, cat).tokens
+            ctx = resolve_length(wc.context, tok, cat).tokens
+            _, prompt, _ = class_volumes(1.0, inp, 0.0, context_tokens=ctx,
+                                         calls_per_request=float(med(wc.calls_per_request)))
+            share = 1.0 - variable_prompt_share(inp, prompt) if prompt else 0.0
+            ctx_share[f"{cname}@{name}" if name else cname] = share
     return {"length_cv": float(sc.simulation.length_cv), "burstiness": scenario_burstiness(sc),
-            "fixed_context_share": ctx_share}
+            "fixed_context_share": ctx_share, "api_latency": latency}
+
+
+def plan_api_latency(pb: Problem, plan: PlanArrays, s: int, h: int, cat: Catalog, classes,
+                     api_latency: Mapping[str, tuple[float, float]] | None = None,
+                     ) -> tuple[float, float, list[str]]:
+    """Latency of the simulator's one API target for the API traffic of ``classes`` in
+    scenario ``s``, hour ``h``: the slowest (largest TTFT, fewest output tokens/s) of the API
+    deployments the plan routes them to in that hour, or, when it routes them to none (they
+    only spill), of every API deployment that may serve one of them. Each deployment's
+    ``(ttft_s, output_tokens_per_s)`` comes from ``api_latency`` (:func:`scenario_traffic`),
+    else :func:`planner.sim.scenario.api_latency` of its catalog row (the catalog's figures,
+    else the simulator's defaults). Returns ``(ttft_s, output_tokens_per_s, deployments)``."""
+    from planner.sim.scenario import api_latency as catalog_latency
+
+    classes = set(classes)
+    used = []
+    for k, (r, c) in enumerate(plan.pairs):
+        if pb.classes[c] not in classes or float(plan.flows[s, k, h]) <= 0:
+            continue
+        used += [leg for leg, _ in pb.routes[r].legs
+                 if pb.options[leg].kind == "api" and leg not in used]
+    names = used or [d for d, o in pb.options.items()
+                     if o.kind == "api" and any(c in o.classes for c in classes)]
+    figs = []
+    for d in names:
+        lat = (api_latency or {}).get(d)
+        if lat is None:
+            lat = catalog_latency(cat.api(pb.options[d].offering))
+        figs.append((float(lat[0]), float(lat[1])))
+    if not figs:  # no API of the plan serves them: the simulator's defaults
+        figs = [catalog_latency({})]
+    return max(f[0] for f in figs), min(f[1] for f in figs), names
+
+
+def verify_streams(
+    pb: Problem,
+    plan: PlanArrays,
+    s: int,
+    h: int,
+    *,
+    length_cv: float = 0.0,
+    prefix_cache_hit_share: Mapping[str, float] | None = None,
+    fixed_context_share: Mapping[str, float] | None = None,
+) -> tuple[list[ClassStream], list[str]]:
+    """What :func:`verify_requests` generates in scenario ``s``, hour ``h`` of the plan: one
+    :class:`ClassStream` per class and serving option (label ``class@option``, ``class@api``
+    for every API offering of the class together) at the plan's routed rate x the serving
+    option's peak factor (requests in the hour), and the API labels.
+
+    Lengths: the option's prompt and output tokens for the class (``ClassCoef``, the
+    capacity's); the prompt's fixed context is ``round(prompt x fixed_context_share)`` with
+    the share of ``class@option``, else of the class (0 when neither is given), and only the
+    rest spreads with ``length_cv``. No streams when the plan routes no traffic in that hour.
+    """
+    rates: dict[tuple[str, str], float] = {}
+    for k, (r, c) in enumerate(plan.pairs):
+        f = float(plan.flows[s, k, h])
+        if f <= 0:
+            continue
+        for leg, mult in pb.routes[r].legs:
+            key = (pb.classes[c], leg)
+            pf = pb.options[leg].peak_factor
+            rates[key] = rates.get(key, 0.0) + f * float(mult[s]) * (
+                1.0 if pf is None else float(pf[s]))
+    shares = fixed_context_share or {}
+    pseudo_api: list[str] = []
+    merged: dict[str, list] = {}
+    for (cname, opt), lam in rates.items():
+        o = pb.options[opt]
+        kc = o.classes[cname]
+        label = f"{cname}@{API_POOL if o.kind == 'api' else opt}"
+        if o.kind == "api" and label not in pseudo_api:
+            pseudo_api.append(label)
+        share = (float(prefix_cache_hit_share[cname])
+                 if prefix_cache_hit_share is not None and cname in prefix_cache_hit_share
+                 else _prefix_share(kc, s))
+        i_tok = float(kc.input_tokens[s])
+        fixed = shares.get(f"{cname}@{opt}", shares.get(cname, 0.0))
+        ctx = float(round(i_tok * float(fixed)))
+        # several API offerings of one class share the simulator's single API target
+        m = merged.setdefault(label, [0.0, i_tok - ctx, ctx, float(kc.output_tokens[s]), share])
+        m[0] += lam
+    streams = [ClassStream(label, (lam * 3600.0,), TokenLength(i_tok, cv=length_cv),
+                           TokenLength(o_tok, cv=length_cv), fixed_context_tokens=int(ctx),
+                           prefix_cache_hit_share=share)
+               for label, (lam, i_tok, ctx, o_tok, share) in merged.items()]
+    return streams, pseudo_api
 
 
 def verify_requests(
@@ -132,45 +247,15 @@ def verify_requests(
 ) -> tuple[RequestTable | None, list[str]]:
     """The requests of scenario ``s``, hour ``h`` of the plan, cut to ``window_s``.
 
-    One stream per class and serving option (label ``class@option``, ``class@api`` for every
-    API offering of the class together) at the plan's routed rate x the serving option's
-    peak factor; see the module docstring. ``fixed_context_share``: class -> share of its
-    prompt that is fixed context (the same in every request; only the rest spreads with
-    ``length_cv``). Returns the requests (None when the plan routes no traffic in that hour)
-    and the API labels.
+    The streams of :func:`verify_streams` (see there and the module docstring), one hour of
+    arrivals (``burstiness``: a bursty arrival process, else Poisson). Returns the requests
+    (None when the plan routes no traffic in that hour) and the API labels.
     """
-    rates: dict[tuple[str, str], float] = {}
-    for k, (r, c) in enumerate(plan.pairs):
-        f = float(plan.flows[s, k, h])
-        if f <= 0:
-            continue
-        for leg, mult in pb.routes[r].legs:
-            key = (pb.classes[c], leg)
-            pf = pb.options[leg].peak_factor
-            rates[key] = rates.get(key, 0.0) + f * float(mult[s]) * (
-                1.0 if pf is None else float(pf[s]))
-    pseudo_api: list[str] = []
-    merged: dict[str, list] = {}
-    for (cname, opt), lam in rates.items():
-        o = pb.options[opt]
-        kc = o.classes[cname]
-        label = f"{cname}@{API_POOL if o.kind == 'api' else opt}"
-        if o.kind == "api" and label not in pseudo_api:
-            pseudo_api.append(label)
-        share = (float(prefix_cache_hit_share[cname])
-                 if prefix_cache_hit_share is not None and cname in prefix_cache_hit_share
-                 else _prefix_share(kc, s))
-        i_tok = float(kc.input_tokens[s])
-        ctx = float(round(i_tok * float((fixed_context_share or {}).get(cname, 0.0))))
-        # several API offerings of one class share the simulator's single API target
-        m = merged.setdefault(label, [0.0, i_tok - ctx, ctx, float(kc.output_tokens[s]), share])
-        m[0] += lam
-    if not merged:
+    streams, pseudo_api = verify_streams(pb, plan, s, h, length_cv=length_cv,
+                                         prefix_cache_hit_share=prefix_cache_hit_share,
+                                         fixed_context_share=fixed_context_share)
+    if not streams:
         return None, []
-    streams = [ClassStream(label, (lam * 3600.0,), TokenLength(i_tok, cv=length_cv),
-                           TokenLength(o_tok, cv=length_cv), fixed_context_tokens=int(ctx),
-                           prefix_cache_hit_share=share)
-               for label, (lam, i_tok, ctx, o_tok, share) in merged.items()]
     # one hour of arrivals at the busiest hour's rates, cut to the window
     full = generate_class_requests(streams, 1, rng, burstiness=burstiness)
     keep = full.arrival_s < window_s
@@ -195,6 +280,7 @@ def verify_plan(
     burstiness=None,
     prefix_cache_hit_share: Mapping[str, float] | None = None,
     fixed_context_share: Mapping[str, float] | None = None,
+    api_latency: Mapping[str, tuple[float, float]] | None = None,
 ) -> VerifyResult:
     """Simulate the plan at its busiest (or the given) hour; see the module docstring.
 
@@ -203,7 +289,9 @@ def verify_plan(
     burstier-than-Poisson arrivals. ``prefix_cache_hit_share``: class -> share of each prompt
     not prefilled (default: the problem's, else none). ``fixed_context_share``: class -> share
     of the prompt that is fixed context (see :func:`verify_requests`);
-    :func:`scenario_traffic` gives all three from a scenario.
+    ``api_latency``: API deployment -> ``(ttft_s, output_tokens_per_s)`` of the simulated
+    API (:func:`plan_api_latency`; default the catalog's figures, else the simulator's).
+    :func:`scenario_traffic` gives all four from a scenario.
     """
     from planner.perf import AcceleratorSpec, LLMSpec, PerfParams, step_model
     from planner.sim import SLO, ApiTarget, PoolSpec, SimPlan, simulate
@@ -254,8 +342,8 @@ def verify_plan(
             spill_classes.update(lab for lab in labels if lab.split("@")[0] in api_eligible)
     if not pools:
         # nothing runs on a GPU pool the simulator models: the planned API traffic would only
-        # meet the simulator's fixed API latency (a provider's latency is not modelled), and a
-        # pool with a stated capacity is taken as given
+        # meet the API's fixed latency (no queue: the provider's capacity is not modelled), and
+        # a pool with a stated capacity is taken as given
         why = ("every request goes to an API" if all(lab.endswith(f"@{API_POOL}")
                                                       for lab in reqs.class_names)
                else "no pool with a performance model carries traffic")
@@ -263,7 +351,14 @@ def verify_plan(
             f"hour {h}: {why}; nothing simulated"])
     api = None
     if pseudo_api or spill_classes:
-        api = ApiTarget(name=API_POOL, classes=tuple(pseudo_api) + tuple(sorted(spill_classes)))
+        api_labels = tuple(pseudo_api) + tuple(sorted(spill_classes))
+        ttft_s, tokens_per_s, names = plan_api_latency(
+            pb, plan, s, h, cat, {lab.split("@")[0] for lab in api_labels}, api_latency)
+        api = ApiTarget(name=API_POOL, ttft_s=ttft_s, output_tokens_per_s=tokens_per_s,
+                        classes=api_labels)
+        if len(names) > 1:
+            msgs.append(f"API traffic meets the slowest of {', '.join(names)}: TTFT "
+                        f"{ttft_s:g} s, {tokens_per_s:g} output tokens/s")
     slos = {}
     for lab in reqs.class_names:
         v = pb.slo[lab.split("@")[0]]

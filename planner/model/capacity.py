@@ -95,6 +95,16 @@ class Traffic:
     pooled_wait: bool = True  # False: each replica's prefill is its own GI/G/1 queue
 
 
+def variable_prompt_share(input_tokens: float, prompt_tokens: float) -> float:
+    """Share of a class's prompt that varies from request to request: its input, not the
+    fixed context (``calls x context``) every request repeats; ``input / prompt`` (0 for an
+    empty prompt). Only this part spreads with ``[simulation] length_cv``: in the open-loop
+    capacity (:func:`class_traffic`), in ``planner simulate`` and in ``optimize --verify``
+    (:func:`planner.engines.optimize_verify.scenario_traffic`, whose fixed-context share is
+    one minus this)."""
+    return input_tokens / prompt_tokens if prompt_tokens else 0.0
+
+
 def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -> Traffic:
     """The :class:`Traffic` of a workload class: its SLO percentile, the per-request spread
     of its prompt (the input varies, the fixed context does not) and output lengths
@@ -108,7 +118,7 @@ def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -
     cv = float(sim.length_cv)
     return Traffic(
         percentile=float(wc.slo.percentile) if wc.slo is not None else 90.0,
-        cv_in=cv * (input_tokens / prompt_tokens if prompt_tokens else 0.0), cv_out=cv,
+        cv_in=cv * variable_prompt_share(input_tokens, prompt_tokens), cv_out=cv,
         arrival_cv=float(sim.burstiness_cv) if sim.burstiness_cv is not None else 1.0,
         pooled_wait=sc.planning.prefill_wait == "pooled",
     )

@@ -81,6 +81,7 @@ from planner.workload import busiest_hour, class_load
 
 __all__ = [
     "ScenarioRun",
+    "api_latency",
     "build_plan",
     "plan_groups",
     "run_tables",
@@ -166,12 +167,12 @@ def _step_model(sc: Scenario, name: str, cat: Any):
     return (table if err <= TABLE_TOLERANCE else exact), exact, float(err), acc_id
 
 
-def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
-    dep = sc.api[name]
-    row = cat.api(dep.offering)
-    p = api_prices(dep, row, dep.fine_tune is not None)
-    keep = 1.0 - float(med(dep.discount))
-    sim = sc.simulation
+def api_latency(row: Mapping[str, Any], simulation: Any = None) -> tuple[float, float]:
+    """(ttft_s, output_tokens_per_s) of a hosted API in the simulator, for ``planner
+    simulate``'s spillover API and ``planner optimize --verify``'s API traffic alike: the
+    scenario's ``[simulation] api_ttft_s`` / ``api_output_tokens_per_s`` (``simulation``),
+    else the catalog row's ``ttft_s`` / ``output_tokens_per_s`` (api_prices.csv), else
+    :data:`DEFAULT_API_TTFT_S` / :data:`DEFAULT_API_OUTPUT_TOKENS_PER_S`."""
 
     def pick(own, col, default):
         if own is not None:
@@ -179,11 +180,21 @@ def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> Ap
         v = row.get(col)
         return float(v) if v is not None and v == v else default
 
+    return (pick(getattr(simulation, "api_ttft_s", None), "ttft_s", DEFAULT_API_TTFT_S),
+            pick(getattr(simulation, "api_output_tokens_per_s", None), "output_tokens_per_s",
+                 DEFAULT_API_OUTPUT_TOKENS_PER_S))
+
+
+def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
+    dep = sc.api[name]
+    row = cat.api(dep.offering)
+    p = api_prices(dep, row, dep.fine_tune is not None)
+    keep = 1.0 - float(med(dep.discount))
+    ttft_s, tokens_per_s = api_latency(row, sc.simulation)
     return ApiTarget(
         name=name,
-        ttft_s=pick(sim.api_ttft_s, "ttft_s", DEFAULT_API_TTFT_S),
-        output_tokens_per_s=pick(sim.api_output_tokens_per_s, "output_tokens_per_s",
-                                 DEFAULT_API_OUTPUT_TOKENS_PER_S),
+        ttft_s=ttft_s,
+        output_tokens_per_s=tokens_per_s,
         input_usd_per_mtok=p.input_usd_per_mtok * keep,
         output_usd_per_mtok=p.output_usd_per_mtok * keep,
         cached_input_usd_per_mtok=(None if p.cached_input_usd_per_mtok is None
