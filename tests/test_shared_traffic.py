@@ -257,3 +257,7 @@ def test_a_slow_api_fails_the_verification_of_the_classes_it_serves():
     assert a.loc["chat", "passed"] and not b.loc["chat", "passed"]
     assert b.loc["chat", "slo_attainment"] < a.loc["chat", "slo_attainment"]
     assert b.loc["search", "slo_attainment"] == a.loc["search", "slo_attainment"]
+    # and it says why: the API's latency, not the GPU count
+    said = [m for m in slow.messages if "the requests the API serves miss the SLO" in m]
+    assert said and said[0].startswith("chat:") and "TTFT 2 s" in said[0]
+    assert not any("the requests the API serves miss" in m for m in ok.messages)

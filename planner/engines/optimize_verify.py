@@ -379,7 +379,21 @@ def verify_plan(
         done = sub["status"].isin(["completed", "dropped"])
         att = float(sub.loc[done, "meets_slo"].mean()) if done.any() else math.nan
         pool_req = ~planned_api[m]
-        spilled = (sub["route_kind"] == "api") & pool_req
+        at_api = sub["route_kind"] == "api"
+        spilled = at_api & pool_req
+        if api is not None and (at_api & done).any() and \
+                float(sub.loc[at_api & done, "meets_slo"].mean()) < target - 1e-12:
+            # the API's fixed latency breaks the class SLO: GPUs cannot fix that, and the
+            # optimiser's cost model only compares the catalog's median TTFT with the SLO
+            v = pb.slo[cname]
+            bounds = ", ".join(f"{k.removesuffix('_s').upper()} {v[k]:g} s"
+                               for k in ("ttft_s", "tpot_s", "e2e_s")
+                               if v.get(k) is not None and math.isfinite(v[k]))
+            msg = (f"{cname}: the requests the API serves miss the SLO ({bounds}) at the "
+                   f"simulated API's latency (TTFT {api.ttft_s:g} s, "
+                   f"{api.output_tokens_per_s:g} output tokens/s): more GPUs do not fix that")
+            if msg not in msgs:
+                msgs.append(msg)
         rows.append({
             "class": cname, "requests": int(len(sub)), "slo_attainment": att,
             "target": target,
