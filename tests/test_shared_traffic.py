@@ -261,3 +261,30 @@ def test_a_slow_api_fails_the_verification_of_the_classes_it_serves():
     said = [m for m in slow.messages if "the requests the API serves miss the SLO" in m]
     assert said and said[0].startswith("chat:") and "TTFT 2 s" in said[0]
     assert not any("the requests the API serves miss" in m for m in ok.messages)
+
+
+def test_simulate_spillover_api_serves_the_classes_the_cost_model_lets_it():
+    # the catalog's gpt-4o TTFT is over this class's 0.3 s TTFT SLO: the cost model does not
+    # let gpt-4o serve it, and planner simulate's spillover API must not serve it either
+    from planner.model.structure import api_classes
+
+    ttft = float(CAT.api("openai/gpt-4o")["ttft_s"])
+    sc = parse_scenario(tomllib.loads(f"""
+[scenario]
+name = "tight TTFT"
+[workload.fast]
+requests_per_day = 10000
+input = {{ tokens = 200 }}
+output = {{ tokens = 100 }}
+slo = {{ ttft_s = {ttft * 0.5}, tpot_s = 0.05 }}
+[workload.slow]
+requests_per_day = 10000
+input = {{ tokens = 200 }}
+output = {{ tokens = 100 }}
+slo = {{ ttft_s = {ttft * 4}, tpot_s = 0.05 }}
+[api.gpt-4o]
+offering = "openai/gpt-4o"
+"""), catalog=CAT)
+    o = Model(sc, CAT).by_name["gpt-4o"]
+    assert o.served == ("slow",) and "fast" in o.unserved
+    assert api_classes(sc, CAT, "gpt-4o") == o.served

@@ -61,12 +61,14 @@ def api_classes(sc: Any, cat: Any, name: str) -> tuple[str, ...]:
     """Classes the API deployment ``name`` may serve, as the cost model decides it.
 
     :func:`eligible` at the API's :func:`tier` (its own, else its catalog row's), with its
-    fine-tune's tier for the classes the fine-tune qualifies for -- the rule the model
-    compiles every API option with. The simulator's spillover API serves exactly these.
+    fine-tune's tier for the classes the fine-tune qualifies for and its catalog TTFT -- the
+    rule the model compiles every API option with. The simulator's spillover API serves
+    exactly these.
     """
     dep = sc.api[name]
     ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
-    elig = eligible(sc, dep, tier(dep, cat.api(dep.offering)), ft)
+    row = cat.api(dep.offering)
+    elig = eligible(sc, dep, tier(dep, row), ft, api_ttft_s=row.get("ttft_s"))
     return tuple(c for c, why in elig.items() if not why)
 
 
