@@ -49,7 +49,7 @@ _KIND_LABEL = {
 _TEXT_COLUMNS = {
     "id", "display_name", "family", "attention", "quality_benchmark", "tokenizer", "source",
     "as_of", "vendor", "interconnect", "notes", "provider", "model", "llm", "accelerator",
-    "instance_type", "plan", "lang", "unit",
+    "instance_type", "plan", "lang", "unit", "device_mem_source", "device_mem_as_of",
 }
 
 

@@ -27,7 +27,8 @@ FILES = ["llms", "accelerators", "api_prices", "cloud_prices", "servers", "token
 TEXT = {
     "id", "display_name", "family", "open_weights", "attention", "quality_benchmark",
     "tokenizer", "source", "as_of", "vendor", "interconnect", "notes", "provider", "model",
-    "llm", "accelerator", "instance_type", "plan", "lang", "unit",
+    "llm", "accelerator", "instance_type", "plan", "lang", "unit", "device_mem_source",
+    "device_mem_as_of",
 }
 AS_OF = re.compile(r"^\d{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?$")
 ID = re.compile(r"^[a-z0-9][a-z0-9._/@-]*$")
@@ -429,3 +430,19 @@ def test_catalog_loads_with_planner_loader():
     assert c.llm("llama-3.1-8b")["open_weights"] is True
     assert c.accelerator("h100-sxm")["interconnect_gbps"] == 450
     assert c.tokens_per_unit("o200k", "zh", "char")["tokens_per_unit"] == pytest.approx(0.98)
+
+
+def test_device_memory_reading_is_close_to_the_data_sheet(cat):
+    # device_mem_mib is the device's own reading (MiB); HBM parts report about mem_gb x 2^30,
+    # GDDR parts about mem_gb x 1e9, so the bytes stay within 0-10 % above the data-sheet GB
+    # (a value typed in GB or GiB instead of MiB would be ~1000x off), and each reading names
+    # its source and date
+    acc = cat["accelerators"]
+    mib = _num(acc, "device_mem_mib")
+    known = mib.notna()
+    assert known.sum() >= 12
+    ratio = mib[known] * 2**20 / (_num(acc, "mem_gb")[known] * 1e9)
+    assert ((ratio >= 1.0) & (ratio < 1.10)).all(), ratio
+    assert (acc.loc[known, "device_mem_source"].str.len() > 10).all()
+    assert acc.loc[known, "device_mem_as_of"].str.match(AS_OF).all()
+    assert (acc.loc[~known, "device_mem_source"] == "").all()

@@ -277,3 +277,26 @@ def test_batch_swing_is_amplified_by_the_batch_feedback():
         gain = 1.0 / (1.0 - lam * osl * b)
         got = _batch_swing(terms, np.array([lam]), np.array([d]), np.array([osl]), 1.0)
         assert float(got[0]) == pytest.approx((2.0 / 3.0) * gain ** 2 / d, rel=1e-3)
+
+
+def test_kv_limited_capacity_follows_the_memory_the_device_reports():
+    # the catalog's device reading (H100: 81,559 MiB = 85.5e9 B) against the data sheet's
+    # 80e9 B: Llama-3.1-70B in bf16 on 2 GPUs keeps 70.6 GB of weights per GPU, so the KV
+    # cache grows from ~5.8 to ~10.7 GB per GPU; more requests fit, the capacity where KV binds
+    # rises, and the step times stay the same (memory size is not in the step model)
+    from dataclasses import replace
+
+    from planner.perf.memory import memory_plan
+
+    dev = _sm("llama-3.1-70b", "h100-sxm", 2, "bf16")
+    sheet = step_model(dev.llm, replace(dev.acc, device_mem_mib=None), 2, "bf16")
+    assert dev.acc.device_mem_mib and dev.acc.mem_bytes == dev.acc.device_mem_mib * 2**20
+    assert sheet.acc.mem_bytes == sheet.acc.mem_gb * 1e9 < dev.acc.mem_bytes
+    m_dev, m_sheet = (memory_plan(s.llm, s.acc, 2, "bf16", s.params) for s in (dev, sheet))
+    assert m_dev.kv_gb_per_gpu - m_sheet.kv_gb_per_gpu == pytest.approx(
+        (dev.acc.mem_bytes - sheet.acc.mem_bytes) * dev.params.kv_mem_fraction / 1e9, rel=1e-9)
+    kw = dict(input_tokens=4000.0, output_tokens=1000.0, ttft_slo_s=10.0, tpot_slo_s=0.3)
+    c_dev, c_sheet = slo_capacity(dev, **kw), slo_capacity(sheet, **kw)
+    assert c_sheet.limited_by == "KV memory"
+    assert c_dev.requests_per_s > c_sheet.requests_per_s
+    assert dev.step_time_s(8.0, 8.0 * 4500.0) == sheet.step_time_s(8.0, 8.0 * 4500.0)

@@ -113,8 +113,11 @@ def test_memory_plan_and_capacity(llm, acc):
     p = PerfParams(runtime_reserve_gb=3.0, kv_mem_fraction=0.9)
     mp = memory_plan(llm("llama-3.1-8b"), acc("h100-sxm"), 1, "bf16", p)
     assert mp.weights_gb_per_gpu == pytest.approx(16.06)
-    # (80 - 16.06 - 3) x 0.9 GB of KV at 131072 B/token
-    assert mp.kv_capacity_tokens == pytest.approx((80 - 16.06 - 3) * 0.9e9 / 131072)
+    # (device bytes - 16.06 GB - 3 GB) x 0.9 of KV at 131072 B/token; the H100 reports
+    # 81,559 MiB (catalog device_mem_mib), not the data sheet's 80e9 B
+    dev = 81559 * 2**20
+    assert acc("h100-sxm").mem_bytes == dev
+    assert mp.kv_capacity_tokens == pytest.approx((dev - 16.06e9 - 3e9) * 0.9 / 131072)
 
 
 def test_does_not_fit_says_by_how_much_and_options(llm, acc):

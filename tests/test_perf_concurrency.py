@@ -98,9 +98,24 @@ def test_identity_and_monotone(cfg, isl, osl, hit):
     assert np.all(df["decode_batch"] <= np.minimum(c, c - df["kv_queue"]) + 1e-9)
 
 
+def _kv_limit(cfg, isl, osl):
+    """Requests of ``isl + osl`` tokens the replica's KV cache holds (the memory plan's,
+    from the device memory the catalog records)."""
+    from planner.perf.memory import max_concurrent_requests, memory_plan
+
+    m, a, g, p = cfg
+    sm = step_model(_llm(m), _acc(a), g, p)
+    mp = memory_plan(sm.llm, sm.acc, g, p, sm.params)
+    return int(max_concurrent_requests(mp.kv_capacity_tokens, float(isl), float(osl),
+                                       sm.params.kv_reserve, sm.llm.sliding_window))
+
+
 def test_beyond_kv_limit_ttft_grows_linearly_with_queue():
     cfg = CONFIGS[0]
-    df = curve(cfg, 5000, 500, [83, 100, 150, 200, 400])
+    lim = _kv_limit(cfg, 5000, 500)  # 94 on the H100's 81,559 MiB (83 on the data sheet's 80e9 B)
+    assert 80 <= lim <= 100
+    conc = [lim, lim + 17, lim + 67, lim + 117, lim + 317]
+    df = curve(cfg, 5000, 500, conc)
     assert list(df["kv_queue"]) == [0, 17, 67, 117, 317]
     assert not df["fits_kv"].iloc[1:].any()
     # the replica runs at its KV-limited state: ITL and throughput flat ...
@@ -171,7 +186,7 @@ def test_cli_default_four_points(capsys):
     code, out, _ = run(capsys, *BASE, "--format", "json")
     assert code == 0
     rows = json.loads(out[: out.rindex("}") + 1])["latency vs concurrency"]
-    assert [r["concurrency"] for r in rows] == [1, 8, 32, 83]
+    assert [r["concurrency"] for r in rows] == [1, 8, 32, _kv_limit(CONFIGS[0], 5000, 500)]
 
 
 @pytest.mark.parametrize("bad", ["0", "1,,2", "2.5", "-3", "abc", ""])

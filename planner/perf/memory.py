@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from planner.errors import PlannerError
@@ -90,25 +90,17 @@ def kv_bytes_per_token_per_gpu(llm: LLMSpec, kv_precision: str, tp: int) -> floa
     return total * heads_per_gpu / llm.kv_heads
 
 
-#: Bytes per "GB" of a data-sheet HBM capacity: vendors quote memory in binary gigabytes
-#: (``nvidia-smi`` reports B200 "180 GB" as 183,359 MiB = 192.3e9 bytes, H100 "80 GB" as
-#: 81,559 MiB = 85.5e9, H200 "141 GB" as 143,771 MiB = 150.8e9: each within 1 % of
-#: ``mem_gb`` x 2^30), while :class:`AcceleratorSpec` counts 1e9 bytes per GB.
-DATASHEET_GB_BYTES = float(2**30)
-
-
 def device_memory_bytes(acc: AcceleratorSpec) -> float:
-    """Memory a serving engine sees on one ``acc`` (``mem_gb`` x 2^30 bytes): the total that
-    SGLang's ``--mem-fraction-static`` and TensorRT-LLM's free-memory fraction apply to."""
-    return acc.mem_gb * DATASHEET_GB_BYTES
+    """Memory on one ``acc`` in bytes (:attr:`AcceleratorSpec.mem_bytes`): the device's own
+    reading (catalog ``device_mem_mib``) when known, else the data-sheet ``mem_gb`` x 1e9.
+    Planning (:func:`memory_plan`) and the measured-run validation use this one figure."""
+    return acc.mem_bytes
 
 
 def device_accelerator(acc: AcceleratorSpec) -> AcceleratorSpec:
-    """``acc`` with ``mem_gb`` in 1e9 bytes of the device's real capacity
-    (:func:`device_memory_bytes`), for reproducing measured runs, whose engines size their KV
-    cache from the bytes the device reports (the planning catalog keeps the data-sheet
-    figure, the conservative side by 7 %)."""
-    return replace(acc, mem_gb=device_memory_bytes(acc) / 1e9)
+    """``acc`` unchanged: planning and validation now size memory from the same
+    :func:`device_memory_bytes` (kept for callers that reproduced measured runs with it)."""
+    return acc
 
 
 @dataclass(frozen=True)
@@ -143,7 +135,7 @@ def memory_plan(
     kvp = default_kv_precision(prec, p)
     w = weight_bytes(llm, prec) / gpus
     reserve = p.runtime_reserve_gb * 1e9
-    free = acc.mem_bytes - w - reserve
+    free = device_memory_bytes(acc) - w - reserve
     kv = max(free, 0.0) * p.kv_mem_fraction
     per_tok = kv_bytes_per_token_per_gpu(llm, kvp, gpus)
     cap = kv / per_tok
@@ -215,7 +207,7 @@ def require_fit(
         msg = (
             f"gpus: {llm.id} at {mp.precision} does not fit on {gpus} x {acc.id}: weights "
             f"{mp.weights_gb_per_gpu:.1f} GB + reserve {mp.reserve_gb_per_gpu:.1f} GB per GPU "
-            f"= {need:.1f} GB > {acc.mem_gb:.0f} GB (short by {mp.shortfall_gb_per_gpu:.1f} GB "
+            f"= {need:.1f} GB > {device_memory_bytes(acc) / 1e9:.1f} GB (short by {mp.shortfall_gb_per_gpu:.1f} GB "
             f"per GPU, plus room for the KV cache). Options that fit: {opt_txt}"
         )
     else:

@@ -26,6 +26,9 @@ PRECISION_BYTES: dict[str, float] = {
 }
 
 #: Precision names accepted by the model (aliases map onto these).
+#: Bytes per MiB (``device_mem_mib``).
+MIB_BYTES = float(2**20)
+
 PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
 _ALIASES = {
@@ -260,7 +263,9 @@ class AcceleratorSpec:
     """One GPU/accelerator (a row of ``models/accelerators.csv``).
 
     Peak figures are dense (no sparsity): TFLOPS per GPU, memory in GB (1e9 bytes),
-    bandwidth in TB/s, interconnect in GB/s per GPU per direction.
+    bandwidth in TB/s, interconnect in GB/s per GPU per direction. ``device_mem_mib`` is the
+    memory the device itself reports (``nvidia-smi`` ``memory.total``, MiB), which is what
+    serving engines size their KV cache from; :attr:`mem_bytes` uses it when known.
     """
 
     id: str
@@ -275,6 +280,7 @@ class AcceleratorSpec:
     gpus_per_node: int | None = None
     mamf_efficiency: float | None = None
     tdp_w: float | None = None
+    device_mem_mib: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("bf16_tflops", "mem_gb", "mem_bw_tbps"):
@@ -283,6 +289,9 @@ class AcceleratorSpec:
                 raise PlannerError(
                     f"accelerator {self.id!r}: field '{name}' must be > 0, got {v!r}"
                 )
+        if self.device_mem_mib is not None and not (self.device_mem_mib > 0):
+            raise PlannerError(f"accelerator {self.id!r}: field 'device_mem_mib' must be > 0 "
+                               f"or blank, got {self.device_mem_mib!r}")
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> AcceleratorSpec:
@@ -301,6 +310,7 @@ class AcceleratorSpec:
             gpus_per_node=_int(row, "gpus_per_node", what=what),
             mamf_efficiency=_num(row, "mamf_efficiency", what=what),
             tdp_w=_num(row, "tdp_w", what=what),
+            device_mem_mib=_num(row, "device_mem_mib", what=what),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +355,15 @@ class AcceleratorSpec:
 
     @property
     def mem_bytes(self) -> float:
+        """Bytes of memory on one device, the one figure planning and validation size from.
+
+        ``device_mem_mib`` x 2^20 when the catalog has the device's own reading (HBM parts
+        report about ``mem_gb`` x 2^30: H100 "80 GB" = 81,559 MiB = 85.5e9 B; GDDR parts about
+        ``mem_gb`` x 1e9: L40S "48 GB" = 46,068 MiB = 48.3e9 B), else ``mem_gb`` x 1e9, which
+        is at or below every device reading in the catalog (the conservative side).
+        """
+        if self.device_mem_mib:
+            return float(self.device_mem_mib) * MIB_BYTES
         return self.mem_gb * 1e9
 
     @property
