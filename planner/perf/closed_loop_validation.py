@@ -255,7 +255,7 @@ class FitParams:
     family), or per family and checkpoint precision (key ``"family|precision"``, first);
     ``engine_step_overhead_s``: an engine's own per-step time where it differs from
     ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine;
-    ``moe_backend_expert_efficiency``: ``expert_efficiency_factor`` of the runs whose MoE
+    ``moe_backend_step_s``: time per step added to the step overhead of the runs whose MoE
     kernels come from another backend (key ``"engine|backend"``, e.g.
     ``"TensorRT-LLM|DEEPGEMM"``; :func:`launch_settings` column ``moe_backend``).
     """
@@ -268,13 +268,13 @@ class FitParams:
     expert_efficiency_factor: float = 1.0
     attention: dict[str, float] = field(default_factory=dict)
     engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
-    moe_backend_expert_efficiency: dict[str, float] = field(default_factory=dict)
+    moe_backend_step_s: dict[str, float] = field(default_factory=dict)
 
     def params_for(self, accelerator: str, engine: str, base: PerfParams,
                    precision: str | None = None, moe_backend: str | None = None) -> PerfParams:
         """``base`` with the values for one GPU, engine and (for ``attention``, key
         ``"family|precision"`` first) checkpoint precision, and the run's MoE backend (for
-        ``moe_backend_expert_efficiency``)."""
+        ``moe_backend_step_s``)."""
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
                                   f"{engine}|{f}", self.engine_step_overhead_s.get(
@@ -282,8 +282,8 @@ class FitParams:
                               "sequence_overhead_s": self.sequence_overhead_s,
                               "request_overhead_s": self.request_overhead_s.get(
                                   f"{engine}|{f}", self.request_overhead_s.get(engine, 0.0)),
-                              "expert_efficiency_factor": self.moe_backend_expert_efficiency.get(
-                                  f"{engine}|{moe_backend}", self.expert_efficiency_factor)}
+                              "expert_efficiency_factor": self.expert_efficiency_factor}
+        ch["step_overhead_s"] += self.moe_backend_step_s.get(f"{engine}|{moe_backend}", 0.0)
         if f in self.gemm:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
@@ -315,11 +315,10 @@ class FitParams:
 #: (``--v5``): the prefill attention efficiency of the fp8 checkpoints on Blackwell
 #: (``blackwell|fp8``; :func:`studies/perf-validation/fit_closed_loop.precision_attention`),
 #: identifiable once the fit half's 8k-token fp8 curve is no longer wrongly KV-bound. v6
-#: (``--v6``): the expert efficiency of TensorRT-LLM's ``DEEPGEMM`` MoE backend (the B200 fp8
-#: runs before 2026-01-29, :func:`launch_settings`), 0.5 against the shared 0.70, on the fit
-#: half's 40 rows of that backend; ``blackwell|fp8`` refitted with it (unchanged, 0.125); the
-#: front-end constants kept (refitted they would move by <= 6 ms on the GPUs with runs of
-#: that backend).
+#: (``--v6``): the time per step of TensorRT-LLM's unfused ``DEEPGEMM`` MoE backend (the B200
+#: fp8 runs before 2026-01-29, :func:`launch_settings`), 4 ms on the fit half's 40 rows of
+#: that backend; ``blackwell|fp8`` refitted with it (unchanged, 0.125); the front-end
+#: constants kept.
 FITTED = FitParams(
     gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
@@ -332,7 +331,7 @@ FITTED = FitParams(
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
                'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.125},
     engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
-    moe_backend_expert_efficiency={'TensorRT-LLM|DEEPGEMM': 0.5},
+    moe_backend_step_s={'TensorRT-LLM|DEEPGEMM': 0.004},
 )
 
 
