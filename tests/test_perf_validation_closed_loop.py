@@ -102,9 +102,11 @@ def test_heldout_bias_per_gpu_and_precision(study):
 #: whose median bias is beyond the issue's +-12 % on some metric, with the metric: the known
 #: miss (README, "Bias by GPU and precision": the fp8 runs' 8k-token prefill on B200; v5 fits
 #: its attention on the fit half's one 8k fp8 curve, SGLang TP4, and the bias goes from
-#: -29.3 % to -16.4 %, TensorRT-LLM's 8k fp8 curves, none in the fit half, staying at -23 %).
-#: The test fails if another group goes beyond +-12 % or if this one comes within it (then
-#: remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT (+22.8 %).
+#: -29.3 % to -16.4 %, TensorRT-LLM's 8k fp8 curves, none in the fit half, staying at -23 %;
+#: v6 gives the December DEEPGEMM-backend runs their unfused MoE's time per step, 4 ms: the
+#: held-out B200 fp8 TensorRT-LLM throughput / ITL bias +26.5 / -19.3 % -> +7.0 / -3.3 %,
+#: its TTFT -23.1 -> -21.8 %, the group's TTFT stays -16.4 %). The test fails if another group goes beyond +-12 % or if this one comes within
+#: it (then remove it here). v3 also had MI300X ITL (+13.9 %) and H200 TTFT (+22.8 %).
 KNOWN_BIASED = {("gpu/precision", "b200 fp8"): {"ttft"}}
 
 
@@ -122,6 +124,38 @@ def test_heldout_bias_within_12pct_per_gpu_and_precision(study, capsys):
     with capsys.disabled():
         print("\nheld-out groups beyond +-12 % bias:", beyond)
     assert beyond == KNOWN_BIASED
+
+
+def test_deepgemm_backend_runs_pay_their_time_per_step(study):
+    # v6: the B200 fp8 TensorRT-LLM runs with the unfused DEEPGEMM MoE backend (December 2025)
+    # decode ~30 % slower at concurrency 4 than the shared parameters predict; the backend's
+    # time per step, fitted on the fit half's rows of that backend, carries to the held-out
+    # ones (their 8k-token prompts)
+    p = study.predictions()
+    ls = v.launch_settings(p)
+    sel = p["in_scope"] & p["fits"] & (ls["moe_backend"] == "DEEPGEMM")
+    assert (p.loc[sel, "held_out"].sum() >= 15) and ((~p.loc[sel, "held_out"]).sum() >= 30)
+    rows = p.loc[sel, v.load_closed_loop().columns]
+    llms, accs = v.catalog_specs(rows, load_catalog())
+    from dataclasses import replace
+    shared = v.predict_closed_loop(rows, llms, accs,
+                                   fit=replace(v.FITTED, moe_backend_step_s={}))
+    own = p.loc[sel]
+    for half in (False, True):
+        h = (own["held_out"] == half).to_numpy()
+        for m in ("itl", "tput", "ttft"):
+            e_own = own.loc[h, f"err_{m}"].abs().median()
+            e_shared = shared.loc[h, f"err_{m}"].abs().median()
+            assert e_own < e_shared, (half, m, e_own, e_shared)
+        for m in ("itl", "tput"):  # the decode: halved or better
+            assert (own.loc[h, f"err_{m}"].abs().median()
+                    < 0.5 * shared.loc[h, f"err_{m}"].abs().median()), (half, m)
+    # the held-out B200 fp8 TensorRT-LLM group's throughput and ITL bias within +-12 %
+    # (v5: +26.5 % / -19.3 %)
+    t = study.bias_table().set_index(["half", "group", "key"])
+    g = t.loc[("held out", "gpu/precision/engine", "b200 fp8 TensorRT-LLM")]
+    assert g["rows"] >= 30
+    assert abs(g["tput_bias"]) <= 0.12 and abs(g["itl_bias"]) <= 0.12, g
 
 
 def test_fit_improves_on_defaults(study):
@@ -267,6 +301,22 @@ def test_launch_settings_follow_the_published_scripts(data):
     assert (trt["admission_group"].to_numpy()[~dp] == 1).all()
     other = ls.loc[data.index[data["source"] != "InferenceX"]]
     assert (other["poll_steps"] == 1).all() and (other["admission_group"] == 1).all()
+    # TensorRT-LLM MoE backend (dsr1_*_trt.sh): B200 fp8 DEEPGEMM until InferenceX PR #594
+    # (2026-01-29, release 1.1.0rc2.post2 -> 1.2.0rc6.post2), then TRTLLM except 1k/8k at
+    # concurrency >= 256; H200 CUTLASS; nothing recorded for the other engines
+    b8 = tx[(tx["accelerator"] == "b200") & (tx["precision"] == "fp8")]
+    be = ls.loc[b8.index, "moe_backend"]
+    early = b8["date"] < v.TRTLLM_B200_FP8_UPDATE
+    assert early.any() and (~early).any()
+    assert (be[early] == "DEEPGEMM").all()
+    late_dg = (b8["isl"] == 1024) & (b8["osl"] == 8192) & (b8["concurrency"] >= 256)
+    assert (be[~early & ~late_dg] == "TRTLLM").all()
+    assert (be[~early & late_dg] == "DEEPGEMM").all()
+    v_early = b8.loc[early, "engine_version"]
+    assert set(v_early[v_early.str.contains("tensorrt-llm")]) == {
+        "nvcr.io/nvidia/tensorrt-llm/release:1.1.0rc2.post2"}
+    assert set(ls.loc[tx.index[tx["accelerator"] == "h200"], "moe_backend"]) == {"CUTLASS"}
+    assert (ls.loc[data.index[data["engine"] != "TensorRT-LLM"], "moe_backend"] == "").all()
 
 
 def _closed(sm, c, **kw):
@@ -375,13 +425,13 @@ MAXTP_KNOWN_BEYOND = {"llama-3.1-405b h100-sxm TP8 128/4096": 0.33,
 
 #: Levels reached by the study (see README); the issue's targets are 0.10 / 0.12 / 0.25
 #: (held-out throughput / ITL / TTFT), bias 0.12 per GPU and precision, max-throughput
-#: median 0.08 and every row within 0.20. Reached (v5): 0.086 / 0.092 / 0.133 (v4: 0.086 /
-#: 0.091 / 0.144); throughput
+#: median 0.08 and every row within 0.20. Reached (v6): 0.080 / 0.085 / 0.133 (v5: 0.086 /
+#: 0.092 / 0.133; v4: 0.086 / 0.091 / 0.144); throughput
 #: and ITL bias within 0.093 per GPU and precision (H100 ITL, 4 rows; v3: 0.139, MI300X ITL),
 #: TTFT bias see KNOWN_BIASED; max-throughput median 0.059 with the defaults (max 0.282,
 #: Llama-3.1-405B H100 128/4096; B200 FP4 405B held out: median 0.077, max 0.229) or 0.091
 #: with the closed-loop fit (max 0.306).
-TARGET = {"tput": 0.09, "itl": 0.095, "ttft": 0.14, "bias": 0.10, "max_median": 0.065,
+TARGET = {"tput": 0.085, "itl": 0.09, "ttft": 0.14, "bias": 0.10, "max_median": 0.065,
           "max_max": 0.29, "b200_fp4_bias": 0.05, "b200_405b_median": 0.08,
           "b200_405b_max": 0.23, "fit_max_median": 0.095, "fit_max_max": 0.31,
           "fit_b200_405b_bias": 0.09}
@@ -417,6 +467,16 @@ def test_fit_params_per_engine_and_family_keys():
     assert fp.params_for("b200", "SGLang", base).attention_efficiency == fp.attention["blackwell"]
     h8 = fp.params_for("h200", "TensorRT-LLM", base, "fp8")
     assert h8.attention_efficiency == fp.attention["TensorRT-LLM|hopper"]
+    # v6: the MoE backend's time per step applies to that engine's runs of that backend
+    dg = fp.params_for("b200", "TensorRT-LLM", base, "fp8", "DEEPGEMM")
+    assert fp.moe_backend_step_s["TensorRT-LLM|DEEPGEMM"] > 0
+    assert dg.step_overhead_s == pytest.approx(
+        fp.step_overhead_s + fp.moe_backend_step_s["TensorRT-LLM|DEEPGEMM"], rel=1e-12)
+    for other in (fp.params_for("b200", "TensorRT-LLM", base, "fp8", "TRTLLM"), b8,
+                  fp.bench_params_for("b200", base)):
+        assert other.step_overhead_s == fp.step_overhead_s
+    assert (fp.params_for("b200", "SGLang", base, "fp8", "DEEPGEMM").step_overhead_s
+            == fp.engine_step_overhead_s["SGLang"])
 
 
 def test_device_memory_is_binary_gb_toy():

@@ -89,12 +89,35 @@ INFERENCEX_TRTLLM_KV_FRACTION = {("b200", "fp4"): 0.80, ("b200", "fp8"): 0.80,
                                  ("h200", "fp8"): 0.75}
 TRTLLM_ADP_TIMEOUT_STEPS = 60
 
+#: TensorRT-LLM MoE backend (``moe_config.backend``) of the InferenceX DeepSeek-R1 runs, from
+#: the launch scripts' history (``benchmarks/dsr1_*_trt.sh``, ``SOURCES.md``): H200 fp8
+#: ``CUTLASS``; B200 fp4 ``TRTLLM`` (``CUTLASS`` with attention data parallelism); B200 fp8
+#: ``DEEPGEMM`` (TensorRT-LLM 1.1.0rc2.post2, EP = TP = 8) until the update of
+#: :data:`TRTLLM_B200_FP8_UPDATE` (InferenceX PR #594: release 1.2.0rc6.post2, backend
+#: ``TRTLLM``, EP 1), after which ``DEEPGEMM`` only for 1k/8k tokens at concurrency >= 256.
+TRTLLM_B200_FP8_UPDATE = "2026-01-29"
+
+
+def _trtllm_moe_backend(acc: str, precision: str, dp: bool, date: str, isl: int, osl: int,
+                        c: float) -> str:
+    if (acc, precision) == ("b200", "fp8"):
+        if str(date) < TRTLLM_B200_FP8_UPDATE:
+            return "DEEPGEMM"
+        return "DEEPGEMM" if (isl, osl) == (1024, 8192) and c >= 256 else "TRTLLM"
+    if (acc, precision) == ("b200", "fp4"):
+        return "CUTLASS" if dp else "TRTLLM"
+    if (acc, precision) == ("h200", "fp8"):
+        return "CUTLASS"
+    return ""
+
 
 def launch_settings(df: pd.DataFrame) -> pd.DataFrame:
     """Per-row engine settings of the published runs: ``max_tokens_per_step``,
     ``kv_mem_fraction`` (``NaN``: the engine default of :data:`ENGINE_SETTINGS`),
     ``mem_fraction_static`` (SGLang: share of the whole memory for weights and KV; ``NaN``
-    otherwise), ``poll_steps``, ``admission_group``, ``admission_timeout_steps``.
+    otherwise), ``poll_steps``, ``admission_group``, ``admission_timeout_steps``,
+    ``moe_backend`` (TensorRT-LLM ``moe_config.backend``, :func:`_trtllm_moe_backend`; ``""``:
+    not recorded).
 
     InferenceX rows follow its launch scripts (:data:`INFERENCEX_SGLANG`,
     :data:`INFERENCEX_TRTLLM_KV_FRACTION`); other sources keep the engine defaults."""
@@ -103,7 +126,8 @@ def launch_settings(df: pd.DataFrame) -> pd.DataFrame:
         "max_tokens_per_step": [float(ENGINE_SETTINGS.get(e, ENGINE_SETTINGS["vLLM"])
                                       ["max_tokens_per_step"]) for e in df["engine"]],
         "kv_mem_fraction": np.nan, "mem_fraction_static": np.nan, "poll_steps": 1.0,
-        "admission_group": 1.0, "admission_timeout_steps": np.inf}, index=df.index)
+        "admission_group": 1.0, "admission_timeout_steps": np.inf, "moe_backend": ""},
+        index=df.index)
     if n == 0:
         return out
     ix = df["source"] == "InferenceX"
@@ -119,6 +143,9 @@ def launch_settings(df: pd.DataFrame) -> pd.DataFrame:
         elif r["engine"] == "TensorRT-LLM":
             tok = max(8192, (int(c[i]) + int(r["isl"]) + 127) // 64 * 64)
             out.iloc[i, out.columns.get_loc("max_tokens_per_step")] = float(tok)
+            out.iloc[i, out.columns.get_loc("moe_backend")] = _trtllm_moe_backend(
+                key[0], key[1], bool(r["dp_attention"]), str(r.get("date", "")),
+                int(r["isl"]), int(r["osl"]), float(c[i]))
             kvf = INFERENCEX_TRTLLM_KV_FRACTION.get(key[:2])
             if kvf is not None:
                 out.iloc[i, out.columns.get_loc("kv_mem_fraction")] = kvf
@@ -227,7 +254,10 @@ class FitParams:
     (absent: the default), or per engine and family (key ``"engine|family"``, before the
     family), or per family and checkpoint precision (key ``"family|precision"``, first);
     ``engine_step_overhead_s``: an engine's own per-step time where it differs from
-    ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine.
+    ``step_overhead_s``, per engine and family (key ``"engine|family"``, first) or per engine;
+    ``moe_backend_step_s``: time per step added to the step overhead of the runs whose MoE
+    kernels come from another backend (key ``"engine|backend"``, e.g.
+    ``"TensorRT-LLM|DEEPGEMM"``; :func:`launch_settings` column ``moe_backend``).
     """
 
     gemm: dict[str, float]
@@ -238,11 +268,13 @@ class FitParams:
     expert_efficiency_factor: float = 1.0
     attention: dict[str, float] = field(default_factory=dict)
     engine_step_overhead_s: dict[str, float] = field(default_factory=dict)
+    moe_backend_step_s: dict[str, float] = field(default_factory=dict)
 
     def params_for(self, accelerator: str, engine: str, base: PerfParams,
-                   precision: str | None = None) -> PerfParams:
+                   precision: str | None = None, moe_backend: str | None = None) -> PerfParams:
         """``base`` with the values for one GPU, engine and (for ``attention``, key
-        ``"family|precision"`` first) checkpoint precision."""
+        ``"family|precision"`` first) checkpoint precision, and the run's MoE backend (for
+        ``moe_backend_step_s``)."""
         f = family(accelerator)
         ch: dict[str, Any] = {"step_overhead_s": self.engine_step_overhead_s.get(
                                   f"{engine}|{f}", self.engine_step_overhead_s.get(
@@ -251,6 +283,7 @@ class FitParams:
                               "request_overhead_s": self.request_overhead_s.get(
                                   f"{engine}|{f}", self.request_overhead_s.get(engine, 0.0)),
                               "expert_efficiency_factor": self.expert_efficiency_factor}
+        ch["step_overhead_s"] += self.moe_backend_step_s.get(f"{engine}|{moe_backend}", 0.0)
         if f in self.gemm:
             ch["gemm_efficiency"] = self.gemm[f]
         if f in self.bw:
@@ -281,7 +314,11 @@ class FitParams:
 #: attention-DP rows (:func:`studies/perf-validation/fit_closed_loop.refine_v4`). v5
 #: (``--v5``): the prefill attention efficiency of the fp8 checkpoints on Blackwell
 #: (``blackwell|fp8``; :func:`studies/perf-validation/fit_closed_loop.precision_attention`),
-#: identifiable once the fit half's 8k-token fp8 curve is no longer wrongly KV-bound.
+#: identifiable once the fit half's 8k-token fp8 curve is no longer wrongly KV-bound. v6
+#: (``--v6``): the time per step of TensorRT-LLM's unfused ``DEEPGEMM`` MoE backend (the B200
+#: fp8 runs before 2026-01-29, :func:`launch_settings`), 4 ms on the fit half's 40 rows of
+#: that backend; ``blackwell|fp8`` refitted with it (unchanged, 0.125); the front-end
+#: constants kept.
 FITTED = FitParams(
     gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
@@ -294,6 +331,7 @@ FITTED = FitParams(
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
                'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.125},
     engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
+    moe_backend_step_s={'TensorRT-LLM|DEEPGEMM': 0.004},
 )
 
 
@@ -342,15 +380,16 @@ def predict_closed_loop(
     ls = launch_settings(out if launch else out.assign(source="-"))
     keys = out[_STEP_KEY].assign(_chunk=ls["max_tokens_per_step"],
                                  _kvf=ls["kv_mem_fraction"].fillna(-1.0),
-                                 _msf=ls["mem_fraction_static"].fillna(-1.0))
+                                 _msf=ls["mem_fraction_static"].fillna(-1.0),
+                                 _moe=ls["moe_backend"])
     for _, idx in keys.groupby(list(keys.columns), sort=False).groups.items():
         g = out.loc[idx]
         r = g.iloc[0]
         s = ls.loc[idx].iloc[0]
         # the runs' engines size KV from the device's real bytes (B200: 192.3e9, not 180e9)
         llm, acc = llms[str(r["catalog_model"])], device_accelerator(accs[str(r["accelerator"])])
-        p = (fit.params_for(str(r["accelerator"]), str(r["engine"]), base, str(r["precision"]))
-             if fit else base)
+        p = (fit.params_for(str(r["accelerator"]), str(r["engine"]), base, str(r["precision"]),
+                            str(s["moe_backend"])) if fit else base)
         p = engine_params(str(r["engine"]), p, float(g["concurrency"].max()))
         p = p.replace(max_tokens_per_step=int(s["max_tokens_per_step"]))
         tp = int(r["tp"])
