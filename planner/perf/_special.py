@@ -7,8 +7,10 @@ uses these instead:
 * :func:`ndtri` -- the inverse of the standard normal CDF, the Cephes algorithm that
   ``scipy.special.ndtri`` implements (same rational approximations, same order of operations:
   the same bits as scipy on this platform, which ``tests/test_special.py`` checks over a grid);
-* :func:`pdtr` -- the Poisson CDF ``P(K <= k)``, ``K ~ Poisson(m)``, i.e. the regularised upper
-  incomplete gamma function ``Q(k + 1, m)``, within ~1e-13 relative of ``scipy.special.pdtr``.
+* :func:`pdtr_numpy` -- the Poisson CDF ``P(K <= k)``, ``K ~ Poisson(m)``, i.e. the
+  regularised upper incomplete gamma function ``Q(k + 1, m)``, within ~1e-13 relative of
+  ``scipy.special.pdtr``; its series need ``O(sqrt(k))`` terms per element, so :func:`pdtr`
+  hands large arrays or counts to ``scipy.special.pdtr`` (imported then).
 
 Both are pure and broadcast like numpy ufuncs; :func:`pdtr` is vectorised throughout,
 :func:`ndtri` takes the C library's ``log`` element by element in its tails (see
@@ -132,6 +134,8 @@ _STIRLING_SMALL = tuple(
     for a in range(10))
 #: most terms of the series per vectorised block
 _MAX_BLOCK = 4096
+#: most cells (elements x terms) of one block's arrays
+_MAX_CELLS = 1 << 20
 _EPS = 2.0 ** -56
 
 
@@ -168,8 +172,43 @@ def _log1pmx(t: np.ndarray) -> np.ndarray:
     return np.where(small, series, direct)
 
 
+#: most terms (elements x series terms per block) :func:`pdtr` sums in numpy; beyond it (or
+#: beyond counts of :data:`_MAX_COUNT`) scipy's O(1)-per-element expansion is faster, and
+#: ``scipy.special`` is imported then
+_MAX_WORK = 250_000
+_MAX_COUNT = 20_000
+
+
 def pdtr(k: Any, m: Any) -> Any:
-    """Poisson CDF ``P(K <= k)`` for ``K ~ Poisson(m)`` (``scipy.special.pdtr``).
+    """Poisson CDF ``P(K <= k)`` for ``K ~ Poisson(m)``: :func:`pdtr_numpy` for small inputs
+    (what ``planner cost`` needs, without importing scipy), ``scipy.special.pdtr`` for large
+    arrays or counts (where the series' ``O(sqrt(k))`` terms per element cost more).
+
+    Parameters
+    ----------
+    k, m : float or array_like
+        As :func:`pdtr_numpy`.
+
+    Returns
+    -------
+    float or numpy.ndarray
+    """
+    kk = np.asarray(k, dtype=float)
+    mm = np.asarray(m, dtype=float)
+    size = np.broadcast(kk, mm).size
+    kmax = float(np.max(kk, initial=0.0)) if kk.size else 0.0
+    small = not kmax > _MAX_COUNT  # NaN goes to numpy
+    if small and size * min(9.0 * math.sqrt(max(kmax, 0.0) + 1.0) + 32.0, _MAX_BLOCK) \
+            <= _MAX_WORK:
+        return pdtr_numpy(kk, mm)
+    from scipy.special import pdtr as scipy_pdtr
+
+    out = scipy_pdtr(kk, mm)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def pdtr_numpy(k: Any, m: Any) -> Any:
+    """Poisson CDF ``P(K <= k)`` for ``K ~ Poisson(m)`` (``scipy.special.pdtr``) in numpy.
 
     Parameters
     ----------
@@ -248,11 +287,15 @@ def _sum_terms(a: np.ndarray, x: np.ndarray, lower: bool) -> np.ndarray:
     ``sqrt(a)`` of ``a``; faster further away), so one block of ``9 sqrt(max a) + 32`` terms
     usually does; elements not converged go on in further blocks.
     """
+    block = int(min(9.0 * math.sqrt(float(a.max())) + 32.0, _MAX_BLOCK))
+    rows = max(1, _MAX_CELLS // block)  # bounded working arrays
+    if x.size > rows:
+        return np.concatenate([_sum_terms(a[i:i + rows], x[i:i + rows], lower)
+                               for i in range(0, x.size, rows)])
     total = np.ones_like(x)
     last = np.ones_like(x)
     act = np.arange(x.size)
     j0 = 1.0
-    block = int(min(9.0 * math.sqrt(float(a.max())) + 32.0, _MAX_BLOCK))
     steps = np.arange(block, dtype=float)
     while act.size:
         j = j0 + steps
