@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import PlannerError
+from planner.results import LazyFrames
 
 if TYPE_CHECKING:  # the numeric stack is imported on first use: `import planner` stays cheap
     import pandas as pd
@@ -227,8 +228,11 @@ class Result:
 
 
 @dataclass(frozen=True)
-class CostResult(Result):
+class CostResult(LazyFrames, Result):
     """Deterministic costs at the inputs' medians (``planner cost``).
+
+    The tables are DataFrames, built from the engine's rows on first access
+    (:class:`planner.results.LazyFrames`; ``raw(name)`` gives a table as stored).
 
     Attributes
     ----------
@@ -301,29 +305,28 @@ def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
     >>> r.to_dict()["tables"]["summary"][0]["deployment"]
     'gpt-4o-mini'
     """
-    import pandas as pd
-
     from planner.engines.deterministic import evaluate
+    from planner.results import Records
 
     sc = _scenario(scenario)
     res = evaluate(sc)
-    pay = pd.DataFrame()
+    pay: Any = Records.none()
     if sc.payback:
         from planner.engines.breakeven import payback
 
         pay = payback(sc, res=res)
-    chk = pd.DataFrame()
+    chk: Any = Records.none()
     if check:
         from planner.sim.scenario import check_sizing
 
         chk = check_sizing(sc, max_requests=check_max_requests, progress=progress)
+    # the engine's tables as it holds them: rows until a DataFrame is asked for
+    tabs = {name: res.raw(name) for name in (
+        "summary", "costs", "capacity", "classes", "finetune", "pretraining",
+        "inference_flops", "unit_economics", "token_economics", "assumptions")}
     return CostResult(
         scenario=res.scenario, lens=res.lens, horizon_months=res.horizon_months,
-        summary=res.summary, costs=res.costs, capacity=res.capacity, classes=res.classes,
-        payback=pay, finetune=res.finetune, pretraining=res.pretraining,
-        inference_flops=res.inference_flops, unit_economics=res.unit_economics,
-        token_economics=res.token_economics, assumptions=res.assumptions, check=chk,
-        warnings=tuple(res.warnings), engine=res)
+        payback=pay, check=chk, warnings=tuple(res.warnings), engine=res, **tabs)
 
 
 @dataclass(frozen=True)

@@ -309,6 +309,8 @@ def cmd_cost(args) -> int:
         r = api.cost(sc, check=check, check_max_requests=args.check_max_requests,
                      progress=bar)
     res = r.engine
+    if not check and _cost_from_rows(args, sc, r):
+        return 0
     summary = r.summary.drop(columns=["lens"])
     check_cols: list[str] = []
     if check:
@@ -362,6 +364,79 @@ def cmd_cost(args) -> int:
         args.out = None
     emit(args, tables, notes=notes)
     return 0
+
+
+_COST_COMPACT = ["deployment", "kind", "offering", "usd_per_month", "usd_horizon",
+                 "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation",
+                 "requests_per_s_per_replica", "limited_by"]
+
+
+def _cost_from_rows(args, sc, r) -> bool:
+    """Print ``planner cost``'s tables from the engine's rows, without building DataFrames
+    (importing pandas costs more than the computation): the same bytes as the DataFrame
+    path below it in :func:`cmd_cost`, for the table and JSON formats of a USD scenario
+    without payback, written nowhere. False (nothing printed) when that does not apply or
+    a table holds a column type :func:`planner.results.render_tables` leaves to pandas."""
+    import math
+
+    from planner.results import Records, render_tables
+
+    if (args.format not in ("table", "json") or args.out or sc.payback
+            or sc.scenario.currency.upper() != "USD"):
+        return False
+    res = r.engine
+    raw = {name: res.raw(name) for name in ("summary", "costs", "capacity", "classes",
+                                            "finetune", "pretraining", "inference_flops",
+                                            "unit_economics", "token_economics",
+                                            "assumptions")}
+    if any(type(v) is not Records for v in raw.values()):
+        return False
+
+    def isnan(v) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    rows = list(raw["summary"].rows)
+    cols = [c for c in raw["summary"].columns if c != "lens"]
+    notes: list[str] = []
+    if rows and cols and args.format == "table" and not args.detail:
+        cols = list(_COST_COMPACT)
+        if any(row["classes_unserved"] != "" for row in rows):
+            cols.insert(3, "classes_unserved")
+        # DataFrame.sort_values(kind="stable"): NaN last
+        rows.sort(key=lambda row: (isnan(row["usd_per_month"]),
+                                   0.0 if isnan(row["usd_per_month"]) else row["usd_per_month"]))
+    if raw["summary"].rows and raw["summary"].columns:
+        full = [row for row in raw["summary"].rows if row["classes_unserved"] == ""]
+        if any(isnan(row["usd_per_month"]) for row in full):
+            return False  # idxmin's NaN rules: left to pandas
+        if full:
+            best = min(full, key=lambda row: row["usd_per_month"])  # the first of equals
+            notes.append(f"cheapest option serving every class: {best['deployment']} "
+                         f"({best['usd_per_month']:,.0f} USD/month)")
+    tables = {"summary": Records.of(rows, cols)} if rows and cols else {}
+    if args.detail:
+        tables.update({k: raw[k] for k in ("costs", "capacity", "classes")})
+    for name in ("finetune", "pretraining", "inference_flops", "unit_economics",
+                 "token_economics"):
+        if not raw[name].empty:
+            tables[name] = raw[name]
+    if args.detail:
+        tables["assumptions"] = raw["assumptions"]
+    text = render_tables(tables, args.format)
+    if text is None:
+        return False
+    notes += [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
+              f"horizon {res.horizon_months} months; USD"]
+    notes += list(res.warnings)
+    if args.quiet and args.format == "table":
+        return True
+    print(text)  # as emit()
+    for n in [] if args.quiet else notes:
+        if args.format == "table":
+            print(clean_text(f"note: {n}"))
+        else:
+            print(clean_text(f"note: {n}"), file=sys.stderr)
+    return True
 
 
 class _Bar:

@@ -213,7 +213,7 @@ def test_checker_resolves_import_forms(tmp_path):
 #: imported by ``planner --help`` / ``planner validate`` before any command runs
 STARTUP_MODULES = ("planner", "planner.__main__", "planner.cli", "planner.api", "planner.config",
                    "planner.distributions", "planner.catalog", "planner.errors",
-                   "planner._runtime", "planner._version", "planner.output")
+                   "planner._runtime", "planner._version", "planner.output", "planner.results")
 #: third-party packages a module on the start-up path may import only inside a function
 #: (or under ``if TYPE_CHECKING``)
 STARTUP_HEAVY = ("numpy", "pandas", "scipy", "altair", "vl_convert", "dask", "distributed",

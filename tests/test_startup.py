@@ -96,6 +96,29 @@ def test_cost_imports_no_scipy_stats_altair_dask():
     assert _heavy(mods) == []
 
 
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_cost_imports_no_pandas_and_no_scipy(fmt):
+    """``planner cost`` prints from the engine's rows (planner.results) and the open-loop
+    model's special functions are numpy's (planner.perf._special): neither pandas nor any of
+    scipy (scipy.special alone took 0.1-0.3 s) is imported."""
+    code, out, mods = _loaded("cost", "example:quickstart", "--format", fmt)
+    assert code == 0 and "gpt-4o-mini" in out
+    assert _heavy(mods, (*HEAVY, "pandas", "scipy")) == []
+
+
+def test_cost_python_api_still_gives_dataframes():
+    """The Python API's tables are DataFrames (built on first access, then kept)."""
+    import pandas as pd
+
+    from planner import api
+
+    r = api.cost("example:quickstart")
+    assert isinstance(r.summary, pd.DataFrame) and r.summary is r.summary
+    assert isinstance(r.engine.costs, pd.DataFrame) and not r.engine.costs.empty
+    assert set(r.tables()) >= {"summary", "costs", "capacity", "payback", "check"}
+    assert r.to_dict()["tables"]["summary"][0]["deployment"] == "gpt-4o-mini"
+
+
 @pytest.mark.parametrize("argv", [("catalog", "list", "llms"), ("new", "--help")])
 def test_other_quick_commands_stay_light(argv):
     code, _, mods = _loaded(*argv)

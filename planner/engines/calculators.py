@@ -10,14 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from planner.config import med
 from planner.costs import training as tr
+from planner.results import Records
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=columns)
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Records:
+    """The table's rows; :class:`planner.engines.deterministic.Results` makes the DataFrame
+    on first access (:mod:`planner.results`), so ``planner cost`` need not import pandas."""
+    return Records.of(rows, columns)
 
 
 class Calculators:
@@ -56,7 +58,7 @@ class Calculators:
                     f"cloud_prices.csv {row['id']}")
         return float(row["usd_per_gpu_hour"]), 1, f"cloud_prices.csv {row['id']}"
 
-    def pretraining(self) -> pd.DataFrame:
+    def pretraining(self) -> Records:
         rows = []
         for name, job in self.sc.pretraining.items():
             n_b, nsrc = self._params(job)
@@ -81,7 +83,7 @@ class Calculators:
                              "gpu_hours", "days", "usd_per_gpu_hour", "usd_before_discount",
                              "discount", "usd", "basis"])
 
-    def inference_flops(self) -> pd.DataFrame:
+    def inference_flops(self) -> Records:
         rows = []
         for name, job in self.sc.inference_flops.items():
             n_b, nsrc = self._params(job)
@@ -102,7 +104,7 @@ class Calculators:
                              "tokens_per_s", "basis"])
 
 
-    def token_economics(self) -> pd.DataFrame:
+    def token_economics(self) -> Records:
         """GPU cost of an input (prefill) token vs an output (decode) token (article 002)."""
         from planner.perf import AcceleratorSpec, LLMSpec, step_model
 

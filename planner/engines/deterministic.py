@@ -13,17 +13,20 @@ FLOPs, token economics) are in :mod:`planner.engines.calculators`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from planner.catalog import Catalog, load_catalog
 from planner.config import Scenario, med
 from planner.engines.calculators import Calculators
 from planner.model.evaluate import CAPACITY_PERF, Model
 from planner.model.structure import DEFAULT_LIFE_YEARS  # noqa: F401  (re-exported)
+from planner.results import LazyFrames, Records
 from planner.workload import class_load, peak_factor
+
+if TYPE_CHECKING:  # the tables are built as DataFrames on first access (planner.results)
+    import pandas as pd
 
 
 @dataclass
@@ -36,17 +39,20 @@ class _Trace:
         self.rows[(table, row.get("id") or row.get("tokenizer"))] = row
         return row
 
-    def frame(self) -> pd.DataFrame:
+    def frame(self) -> Records:
         recs = [
             {"table": t, "id": i, "source": r.get("source"), "as_of": r.get("as_of")}
             for (t, i), r in self.rows.items()
         ]
-        return pd.DataFrame(recs, columns=["table", "id", "source", "as_of"])
+        return Records.of(recs, ["table", "id", "source", "as_of"])
 
 
 @dataclass(frozen=True)
-class Results:
+class Results(LazyFrames):
     """Tidy results of one deterministic evaluation.
+
+    The tables are kept as plain rows (:class:`planner.results.Records`) and become
+    DataFrames on first access (``raw(name)`` gives them as stored).
 
     Attributes
     ----------
@@ -255,32 +261,33 @@ class _Layout:
         })
 
     # -- unit economics ------------------------------------------------------------------
-    def unit_economics(self) -> pd.DataFrame:
+    def unit_economics(self) -> Records:
         """Cost per request of each class on each deployment vs revenue per request."""
         rows = []
-        costs = _frame(self.lines, ["deployment", "kind", "class", "component",
-                                    "usd_per_month", "basis"])
-        classes = _frame(self.class_rows, CLASS_COLUMNS)
         summ = {r["deployment"]: r for r in self.summary}
         for rname, rev in self.sc.revenue.items():
             units_year = med(rev.units_per_month) * 12.0 * med(rev.scale_to) / med(rev.scale_from)
             usd_unit = med(rev.usd_per_year) / units_year
-            for c in classes.itertuples():
-                if rev.classes and c[2] not in rev.classes:
+            for c in self.class_rows:
+                cname, dep = c["class"], c["deployment"]
+                if rev.classes and cname not in rev.classes:
                     continue
-                dep = c.deployment
                 kind = summ[dep]["kind"]
                 if kind == "api":
-                    m = costs[(costs["deployment"] == dep) & (costs["class"] == c[2])]
+                    # the cost lines of this class on this option, summed as pandas sums a
+                    # column (numpy's pairwise sum, NaN as 0)
+                    usd = np.nansum(np.array(
+                        [ln["usd_per_month"] for ln in self.lines
+                         if ln["deployment"] == dep and ln["class"] == cname], dtype=float))
                     # per *user* request: LLM requests exclude response-cache hits and
                     # include retries, so scale by LLM requests per user request
-                    wc = self.sc.workload[c[2]]
+                    wc = self.sc.workload[cname]
                     user_req = med(wc.requests_per_day) * self.scale * self.hpm / 24.0
-                    usd_req = m["usd_per_month"].sum() / user_req if user_req else np.nan
+                    usd_req = usd / user_req if user_req else np.nan
                 else:
                     usd_req = summ[dep]["usd_per_request"]
                 rows.append({
-                    "revenue": rname, "deployment": dep, "class": c[2],
+                    "revenue": rname, "deployment": dep, "class": cname,
                     "usd_per_request": usd_req, "revenue_usd_per_request": usd_unit,
                     "cost_share_of_revenue": usd_req / usd_unit if usd_unit else np.nan,
                     "basis": f"{med(rev.usd_per_year):g} usd/year / ({med(rev.units_per_month):g}"
@@ -309,8 +316,9 @@ CLASS_COLUMNS = [
 ]
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=columns)
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Records:
+    """The table ``DataFrame.from_records(rows, columns=columns)``, built on first access."""
+    return Records.of(rows, columns)
 
 
 FINETUNE_COLUMNS = ["finetune", "method", "tokens_trained", "usd_single_run",

@@ -25,7 +25,6 @@ from planner.perf.batching import (
     capacity_grid,
     replica_capacity,
 )
-from planner.perf.closedloop import closed_loop_curve
 from planner.perf.first_principles import (
     decode_tokens_per_s_bandwidth,
     flops_per_token,
@@ -42,10 +41,30 @@ from planner.perf.memory import (
     weight_bytes,
 )
 from planner.perf.params import PerfParams
-from planner.perf.report import gpu_hour_prices, perf_search, perf_summary
-from planner.perf.search import roofline_output_tokens_per_s, search_configs
 from planner.perf.specs import PRECISION_BYTES, PRECISIONS, AcceleratorSpec, LLMSpec
 from planner.perf.step import StepModel, step_model
+
+#: names of the modules that build DataFrames (pandas), imported on first use so that the
+#: cost path, which needs only the replica model, does not import pandas (PEP 562)
+_LAZY = {
+    "closed_loop_curve": "planner.perf.closedloop",
+    "gpu_hour_prices": "planner.perf.report",
+    "perf_search": "planner.perf.report",
+    "perf_summary": "planner.perf.report",
+    "roofline_output_tokens_per_s": "planner.perf.search",
+    "search_configs": "planner.perf.search",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'planner.perf' has no attribute {name!r}")
+
 
 __all__ = [
     "METHOD",

@@ -22,10 +22,9 @@ concurrency); the simulation adds queueing.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from planner.errors import PlannerError
 from planner.perf.memory import (
@@ -38,6 +37,9 @@ from planner.perf.memory import (
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec, normalize_precision
 from planner.perf.step import StepModel, step_model
+
+if TYPE_CHECKING:  # pandas is imported by capacity_grid, not on the cost path
+    import pandas as pd
 
 METHOD = "roofline-cb-v1"
 
@@ -177,6 +179,8 @@ def batching_curve(
     b = np.asarray(concurrency, dtype=float)
     if np.any(b < 1):
         raise PlannerError(f"concurrency: expected values >= 1, got {concurrency!r}")
+    import pandas as pd
+
     arr = _curve_arrays(sm, input_tokens, output_tokens, b)
     df = pd.DataFrame(arr)
     df["fits_kv"] = df["concurrency"] <= bmax

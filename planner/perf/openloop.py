@@ -69,8 +69,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
 
+from planner.perf._special import ndtri
 from planner.perf.memory import max_concurrent_requests, memory_plan
 from planner.perf.step import StepModel
 
@@ -432,7 +432,7 @@ def _compound_poisson_cdf(base: np.ndarray, step: np.ndarray, count_per_s: np.nd
     """``P(base + step K <= x)`` with ``K ~ Poisson(count_per_s x)``, mixed over the last axis
     (the distribution :func:`_compound_poisson_quantile` inverts; ``base`` per point, or per
     node when it has that axis too)."""
-    from scipy.special import pdtr
+    from planner.perf._special import pdtr
 
     x = np.asarray(x, dtype=float)
     base = np.asarray(base, dtype=float)
