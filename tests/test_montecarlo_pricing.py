@@ -64,3 +64,49 @@ def test_capacity_grid_uneven_nodes_fall_back_to_counting():
     assert g._ax_i.table is None and g._ax_j.table is None
     x = np.linspace(0.0, 2e4, 1001)
     np.testing.assert_array_equal(g(x, 15.0), _reference(g, x, 15.0))
+
+
+# -- inputs drawn while the scenario compiles --------------------------------------------------
+
+def _risk_example():
+    import tomllib
+    from pathlib import Path
+
+    from planner.config import parse_scenario
+    from planner.uncertain import risk_tables
+
+    path = Path(__file__).resolve().parent.parent / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    return parse_scenario(rest, path=str(path)), corr
+
+
+def test_inputs_drawn_during_the_compile_are_the_compiled_models_draws():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from planner.engines.risk import run as run_mod
+    from planner.engines.risk.sampling import chunk_sizes, root_seed
+
+    sc, corr = _risk_example()
+    root, sizes = root_seed(11), chunk_sizes(5 * 32_768 + 100)
+    with ThreadPoolExecutor(2) as ex:
+        model, early = run_mod._compile_drawing_ahead(ex, sc, None, corr, root, sizes)
+    assert early, "the risk example's inputs are known before the compile"
+    for c, vals in early.items():
+        want = model.draw(root, c, sizes[c])
+        assert list(vals) == list(want)
+        for k in want:
+            np.testing.assert_array_equal(vals[k], want[k])
+
+
+def test_a_wrong_guess_of_the_sampler_is_not_used(monkeypatch):
+    from planner.engines.risk import run as run_mod
+    from planner.engines.risk.compiled import predict_sampler
+
+    sc, corr = _risk_example()
+    ref = run_mod.run_montecarlo(sc, n=40_000, seed=5, correlations=corr, threads=1)
+    # a guess without correlations draws other numbers: it must be dropped, not priced
+    monkeypatch.setattr(run_mod, "predict_sampler", lambda s, c: predict_sampler(s, []))
+    got = run_mod.run_montecarlo(sc, n=40_000, seed=5, correlations=corr, threads=2)
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(got.samples, ref.samples)
+    pd_testing.assert_frame_equal(got.summary, ref.summary)
