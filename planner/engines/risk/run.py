@@ -158,10 +158,14 @@ def _compile_drawing_ahead(ex: ThreadPoolExecutor | None, scenario: Scenario,
     drawn: dict[int, dict[str, np.ndarray]] = {}
 
     def draw_ahead() -> None:
-        for c in range(ahead):
-            if stop.is_set():
-                return
-            drawn[c] = guess.draw(chunk_generator(root, c), sizes[c])
+        try:
+            for c in range(ahead):
+                if stop.is_set():
+                    return
+                drawn[c] = guess.draw(chunk_generator(root, c), sizes[c])
+        except Exception:  # noqa: BLE001 - a speculation only: the run draws (and raises) itself
+            drawn.clear()
+            stop.set()
 
     fut = ex.submit(draw_ahead)
     try:
