@@ -110,3 +110,19 @@ def test_a_wrong_guess_of_the_sampler_is_not_used(monkeypatch):
     pd_testing = pytest.importorskip("pandas.testing")
     pd_testing.assert_frame_equal(got.samples, ref.samples)
     pd_testing.assert_frame_equal(got.summary, ref.summary)
+
+
+def test_grids_on_the_same_nodes_share_the_located_cells():
+    rng = np.random.default_rng(3)
+    gi, go = np.array([100.0, 400.0, 900.0, 3000.0]), np.array([50.0, 120.0, 700.0])
+    a = CapacityGrid(gi, go, rng.uniform(0.5, 4.0, (4, 3)))
+    b = CapacityGrid(gi.copy(), go.copy(), rng.uniform(0.5, 4.0, (4, 3)))
+    assert a.nodes_key == b.nodes_key
+    assert a.nodes_key != CapacityGrid(gi * 2, go, a.rps).nodes_key
+    x, y = rng.uniform(0, 4000, 500), rng.uniform(0, 900, 500)
+    loc = a.locate(x, y)
+    kept = [np.copy(v) for v in loc[:3]]
+    np.testing.assert_array_equal(a.interpolate(loc), _reference(a, x, y))
+    np.testing.assert_array_equal(b.interpolate(loc), _reference(b, x, y))
+    for v, w in zip(loc[:3], kept, strict=True):  # interpolating does not change the cells
+        np.testing.assert_array_equal(v, w)

@@ -48,42 +48,62 @@ class CapacityGrid:
         object.__setattr__(self, "_flat", np.ascontiguousarray(r).ravel())
         object.__setattr__(self, "_ax_i", _Cells(self.isl))
         object.__setattr__(self, "_ax_j", _Cells(self.osl))
+        object.__setattr__(self, "_key", (np.asarray(self.isl, dtype=float).tobytes(),
+                                          np.asarray(self.osl, dtype=float).tobytes()))
+
+    @property
+    def nodes_key(self) -> tuple[bytes, bytes]:
+        """The grid's nodes: grids with the same key locate a sample in the same cell."""
+        return self._key
 
     def __call__(self, isl: Any, osl: Any) -> np.ndarray:
+        return self.interpolate(self.locate(isl, osl))
+
+    def locate(self, isl: Any, osl: Any) -> tuple:
+        """The cells of ``(isl, osl)`` and the weights in them (what :meth:`interpolate`
+        reads; the same for every grid with these nodes, :attr:`nodes_key`)."""
         isl, osl = np.asarray(isl, dtype=float), np.asarray(osl, dtype=float)
         if isl.shape != osl.shape:
             isl, osl = np.broadcast_arrays(isl, osl)
-        if isl.ndim == 0:  # scalars (the medians): a float, as numpy indexing gives
-            return self(isl.reshape(1), osl.reshape(1))[0]
+        scalar = isl.ndim == 0  # the medians: a float comes back, as numpy indexing gives
+        if scalar:
+            isl, osl = isl.reshape(1), osl.reshape(1)
         i, ti = self._ax_i(isl)
         j, tj = self._ax_j(osl)
+        k = i * self.osl.size  # flat index of the cell's (i, j) node
+        k += j
+        return k, ti, tj, scalar
+
+    def interpolate(self, loc: tuple) -> Any:
+        """Requests/s at the located samples (:meth:`locate`, not modified)."""
+        k, ti, tj, scalar = loc
         m = self.osl.size
         di = m if self.isl.size > 1 else 0  # flat offsets of the (i + 1) and (j + 1) nodes
         dj = 1 if m > 1 else 0
-        k = i * m
-        k += j
         rf = self._flat
         # a = r[i, j] (1 - tj) + r[i, j + 1] tj; b likewise at i + 1; v = a (1 - ti) + b ti
         # (the same operations, in the same order, as the textbook formula: the same bits)
         w = 1.0 - tj
         a = rf.take(k)
         a *= w
-        tmp = rf.take(k + dj)
+        kk = k + dj
+        tmp = rf.take(kk)
         tmp *= tj
         a += tmp
-        k += di
-        b = rf.take(k)
-        b *= w
-        rf.take(k + dj, out=tmp)
-        tmp *= tj
-        b += tmp
+        kk += di
+        b = rf.take(kk)
+        b *= tj
+        kk -= dj
+        rf.take(kk, out=tmp)
+        tmp *= w
+        tmp += b  # r[i + 1, j] (1 - tj) + r[i + 1, j + 1] tj, in that order
         np.subtract(1.0, ti, out=w)
         a *= w
-        b *= ti
-        a += b
+        tmp *= ti
+        a += tmp
         if self._inverse:
             np.divide(1.0, a, out=a)
-        return a
+        return a[0] if scalar else a
 
 
 class _Cells:

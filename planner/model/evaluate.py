@@ -534,14 +534,18 @@ class Model:
             req, isl, osl, cached, batch, calls, user = self.klass(ctx, cname, o.tokenizer)
             parts = self.api_request_usd(ctx, o, cname)
             rpm = req * self.hpm / 24.0
-            for comp, usd in parts.items():
-                usd_m = usd * rpm
-                if lines is not None:
-                    usd_m = float(np.asarray(usd)) * rpm
-                    if usd_m == 0.0:
-                        continue
-                    lines.append((cname, comp, usd_m,
-                                  _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
+            if lines is None:
+                # arrays of samples: the components' sum per request, then per month (two
+                # passes where one product per component would take three each)
+                usd_m = sum(parts.values()) * rpm
+                monthly = monthly + usd_m
+                tokens_usd = tokens_usd + usd_m
+            for comp, usd in (parts.items() if lines is not None else ()):
+                usd_m = float(np.asarray(usd)) * rpm
+                if usd_m == 0.0:
+                    continue
+                lines.append((cname, comp, usd_m,
+                              _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
                 monthly = monthly + usd_m
                 tokens_usd = tokens_usd + usd_m
             for comp, usd_m, basis in self.fees(ctx, dep, b, rpm):
@@ -578,8 +582,13 @@ class Model:
             return ctx.v(cap, o.dep.capacity_requests_per_s)
         ck = ("rps", id(cap), cname, o.tokenizer)
         if ck not in ctx.cache:  # one interpolation per grid and class per evaluation
-            _, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
-            ctx.cache[ck] = cap(isl, osl)
+            # grids on the same nodes (one model rented and bought, other pool sizes) share
+            # the cells the samples fall in
+            lk = ("cells", cap.nodes_key, cname, o.tokenizer)
+            if lk not in ctx.cache:
+                _, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
+                ctx.cache[lk] = cap.locate(isl, osl)
+            ctx.cache[ck] = cap.interpolate(ctx.cache[lk])
         return ctx.cache[ck]
 
     def _load_terms(self, ctx: Inputs, o: OptionSpec):
