@@ -101,6 +101,7 @@ class Model:
         self.caps = caps if caps is not None else (
             shared("capacity", CapacityCache) if callable(shared) else CapacityCache())
         self._grid_cache: dict[tuple, CapacityGrid] = {}
+        self._profiles: dict[tuple, tuple] = {}  # (class, hours) -> profile (_profile)
         self.periods = profile_periods(sc)
         pilot = self._pilot()
         self.options: list[OptionSpec] = []
@@ -591,18 +592,28 @@ class Model:
             ctx.cache[ck] = cap.interpolate(ctx.cache[lk])
         return ctx.cache[ck]
 
+    def _profile(self, cname: str, periods: int) -> tuple[float, np.ndarray, Any]:
+        """(days in the class's profile, its hourly weights over ``periods`` hours, their
+        mean): fixed by the scenario, so worked out once per model."""
+        key = (cname, periods)
+        got = self._profiles.get(key)
+        if got is None:
+            w = diurnal_weights(self.sc.workload[cname].diurnal)
+            wt = np.array(tile_profile(w, periods), dtype=float)
+            wt.setflags(write=False)  # shared by every evaluation
+            got = self._profiles[key] = (w.size / 24, wt, wt.mean())
+        return got
+
     def _load_terms(self, ctx: Inputs, o: OptionSpec):
         coefs, consts, weights, classes = [], 0.0, [], []
         mean_load = 0.0
         for cname in o.served:
             req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
             rps = self.rps(ctx, o, cname)
-            w = diurnal_weights(self.sc.workload[cname].diurnal)
-            days = w.size / 24
-            wt = tile_profile(w, o.periods)
+            days, wt, wt_mean = self._profile(cname, o.periods)
             rate_day = req * days  # requests in one profile period / 24 h ... per the profile
             a = (1.0 - batch) * rate_day / 3600.0 / rps
-            flat = rate_day * wt.mean() / 3600.0
+            flat = rate_day * wt_mean / 3600.0
             consts = consts + batch * flat / rps
             coefs.append(a)
             weights.append(wt)
