@@ -296,8 +296,23 @@ def _extreme_load(coef, constant, w: np.ndarray, hours: list[int], pick):
     return best
 
 
+#: :func:`_undominated_hours` by weights (a pool's profile is fixed: the vectorised model asks
+#: again on every evaluation).
+_UNDOMINATED: dict[tuple, tuple[int, ...]] = {}
+
+
 def _undominated_hours(w: np.ndarray, *, larger: bool) -> list[int]:
     """Hours not dominated by another hour (weights all >= it, one larger or an earlier tie)."""
+    key = (w.shape, w.tobytes(), larger)
+    got = _UNDOMINATED.get(key)
+    if got is None:
+        if len(_UNDOMINATED) >= 256:
+            _UNDOMINATED.clear()
+        got = _UNDOMINATED[key] = tuple(_undominated_hours_of(w, larger))
+    return list(got)
+
+
+def _undominated_hours_of(w: np.ndarray, larger: bool) -> list[int]:
     s = w if larger else -w
     p = s.shape[1]
     ge = (s[:, None, :] >= s[:, :, None]).all(axis=0)  # [h, g]: hour g >= hour h everywhere

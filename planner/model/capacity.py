@@ -39,31 +39,125 @@ class CapacityGrid:
     osl: np.ndarray
     rps: np.ndarray  # (len(isl), len(osl))
 
-    def __call__(self, isl: Any, osl: Any) -> np.ndarray:
-        i0, i1, ti = _axis(self.isl, isl)
-        j0, j1, tj = _axis(self.osl, osl)
+    def __post_init__(self) -> None:
+        # what every call reads, prepared once: the cell finders of both axes, the grid as a
+        # flat table of the interpolated quantity (1 / rps, or rps where a node has none)
         inverse = bool((self.rps > 0).all())
-        r = 1.0 / self.rps if inverse else self.rps
-        a = r[i0, j0] * (1.0 - tj) + r[i0, j1] * tj
-        b = r[i1, j0] * (1.0 - tj) + r[i1, j1] * tj
-        v = a * (1.0 - ti) + b * ti
-        return 1.0 / v if inverse else v
+        r = 1.0 / self.rps if inverse else np.asarray(self.rps, dtype=float)
+        object.__setattr__(self, "_inverse", inverse)
+        object.__setattr__(self, "_flat", np.ascontiguousarray(r).ravel())
+        object.__setattr__(self, "_ax_i", _Cells(self.isl))
+        object.__setattr__(self, "_ax_j", _Cells(self.osl))
+        object.__setattr__(self, "_key", (np.asarray(self.isl, dtype=float).tobytes(),
+                                          np.asarray(self.osl, dtype=float).tobytes()))
+
+    @property
+    def nodes_key(self) -> tuple[bytes, bytes]:
+        """The grid's nodes: grids with the same key locate a sample in the same cell."""
+        return self._key
+
+    def __call__(self, isl: Any, osl: Any) -> np.ndarray:
+        return self.interpolate(self.locate(isl, osl))
+
+    def locate(self, isl: Any, osl: Any) -> tuple:
+        """The cells of ``(isl, osl)`` and the weights in them (what :meth:`interpolate`
+        reads; the same for every grid with these nodes, :attr:`nodes_key`)."""
+        isl, osl = np.asarray(isl, dtype=float), np.asarray(osl, dtype=float)
+        if isl.shape != osl.shape:
+            isl, osl = np.broadcast_arrays(isl, osl)
+        scalar = isl.ndim == 0  # the medians: a float comes back, as numpy indexing gives
+        if scalar:
+            isl, osl = isl.reshape(1), osl.reshape(1)
+        i, ti = self._ax_i(isl)
+        j, tj = self._ax_j(osl)
+        k = i * self.osl.size  # flat index of the cell's (i, j) node
+        k += j
+        return k, ti, tj, scalar
+
+    def interpolate(self, loc: tuple) -> Any:
+        """Requests/s at the located samples (:meth:`locate`, not modified)."""
+        k, ti, tj, scalar = loc
+        m = self.osl.size
+        di = m if self.isl.size > 1 else 0  # flat offsets of the (i + 1) and (j + 1) nodes
+        dj = 1 if m > 1 else 0
+        rf = self._flat
+        # a = r[i, j] (1 - tj) + r[i, j + 1] tj; b likewise at i + 1; v = a (1 - ti) + b ti
+        # (the same operations, in the same order, as the textbook formula: the same bits)
+        w = 1.0 - tj
+        a = rf.take(k)
+        a *= w
+        kk = k + dj
+        tmp = rf.take(kk)
+        tmp *= tj
+        a += tmp
+        kk += di
+        b = rf.take(kk)
+        b *= tj
+        kk -= dj
+        rf.take(kk, out=tmp)
+        tmp *= w
+        tmp += b  # r[i + 1, j] (1 - tj) + r[i + 1, j + 1] tj, in that order
+        np.subtract(1.0, ti, out=w)
+        a *= w
+        tmp *= ti
+        a += tmp
+        if self._inverse:
+            np.divide(1.0, a, out=a)
+        return a[0] if scalar else a
 
 
-def _axis(nodes: np.ndarray, x: Any):
-    """Cell index and weight of ``x`` between sorted ``nodes`` (clamped to the end nodes)."""
-    x = np.asarray(x, dtype=float)
-    if nodes.size == 1:
-        z = np.zeros(x.shape, dtype=np.intp)
-        return z, z, np.zeros(x.shape)
-    xc = np.clip(x, nodes[0], nodes[-1])
-    # cell index = number of inner nodes <= x (a few comparisons beat a binary search here)
-    i = np.zeros(xc.shape, dtype=np.intp)
-    for node in nodes[1:-1]:
-        i += xc >= node
-    lo = nodes[i]
-    t = (xc - lo) / (nodes[i + 1] - lo)
-    return i, i + 1, t
+class _Cells:
+    """Cell index and weight of values between sorted ``nodes`` (clamped to the end nodes):
+    ``i`` = the number of inner nodes <= x, ``t = (x - nodes[i]) / (nodes[i + 1] - nodes[i])``.
+
+    The index is looked up in a table over a uniform fine grid (spacing a quarter of the
+    smallest gap between nodes, so a fine cell, with rounding, holds at most one node) and
+    corrected by one comparison each way: a few passes over the values instead of one
+    comparison per inner node. The index is exact (the same as counting), so the weights are
+    the same bits; grids too uneven for a table of :data:`MAX_TABLE` entries count."""
+
+    MAX_TABLE = 1 << 16
+
+    def __init__(self, nodes: np.ndarray) -> None:
+        self.nodes = nodes = np.asarray(nodes, dtype=float)
+        self.table = None
+        if nodes.size < 2:
+            return
+        self.hi = nodes[1:].copy()
+        self.lower = nodes[:-1].copy()  # sentinels: the end cells are open outwards
+        self.lower[0] = -np.inf
+        self.upper = nodes[1:].copy()
+        self.upper[-1] = np.inf
+        span = float(nodes[-1] - nodes[0])
+        gap = float(np.min(np.diff(nodes)))
+        if nodes.size > 2 and span > 0 and gap > 0 and span / gap * 4.0 < self.MAX_TABLE:
+            cells = int(np.ceil(span / gap * 4.0))
+            self.scale = cells / span
+            edges = nodes[0] + np.arange(cells + 3) / self.scale
+            self.table = np.searchsorted(nodes[1:-1], edges, side="right").astype(np.intp)
+
+    def __call__(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        nodes = self.nodes
+        x = np.asarray(x, dtype=float)
+        if nodes.size == 1:
+            return np.zeros(x.shape, dtype=np.intp), np.zeros(x.shape)
+        xc = np.clip(x, nodes[0], nodes[-1])
+        if self.table is None:
+            i = np.zeros(xc.shape, dtype=np.intp)
+            for node in nodes[1:-1]:
+                i += xc >= node
+        else:
+            f = xc - nodes[0]
+            f *= self.scale
+            i = self.table.take(f.astype(np.intp), mode="clip")  # NaN: cell 0
+            i -= xc < self.lower.take(i)  # the fine cell may be one off after rounding
+            i += xc >= self.upper.take(i)
+        lo = nodes.take(i)
+        t = xc - lo
+        hi = self.hi.take(i)
+        hi -= lo
+        t /= hi
+        return i, t
 
 
 def grid_nodes(pilot: np.ndarray, median: float) -> np.ndarray:

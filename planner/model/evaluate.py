@@ -101,6 +101,7 @@ class Model:
         self.caps = caps if caps is not None else (
             shared("capacity", CapacityCache) if callable(shared) else CapacityCache())
         self._grid_cache: dict[tuple, CapacityGrid] = {}
+        self._profiles: dict[tuple, tuple] = {}  # (class, hours) -> profile (_profile)
         self.periods = profile_periods(sc)
         pilot = self._pilot()
         self.options: list[OptionSpec] = []
@@ -534,14 +535,18 @@ class Model:
             req, isl, osl, cached, batch, calls, user = self.klass(ctx, cname, o.tokenizer)
             parts = self.api_request_usd(ctx, o, cname)
             rpm = req * self.hpm / 24.0
-            for comp, usd in parts.items():
-                usd_m = usd * rpm
-                if lines is not None:
-                    usd_m = float(np.asarray(usd)) * rpm
-                    if usd_m == 0.0:
-                        continue
-                    lines.append((cname, comp, usd_m,
-                                  _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
+            if lines is None:
+                # arrays of samples: the components' sum per request, then per month (two
+                # passes where one product per component would take three each)
+                usd_m = sum(parts.values()) * rpm
+                monthly = monthly + usd_m
+                tokens_usd = tokens_usd + usd_m
+            for comp, usd in (parts.items() if lines is not None else ()):
+                usd_m = float(np.asarray(usd)) * rpm
+                if usd_m == 0.0:
+                    continue
+                lines.append((cname, comp, usd_m,
+                              _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
                 monthly = monthly + usd_m
                 tokens_usd = tokens_usd + usd_m
             for comp, usd_m, basis in self.fees(ctx, dep, b, rpm):
@@ -578,9 +583,26 @@ class Model:
             return ctx.v(cap, o.dep.capacity_requests_per_s)
         ck = ("rps", id(cap), cname, o.tokenizer)
         if ck not in ctx.cache:  # one interpolation per grid and class per evaluation
-            _, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
-            ctx.cache[ck] = cap(isl, osl)
+            # grids on the same nodes (one model rented and bought, other pool sizes) share
+            # the cells the samples fall in
+            lk = ("cells", cap.nodes_key, cname, o.tokenizer)
+            if lk not in ctx.cache:
+                _, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
+                ctx.cache[lk] = cap.locate(isl, osl)
+            ctx.cache[ck] = cap.interpolate(ctx.cache[lk])
         return ctx.cache[ck]
+
+    def _profile(self, cname: str, periods: int) -> tuple[float, np.ndarray, Any]:
+        """(days in the class's profile, its hourly weights over ``periods`` hours, their
+        mean): fixed by the scenario, so worked out once per model."""
+        key = (cname, periods)
+        got = self._profiles.get(key)
+        if got is None:
+            w = diurnal_weights(self.sc.workload[cname].diurnal)
+            wt = np.array(tile_profile(w, periods), dtype=float)
+            wt.setflags(write=False)  # shared by every evaluation
+            got = self._profiles[key] = (w.size / 24, wt, wt.mean())
+        return got
 
     def _load_terms(self, ctx: Inputs, o: OptionSpec):
         coefs, consts, weights, classes = [], 0.0, [], []
@@ -588,12 +610,10 @@ class Model:
         for cname in o.served:
             req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
             rps = self.rps(ctx, o, cname)
-            w = diurnal_weights(self.sc.workload[cname].diurnal)
-            days = w.size / 24
-            wt = tile_profile(w, o.periods)
+            days, wt, wt_mean = self._profile(cname, o.periods)
             rate_day = req * days  # requests in one profile period / 24 h ... per the profile
             a = (1.0 - batch) * rate_day / 3600.0 / rps
-            flat = rate_day * wt.mean() / 3600.0
+            flat = rate_day * wt_mean / 3600.0
             consts = consts + batch * flat / rps
             coefs.append(a)
             weights.append(wt)

@@ -46,4 +46,6 @@ class Inputs:
         if x is None:
             return default
         med = self.medians.get(key)
-        return med if med is not None else median_of(x)
+        if med is not None:
+            return med
+        return x if type(x) is float else median_of(x)  # a number is its own median

@@ -23,6 +23,10 @@ the tornado, rank correlations and break-even volumes), from one serial pass per
 price) and the sensitivity tables run on ``threads`` threads, the summary on up to that many,
 and the compile alone.
 
+``draw_ahead_chunks`` is how many chunks' inputs a fresh run drew on the pool while the
+scenario compiled (:func:`planner.engines.risk.run._compile_drawing_ahead`; median of
+``--repeat``): those chunks only need pricing once the compile is done.
+
 ``loop_speedup`` compares with a per-sample Python loop over the same compiled formulas (each
 sample priced with scalar inputs): the loop is timed on a subsample and extrapolated to
 1,000,000 (``loop_extrapolated``, ``loop_subsample``). ``deterministic_loop_speedup`` does the
@@ -49,7 +53,12 @@ sys.path.insert(0, str(ROOT))
 from planner.config import parse_scenario  # noqa: E402
 from planner.engines.deterministic import evaluate  # noqa: E402
 from planner.engines.risk.compiled import clear_compile_cache, compile_scenario  # noqa: E402
-from planner.engines.risk.run import _sensitivity, run_montecarlo  # noqa: E402
+from planner.engines.risk.run import (  # noqa: E402
+    _compile_drawing_ahead,
+    _default_threads,
+    _sensitivity,
+    run_montecarlo,
+)
 from planner.engines.risk.sampling import CHUNK_SIZE, chunk_sizes, root_seed  # noqa: E402
 from planner.engines.risk.stats import CostColumns, summarise  # noqa: E402
 from planner.uncertain import risk_tables, scenario_at  # noqa: E402
@@ -136,6 +145,16 @@ def main() -> None:
         model = compile_scenario(sc, correlations=corr)
         comp_cached.append(time.perf_counter() - t0)
 
+    # chunks drawn while the scenario compiles (a fresh run's first step)
+    from concurrent.futures import ThreadPoolExecutor
+
+    ahead = []
+    for r in range(max(args.repeat, 1)):
+        clear_compile_cache()
+        with ThreadPoolExecutor(args.threads or _default_threads()) as ex:
+            ahead.append(len(_compile_drawing_ahead(ex, sc, None, corr, root_seed(2 + r),
+                                                    chunk_sizes(args.n))[1]))
+
     # each stage alone, serially (CPU time)
     st = [stages(sc, corr, args.n, 2 + r) for r in range(max(args.repeat, 1))]
     stage_cpu = {k: round(statistics.median(x[k] for x in st), 4) for k in st[0]}
@@ -175,6 +194,8 @@ def main() -> None:
         "compile_s_cached": round(statistics.median(comp_cached), 4),
         "stages_cpu_s": stage_cpu,
         "stages_cpu_total_s": round(sum(stage_cpu.values()), 4),
+        "draw_ahead_chunks": statistics.median(ahead),
+        "chunks": len(chunk_sizes(args.n)),
         "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "scenarios_per_s": round(args.n / wall),
         "target_wall_s": TARGET_WALL_S,

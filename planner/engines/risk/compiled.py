@@ -22,12 +22,13 @@ import pandas as pd
 
 from planner.catalog import Catalog, load_catalog
 from planner.config import Correlation, Scenario
-from planner.engines.risk.sampling import build_sampler, chunk_generator
+from planner.engines.risk.sampling import Sampler, build_sampler, chunk_generator
 from planner.model.capacity import CapacityCache
 from planner.model.evaluate import Model
 from planner.uncertain import UncertainInput, as_correlations, uncertain_inputs
 
-__all__ = ["CompiledScenario", "clear_compile_cache", "compile_scenario"]
+__all__ = ["CompiledScenario", "clear_compile_cache", "compile_scenario", "predict_sampler",
+           "same_sampler"]
 
 #: Samples priced per evaluation inside a chunk (:meth:`CompiledScenario.run_chunk`): a
 #: multiple of 64, so numpy's vector loops see the same element groups as for a whole chunk.
@@ -199,3 +200,36 @@ def compile_scenario(sc: Scenario, *, catalog: Catalog | None = None,
         correlations = sc.correlation
     catalog = catalog or load_catalog()
     return CompiledScenario(sc, catalog, as_correlations(correlations))
+
+
+#: Sections whose uncertain inputs price some option (others are pre-training, payback,
+#: revenue, trends ... inputs the compile leaves out of :attr:`CompiledScenario.inputs`).
+_PRICED_SECTIONS = ("workload", "api", "cloud", "onprem", "planning", "finetune")
+
+
+def predict_sampler(sc: Scenario, correlations: Any = None) -> Sampler | None:
+    """The sampler :func:`compile_scenario` will most likely build, known before the compile.
+
+    The compile keeps the inputs its evaluation at the medians reads; this guesses them from
+    the key paths alone (every input of a priced section except SLO bounds), so that a run
+    can draw its first chunks while the compile calls the performance model. The guess is
+    only used when it equals the compiled sampler (:func:`same_sampler`); None when the
+    correlations do not fit it.
+    """
+    if correlations is None:
+        correlations = sc.correlation
+    dists = {k: u.dist for k, u in uncertain_inputs(sc).items()
+             if k.split(".", 1)[0] in _PRICED_SECTIONS and ".slo." not in k}
+    try:
+        return build_sampler(dists, uncertain_inputs(sc), as_correlations(correlations))
+    except Exception:  # the compile raises the user's error, with its full context
+        return None
+
+
+def same_sampler(a: Sampler | None, b: Sampler) -> bool:
+    """True if ``a`` draws the same numbers as ``b`` (same inputs, order, groups, factors)."""
+    return (a is not None and a.names == b.names and a.other == b.other
+            and a.normal == b.normal and len(a.groups) == len(b.groups)
+            and all(x[0] == y[0] and np.array_equal(x[1], y[1])
+                    for x, y in zip(a.groups, b.groups, strict=True))
+            and all(a.dists[k] == b.dists[k] for k in a.names))

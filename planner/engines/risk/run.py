@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,8 +36,13 @@ import pandas as pd
 from planner import _runtime
 from planner.catalog import Catalog
 from planner.config import Scenario
-from planner.engines.risk.compiled import CompiledScenario, compile_scenario
-from planner.engines.risk.sampling import chunk_sizes, root_seed
+from planner.engines.risk.compiled import (
+    CompiledScenario,
+    compile_scenario,
+    predict_sampler,
+    same_sampler,
+)
+from planner.engines.risk.sampling import chunk_generator, chunk_sizes, root_seed
 from planner.engines.risk.stats import (
     CostColumns,
     convergence_rows,
@@ -126,6 +132,48 @@ class RiskResults:
 #: Memory the summary's jobs may hold at once (each holds about two per-sample float64
 #: arrays, 16 bytes per sample): the summary runs on fewer threads when it would exceed it.
 _SUMMARY_BUDGET_BYTES = 384 * 2**20
+
+
+#: Inputs drawn ahead while the scenario compiles (:func:`_compile_drawing_ahead`), at most.
+_DRAW_AHEAD_BYTES = 112 * 2**20
+
+
+def _compile_drawing_ahead(ex: ThreadPoolExecutor | None, scenario: Scenario,
+                           catalog: Catalog | None, correlations: Any,
+                           root: np.random.SeedSequence, sizes: list[int]
+                           ) -> tuple[CompiledScenario, dict[int, dict[str, np.ndarray]]]:
+    """:func:`compile_scenario`, with the inputs of the first chunks drawn on the pool
+    meanwhile (the compile is serial Python; a draw is mostly numpy, which releases the GIL).
+
+    The draws use :func:`planner.engines.risk.compiled.predict_sampler`; they are returned
+    (chunk index -> inputs) only when that is the compiled model's sampler, so they are the
+    numbers :meth:`CompiledScenario.draw` gives. Returns ``(model, drawn)``.
+    """
+    guess = predict_sampler(scenario, correlations) if ex is not None and sizes else None
+    if guess is None:
+        return compile_scenario(scenario, catalog=catalog, correlations=correlations), {}
+    per_chunk = 8 * max(len(guess.names), 1) * sizes[0]
+    ahead = min(len(sizes), max(1, _DRAW_AHEAD_BYTES // per_chunk))
+    stop = threading.Event()
+    drawn: dict[int, dict[str, np.ndarray]] = {}
+
+    def draw_ahead() -> None:
+        try:
+            for c in range(ahead):
+                if stop.is_set():
+                    return
+                drawn[c] = guess.draw(chunk_generator(root, c), sizes[c])
+        except Exception:  # noqa: BLE001 - a speculation only: the run draws (and raises) itself
+            drawn.clear()
+            stop.set()
+
+    fut = ex.submit(draw_ahead)
+    try:
+        model = compile_scenario(scenario, catalog=catalog, correlations=correlations)
+    finally:
+        stop.set()
+        fut.result()
+    return model, (drawn if same_sampler(guess, model.sampler) else {})
 
 
 def _in_order(ex, fn, items, window: int):
@@ -237,10 +285,29 @@ def run_montecarlo(
         raise PlannerError(f"tol: expected a relative tolerance in (0, 1), got {tol!r}")
     if tune_malloc:
         _runtime.tune_allocator()
-    model = compiled or compile_scenario(scenario, catalog=catalog, correlations=correlations)
     root = root_seed(seed)
     threads = _default_threads() if threads is None else max(1, int(threads))
     sizes = chunk_sizes(int(n))
+    ex = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        if compiled is not None:
+            model, early = compiled, {}
+        else:
+            model, early = _compile_drawing_ahead(ex, scenario, catalog, correlations, root,
+                                                  sizes)
+        return _run(model, scenario, n, root, sizes, threads, ex, early, progress, tol,
+                    keep_samples, rank_samples, breakeven_samples, sensitivity)
+    finally:
+        if ex is not None:
+            ex.shutdown()
+
+
+def _run(model: CompiledScenario, scenario: Scenario, n: int, root: np.random.SeedSequence,
+         sizes: list[int], threads: int, ex: ThreadPoolExecutor | None,
+         early: dict[int, dict[str, np.ndarray]], progress, tol, keep_samples: bool,
+         rank_samples: int, breakeven_samples: int, sensitivity: bool) -> RiskResults:
+    """The sampling and statistics of :func:`run_montecarlo` on a compiled model (``early``:
+    chunks whose inputs are drawn already)."""
     n_opt = len(model.options)
     names = model.option_names
     # what is kept of the samples: CostColumns (monthly per option; one-off and tokens only
@@ -253,9 +320,12 @@ def run_montecarlo(
     done_samples = 0
 
     def work(c: int):
-        want = starts[c] < keep_in
-        arr, vals = model.run_chunk(root, c, sizes[c], keep_inputs=want)
-        return c, arr, vals, store.chunk_wins(arr)  # counted on the worker's thread
+        vals = early.pop(c, None)
+        if vals is None:
+            vals = model.draw(root, c, sizes[c])
+        arr = model.price_chunk(vals, sizes[c])
+        keep = vals if starts[c] < keep_in else None
+        return c, arr, keep, store.chunk_wins(arr)  # counted on the worker's thread
 
     # checkpoints: 1, 2, 4, ... chunks, then the end
     checkpoints = []
@@ -270,41 +340,37 @@ def run_montecarlo(
     converged = None if tol is None else False
     sens = None  # the sensitivity tables, or their future on the pool
     in_df = None  # the first inputs (what the sensitivity reads)
-    ex = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        for cp in checkpoints:
-            for c, arr, vals, wins in _in_order(ex, work, range(done, cp), 2 * threads):
-                if vals is not None:
-                    for key in inputs:
-                        inputs[key].append(vals[key])
-                store.add(arr, wins)  # chunks arrive in sample order
-                del arr
-                done_samples += sizes[c]
-                if progress:
-                    progress(done_samples, int(n))
-                if ex is not None and sens is None and sensitivity and done_samples >= keep_in:
-                    # everything the tornado, rank correlations and break-even volumes read
-                    # is known: they run on the pool between the remaining chunks (the same
-                    # call, on the same first samples, as after the last chunk)
-                    in_df = _first_inputs(inputs, keep_in)
-                    sens = ex.submit(_sensitivity, model, in_df,
-                                     store.monthly[:, : min(rank_samples, done_samples)],
-                                     rank_samples, breakeven_samples)
-            done = cp
-            m = int(starts[done])
-            if tol is None:
+    for cp in checkpoints:
+        for c, arr, vals, wins in _in_order(ex, work, range(done, cp), 2 * threads):
+            if vals is not None:
+                for key in inputs:
+                    inputs[key].append(vals[key])
+            store.add(arr, wins)  # chunks arrive in sample order
+            del arr
+            done_samples += sizes[c]
+            if progress:
+                progress(done_samples, int(n))
+            if ex is not None and sens is None and sensitivity and done_samples >= keep_in:
+                # everything the tornado, rank correlations and break-even volumes read
+                # is known: they run on the pool between the remaining chunks (the same
+                # call, on the same first samples, as after the last chunk)
+                in_df = _first_inputs(inputs, keep_in)
+                sens = ex.submit(_sensitivity, model, in_df,
+                                 store.monthly[:, : min(rank_samples, done_samples)],
+                                 rank_samples, breakeven_samples)
+        done = cp
+        m = int(starts[done])
+        if tol is None:
+            break
+        conv_rows.extend(convergence_rows(model, store.monthly, m, prev))
+        if len(conv_rows) > n_opt:
+            last = conv_rows[-n_opt:]
+            if all(r["p95_rel_change"] <= tol and r["p95_rel_se"] <= tol for r in last):
+                converged = True
                 break
-            conv_rows.extend(convergence_rows(model, store.monthly, m, prev))
-            if len(conv_rows) > n_opt:
-                last = conv_rows[-n_opt:]
-                if all(r["p95_rel_change"] <= tol and r["p95_rel_se"] <= tol for r in last):
-                    converged = True
-                    break
-        if isinstance(sens, Future):
-            sens = sens.result()
-    finally:
-        if ex is not None:
-            ex.shutdown()
+    if isinstance(sens, Future):
+        sens = sens.result()
+    early.clear()  # chunks drawn ahead that a converged run did not reach
     m = int(starts[done])
     # each summary job holds about two per-sample arrays: bound the threads by memory
     sum_threads = max(1, min(threads, _SUMMARY_BUDGET_BYTES // max(16 * m, 1)))
