@@ -288,7 +288,7 @@ def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter, forke
             section = spec.build(ctx)
             bar.update()
             for c in section.charts():
-                specs_vl[c.name] = export.spec(c.chart)
+                specs_vl[c.name] = c.spec if c.spec is not None else export.spec(c.chart)
                 images[c.name] = exporter.submit(specs_vl[c.name])
             done[spec.key] = section
 
