@@ -22,7 +22,7 @@ from planner._version import __version__
 from planner.catalog import load_catalog
 from planner.config import Scenario, load_scenario
 from planner.errors import PlannerError
-from planner.report import export, html, sources
+from planner.report import export, html, sources, speccache
 from planner.report import providers as prov
 from planner.report.model import Section, Table
 from planner.report.sections import SECTIONS, Context, SectionSpec
@@ -215,6 +215,7 @@ def build_report(
         if forked is not None:
             forked[1].close()  # (a no-op once its result was taken)
     exporter.close()
+    speccache.prune()
     return ReportResult(
         out_dir=out,
         html=out / HTML_NAME,

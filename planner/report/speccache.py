@@ -51,6 +51,10 @@ SPEC_CACHE_MAX = 200
 _FORMAT = "planner chart spec 1"
 
 
+#: Scalar types digested by type and ``repr`` (exactly these: a subclass may draw otherwise).
+_SCALARS = (type(None), bool, int, float, str)
+
+
 class Uncacheable(TypeError):
     """An input the digest cannot describe exactly (the chart is built, not cached)."""
 
@@ -130,9 +134,10 @@ def _feed(h, obj: Any) -> None:
         h.update(b"ndarray|")
         _array(h, obj.ravel(), obj.dtype)
         h.update(f"{obj.shape}|".encode())
-    elif obj is None or isinstance(obj, bool | int | float | str | np.generic):
+    elif type(obj) in _SCALARS or (isinstance(obj, np.generic)
+                                   and type(obj).__module__ == "numpy"):
         h.update(f"{type(obj).__name__}:{obj!r}|".encode())
-    elif isinstance(obj, tuple | list):
+    elif type(obj) in (tuple, list):
         h.update(f"{type(obj).__name__} {len(obj)}(".encode())
         for x in obj:
             _feed(h, x)
