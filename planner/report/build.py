@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import difflib
+import importlib
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from planner._version import __version__
 from planner.catalog import load_catalog
 from planner.config import Scenario, load_scenario
 from planner.errors import PlannerError
-from planner.report import export, html, sources
+from planner.report import export, html, sources, speccache
 from planner.report import providers as prov
 from planner.report.model import Section, Table
 from planner.report.sections import SECTIONS, Context, SectionSpec
@@ -215,6 +216,7 @@ def build_report(
         if forked is not None:
             forked[1].close()  # (a no-op once its result was taken)
     exporter.close()
+    speccache.prune()
     return ReportResult(
         out_dir=out,
         html=out / HTML_NAME,
@@ -226,6 +228,14 @@ def build_report(
     )
 
 
+class _Bar(tqdm):
+    """tqdm without its monitor thread (which every tqdm, even a disabled one, starts: a
+    running thread keeps the report from forking engines into a child after it started,
+    :func:`_fork_engines`); the report's bar has a few dozen steps, it needs no monitor."""
+
+    monitor_interval = 0
+
+
 class _Progress:
     """A tqdm bar on stderr and/or a callback, with a total fixed up front."""
 
@@ -233,21 +243,24 @@ class _Progress:
                  callback: Callable[[int, int, str], None] | None) -> None:
         self.total, self.done, self.label = total, 0, ""
         self.callback = callback
-        self.bar = tqdm(total=total, desc="report", unit="step", disable=not show,
-                        file=sys.stderr, leave=False)
+        self.bar = _Bar(total=total, desc="report", unit="step", file=sys.stderr,
+                        leave=False) if show else None
 
     def stage(self, label: str) -> None:
         self.label = label
-        self.bar.set_postfix_str(label)
+        if self.bar is not None:
+            self.bar.set_postfix_str(label)
 
     def update(self) -> None:
         self.done += 1
-        self.bar.update()
+        if self.bar is not None:
+            self.bar.update()
         if self.callback is not None:
             self.callback(self.done, self.total, self.label)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _umask() -> int:
@@ -288,21 +301,35 @@ def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter, forke
             section = spec.build(ctx)
             bar.update()
             for c in section.charts():
-                specs_vl[c.name] = export.spec(c.chart)
+                specs_vl[c.name] = c.spec if c.spec is not None else export.spec(c.chart)
                 images[c.name] = exporter.submit(specs_vl[c.name])
             done[spec.key] = section
 
     build_ready(False)
-    for e in engines:
-        bar.stage(e)
-        res, why = _engine_result(e, forked, table[e], sc, catalog)
-        if why is None:
-            ctx.results[e] = res
-        else:
-            ctx.unavailable[e] = why
-        finished.add(e)
-        bar.update()
-        build_ready(False)
+    forks = [forked] if forked is not None else []
+    order = list(engines)
+    try:
+        while order:
+            e = order.pop(0)
+            bar.stage(e)
+            res, why = _engine_result(e, forks, table[e], sc, catalog)
+            if why is None:
+                ctx.results[e] = res
+            else:
+                ctx.unavailable[e] = why
+            finished.add(e)
+            if e in FORK_AFTER.values():
+                later = _fork_engines(sc, catalog, table, engines, after=e)
+                if later is not None:
+                    forks.append(later)
+                    pending_engines = set(order)
+                    order = [x for x in _engine_order(engines, forks)
+                             if x in pending_engines]
+            bar.update()
+            build_ready(False)
+    finally:
+        for _, call in forks[1:]:  # (the first is the caller's to close)
+            call.close()  # (a no-op once its result was taken)
     _omitted(specs, ctx)
     build_ready(True)
 
@@ -319,7 +346,19 @@ def _run_and_build(sc, catalog, table, engines, specs, ctx, bar, exporter, forke
 
 #: Optional engines run in a forked child process while this one runs the others (on Linux,
 #: with the default providers; :func:`_fork_engines`).
-FORKED_ENGINES = ("simulation", "performance")
+FORKED_ENGINES = ("simulation", "performance", "risk", "optimiser")
+#: Forked engines whose child starts only once an engine of this process has run (they then
+#: find its results in the catalog's shared capacity cache, and its modules imported: forked
+#: at the start, the risk and optimiser engines cost their child 1.1 s of CPU instead of 0.4
+#: s); the others start at once.
+FORK_AFTER = {"risk": "deterministic", "optimiser": "deterministic"}
+#: Modules this process imports for its own (core) engines anyway -- the deterministic engine
+#: and the open-loop capacity model it sizes with (scipy.special), scipy.optimize for the
+#: break-even roots -- and the forked engines import too: imported just before each fork
+#: (key: the ``after`` of :func:`_fork_engines`), so the child inherits them instead of
+#: importing them again (~0.2-0.4 s of CPU per child).
+PRELOAD = {None: ("planner.engines.deterministic", "planner.perf.openloop"),
+           "deterministic": ("scipy.optimize",)}
 
 
 def _run_engines(names: tuple[str, ...], table, sc, catalog) -> dict[str, tuple[Any, Any]]:
@@ -328,31 +367,50 @@ def _run_engines(names: tuple[str, ...], table, sc, catalog) -> dict[str, tuple[
             for e in names}
 
 
-def _fork_engines(sc, catalog, table, engines):
-    """Start the :data:`FORKED_ENGINES` of this report (those with their default provider) in
-    a forked child (:class:`planner.parallel.ForkedCall`): ``(names, call)``, or None where a
-    child cannot be forked (not Linux, or a thread already running) or none is wanted. The
-    child computes what this process would: the same providers on the same inputs, with the
-    same seeds."""
+def _fork_engines(sc, catalog, table, engines, after: str | None = None):
+    """Start the :data:`FORKED_ENGINES` of this report (those with their default provider)
+    that :data:`FORK_AFTER` starts after engine ``after`` (None: at the start) in a forked
+    child (:class:`planner.parallel.ForkedCall`): ``(names, call)``, or None where a child
+    cannot be forked (not Linux, or a thread already running) or none is wanted. The child
+    computes what this process would: the same providers on the same inputs, with the same
+    seeds."""
     from planner.parallel import ForkedCall
 
     names = tuple(e for e in engines if e in FORKED_ENGINES and e not in CORE_ENGINES
+                  and FORK_AFTER.get(e) == after and (after is None or after in engines)
                   and table[e] is prov.DEFAULT_PROVIDERS.get(e))
     if not names or not ForkedCall.available():
         return None
+    for module in PRELOAD.get(after, ()):
+        importlib.import_module(module)
     try:
         return names, ForkedCall(_run_engines, names, table, sc, catalog)
     except OSError:  # pragma: no cover - no process to be had: run them here
         return None
 
 
-def _engine_result(e: str, forked, provider, sc, catalog) -> tuple[Any, str | None]:
+def _engine_order(engines: list[str], forks: list) -> list[str]:
+    """The order this process takes the engines' results in: its own engines first (in table
+    order), then those of each forked child, the child started first first (so that it
+    builds their sections while a later child still computes)."""
+    forked = [e for names, _ in forks for e in names]
+    later = [e for e in engines if e in FORK_AFTER and e in FORKED_ENGINES
+             and e not in forked]
+    own = [e for e in engines if e not in forked and e not in later]
+    return own + forked + later
+
+
+def _engine_result(e: str, forks, provider, sc, catalog) -> tuple[Any, str | None]:
     """(result, None) or (None, why) of engine ``e``: from the forked child when it ran it
-    there, else (or when the child failed: the error then comes with its traceback) here."""
+    there, else (or when the child failed: the error then comes with its traceback) here.
+    ``forks``: a ``(names, call)`` of :func:`_fork_engines`, a list of them, or None."""
     from planner.parallel import ChildFailed
 
-    if forked is not None and e in forked[0]:
-        names, call = forked
+    if forks is not None and not isinstance(forks, list):
+        forks = [forks]
+    for names, call in forks or ():
+        if e not in names:
+            continue
         if not hasattr(call, "results"):
             try:
                 call.results = call.result()

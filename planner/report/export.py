@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -33,8 +34,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-
-import altair as alt
 
 from planner.errors import PlannerError
 
@@ -55,10 +54,58 @@ def _vlc():
 
 def vegalite_version() -> str:
     """'MAJOR.MINOR' of the Vega-Lite schema altair writes (e.g. '6.4')."""
-    m = re.match(r"v?(\d+)\.(\d+)", alt.SCHEMA_VERSION)
+    schema = _altair_schema_version()
+    m = re.match(r"v?(\d+)\.(\d+)", schema)
     if m is None:  # pragma: no cover - altair always has a version
-        raise RuntimeError(f"cannot parse altair.SCHEMA_VERSION {alt.SCHEMA_VERSION!r}")
+        raise RuntimeError(f"cannot parse altair.SCHEMA_VERSION {schema!r}")
     return f"{m.group(1)}.{m.group(2)}"
+
+
+@functools.cache
+def _altair_schema_version() -> str:
+    """``altair.SCHEMA_VERSION`` without importing altair (~0.3 s of CPU, which a report
+    whose charts are all cached does not need otherwise): read from the generated
+    ``altair/vegalite/vN/schema/__init__.py`` of the major version ``altair/vegalite``
+    re-exports; imported when altair already is, or when those files do not say it."""
+    if "altair" not in sys.modules:
+        try:
+            spec = importlib.util.find_spec("altair")
+            root = Path(next(iter(spec.submodule_search_locations or ()))) / "vegalite"
+            major = re.fullmatch(r"(?:#[^\n]*\n|\s)*from \.(v\d+) import \*\s*",
+                                 (root / "__init__.py").read_text(encoding="utf-8"))
+            text = (root / major.group(1) / "schema" / "__init__.py").read_text(
+                encoding="utf-8")
+            found = re.findall(r'^SCHEMA_VERSION = "(v[0-9][^"]*)"$', text, flags=re.M)
+            if len(found) == 1:
+                return found[0]
+        except (AttributeError, StopIteration, OSError, UnicodeDecodeError):
+            pass  # not a layout we know: ask altair itself
+    import altair as alt
+
+    return alt.SCHEMA_VERSION
+
+
+def dist_version(dist: str, module: str) -> str:
+    """Installed version of distribution ``dist`` (providing top-level package ``module``),
+    from the name of its ``*.dist-info`` directory beside the package (a directory listing,
+    not the ~0.05-0.1 s of ``importlib.metadata``); ``importlib.metadata.version`` where
+    that is not unambiguous (e.g. an editable install)."""
+    norm = re.sub(r"[-_.]+", "_", dist).lower()
+    try:
+        spec = importlib.util.find_spec(module)
+        locations = list(spec.submodule_search_locations or ()) if spec else []
+        if len(locations) == 1:
+            found = {entry.name[:-len(".dist-info")].partition("-")[2]
+                     for entry in os.scandir(Path(locations[0]).parent)
+                     if entry.name.endswith(".dist-info") and re.sub(
+                         r"[-_.]+", "_", entry.name.partition("-")[0]).lower() == norm}
+            if len(found) == 1 and "" not in found:
+                return found.pop()
+    except (OSError, ValueError, ImportError):
+        pass
+    from importlib.metadata import version
+
+    return version(dist)
 
 
 def cache_dir() -> Path:
@@ -83,9 +130,7 @@ def cache_dir() -> Path:
 def _vlc_version() -> str:
     vlc = _vlc()
     try:
-        from importlib.metadata import version
-
-        return version("vl-convert-python")
+        return dist_version("vl-convert-python", "vl_convert")
     except ImportError:  # no metadata (PackageNotFoundError): fall back to the module
         return str(getattr(vlc, "__version__", "unknown"))
 

@@ -46,11 +46,16 @@ class HowTo:
 
 @dataclass(frozen=True)
 class Chart:
-    """An altair chart; ``name`` is its file stem (charts/NAME.png, .svg) and element id."""
+    """A chart; ``name`` is its file stem (charts/NAME.png, .svg) and element id.
+
+    ``chart`` is the altair chart, ``spec`` its Vega-Lite specification (data inlined); a
+    chart read from the specification cache (:mod:`planner.report.speccache`) has the spec
+    only (``chart`` is None)."""
 
     name: str
     chart: Any
     caption: str = ""
+    spec: dict | None = None
 
 
 @dataclass(frozen=True)

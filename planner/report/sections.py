@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner import charts
 from planner.config import Scenario, med
-from planner.report import glossary, sources
+from planner.report import glossary, sources, speccache
 from planner.report.model import (
     Bullets,
     Chart,
@@ -70,11 +69,35 @@ def _howto(section: Section) -> None:
         section.add(box)
 
 
-def _chart(section: Section, name: str, build: Callable[[], Any], caption: str = "") -> None:
-    try:
-        section.add(Chart(name, build(), caption))
-    except charts.NoData as exc:
-        section.add(Note(f"Chart {name} not drawn: {exc}."))
+def _chart(section: Section, name: str, builder: str, args: tuple = (),
+           caption: str = "") -> None:
+    """Add chart ``name`` drawn by ``builder(*args)`` (``builder``: ``module:function``, a
+    chart function of :mod:`planner.charts` by default) with its Vega-Lite specification, or
+    a note when the builder finds nothing to draw. The specification (or the note) is read
+    from the cache when these inputs drew it before (:mod:`planner.report.speccache`: then
+    altair is not imported), else built and stored there."""
+    if ":" not in builder:
+        builder = f"planner.charts:{builder}"
+    key = speccache.key(builder, args)
+    entry = speccache.load(key)
+    if entry is None:
+        from planner import charts
+        from planner.report.export import spec
+
+        try:
+            chart = speccache.builder(builder)(*args)
+        except charts.NoData as exc:
+            entry = {"nodata": str(exc)}
+            chart = None
+        else:
+            entry = {"spec": spec(chart)}
+        speccache.store(key, entry)
+    else:
+        chart = None
+    if "nodata" in entry:
+        section.add(Note(f"Chart {name} not drawn: {entry['nodata']}."))
+    else:
+        section.add(Chart(name, chart, caption, spec=entry["spec"]))
 
 
 # ------------------------------------------------------------------------------------ summary
@@ -295,7 +318,7 @@ def build_costs(ctx: Context) -> Section:
         "Each option priced as if it served every workload class it is eligible for, at the "
         "medians of its inputs; each cost line names the formula or catalog row it came from."))
     if not det.costs.empty:
-        _chart(s, "cost_breakdown", lambda: charts.cost_breakdown(det.costs),
+        _chart(s, "cost_breakdown", "cost_breakdown", (det.costs,),
                "Monthly cost of each option split by cost component.")
     else:
         s.add(Note("No cost lines: the scenario has no deployment options."))
@@ -349,15 +372,14 @@ def build_breakeven(ctx: Context) -> Section:
         current = (float(curve.loc[curve["volume_scale"] == near["volume_scale"],
                                    "requests_per_day"].median())
                    if abs(near["volume_scale"] - 1.0) < 1e-6 else None)
-        _chart(s, "cost_vs_volume",
-               lambda: charts.cost_vs_volume(curve, be.volume, current),
+        _chart(s, "cost_vs_volume", "cost_vs_volume", (curve, be.volume, current),
                "Cost vs volume; diamonds mark API vs self-hosted break-even volumes.")
-        _chart(s, "api_vs_selfhost", lambda: charts.api_vs_selfhost(curve),
+        _chart(s, "api_vs_selfhost", "api_vs_selfhost", (curve,),
                "Cost per million tokens: API prices are flat, self-hosted cost falls with use.")
     else:
         s.add(Note("No deployment options to compare across volumes."))
     if not be.finetune.empty:
-        _chart(s, "finetune_breakeven", lambda: charts.finetune_breakeven(be.finetune),
+        _chart(s, "finetune_breakeven", "finetune_breakeven", (be.finetune,),
                "Cumulative cost with and without fine-tuning.")
     else:
         s.add(Note("No fine-tune options in this scenario, so no fine-tune break-even."))
@@ -377,14 +399,14 @@ def build_risk(ctx: Context) -> Section:
     s = Section("risk", "Risk (Monte Carlo)")
     _howto(s)
     samples = _frame(r, "samples")
-    _chart(s, "risk_distribution", lambda: charts.risk_distribution(samples),
+    _chart(s, "risk_distribution", "risk_distribution", (samples,),
            "Distribution of monthly cost per option.")
     if (win := _frame(r, "win")) is not None:
-        _chart(s, "win_probability", lambda: charts.win_probability(win))
+        _chart(s, "win_probability", "win_probability", (win,))
     if (tor := _frame(r, "tornado")) is not None:
-        _chart(s, "tornado", lambda: charts.tornado(tor))
+        _chart(s, "tornado", "tornado", (tor,))
     if (paths := _frame(r, "paths")) is not None:
-        _chart(s, "cost_paths", lambda: charts.cost_paths(paths))
+        _chart(s, "cost_paths", "cost_paths", (paths,))
     captions = {
         "risk_summary": "Monthly cost per option over the Monte Carlo samples (USD).",
         "win_probability": "Share of samples in which each option is the cheapest.",
@@ -408,7 +430,7 @@ def build_optimiser(ctx: Context) -> Section:
         for text in notes.iloc[:, 0].astype(str):
             s.add(Note(text))
     if (hourly := _frame(r, "hourly")) is not None:
-        _chart(s, "hourly_mix", lambda: charts.hourly_mix(hourly))
+        _chart(s, "hourly_mix", "hourly_mix", (hourly,))
     s.add(Table("plan", _frame(r, "plan"), "The optimiser's plan."))
     if (routing := _frame(r, "routing")) is not None:
         s.add(Table("routing", routing, "Share of each class's requests sent to each route "
@@ -484,16 +506,16 @@ def build_simulation(ctx: Context) -> Section:
                 slo = None
                 if targets is not None:
                     slo = targets[targets["metric"] == metric][["class", "slo_s"]]
-                _chart(s, f"latency_cdf_{metric.removesuffix('_s')}",
-                       lambda m=metric, slo=slo: charts.latency_cdf(req, m, slo))
+                _chart(s, f"latency_cdf_{metric.removesuffix('_s')}", "latency_cdf",
+                       (req, metric, slo))
         s.add(Table("latency_percentiles", latency_percentiles(req),
                     "Latency percentiles (seconds) per class."))
     if (att := _frame(r, "slo")) is not None:
-        _chart(s, "slo_attainment", lambda: charts.slo_attainment(att))
+        _chart(s, "slo_attainment", "slo_attainment", (att,))
         s.add(Table("slo_attainment", att))
     if (util := _frame(r, "utilisation")) is not None:
         day = whole_day_utilisation(ctx.scenario, ctx.get("deterministic"), util)
-        _chart(s, "utilisation_heatmap", lambda: charts.utilisation_heatmap(day),
+        _chart(s, "utilisation_heatmap", "utilisation_heatmap", (day,),
                "Every hour of the day: load over capacity at the SLO from the diurnal "
                "profile; the simulated hour is outlined with its busy share, the share of "
                "paid replica time with at least one request in "
@@ -520,7 +542,7 @@ def build_performance(ctx: Context) -> Section:
         text += (f" {a.size} rows: median absolute error {np.median(a):.1%}, "
                  f"largest {np.max(a):.1%}.")
     s.add(Paragraph(text))
-    _chart(s, "predicted_vs_measured", lambda: charts.predicted_vs_measured(v))
+    _chart(s, "predicted_vs_measured", "predicted_vs_measured", (v,))
     s.add(Table("perf_validation", v))
     _closed_loop(s, ctx.get("performance"))
     return s
@@ -528,7 +550,6 @@ def build_performance(ctx: Context) -> Section:
 
 def _closed_loop(s: Section, result: Any) -> None:
     """The closed-loop part of the performance section (:mod:`planner.report.perf_validation`)."""
-    from planner.report import perf_validation as pv
 
     errors = _frame(result, "closed_loop_errors")
     if errors is None:
@@ -549,7 +570,8 @@ def _closed_loop(s: Section, result: Any) -> None:
     s.add(Paragraph(text))
     curves = _frame(result, "closed_loop_curves")
     if curves is not None:
-        _chart(s, "closed_loop_vs_concurrency", lambda: pv.closed_loop_chart(curves),
+        _chart(s, "closed_loop_vs_concurrency",
+               "planner.report.perf_validation:closed_loop_chart", (curves,),
                "One published curve per source and GPU (the one with most concurrency "
                "points); every curve is in the error tables.")
     if summary is not None:
