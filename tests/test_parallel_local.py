@@ -142,3 +142,26 @@ def test_simulate_tables_made_on_forked_workers_equal_the_serial_ones(monkeypatc
     for k, frame in want.items():
         assert getattr(par, k).equals(frame), k
         assert getattr(ser, k).equals(frame), k
+
+
+def test_parallel_plans_start_with_the_most_requests():
+    """The plans go to the workers in decreasing estimated requests (requests per day x calls
+    per request of the classes each serves), ties in plan order; a trace keeps plan order."""
+    from planner.config import med
+    from planner.sim.scenario import _longest_first
+
+    sc = api.load("example:quickstart")
+    wl = sc.workload
+    names = sorted(wl)
+    assert len(names) >= 2
+    rate = {c: float(med(wl[c].requests_per_day)) * float(med(wl[c].calls_per_request))
+            for c in names}
+    lo, hi = sorted(names, key=rate.get)[:1], sorted(names, key=rate.get)[-1:]
+    covered = [tuple(lo), tuple(names), tuple(hi), tuple(names)]
+    order = _longest_first(sc, covered, False)
+    est = [sum(rate[c] for c in cov) for cov in covered]
+    assert sorted(order) == list(range(len(covered)))
+    assert [est[k] for k in order] == sorted(est, reverse=True)
+    assert order.index(1) < order.index(3)  # equal estimates: plan order
+    assert order[-1] == 0 and order[:2] == [1, 3]
+    assert _longest_first(sc, covered, True) == list(range(len(covered)))

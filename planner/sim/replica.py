@@ -439,6 +439,80 @@ def _fast_methods(self: FastReplica):
             if track_kv:
                 pool.kvload[pos] += nd
 
+    def admit(now: float, step: int, b: int, res: int, kv: int) -> tuple:
+        """The admissions of a boundary at ``now`` (decode step ``step``) with ``b`` running
+        requests, ``res`` KV tokens reserved and context ``kv``: FCFS from the local queue,
+        then the pool's. Returns the new ``(b, res, kv, t0, limited)``: ``t0`` the end of
+        their prefill (``now`` when none), ``limited`` whether the prefill-token limit
+        stopped admission. Kept out of :func:`boundary`, which calls it only when a queue
+        holds requests: a closure's free variables are copied into its frame on every call
+        (CPython 3.11), and most boundaries only complete requests."""
+        t0 = now
+        limited = False
+        if not lim:
+            # no prefill limit: take while the head fits, local queue then pool queue
+            # (ReplicaBase._take, inlined)
+            group = []
+            tokens = 0
+            if q:
+                qres = self.qres
+                while q:
+                    i = q[0]
+                    nd = need[i]
+                    if b >= mb or res + nd > cap:
+                        break
+                    q.popleft()
+                    qres -= nd
+                    b += 1
+                    res += nd
+                    tokens += pre[i]
+                    group.append(i)
+                self.qres = qres
+            if not q and shared and pq and not self.draining:
+                taken = 0
+                while pq:
+                    i = pq[0]
+                    nd = need[i]
+                    if b >= mb or res + nd > cap:
+                        break
+                    pq.popleft()
+                    taken += nd
+                    b += 1
+                    res += nd
+                    tokens += pre[i]
+                    group.append(i)
+                pool.qneed -= taken
+        else:
+            group, tokens, limited = self._take(b, res)
+            for i in group:
+                res += need[i]
+            b += len(group)
+        if group:
+            if linpf:
+                t0 = now + (pfa + pfb * tokens if tokens else 0.0)
+            else:
+                t0 = now + pool.prefill(tokens)
+            for i in group:
+                start[i] = now
+                ftok[i] = t0
+                rrep[i] = gid
+                fs = step + out[i] - 1
+                x = due_get(fs)
+                if x is None:
+                    due[fs] = i
+                    heappush(heap, fs)
+                elif x >= 0:
+                    due[fs] = -1
+                    self.multi[fs] = [x, i]
+                else:
+                    self.multi[fs].append(i)
+                kv += inp[i] + 1
+            if pool.track_ewma:
+                pool.note_admit(now, len(group))
+            if self.busy_since != self.busy_since:
+                self.busy_since = now
+        return b, res, kv, t0, limited
+
     def boundary() -> None:
         now = self.wake_s
         wk = self.wake_k
@@ -465,71 +539,11 @@ def _fast_methods(self: FastReplica):
                     b -= 1
                     res -= nd
                     kv -= nd
-        t0 = now
-        limited = False
         if q or (shared and pq and not self.draining):
-            if not lim:
-                # no prefill limit: take while the head fits, local queue then pool queue
-                # (ReplicaBase._take, inlined)
-                group = []
-                tokens = 0
-                if q:
-                    qres = self.qres
-                    while q:
-                        i = q[0]
-                        nd = need[i]
-                        if b >= mb or res + nd > cap:
-                            break
-                        q.popleft()
-                        qres -= nd
-                        b += 1
-                        res += nd
-                        tokens += pre[i]
-                        group.append(i)
-                    self.qres = qres
-                if not q and shared and pq and not self.draining:
-                    taken = 0
-                    while pq:
-                        i = pq[0]
-                        nd = need[i]
-                        if b >= mb or res + nd > cap:
-                            break
-                        pq.popleft()
-                        taken += nd
-                        b += 1
-                        res += nd
-                        tokens += pre[i]
-                        group.append(i)
-                    pool.qneed -= taken
-            else:
-                group, tokens, limited = self._take(b, res)
-                for i in group:
-                    res += need[i]
-                b += len(group)
-            if group:
-                if linpf:
-                    t0 = now + (pfa + pfb * tokens if tokens else 0.0)
-                else:
-                    t0 = now + pool.prefill(tokens)
-                for i in group:
-                    start[i] = now
-                    ftok[i] = t0
-                    rrep[i] = gid
-                    fs = step + out[i] - 1
-                    x = due_get(fs)
-                    if x is None:
-                        due[fs] = i
-                        heappush(heap, fs)
-                    elif x >= 0:
-                        due[fs] = -1
-                        self.multi[fs] = [x, i]
-                    else:
-                        self.multi[fs].append(i)
-                    kv += inp[i] + 1
-                if pool.track_ewma:
-                    pool.note_admit(now, len(group))
-                if self.busy_since != self.busy_since:
-                    self.busy_since = now
+            b, res, kv, t0, limited = admit(now, step, b, res, kv)
+        else:
+            t0 = now
+            limited = False
         self.b = b
         self.res = res
         self.kv = kv

@@ -143,49 +143,18 @@ class SimResult:
         return self._rows_cache[by_hour].copy()
 
     def _latency_rows(self, *, by_hour: bool) -> pd.DataFrame:
+        """The summary rows from the per-request frame: the columns the aggregate-only
+        results read, by the same code (:func:`_summary_rows`)."""
         df = self.requests
-        cls = df["class"].astype(str)
-        hour = (df["arrival_s"] // 3600).astype(np.int64)
-        completed = df["status"] == "completed"
-        dropped = df["status"] == "dropped"
-        frames = []
-        groups = [("all", None)] + [(c, cls == c) for c in df["class"].cat.categories]
-        for cname, mask in groups:
-            sub = df if mask is None else df[mask]
-            keys = hour[sub.index] if by_hour else pd.Series(-1, index=sub.index)
-            g = pd.DataFrame(
-                {
-                    "hour": keys,
-                    "n": 1,
-                    "completed": completed[sub.index].astype(int),
-                    "dropped": dropped[sub.index].astype(int),
-                    "api": (sub["route_kind"] == "api").astype(int),
-                    "met": sub["meets_slo"].astype(int),
-                    "met_tokens": np.where(sub["meets_slo"], sub["output_tokens"], 0),
-                    "queue_s": sub["queue_s"],
-                }
-            ).groupby("hour")
-            agg = g.agg(
-                requests=("n", "sum"),
-                completed=("completed", "sum"),
-                dropped=("dropped", "sum"),
-                api=("api", "sum"),
-                met=("met", "sum"),
-                met_tokens=("met_tokens", "sum"),
-                queue_mean_s=("queue_s", "mean"),
-            )
-            denom = (agg["completed"] + agg["dropped"]).replace(0, np.nan)
-            span = 3600.0 if by_hour else self.period_s
-            agg["slo_attainment"] = agg["met"] / denom
-            agg["spillover_share"] = agg["api"] / agg["requests"]
-            agg["goodput_rps"] = agg["met"] / span if span > 0 else np.nan
-            agg["goodput_tokens_per_s"] = agg["met_tokens"] / span if span > 0 else np.nan
-            agg = agg.drop(columns=["met", "met_tokens", "api"])
-            done = sub[completed[sub.index]]
-            dkeys = keys[done.index]
-            _add_quantiles(agg, lambda m, d=done: d[m], dkeys)
-            frames.append(_long_rows(agg, cname))
-        return _latency_frame(frames, by_hour)
+        status = df["status"].cat.codes.to_numpy()
+        arr = df["arrival_s"].to_numpy()
+        cols = _Columns(df["class"].cat.codes.to_numpy(), list(df["class"].cat.categories),
+                        arr, status, df["route_kind"].cat.codes.to_numpy(),
+                        df["meets_slo"].to_numpy(), df["output_tokens"].to_numpy(),
+                        lambda: df["queue_s"].to_numpy(),
+                        {m: (lambda m=m: df[m].to_numpy()) for m in ("ttft_s", "tpot_s",
+                                                                     "e2e_s")})
+        return _summary_rows(cols, self.period_s, by_hour=by_hour)
 
     def met_output_tokens(self) -> float:
         """Output tokens of the requests that met their SLO (for goodput in tokens/s)."""
@@ -512,14 +481,19 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
     completed = c.status == 0
     dropped = c.status == 1
     frames = []
-    groups = [("all", None)] + list(enumerate(c.class_names))
-    for code, cname in [(None, "all")] + [(k, nm) for k, nm in groups[1:]]:
+    n = c.status.size
+    agg_all = None
+    for code, cname in [(None, "all"), *enumerate(c.class_names)]:
         idx = None if code is None else np.flatnonzero(c.cls == code)
+        if idx is not None and idx.size == n and agg_all is not None:
+            # the class holds every request: its rows are those of "all"
+            frames.append(_long_rows(agg_all, cname))
+            continue
 
         def sel(a, idx=idx):
             return a if idx is None else a[idx]
 
-        m_all = c.status.size if idx is None else idx.size
+        m_all = n if idx is None else idx.size
         if m_all == 0:
             continue
         keys = sel(hour) if by_hour else np.full(m_all, -1, dtype=np.int64)
@@ -547,20 +521,65 @@ def _summary_rows(c: _Columns, period_s: float, *, by_hour: bool) -> pd.DataFram
         agg["spillover_share"] = api / agg["requests"]
         agg["goodput_rps"] = met_n / span if span > 0 else np.nan
         agg["goodput_tokens_per_s"] = met_tokens / span if span > 0 else np.nan
-        dkeys = keys[comp]
-        _add_quantiles(agg, lambda m, s=sel, k=comp: pd.Series(s(c.latency[m]())[k]), dkeys)
+        dinv = inv[comp]
+        for m in ("ttft_s", "tpot_s", "e2e_s"):
+            qv = group_quantiles(sel(c.latency[m]())[comp], dinv, k, _Q)
+            for j, q in enumerate(_Q):
+                agg[f"{m[:-2]}_p{int(round(q * 100))}_s"] = qv[:, j]
+        if idx is None:
+            agg_all = agg
         frames.append(_long_rows(agg, cname))
     return _latency_frame(frames, by_hour)
 
 
-def _add_quantiles(agg: pd.DataFrame, values, keys) -> None:
-    """Add the P50/P90/P99 of TTFT, TPOT and E2E per key (``values(metric)``: the completed
-    requests' series, grouped by ``keys``) to ``agg`` as ``ttft_p50_s``... columns (NaN for
-    a key with no completed request). One place for the full and the aggregate-only runs."""
-    for m in ("ttft_s", "tpot_s", "e2e_s"):
-        qs = values(m).groupby(keys).quantile(list(_Q)).unstack()
-        for q in _Q:
-            agg[f"{m[:-2]}_p{int(round(q * 100))}_s"] = qs[q] if q in qs.columns else np.nan
+def group_quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int,
+                    qs: tuple[float, ...]) -> np.ndarray:
+    """Quantiles ``qs`` of ``values`` per group: ``out[g, j]``, NaN values left out (NaN for
+    a group with none).
+
+    The linear interpolation of pandas' ``groupby(...).quantile`` (and ``numpy.percentile``'s
+    default definition), computed the way pandas computes it, so the same floats: with the
+    group's ``m`` non-NaN values sorted, ``x = q (m - 1)``, ``i = int(x)``, ``f = x % 1``,
+    the quantile is ``v[i]`` when ``f == 0`` else ``v[i] + (v[i + 1] - v[i]) f``. The values
+    are put in group order by one stable (radix) sort of the group ids and each group's slice
+    is sorted in place: every group and quantile at once, no pandas group-by.
+
+    Parameters
+    ----------
+    values : float array
+    groups : int array, same length, each in ``0 .. n_groups - 1``
+    n_groups : int
+    qs : quantiles in [0, 1]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    keep = ~np.isnan(values)
+    if not keep.all():
+        values, groups = values[keep], groups[keep]
+    counts = np.bincount(groups, minlength=n_groups)[:n_groups]
+    starts = np.cumsum(counts) - counts
+    if n_groups <= 1:
+        sv = np.sort(values)
+    else:
+        # into group order (a stable radix sort of small ids), then each group's slice sorted
+        small = np.uint8 if n_groups <= 255 else (np.uint16 if n_groups <= 65_535 else None)
+        sv = values[np.argsort(groups.astype(small) if small else groups, kind="stable")]
+        for a, m in zip(starts.tolist(), counts.tolist(), strict=True):
+            if m > 1:
+                sv[a:a + m].sort()
+    out = np.full((n_groups, len(qs)), np.nan)
+    has = counts > 0
+    m1 = (counts[has] - 1).astype(np.float64)
+    st = starts[has]
+    for j, q in enumerate(qs):
+        x = np.float64(q) * m1
+        i = x.astype(np.int64)  # truncation, as pandas' cast
+        f = np.fmod(x, 1.0)
+        val = sv[st + i]
+        nxt = sv[np.minimum(st + i + 1, sv.size - 1)]
+        with np.errstate(invalid="ignore"):
+            out[has, j] = np.where(f == 0.0, val, val + (nxt - val) * f)
+    return out
 
 
 def _long_rows(agg: pd.DataFrame, cname: str) -> pd.DataFrame:
@@ -597,14 +616,25 @@ def _utilisation(eng: Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:
     b_to = np.asarray(eng.busy_to, dtype=float)
     frames = []
     lo, hi = edges[:-1], edges[1:]
+    # completions per replica and interval, all at once: the counts of ``np.histogram``
+    # (intervals [a, b), the last one [a, b]) of the finite finish times
+    n_rep = len(eng.replicas)
+    fin_ok = np.isfinite(fin) & has
+    fx = fin[fin_ok]
+    bin_ = np.searchsorted(edges, fx, side="right") - 1
+    bin_[fx == edges[-1]] = n_iv - 1
+    inside = (bin_ >= 0) & (bin_ < n_iv)
+    done_all = np.bincount(rrep[fin_ok][inside].astype(np.int64) * n_iv + bin_[inside],
+                           minlength=n_rep * n_iv).reshape(n_rep, n_iv)
+    del fin_ok, fx, bin_, inside
     for r in eng.replicas:
         if r is None:
             continue
         g = r.gid
         sel = order[bounds[g] : bounds[g + 1]]
         t_on = start[sel]
-        t_off = np.where(np.isfinite(fin[sel]), fin[sel], end_s)
-        t_off = np.minimum(t_off, end_s)
+        t_off = fin[sel]
+        t_off = np.minimum(np.where(np.isfinite(t_off), t_off, end_s), end_s)
         running, kv = _per_interval(t_on, t_off, (1.0, need[sel]), edges)
         bm = b_gid == g
         bf, bt = b_from[bm], np.minimum(b_to[bm], end_s)
@@ -614,7 +644,7 @@ def _utilisation(eng: Engine, end_s: float, start, fin, rrep) -> pd.DataFrame:
         (busy,) = _per_interval(bf, bt, (1.0,), edges)
         stop = r.stop_s if r.stop_s == r.stop_s else end_s
         paid = np.clip(np.minimum(hi, stop) - np.maximum(lo, r.paid_from_s), 0.0, None)
-        done = np.histogram(fin[sel][np.isfinite(fin[sel])], bins=edges)[0]
+        done = done_all[g]
         with np.errstate(invalid="ignore", divide="ignore"):
             frames.append(
                 pd.DataFrame(

@@ -678,9 +678,15 @@ def simulate_scenario(
     if runs_serially(len(tasks), scheduler=scheduler, n_workers=n_workers, client=client):
         out = [_simulate_plan(shared, *t, progress=progress) for t in tasks]
     else:
-        out = map_tasks(_simulate_plan, tasks, shared=shared, scheduler=scheduler,
-                        n_workers=n_workers, client=client, progress=progress,
-                        name="planner-simulate")
+        # longest first (the estimated requests of each plan): with more plans than workers,
+        # a long plan started last would leave the other workers idle at the end
+        order = _longest_first(sc, [t[1] for t in tasks], trace_reqs is not None)
+        done = map_tasks(_simulate_plan_summarised, [tasks[k] for k in order], shared=shared,
+                         scheduler=scheduler, n_workers=n_workers, client=client,
+                         progress=progress, name="planner-simulate")
+        out = [None] * len(tasks)
+        for k, r in zip(order, done, strict=True):
+            out[k] = r
     start = 0 if trace_reqs is not None else start_hour
     return [ScenarioRun(name, plan, trace_reqs if reqs is None else reqs, res, pools, targets,
                         start, notes)
@@ -707,6 +713,30 @@ def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
                                "hour(s); check requests_per_day and the diurnal profile")
     res = simulate(plan, reqs, seed=seed, progress=progress, records=records)
     return (None if trace_reqs is not None else reqs), res
+
+
+def _simulate_plan_summarised(shared: tuple, *task: Any) -> tuple[RequestTable | None,
+                                                                 SimResult]:
+    """:func:`_simulate_plan` on a worker, which also computes the run's summary rows (the
+    latency rows of :meth:`SimResult.summary`, cached in the result) before the result is
+    sent back: the summaries are made in parallel, not one after another by the caller."""
+    reqs, res = _simulate_plan(shared, *task)
+    if res.requests is not None:
+        res.summary()
+    return reqs, res
+
+
+def _longest_first(sc: Scenario, covered: Sequence[tuple[str, ...]], trace: bool
+                   ) -> list[int]:
+    """Task indexes, most estimated requests first (a stable order: ties keep plan order).
+    The estimate of a plan: its classes' requests per day (replayed traces: the same for
+    every plan)."""
+    if trace:
+        return list(range(len(covered)))
+    wl = sc.workload
+    est = [sum(float(med(wl[c].requests_per_day)) * float(med(wl[c].calls_per_request))
+               for c in cov if c in wl) for cov in covered]
+    return sorted(range(len(covered)), key=lambda k: -est[k])
 
 
 def _cache_note(name: str, sc: Scenario, shares: Mapping[str, float]) -> str:

@@ -16,7 +16,10 @@ cannot hide another's):
   ``frame_bytes_per_request`` the pandas ``memory_usage(deep=True)`` of the requests frame;
   ``wall_s`` / ``cpu_s`` are the wall and CPU (process) seconds of the ``simulate`` call
   (``load_avg_1m``: the machine's load then; on a shared machine the wall time grows with
-  it). The targets: a 10M-request day (``--sim-requests 10000000``) in <= 60 s and <= 2 GB
+  it). An aggregate-only run makes its summaries inside that call, a full-record run when
+  they are first asked for: ``summary_cpu_s`` is the CPU time of asking for them afterwards
+  (``summary()`` and ``totals()``) and ``with_summary_cpu_s`` the sum, the figure to compare
+  between the two. The targets: a 10M-request day (``--sim-requests 10000000``) in <= 60 s and <= 2 GB
   peak RSS, <= 150 bytes per request retained.
 * ``mc``: :func:`planner.engines.risk.run.run_montecarlo` on the bundled risk example (17
   uncertain inputs, 3 options) at ``--mc-samples`` samples, ``keep_samples`` on (the CLI's
@@ -108,6 +111,14 @@ n = len(reqs)
 frame = None
 if res.requests is not None:
     frame = int(res.requests.memory_usage(deep=True, index=True).sum())
+# the summaries (latency percentiles per class and hour, totals): made by an aggregate-only
+# run inside simulate, by a full-record run when first asked for (here, after the peak)
+t = time.perf_counter()
+c = time.process_time()
+res.summary()
+res.totals()
+summary_wall = time.perf_counter() - t
+summary_cpu = time.process_time() - c
 print(json.dumps({{"requests": n, "records": {records!r}, "wall_s": round(wall, 3),
     "cpu_s": round(cpu, 3), "load_avg_1m": os.getloadavg()[0],
     "rss_base_mb": round(base / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1),
@@ -117,6 +128,8 @@ print(json.dumps({{"requests": n, "records": {records!r}, "wall_s": round(wall, 
     "retained_after_trim_bytes_per_request":
         None if trimmed is None else round((trimmed - base) / n, 1),
     "frame_bytes_per_request": None if frame is None else round(frame / n, 1),
+    "summary_wall_s": round(summary_wall, 3), "summary_cpu_s": round(summary_cpu, 3),
+    "with_summary_cpu_s": round(cpu + summary_cpu, 3),
     "completed": int(res.totals()["completed"])}}))
 """
 
