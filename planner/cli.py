@@ -679,6 +679,9 @@ def _simulate_traces(args, sc):
     column mapping of a scenario entry with the same file, compared after resolving both
     paths, else the Azure trace columns; --trace-format / --columns / --timestamp-unit /
     --timestamp-format override it)."""
+    if not (args.trace or args.trace_format or args.columns or args.timestamp_unit
+            or args.timestamp_format or args.rate_scale is not None):
+        return []  # no trace flag: planner.traces (scipy.stats) stays unimported
     from planner.config import SimTrace
     from planner.traces import CLI_KEYS, parse_columns, trace_columns
 

@@ -193,3 +193,12 @@ def test_python_catalog_reader_reads_the_shipped_catalog_without_pandas_fallback
 
     for fname, _ in TABLES.values():
         assert _parse_table(catalog_dir() / fname) is not None, fname
+
+
+def test_simulate_without_trace_flags_imports_no_trace_reader():
+    """``planner simulate`` with no ``--trace`` flag never reads traces, so planner.traces
+    (and the scipy.stats it imports for its fit statistics) stays unimported: in
+    ``--workers N`` runs the parent's imports are serial work before the pool starts."""
+    code, out, mods = _loaded("simulate", "example:quickstart", "--hours", "1")
+    assert code == 0 and "llama-70b-h100" in out
+    assert _heavy(mods, ("scipy.stats", "planner.traces", "altair", "dask")) == []
