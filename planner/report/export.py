@@ -399,21 +399,28 @@ def _store_images(key: str, images: tuple[str, bytes]) -> None:
     write_cached(d / f"{key}.svg", images[0])
 
 
-def prune_chart_cache(keep: int = CHART_CACHE_MAX) -> None:
-    """Remove all but the ``keep`` most recently used charts from the image cache."""
+def prune_lru(directory: Path, pattern: str, keep: int, companions: tuple[str, ...] = ()) -> None:
+    """Remove all but the ``keep`` most recently used files ``directory/pattern`` (by mtime),
+    each with its ``companions`` (the same name with those suffixes); OS errors are ignored
+    (another run may be pruning the same cache)."""
     try:
-        files = [(f.stat().st_mtime, f) for f in chart_cache_dir().glob("*.svg")]
+        files = [(f.stat().st_mtime, f) for f in directory.glob(pattern)]
     except OSError:
         return
     if len(files) <= keep:
         return
     files.sort(reverse=True)
     for _, f in files[keep:]:
-        for p in (f, f.with_suffix(".png")):
+        for p in (f, *(f.with_suffix(s) for s in companions)):
             try:
                 p.unlink()
             except OSError:
                 pass
+
+
+def prune_chart_cache(keep: int = CHART_CACHE_MAX) -> None:
+    """Remove all but the ``keep`` most recently used charts from the image cache."""
+    prune_lru(chart_cache_dir(), "*.svg", keep, (".png",))
 
 
 class Exporter:

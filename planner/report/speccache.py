@@ -194,18 +194,9 @@ def prune(keep: int = SPEC_CACHE_MAX) -> None:
     """Remove all but the ``keep`` most recently used entries."""
     if os.environ.get("PLANNER_NO_CACHE"):
         return
-    try:
-        files = [(f.stat().st_mtime, f) for f in spec_cache_dir().glob("*.json")]
-    except OSError:
-        return
-    if len(files) <= keep:
-        return
-    files.sort(reverse=True)
-    for _, f in files[keep:]:
-        try:
-            f.unlink()
-        except OSError:
-            pass
+    from planner.report.export import prune_lru
+
+    prune_lru(spec_cache_dir(), "*.json", keep)
 
 
 def builder(name: str):
