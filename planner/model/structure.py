@@ -181,11 +181,13 @@ def eligible(sc: Any, dep: Any, tier_: float | None, ft: Any) -> dict[str, str]:
 
 
 def api_slo_reason(sc: Any, cat: Any, cname: str, tokenizer: str | None,
-                   ttft_s: float, output_tokens_per_s: float) -> str:
+                   ttft_s: float, output_tokens_per_s: float,
+                   sources: tuple[str, str] = ("", "")) -> str:
     """'' when an API of latency ``(ttft_s, output_tokens_per_s)`` serves class ``cname``
     within its SLO at the SLO's percentile (:func:`api_slo_share`, at the medians of the
     bounds, with the class's output tokens in ``tokenizer`` as the simulator draws them), else
-    why not."""
+    why not. ``sources``: where the two figures come from (``catalog``, ``scenario`` or
+    ``default``, :func:`api_latency`), named in the reason."""
     from planner.config import med
     from planner.workload import resolve_length
 
@@ -207,9 +209,12 @@ def api_slo_reason(sc: Any, cat: Any, cname: str, tokenizer: str | None,
     target = float(slo.percentile) / 100.0
     if share >= target - 1e-12:
         return ""
-    lat = f"the API's TTFT is {ttft_s:g} s, {output_tokens_per_s:g} output tokens/s"
+    said = {"catalog": "catalog ", "default": "assumed ", "scenario": "[simulation] "}
     if bounds["ttft_s"] is not None and ttft_s > bounds["ttft_s"]:
-        return f"TTFT SLO {bounds['ttft_s']:g} s cannot be met ({lat})"
+        return (f"TTFT SLO {bounds['ttft_s']:g} s cannot be met (the API's "
+                f"{said.get(sources[0], '')}TTFT is {ttft_s:g} s)")
+    lat = (f"the API's {said.get(sources[1], '')}speed is {output_tokens_per_s:g} output "
+           f"tokens/s, TTFT {ttft_s:g} s")
     what = [f"{k.removesuffix('_s').upper()} {v:g} s" for k, v in bounds.items()
             if v is not None and k != "ttft_s"]
     return (f"SLO ({', '.join(what)}) met by {share:.1%} of requests, under p{slo.percentile:g} "
@@ -228,11 +233,14 @@ def api_eligible(sc: Any, cat: Any, name: str) -> dict[str, str]:
     ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
     row = cat.api(dep.offering)
     out = eligible(sc, dep, tier(dep, row), ft)
-    ttft_s, tps = api_latency(row, sc.simulation)
+    ttft_s, src_t = _latency_pick(sc.simulation, row, "api_ttft_s", "ttft_s",
+                                  DEFAULT_API_TTFT_S)
+    tps, src_v = _latency_pick(sc.simulation, row, "api_output_tokens_per_s",
+                               "output_tokens_per_s", DEFAULT_API_OUTPUT_TOKENS_PER_S)
     tokenizer = dep.tokenizer or row.get("tokenizer")
     for cname, why in out.items():
         if not why:
-            out[cname] = api_slo_reason(sc, cat, cname, tokenizer, ttft_s, tps)
+            out[cname] = api_slo_reason(sc, cat, cname, tokenizer, ttft_s, tps, (src_t, src_v))
     return out
 
 
