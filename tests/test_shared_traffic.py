@@ -8,9 +8,9 @@
   streams (:func:`planner.sim.scenario.scenario_streams`) must give the same per-class lengths
   and shares, per deployment (the tokenizer can change the split), on every bundled study and
   template.
-- An API's latency in the simulator is :func:`planner.sim.scenario.api_latency` (``[simulation]``
-  figures, else the catalog's, else the defaults), for ``planner simulate``'s spillover API and
-  for the API traffic ``optimize --verify`` replays.
+- An API's latency is :func:`planner.model.structure.api_latency` (``[simulation]`` figures,
+  else the catalog's, else the defaults), for ``planner simulate``'s spillover API, for the API
+  traffic ``optimize --verify`` replays and for the cost model's SLO check (tests/test_api_slo.py).
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from planner.engines.optimize_verify import (
 )
 from planner.model.capacity import variable_prompt_share
 from planner.model.evaluate import Model
-from planner.sim.scenario import (
+from planner.model.structure import (
     DEFAULT_API_OUTPUT_TOKENS_PER_S,
     DEFAULT_API_TTFT_S,
     api_latency,
-    build_plan,
-    scenario_streams,
 )
+from planner.sim.scenario import build_plan, scenario_streams
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = load_catalog()

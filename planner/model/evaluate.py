@@ -48,6 +48,8 @@ from planner.model.inputs import Inputs
 from planner.model.structure import (
     DEFAULT_LIFE_YEARS,
     OptionSpec,
+    api_eligible,
+    api_latency_note,
     cloud_price_source,
     eligible,
     tier,
@@ -126,7 +128,10 @@ class Model:
         ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
         if kind == "api":
             row = cat.api(dep.offering)
-            elig = eligible(sc, dep, tier(dep, row), ft, api_ttft_s=row.get("ttft_s"))
+            elig = api_eligible(sc, cat, name)
+            note = api_latency_note(name, row, sc.simulation)
+            if note and any(wc.slo is not None for wc in sc.workload.values()):
+                self.warnings.append(note)
             return OptionSpec(
                 name, kind, dep, dep.offering, tuple(c for c, w in elig.items() if not w),
                 {c: w for c, w in elig.items() if w}, dep.tokenizer or row.get("tokenizer"),

@@ -72,6 +72,11 @@ from planner.config import Scenario, SimTrace, med
 from planner.errors import PlannerError
 from planner.model.price import api_prices
 from planner.model.sizing import OptionSizing, size_options
+from planner.model.structure import (  # noqa: F401  (the API latency: one rule, re-exported)
+    DEFAULT_API_OUTPUT_TOKENS_PER_S,
+    DEFAULT_API_TTFT_S,
+    api_latency,
+)
 from planner.model.structure import api_classes as model_api_classes
 from planner.requests import RequestTable
 from planner.sim.plan import SLO, ApiTarget, PoolSpec, SimPlan
@@ -95,9 +100,6 @@ __all__ = [
 
 #: Largest relative error of the tabulated decode steps accepted for the closed-form path.
 TABLE_TOLERANCE = 1e-6
-#: API latency when neither the scenario nor the catalog gives one.
-DEFAULT_API_TTFT_S = 0.5
-DEFAULT_API_OUTPUT_TOKENS_PER_S = 60.0
 BUNDLED = {"bundled:azure-conv": "conv", "bundled:azure-code": "code"}
 _METRICS = ("ttft_s", "tpot_s", "e2e_s")
 
@@ -165,24 +167,6 @@ def _step_model(sc: Scenario, name: str, cat: Any):
         )
     table, err = TabulatedStepModel.from_model(exact)
     return (table if err <= TABLE_TOLERANCE else exact), exact, float(err), acc_id
-
-
-def api_latency(row: Mapping[str, Any], simulation: Any = None) -> tuple[float, float]:
-    """(ttft_s, output_tokens_per_s) of a hosted API in the simulator, for ``planner
-    simulate``'s spillover API and ``planner optimize --verify``'s API traffic alike: the
-    scenario's ``[simulation] api_ttft_s`` / ``api_output_tokens_per_s`` (``simulation``),
-    else the catalog row's ``ttft_s`` / ``output_tokens_per_s`` (api_prices.csv), else
-    :data:`DEFAULT_API_TTFT_S` / :data:`DEFAULT_API_OUTPUT_TOKENS_PER_S`."""
-
-    def pick(own, col, default):
-        if own is not None:
-            return float(own)
-        v = row.get(col)
-        return float(v) if v is not None and v == v else default
-
-    return (pick(getattr(simulation, "api_ttft_s", None), "ttft_s", DEFAULT_API_TTFT_S),
-            pick(getattr(simulation, "api_output_tokens_per_s", None), "output_tokens_per_s",
-                 DEFAULT_API_OUTPUT_TOKENS_PER_S))
 
 
 def _api_target(sc: Scenario, name: str, cat: Any, classes: Sequence[str]) -> ApiTarget:
