@@ -159,9 +159,11 @@ def test_padding_costs_only_where_the_padded_kernels_bind():
 
 def test_finite_trtllm_bench_run_and_its_last_round():
     from planner.perf.validation import (
+        PERF_OVERVIEW_CUDA_GRAPH_BATCH_SIZES,
         CalibrationCase,
         _specs,
         case_params,
+        cuda_graph_batch_sizes,
         trtllm_bench_output_tokens_per_s,
     )
 
@@ -174,10 +176,13 @@ def test_finite_trtllm_bench_run_and_its_last_round():
     whole = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b, num_requests=4 * 856)
     assert whole["last_round_batch"] == 0
     assert whole["output_tokens_per_s"] == pytest.approx(whole["steady_tokens_per_s"], rel=1e-9)
-    # 1,500 requests: one full round and a last one of 644, padded to the 896 graph
+    # 1,500 requests: one full round and a last one of 644, padded to the next captured graph
+    # (1024 since trtllm-bench's max_batch_size comes from the device's 143,771 MiB)
     run = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b)
     assert run["last_round_batch"] == 1500 - 856
-    assert run["graph_batch"] == 896
+    graphs = cuda_graph_batch_sizes(PERF_OVERVIEW_CUDA_GRAPH_BATCH_SIZES, p.max_batch,
+                                    p.max_tokens_per_step)
+    assert run["graph_batch"] == min(g for g in graphs if g >= b) > b
     # the last round's 644 requests cost more than their share of a full round (same
     # padded GEMMs), at most a full round
     s = run["steady_tokens_per_s"]
@@ -186,3 +191,34 @@ def test_finite_trtllm_bench_run_and_its_last_round():
     eager = trtllm_bench_output_tokens_per_s(llm, acc, case, p, b, graph_batch_sizes=None)
     assert run["output_tokens_per_s"] < eager["output_tokens_per_s"] < eager[
         "steady_tokens_per_s"]
+
+
+def test_trtllm_bench_settings_read_the_device_memory():
+    # trtllm-bench sizes max_batch_size from the GPU's own total (get_device_memory()), so
+    # the transcription uses device_memory_bytes: the catalog H100's 81,559 MiB, not 80e9 B
+    import dataclasses
+    import math
+
+    from planner.perf.memory import (
+        device_memory_bytes,
+        kv_bytes_per_token_per_gpu,
+        weight_bytes,
+    )
+    from planner.perf.validation import _specs, trtllm_bench_settings
+
+    llms, accs, _ = _specs(load_catalog())
+    llm, acc = llms["llama-3.1-405b"], accs["h100-sxm"]
+    assert acc.device_mem_mib and device_memory_bytes(acc) > acc.mem_gb * 1e9
+    sheet = dataclasses.replace(acc, device_mem_mib=None)  # data-sheet bytes only
+    isl, osl = 128, 4096
+    got = {}
+    for name, a in (("device", acc), ("sheet", sheet)):
+        # kv_cache_max_requests of tuning.py in GiB, from the bytes this accelerator reports
+        cache = (device_memory_bytes(a) * 8 - weight_bytes(llm, "fp8")) / 1024**3 * 0.95
+        per_req = kv_bytes_per_token_per_gpu(llm, "fp8", 8) * 8 / 1024**3 * (isl + osl)
+        raw = cache / per_req
+        assert raw < 256  # this row rounds up to 32s (at least 64)
+        bs, tok = trtllm_bench_settings(llm, a, 8, "fp8", isl, osl)
+        assert bs == max(64, 32 * math.ceil(raw / 32)) and tok == 2048
+        got[name] = bs
+    assert got["device"] > got["sheet"]  # more bytes, a larger max_batch_size

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from planner.perf.batching import padded_step_time_s, replica_capacity
-from planner.perf.memory import kv_bytes_per_token_per_gpu, weight_bytes
+from planner.perf.memory import device_memory_bytes, kv_bytes_per_token_per_gpu, weight_bytes
 from planner.perf.params import PerfParams
 from planner.perf.specs import AcceleratorSpec, LLMSpec
 from planner.perf.step import step_model
@@ -170,12 +170,15 @@ def trtllm_bench_settings(
     """trtllm-bench's ``(max_batch_size, max_num_tokens)`` heuristic for a run.
 
     Transcribed from NVIDIA/TensorRT-LLM ``tensorrt_llm/bench/build/tuning.py``
-    (``calc_engine_setting`` and ``finetune_setting``; GiB units as there).
+    (``calc_engine_setting`` and ``finetune_setting``; GiB units as there). The total is
+    the device's own memory (``get_device_memory()`` there reads the GPU; here
+    :func:`planner.perf.memory.device_memory_bytes`, H100 81,559 MiB), the same figure
+    planning uses.
     """
     kv_prec = "fp8" if precision in ("fp8", "fp4") else "bf16"
     byte_per_token = kv_bytes_per_token_per_gpu(llm, kv_prec, tp) * tp / 1024**3
     engine = weight_bytes(llm, precision) / 1024**3
-    total = acc.mem_gb * 1e9 / 1024**3 * tp
+    total = device_memory_bytes(acc) / 1024**3 * tp
     cache = (total - engine) * kv_cache_gpu_mem_fraction
     kv_max_requests = cache / (byte_per_token * (isl + osl))
     raw_bs = min(kv_max_requests, 4096)
