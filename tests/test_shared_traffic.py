@@ -91,12 +91,18 @@ def _check_paths(sc) -> int:
     return informative
 
 
-@pytest.mark.parametrize("name", STUDIES + TEMPLATES)
+#: the studies and templates with workload classes (the cost-formula studies have none, so
+#: there is no traffic to compare)
+WITH_WORKLOAD = [n for n in STUDIES + TEMPLATES if _scenario(n).workload]
+
+
+def test_the_workload_scenarios_include_the_bundled_self_hosted_ones():
+    assert {"studies/customer-service/scenario.toml", "example:quickstart"} <= set(WITH_WORKLOAD)
+
+
+@pytest.mark.parametrize("name", WITH_WORKLOAD)
 def test_fixed_context_share_is_the_models_on_every_study(name):
-    sc = _scenario(name)
-    if not sc.workload:
-        pytest.skip("no workload classes (a cost-formula study)")
-    _check_paths(sc)
+    _check_paths(_scenario(name))
 
 
 def test_a_bundled_study_exercises_the_split():
