@@ -325,9 +325,7 @@ def cmd_cost(args) -> int:
         summary[f"{cur}_per_month"] = summary["usd_per_month"] * fx
     notes: list[str] = []
     if not summary.empty and args.format == "table" and not args.detail:
-        compact = ["deployment", "kind", "offering", "usd_per_month", "usd_horizon",
-                   "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation",
-                   "requests_per_s_per_replica", "limited_by", *check_cols]
+        compact = [*_COST_COMPACT, *check_cols]
         if (summary["classes_unserved"] != "").any():
             compact.insert(3, "classes_unserved")
         summary = summary[compact].sort_values("usd_per_month", kind="stable")
@@ -335,13 +333,11 @@ def cmd_cost(args) -> int:
         full = res.summary[res.summary["classes_unserved"] == ""]
         if not full.empty:
             best = full.loc[full["usd_per_month"].idxmin()]
-            notes.append(f"cheapest option serving every class: {best['deployment']} "
-                         f"({best['usd_per_month']:,.0f} USD/month)")
+            notes.append(_cheapest_note(best["deployment"], best["usd_per_month"]))
     tables = {"summary": summary} if not summary.empty else {}
     if args.detail:
         tables.update({"costs": res.costs, "capacity": res.capacity, "classes": res.classes})
-    for name in ("finetune", "pretraining", "inference_flops", "unit_economics",
-                 "token_economics"):
+    for name in _COST_EXTRA_TABLES:
         df = getattr(res, name)
         if not df.empty:
             tables[name] = df
@@ -353,9 +349,7 @@ def cmd_cost(args) -> int:
         notes.append("simulated_slo_attainment: each self-hosted option simulated alone at "
                      "these replicas in the busiest hour of its classes (worst class; share "
                      "of requests meeting TTFT and TPOT) against slo_target")
-    notes += [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
-             f"horizon {res.horizon_months} months; USD"]
-    notes += list(res.warnings)
+    notes += [_lens_note(res), *res.warnings]
     if args.out:
         write_tables({**res.tables(), **{k: v for k, v in tables.items() if k == "payback"}},
                      args.out)
@@ -369,6 +363,18 @@ def cmd_cost(args) -> int:
 _COST_COMPACT = ["deployment", "kind", "offering", "usd_per_month", "usd_horizon",
                  "usd_per_request", "usd_per_mtok", "replicas", "gpus", "utilisation",
                  "requests_per_s_per_replica", "limited_by"]
+#: the engine's tables ``planner cost`` prints when they are not empty
+_COST_EXTRA_TABLES = ("finetune", "pretraining", "inference_flops", "unit_economics",
+                      "token_economics")
+
+
+def _cheapest_note(deployment: str, usd_per_month: float) -> str:
+    return f"cheapest option serving every class: {deployment} ({usd_per_month:,.0f} USD/month)"
+
+
+def _lens_note(res) -> str:
+    return (f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
+            f"horizon {res.horizon_months} months; USD")
 
 
 def _cost_from_rows(args, sc, r) -> bool:
@@ -411,13 +417,11 @@ def _cost_from_rows(args, sc, r) -> bool:
             return False  # idxmin's NaN rules: left to pandas
         if full:
             best = min(full, key=lambda row: row["usd_per_month"])  # the first of equals
-            notes.append(f"cheapest option serving every class: {best['deployment']} "
-                         f"({best['usd_per_month']:,.0f} USD/month)")
+            notes.append(_cheapest_note(best["deployment"], best["usd_per_month"]))
     tables = {"summary": Records.of(rows, cols)} if rows and cols else {}
     if args.detail:
         tables.update({k: raw[k] for k in ("costs", "capacity", "classes")})
-    for name in ("finetune", "pretraining", "inference_flops", "unit_economics",
-                 "token_economics"):
+    for name in _COST_EXTRA_TABLES:
         if not raw[name].empty:
             tables[name] = raw[name]
     if args.detail:
@@ -425,9 +429,7 @@ def _cost_from_rows(args, sc, r) -> bool:
     text = render_tables(tables, args.format)
     if text is None:
         return False
-    notes += [f"cost lens: {res.lens} ({'full TCO' if res.lens == 'tco' else 'marginal'}); "
-              f"horizon {res.horizon_months} months; USD"]
-    notes += list(res.warnings)
+    notes += [_lens_note(res), *res.warnings]
     if args.quiet and args.format == "table":
         return True
     print(text)  # as emit()
