@@ -35,6 +35,15 @@ def _latency_pick(simulation: Any, row: Mapping[str, Any], own: str, col: str,
     return default, "default"
 
 
+def _latency_sourced(row: Mapping[str, Any], simulation: Any
+                     ) -> tuple[tuple[float, str], tuple[float, str]]:
+    """``((ttft_s, source), (output_tokens_per_s, source))`` with ``source`` one of
+    ``scenario``, ``catalog``, ``default`` (:func:`api_latency`'s precedence)."""
+    return (_latency_pick(simulation, row, "api_ttft_s", "ttft_s", DEFAULT_API_TTFT_S),
+            _latency_pick(simulation, row, "api_output_tokens_per_s", "output_tokens_per_s",
+                          DEFAULT_API_OUTPUT_TOKENS_PER_S))
+
+
 def api_latency(row: Mapping[str, Any], simulation: Any = None) -> tuple[float, float]:
     """``(ttft_s, output_tokens_per_s)`` of a hosted API, for every engine.
 
@@ -44,17 +53,14 @@ def api_latency(row: Mapping[str, Any], simulation: Any = None) -> tuple[float, 
     simulate``'s spillover API, ``planner optimize --verify``'s API traffic and the cost
     model's SLO check (:func:`api_eligible`) all take it from here.
     """
-    return (_latency_pick(simulation, row, "api_ttft_s", "ttft_s", DEFAULT_API_TTFT_S)[0],
-            _latency_pick(simulation, row, "api_output_tokens_per_s", "output_tokens_per_s",
-                          DEFAULT_API_OUTPUT_TOKENS_PER_S)[0])
+    (ttft_s, _), (tps, _) = _latency_sourced(row, simulation)
+    return ttft_s, tps
 
 
 def api_latency_note(name: str, row: Mapping[str, Any], simulation: Any = None) -> str | None:
     """A note when :func:`api_latency` falls back to the uncited defaults for API ``name``
     (neither ``[simulation]`` nor the catalog gives the figure), else ``None``."""
-    ttft_s, how_t = _latency_pick(simulation, row, "api_ttft_s", "ttft_s", DEFAULT_API_TTFT_S)
-    tps, how_v = _latency_pick(simulation, row, "api_output_tokens_per_s",
-                               "output_tokens_per_s", DEFAULT_API_OUTPUT_TOKENS_PER_S)
+    (ttft_s, how_t), (tps, how_v) = _latency_sourced(row, simulation)
     assumed = [f"TTFT {ttft_s:g} s"] if how_t == "default" else []
     assumed += [f"{tps:g} output tokens/s"] if how_v == "default" else []
     if not assumed:
@@ -233,10 +239,7 @@ def api_eligible(sc: Any, cat: Any, name: str) -> dict[str, str]:
     ft = sc.finetune.get(dep.fine_tune) if dep.fine_tune else None
     row = cat.api(dep.offering)
     out = eligible(sc, dep, tier(dep, row), ft)
-    ttft_s, src_t = _latency_pick(sc.simulation, row, "api_ttft_s", "ttft_s",
-                                  DEFAULT_API_TTFT_S)
-    tps, src_v = _latency_pick(sc.simulation, row, "api_output_tokens_per_s",
-                               "output_tokens_per_s", DEFAULT_API_OUTPUT_TOKENS_PER_S)
+    (ttft_s, src_t), (tps, src_v) = _latency_sourced(row, sc.simulation)
     tokenizer = dep.tokenizer or row.get("tokenizer")
     for cname, why in out.items():
         if not why:
