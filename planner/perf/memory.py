@@ -97,6 +97,25 @@ def device_memory_bytes(acc: AcceleratorSpec) -> float:
     return acc.mem_bytes
 
 
+#: Interconnects whose NVSwitch supports NVLink SHARP (multicast all-reduce): the NVLink-4
+#: (Hopper, NVSwitch gen 3) and NVLink-5 (Blackwell) generations of the catalog.
+NVLS_INTERCONNECTS = ("nvlink4", "nvlink5")
+
+
+def comm_reserve_bytes(acc: AcceleratorSpec, gpus: int, params: PerfParams | None = None) -> float:
+    """Per-GPU memory held by the tensor-parallel communicator beyond the flat runtime reserve.
+
+    NCCL turns on NVLink SHARP (NVLS) for a communicator of more than two GPUs on an
+    NVSwitch that supports it (:data:`NVLS_INTERCONNECTS`) and keeps its multicast buffers
+    and registrations for the life of the engine: ``params.nvls_reserve_gb`` there, else 0
+    (one or two GPUs, PCIe, NVLink 3, other vendors).
+    """
+    p = params or PerfParams()
+    if int(gpus) > 2 and (acc.interconnect or "").lower() in NVLS_INTERCONNECTS:
+        return float(p.nvls_reserve_gb) * 1e9
+    return 0.0
+
+
 def device_accelerator(acc: AcceleratorSpec) -> AcceleratorSpec:
     """``acc`` unchanged: planning and validation now size memory from the same
     :func:`device_memory_bytes` (kept for callers that reproduced measured runs with it)."""
@@ -128,13 +147,15 @@ def memory_plan(
     """Split each GPU's memory into weights, runtime reserve and KV cache.
 
     ``kv = (mem - weights/tp - reserve) x kv_mem_fraction``;
-    ``kv_capacity_tokens = kv / kv_bytes_per_token_per_gpu``.
+    ``kv_capacity_tokens = kv / kv_bytes_per_token_per_gpu``. The reserve is
+    ``params.runtime_reserve_gb`` plus the communicator's NVLS buffers on NVSwitch parts
+    with more than two GPUs per replica (:func:`comm_reserve_bytes`).
     """
     p = params or PerfParams()
     prec = normalize_precision(precision)
     kvp = default_kv_precision(prec, p)
     w = weight_bytes(llm, prec) / gpus
-    reserve = p.runtime_reserve_gb * 1e9
+    reserve = p.runtime_reserve_gb * 1e9 + comm_reserve_bytes(acc, gpus, p)
     free = device_memory_bytes(acc) - w - reserve
     kv = max(free, 0.0) * p.kv_mem_fraction
     per_tok = kv_bytes_per_token_per_gpu(llm, kvp, gpus)
@@ -287,7 +308,9 @@ def check_lengths(llm: LLMSpec, input_tokens: Any, output_tokens: Any) -> None:
 
 __all__ = [
     "MemoryPlan",
+    "NVLS_INTERCONNECTS",
     "check_lengths",
+    "comm_reserve_bytes",
     "check_tp",
     "default_kv_precision",
     "fitting_options",

@@ -110,6 +110,14 @@ class PerfParams:
     runtime_reserve_gb : float
         Per-GPU memory not available to weights or KV cache (CUDA context, activations,
         workspaces).
+    nvls_reserve_gb : float
+        Further per-GPU memory NCCL holds for NVLink SHARP (NVLS) when a tensor-parallel
+        group of more than two GPUs shares an NVSwitch of the NVLink-4/5 generation (HGX
+        H100/H200/B200; :func:`planner.perf.memory.comm_reserve_bytes`). NCCL enables NVLS
+        there by default, and only for more than two GPUs. 5.3 GB: vLLM issue 9699 (8x H200,
+        Llama-3.1-405B TP8) measured 17,595 KV blocks with NVLS on against about 22,700
+        with ``NCCL_NVLS_ENABLE=0``, 5,100 blocks of 16 tokens x 126 layers x 1 KV head x
+        128 x 2 x 2 B = 1.03 MB each. 0 for an engine that disables NVLS (SGLang's default).
     kv_mem_fraction : float
         Share of the memory left after weights and the reserve that the engine gives to the KV
         cache (TensorRT-LLM ``kv_cache_free_gpu_mem_fraction`` and vLLM
@@ -154,6 +162,7 @@ class PerfParams:
     allreduce_latency_s: float = 1e-5
     pcie_gbps_fallback: float = 32.0
     runtime_reserve_gb: float = 3.0
+    nvls_reserve_gb: float = 5.3
     kv_mem_fraction: float = 0.90
     kv_precision: str | None = None
     kv_reserve: str = "full"
@@ -186,7 +195,7 @@ class PerfParams:
             "gemm_n_half_tokens", "kernel_overhead_s", "step_overhead_s", "sequence_overhead_s",
             "request_overhead_s",
             "elementwise_bytes_factor", "sampling_passes", "allreduce_latency_s",
-            "runtime_reserve_gb",
+            "runtime_reserve_gb", "nvls_reserve_gb",
         )
         for name in nonneg:
             v = getattr(self, name)
