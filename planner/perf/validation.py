@@ -165,7 +165,7 @@ CASES: dict[str, CalibrationCase] = {
 
 def trtllm_bench_settings(
     llm: LLMSpec, acc: AcceleratorSpec, tp: int, precision: str, isl: float, osl: float,
-    kv_cache_gpu_mem_fraction: float = 0.95,
+    kv_cache_gpu_mem_fraction: float = 0.95, enable_chunked_prefill: bool = False,
 ) -> tuple[int, int]:
     """trtllm-bench's ``(max_batch_size, max_num_tokens)`` heuristic for a run.
 
@@ -173,7 +173,11 @@ def trtllm_bench_settings(
     (``calc_engine_setting`` and ``finetune_setting``; GiB units as there). The total is
     the device's own memory (``get_device_memory()`` there reads the GPU; here
     :func:`planner.perf.memory.device_memory_bytes`, H100 81,559 MiB), the same figure
-    planning uses.
+    planning uses. Without chunked prefill (trtllm-bench's default: ``get_settings`` in
+    ``tensorrt_llm/bench/benchmark/utils/general.py`` reads ``enable_chunked_prefill``,
+    default ``False``, and the perf overview's ``llm_options.yml`` does not set it) a whole
+    prompt must fit one step, so ``max_num_tokens`` is raised to at least ``max_isl +
+    max_batch_size`` (20000/2000 rows: 2,048 -> 20,064 on 8x H100 with Llama-3.1-405B).
     """
     kv_prec = "fp8" if precision in ("fp8", "fp4") else "bf16"
     byte_per_token = kv_bytes_per_token_per_gpu(llm, kv_prec, tp) * tp / 1024**3
@@ -195,6 +199,8 @@ def trtllm_bench_settings(
         max_token = 512 * math.ceil(raw_token / 512)
     else:
         max_token = 1024 * math.ceil(raw_token / 1024)
+    if not enable_chunked_prefill:
+        max_token = max(max_token, int(math.ceil(isl)) + max_bs)
     return int(max_bs), int(max_token)
 
 
