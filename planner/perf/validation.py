@@ -7,8 +7,10 @@ than fitting anything per row:
   the engine's ``max_batch_size`` and ``max_num_tokens`` come from trtllm-bench's own heuristic
   (:func:`trtllm_bench_settings`, a transcription of ``tensorrt_llm/bench/build/tuning.py``:
   requests that fit the KV cache, capped at 4096, rounded up; tokens ``bs (1 + I/O)`` capped
-  at 32768, at least 2048); the KV cache gets 95 % of free memory
-  (``--kv_cache_free_gpu_mem_fraction 0.95``, perf-overview.md) and reserves ``I + O`` tokens
+  at 32768, at least 2048, and without chunked prefill at least ``I + bs``); the KV cache gets
+  95 % of free memory (``--kv_cache_free_gpu_mem_fraction 0.95``, perf-overview.md; free:
+  device memory less weights, the runtime reserve and, with more than two GPUs on an
+  NVSwitch, NCCL's NVLS buffers, :func:`planner.perf.memory.memory_plan`) and reserves ``I + O`` tokens
   per request (``GUARANTEED_NO_EVICT``, the default ``capacity_scheduler_policy``). FP8
   checkpoints quantise the KV cache to FP8. Two properties of the run itself matter for the
   long-output rows, where the KV-limited batch is a few hundred requests:
