@@ -318,7 +318,8 @@ def _echo_coherence(pool_rate: np.ndarray, life_s: np.ndarray, cv_out: float,
     (8 replicas; 1.4-1.9 with length spread), runs of arrivals at one replica of index
     ``E[m^2] / E[m]`` 1.8 against a random split's 1.3, arrivals one life apart correlated,
     and the replica the router picks is mid-prefill as often as a random one (0.59 of
-    arrivals at prefill utilisation 0.59; 0.53-0.88 of it with length spread). A prompt of
+    arrivals at prefill utilisation 0.59; 0.53-0.88 of it with length spread and Poisson
+    arrivals). A prompt of
     such a run is pooled only if the router sees both the queue it joins and the run that
     made its replica the least loaded, each against the same decode-count noise: the pooled
     share ``v`` of :func:`_router_sees_prefill` becomes ``v^(1 + kappa)`` with ``kappa``
@@ -332,8 +333,8 @@ def _echo_coherence(pool_rate: np.ndarray, life_s: np.ndarray, cv_out: float,
     between the first tokens).
 
     A clump of a bursty pool's arrivals (mean ``(c_a^2 + 1) / 2`` of a Gamma-renewal stream)
-    is spread over the replicas one each whatever left them (runs of index 1.04-1.08 at
-    arrival CV 4, below a random split's), so runs form from the single arrivals, the share
+    is spread over the replicas one each whatever left them (runs of index 1.02-1.08 at
+    arrival CV 4, below a random split's 1.13-1.50), so runs form from the single arrivals, the share
     ``2 / (c_a^2 + 1)``."""
     rate = np.asarray(pool_rate, dtype=float)
     # a clump of the pool's arrivals (mean (c_a^2 + 1) / 2 of a Gamma-renewal stream) is
