@@ -318,18 +318,24 @@ class FitParams:
 #: (``--v6``): the time per step of TensorRT-LLM's unfused ``DEEPGEMM`` MoE backend (the B200
 #: fp8 runs before 2026-01-29, :func:`launch_settings`), 4 ms on the fit half's 40 rows of
 #: that backend; ``blackwell|fp8`` refitted with it (unchanged, 0.125); the front-end
-#: constants kept.
+#: constants kept. v7 (``--v7``): after the closed-loop model's SGLang polling wait was
+#: corrected (:mod:`planner.perf.closedloop`: ``--scheduler-recv-interval`` counts decode
+#: steps only, a prompt step makes the scheduler poll at once), ``blackwell|fp8`` 0.125 ->
+#: 0.065 (its one fit-half 8k curve, SGLang TP4, had ~105 ms of its TTFT at concurrency 8
+#: charged to polling instead of its prefill) and the Blackwell front-end constants
+#: (SGLang 93 -> 102 ms, TensorRT-LLM 100 -> 93 ms;
+#: :func:`studies/perf-validation/fit_closed_loop.refine_v7`).
 FITTED = FitParams(
     gemm={'hopper': 0.8388, 'blackwell': 0.92, 'cdna3': 0.4261},
     bw={'hopper': 0.9095, 'blackwell': 0.9028, 'cdna3': 0.7094},
     step_overhead_s=0.00452,
     sequence_overhead_s=8.306e-06,
     request_overhead_s={'NIM|hopper': 0.068, 'SGLang|hopper': 0.085,
-                        'TensorRT-LLM|hopper': 0.077, 'SGLang|blackwell': 0.093,
-                        'TensorRT-LLM|blackwell': 0.1, 'SGLang|cdna3': 0.084},
+                        'TensorRT-LLM|hopper': 0.077, 'SGLang|blackwell': 0.102,
+                        'TensorRT-LLM|blackwell': 0.093, 'SGLang|cdna3': 0.084},
     expert_efficiency_factor=0.7031,
     attention={'hopper': 0.2, 'blackwell': 0.5, 'cdna3': 0.0665,
-               'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.125},
+               'TensorRT-LLM|hopper': 0.14, 'blackwell|fp8': 0.065},
     engine_step_overhead_s={'SGLang': 0.004, 'SGLang|cdna3': 0.01452},
     moe_backend_step_s={'TensorRT-LLM|DEEPGEMM': 0.004},
 )
@@ -353,6 +359,13 @@ def engine_params(engine: str, base: PerfParams, concurrency_cap: float) -> Perf
     return base.replace(max_batch=int(max(concurrency_cap, base.max_batch)), **s)
 
 
+#: The predicted TTFT's parts (ms; they sum to ``pred_ttft_ms``): the front-end constant, the
+#: step in progress at arrival, the scheduler's admission wait (polling interval,
+#: attention-DP balancing), the wait behind other prompts and for KV memory, and the
+#: request's own prefill beside the running decodes.
+TTFT_PARTS = ("pred_ttft_front_end_ms", "pred_ttft_step_ms", "pred_ttft_admission_ms",
+              "pred_ttft_queue_ms", "pred_ttft_own_prefill_ms")
+
 #: Rows sharing these share one step model (one vectorised closed-loop call).
 _STEP_KEY = ["catalog_model", "accelerator", "engine", "precision", "tp", "dp_attention"]
 
@@ -367,14 +380,15 @@ def predict_closed_loop(
 ) -> pd.DataFrame:
     """Predicted TTFT, ITL and output tokens/s for every row of ``df`` (one vectorised
     closed-loop call per step model). Adds ``pred_ttft_ms``, ``pred_itl_ms``,
-    ``pred_output_tokens_per_s``, ``fits`` (the weights fit the replica) and the signed
+    ``pred_output_tokens_per_s``, the TTFT's parts (:data:`TTFT_PARTS`), ``fits`` (the
+    weights fit the replica) and the signed
     relative errors ``err_ttft``, ``err_itl``, ``err_tput`` (predicted / measured - 1).
     ``launch``: each run's own launch settings (:func:`launch_settings`: chunk, KV memory,
     scheduler polling and admission); ``False``: the engine defaults of
     :data:`ENGINE_SETTINGS` only."""
     base = params or PerfParams()
     out = df.copy()
-    for col in ("pred_ttft_ms", "pred_itl_ms", "pred_output_tokens_per_s"):
+    for col in ("pred_ttft_ms", "pred_itl_ms", "pred_output_tokens_per_s", *TTFT_PARTS):
         out[col] = np.nan
     out["fits"] = False
     ls = launch_settings(out if launch else out.assign(source="-"))
@@ -428,6 +442,11 @@ def predict_closed_loop(
         out.loc[sel, "pred_ttft_ms"] = a["ttft_s"] * 1e3
         out.loc[sel, "pred_itl_ms"] = a["itl_s"] * 1e3
         out.loc[sel, "pred_output_tokens_per_s"] = a["output_tokens_per_s"]
+        out.loc[sel, "pred_ttft_front_end_ms"] = a["front_end_s"] * 1e3
+        out.loc[sel, "pred_ttft_step_ms"] = a["step_in_progress_s"] * 1e3
+        out.loc[sel, "pred_ttft_admission_ms"] = a["admission_wait_s"] * 1e3
+        out.loc[sel, "pred_ttft_queue_ms"] = (a["prefill_wait_s"] - a["admission_wait_s"]) * 1e3
+        out.loc[sel, "pred_ttft_own_prefill_ms"] = a["own_prefill_s"] * 1e3
         out.loc[sel, "fits"] = True
     out["err_ttft"] = out["pred_ttft_ms"] / out["ttft_target_ms"] - 1.0
     out["err_itl"] = out["pred_itl_ms"] / out["itl_target_ms"] - 1.0

@@ -47,9 +47,14 @@ in flight meanwhile, so it lengthens the cycle ``R`` and thins the decode batch.
 
 **Scheduler admission** (:func:`closed_loop_arrays` ``poll_steps``, default
 ``params.scheduler_poll_steps``; ``admission_group``/``admission_timeout_steps``): an engine
-that looks for new requests only every ``N`` steps (SGLang ``--scheduler-recv-interval``)
-makes a request arriving at a busy replica wait ``(N - 1)/2`` steps beyond the step in
-progress; one that holds prompts until ``g`` wait (TensorRT-LLM attention-DP balancing, one
+that looks for new requests only every ``N`` decode steps (SGLang
+``--scheduler-recv-interval``) makes a request arriving during a decode step wait
+``(N - 1)/2`` decode steps beyond the step in progress; one arriving during a step with prompt
+tokens is taken right after it (SGLang's ``SchedulerRecvSkipper`` adds 1 per decode step and
+1000, ``SGLANG_SCHEDULER_RECV_SKIPPER_WEIGHT_DEFAULT``, per other step to a counter that
+triggers the poll at ``N``): on average ``(1 - b)(N - 1)/2 t_d``, ``b`` the share of time in
+steps with prompt tokens. One that holds prompts until ``g`` wait (TensorRT-LLM
+attention-DP balancing, one
 per rank) adds the time for ``g - 1`` more arrivals, ``(g - 1) / (2 (c-1)/c X)``, at most half
 the timeout. The prompts gathered meanwhile are prefilled with the request's own.
 
@@ -133,7 +138,11 @@ def closed_loop_arrays(
     Returns arrays ``concurrency``, ``admitted``, ``kv_queue``, ``decode_batch``,
     ``full_step_share`` (share of steps carrying prompt tokens), ``step_s`` (mean step = ITL),
     ``prefill_wait_s`` (TTFT beyond the prompt's own prefill and the step in progress: the
-    wait behind other prompts and for KV memory),
+    scheduler's admission wait, the wait behind other prompts and for KV memory), the TTFT's
+    parts ``front_end_s`` (``params.request_overhead_s``), ``step_in_progress_s``,
+    ``admission_wait_s`` (polling interval and admission group) and ``own_prefill_s`` (the
+    prompt's own prefill beside the running decodes; ``ttft_s = front_end_s +
+    step_in_progress_s + prefill_wait_s + own_prefill_s``),
     ``ttft_s``, ``itl_s``, ``tpot_s``, ``e2e_s``, ``requests_per_s``, ``output_tokens_per_s``,
     ``input_tokens_per_s``.
     """
@@ -255,7 +264,10 @@ def closed_loop_arrays(
         step_o = busy * t_f_o + (1.0 - busy) * t_d_o
         arrive = s_arr * step_o
         # scheduler admission beyond the step in progress (none at c = 1: an idle engine
-        # polls at once): the rest of a polling interval, (poll - 1)/2 steps on average, and
+        # polls at once): the rest of a polling interval, (poll - 1)/2 decode steps on
+        # average for an arrival during a decode step (a step with prompt tokens makes the
+        # engine poll right after it: SGLang's SchedulerRecvSkipper counts a decode step 1
+        # and any other step 1000 towards the interval), and
         # the wait for a group of g prompts (the g - 1 others arrive at (c-1)/c X: (g - 1)/2
         # interarrival times on average, at most the timeout; only the timeout when fewer
         # than g requests can be admitted at all)
@@ -264,8 +276,8 @@ def closed_loop_arrays(
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             gw = np.where(m >= grp, np.minimum((grp - 1.0) / (2.0 * lam), 0.5 * t_out),
                           0.5 * t_out)
-        extra = np.where(m >= 2.0, s_arr * (poll - 1.0) * step_o + np.where(grp > 1, gw, 0.0),
-                         0.0)
+        poll_wait = s_arr * (poll - 1.0) * (1.0 - busy) * t_d_o
+        extra = np.where(m >= 2.0, poll_wait + np.where(grp > 1, gw, 0.0), 0.0)
         base_arrive = arrive
         arrive = arrive + extra
         ch_o = np.minimum(n, np.maximum(cap - d_o, 1.0))
@@ -283,7 +295,7 @@ def closed_loop_arrays(
         p_stage = np.where(short, np.inf, p_stage)
         ttft = arrive + p_stage + ov
         r = ttft + om1 * itl
-        return x, itl, ttft, r, own, f, base_arrive
+        return x, itl, ttft, r, own, f, base_arrive, arrive
 
     # bisection on d in (0, m): population X(d) R(d) rises with d, equals m at the solution
     lo = np.zeros_like(m)
@@ -297,7 +309,7 @@ def closed_loop_arrays(
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     d = lo
-    x, itl, ttft, r, own, f, arrive = state(d)
+    x, itl, ttft, r, own, f, arrive, arrive_all = state(d)
     if np.any(om1 == 0):  # one output token: no decodes, the cycle is the TTFT alone
         d = np.where(om1 == 0, 0.0, d)
     # past what the prefill can keep up with, X(d) R(d) jumps from below m to infinity: the
@@ -319,6 +331,10 @@ def closed_loop_arrays(
         "full_step_share": full_share,
         "step_s": itl,
         "prefill_wait_s": np.where(wait > 1e-12 * ttft, wait, 0.0),
+        "own_prefill_s": own,
+        "step_in_progress_s": arrive,
+        "admission_wait_s": arrive_all - arrive,
+        "front_end_s": np.full_like(ttft, ov),
         "ttft_s": ttft,
         "itl_s": itl,
         "tpot_s": itl,

@@ -85,10 +85,11 @@ class PerfParams:
         ``studies/perf-validation`` fits it per serving engine (:mod:`planner.perf.
         closed_loop_validation`).
     scheduler_poll_steps : int
-        The engine looks for newly arrived requests only every this many iterations while
-        others run (SGLang ``--scheduler-recv-interval``, ``--num-continuous-decode-steps``):
-        a request arriving at a busy engine waits ``poll / 2`` steps on average (the step in
-        progress and the rest of the polling interval) before its prefill can start.
+        The engine looks for newly arrived requests only every this many decode iterations
+        while others run, and right after an iteration with prompt tokens (SGLang
+        ``--scheduler-recv-interval``): a request arriving during a decode step waits
+        ``poll / 2`` decode steps on average (the step in progress and the rest of the
+        polling interval) before its prefill can start.
         1 by default (every step: vLLM, TensorRT-LLM, SGLang's default). Read by the
         closed-loop model (:mod:`planner.perf.closedloop`).
     elementwise_bytes_factor : float

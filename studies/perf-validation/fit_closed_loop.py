@@ -271,6 +271,30 @@ def refine_v6(fp: v.FitParams, rows: pd.DataFrame, llms, accs) -> v.FitParams:
     return precision_attention(fp, rows, llms, accs)
 
 
+def refine_v7(fp: v.FitParams, rows: pd.DataFrame, llms, accs,
+              families: tuple[str, ...] = ("blackwell",)) -> v.FitParams:
+    """The steps that turn :data:`FITTED` v6 into v7, on the fit half, after the closed-loop
+    model's polling wait changed (v7: SGLang's ``--scheduler-recv-interval`` counts decode
+    steps only; a step with prompt tokens makes the scheduler take new requests right after
+    it, ``SchedulerRecvSkipper``): the front-end constants of the GPU families whose runs
+    poll (``families``: the B200 SGLang runs; TensorRT-LLM's on the same GPUs refitted with
+    them), :func:`precision_attention` for ``blackwell|fp8`` (v5/v6 fitted it on the fit
+    half's one 8k-token fp8 curve, SGLang TP4, with ~105 ms of its TTFT at concurrency 8
+    charged to polling instead of its prefill), then the front-end constants again. The
+    other families' constants are kept (their runs do not poll)."""
+    def fronts(f: v.FitParams) -> v.FitParams:
+        req = request_overheads(f, rows, llms, accs)
+        keep = {k: t for k, t in req.items() if k.split("|")[-1] in families}
+        print(f"front-end constants: {keep}", file=sys.stderr, flush=True)
+        return replace(f, request_overhead_s={**f.request_overhead_s, **keep})
+
+    fp = fronts(fp)
+    fp = precision_attention(fp, rows, llms, accs,
+                             grid=(0.05, 0.06, 0.065, 0.07, 0.075, 0.08, 0.09, 0.1, 0.11,
+                                   0.125, 0.14))
+    return fronts(fp)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -291,11 +315,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="only the v5 step from FITTED (see precision_attention)")
     ap.add_argument("--v6", action="store_true",
                     help="only the v6 steps from FITTED (see refine_v6)")
+    ap.add_argument("--v7", action="store_true",
+                    help="only the v7 steps from FITTED (see refine_v7)")
     a = ap.parse_args(argv)
     df = v.load_closed_loop()
     fit_rows = df[~v.split(df) & df["source"].isin(v.IN_SCOPE_SOURCES)]
     cat = load_catalog()
     llms, accs = v.catalog_specs(fit_rows, cat)
+    if a.v7:
+        _print(refine_v7(v.FITTED, fit_rows, llms, accs))
+        return
     if a.v6:
         _print(refine_v6(v.FITTED, fit_rows, llms, accs))
         return
