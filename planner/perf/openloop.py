@@ -416,11 +416,12 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
             break
         hi[act] *= 2.0
     lo_known = np.zeros(lo.size, dtype=bool)  # F(lo) < q seen
-    s_lo = _count_states(b_n, st, lo)
-    s_hi = _count_states(b_n, st, hi)
+    steps, div = st > 0, _divisor(st)
+    s_lo = _count_states(b_n, steps, div, lo)
+    s_hi = _count_states(b_n, steps, div, hi)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        s_mid = _count_states(b_n, st, mid)
+        s_mid = _count_states(b_n, steps, div, mid)
         left = lo_known & (s_mid == s_lo).all(axis=-1)  # no jump in (lo, mid]: F(mid) < q
         right = hi_known & (s_mid == s_hi).all(axis=-1)  # no jump in (mid, hi]: F(mid) >= q
         below = left
@@ -436,12 +437,14 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     return hi.reshape(out_shape)
 
 
-def _count_states(base: np.ndarray, step: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _count_states(base: np.ndarray, steps: np.ndarray, div: np.ndarray,
+                  x: np.ndarray) -> np.ndarray:
     """The count bound each node of :func:`_compound_poisson_cdf` takes at ``x`` (points on
-    the first axis of ``base`` and ``step``, nodes on the last): ``floor((x - base) / step)``,
-    -1 below ``base`` and 0 for a node without steps; the CDF jumps only where it changes."""
+    the first axis of ``base``, nodes on the last; ``steps``: the nodes with steps, ``div``
+    their :func:`_divisor`): ``floor((x - base) / step)``, -1 below ``base`` and 0 for a node
+    without steps; the CDF jumps only where it changes."""
     gap = x[:, None] - base
-    k = np.where(step > 0, np.floor(gap / _divisor(step)), 0.0)
+    k = np.where(steps, np.floor(gap / div), 0.0)
     return np.where(gap < 0, -1.0, k)
 
 
