@@ -111,6 +111,19 @@ def test_quantile_with_one_base_per_point_and_nan_inputs():
     assert np.isfinite(got).sum() >= 100  # the NaN rows are the exceptions, not the rule
 
 
+@pytest.mark.parametrize("q", [0.3, 0.9])
+def test_quantile_without_steps_starts_from_a_bracket_already_met(q):
+    """Nodes without steps: the CDF is already at 1 at the bracket's lower end (its share of
+    nodes at or below x), so no half may be taken as below q before one was evaluated."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.01, 0.05, (50, 4))
+    base[:25] = base[:25, :1]  # the first points: every node at one value
+    step = np.zeros_like(base)
+    count = rng.uniform(1.0, 100.0, base.shape)
+    got = openloop._compound_poisson_quantile(base, step, count, q)
+    np.testing.assert_array_equal(got, ref_quantile(base, step, count, q))
+
+
 def test_quantile_evaluates_the_cdf_far_fewer_times(monkeypatch):
     base, step, count = _teeth(3, 200, 8)
     evaluated = {"new": 0, "ref": 0}
