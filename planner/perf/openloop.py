@@ -384,7 +384,8 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     changes state between ``lo`` and the midpoint, at least ``q`` when none changes between
     the midpoint and ``hi`` (once those ends are known to be on their sides). Only the points
     whose both halves hold a jump evaluate the CDF, about ``log2`` of the jumps in the
-    bracket (10-15) instead of 40: the same halvings, the same result.
+    bracket: 12.6 evaluations per point over the bundled scenarios' capacity searches
+    instead of 41, the same halvings, the same result (``tests/test_openloop_vectorised.py``).
     """
     base = np.asarray(base, dtype=float)
     per_node = base.ndim == np.ndim(step)
