@@ -294,3 +294,45 @@ def test_convergence_rows_read_the_finite_samples_as_the_summary():
         assert np.isfinite(last.loc[dep, "p95"]) == np.isfinite(s.loc[dep, "p95"])
         assert np.array_equal(_bits(last.loc[dep, "p95"]), _bits(s.loc[dep, "p95"]))
         assert np.array_equal(_bits(last.loc[dep, "mean"]), _bits(s.loc[dep, "mean"]))
+
+
+def test_a_compile_runs_each_open_loop_capacity_search_once(monkeypatch):
+    """The pool-size bisection asks for a replica's capacity leniently (``strict=False``),
+    the option's capacity strictly: for a replica that fits that is one search, run once
+    (the compile called it twice); and what the strict call returns is what a fresh cache
+    computes."""
+    import planner.perf.openloop as openloop
+    from planner.engines.risk.compiled import clear_compile_cache
+    from planner.model.capacity import CapacityCache
+
+    path = ROOT / "planner" / "templates" / "risk-example.toml"
+    rest, corr, _ = risk_tables(tomllib.loads(path.read_text(encoding="utf-8")))
+    sc = parse_scenario(rest, path=str(path))
+    seen = []
+    real = openloop.slo_capacity_many
+
+    def rec(sm, **kw):
+        seen.append(repr((sm.llm, sm.acc, sm.gpus, sm.precision, sm.params,
+                          {k: np.asarray(v).tobytes() if isinstance(v, np.ndarray) else v
+                           for k, v in sorted(kw.items())})))
+        return real(sm, **kw)
+
+    monkeypatch.setattr(openloop, "slo_capacity_many", rec)
+    clear_compile_cache()
+    model = compile_scenario(sc, correlations=corr)
+    assert len(seen) >= 2  # the median pair and the capacity grid at least
+    assert len(set(seen)) == len(seen)
+    # lenient first, then strict, on one cache: one search, the strict result of a fresh cache
+    o = next(o for o in model.options if o.kind != "api")
+    c = o.served[0]
+    isl, osl, ttft, tpot, hit, traffic = model._capacity_inputs(model.ctx(), o, c)
+    args = (o.llm_row, o.acc_row, o.dep, isl, osl, ttft, tpot, hit)
+    seen.clear()
+    caps = CapacityCache()
+    lenient = caps.full(*args, strict=False, traffic=traffic)
+    strict = caps.full(*args, strict=True, traffic=traffic)
+    assert len(seen) == 1
+    fresh = CapacityCache().full(*args, strict=True, traffic=traffic)
+    assert len(seen) == 2
+    assert strict.to_dict() == fresh.to_dict() == lenient.to_dict()
+    assert strict.requests_per_s > 0

@@ -265,13 +265,18 @@ class CapacityCache:
             cap = None
         if (cap is not None and cap.fits and traffic is not None
                 and (ttft is not None or tpot is not None)):
-            sm = step_model(llm, acc, dep.gpus_per_replica, dep.precision, params)
-            op = slo_capacity(
-                sm, input_tokens=isl, output_tokens=osl, ttft_slo_s=ttft, tpot_slo_s=tpot,
-                percentile=traffic.percentile, prefix_cache_hit_share=hit,
-                cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
-                max_in_system=cap.max_batch, servers=traffic.servers,
-                pooled_wait=traffic.pooled_wait)
+            # the same search whether ``strict`` or not (a replica that fits): kept apart
+            okey = ("open-loop", *key[:10], traffic, cap.max_batch)
+            op = self._cache.get(okey)
+            if op is None:
+                sm = step_model(llm, acc, dep.gpus_per_replica, dep.precision, params)
+                op = slo_capacity(
+                    sm, input_tokens=isl, output_tokens=osl, ttft_slo_s=ttft, tpot_slo_s=tpot,
+                    percentile=traffic.percentile, prefix_cache_hit_share=hit,
+                    cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
+                    max_in_system=cap.max_batch, servers=traffic.servers,
+                    pooled_wait=traffic.pooled_wait)
+                self._store(okey, op)
             rps = op.requests_per_s
             if rps <= 0:  # not even a trickle meets the SLO: keep the one-request latencies
                 cap = replace(cap, requests_per_s=0.0, output_tokens_per_s=0.0,

@@ -661,12 +661,14 @@ class Model:
                 serves = bool(serves)
         return reps, serves, peak
 
-    def selfhosted(self, ctx: Inputs, o: OptionSpec) -> dict[str, Any]:
-        """Monthly cost of a self-hosted option (cloud or on-prem) for the classes it serves."""
-        dep = o.dep
-        b = f"{o.kind}.{o.name}"
-        coefs, const, weights, mean_load, classes = self.load(ctx, o)
-        replicas, serves, peak = self.replicas(ctx, o)
+    def _served_volumes(self, ctx: Inputs, o: OptionSpec) -> tuple[Any, Any, Any, Any]:
+        """(LLM requests, user requests, tokens, output tokens) per month of the classes a
+        self-hosted option serves; the same arrays for options serving the same classes in
+        one tokenizer (one model rented and bought), worked out once per evaluation."""
+        ck = ("served volumes", o.served, o.tokenizer)
+        got = ctx.cache.get(ck)
+        if got is not None:
+            return got
         rpm_total = tokens = out_tokens = user_total = 0.0
         for cname in o.served:
             req, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
@@ -676,6 +678,16 @@ class Model:
             user_total = user_total + user * self.hpm / 24.0
             tokens = tokens + rpm * (isl + osl)
             out_tokens = out_tokens + rpm * osl
+        got = ctx.cache[ck] = (rpm_total, user_total, tokens, out_tokens)
+        return got
+
+    def selfhosted(self, ctx: Inputs, o: OptionSpec) -> dict[str, Any]:
+        """Monthly cost of a self-hosted option (cloud or on-prem) for the classes it serves."""
+        dep = o.dep
+        b = f"{o.kind}.{o.name}"
+        coefs, const, weights, mean_load, classes = self.load(ctx, o)
+        replicas, serves, peak = self.replicas(ctx, o)
+        rpm_total, user_total, tokens, out_tokens = self._served_volumes(ctx, o)
         lines: list | None = [] if ctx.trace else None
         if o.kind == "cloud":
             units, gpus_paid, monthly, parts = self.cloud(ctx, o, replicas, classes, lines)

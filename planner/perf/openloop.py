@@ -419,24 +419,88 @@ def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: 
     tooth and may reach ``q`` more than once; ``within`` (NaN where unknown) is a value whose
     CDF is known to reach ``q`` (the SLO bound when its miss share is within ``1 - q``), so
     the search returns a crossing at or below it and the percentile reported agrees with the
-    miss share."""
+    miss share.
+
+    Notes
+    -----
+    A bracket ``lo < x <= hi`` (``hi`` doubled until the CDF reaches ``q``), then 40 halvings
+    keeping ``F(lo) < q <= F(hi)``. Between the points where some node's count bound
+    ``floor((x - base) / step)`` changes (its *state*, :func:`_count_states`) the CDF falls
+    with ``x`` (each node's ``P(K <= k)`` falls as the mean grows), so a half whose ends have
+    the same states needs no evaluation: the CDF at the midpoint is below ``q`` when no node
+    changes state between ``lo`` and the midpoint, at least ``q`` when none changes between
+    the midpoint and ``hi`` (once those ends are known to be on their sides). Only the points
+    whose both halves hold a jump evaluate the CDF, about ``log2`` of the jumps in the
+    bracket: 12.6 evaluations per point over the bundled scenarios' capacity searches
+    instead of 41, the same halvings, the same result (``tests/test_openloop_vectorised.py``).
+    """
     base = np.asarray(base, dtype=float)
     per_node = base.ndim == np.ndim(step)
     lo = base.min(axis=-1) if per_node else base.copy()
     hi = (base.max(axis=-1) if per_node else base) * 2.0 + 1e-9
     if within is not None:
         hi = np.where(np.isfinite(within), np.maximum(within, lo), hi)
+    # the points on one axis, their nodes on the last
+    b_n = base if per_node else base[..., None]
+    shape = np.broadcast_shapes(b_n.shape, np.shape(step), np.shape(count_per_s),
+                                lo.shape + (1,), hi.shape + (1,))
+    out_shape = shape[:-1]
+    b_n, st, cnt = (np.broadcast_to(np.asarray(a, dtype=float), shape).reshape(-1, shape[-1])
+                    for a in (b_n, step, count_per_s))
+    lo = np.broadcast_to(lo, out_shape).reshape(-1).copy()
+    hi = np.broadcast_to(hi, out_shape).reshape(-1).copy()
+
+    def cdf(idx, x):  # the points idx only (pdtr chosen as for all of them)
+        return _compound_poisson_cdf(b_n[idx], st[idx], cnt[idx], x, size=st.size)
+
+    every = np.arange(lo.size)
+    act = every
+    hi_known = np.zeros(lo.size, dtype=bool)  # F(hi) >= q seen
     for _ in range(60):  # bracket: grow hi until the mixture CDF reaches q
-        done = _compound_poisson_cdf(base, step, count_per_s, hi) >= q
-        if done.all():
+        done = cdf(act, hi[act]) >= q
+        hi_known[act[done]] = True
+        act = act[~done]
+        if not act.size:
             break
-        hi = np.where(done, hi, hi * 2.0)
+        hi[act] *= 2.0
+    lo_known = np.zeros(lo.size, dtype=bool)  # F(lo) < q seen
+    steps, div = st > 0, _divisor(st)
+    s_lo = _count_states(b_n, steps, div, lo)
+    s_hi = _count_states(b_n, steps, div, hi)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        below = _compound_poisson_cdf(base, step, count_per_s, mid) < q
+        s_mid = _count_states(b_n, steps, div, mid)
+        left = lo_known & (s_mid == s_lo).all(axis=-1)  # no jump in (lo, mid]: F(mid) < q
+        right = hi_known & (s_mid == s_hi).all(axis=-1)  # no jump in (mid, hi]: F(mid) >= q
+        below = left
+        ev = every[~(left | right)]
+        if ev.size:
+            below[ev] = cdf(ev, mid[ev]) < q
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
-    return hi
+        s_lo = np.where(below[:, None], s_mid, s_lo)
+        s_hi = np.where(below[:, None], s_hi, s_mid)
+        lo_known |= below
+        hi_known |= ~below
+    return hi.reshape(out_shape)
+
+
+def _count_states(base: np.ndarray, steps: np.ndarray, div: np.ndarray,
+                  x: np.ndarray) -> np.ndarray:
+    """The count bound each node of :func:`_compound_poisson_cdf` takes at ``x`` (points on
+    the first axis of ``base``, nodes on the last; ``steps``: the nodes with steps, ``div``
+    their :func:`_divisor`): ``floor((x - base) / step)``, -1 below ``base`` and 0 for a node
+    without steps; the CDF jumps only where it changes."""
+    gap = x[:, None] - base
+    k = np.where(steps, np.floor(gap / div), 0.0)
+    return np.where(gap < 0, -1.0, k)
+
+
+def _divisor(step: np.ndarray) -> np.ndarray:
+    """``step`` to divide a gap by for its count bound (at least 1e-300; 1 where there are no
+    steps, whose bound is not used)."""
+    step = np.asarray(step, dtype=float)
+    return np.where(step > 0, np.maximum(step, 1e-300), 1.0)
 
 
 def gamma_sigma(rho: Any, ca2: float, iterations: int = 60) -> np.ndarray:
@@ -475,18 +539,30 @@ def _renewal_wait(c: float, rho: np.ndarray, es: np.ndarray, ca2: float,
 
 
 def _compound_poisson_cdf(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
-                          x: np.ndarray) -> np.ndarray:
+                          x: np.ndarray, size: int | None = None) -> np.ndarray:
     """``P(base + step K <= x)`` with ``K ~ Poisson(count_per_s x)``, mixed over the last axis
     (the distribution :func:`_compound_poisson_quantile` inverts; ``base`` per point, or per
-    node when it has that axis too)."""
+    node when it has that axis too). The Poisson CDF is evaluated only where it is neither 0
+    (below ``base``) nor 1 (no steps), by :func:`planner.perf._special.pdtr` chosen for
+    ``size`` elements (default: all of them; a search over some points of a larger array
+    passes that array's size)."""
     from planner.perf._special import pdtr
 
     x = np.asarray(x, dtype=float)
     base = np.asarray(base, dtype=float)
     gap = x[..., None] - (base if base.ndim == np.ndim(step) else base[..., None])
-    k = np.floor(gap / np.maximum(step, 1e-300))
-    cdf = np.where(step > 0, pdtr(np.maximum(k, 0.0), count_per_s * x[..., None]), 1.0)
-    return np.where(gap < 0, 0.0, cdf).mean(axis=-1)
+    k = np.floor(gap / _divisor(step))
+    m = count_per_s * x[..., None]
+    # P(K <= k) only where it is not 0 (below the base) or 1 (no steps)
+    k, m, step = np.broadcast_arrays(k, m, step)
+    need = (step > 0) & ~(gap < 0)
+    size = k.size if size is None else size
+    cdf = np.broadcast_to(np.where(gap < 0, 0.0, 1.0), k.shape).copy()
+    if need.all():
+        cdf = pdtr(np.maximum(k, 0.0), m, size=size)
+    elif need.any():
+        cdf[need] = pdtr(np.maximum(k[need], 0.0), m[need], size=size)
+    return cdf.mean(axis=-1)
 
 
 def _queued_service(n_nodes: np.ndarray, n: np.ndarray, t_f: np.ndarray, chunk: np.ndarray,
