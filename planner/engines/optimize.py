@@ -64,6 +64,7 @@ from planner.engines.optimize_data import (
     OptimizeOptions,
     Problem,
     build_problem,
+    problem_model,
 )
 from planner.engines.optimize_milp import (
     OPTIONAL_GROUPS,
@@ -591,14 +592,18 @@ def optimize(
     notes: list[str] = []
     drawn = pd.DataFrame()
     say = progress or (lambda _text: None)
+    # one compile of the scenario: the problem's prices and the verification's traffic
+    model = None if stochastic else problem_model(scenario, cat)
     if stochastic:
         say(f"sampling {int(n_scenarios)} Monte Carlo scenarios")
         values, drawn, notes, model = sample_inputs(scenario, int(n_scenarios), seed, cat)
+        if model is None:
+            model = problem_model(scenario, cat, uncertain=bool(values))
         say("pricing the candidates in every scenario")
         pb = build_problem(scenario, cat, opts, values=values,
                            n=int(n_scenarios) if values else 1, model=model)
     elif opts.plan_years is not None:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
         res = optimize_years(pb, opts, gap=gap, time_limit_s=tl)
         res.solve_time_s = res.time_s = time.perf_counter() - t0
         if verify:
@@ -606,17 +611,17 @@ def optimize(
                              "plan",)
         return res
     elif opts.horizon_hours is not None:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
         res = optimize_long(pb, opts, gap=gap, time_limit_s=tl, progress=progress)
         res.solve_time_s = time.perf_counter() - t0
         if verify and res.solution is not None:
             _verify_year(res, cat, gap=gap, time_limit_s=min(tl, 30.0),
                          window_s=verify_window_s, seed=0 if seed is None else seed, say=say,
-                         traffic=scenario_traffic(scenario, cat))
+                         traffic=scenario_traffic(scenario, cat, model=model))
         res.time_s = time.perf_counter() - t0
         return res
     else:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
     res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,
                            cvar_lambda=opts.cvar_lambda, cvar_alpha=opts.cvar_alpha,
                            stochastic=stochastic, method=method, progress=progress)
@@ -627,7 +632,7 @@ def optimize(
     if verify and res.solution is not None:
         _verify(res, cat, gap=gap, time_limit_s=tl, window_s=verify_window_s,
                 seed=0 if seed is None else seed, say=say,
-                traffic=scenario_traffic(scenario, cat))
+                traffic=scenario_traffic(scenario, cat, model=model))
     res.time_s = time.perf_counter() - t0
     return res
 
