@@ -13,15 +13,10 @@ verification.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import pytest
 
 import planner.model.evaluate as evaluate_mod
-from planner.api import scenario_path
-from planner.catalog import load_catalog
-from planner.config import load_scenario, med
+from planner.config import med
 from planner.engines.optimize import optimize
 from planner.engines.optimize_data import problem_model
 from planner.engines.optimize_verify import scenario_traffic
@@ -30,20 +25,9 @@ from planner.model.capacity import variable_prompt_share
 from planner.sim.scenario import api_latency
 from planner.uncertain import uncertain_inputs
 from planner.workload import class_volumes, resolve_length
+from tests.test_optimize_verify_all import CAT, SCENARIOS, _scenario
 
-ROOT = Path(__file__).resolve().parent.parent
-CAT = load_catalog()
-STUDIES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "studies").rglob("*.toml"))
-TEMPLATES = sorted(f"example:{p.stem}" for p in (ROOT / "planner" / "templates").glob("*.toml"))
-
-
-@functools.cache
-def _scenario(name: str):
-    return load_scenario(scenario_path(name) if name.startswith("example:")
-                         else str(ROOT / name), catalog=CAT)
-
-
-WITH_WORKLOAD = [n for n in STUDIES + TEMPLATES if _scenario(n).workload]
+WITH_WORKLOAD = [n for n in SCENARIOS if _scenario(n).workload]
 
 
 def _from_the_workload_functions(sc) -> tuple[dict[str, float], dict]:
