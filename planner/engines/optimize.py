@@ -551,7 +551,10 @@ def optimize(
     catalog : Catalog, optional
     gap, time_limit_s : float, optional
         Relative MIP gap and time limit in seconds (default: the scenario's ``[optimize]``
-        values, else 0.01 and 30 s).
+        values, else 0.01 and 30 s). ``time_limit_s = math.inf``: no wall-clock limit; every
+        solve runs to the gap and the steps otherwise bounded in seconds are bounded in
+        solver nodes (:func:`.optimize_milp.solve_milp`), so the plan does not depend on the
+        machine's load.
     stochastic : bool
         Sample-average version over ``n_scenarios`` Monte Carlo scenarios (``seed``).
     verify : bool
@@ -887,8 +890,10 @@ def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: fl
                      cvar_alpha)
     lo = min(bound, fluid) if np.isfinite(bound) else fluid
     g = max(0.0, (obj - lo) / abs(obj)) if obj else 0.0
-    how = f"{w.resolved} re-solved" + (f", {w.rounded} rounded up (no time left or no whole "
-                                       f"plan)" if w.rounded else "")
+    how = f"{w.resolved} re-solved" + (
+        f" ({w.limited} stopped at the time limit, their gap not proven)" if w.limited
+        else "") + (f", {w.rounded} rounded up (no time left or no whole plan)" if w.rounded
+                    else "")
     msgs = [f"whole replicas: the first stage was chosen with continuous hourly counts (a "
             f"fluid); every scenario's hourly counts are whole replicas ({how}): "
             f"{obj:,.0f} USD/month against {fluid:,.0f} for the fluid plan "
