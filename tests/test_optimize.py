@@ -555,11 +555,43 @@ def test_benders_decomposition_matches_the_extensive_form(objective):
     assert any("L-shaped" in m for m in ben.messages)
 
 
+def test_a_stochastic_plan_the_time_limit_cut_short_is_not_called_optimal(monkeypatch):
+    # whole replicas: each scenario's hourly counts are re-solved in whole replicas within a
+    # share of the time limit; a scenario left without time is rounded up and counted
+    import planner.engines.optimize as opt
+    from planner.engines.optimize import sample_inputs
+    from planner.engines.optimize_stochastic import whole_replicas
+
+    sc = scenario(STOCH.format(objective="expected"))
+    values, _, _, model = sample_inputs(sc, 6, 11, CAT)
+    pb = build_problem(sc, CAT, OptimizeOptions.from_scenario(sc), values=values, model=model)
+    m = build_milp(pb)
+    plan = decode(m, solve_milp(m, gap=1e-4, time_limit_s=math.inf).x)
+    full = whole_replicas(pb, plan, gap=1e-4, time_limit_s=math.inf)
+    assert (full.resolved, full.rounded, full.limited) == (pb.n_scenarios, 0, 0)
+    none = whole_replicas(pb, plan, gap=1e-4, time_limit_s=0.0)
+    assert (none.resolved, none.rounded, none.limited) == (0, pb.n_scenarios, pb.n_scenarios)
+    ok = optimize_problem(pb, gap=1e-4, time_limit_s=math.inf, method="extensive")
+    assert ok.status == "optimal"
+    # the same solve with every whole-replica re-solve cut short: a plan, not proven
+    monkeypatch.setattr(opt, "whole_replicas",
+                        lambda pb_, plan_, **kw: whole_replicas(pb_, plan_, gap=kw["gap"],
+                                                                time_limit_s=0.0))
+    for method in ("extensive", "benders"):
+        cut = optimize_problem(pb, gap=1e-4, time_limit_s=math.inf, method=method)
+        assert cut.status == "time_limit" and cut.trusted, method
+        assert any(f"{pb.n_scenarios} cut short by the time limit" in msg
+                   for msg in cut.messages), cut.messages
+        assert cut.objective_usd_per_month >= ok.objective_usd_per_month * (1 - 1e-9)
+
+
 def test_cvar_objective_trades_mean_for_tail():
+    # two plans compared: each solved with no wall-clock limit (the load cannot cut one short)
     exp = optimize(scenario(STOCH.format(objective="expected")), stochastic=True,
-                   n_scenarios=40, seed=5, gap=1e-4)
+                   n_scenarios=40, seed=5, gap=1e-4, time_limit_s=math.inf)
     cv = optimize(scenario(STOCH.format(objective="cvar")), stochastic=True,
-                  n_scenarios=40, seed=5, gap=1e-4)
+                  n_scenarios=40, seed=5, gap=1e-4, time_limit_s=math.inf)
+    assert exp.status == cv.status == "optimal"
     e = exp.stochastic.set_index("metric")["value"]
     c = cv.stochastic.set_index("metric")["value"]
     assert c["cvar95_usd_per_month"] <= e["cvar95_usd_per_month"] * (1 + 1e-6)

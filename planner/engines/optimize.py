@@ -707,6 +707,7 @@ def optimize_problem(
                     f"(bound {info.dual_bound:,.0f} USD/month)")
     w = _whole(pb, plan, info.objective, info.dual_bound, gap=gap, time_limit_s=time_limit_s,
                say=say, **kw)
+    status = info.status
     if w is None:
         check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
                            milp_=m)
@@ -714,10 +715,12 @@ def optimize_problem(
         costs = plan_costs(pb, plan)
         tabs = _tables(pb, plan, costs)
     else:
-        pbr, plan, check, costs, tabs, objective, g, more = w
+        pbr, plan, check, costs, tabs, objective, g, more, cut_short = w
         msgs += more
+        if cut_short and status == "optimal":
+            status = "time_limit"
     res = OptimizeResult(
-        pb.name, info.status, objective, g, lp.objective,
+        pb.name, status, objective, g, lp.objective,
         time.perf_counter() - t0, lp.time_s, check, n_scenarios=pb.n_scenarios,
         milp_shape=m.shape, problem=pbr, solution=plan, messages=(), gap_target=gap, **tabs,
     )
@@ -876,7 +879,8 @@ def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: fl
     """A plan solved with continuous hourly counts (the stochastic fluid) made whole
     (:func:`whole_replicas`), re-checked, costed and tabled; None when it already is whole
     (integer hourly counts, or no hourly option). Returns (problem, plan, check, costs,
-    tables, objective, gap against ``bound``, messages)."""
+    tables, objective, gap against ``bound``, messages, whether the time limit cut a
+    scenario's re-solve short: the plan is then not proven within the gap)."""
     if pb.integer_hourly or not any(o.stage == "hourly" for o in pb.options.values()):
         return None
     say("whole replicas: re-solving each scenario's hourly counts in whole replicas")
@@ -890,16 +894,15 @@ def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: fl
                      cvar_alpha)
     lo = min(bound, fluid) if np.isfinite(bound) else fluid
     g = max(0.0, (obj - lo) / abs(obj)) if obj else 0.0
-    how = f"{w.resolved} re-solved" + (
-        f" ({w.limited} stopped at the time limit, their gap not proven)" if w.limited
-        else "") + (f", {w.rounded} rounded up (no time left or no whole plan)" if w.rounded
-                    else "")
+    how = f"{w.resolved} re-solved" + (f", {w.rounded} rounded up (no time left or no whole "
+                                       f"plan)" if w.rounded else "") + (
+        f"; {w.limited} cut short by the time limit" if w.limited else "")
     msgs = [f"whole replicas: the first stage was chosen with continuous hourly counts (a "
             f"fluid); every scenario's hourly counts are whole replicas ({how}): "
             f"{obj:,.0f} USD/month against {fluid:,.0f} for the fluid plan "
             f"({(obj - fluid) / abs(fluid) if fluid else 0.0:+.1%}); gap {g:.2%} against the "
             f"fluid bound"]
-    return w.problem, w.plan, check, costs, tabs, obj, g, msgs
+    return w.problem, w.plan, check, costs, tabs, obj, g, msgs, w.limited > 0
 
 
 def _warn_check(check: CheckReport, msgs: list[str]) -> None:
@@ -920,7 +923,7 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     say = progress or (lambda _text: None)
     w = _whole(pb, plan, b.objective, b.lower_bound, gap=gap, time_limit_s=time_limit_s,
                say=say, objective=objective, cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
-    pbr, obj, g = pb, b.objective, b.gap
+    pbr, obj, g, status = pb, b.objective, b.gap, b.status
     if w is None:
         check = check_plan(pb, plan, extra=scenario_raw_violations(b))
         check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
@@ -929,7 +932,9 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
         tabs = _tables(pb, plan, costs)
         more_w: list[str] = []
     else:
-        pbr, plan, check, costs, tabs, obj, g, more_w = w
+        pbr, plan, check, costs, tabs, obj, g, more_w, cut_short = w
+        if cut_short and status == "optimal":
+            status = "time_limit"
     msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
             f"{b.iterations} iterations, bound {b.lower_bound:,.0f} USD/month, gap "
             f"{b.gap:.2%}"]
@@ -946,7 +951,7 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     rows = sum(m.A.shape[0] for m in b.milps)
     cols = sum(m.A.shape[1] for m in b.milps)
     res = OptimizeResult(
-        pb.name, b.status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
+        pb.name, status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
         check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pbr,
         solution=plan, messages=(), gap_target=gap, **tabs,
     )

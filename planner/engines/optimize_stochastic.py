@@ -319,7 +319,7 @@ class WholePlan:
     rounded: int  # scenarios rounded up instead (no time left, or no whole plan found)
     extra: list[dict] = field(default_factory=list)  # raw violations of the re-solves
     n_checked: int = 0
-    limited: int = 0  # re-solves that stopped at their time limit (a plan, gap not proven)
+    limited: int = 0  # scenarios the time limit cut short (re-solve stopped, or not started)
 
 
 def _fixed_values(m: Milp, pb: Problem, plan: PlanArrays) -> dict[str, np.ndarray]:
@@ -347,7 +347,7 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     decided. A scenario the time limit leaves no time for, or whose re-solve finds no plan,
     has its fluid counts rounded up (capacity, links and whole-block ramp limits still hold;
     :func:`check_plan` re-checks the rest); a re-solve that stops at its share of the time
-    limit keeps the best plan it found (counted in ``limited``). ``time_limit_s = math.inf``:
+    limit keeps the best plan it found (both counted in ``limited``). ``time_limit_s = math.inf``:
     every scenario is re-solved to ``gap`` (:func:`.optimize_milp.solve_milp`). Never None.
     """
     from planner.engines.optimize_milp import solve_milp
@@ -363,6 +363,7 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     for s in range(S):
         left = time_limit_s - (time.perf_counter() - t0)
         info = None
+        limited += left <= 0.05  # no time left: rounded up below
         if left > 0.05:
             m = build_milp(pbw.take(s))
             for name, vals in _fixed_values(m, pbw, plan).items():
