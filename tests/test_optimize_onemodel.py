@@ -35,6 +35,9 @@ CAT = load_catalog()
 #: different order (HiGHS meets the demand rows to ~1e-9 relative), so 1e-6 leaves margin.
 RTOL = 1e-6
 
+# Every optimisation here runs to a 0 gap with no wall-clock limit (time_limit_s = inf): the
+# plan and its status ("optimal") cannot depend on how loaded the machine is.
+
 PROFILES = ("flat", "business", "consumer")
 
 #: Performance-model configurations (capacity from the model at the class's SLO); the others
@@ -152,10 +155,10 @@ def test_single_option_plan_is_what_the_cost_engine_prices(sc):
           f"{' unserved' if ref['classes_unserved'] else ''}")
     if ref["classes_unserved"]:
         # the cost engine cannot serve a class (SLO): the optimiser has no plan either
-        res = optimize(sc, catalog=CAT, gap=0.0)
+        res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
         assert res.status == "infeasible"
         return
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed, (res.status, res.messages)
     want = float(ref["usd_per_month"])
     assert res.objective_usd_per_month == pytest.approx(want, rel=RTOL, abs=1e-9)
@@ -196,7 +199,7 @@ def _two_options(billing: str) -> dict:
 
 def test_always_on_replicas_are_the_same_in_every_hour():
     sc = parse_scenario(_two_options("always-on"), catalog=CAT)
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed
     reps = res.hourly.loc[res.hourly["deployment"] == "gpu", "replicas"]
     peak = res.problem.demand[0, 0].max()
@@ -207,7 +210,7 @@ def test_always_on_replicas_are_the_same_in_every_hour():
 
 def test_scale_to_zero_replicas_follow_the_hours():
     sc = parse_scenario(_two_options("scale-to-zero"), catalog=CAT)
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed
     assert res.problem.options["gpu"].stage == "hourly"
     reps = res.hourly.loc[res.hourly["deployment"] == "gpu", "replicas"].to_numpy()
@@ -226,7 +229,7 @@ def test_active_window_is_a_fleet_paid_for_its_hours():
     data = _two_options("active-window")
     data["cloud"]["gpu"]["active_hours_per_day"] = 10
     sc = parse_scenario(data, catalog=CAT)
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed
     reps = res.hourly.loc[res.hourly["deployment"] == "gpu", "replicas"]
     n = math.ceil(res.problem.demand[0, 0].max() - 1e-9)
@@ -277,7 +280,7 @@ def test_stated_replicas_cap_the_capacity_of_their_instances():
     # 2 replicas stated on one 8-GPU instance: the instance has 8 slots, but only the 2
     # stated replicas serve (the cost engine's replicas = 2); the rest goes to the API
     sc = parse_scenario(_stated("cloud", gpus_per_instance=8, replicas=2), catalog=CAT)
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed
     plan = res.plan.set_index("deployment")
     ref = evaluate(sc, CAT).summary.set_index("deployment").loc["fleet"]
@@ -292,7 +295,7 @@ def test_stated_servers_are_all_paid():
     # server holds none but is paid (as the cost engine prices 3 servers)
     sc = parse_scenario(_stated("onprem", gpus_per_replica=16, gpus_per_server=8, servers=3),
                         catalog=CAT)
-    res = optimize(sc, catalog=CAT, gap=0.0)
+    res = optimize(sc, catalog=CAT, gap=0.0, time_limit_s=math.inf)
     assert res.status == "optimal" and res.check.passed
     ref = evaluate(sc, CAT).summary.set_index("deployment").loc["fleet"]
     plan = res.plan.set_index("deployment")

@@ -37,11 +37,47 @@ def _no_breakeven(sc, cat):
 FAST = {"breakeven": _no_breakeven}
 
 
+#: What the quickstart report's build did (filled by the ``quick`` fixture): the engines this
+#: process ran itself, those it handed to forked children, and the chart specs it converted.
+QUICK_WORK: dict[str, list] = {}
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """The flagship example with the default (real) engines, as `planner report` runs it."""
+    """The flagship example with the default (real) engines, as `planner report` runs it.
+
+    The build's work is counted in :data:`QUICK_WORK` (engine runs in this process, engines
+    forked, chart conversions submitted), for :func:`test_quickstart_report_does_each_piece_of_work_once`."""
+    import planner.report.build as build_mod
+    from planner.report import export
+    from planner.report import providers as prov
+
     out = tmp_path_factory.mktemp("quick") / "out"
-    res = build_report(QUICKSTART, out_dir=out, progress=False)
+    work: dict[str, list] = {"run_here": [], "forked": [], "converted": []}
+    real_run, real_fork = prov.run, build_mod._fork_engines
+    real_submit = export.Exporter.submit
+
+    def run(name, *a, **k):
+        work["run_here"].append(name)  # (a forked child appends to its own copy)
+        return real_run(name, *a, **k)
+
+    def fork(*a, **k):
+        got = real_fork(*a, **k)
+        if got is not None:
+            work["forked"] += list(got[0])
+        return got
+
+    def submit(self, spec_dict, *a, **k):
+        work["converted"].append(spec_dict)
+        return real_submit(self, spec_dict, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(prov, "run", run)
+        mp.setattr(build_mod, "_fork_engines", fork)
+        mp.setattr(export.Exporter, "submit", submit)
+        res = build_report(QUICKSTART, out_dir=out, progress=False)
+    QUICK_WORK.clear()
+    QUICK_WORK.update(work)
     return res, res.html.read_text(encoding="utf-8")
 
 
@@ -60,7 +96,31 @@ def test_quickstart_report_files(quick):
         f"{c}.{ext}" for c in res.charts for ext in ("png", "svg"))
     # nothing left beside the output directory
     assert [p.name for p in res.out_dir.parent.iterdir()] == ["out"]
-    assert res.seconds < 60, f"report took {res.seconds:.1f} s"
+    # (no wall-clock bound: the speed is tests/benchmarks/bench_report.py's to measure)
+
+
+def test_quickstart_report_does_each_piece_of_work_once(quick):
+    # Deterministic stand-ins for a wall-clock bound (the speed itself is measured by
+    # tests/benchmarks/bench_report.py): every engine runs once, either here or in a forked
+    # child, never both (a child that fails hands its engines back to this process, which
+    # then runs them serially); each chart is converted once.
+    from collections import Counter
+
+    from planner.report.build import CORE_ENGINES, FORKED_ENGINES
+
+    res, _ = quick
+    here, forked = QUICK_WORK["run_here"], QUICK_WORK["forked"]
+    runs = Counter(here) + Counter(forked)
+    assert set(runs.values()) == {1}, runs
+    assert set(CORE_ENGINES) <= set(here)
+    assert not set(here) & set(forked)
+    assert set(forked) <= set(FORKED_ENGINES)
+    # ... and only the engines the report's sections need
+    from planner.report.sections import SECTIONS
+
+    need = {e for s in SECTIONS if s.key in res.sections for e in s.requires}
+    assert need <= set(runs) and {"simulation", "optimiser"} <= need
+    assert len(QUICK_WORK["converted"]) == len(res.charts)
 
 
 def test_quickstart_tables_are_the_engine_results(quick):

@@ -64,6 +64,7 @@ from planner.engines.optimize_data import (
     OptimizeOptions,
     Problem,
     build_problem,
+    problem_model,
 )
 from planner.engines.optimize_milp import (
     OPTIONAL_GROUPS,
@@ -550,7 +551,10 @@ def optimize(
     catalog : Catalog, optional
     gap, time_limit_s : float, optional
         Relative MIP gap and time limit in seconds (default: the scenario's ``[optimize]``
-        values, else 0.01 and 30 s).
+        values, else 0.01 and 30 s). ``time_limit_s = math.inf``: no wall-clock limit; every
+        solve runs to the gap and the steps otherwise bounded in seconds are bounded in
+        solver nodes (:func:`.optimize_milp.solve_milp`), so the plan does not depend on the
+        machine's load.
     stochastic : bool
         Sample-average version over ``n_scenarios`` Monte Carlo scenarios (``seed``).
     verify : bool
@@ -591,14 +595,18 @@ def optimize(
     notes: list[str] = []
     drawn = pd.DataFrame()
     say = progress or (lambda _text: None)
+    # one compile of the scenario: the problem's prices and the verification's traffic
+    model = None if stochastic else problem_model(scenario, cat)
     if stochastic:
         say(f"sampling {int(n_scenarios)} Monte Carlo scenarios")
         values, drawn, notes, model = sample_inputs(scenario, int(n_scenarios), seed, cat)
+        if model is None:
+            model = problem_model(scenario, cat, uncertain=bool(values))
         say("pricing the candidates in every scenario")
         pb = build_problem(scenario, cat, opts, values=values,
                            n=int(n_scenarios) if values else 1, model=model)
     elif opts.plan_years is not None:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
         res = optimize_years(pb, opts, gap=gap, time_limit_s=tl)
         res.solve_time_s = res.time_s = time.perf_counter() - t0
         if verify:
@@ -606,17 +614,17 @@ def optimize(
                              "plan",)
         return res
     elif opts.horizon_hours is not None:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
         res = optimize_long(pb, opts, gap=gap, time_limit_s=tl, progress=progress)
         res.solve_time_s = time.perf_counter() - t0
         if verify and res.solution is not None:
             _verify_year(res, cat, gap=gap, time_limit_s=min(tl, 30.0),
                          window_s=verify_window_s, seed=0 if seed is None else seed, say=say,
-                         traffic=scenario_traffic(scenario, cat))
+                         traffic=scenario_traffic(scenario, cat, model=model))
         res.time_s = time.perf_counter() - t0
         return res
     else:
-        pb = build_problem(scenario, cat, opts)
+        pb = build_problem(scenario, cat, opts, model=model)
     res = optimize_problem(pb, gap=gap, time_limit_s=tl, objective=opts.objective,
                            cvar_lambda=opts.cvar_lambda, cvar_alpha=opts.cvar_alpha,
                            stochastic=stochastic, method=method, progress=progress)
@@ -627,7 +635,7 @@ def optimize(
     if verify and res.solution is not None:
         _verify(res, cat, gap=gap, time_limit_s=tl, window_s=verify_window_s,
                 seed=0 if seed is None else seed, say=say,
-                traffic=scenario_traffic(scenario, cat))
+                traffic=scenario_traffic(scenario, cat, model=model))
     res.time_s = time.perf_counter() - t0
     return res
 
@@ -699,6 +707,7 @@ def optimize_problem(
                     f"(bound {info.dual_bound:,.0f} USD/month)")
     w = _whole(pb, plan, info.objective, info.dual_bound, gap=gap, time_limit_s=time_limit_s,
                say=say, **kw)
+    status = info.status
     if w is None:
         check = check_plan(pb, plan, objective=info.objective if obj == "expected" else None,
                            milp_=m)
@@ -706,10 +715,12 @@ def optimize_problem(
         costs = plan_costs(pb, plan)
         tabs = _tables(pb, plan, costs)
     else:
-        pbr, plan, check, costs, tabs, objective, g, more = w
+        pbr, plan, check, costs, tabs, objective, g, more, cut_short = w
         msgs += more
+        if cut_short and status == "optimal":
+            status = "time_limit"
     res = OptimizeResult(
-        pb.name, info.status, objective, g, lp.objective,
+        pb.name, status, objective, g, lp.objective,
         time.perf_counter() - t0, lp.time_s, check, n_scenarios=pb.n_scenarios,
         milp_shape=m.shape, problem=pbr, solution=plan, messages=(), gap_target=gap, **tabs,
     )
@@ -868,7 +879,8 @@ def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: fl
     """A plan solved with continuous hourly counts (the stochastic fluid) made whole
     (:func:`whole_replicas`), re-checked, costed and tabled; None when it already is whole
     (integer hourly counts, or no hourly option). Returns (problem, plan, check, costs,
-    tables, objective, gap against ``bound``, messages)."""
+    tables, objective, gap against ``bound``, messages, whether the time limit cut a
+    scenario's re-solve short: the plan is then not proven within the gap)."""
     if pb.integer_hourly or not any(o.stage == "hourly" for o in pb.options.values()):
         return None
     say("whole replicas: re-solving each scenario's hourly counts in whole replicas")
@@ -883,13 +895,14 @@ def _whole(pb: Problem, plan: PlanArrays, fluid: float, bound: float, *, gap: fl
     lo = min(bound, fluid) if np.isfinite(bound) else fluid
     g = max(0.0, (obj - lo) / abs(obj)) if obj else 0.0
     how = f"{w.resolved} re-solved" + (f", {w.rounded} rounded up (no time left or no whole "
-                                       f"plan)" if w.rounded else "")
+                                       f"plan)" if w.rounded else "") + (
+        f"; {w.limited} cut short by the time limit" if w.limited else "")
     msgs = [f"whole replicas: the first stage was chosen with continuous hourly counts (a "
             f"fluid); every scenario's hourly counts are whole replicas ({how}): "
             f"{obj:,.0f} USD/month against {fluid:,.0f} for the fluid plan "
             f"({(obj - fluid) / abs(fluid) if fluid else 0.0:+.1%}); gap {g:.2%} against the "
             f"fluid bound"]
-    return w.problem, w.plan, check, costs, tabs, obj, g, msgs
+    return w.problem, w.plan, check, costs, tabs, obj, g, msgs, w.limited > 0
 
 
 def _warn_check(check: CheckReport, msgs: list[str]) -> None:
@@ -910,7 +923,7 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     say = progress or (lambda _text: None)
     w = _whole(pb, plan, b.objective, b.lower_bound, gap=gap, time_limit_s=time_limit_s,
                say=say, objective=objective, cvar_lambda=cvar_lambda, cvar_alpha=cvar_alpha)
-    pbr, obj, g = pb, b.objective, b.gap
+    pbr, obj, g, status = pb, b.objective, b.gap, b.status
     if w is None:
         check = check_plan(pb, plan, extra=scenario_raw_violations(b))
         check.n_checked += sum(m.A.shape[0] + x.size + int(np.count_nonzero(m.integrality))
@@ -919,7 +932,9 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
         tabs = _tables(pb, plan, costs)
         more_w: list[str] = []
     else:
-        pbr, plan, check, costs, tabs, obj, g, more_w = w
+        pbr, plan, check, costs, tabs, obj, g, more_w, cut_short = w
+        if cut_short and status == "optimal":
+            status = "time_limit"
     msgs = [f"solved by L-shaped (Benders) decomposition over {pb.n_scenarios} scenarios: "
             f"{b.iterations} iterations, bound {b.lower_bound:,.0f} USD/month, gap "
             f"{b.gap:.2%}"]
@@ -936,7 +951,7 @@ def _solve_by_benders(pb: Problem, *, gap: float, time_limit_s: float, t0: float
     rows = sum(m.A.shape[0] for m in b.milps)
     cols = sum(m.A.shape[1] for m in b.milps)
     res = OptimizeResult(
-        pb.name, b.status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
+        pb.name, status, obj, g, b.lp_bound, time.perf_counter() - t0, 0.0,
         check, n_scenarios=pb.n_scenarios, milp_shape=(rows, cols), problem=pbr,
         solution=plan, messages=(), gap_target=gap, **tabs,
     )

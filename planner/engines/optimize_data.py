@@ -889,6 +889,15 @@ def _plan_rules(o: OptionData, dep: Any, options: OptimizeOptions, S: int,
                                                       max(rpb, 1e-12) + 1e-9)))
 
 
+def problem_model(sc: Scenario, cat: Catalog, *, uncertain: bool = False) -> Model:
+    """The model :func:`build_problem` prices a scenario with when it is given none: the
+    scenario compiled against ``cat`` with memoised row look-ups, with its uncertain inputs
+    (a capacity grid for uncertain lengths) when ``uncertain``, else at the medians. Build it
+    once and pass it to :func:`build_problem` and to
+    :func:`.optimize_verify.scenario_traffic`."""
+    return Model(sc, _MemoCatalog(cat), uncertain_inputs(sc) if uncertain else None)
+
+
 def build_problem(
     sc: Scenario,
     cat: Catalog,
@@ -915,10 +924,9 @@ def build_problem(
     n : int, optional
         Number of scenarios S (default: the length of the arrays in ``values``, else 1).
     model : Model, optional
-        The model to price with. Default: ``Model(sc, cat)`` without ``values``, else the model
-        with the scenario's uncertain inputs (a capacity grid for uncertain lengths); pass the
-        one the values were drawn with (:func:`planner.engines.risk.compiled.compile_scenario`)
-        to build it once.
+        The model to price with. Default: :func:`problem_model` (with the scenario's
+        uncertain inputs when ``values`` are given); pass the one the values were drawn with
+        (:func:`planner.engines.risk.compiled.compile_scenario`) to build it once.
     integer_hourly : bool, optional
         Overrides ``options.integer_hourly``.
 
@@ -944,7 +952,7 @@ def build_problem(
     if not deps:
         raise PlannerError("optimize: the scenario has no deployment candidates to choose from")
     if model is None:
-        model = Model(sc, _MemoCatalog(cat), uncertain_inputs(sc) if values else None)
+        model = problem_model(sc, cat, uncertain=bool(values))
     cat = model.cat
     ctx = model.ctx(values, S)
     P = model.periods

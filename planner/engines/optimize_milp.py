@@ -660,12 +660,18 @@ class SolveInfo:
 
 
 def _highs(m: Milp, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray, gap: float,
-           time_limit_s: float) -> Any:
+           time_limit_s: float, node_limit: int | None = None) -> Any:
+    """HiGHS on ``m`` in the box ``[lb, ub]``, within ``time_limit_s`` (``math.inf``: no
+    wall-clock limit) and, when given, ``node_limit`` branch-and-bound nodes (a limit of
+    work, the same on any machine load; scipy reports either limit as status 1)."""
     cons = [LinearConstraint(m.A, m.lo, m.hi)] if m.A.shape[0] else []
+    opts = {"mip_rel_gap": gap, "time_limit": max(time_limit_s, 0.05), "disp": False,
+            "presolve": True}
+    if node_limit is not None:
+        opts["node_limit"] = int(node_limit)
     with solver_output_guard():
         return milp(m.c, integrality=integrality, bounds=Bounds(lb, ub), constraints=cons,
-                    options={"mip_rel_gap": gap, "time_limit": max(time_limit_s, 0.05),
-                             "disp": False, "presolve": True})
+                    options=opts)
 
 
 def _lp_with_duals(m: Milp, time_limit_s: float) -> Any:
@@ -698,6 +704,10 @@ def _first_stage_mask(m: Milp) -> np.ndarray:
 
 #: Seconds HiGHS gets on the whole problem before :func:`solve_milp` splits it.
 QUICK_SOLVE_S = 0.25
+#: ... and branch-and-bound nodes instead, when the solve has no wall-clock limit
+#: (``time_limit_s = math.inf``: :func:`solve_milp`), so that the path taken does not depend
+#: on the machine's load.
+QUICK_SOLVE_NODES = 500
 
 #: Row groups that tie the hours together (month totals); the rest are per hour.
 _COUPLING = ("provider_share", "onprem_share", "budget", "cvar", "power")
@@ -1110,6 +1120,12 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     Identical hours are merged first where that is exact (:func:`_hour_classes`; e.g. a
     week of identical weekdays is solved on its 48 distinct hours) and the plan is laid back
     over every hour and re-checked against every row.
+
+    ``time_limit_s = math.inf``: no wall-clock limit anywhere. Every solve runs to ``gap``,
+    and the two steps otherwise bounded in seconds (the quick attempt on the whole problem,
+    :data:`QUICK_SOLVE_S`, and the polish, :data:`POLISH_S`) are bounded in HiGHS
+    branch-and-bound nodes (:data:`QUICK_SOLVE_NODES`, :data:`POLISH_NODES`): the same
+    problem gives the same plan however loaded the machine is.
     """
     t0 = time.perf_counter()
     merged = _solve_merged(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
@@ -1122,7 +1138,7 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     x = tight_starts(m, info.x)
     left = time_limit_s - (time.perf_counter() - t0)
     if info.gap > 1e-9 and left > 0:
-        x = _polish(m, x, min(left, POLISH_S))
+        x = _polish(m, x, min(left, POLISH_S), None if math.isfinite(left) else POLISH_NODES)
     obj = float(m.c @ x)
     if obj > info.objective + 1e-9 * max(1.0, abs(info.objective)):
         return info  # cannot happen (the rows bound starts from below only); keep HiGHS's
@@ -1134,9 +1150,12 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
 
 #: Seconds :func:`solve_milp` spends polishing the hourly counts of a plan (:func:`_polish`).
 POLISH_S = 0.3
+#: ... and branch-and-bound nodes instead, when the solve has no wall-clock limit.
+POLISH_NODES = 500
 
 
-def _polish(m: Milp, x: np.ndarray, time_limit_s: float) -> np.ndarray:
+def _polish(m: Milp, x: np.ndarray, time_limit_s: float,
+            node_limit: int | None = None) -> np.ndarray:
     """A plan at least as cheap as ``x``: the problem re-solved with the first stage fixed at
     ``x``'s and every hourly count kept between the lowest and highest count of its option in
     the hour before, the hour and the hour after (cyclic), at a 0 gap within the time given.
@@ -1154,7 +1173,9 @@ def _polish(m: Milp, x: np.ndarray, time_limit_s: float) -> np.ndarray:
     ub[bh] = np.minimum(ub[bh], nb.max(axis=0))
     if np.any(lb > ub):
         return x
-    r = _highs(m, m.integrality, lb, ub, 0.0, time_limit_s)
+    if node_limit is not None:
+        time_limit_s = math.inf
+    r = _highs(m, m.integrality, lb, ub, 0.0, time_limit_s, node_limit)
     if r.x is None or r.status not in (0, 1):
         return x
     y = tight_starts(m, np.asarray(r.x, float))
@@ -1200,8 +1221,12 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     res = None
     if ints.any() and first.any() and (ints & ~first).any() and m.A.shape[0]:
         # small problems: HiGHS on the whole problem settles them faster than the split
-        quick = _highs(m, integ, lb, ub, gap, min(QUICK_SOLVE_S, time_limit_s / 4)) \
-            if QUICK_SOLVE_S > 0 else None
+        # (bounded in seconds, or in nodes when the solve has no wall-clock limit)
+        quick = None
+        if QUICK_SOLVE_S > 0 and math.isfinite(time_limit_s):
+            quick = _highs(m, integ, lb, ub, gap, min(QUICK_SOLVE_S, time_limit_s / 4))
+        elif QUICK_SOLVE_S > 0:
+            quick = _highs(m, integ, lb, ub, gap, math.inf, QUICK_SOLVE_NODES)
         if quick is not None and quick.status in (0, 2):
             res = quick
         else:

@@ -319,6 +319,7 @@ class WholePlan:
     rounded: int  # scenarios rounded up instead (no time left, or no whole plan found)
     extra: list[dict] = field(default_factory=list)  # raw violations of the re-solves
     n_checked: int = 0
+    limited: int = 0  # scenarios the time limit cut short (re-solve stopped, or not started)
 
 
 def _fixed_values(m: Milp, pb: Problem, plan: PlanArrays) -> dict[str, np.ndarray]:
@@ -345,7 +346,9 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     replicas, run length and ramp rules enforced) at the plan's first stage, which stays as
     decided. A scenario the time limit leaves no time for, or whose re-solve finds no plan,
     has its fluid counts rounded up (capacity, links and whole-block ramp limits still hold;
-    :func:`check_plan` re-checks the rest). Never None.
+    :func:`check_plan` re-checks the rest); a re-solve that stops at its share of the time
+    limit keeps the best plan it found (both counted in ``limited``). ``time_limit_s = math.inf``:
+    every scenario is re-solved to ``gap`` (:func:`.optimize_milp.solve_milp`). Never None.
     """
     from planner.engines.optimize_milp import solve_milp
 
@@ -354,12 +357,13 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     S = pb.n_scenarios
     blocks, used, flows = plan.blocks.copy(), plan.used.copy(), plan.flows.copy()
     hourly = [j for j, d in enumerate(plan.options) if pb.options[d].stage == "hourly"]
-    resolved = rounded = 0
+    resolved = rounded = limited = 0
     extra: list[dict] = []
     n_checked = 0
     for s in range(S):
         left = time_limit_s - (time.perf_counter() - t0)
         info = None
+        limited += left <= 0.05  # no time left: rounded up below
         if left > 0.05:
             m = build_milp(pbw.take(s))
             for name, vals in _fixed_values(m, pbw, plan).items():
@@ -370,6 +374,7 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
             ps = decode(m, info.x)
             blocks[s], used[s], flows[s] = ps.blocks[0], ps.used[0], ps.flows[0]
             resolved += 1
+            limited += info.status == "time_limit"
             for v in raw_violations(m, info.x):
                 v["item"] = f"s={s}: {v['item']}"
                 extra.append(v)
@@ -383,4 +388,4 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
                     used[s, j] = np.maximum(used[s, j], blocks[s, j] > 0)
             rounded += 1
     out = PlanArrays(plan.options, blocks, used, flows, dict(plan.finetune), plan.pairs, None)
-    return WholePlan(pbw, out, resolved, rounded, extra[:50], n_checked)
+    return WholePlan(pbw, out, resolved, rounded, extra[:50], n_checked, limited)

@@ -99,7 +99,7 @@ def _prefix_share(kc, s: int) -> float:
     return float(v[s] if v.ndim else v)
 
 
-def scenario_traffic(sc, cat: Catalog) -> dict:
+def scenario_traffic(sc, cat: Catalog, *, model=None) -> dict:
     """The request traffic a scenario's capacities are sized for, and its APIs' latency, as
     :func:`verify_plan` keyword arguments.
 
@@ -107,38 +107,39 @@ def scenario_traffic(sc, cat: Catalog) -> dict:
       Gamma renewal, :func:`planner.sim.scenario.scenario_burstiness`; Poisson when unset);
     - ``fixed_context_share``: per ``class@deployment`` (and per class, in the catalog's
       default tokenizer), the share of the prompt that is fixed context, ``1 -``
-      :func:`planner.model.capacity.variable_prompt_share` of the model's input and prompt
-      tokens (:func:`planner.workload.class_volumes` at the medians, in the deployment's
-      tokenizer): the share the open-loop capacity
-      (:func:`planner.model.capacity.class_traffic`) does not spread with ``length_cv``;
+      :func:`planner.model.capacity.variable_prompt_share` of the class's input tokens
+      (:meth:`Model.length <planner.model.evaluate.Model.length>`) and prompt tokens
+      (:meth:`Model.klass <planner.model.evaluate.Model.klass>`) at the medians, in the
+      deployment's tokenizer (the option's, as the model compiled it): the share the
+      open-loop capacity (:func:`planner.model.capacity.class_traffic`) does not spread with
+      ``length_cv``;
     - ``api_latency``: per API deployment, ``(ttft_s, output_tokens_per_s)`` as ``planner
       simulate`` takes it (:func:`planner.sim.scenario.api_latency`: ``[simulation]
       api_ttft_s`` / ``api_output_tokens_per_s``, else the catalog's, else the simulator's
       defaults).
 
-    ``planner simulate`` (:func:`planner.sim.scenario.scenario_streams`) generates the same
-    lengths and arrivals, so the verification replays the traffic the plan was sized for."""
-    from planner.config import med
+    ``model``: the scenario's compiled :class:`~planner.model.evaluate.Model` (the one the
+    problem was priced with, :func:`planner.engines.optimize_data.problem_model`); default: one
+    compiled here. ``planner simulate`` (:func:`planner.sim.scenario.scenario_streams`)
+    generates the same lengths and arrivals, so the verification replays the traffic the plan
+    was sized for."""
     from planner.model.capacity import variable_prompt_share
     from planner.sim.scenario import api_latency, scenario_burstiness
-    from planner.workload import class_volumes, resolve_length
 
+    if model is None:
+        from planner.engines.optimize_data import problem_model
+
+        model = problem_model(sc, cat)
+    ctx = model.ctx()
     tokenizers: dict[str, str | None] = {"": None}  # "" -> the class-level default
-    latency = {}
-    for name, (kind, dep) in sc.deployments().items():
-        if kind == "api":
-            row = cat.api(dep.offering)
-            tokenizers[name] = dep.tokenizer or row.get("tokenizer")
-            latency[name] = api_latency(row, sc.simulation)
-        else:
-            tokenizers[name] = dep.tokenizer or cat.llm(dep.model).get("tokenizer")
+    tokenizers.update((o.name, o.tokenizer) for o in model.options)
+    latency = {o.name: api_latency(o.row, sc.simulation) for o in model.options
+               if o.kind == "api"}
     ctx_share = {}
     for cname, wc in sc.workload.items():
         for name, tok in tokenizers.items():
-            inp = resolve_length(wc.input, tok, cat).tokens
-            ctx = resolve_length(wc.context, tok, cat).tokens
-            _, prompt, _ = class_volumes(1.0, inp, 0.0, context_tokens=ctx,
-                                         calls_per_request=float(med(wc.calls_per_request)))
+            inp = float(model.length(ctx, wc.input, f"workload.{cname}.input", tok))
+            prompt = float(model.klass(ctx, cname, tok)[1])
             share = 1.0 - variable_prompt_share(inp, prompt) if prompt else 0.0
             ctx_share[f"{cname}@{name}" if name else cname] = share
     return {"length_cv": float(sc.simulation.length_cv), "burstiness": scenario_burstiness(sc),
