@@ -33,6 +33,7 @@ from planner.distributions import (
     TriangularDist,
     UniformDist,
     _beta_u_table,
+    _truncnorm_u_table,
     gaussian_copula_uniforms,
     is_distribution,
     mean_of,
@@ -251,6 +252,58 @@ def test_beta_family_samples_fit_scipy_distribution(spec):
     assert abs(x.mean() - ref.mean()) <= 4 * ref.std() / math.sqrt(n)
     for q in (0.05, 0.5, 0.95):
         # standard error of the q-quantile: sqrt(q (1 - q) / n) / f(x_q)
+        se = math.sqrt(q * (1 - q) / n) / ref.pdf(ref.ppf(q))
+        assert abs(np.quantile(x, q) - ref.ppf(q)) <= 4 * se
+
+
+TRUNCATED_NORMALS = [
+    {"mean": 0.12, "sd": 0.03, "low": 0.04},
+    {"mean": 0.3, "sd": 0.2, "low": -0.3},
+    {"mean": 0, "sd": 1, "low": -2, "high": 3},
+    {"mean": 0, "sd": 1, "low": 2, "high": 2.5},
+    {"mean": 10, "sd": 2, "high": 4},
+]
+
+
+@pytest.mark.parametrize("kw", TRUNCATED_NORMALS)
+def test_truncated_normal_body_table_matches_scipy(kw):
+    """The u-grid body table of the truncated normal is within 2e-10 sd (of the width when
+    narrower) of scipy.stats.truncnorm.ppf across its cells and seams, and monotone."""
+    d = NormalDist(**kw)
+    a, b = d._ab()
+    first, last, _ = _truncnorm_u_table(a, b)
+    assert first <= last
+    n = _U_CELLS
+    edges = np.array([first, last + 1], dtype=float) / n
+    u = np.concatenate(
+        [
+            np.random.default_rng(6).random(50_000),
+            (np.arange(n) + 0.5) / n,
+            np.nextafter(edges, 0.0),
+            edges,
+            np.nextafter(edges, 1.0),
+        ]
+    )
+    u = np.sort(u[(u > 0.0) & (u < 1.0)])
+    x = d.ppf(u)
+    ref = stats.truncnorm(a, b, loc=d.mean_value, scale=d.sd).ppf(u)
+    assert np.max(np.abs(x - ref)) <= 2e-10 * d.sd * min(1.0, b - a)
+    assert np.all(np.diff(x) >= 0.0)
+
+
+@pytest.mark.parametrize("kw", TRUNCATED_NORMALS)
+def test_truncated_normal_samples_fit_scipy_distribution(kw):
+    """200,000 draws (fixed seed) pass Kolmogorov-Smirnov against scipy.stats.truncnorm, and
+    their mean and 5/50/95th percentiles lie within 4 standard errors."""
+    d = NormalDist(**kw)
+    a, b = d._ab()
+    ref = stats.truncnorm(a, b, loc=d.mean_value, scale=d.sd)
+    n = 200_000
+    x = d.sample(np.random.default_rng(20261206), n)
+    assert stats.kstest(x, ref.cdf).pvalue > 1e-3
+    assert abs(x.mean() - ref.mean()) <= 4 * ref.std() / math.sqrt(n)
+    assert abs(d.mean() - ref.mean()) <= 1e-9 * d.sd
+    for q in (0.05, 0.5, 0.95):
         se = math.sqrt(q * (1 - q) / n) / ref.pdf(ref.ppf(q))
         assert abs(np.quantile(x, q) - ref.ppf(q)) <= 4 * se
 
