@@ -756,14 +756,25 @@ def _beta_ppf_z(a: float, b: float, u: np.ndarray, low: float = 0.0,
     ~1e-17 from either end, including exactly 0 and 1) gets the exact value from
     :func:`_beta_quantile_tail`.
     """
+    n_nodes, _ = _beta_table(float(a), float(b))
+    if n_nodes == 0:
+        return low + (high - low) * _beta_quantile_tail(a, b, u)
+    return _beta_from_z(a, b, special.ndtri(u), low, high, u)
+
+
+def _beta_from_z(a: float, b: float, z: np.ndarray, low: float = 0.0, high: float = 1.0,
+                 u: np.ndarray | None = None) -> np.ndarray:
+    """Quantile of ``low + (high - low) Beta(a, b)`` at ``Phi(z)``, from the table in ``z``
+    (:func:`_beta_ppf_z`) evaluated at ``z`` itself: the Gaussian copula's latent normals map
+    to the marginal without ``Phi`` or its inverse (:func:`from_normals`). ``z`` beyond the
+    table (|z| > 8.5, probability 2e-17) gets the exact quantile at ``u`` (default
+    :func:`copula_uniforms` of ``z``). Needs the table (``_beta_table(a, b)[0] > 0``).
+    """
     n_nodes, cells = _beta_table(float(a), float(b))
     width = high - low
-    if n_nodes == 0:
-        return low + width * _beta_quantile_tail(a, b, u)
     # scale the 4 x (n_nodes - 1) coefficients, not the n values
     c0, c1, c2, c3 = (low + width * cells[0], *(width * c for c in cells[1:]))
-    t = special.ndtri(u)
-    t += _Z_MAX
+    t = z + _Z_MAX
     t *= (n_nodes - 1) / (2.0 * _Z_MAX)
     outside = None
     if t.size and (t.min() < 0.0 or t.max() > n_nodes - 1):
@@ -780,7 +791,8 @@ def _beta_ppf_z(a: float, b: float, u: np.ndarray, low: float = 0.0,
     x *= t
     x += c0.take(i)
     if outside is not None:
-        x[outside] = low + width * _beta_quantile_tail(a, b, u[outside])
+        u_out = copula_uniforms(z[outside]) if u is None else u[outside]
+        x[outside] = low + width * _beta_quantile_tail(a, b, u_out)
     return np.clip(x, low, high, out=x)  # rounding guard
 
 
@@ -1193,7 +1205,9 @@ def from_normals(d: DistributionBase, z: np.ndarray) -> np.ndarray:
 
     For the normal family (:func:`is_normal_family`) this is ``mean + sd z`` or ``exp(mu +
     sigma z)``, computed in place on ``z`` (``scipy.special.ndtri`` would cost ~30 ns a value);
-    otherwise ``d.ppf`` of :func:`copula_uniforms` of ``z`` (``z`` unchanged).
+    beta and PERT read their quantile table in ``z`` at ``z`` (:func:`_beta_from_z`: no
+    ``Phi``, no inverse); otherwise ``d.ppf`` of :func:`copula_uniforms` of ``z`` (``z``
+    unchanged).
     """
     if isinstance(d, LognormalDist):
         mu, sigma = d.log_params()
@@ -1204,6 +1218,10 @@ def from_normals(d: DistributionBase, z: np.ndarray) -> np.ndarray:
         z *= d.sd
         z += d.mean_value
         return z
+    if isinstance(d, (BetaDist, PertDist)):
+        a, b = d.beta_params() if isinstance(d, PertDist) else (float(d.a), float(d.b))
+        if _beta_table(a, b)[0]:
+            return _beta_from_z(a, b, z, d.low, d.high)
     return np.asarray(d._ppf(copula_uniforms(z)), dtype=float)
 
 
