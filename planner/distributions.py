@@ -299,11 +299,13 @@ class NormalDist(DistributionBase):
 
         x = mean + sd * Phi^-1(Phi(a) + u (Phi(b) - Phi(a)))
 
-    evaluated on the lower-tail side (reflecting when ``a > 0``) so no precision is lost, and
-    delegated to ``scipy.stats.truncnorm.ppf`` (exact but ~1 us per value) when that formula
-    would lose precision: intervals beyond ~37 sd, where Phi underflows, or narrower than
-    ~1e-8 of the tail mass. The TOML key ``mean`` is stored as ``mean_value`` (``mean()`` is a
-    method).
+    evaluated on the lower-tail side (reflecting when ``a > 0``) so no precision is lost
+    (:func:`_truncnorm_std_ppf`); ~98% of draws are read from a table of that formula uniform
+    in ``u``, within 1e-10 sd of it (:func:`_truncnorm_u_table`: no inverse normal CDF), the
+    tails from the formula itself. Delegated to ``scipy.stats.truncnorm.ppf`` (exact but ~1 us
+    per value) when the formula would lose precision: intervals beyond ~37 sd, where Phi
+    underflows, or narrower than ~1e-8 of the tail mass. The TOML key ``mean`` is stored as
+    ``mean_value`` (``mean()`` is a method).
     """
 
     dist: Literal["normal"] = "normal"
@@ -370,23 +372,53 @@ class NormalDist(DistributionBase):
         if not self.truncated:
             return mu + sd * special.ndtri(u)
         a, b = self._ab()
-        flip = a > 0.0
-        if flip:  # work in the lower half, where Phi keeps full relative precision
-            a, b, v = -b, -a, 1.0 - u
-        else:
-            v = u
-        pa, pb = float(special.ndtr(a)), float(special.ndtr(b))
-        mass = pb - pa
-        if not (mass > 0.0 and mass > 1e-8 * pb):  # Phi underflow / cancellation
+        table = _truncnorm_u_table(a, b)
+        if table is None:  # Phi underflow / cancellation
             x = np.asarray(self._frozen().ppf(u), dtype=float)
+        elif table[0] > table[1]:
+            x = mu + sd * _truncnorm_std_ppf(a, b, u)
         else:
-            z = special.ndtri(pa + v * mass)
-            if flip:
-                z = -z
-            x = mu + sd * z
+            x = _u_table_eval(table, u, mu, sd, lambda v: mu + sd * _truncnorm_std_ppf(a, b, v))
         # rounding guard only (loc + scale * z can land an ulp outside): mass is not moved
         lo, hi = self.support()
         return np.clip(x, lo, hi, out=x)
+
+
+def _truncnorm_std_ppf(a: float, b: float, u: np.ndarray) -> np.ndarray:
+    """Quantile of the standard normal truncated to [a, b]:
+    ``Phi^-1(Phi(a) + u (Phi(b) - Phi(a)))``, on the lower-tail side (reflected when
+    ``a > 0``) so no precision is lost; only where :func:`_truncnorm_u_table` is not None."""
+    flip = a > 0.0
+    if flip:  # work in the lower half, where Phi keeps full relative precision
+        a, b, v = -b, -a, 1.0 - u
+    else:
+        v = u
+    pa, pb = float(special.ndtr(a)), float(special.ndtr(b))
+    z = special.ndtri(pa + v * (pb - pa))
+    if flip:
+        z = -z
+    return z
+
+
+@functools.lru_cache(maxsize=128)
+def _truncnorm_u_table(a: float, b: float) -> tuple[int, int, tuple[np.ndarray, ...]] | None:
+    """Body table (:func:`_u_table`) of the quantile of the standard normal truncated to
+    [a, b], within ``1e-10 min(1, b - a)`` of :func:`_truncnorm_std_ppf` at each cell's
+    quarter points: no inverse normal CDF for the ~99% of draws it serves. Slopes are the
+    exact ``dz/du = (Phi(b) - Phi(a)) / phi(z)``. None when the formula itself would lose
+    precision (intervals beyond ~37 sd, where Phi underflows, or narrower than ~1e-8 of the
+    tail mass): there ``scipy.stats.truncnorm.ppf`` is used."""
+    lo, hi = (-b, -a) if a > 0.0 else (a, b)
+    pa, pb = float(special.ndtr(lo)), float(special.ndtr(hi))
+    mass = pb - pa
+    if not (mass > 0.0 and mass > 1e-8 * pb):
+        return None
+    scale = mass * math.sqrt(2.0 * math.pi)
+    return _u_table(
+        lambda v: _truncnorm_std_ppf(a, b, v),
+        lambda z, v: scale * np.exp(0.5 * z * z),
+        _TABLE_TOL * min(1.0, b - a),
+    )
 
 
 _SQRT2 = math.sqrt(2.0)
@@ -552,31 +584,9 @@ def _hermite_cells(a: float, b: float, n_nodes: int) -> tuple[np.ndarray, ...]:
         log_1mx = np.where(z <= 0.0, np.log1p(-lo), np.log(hi))
         log_pdf = (a - 1.0) * log_x + (b - 1.0) * log_1mx - special.betaln(a, b)
         m = np.exp(-0.5 * z * z - 0.5 * math.log(2.0 * math.pi) - log_pdf)
-    x0, x1 = x[:-1], x[1:]
-    delta = (x1 - x0) / h
-    m0 = m[:-1].copy()
-    m1 = m[1:].copy()
     # where the exact slope is not usable (x at 0 or 1 after underflow), use the secant
-    bad0 = ~np.isfinite(m0) | ((x0 <= 0.0) | (x0 >= 1.0))
-    bad1 = ~np.isfinite(m1) | ((x1 <= 0.0) | (x1 >= 1.0))
-    m0[bad0] = delta[bad0]
-    m1[bad1] = delta[bad1]
-    # Fritsch-Carlson: alpha^2 + beta^2 <= 9 with alpha = m0/delta, beta = m1/delta
-    flat = delta <= 0.0
-    m0[flat] = 0.0
-    m1[flat] = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        al = np.where(flat, 0.0, m0 / delta)
-        be = np.where(flat, 0.0, m1 / delta)
-        r = np.hypot(al, be)
-        tau = np.where(r > 3.0, 3.0 / r, 1.0)
-    m0 *= tau
-    m1 *= tau
-    c0 = x0
-    c1 = m0 * h
-    c2 = 3.0 * (x1 - x0) - 2.0 * c1 - m1 * h
-    c3 = 2.0 * (x0 - x1) + c1 + m1 * h
-    return z, c0, c1, c2, c3
+    m[(x <= 0.0) | (x >= 1.0)] = np.nan
+    return (z, *_hermite_coefficients(x, m, h))
 
 
 @functools.lru_cache(maxsize=128)
@@ -602,25 +612,169 @@ def _beta_table(a: float, b: float) -> tuple[int, tuple[np.ndarray, ...]]:
 
 
 def _beta_ppf(a: float, b: float, u: np.ndarray, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-    """Quantile of ``low + (high - low) Beta(a, b)`` at ``u`` (vectorised, error ~1e-10 of the
+    """Quantile of ``low + (high - low) Beta(a, b)`` at ``u`` (vectorised, error ~2e-10 of the
     range).
 
-    ``scipy.special.betaincinv`` costs ~3 us per value, too slow for Monte Carlo, so the exact
-    quantile is tabulated once per (a, b) on a grid uniform in ``z = Phi^-1(u)`` and evaluated
-    by monotone cubic Hermite interpolation; the grid is refined until the error at every cell
-    midpoint is below 1e-10 (2049 nodes for most shapes, up to 65537 for a, b ~ 0.01; beyond
-    that ``betaincinv`` is used for every value). ``u`` outside the table (below ~1e-17 from
-    either end, including exactly 0 and 1) gets the exact value from
+    ``scipy.special.betaincinv`` costs ~1-3 us per value, too slow for Monte Carlo, so the
+    quantile is tabulated once per (a, b) and interpolated, by two tables:
+
+    - the body, a monotone cubic Hermite table on a grid uniform in ``u``
+      (:func:`_beta_u_table`, 4096 cells), used for every ``u`` in the cells where it is
+      within 1e-10 of the tail table (~98% of draws for PERT shapes): no inverse normal CDF;
+    - the tails (and shapes where the body table has no cell within tolerance), the table in
+      ``z = Phi^-1(u)`` of :func:`_beta_ppf_z`, within 1e-10 of ``betaincinv``.
+    """
+    a, b = float(a), float(b)
+    n_nodes, _ = _beta_table(a, b)
+    if n_nodes == 0:
+        return low + (high - low) * _beta_quantile_tail(a, b, u)
+    table = _beta_u_table(a, b)
+    if table[0] > table[1]:
+        return _beta_ppf_z(a, b, u, low, high)
+    width = high - low
+    x = _u_table_eval(table, u, low, width,
+                      lambda v: _beta_ppf_z(a, b, v, low, high))
+    return np.clip(x, low, high, out=x)  # rounding guard
+
+
+#: cells of the body table of the beta quantile, uniform in u (a power of 2, so u * cells and
+#: the cell edges are exact)
+_U_CELLS = 4096
+
+
+def _hermite_coefficients(x: np.ndarray, m: np.ndarray, h: float) -> tuple[np.ndarray, ...]:
+    """Per-cell cubic coefficients ``(c0, c1, c2, c3)`` (in the cell's local ``s`` in [0, 1])
+    of the Hermite interpolant through nodes ``x`` with slopes ``m`` on a uniform grid of step
+    ``h``; non-finite slopes become the secant, and slopes are limited by Fritsch & Carlson
+    (1980, SIAM J. Numer. Anal. 17:238) so the interpolant is monotone."""
+    x0, x1 = x[:-1], x[1:]
+    delta = (x1 - x0) / h
+    m0 = m[:-1].copy()
+    m1 = m[1:].copy()
+    bad0 = ~np.isfinite(m0)
+    bad1 = ~np.isfinite(m1)
+    m0[bad0] = delta[bad0]
+    m1[bad1] = delta[bad1]
+    flat = delta <= 0.0
+    m0[flat] = 0.0
+    m1[flat] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        al = np.where(flat, 0.0, m0 / delta)
+        be = np.where(flat, 0.0, m1 / delta)
+        r = np.hypot(al, be)
+        tau = np.where(r > 3.0, 3.0 / r, 1.0)
+    m0 *= tau
+    m1 *= tau
+    c1 = m0 * h
+    c2 = 3.0 * (x1 - x0) - 2.0 * c1 - m1 * h
+    c3 = 2.0 * (x0 - x1) + c1 + m1 * h
+    return x0.copy(), c1, c2, c3
+
+
+def _u_table(exact, slope, tol: float = _TABLE_TOL) -> tuple[int, int, tuple[np.ndarray, ...]]:
+    """Body table of a quantile function on ``u`` in [0, 1]: :data:`_U_CELLS` uniform cells.
+
+    ``exact(u)`` gives the quantile (nodes), ``slope(x, u)`` its derivative ``dx/du`` (non-finite
+    values: the secant); each cell is checked at ``s = 1/4, 1/2, 3/4`` against ``exact``.
+    Returns ``(first, last, (c0, c1, c2, c3))``: cells ``first..last``, the run around the
+    median whose checks are all within ``tol``, are the body; ``first > last`` means none.
+    """
+    n = _U_CELLS
+    u = np.arange(n + 1, dtype=float) / n
+    x = exact(u)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        m = np.asarray(slope(x, u), dtype=float)
+        cells = _hermite_coefficients(x, m, 1.0 / n)
+        ok = np.ones(n, dtype=bool)
+        for s in (0.25, 0.5, 0.75):
+            interp = cells[0] + s * (cells[1] + s * (cells[2] + s * cells[3]))
+            ok &= np.abs(interp - exact((np.arange(n) + s) / n)) <= tol
+    mid = n // 2  # the cell of the median
+    bad = np.flatnonzero(~ok)
+    below, above = bad[bad < mid], bad[bad >= mid]
+    first = int(below[-1]) + 1 if below.size else 0
+    last = int(above[0]) - 1 if above.size else n - 1
+    out = tuple(np.ascontiguousarray(c) for c in cells)
+    for c in out:
+        c.setflags(write=False)
+    return first, last, out
+
+
+def _u_table_eval(table: tuple[int, int, tuple[np.ndarray, ...]], u: np.ndarray, shift: float,
+                  scale: float, tail) -> np.ndarray:
+    """``shift + scale Q(u)`` from a body table (:func:`_u_table`) of ``Q``; ``u`` outside its
+    cells (and exactly 1) gets ``tail(u)`` (already shifted and scaled). A new array."""
+    first, last, cells = table
+    # scale the 4 x 4096 coefficients, not the n values
+    c0, c1, c2, c3 = (shift + scale * cells[0], *(scale * c for c in cells[1:]))
+    t = u * float(_U_CELLS)  # exact: u * 2**12
+    i = t.astype(np.intp)
+    outside = i < first
+    outside |= i > last  # u == 1 lands in cell _U_CELLS, always outside
+    np.clip(i, first, last, out=i)
+    t -= i
+    x = c3.take(i)
+    x *= t
+    x += c2.take(i)
+    x *= t
+    x += c1.take(i)
+    x *= t
+    x += c0.take(i)
+    rest = np.flatnonzero(outside)
+    if rest.size:
+        x[rest] = tail(u[rest])
+    return x
+
+
+@functools.lru_cache(maxsize=128)
+def _beta_u_table(a: float, b: float) -> tuple[int, int, tuple[np.ndarray, ...]]:
+    """Body table (:func:`_u_table`) of the Beta(a, b) quantile.
+
+    Nodes are the tail table's quantiles (:func:`_beta_ppf_z`, within 1e-10 of
+    ``betaincinv``), slopes the exact ``dx/du = 1 / f(x)``; the cells used are within 1e-10
+    of the tail table at ``s = 1/4, 1/2, 3/4``, so within ~2e-10 of the exact quantile.
+    """
+    log_b = float(special.betaln(a, b))
+
+    def slope(x, u):
+        m = np.exp(-((a - 1.0) * np.log(x) + (b - 1.0) * np.log1p(-x) - log_b))
+        m[(x <= 0.0) | (x >= 1.0)] = np.nan  # secant at the ends
+        return m
+
+    return _u_table(lambda v: _beta_ppf_z(a, b, v), slope)
+
+
+def _beta_ppf_z(a: float, b: float, u: np.ndarray, low: float = 0.0,
+                high: float = 1.0) -> np.ndarray:
+    """Quantile of ``low + (high - low) Beta(a, b)`` at ``u`` from the table in ``z`` (error
+    ~1e-10 of the range): the tails of :func:`_beta_ppf`.
+
+    The exact quantile is tabulated once per (a, b) on a grid uniform in ``z = Phi^-1(u)``
+    and evaluated by monotone cubic Hermite interpolation; the grid is refined until the error
+    at every cell midpoint is below 1e-10 (2049 nodes for most shapes, up to 65537 for a, b ~
+    0.01; beyond that ``betaincinv`` is used for every value). ``u`` outside the table (below
+    ~1e-17 from either end, including exactly 0 and 1) gets the exact value from
     :func:`_beta_quantile_tail`.
+    """
+    n_nodes, _ = _beta_table(float(a), float(b))
+    if n_nodes == 0:
+        return low + (high - low) * _beta_quantile_tail(a, b, u)
+    return _beta_from_z(a, b, special.ndtri(u), low, high, u)
+
+
+def _beta_from_z(a: float, b: float, z: np.ndarray, low: float = 0.0, high: float = 1.0,
+                 u: np.ndarray | None = None) -> np.ndarray:
+    """Quantile of ``low + (high - low) Beta(a, b)`` at ``Phi(z)``, from the table in ``z``
+    (:func:`_beta_ppf_z`) evaluated at ``z`` itself: the Gaussian copula's latent normals map
+    to the marginal without ``Phi`` or its inverse (:func:`from_normals`). ``z`` beyond the
+    table (|z| > 8.5, probability 2e-17) gets the exact quantile at ``u`` (default
+    :func:`copula_uniforms` of ``z``). Needs the table (``_beta_table(a, b)[0] > 0``).
     """
     n_nodes, cells = _beta_table(float(a), float(b))
     width = high - low
-    if n_nodes == 0:
-        return low + width * _beta_quantile_tail(a, b, u)
     # scale the 4 x (n_nodes - 1) coefficients, not the n values
     c0, c1, c2, c3 = (low + width * cells[0], *(width * c for c in cells[1:]))
-    t = special.ndtri(u)
-    t += _Z_MAX
+    t = z + _Z_MAX
     t *= (n_nodes - 1) / (2.0 * _Z_MAX)
     outside = None
     if t.size and (t.min() < 0.0 or t.max() > n_nodes - 1):
@@ -637,7 +791,8 @@ def _beta_ppf(a: float, b: float, u: np.ndarray, low: float = 0.0, high: float =
     x *= t
     x += c0.take(i)
     if outside is not None:
-        x[outside] = low + width * _beta_quantile_tail(a, b, u[outside])
+        u_out = copula_uniforms(z[outside]) if u is None else u[outside]
+        x[outside] = low + width * _beta_quantile_tail(a, b, u_out)
     return np.clip(x, low, high, out=x)  # rounding guard
 
 
@@ -1050,7 +1205,9 @@ def from_normals(d: DistributionBase, z: np.ndarray) -> np.ndarray:
 
     For the normal family (:func:`is_normal_family`) this is ``mean + sd z`` or ``exp(mu +
     sigma z)``, computed in place on ``z`` (``scipy.special.ndtri`` would cost ~30 ns a value);
-    otherwise ``d.ppf`` of :func:`copula_uniforms` of ``z`` (``z`` unchanged).
+    beta and PERT read their quantile table in ``z`` at ``z`` (:func:`_beta_from_z`: no
+    ``Phi``, no inverse); otherwise ``d.ppf`` of :func:`copula_uniforms` of ``z`` (``z``
+    unchanged).
     """
     if isinstance(d, LognormalDist):
         mu, sigma = d.log_params()
@@ -1061,6 +1218,10 @@ def from_normals(d: DistributionBase, z: np.ndarray) -> np.ndarray:
         z *= d.sd
         z += d.mean_value
         return z
+    if isinstance(d, (BetaDist, PertDist)):
+        a, b = d.beta_params() if isinstance(d, PertDist) else (float(d.a), float(d.b))
+        if _beta_table(a, b)[0]:
+            return _beta_from_z(a, b, z, d.low, d.high)
     return np.asarray(d._ppf(copula_uniforms(z)), dtype=float)
 
 

@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from scipy import special, stats
 
 from planner.distributions import (
+    _U_CELLS,
     Z90,
     BetaDist,
     ChoiceDist,
@@ -31,6 +32,9 @@ from planner.distributions import (
     PertDist,
     TriangularDist,
     UniformDist,
+    _beta_u_table,
+    _truncnorm_u_table,
+    from_normals,
     gaussian_copula_uniforms,
     is_distribution,
     mean_of,
@@ -197,6 +201,141 @@ def test_beta_table_accuracy(a, b):
         ]
     )
     assert np.max(np.abs(d.ppf(u) - special.betaincinv(a, b, u))) <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(5, 5), (1 + 4 * 70 / 220, 1 + 4 * 150 / 220), (2, 5), (0.5, 0.5), (1, 41), (200, 3)],
+)
+def test_beta_body_table_matches_betaincinv_at_its_seams(a, b):
+    """The u-grid body table (no inverse normal CDF) is within 2e-10 of betaincinv on every
+    cell it serves and at both seams with the z-table tails, and stays monotone across them."""
+    first, last, _ = _beta_u_table(float(a), float(b))
+    assert first <= last
+    n = _U_CELLS
+    edges = np.array([first, last + 1], dtype=float) / n
+    u = np.concatenate(
+        [
+            np.random.default_rng(5).uniform(first / n, (last + 1) / n, 50_000),
+            (np.arange(first, last + 1) + 0.5) / n,  # every body cell's midpoint
+            np.nextafter(edges, 0.0),
+            edges,
+            np.nextafter(edges, 1.0),
+        ]
+    )
+    u = np.sort(u[(u >= 0.0) & (u <= 1.0)])
+    x = BetaDist(a=a, b=b).ppf(u)
+    assert np.max(np.abs(x - special.betaincinv(a, b, u))) <= 2e-10
+    assert np.all(np.diff(x) >= 0.0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dist": "pert", "low": 80, "mode": 150, "high": 300},
+        {"dist": "pert", "low": 250000, "mode": 317000, "high": 420000},
+        {"dist": "beta", "a": 5, "b": 5, "low": 0.2, "high": 0.8},
+        {"dist": "beta", "a": 0.5, "b": 2},
+    ],
+)
+def test_beta_family_samples_fit_scipy_distribution(spec):
+    """200,000 draws (fixed seed) pass Kolmogorov-Smirnov against scipy.stats.beta, and their
+    mean and 5/50/95th percentiles lie within 4 standard errors of the distribution's."""
+    d = parse(spec)
+    if spec["dist"] == "pert":
+        a, b = d.beta_params()
+    else:
+        a, b = d.a, d.b
+    ref = stats.beta(a, b, loc=d.low, scale=d.high - d.low)
+    n = 200_000
+    x = d.sample(np.random.default_rng(20261206), n)
+    assert stats.kstest(x, ref.cdf).pvalue > 1e-3
+    assert abs(x.mean() - ref.mean()) <= 4 * ref.std() / math.sqrt(n)
+    for q in (0.05, 0.5, 0.95):
+        # standard error of the q-quantile: sqrt(q (1 - q) / n) / f(x_q)
+        se = math.sqrt(q * (1 - q) / n) / ref.pdf(ref.ppf(q))
+        assert abs(np.quantile(x, q) - ref.ppf(q)) <= 4 * se
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dist": "pert", "low": 80, "mode": 150, "high": 300},
+        {"dist": "beta", "a": 0.5, "b": 2, "low": -1, "high": 3},
+        {"dist": "beta", "a": 200, "b": 3},
+    ],
+)
+def test_beta_from_copula_normals_skips_phi(spec):
+    """A copula's latent normal z maps to beta/PERT through the table in z: the value is the
+    quantile at Phi(z), within 2e-10 of the range of betaincinv (upper half through
+    ``1 - X ~ Beta(b, a)`` at ``Phi(-z)``, exact where ``Phi(z)`` rounds); beyond the table
+    (|z| > 8.5) the quantile of the clipped copula uniform, as before."""
+    d = parse(spec)
+    z = np.concatenate([np.random.default_rng(7).standard_normal(50_000),
+                        np.linspace(-8.5, 8.5, 1001), [-40.0, -9.0, 9.0, 40.0]])
+    a, b = d.beta_params() if spec["dist"] == "pert" else (d.a, d.b)
+    lower = special.betaincinv(a, b, special.ndtr(np.minimum(z, 0.0)))
+    upper = 1.0 - special.betaincinv(b, a, special.ndtr(-np.maximum(z, 0.0)))
+    exact = d.low + (d.high - d.low) * np.where(z <= 0.0, lower, upper)
+    x = from_normals(d, z.copy())
+    inside = np.abs(z) <= 8.5
+    assert np.max(np.abs(x - exact)[inside]) <= 2e-10 * (d.high - d.low)
+    assert np.all(np.diff(x[50_000:-4]) >= 0.0)
+    far = ~inside
+    u = np.clip(special.ndtr(z[far]), 2.0**-54, 1 - 2.0**-53)
+    assert np.max(np.abs(x[far] - d.ppf(u))) <= 2e-10 * (d.high - d.low)
+
+
+TRUNCATED_NORMALS = [
+    {"mean": 0.12, "sd": 0.03, "low": 0.04},
+    {"mean": 0.3, "sd": 0.2, "low": -0.3},
+    {"mean": 0, "sd": 1, "low": -2, "high": 3},
+    {"mean": 0, "sd": 1, "low": 2, "high": 2.5},
+    {"mean": 10, "sd": 2, "high": 4},
+]
+
+
+@pytest.mark.parametrize("kw", TRUNCATED_NORMALS)
+def test_truncated_normal_body_table_matches_scipy(kw):
+    """The u-grid body table of the truncated normal is within 2e-10 sd (of the width when
+    narrower) of scipy.stats.truncnorm.ppf across its cells and seams, and monotone."""
+    d = NormalDist(**kw)
+    a, b = d._ab()
+    first, last, _ = _truncnorm_u_table(a, b)
+    assert first <= last
+    n = _U_CELLS
+    edges = np.array([first, last + 1], dtype=float) / n
+    u = np.concatenate(
+        [
+            np.random.default_rng(6).random(50_000),
+            (np.arange(n) + 0.5) / n,
+            np.nextafter(edges, 0.0),
+            edges,
+            np.nextafter(edges, 1.0),
+        ]
+    )
+    u = np.sort(u[(u > 0.0) & (u < 1.0)])
+    x = d.ppf(u)
+    ref = stats.truncnorm(a, b, loc=d.mean_value, scale=d.sd).ppf(u)
+    assert np.max(np.abs(x - ref)) <= 2e-10 * d.sd * min(1.0, b - a)
+    assert np.all(np.diff(x) >= 0.0)
+
+
+@pytest.mark.parametrize("kw", TRUNCATED_NORMALS)
+def test_truncated_normal_samples_fit_scipy_distribution(kw):
+    """200,000 draws (fixed seed) pass Kolmogorov-Smirnov against scipy.stats.truncnorm, and
+    their mean and 5/50/95th percentiles lie within 4 standard errors."""
+    d = NormalDist(**kw)
+    a, b = d._ab()
+    ref = stats.truncnorm(a, b, loc=d.mean_value, scale=d.sd)
+    n = 200_000
+    x = d.sample(np.random.default_rng(20261206), n)
+    assert stats.kstest(x, ref.cdf).pvalue > 1e-3
+    assert abs(x.mean() - ref.mean()) <= 4 * ref.std() / math.sqrt(n)
+    assert abs(d.mean() - ref.mean()) <= 1e-9 * d.sd
+    for q in (0.05, 0.5, 0.95):
+        se = math.sqrt(q * (1 - q) / n) / ref.pdf(ref.ppf(q))
+        assert abs(np.quantile(x, q) - ref.ppf(q)) <= 4 * se
 
 
 def test_truncated_normal_far_tail_falls_back_to_scipy():

@@ -82,8 +82,11 @@ class Sampler:
        :func:`planner.distributions.correlated_normals` (as
        :func:`planner.distributions.gaussian_copula_uniforms` draws them) with ``L L^T`` the
        Pearson matrix ``2 sin(pi rho / 6)`` of the Spearman targets; normal-family members
-       use ``z`` directly, the others ``ppf(clip(Phi(z)))``
-       (:func:`planner.distributions.from_normals`).
+       use ``z`` directly, beta and PERT their quantile table in ``z`` at ``z`` (no ``Phi``),
+       the others ``ppf(clip(Phi(z)))`` (:func:`planner.distributions.from_normals`).
+
+    Beta, PERT and truncated normal inputs read ``ppf`` from a table uniform in ``u`` for
+    ~98% of draws (no inverse normal CDF; :func:`planner.distributions._beta_ppf`).
     """
 
     dists: dict[str, DistributionBase]
