@@ -1217,7 +1217,7 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
 
     When there are both first-stage integers and other ones (hourly block counts) and HiGHS
     does not settle the whole problem within :data:`QUICK_SOLVE_NODES` nodes (tried only when
-    the hourly counts are continuous or fixed; see below), the problem is split on
+    the hourly counts are continuous or the first stage fixed; see below), the problem is split on
     the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem at the
     proposed first stage, and every other first stage is ruled out by a bound.
     If one cannot be ruled out, the full MILP is solved, in a box reduced against the plan
@@ -1239,11 +1239,14 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
         # (bounded in seconds, or in nodes when the solve has no wall-clock limit)
         # (bounded in branch-and-bound nodes, whatever the wall-clock limit, so that the
         # path taken does not depend on the machine's load; the limit is only a safety net)
-        # Problems with whole hourly rentals (scale-to-zero counts) skip it: HiGHS's root
-        # node alone on them costs more than the whole split (bench_opt_plans.py).
+        # Problems with whole hourly rentals (scale-to-zero counts) and a first stage still
+        # to choose skip it: HiGHS's root node alone on them costs more than the whole split
+        # (bench_opt_plans.py); at a fixed first stage (the stochastic plan's whole-replica
+        # re-solves) it is the faster way.
         quick = None
         hourly = m.cols["blocks_hourly"].ravel() if "blocks_hourly" in m.cols else []
-        if QUICK_SOLVE_S > 0 and not ints[hourly].any():
+        chosen = bool(np.any(lb[first] < ub[first]))
+        if QUICK_SOLVE_S > 0 and not (chosen and ints[hourly].any()):
             quick = _highs(m, integ, lb, ub, gap, time_limit_s, QUICK_SOLVE_NODES)
         if quick is not None and quick.status in (0, 2):
             res = quick
