@@ -214,6 +214,35 @@ def test_stochastic_plan_does_not_depend_on_machine_load():
     _same_plan(quiet, unlimited)
 
 
+@pytest.mark.parametrize("slowdown", [50.0])
+def test_stochastic_plan_does_not_depend_on_a_slower_machine(monkeypatch, slowdown):
+    """A machine ``slowdown`` times slower, as HiGHS sees it: every wall-clock limit handed
+    to HiGHS is divided by ``slowdown`` (the same work must fit in less time). Steps bounded
+    by work do not notice; steps given a slice of seconds (a quarter-second attempt, a share
+    of the limit per scenario) are cut at a different point and keep another plan (before
+    the work bounds, 50 made 15 of the 576 hourly counts differ)."""
+    import planner.engines.optimize_milp as om
+    import planner.engines.optimize_stochastic as ost
+
+    sc = scenario(SCEN)
+    kw = {"stochastic": True, "n_scenarios": 8, "seed": 2, "gap": 1e-3}
+    ref = optimize(sc, time_limit_s=math.inf, **kw)
+
+    def slow(real):
+        def milp_(*a, options=None, **k):
+            options = dict(options or {})
+            if "time_limit" in options:
+                options["time_limit"] = options["time_limit"] / slowdown
+            return real(*a, options=options, **k)
+        return milp_
+
+    monkeypatch.setattr(om, "milp", slow(om.milp))
+    monkeypatch.setattr(ost, "milp", slow(ost.milp))
+    slowed = optimize(sc, **kw)
+    assert slowed.status == "optimal"
+    _same_plan(slowed, ref)
+
+
 def test_a_wall_clock_limit_that_bites_is_reported_as_such():
     sc = scenario(SCEN)
     m = build_milp(build_problem(sc, CAT, OptimizeOptions.from_scenario(sc)))
