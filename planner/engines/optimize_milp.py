@@ -1216,10 +1216,10 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound).
 
     When there are both first-stage integers and other ones (hourly block counts) and HiGHS
-    does not settle the whole problem within :data:`QUICK_SOLVE_NODES` nodes (tried only when
-    the hourly counts are continuous or the first stage fixed; see below), the problem is split on
-    the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem at the
-    proposed first stage, and every other first stage is ruled out by a bound.
+    does not settle the whole problem within :data:`QUICK_SOLVE_NODES` nodes (tried only
+    when the hourly counts are continuous or the first stage fixed; see below), the problem
+    is split on the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem
+    at the proposed first stage, and every other first stage is ruled out by a bound.
     If one cannot be ruled out, the full MILP is solved, in a box reduced against the plan
     found (reduced-cost fixing, :func:`_reduced_cost_bounds`: it still holds every plan at least
     as cheap); the better plan is returned, with the gap against HiGHS's dual bound (valid for
@@ -1236,7 +1236,6 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     res = None
     if ints.any() and first.any() and (ints & ~first).any() and m.A.shape[0]:
         # small problems: HiGHS on the whole problem settles them faster than the split
-        # (bounded in seconds, or in nodes when the solve has no wall-clock limit)
         # (bounded in branch-and-bound nodes, whatever the wall-clock limit, so that the
         # path taken does not depend on the machine's load; the limit is only a safety net)
         # Problems with whole hourly rentals (scale-to-zero counts) and a first stage still

@@ -346,11 +346,11 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     replicas, run length and ramp rules enforced) at the plan's first stage, which stays as
     decided. A scenario the time limit leaves no time for, or whose re-solve finds no plan,
     has its fluid counts rounded up (capacity, links and whole-block ramp limits still hold;
-    :func:`check_plan` re-checks the rest); a re-solve that stops at its share of the time
-    limit keeps the best plan it found (both counted in ``limited``). Each re-solve may use all
-    the time left (not a share of it), so below the limit every scenario is re-solved to
-    ``gap`` and the plan does not depend on the machine's load; ``time_limit_s = math.inf``:
-    no wall-clock limit (:func:`.optimize_milp.solve_milp`). Never None.
+    :func:`check_plan` re-checks the rest); a re-solve that stops at the time limit keeps
+    the best plan it found (both counted in ``limited``). Each re-solve may use all the time
+    left (not a share of it), so below the limit every scenario is re-solved to ``gap`` and
+    the plan does not depend on the machine's load; ``time_limit_s = math.inf``: no
+    wall-clock limit (:func:`.optimize_milp.solve_milp`). Never None.
     """
     from planner.engines.optimize_milp import solve_milp
 
