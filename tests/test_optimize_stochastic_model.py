@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -21,6 +23,7 @@ from planner.config import parse_scenario
 from planner.engines.deterministic import evaluate
 from planner.engines.optimize import optimize, sample_inputs, sample_scenarios
 from planner.engines.optimize_data import OptimizeOptions, build_problem
+from planner.engines.optimize_milp import build_milp, solve_milp
 
 CAT = load_catalog()
 
@@ -180,6 +183,75 @@ def test_stochastic_optimum_reproducible_with_one_model():
     assert a.check.passed and b.check.passed
     assert a.status == b.status == "optimal"
     assert a.objective_usd_per_month == pytest.approx(b.objective_usd_per_month, rel=1e-12)
+
+
+def _same_plan(a, b) -> None:
+    assert a.status == b.status
+    assert a.objective_usd_per_month == b.objective_usd_per_month
+    np.testing.assert_array_equal(a.solution.blocks, b.solution.blocks)
+    np.testing.assert_array_equal(a.solution.used, b.solution.used)
+    np.testing.assert_array_equal(a.solution.flows, b.solution.flows)
+
+
+def test_stochastic_plan_does_not_depend_on_machine_load():
+    """Same inputs, same plan: every step is bounded by work (nodes, the gap, first stages
+    tried), not by a share of the wall-clock limit, which is only a safety net. At default
+    settings, with a busy process competing for the CPU or not, and with no wall-clock
+    limit at all, the plan (first stage and every scenario's whole re-solve) is the same."""
+    sc = scenario(SCEN)
+    kw = {"stochastic": True, "n_scenarios": 8, "seed": 2, "gap": 1e-3}
+    quiet = optimize(sc, **kw)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = optimize(sc, **kw)
+    finally:
+        busy.kill()
+        busy.wait()
+    unlimited = optimize(sc, time_limit_s=math.inf, **kw)
+    assert quiet.status == "optimal" and quiet.check.passed
+    assert any(m.startswith("whole replicas:") and "re-solved" in m for m in quiet.messages)
+    _same_plan(quiet, loaded)
+    _same_plan(quiet, unlimited)
+
+
+@pytest.mark.parametrize("slowdown", [50.0])
+def test_stochastic_plan_does_not_depend_on_a_slower_machine(monkeypatch, slowdown):
+    """A machine ``slowdown`` times slower, as HiGHS sees it: every wall-clock limit handed
+    to HiGHS is divided by ``slowdown`` (the same work must fit in less time). Steps bounded
+    by work do not notice; steps given a slice of seconds (a quarter-second attempt, a share
+    of the limit per scenario) are cut at a different point and keep another plan (before
+    the work bounds, 50 made 15 of the 576 hourly counts differ)."""
+    import planner.engines.optimize_milp as om
+    import planner.engines.optimize_stochastic as ost
+
+    sc = scenario(SCEN)
+    kw = {"stochastic": True, "n_scenarios": 8, "seed": 2, "gap": 1e-3}
+    ref = optimize(sc, time_limit_s=math.inf, **kw)
+
+    def slow(real):
+        def milp_(*a, options=None, **k):
+            options = dict(options or {})
+            if "time_limit" in options:
+                options["time_limit"] = options["time_limit"] / slowdown
+            return real(*a, options=options, **k)
+        return milp_
+
+    monkeypatch.setattr(om, "milp", slow(om.milp))
+    monkeypatch.setattr(ost, "milp", slow(ost.milp))
+    slowed = optimize(sc, **kw)
+    assert slowed.status == "optimal"
+    _same_plan(slowed, ref)
+
+
+def test_a_wall_clock_limit_that_bites_is_reported_as_such():
+    sc = scenario(SCEN)
+    m = build_milp(build_problem(sc, CAT, OptimizeOptions.from_scenario(sc)))
+    full = solve_milp(m, gap=0.0, time_limit_s=math.inf)
+    assert full.status == "optimal"
+    cut = solve_milp(m, gap=0.0, time_limit_s=full.time_s / 1e3)
+    assert cut.status in ("time_limit", "time_limit_no_solution")
+    if cut.x is not None:
+        assert cut.objective >= full.objective - 1e-9 * abs(full.objective)
 
 
 PEAK = """

@@ -702,11 +702,11 @@ def _first_stage_mask(m: Milp) -> np.ndarray:
     return first & (m.integrality > 0)
 
 
-#: Seconds HiGHS gets on the whole problem before :func:`solve_milp` splits it.
+#: Whether :func:`solve_milp` first tries HiGHS on the whole problem (> 0; 0: straight to the
+#: split). Kept for compatibility: the attempt is bounded in nodes, not seconds.
 QUICK_SOLVE_S = 0.25
-#: ... and branch-and-bound nodes instead, when the solve has no wall-clock limit
-#: (``time_limit_s = math.inf``: :func:`solve_milp`), so that the path taken does not depend
-#: on the machine's load.
+#: Branch-and-bound nodes of that attempt (a bound on work, so that the path taken does not
+#: depend on the machine's load).
 QUICK_SOLVE_NODES = 500
 
 #: Row groups that tie the hours together (month totals); the rest are per hour.
@@ -1121,12 +1121,26 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     week of identical weekdays is solved on its 48 distinct hours) and the plan is laid back
     over every hour and re-checked against every row.
 
-    ``time_limit_s = math.inf``: no wall-clock limit anywhere. Every solve runs to ``gap``,
-    and the two steps otherwise bounded in seconds (the quick attempt on the whole problem,
-    :data:`QUICK_SOLVE_S`, and the polish, :data:`POLISH_S`) are bounded in HiGHS
-    branch-and-bound nodes (:data:`QUICK_SOLVE_NODES`, :data:`POLISH_NODES`): the same
-    problem gives the same plan however loaded the machine is.
+    Every step is bounded by work, not by seconds: the solves run to ``gap``, the quick
+    attempt on the whole problem and the polish are bounded in HiGHS branch-and-bound nodes
+    (:data:`QUICK_SOLVE_NODES`, :data:`POLISH_NODES`, :data:`POLISH_GAP`), the split in
+    first stages; so the same problem gives the same plan however loaded the machine is.
+    ``time_limit_s`` is only a safety net over the whole call (``math.inf``: none); when it is
+    reached the status is ``time_limit``, never ``optimal``.
     """
+    t0 = time.perf_counter()
+    info = _solve_milp_limited(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
+    if info.status == "optimal" and time.perf_counter() - t0 >= time_limit_s:
+        # every step is bounded by work (nodes, leaves, the gap) and gets all the time left,
+        # so only the safety net can have cut one: then say so rather than 'optimal'
+        info = replace(info, status="time_limit",
+                       message=f"{info.message} (the {time_limit_s:g} s wall-clock limit was "
+                               f"reached: a step may have been cut short)")
+    return info
+
+
+def _solve_milp_limited(m: Milp, *, gap: float, time_limit_s: float,
+                        relax: bool) -> SolveInfo:
     t0 = time.perf_counter()
     merged = _solve_merged(m, gap=gap, time_limit_s=time_limit_s, relax=relax)
     if merged is not None:
@@ -1138,7 +1152,7 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     x = tight_starts(m, info.x)
     left = time_limit_s - (time.perf_counter() - t0)
     if info.gap > 1e-9 and left > 0:
-        x = _polish(m, x, min(left, POLISH_S), None if math.isfinite(left) else POLISH_NODES)
+        x = _polish(m, x, left, POLISH_NODES)
     obj = float(m.c @ x)
     if obj > info.objective + 1e-9 * max(1.0, abs(info.objective)):
         return info  # cannot happen (the rows bound starts from below only); keep HiGHS's
@@ -1148,17 +1162,19 @@ def solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     return replace(info, x=x, objective=obj, gap=float(g))
 
 
-#: Seconds :func:`solve_milp` spends polishing the hourly counts of a plan (:func:`_polish`).
-POLISH_S = 0.3
-#: ... and branch-and-bound nodes instead, when the solve has no wall-clock limit.
+#: Branch-and-bound nodes :func:`solve_milp` spends polishing the hourly counts of a plan
+#: (:func:`_polish`; a bound on work, not seconds).
 POLISH_NODES = 500
+#: ... and the relative gap it stops at (a bound on its work with :data:`POLISH_NODES`).
+POLISH_GAP = 1e-3
 
 
 def _polish(m: Milp, x: np.ndarray, time_limit_s: float,
             node_limit: int | None = None) -> np.ndarray:
     """A plan at least as cheap as ``x``: the problem re-solved with the first stage fixed at
     ``x``'s and every hourly count kept between the lowest and highest count of its option in
-    the hour before, the hour and the hour after (cyclic), at a 0 gap within the time given.
+    the hour before, the hour and the hour after (cyclic), to :data:`POLISH_GAP` within
+    ``node_limit`` nodes (and ``time_limit_s``, the safety net).
     The hours-apart solution (:func:`_decomposed`) is within the gap, but leaves the start-ups
     out of the choice; this lets an hour keep its neighbours' fleet when the start-ups make
     that cheaper (no switching GPU types for a few dollars' saving)."""
@@ -1173,10 +1189,8 @@ def _polish(m: Milp, x: np.ndarray, time_limit_s: float,
     ub[bh] = np.minimum(ub[bh], nb.max(axis=0))
     if np.any(lb > ub):
         return x
-    if node_limit is not None:
-        time_limit_s = math.inf
-    r = _highs(m, m.integrality, lb, ub, 0.0, time_limit_s, node_limit)
-    if r.x is None or r.status not in (0, 1):
+    r = _highs(m, m.integrality, lb, ub, POLISH_GAP, time_limit_s, node_limit)
+    if r.x is None or r.status not in (0, 1, 4):  # 4: HiGHS stopped at the node limit
         return x
     y = tight_starts(m, np.asarray(r.x, float))
     if not raw_violations(m, y) and float(m.c @ y) < float(m.c @ x) - 1e-9:
@@ -1202,9 +1216,10 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     """Solve with HiGHS (``scipy.optimize.milp``); ``relax`` drops integrality (LP bound).
 
     When there are both first-stage integers and other ones (hourly block counts) and HiGHS
-    does not settle the whole problem within :data:`QUICK_SOLVE_S`, the problem is split on
-    the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem at the
-    proposed first stage, and every other first stage is ruled out by a bound.
+    does not settle the whole problem within :data:`QUICK_SOLVE_NODES` nodes (tried only
+    when the hourly counts are continuous or the first stage fixed; see below), the problem
+    is split on the first stage (:func:`_first_stage_split`): HiGHS solves the hourly problem
+    at the proposed first stage, and every other first stage is ruled out by a bound.
     If one cannot be ruled out, the full MILP is solved, in a box reduced against the plan
     found (reduced-cost fixing, :func:`_reduced_cost_bounds`: it still holds every plan at least
     as cheap); the better plan is returned, with the gap against HiGHS's dual bound (valid for
@@ -1221,12 +1236,17 @@ def _solve_milp(m: Milp, *, gap: float = 0.01, time_limit_s: float = 30.0,
     res = None
     if ints.any() and first.any() and (ints & ~first).any() and m.A.shape[0]:
         # small problems: HiGHS on the whole problem settles them faster than the split
-        # (bounded in seconds, or in nodes when the solve has no wall-clock limit)
+        # (bounded in branch-and-bound nodes, whatever the wall-clock limit, so that the
+        # path taken does not depend on the machine's load; the limit is only a safety net)
+        # Problems with whole hourly rentals (scale-to-zero counts) and a first stage still
+        # to choose skip it: HiGHS's root node alone on them costs more than the whole split
+        # (bench_opt_plans.py); at a fixed first stage (the stochastic plan's whole-replica
+        # re-solves) it is the faster way.
         quick = None
-        if QUICK_SOLVE_S > 0 and math.isfinite(time_limit_s):
-            quick = _highs(m, integ, lb, ub, gap, min(QUICK_SOLVE_S, time_limit_s / 4))
-        elif QUICK_SOLVE_S > 0:
-            quick = _highs(m, integ, lb, ub, gap, math.inf, QUICK_SOLVE_NODES)
+        hourly = m.cols["blocks_hourly"].ravel() if "blocks_hourly" in m.cols else []
+        chosen = bool(np.any(lb[first] < ub[first]))
+        if QUICK_SOLVE_S > 0 and not (chosen and ints[hourly].any()):
+            quick = _highs(m, integ, lb, ub, gap, time_limit_s, QUICK_SOLVE_NODES)
         if quick is not None and quick.status in (0, 2):
             res = quick
         else:

@@ -215,7 +215,7 @@ def solve_benders(
 
     # -- the mean-value problem gives the first candidate (and the EEV) -----------------------
     ev_m = build_milp(pb.mean_problem())
-    ev = solve_milp(ev_m, gap=gap, time_limit_s=max(1.0, time_limit_s / 4))
+    ev = solve_milp(ev_m, gap=gap, time_limit_s=time_limit_s)  # to the gap: the same start
     ev_first = None
     if ev.x is not None:
         ev_first = np.round(np.concatenate([ev.x[ev_m.cols[n].ravel()] for n in FIRST])) + 0.0
@@ -346,9 +346,11 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
     replicas, run length and ramp rules enforced) at the plan's first stage, which stays as
     decided. A scenario the time limit leaves no time for, or whose re-solve finds no plan,
     has its fluid counts rounded up (capacity, links and whole-block ramp limits still hold;
-    :func:`check_plan` re-checks the rest); a re-solve that stops at its share of the time
-    limit keeps the best plan it found (both counted in ``limited``). ``time_limit_s = math.inf``:
-    every scenario is re-solved to ``gap`` (:func:`.optimize_milp.solve_milp`). Never None.
+    :func:`check_plan` re-checks the rest); a re-solve that stops at the time limit keeps
+    the best plan it found (both counted in ``limited``). Each re-solve may use all the time
+    left (not a share of it), so below the limit every scenario is re-solved to ``gap`` and
+    the plan does not depend on the machine's load; ``time_limit_s = math.inf``: no
+    wall-clock limit (:func:`.optimize_milp.solve_milp`). Never None.
     """
     from planner.engines.optimize_milp import solve_milp
 
@@ -369,7 +371,9 @@ def whole_replicas(pb: Problem, plan: PlanArrays, *, gap: float = 0.01,
             for name, vals in _fixed_values(m, pbw, plan).items():
                 idx = m.cols[name].ravel()
                 m.lb[idx] = m.ub[idx] = vals
-            info = solve_milp(m, gap=gap, time_limit_s=max(0.05, left / (S - s)))
+            # all the time left, not a share of it: a re-solve runs to ``gap`` (bounded by
+            # work, the same on any machine load); the limit is a safety net, counted below
+            info = solve_milp(m, gap=gap, time_limit_s=max(0.05, left))
         if info is not None and info.x is not None:
             ps = decode(m, info.x)
             blocks[s], used[s], flows[s] = ps.blocks[0], ps.used[0], ps.flows[0]
