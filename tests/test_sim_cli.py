@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -282,6 +285,23 @@ def test_simulate_output_identical_with_worker_processes(capsys):
         assert code == 0, err
         outs.append(out)
     assert outs[0].count("\n") > 10 and outs[0] == outs[1] == outs[2]
+
+
+def test_simulating_imports_no_scipy():
+    """What a simulation worker does (generate the plan's requests, simulate, summarise) needs
+    no scipy: run serially in a fresh interpreter, ``planner simulate`` loads none of it, so a
+    forked worker does not import it either (it was ~0.3 s of imports in every worker)."""
+    probe = ("import contextlib, io, sys\n"
+             "from planner.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    code = main(['simulate', 'example:quickstart', '--hours', '1', '--workers',"
+             " '1', '-q', '--format', 'csv'])\n"
+             "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, check=True, cwd=ROOT).stdout.split()
+    assert out == ["0", "[]"]
 
 
 # ---------------------------------------------------------------------- requests
