@@ -761,7 +761,11 @@ def _sizing_ahead(sc):
     where a child cannot be forked. :func:`_take_sizing` installs the result."""
     from planner.parallel import ForkedCall
 
-    return ForkedCall(_capacity_of, sc) if ForkedCall.available() else None
+    if not ForkedCall.available():
+        return None
+    import planner.model.sizing  # noqa: F401 (numpy and the model: imported once, here)
+
+    return ForkedCall(_capacity_of, sc)
 
 
 def _capacity_of(sc):
