@@ -243,15 +243,19 @@ def _fails(*_args, **_kwargs):
     raise RuntimeError("sizing failed in the child")
 
 
-@pytest.mark.skipif(not ForkedCall.available(), reason="needs a forked child (Linux)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux-only")
 def test_sizing_ahead_in_a_forked_child_is_the_sizing_here(small, monkeypatch):
     """planner simulate sizes the plans in a forked child while it imports the simulator: the
     capacity cache it hands back becomes the catalog's and the sizing read from it is the one
     computed here from an empty cache; a child that fails leaves the catalog as it was."""
+    import planner.parallel as parallel
     import planner.perf.openloop as openloop
     from planner.model.capacity import CapacityCache
     from planner.model.evaluate import Model
 
+    # fork even if an earlier test left a thread running (a Dask client's)
+    monkeypatch.setattr(parallel, "start_method", lambda: "fork")
+    real_many, real_one = openloop.slo_capacity_many, openloop.slo_capacity
     sc = load_scenario(small)
     cat = load_catalog()
     want = size_options(sc, cat, model=Model(sc, cat, caps=CapacityCache()))
@@ -264,7 +268,8 @@ def test_sizing_ahead_in_a_forked_child_is_the_sizing_here(small, monkeypatch):
         monkeypatch.setattr(openloop, "slo_capacity", _fails)
         got = size_options(sc, cat)
         assert got == want and len(got) >= 1 and got["gpu"].replicas >= 1
-        monkeypatch.undo()
+        monkeypatch.setattr(openloop, "slo_capacity_many", real_many)
+        monkeypatch.setattr(openloop, "slo_capacity", real_one)
         cat.forget_shared("capacity")
         cli._take_sizing(ForkedCall(_fails, sc))  # no error; nothing installed
         assert "capacity" not in cat._shared
