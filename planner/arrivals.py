@@ -27,10 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from scipy import special
 
 from planner.errors import PlannerError
 from planner.requests import RequestTable
@@ -50,7 +50,16 @@ __all__ = [
     "poisson_arrivals",
 ]
 
-_Z90 = float(special.ndtri(0.9))
+
+@lru_cache(maxsize=1)
+def _z90() -> float:
+    """The standard normal's 90th percentile. scipy.special is imported on first use only:
+    generating requests (each simulation worker process) does not need it otherwise."""
+    from scipy import special
+
+    return float(special.ndtri(0.9))
+
+
 _WEEKEND = (5, 6)  # Saturday, Sunday with Monday = 0
 
 
@@ -279,7 +288,7 @@ class LognormalLength:
 
     @property
     def sigma(self) -> float:
-        return math.log(self.p90 / self.median) / _Z90
+        return math.log(self.p90 / self.median) / _z90()
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = np.exp(math.log(self.median) + self.sigma * rng.standard_normal(n))

@@ -237,12 +237,12 @@ def check_simulation_size(sc, *, hours: int, deployments: list[str] | None,
              and not isinstance(replicas, int)
              and (replicas or {}).get(d) is None and d not in sc.simulation.replicas
              and hosted[d].replicas is None]
-    if sized:
-        from planner.engines.deterministic import evaluate
+    if sized:  # the model's sizing, the one the simulator's plans use (computed once)
+        from planner.model.sizing import size_options
 
-        summary = evaluate(sc).summary.set_index("deployment")
+        sizing = size_options(sc)
         for d in sized:
-            n = summary["replicas"].get(d) if d in summary.index else None
+            n = float(sizing[d].replicas) if d in sizing else None
             if n is not None and n == n and n > MAX_SIMULATED_REPLICAS:
                 raise PlannerError(
                     f"simulate: the cost engine sizes {shorten(d)} at {n:,.0f} replicas; the "
@@ -754,10 +754,49 @@ def _simulate_replicas(items):
     return out
 
 
+def _sizing_ahead(sc):
+    """The model's sizing of ``sc`` (:func:`planner.model.sizing.size_options`, the
+    performance model's capacity per option: ~0.1 s) started in a forked child
+    (:class:`planner.parallel.ForkedCall`), while this process imports the simulator; None
+    where a child cannot be forked. :func:`_take_sizing` installs the result."""
+    from planner.parallel import ForkedCall
+
+    if not ForkedCall.available():
+        return None
+    import planner.model.sizing  # noqa: F401 (numpy and the model: imported once, here)
+
+    return ForkedCall(_capacity_of, sc)
+
+
+def _capacity_of(sc):
+    """(In the child.) Size ``sc`` on the catalog; its filled capacity cache."""
+    from planner.catalog import load_catalog
+    from planner.model.capacity import CapacityCache
+    from planner.model.sizing import size_options
+
+    cat = load_catalog()
+    size_options(sc, cat)
+    return cat.shared("capacity", CapacityCache)
+
+
+def _take_sizing(ahead) -> None:
+    """The child's capacity cache becomes the catalog's (when the catalog has none yet): the
+    sizing then only reads it, the same numbers as computing them here. A child that failed
+    changes nothing (the sizing here raises the error, if any)."""
+    if ahead is None:
+        return
+    from planner.catalog import load_catalog
+    from planner.parallel import ChildFailed
+
+    try:
+        cache = ahead.result()
+    except ChildFailed:
+        return
+    load_catalog().shared("capacity", lambda: cache)
+
+
 def cmd_simulate(args) -> int:
     from planner.parallel import runs_serially
-    from planner.sim.output import write_frames
-    from planner.sim.scenario import plan_groups
 
     sched = _SchedulerFlag(args)
     sc = load(args)
@@ -769,6 +808,12 @@ def cmd_simulate(args) -> int:
             if d not in hosted:
                 raise PlannerError(f"--replicas {shorten(d)}=...: not a self-hosted "
                                    f"deployment; self-hosted: {', '.join(hosted) or 'none'}")
+    ahead = _sizing_ahead(sc)  # sizing in a child while the simulator is imported here
+    try:
+        from planner.sim.output import write_frames
+        from planner.sim.scenario import plan_groups
+    finally:
+        _take_sizing(ahead)
     total = check_simulation_size(
         sc, hours=args.hours or sc.simulation.hours,
         deployments=deployments or list(sc.simulation.deployments) or None, replicas=replicas)

@@ -47,7 +47,7 @@ from typing import Any
 
 from planner.errors import PlannerError, shorten
 
-__all__ = ["ForkedCall", "SchedulerError", "check_scheduler", "default_workers", "map_tasks",
+__all__ = ["ChildFailed", "ForkedCall", "SchedulerError", "check_scheduler", "default_workers", "map_tasks",
            "runs_serially", "start_method"]
 
 _NOTHING = object()

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from planner import cli
 from planner.catalog import load_catalog
 from planner.cli import main
 from planner.config import load_scenario, med
 from planner.errors import PlannerError
 from planner.model.sizing import size_options
+from planner.parallel import ForkedCall
 from planner.sim import report_tables, simulate_scenario
 from planner.sim.scenario import scenario_requests
 from planner.traces import azure_trace
@@ -232,6 +237,76 @@ def test_nothing_self_hosted_is_a_user_error(capsys, write_toml):
     assert code == 2 and "no self-hosted" in err
     with pytest.raises(PlannerError, match="self-hosted"):
         report_tables(load_scenario(p))
+
+
+def _fails(*_args, **_kwargs):
+    raise RuntimeError("sizing failed in the child")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux-only")
+def test_sizing_ahead_in_a_forked_child_is_the_sizing_here(small, monkeypatch):
+    """planner simulate sizes the plans in a forked child while it imports the simulator: the
+    capacity cache it hands back becomes the catalog's and the sizing read from it is the one
+    computed here from an empty cache; a child that fails leaves the catalog as it was."""
+    import planner.parallel as parallel
+    import planner.perf.openloop as openloop
+    from planner.model.capacity import CapacityCache
+    from planner.model.evaluate import Model
+
+    # fork even if an earlier test left a thread running (a Dask client's)
+    monkeypatch.setattr(parallel, "start_method", lambda: "fork")
+    real_many, real_one = openloop.slo_capacity_many, openloop.slo_capacity
+    sc = load_scenario(small)
+    cat = load_catalog()
+    want = size_options(sc, cat, model=Model(sc, cat, caps=CapacityCache()))
+    cat.forget_shared("capacity")
+    try:
+        cli._take_sizing(cli._sizing_ahead(sc))
+        installed = cat.shared("capacity", CapacityCache)
+        # the capacities come from the child: the performance model is not run again here
+        monkeypatch.setattr(openloop, "slo_capacity_many", _fails)
+        monkeypatch.setattr(openloop, "slo_capacity", _fails)
+        got = size_options(sc, cat)
+        assert got == want and len(got) >= 1 and got["gpu"].replicas >= 1
+        monkeypatch.setattr(openloop, "slo_capacity_many", real_many)
+        monkeypatch.setattr(openloop, "slo_capacity", real_one)
+        cat.forget_shared("capacity")
+        cli._take_sizing(ForkedCall(_fails, sc))  # no error; nothing installed
+        assert "capacity" not in cat._shared
+        assert cat.shared("capacity", CapacityCache) is not installed
+    finally:
+        cat.forget_shared("capacity")
+
+
+def test_simulate_output_identical_with_worker_processes(capsys):
+    """The same tables and notes, byte for byte, from one process and from two workers (each
+    run starting from an empty capacity cache, as a new command does)."""
+    outs = []
+    for workers in ("1", "2", "1"):
+        load_catalog().forget_shared("capacity")
+        code, out, err = run(capsys, "simulate", "example:quickstart", "--hours", "1",
+                             "--start-hour", "12", "--seed", "5", "--workers", workers,
+                             "--format", "csv", "-q")
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0].count("\n") > 10 and outs[0] == outs[1] == outs[2]
+
+
+def test_simulating_imports_no_scipy():
+    """What a simulation worker does (generate the plan's requests, simulate, summarise) needs
+    no scipy: run serially in a fresh interpreter, ``planner simulate`` loads none of it, so a
+    forked worker does not import it either (it was ~0.3 s of imports in every worker)."""
+    probe = ("import contextlib, io, sys\n"
+             "from planner.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    code = main(['simulate', 'example:quickstart', '--hours', '1', '--workers',"
+             " '1', '-q', '--format', 'csv'])\n"
+             "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, check=True, cwd=ROOT).stdout.split()
+    assert out == ["0", "[]"]
 
 
 # ---------------------------------------------------------------------- requests

@@ -11,7 +11,12 @@ subprocesses of this script, and records per run:
 * ``wall_s``: wall time of the whole command (start-up, the worker processes' start and
   imports, simulation, output);
 * ``cpu_s``: user + system CPU time of the command and every process it started (the worker
-  processes included), from ``getrusage(RUSAGE_CHILDREN)``.
+  processes included), from ``getrusage(RUSAGE_CHILDREN)``;
+* ``cores_used``: ``cpu_s / wall_s``, the cores the command actually got (a parallel run on
+  2 cores that gets ~1.1 was competing with other work);
+* ``idle_cores_before``: idle cores over the second before the run (``/proc/stat``; Linux).
+  ``--wait-idle C`` waits (at most ``--wait-max-s``) until at least ``C`` cores are idle
+  before each run, for figures that are not mostly the other processes' load.
 
 ``speedup`` is the best serial wall time over the best parallel one; ``identical`` says the
 two commands printed the same tables (byte for byte). ``loadavg_1min`` (before, after) tells
@@ -19,7 +24,8 @@ how busy the machine was: on a shared machine the parallel run competes for the 
 the figures move with the load. Prints one JSON object.
 
 Usage: ``python tests/benchmarks/bench_parallel.py [--workers 2] [--repeat 1]
-[--requests-per-day 500000] [--hours 24] [--candidates 4]``
+[--requests-per-day 500000] [--hours 24] [--candidates 4] [--wait-idle 1.8]
+[--wait-max-s 120]``
 """
 
 from __future__ import annotations
@@ -58,6 +64,35 @@ def _run(cmd: list[str]) -> tuple[float, float, str]:
     return wall, cpu, out
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of all cores from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            vals = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return vals[3] + vals[4], sum(vals[:8])  # idle + iowait; user..steal
+
+
+def _idle_cores(seconds: float = 1.0) -> float | None:
+    """Idle cores over ``seconds`` (0 to the core count)."""
+    a = _cpu_times()
+    time.sleep(seconds)
+    b = _cpu_times()
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+
+
+def _wait_idle(cores: float, max_s: float) -> float | None:
+    """Sample the idle cores until at least ``cores`` are idle or ``max_s`` have passed."""
+    t0 = time.perf_counter()
+    while True:
+        idle = _idle_cores()
+        if idle is None or idle >= cores or time.perf_counter() - t0 >= max_s:
+            return idle
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -65,6 +100,9 @@ def main() -> None:
     ap.add_argument("--requests-per-day", type=float, default=500_000)
     ap.add_argument("--hours", type=int, default=24)
     ap.add_argument("--candidates", type=int, default=4, choices=[2, 3, 4])
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="idle cores to wait for before each run (default: do not wait)")
+    ap.add_argument("--wait-max-s", type=float, default=120.0)
     a = ap.parse_args()
 
     text = Path(scenario_path("example:quickstart")).read_text(encoding="utf-8") + FOURTH
@@ -86,11 +124,13 @@ def main() -> None:
             path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         load0 = os.getloadavg()[0]
         runs: dict[str, list[tuple[float, float]]] = {"serial": [], "parallel": []}
+        idle: dict[str, list[float | None]] = {"serial": [], "parallel": []}
         outputs: dict[str, str] = {}
         for r in range(a.repeat):
             order = ["serial", "parallel"] if r % 2 == 0 else ["parallel", "serial"]
             for kind in order:
                 workers = 1 if kind == "serial" else a.workers
+                idle[kind].append(_wait_idle(a.wait_idle, a.wait_max_s))
                 wall, cpu, out = _run([*base, "--workers", str(workers)])
                 runs[kind].append((wall, cpu))
                 outputs.setdefault(kind, out)
@@ -104,10 +144,12 @@ def main() -> None:
         "workers": a.workers,
         "cores": os.cpu_count(),
         "repeat": a.repeat,
-        "serial": {"wall_s": [round(w, 3) for w, _ in runs["serial"]],
-                   "cpu_s": [round(c, 3) for _, c in runs["serial"]]},
-        "parallel": {"wall_s": [round(w, 3) for w, _ in runs["parallel"]],
-                     "cpu_s": [round(c, 3) for _, c in runs["parallel"]]},
+        **{kind: {"wall_s": [round(w, 3) for w, _ in runs[kind]],
+                  "cpu_s": [round(c, 3) for _, c in runs[kind]],
+                  "cores_used": [round(c / w, 2) for w, c in runs[kind]],
+                  "idle_cores_before": [None if i is None else round(i, 2)
+                                        for i in idle[kind]]}
+           for kind in ("serial", "parallel")},
         "speedup": round(best["serial"][0] / best["parallel"][0], 3),
         "cpu_ratio_parallel_over_serial": round(best["parallel"][1] / best["serial"][1], 3),
         "identical": outputs["serial"] == outputs["parallel"],
