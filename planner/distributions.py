@@ -700,6 +700,21 @@ def _u_table(exact, slope, tol: float = _TABLE_TOL) -> tuple[int, int, tuple[np.
     return first, last, out
 
 
+def _cubic_cells(coef: tuple[np.ndarray, ...], i: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``c0[i] + t (c1[i] + t (c2[i] + t c3[i]))`` (Horner, in place on one new array): a
+    piecewise cubic of a table's cells ``coef = (c0, c1, c2, c3)`` at cell ``i`` and offset
+    ``t``."""
+    c0, c1, c2, c3 = coef
+    x = c3.take(i)
+    x *= t
+    x += c2.take(i)
+    x *= t
+    x += c1.take(i)
+    x *= t
+    x += c0.take(i)
+    return x
+
+
 def _u_table_eval(table: tuple[int, int, tuple[np.ndarray, ...]], u: np.ndarray, shift: float,
                   scale: float, tail) -> np.ndarray:
     """``shift + scale Q(u)`` from a body table (:func:`_u_table`) of ``Q``; ``u`` outside its
@@ -713,13 +728,7 @@ def _u_table_eval(table: tuple[int, int, tuple[np.ndarray, ...]], u: np.ndarray,
     outside |= i > last  # u == 1 lands in cell _U_CELLS, always outside
     np.clip(i, first, last, out=i)
     t -= i
-    x = c3.take(i)
-    x *= t
-    x += c2.take(i)
-    x *= t
-    x += c1.take(i)
-    x *= t
-    x += c0.take(i)
+    x = _cubic_cells((c0, c1, c2, c3), i, t)
     rest = np.flatnonzero(outside)
     if rest.size:
         x[rest] = tail(u[rest])
@@ -783,13 +792,7 @@ def _beta_from_z(a: float, b: float, z: np.ndarray, low: float = 0.0, high: floa
     i = t.astype(np.intp)
     np.minimum(i, n_nodes - 2, out=i)  # t == n_nodes - 1 exactly: last cell at s = 1
     t -= i
-    x = c3.take(i)
-    x *= t
-    x += c2.take(i)
-    x *= t
-    x += c1.take(i)
-    x *= t
-    x += c0.take(i)
+    x = _cubic_cells((c0, c1, c2, c3), i, t)
     if outside is not None:
         u_out = copula_uniforms(z[outside]) if u is None else u[outside]
         x[outside] = low + width * _beta_quantile_tail(a, b, u_out)
