@@ -543,28 +543,31 @@ class Model:
             if lines is None:
                 # arrays of samples: the components' sum per request, then per month (two
                 # passes where one product per component would take three each)
-                usd_m = sum(parts.values()) * rpm
-                monthly = monthly + usd_m
-                tokens_usd = tokens_usd + usd_m
+                per_req = 0.0
+                for usd in parts.values():
+                    per_req = _plus(per_req, usd)
+                usd_m = per_req * rpm
+                monthly = _plus(monthly, usd_m)
+                tokens_usd = _plus(tokens_usd, usd_m)
             for comp, usd in (parts.items() if lines is not None else ()):
                 usd_m = float(np.asarray(usd)) * rpm
                 if usd_m == 0.0:
                     continue
                 lines.append((cname, comp, usd_m,
                               _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
-                monthly = monthly + usd_m
-                tokens_usd = tokens_usd + usd_m
+                monthly = _plus(monthly, usd_m)
+                tokens_usd = _plus(tokens_usd, usd_m)
             for comp, usd_m, basis in self.fees(ctx, dep, b, rpm):
                 if lines is not None:
                     lines.append((cname, comp, usd_m, basis))
-                monthly = monthly + usd_m
-                fees_usd = fees_usd + usd_m
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
-            rpm_total = rpm_total + rpm
-            user_total = user_total + user * self.hpm / 24.0
+                monthly = _plus(monthly, usd_m)
+                fees_usd = _plus(fees_usd, usd_m)
+            tokens = _plus(tokens, rpm * (isl + osl))
+            out_tokens = _plus(out_tokens, rpm * osl)
+            rpm_total = _plus(rpm_total, rpm)
+            user_total = _plus(user_total, user * self.hpm / 24.0)
         once = self._once(ctx, o, lines)
-        monthly = monthly + once / self.horizon
+        monthly = _plus(monthly, once / self.horizon)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
                 "rpm": rpm_total, "user_rpm": user_total, "api_tokens_usd": tokens_usd,
                 "fees_usd": fees_usd, "serves": True, "lines": lines}
@@ -619,11 +622,11 @@ class Model:
             rate_day = req * days  # requests in one profile period / 24 h ... per the profile
             a = (1.0 - batch) * rate_day / 3600.0 / rps
             flat = rate_day * wt_mean / 3600.0
-            consts = consts + batch * flat / rps
+            consts = _plus(consts, batch * flat / rps)
             coefs.append(a)
             weights.append(wt)
             classes.append((req, rate_day, wt, batch, rps))
-            mean_load = mean_load + req / 86400.0 / rps
+            mean_load = _plus(mean_load, req / 86400.0 / rps)
         return coefs, consts, np.array(weights), mean_load, classes
 
     def peak(self, ctx: Inputs, o: OptionSpec) -> Any:
@@ -674,10 +677,10 @@ class Model:
             req, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
             user = self.klass(ctx, cname, o.tokenizer)[6]
             rpm = req * self.hpm / 24.0
-            rpm_total = rpm_total + rpm
-            user_total = user_total + user * self.hpm / 24.0
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
+            rpm_total = _plus(rpm_total, rpm)
+            user_total = _plus(user_total, user * self.hpm / 24.0)
+            tokens = _plus(tokens, rpm * (isl + osl))
+            out_tokens = _plus(out_tokens, rpm * osl)
         got = ctx.cache[ck] = (rpm_total, user_total, tokens, out_tokens)
         return got
 
@@ -697,10 +700,10 @@ class Model:
         for comp, usd_m, basis in self.fees(ctx, dep, b, rpm_total):
             if lines is not None:
                 lines.append(("", comp, usd_m, basis))
-            monthly = monthly + usd_m
-            fees_usd = fees_usd + usd_m
+            monthly = _plus(monthly, usd_m)
+            fees_usd = _plus(fees_usd, usd_m)
         once = self._once(ctx, o, lines)
-        monthly = monthly + once / self.horizon
+        monthly = _plus(monthly, once / self.horizon)
         safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
         util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe, 0.0)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
@@ -860,7 +863,7 @@ class Model:
         )
         total = 0.0
         for v in parts.values():
-            total = total + v
+            total = _plus(total, v)
         if lines is not None:
             _onprem_lines(lines, parts, units=float(units), price=p["price"], years=p["years"],
                           coc=p["coc"], residual=p["residual"], marginal=not p["capex"],
@@ -903,6 +906,19 @@ class Model:
             if o.served:
                 sets.setdefault(tuple(sorted(o.served)), []).append(o.name)
         return max(sets.values(), key=len) if sets else []
+
+
+def _plus(a: Any, b: Any) -> Any:
+    """``a + b`` where one side is the float ``0.0`` (an empty sum, or a cost component that
+    is exactly zero) and the other an array of float64: the array itself, the same bits as the
+    sum (``0.0 + x == x``; only a ``-0.0`` element would come back unsigned) without a pass
+    over the samples and a temporary. Accumulators of the array evaluation start at ``0.0``;
+    nothing modifies the arrays they hold in place."""
+    if type(a) is float and a == 0.0 and type(b) is np.ndarray and b.dtype == np.float64:
+        return b
+    if type(b) is float and b == 0.0 and type(a) is np.ndarray and a.dtype == np.float64:
+        return a
+    return a + b
 
 
 def _replicas_in_units(units: float, gpus_per_replica: int, gpus_per_unit: int) -> float:
