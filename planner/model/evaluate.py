@@ -539,7 +539,7 @@ class Model:
         for cname in o.served:
             req, isl, osl, cached, batch, calls, user = self.klass(ctx, cname, o.tokenizer)
             parts = self.api_request_usd(ctx, o, cname)
-            rpm = req * self.hpm / 24.0
+            rpm, user_m = self._per_month(ctx, cname, req, user)
             if lines is None:
                 # arrays of samples: the components' sum per request, then per month (two
                 # passes where one product per component would take three each)
@@ -565,7 +565,7 @@ class Model:
             tokens = _plus(tokens, rpm * (isl + osl))
             out_tokens = _plus(out_tokens, rpm * osl)
             rpm_total = _plus(rpm_total, rpm)
-            user_total = _plus(user_total, user * self.hpm / 24.0)
+            user_total = _plus(user_total, user_m)
         once = self._once(ctx, o, lines)
         monthly = _plus(monthly, once / self.horizon)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
@@ -600,6 +600,16 @@ class Model:
             ctx.cache[ck] = cap.interpolate(ctx.cache[lk])
         return ctx.cache[ck]
 
+    def _per_month(self, ctx: Inputs, cname: str, req: Any, user: Any) -> tuple[Any, Any]:
+        """(LLM requests, user requests) per month of class ``cname``: the same for every
+        tokenizer (``req`` and ``user`` of :meth:`klass` do not depend on it), so worked out
+        once per evaluation for the API and the self-hosted options."""
+        ck = ("per month", cname)
+        got = ctx.cache.get(ck)
+        if got is None:
+            got = ctx.cache[ck] = (req * self.hpm / 24.0, user * self.hpm / 24.0)
+        return got
+
     def _profile(self, cname: str, periods: int) -> tuple[float, np.ndarray, Any]:
         """(days in the class's profile, its hourly weights over ``periods`` hours, their
         mean): fixed by the scenario, so worked out once per model."""
@@ -619,8 +629,9 @@ class Model:
             req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
             rps = self.rps(ctx, o, cname)
             days, wt, wt_mean = self._profile(cname, o.periods)
-            rate_day = req * days  # requests in one profile period / 24 h ... per the profile
-            a = (1.0 - batch) * rate_day / 3600.0 / rps
+            # requests in one profile period / 24 h ... per the profile (x 1 for a day)
+            rate_day = _times(days, req)
+            a = _times(1.0 - batch, rate_day) / 3600.0 / rps
             flat = rate_day * wt_mean / 3600.0
             consts = _plus(consts, batch * flat / rps)
             coefs.append(a)
@@ -676,9 +687,9 @@ class Model:
         for cname in o.served:
             req, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
             user = self.klass(ctx, cname, o.tokenizer)[6]
-            rpm = req * self.hpm / 24.0
+            rpm, user_m = self._per_month(ctx, cname, req, user)
             rpm_total = _plus(rpm_total, rpm)
-            user_total = _plus(user_total, user * self.hpm / 24.0)
+            user_total = _plus(user_total, user_m)
             tokens = _plus(tokens, rpm * (isl + osl))
             out_tokens = _plus(out_tokens, rpm * osl)
         got = ctx.cache[ck] = (rpm_total, user_total, tokens, out_tokens)
@@ -704,8 +715,11 @@ class Model:
             fees_usd = _plus(fees_usd, usd_m)
         once = self._once(ctx, o, lines)
         monthly = _plus(monthly, once / self.horizon)
-        safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
-        util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe, 0.0)
+        util = parts.get("utilisation")  # on-prem: worked out for its power draw
+        if util is None:
+            safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
+            util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe,
+                            0.0)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
                 "rpm": rpm_total, "user_rpm": user_total, "replicas": replicas,
                 "units": units, "gpus": gpus_paid, "utilisation": util, "fees_usd": fees_usd,
@@ -871,6 +885,7 @@ class Model:
                           base_w=p["base_w"], gps=gps, tdp=p["tdp"], util=float(util),
                           pue=p["pue"], kwh=p["kwh"], impl=p["impl"], psrc=p["price_source"])
         extra = {f"onprem_{k}_usd": v for k, v in parts.items()}
+        extra["utilisation"] = util
         idle_w = sh.server_power_w(p["base_w"], gps, p["tdp"], 0.0, p["idle"])
         extra.update({
             "server_price_usd": p["price"], "life_years": p["years"],
@@ -919,6 +934,13 @@ def _plus(a: Any, b: Any) -> Any:
     if type(b) is float and b == 0.0 and type(a) is np.ndarray and a.dtype == np.float64:
         return a
     return a + b
+
+
+def _times(a: Any, b: Any) -> Any:
+    """``a * b``; ``b`` itself where ``a`` is the number 1 (the same bits, without a pass)."""
+    if type(a) is float and a == 1.0:
+        return b
+    return a * b
 
 
 def _replicas_in_units(units: float, gpus_per_replica: int, gpus_per_unit: int) -> float:
