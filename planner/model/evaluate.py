@@ -119,9 +119,10 @@ class Model:
         return sample_many(rng, {k: u.dist for k, u in self.all_inputs.items()}, PILOT_SAMPLES)
 
     def ctx(self, values: Mapping[str, Any] | None = None, n: int = 1, *,
-            volume_scale: Any = 1.0, record: set | None = None, trace: bool = False) -> Inputs:
+            volume_scale: Any = 1.0, record: set | None = None, trace: bool = False,
+            lean: bool = False) -> Inputs:
         """An :class:`Inputs` accessor over this model's medians."""
-        return Inputs(self.medians, values or {}, n, volume_scale, record, trace)
+        return Inputs(self.medians, values or {}, n, volume_scale, record, trace, lean)
 
     def _compile_option(self, name: str, kind: str, dep: Any, pilot) -> OptionSpec:
         sc, cat = self.sc, self.cat
@@ -563,9 +564,12 @@ class Model:
                 monthly = _plus(monthly, usd_m)
                 fees_usd = _plus(fees_usd, usd_m)
             tokens = _plus(tokens, rpm * (isl + osl))
-            out_tokens = _plus(out_tokens, rpm * osl)
             rpm_total = _plus(rpm_total, rpm)
-            user_total = _plus(user_total, user_m)
+            if not ctx.lean:
+                out_tokens = _plus(out_tokens, rpm * osl)
+                user_total = _plus(user_total, user_m)
+        if ctx.lean:
+            out_tokens = user_total = None
         once = self._once(ctx, o, lines)
         monthly = _plus(monthly, once / self.horizon)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
@@ -607,7 +611,8 @@ class Model:
         ck = ("per month", cname)
         got = ctx.cache.get(ck)
         if got is None:
-            got = ctx.cache[ck] = (req * self.hpm / 24.0, user * self.hpm / 24.0)
+            got = ctx.cache[ck] = (req * self.hpm / 24.0,
+                                   None if ctx.lean else user * self.hpm / 24.0)
         return got
 
     def _profile(self, cname: str, periods: int) -> tuple[float, np.ndarray, Any]:
@@ -689,9 +694,12 @@ class Model:
             user = self.klass(ctx, cname, o.tokenizer)[6]
             rpm, user_m = self._per_month(ctx, cname, req, user)
             rpm_total = _plus(rpm_total, rpm)
-            user_total = _plus(user_total, user_m)
             tokens = _plus(tokens, rpm * (isl + osl))
-            out_tokens = _plus(out_tokens, rpm * osl)
+            if not ctx.lean:
+                user_total = _plus(user_total, user_m)
+                out_tokens = _plus(out_tokens, rpm * osl)
+        if ctx.lean:
+            user_total = out_tokens = None
         got = ctx.cache[ck] = (rpm_total, user_total, tokens, out_tokens)
         return got
 
@@ -716,7 +724,7 @@ class Model:
         once = self._once(ctx, o, lines)
         monthly = _plus(monthly, once / self.horizon)
         util = parts.get("utilisation")  # on-prem: worked out for its power draw
-        if util is None:
+        if util is None and not ctx.lean:
             safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
             util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe,
                             0.0)
@@ -891,8 +899,8 @@ class Model:
             "server_price_usd": p["price"], "life_years": p["years"],
             "residual_share": p["residual"], "maintenance_share_per_year": p["maint"],
             "facilities_usd_per_server_year": p["facilities"],
-            "idle_server_energy_usd": sh.energy_usd_per_month(idle_w, 1.0, p["pue"], p["kwh"],
-                                                              self.hpm),
+            "idle_server_energy_usd": None if ctx.lean else sh.energy_usd_per_month(
+                idle_w, 1.0, p["pue"], p["kwh"], self.hpm),
             "implementation_once_usd": p["impl"], "include_capex": p["capex"],
         })
         return units, gpus_paid, total, extra
