@@ -126,3 +126,61 @@ def test_grids_on_the_same_nodes_share_the_located_cells():
     np.testing.assert_array_equal(b.interpolate(loc), _reference(b, x, y))
     for v, w in zip(loc[:3], kept, strict=True):  # interpolating does not change the cells
         np.testing.assert_array_equal(v, w)
+
+
+def test_lean_pricing_is_the_full_evaluation_bit_for_bit():
+    """price_chunk (lean: only the costs) gives the full evaluation's monthly, one-off and
+    token columns, bit for bit, on the risk example's draws."""
+    from planner.engines.risk.compiled import compile_scenario
+    from planner.engines.risk.sampling import root_seed
+
+    sc, corr = _risk_example()
+    model = compile_scenario(sc, correlations=corr)
+    vals = model.draw(root_seed(7), 0, 10_000)
+    got = model.price_chunk(vals, 10_000)
+    full = model.evaluate(vals, 10_000)
+    for j, name in enumerate(model.option_names):
+        for row, key in enumerate(("monthly", "once", "tokens")):
+            want = np.broadcast_to(full[name][key], (10_000,))
+            assert np.array_equal(got[row, j].view(np.uint64),
+                                  np.asarray(want, dtype=float).view(np.uint64)), (name, key)
+        assert full[name]["out_tokens"] is not None and full[name]["user_rpm"] is not None
+    assert np.isfinite(got).all() and (got[0] > 0).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_api_cost_shortcuts_match_the_formula_with_sampled_shares(seed):
+    """A share or factor that is exactly 0 or 1 (a number) skips its products: the same values
+    as the formula evaluated with that share as an array of samples (no shortcut)."""
+    from planner.costs.api import ApiPrices, api_cost_per_request
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    prices = ApiPrices(rng.uniform(1, 3, n), rng.uniform(5, 10, n), 1.25,
+                       batch_input_usd_per_mtok=rng.uniform(0.5, 1, n),
+                       batch_output_usd_per_mtok=rng.uniform(2, 5, n))
+    isl, osl = rng.uniform(100, 4000, n), rng.uniform(50, 800, n)
+    disc = rng.uniform(0, 0.2, n)
+    for cached, batch, margin in [(0.0, 0.0, None), (0.0, 1.0, None), (rng.uniform(0, 1, n), 0.0, 0.0),
+                                  (0.3, 1.0, 0.75), (0.0, 0.4, None)]:
+        short = api_cost_per_request(prices, isl, osl, cached_share=cached, batch_share=batch,
+                                     discount=disc, gross_margin=margin)
+        ref = api_cost_per_request(prices, isl, osl, cached_share=np.full(n, 1.0) * cached,
+                                   batch_share=np.full(n, 1.0) * batch, discount=disc,
+                                   gross_margin=margin)
+        for k in ref:
+            np.testing.assert_array_equal(np.broadcast_to(short[k], (n,)), ref[k], err_msg=k)
+        tot_s = sum(np.broadcast_to(v, (n,)) for v in short.values())
+        assert (tot_s > 0).all()
+
+
+def test_capital_recovery_with_one_rate_matches_per_sample_rates():
+    from planner.costs.selfhosted import capital_recovery_usd_per_month
+
+    rng = np.random.default_rng(4)
+    capex, years = rng.uniform(1e5, 1e6, 300), rng.choice([3.0, 4.0, 5.0], 300)
+    for rate in (0.0, 0.08):
+        one = capital_recovery_usd_per_month(capex, years, 0.1, rate)
+        per = capital_recovery_usd_per_month(capex, years, 0.1, np.full(300, rate))
+        np.testing.assert_array_equal(one, per)
+        assert isinstance(one, np.ndarray) and one.shape == (300,)

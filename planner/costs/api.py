@@ -75,18 +75,43 @@ def api_cost_per_request(
     if p_out is not p.output_usd_per_mtok and p.batch_output_usd_per_mtok is not None:
         r_out = _ratio(p.batch_output_usd_per_mtok, p.output_usd_per_mtok)
         b_out = np.where(p_out == p.output_usd_per_mtok, b_out, p_out * r_out)
-    b_cached = p_cached * _ratio(b_in, p_in) if p.cached_input_usd_per_mtok is not None else b_in
-    scale = (1.0 - discount) * (1.0 - (gross_margin or 0.0)) / 1e6
+    # the same products as the formula, in its order; a share that is exactly 0 (a scalar:
+    # not uncertain) gives exactly 0 for its components without a pass over the samples
+    # (the products' value for finite inputs), and a factor of exactly 1 is not applied
+    scale = 1.0 - discount
+    if gross_margin:
+        scale = scale * (1.0 - gross_margin)
+    scale = scale / 1e6
     uncached = (1.0 - cached_share) * input_tokens
-    cached = cached_share * input_tokens
+    cached = 0.0 if _zero(cached_share) else cached_share * input_tokens
     rt = 1.0 - batch_share
-    return {
-        "input": rt * uncached * p_in * scale,
-        "cached_input": rt * cached * p_cached * scale,
-        "output": rt * output_tokens * p_out * scale,
-        "batch_input": batch_share * (uncached * b_in + cached * b_cached) * scale,
-        "batch_output": batch_share * output_tokens * b_out * scale,
-    }
+    out: dict[str, np.ndarray | float] = {}
+    if _zero(rt):
+        out["input"] = out["cached_input"] = out["output"] = 0.0
+    else:
+        one = _one(rt)
+        out["input"] = (uncached if one else rt * uncached) * p_in * scale
+        out["cached_input"] = (0.0 if _zero(cached) else
+                               (cached if one else rt * cached) * p_cached * scale)
+        out["output"] = (output_tokens if one else rt * output_tokens) * p_out * scale
+    if _zero(batch_share):
+        out["batch_input"] = out["batch_output"] = 0.0
+    else:
+        b_cached = (p_cached * _ratio(b_in, p_in) if p.cached_input_usd_per_mtok is not None
+                    else b_in)
+        out["batch_input"] = batch_share * (uncached * b_in + cached * b_cached) * scale
+        out["batch_output"] = batch_share * output_tokens * b_out * scale
+    return out
+
+
+def _zero(x) -> bool:
+    """``x`` is a number (not an array of samples) equal to 0."""
+    return isinstance(x, int | float) and x == 0.0
+
+
+def _one(x) -> bool:
+    """``x`` is a number (not an array of samples) equal to 1."""
+    return isinstance(x, int | float) and x == 1.0
 
 
 def _ratio(num, den):

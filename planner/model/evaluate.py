@@ -119,9 +119,10 @@ class Model:
         return sample_many(rng, {k: u.dist for k, u in self.all_inputs.items()}, PILOT_SAMPLES)
 
     def ctx(self, values: Mapping[str, Any] | None = None, n: int = 1, *,
-            volume_scale: Any = 1.0, record: set | None = None, trace: bool = False) -> Inputs:
+            volume_scale: Any = 1.0, record: set | None = None, trace: bool = False,
+            lean: bool = False) -> Inputs:
         """An :class:`Inputs` accessor over this model's medians."""
-        return Inputs(self.medians, values or {}, n, volume_scale, record, trace)
+        return Inputs(self.medians, values or {}, n, volume_scale, record, trace, lean)
 
     def _compile_option(self, name: str, kind: str, dep: Any, pilot) -> OptionSpec:
         sc, cat = self.sc, self.cat
@@ -539,32 +540,38 @@ class Model:
         for cname in o.served:
             req, isl, osl, cached, batch, calls, user = self.klass(ctx, cname, o.tokenizer)
             parts = self.api_request_usd(ctx, o, cname)
-            rpm = req * self.hpm / 24.0
+            rpm, user_m = self._per_month(ctx, cname, req, user)
             if lines is None:
                 # arrays of samples: the components' sum per request, then per month (two
                 # passes where one product per component would take three each)
-                usd_m = sum(parts.values()) * rpm
-                monthly = monthly + usd_m
-                tokens_usd = tokens_usd + usd_m
+                per_req = 0.0
+                for usd in parts.values():
+                    per_req = _plus(per_req, usd)
+                usd_m = per_req * rpm
+                monthly = _plus(monthly, usd_m)
+                tokens_usd = _plus(tokens_usd, usd_m)
             for comp, usd in (parts.items() if lines is not None else ()):
                 usd_m = float(np.asarray(usd)) * rpm
                 if usd_m == 0.0:
                     continue
                 lines.append((cname, comp, usd_m,
                               _api_basis(comp, prices, cached, batch, isl, osl, rpm)))
-                monthly = monthly + usd_m
-                tokens_usd = tokens_usd + usd_m
+                monthly = _plus(monthly, usd_m)
+                tokens_usd = _plus(tokens_usd, usd_m)
             for comp, usd_m, basis in self.fees(ctx, dep, b, rpm):
                 if lines is not None:
                     lines.append((cname, comp, usd_m, basis))
-                monthly = monthly + usd_m
-                fees_usd = fees_usd + usd_m
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
-            rpm_total = rpm_total + rpm
-            user_total = user_total + user * self.hpm / 24.0
+                monthly = _plus(monthly, usd_m)
+                fees_usd = _plus(fees_usd, usd_m)
+            tokens = _plus(tokens, rpm * (isl + osl))
+            rpm_total = _plus(rpm_total, rpm)
+            if not ctx.lean:
+                out_tokens = _plus(out_tokens, rpm * osl)
+                user_total = _plus(user_total, user_m)
+        if ctx.lean:
+            out_tokens = user_total = None
         once = self._once(ctx, o, lines)
-        monthly = monthly + once / self.horizon
+        monthly = _plus(monthly, once / self.horizon)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
                 "rpm": rpm_total, "user_rpm": user_total, "api_tokens_usd": tokens_usd,
                 "fees_usd": fees_usd, "serves": True, "lines": lines}
@@ -597,6 +604,17 @@ class Model:
             ctx.cache[ck] = cap.interpolate(ctx.cache[lk])
         return ctx.cache[ck]
 
+    def _per_month(self, ctx: Inputs, cname: str, req: Any, user: Any) -> tuple[Any, Any]:
+        """(LLM requests, user requests) per month of class ``cname``: the same for every
+        tokenizer (``req`` and ``user`` of :meth:`klass` do not depend on it), so worked out
+        once per evaluation for the API and the self-hosted options."""
+        ck = ("per month", cname)
+        got = ctx.cache.get(ck)
+        if got is None:
+            got = ctx.cache[ck] = (req * self.hpm / 24.0,
+                                   None if ctx.lean else user * self.hpm / 24.0)
+        return got
+
     def _profile(self, cname: str, periods: int) -> tuple[float, np.ndarray, Any]:
         """(days in the class's profile, its hourly weights over ``periods`` hours, their
         mean): fixed by the scenario, so worked out once per model."""
@@ -616,14 +634,15 @@ class Model:
             req, isl, osl, _, batch = self.klass(ctx, cname, o.tokenizer)[:5]
             rps = self.rps(ctx, o, cname)
             days, wt, wt_mean = self._profile(cname, o.periods)
-            rate_day = req * days  # requests in one profile period / 24 h ... per the profile
-            a = (1.0 - batch) * rate_day / 3600.0 / rps
+            # requests in one profile period / 24 h ... per the profile (x 1 for a day)
+            rate_day = _times(days, req)
+            a = _times(1.0 - batch, rate_day) / 3600.0 / rps
             flat = rate_day * wt_mean / 3600.0
-            consts = consts + batch * flat / rps
+            consts = _plus(consts, batch * flat / rps)
             coefs.append(a)
             weights.append(wt)
             classes.append((req, rate_day, wt, batch, rps))
-            mean_load = mean_load + req / 86400.0 / rps
+            mean_load = _plus(mean_load, req / 86400.0 / rps)
         return coefs, consts, np.array(weights), mean_load, classes
 
     def peak(self, ctx: Inputs, o: OptionSpec) -> Any:
@@ -673,11 +692,14 @@ class Model:
         for cname in o.served:
             req, isl, osl = self.klass(ctx, cname, o.tokenizer)[:3]
             user = self.klass(ctx, cname, o.tokenizer)[6]
-            rpm = req * self.hpm / 24.0
-            rpm_total = rpm_total + rpm
-            user_total = user_total + user * self.hpm / 24.0
-            tokens = tokens + rpm * (isl + osl)
-            out_tokens = out_tokens + rpm * osl
+            rpm, user_m = self._per_month(ctx, cname, req, user)
+            rpm_total = _plus(rpm_total, rpm)
+            tokens = _plus(tokens, rpm * (isl + osl))
+            if not ctx.lean:
+                user_total = _plus(user_total, user_m)
+                out_tokens = _plus(out_tokens, rpm * osl)
+        if ctx.lean:
+            user_total = out_tokens = None
         got = ctx.cache[ck] = (rpm_total, user_total, tokens, out_tokens)
         return got
 
@@ -697,12 +719,15 @@ class Model:
         for comp, usd_m, basis in self.fees(ctx, dep, b, rpm_total):
             if lines is not None:
                 lines.append(("", comp, usd_m, basis))
-            monthly = monthly + usd_m
-            fees_usd = fees_usd + usd_m
+            monthly = _plus(monthly, usd_m)
+            fees_usd = _plus(fees_usd, usd_m)
         once = self._once(ctx, o, lines)
-        monthly = monthly + once / self.horizon
-        safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
-        util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe, 0.0)
+        monthly = _plus(monthly, once / self.horizon)
+        util = parts.get("utilisation")  # on-prem: worked out for its power draw
+        if util is None and not ctx.lean:
+            safe = np.where(np.asarray(gpus_paid) > 0, gpus_paid, 1.0)
+            util = np.where(np.asarray(gpus_paid) > 0, mean_load * dep.gpus_per_replica / safe,
+                            0.0)
         return {"monthly": monthly, "once": once, "tokens": tokens, "out_tokens": out_tokens,
                 "rpm": rpm_total, "user_rpm": user_total, "replicas": replicas,
                 "units": units, "gpus": gpus_paid, "utilisation": util, "fees_usd": fees_usd,
@@ -860,7 +885,7 @@ class Model:
         )
         total = 0.0
         for v in parts.values():
-            total = total + v
+            total = _plus(total, v)
         if lines is not None:
             _onprem_lines(lines, parts, units=float(units), price=p["price"], years=p["years"],
                           coc=p["coc"], residual=p["residual"], marginal=not p["capex"],
@@ -868,13 +893,14 @@ class Model:
                           base_w=p["base_w"], gps=gps, tdp=p["tdp"], util=float(util),
                           pue=p["pue"], kwh=p["kwh"], impl=p["impl"], psrc=p["price_source"])
         extra = {f"onprem_{k}_usd": v for k, v in parts.items()}
+        extra["utilisation"] = util
         idle_w = sh.server_power_w(p["base_w"], gps, p["tdp"], 0.0, p["idle"])
         extra.update({
             "server_price_usd": p["price"], "life_years": p["years"],
             "residual_share": p["residual"], "maintenance_share_per_year": p["maint"],
             "facilities_usd_per_server_year": p["facilities"],
-            "idle_server_energy_usd": sh.energy_usd_per_month(idle_w, 1.0, p["pue"], p["kwh"],
-                                                              self.hpm),
+            "idle_server_energy_usd": None if ctx.lean else sh.energy_usd_per_month(
+                idle_w, 1.0, p["pue"], p["kwh"], self.hpm),
             "implementation_once_usd": p["impl"], "include_capex": p["capex"],
         })
         return units, gpus_paid, total, extra
@@ -903,6 +929,26 @@ class Model:
             if o.served:
                 sets.setdefault(tuple(sorted(o.served)), []).append(o.name)
         return max(sets.values(), key=len) if sets else []
+
+
+def _plus(a: Any, b: Any) -> Any:
+    """``a + b`` where one side is the float ``0.0`` (an empty sum, or a cost component that
+    is exactly zero) and the other an array of float64: the array itself, the same bits as the
+    sum (``0.0 + x == x``; only a ``-0.0`` element would come back unsigned) without a pass
+    over the samples and a temporary. Accumulators of the array evaluation start at ``0.0``;
+    nothing modifies the arrays they hold in place."""
+    if type(a) is float and a == 0.0 and type(b) is np.ndarray and b.dtype == np.float64:
+        return b
+    if type(b) is float and b == 0.0 and type(a) is np.ndarray and a.dtype == np.float64:
+        return a
+    return a + b
+
+
+def _times(a: Any, b: Any) -> Any:
+    """``a * b``; ``b`` itself where ``a`` is the number 1 (the same bits, without a pass)."""
+    if type(a) is float and a == 1.0:
+        return b
+    return a * b
 
 
 def _replicas_in_units(units: float, gpus_per_replica: int, gpus_per_unit: int) -> float:

@@ -25,16 +25,22 @@ class Inputs:
         Collects the key paths read (which inputs affect the costs).
     trace : bool
         Build the cost lines with their formulas (deterministic view, ``n == 1``).
+    lean : bool
+        Only the costs are read (``monthly``, ``once``, ``tokens``, ``serves``: Monte Carlo
+        pricing): outputs nothing prices from (``out_tokens``, ``user_rpm``, a cloud option's
+        ``utilisation``, ``idle_server_energy_usd``) are ``None`` instead of worked out.
     """
 
     def __init__(self, medians: Mapping[str, float], values: Mapping[str, Any], n: int,
-                 volume_scale: Any = 1.0, record: set | None = None, trace: bool = False):
+                 volume_scale: Any = 1.0, record: set | None = None, trace: bool = False,
+                 lean: bool = False):
         self.medians = medians
         self.values = values
         self.n = n
         self.scale = volume_scale
         self.record = record
         self.trace = trace
+        self.lean = lean
         self.cache: dict[Any, Any] = {}
 
     def v(self, key: str, x: Any, default: Any = None) -> Any:
