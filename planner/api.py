@@ -703,7 +703,7 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
                              # no per-request table asked for: none is built (same figures)
                              records="full" if records is True else "aggregate",
                              **engine_options)
-    t = _run_tables(runs, records is True, engine_options)
+    t = _run_tables(runs, records is True)
     tabs = {k: t.get(k, pd.DataFrame()) for k in (
         "latency", "slo", "deployments", "totals", "pools", "hourly", "utilisation",
         "requests", "replica_utilisation")}
@@ -711,34 +711,20 @@ def simulate(scenario: Scenario | str | os.PathLike, *,
                           notes=tuple(n for r in runs for n in r.notes), engine=runs)
 
 
-def _run_tables(runs: Sequence[Any], records: bool, engine_options: Mapping[str, Any]
-                ) -> dict[str, Any]:
-    """``run_tables(runs, records=records)``; when the plans ran on local worker processes
-    that can be forked (:func:`planner.parallel.start_method`), each run's tables are made
-    on such a process too (the runs are inherited, not pickled; only the tables come back):
-    the same frames, and the summaries (~20% of a serial ``planner simulate``) no longer
-    wait on one core."""
+def _run_tables(runs: Sequence[Any], records: bool) -> dict[str, Any]:
+    """``run_tables(runs, records=records)``; when the plans ran on worker processes, each
+    worker made its run's tables (:attr:`planner.sim.scenario.ScenarioRun.tables`, without
+    per-request records) and only the tables are joined here: the same frames, and the
+    summaries (~20% of a serial ``planner simulate``) no longer wait on one core."""
     import pandas as pd
 
-    from planner.parallel import map_tasks, runs_serially, start_method
     from planner.sim.scenario import run_tables
 
-    workers = engine_options.get("n_workers", 1)
-    local = engine_options.get("scheduler") is None and engine_options.get("client") is None
-    if records or not local or runs_serially(len(runs), n_workers=workers) \
-            or start_method() != "fork":
+    if records or not runs or any(r.tables is None for r in runs):
         return run_tables(runs, records=records)
-    parts = map_tasks(_one_run_tables, [(i,) for i in range(len(runs))], shared=runs,
-                      n_workers=workers)
+    parts = [r.tables for r in runs]
     keys = dict.fromkeys(k for p in parts for k in p)
     return {k: pd.concat([p[k] for p in parts if k in p], ignore_index=True) for k in keys}
-
-
-def _one_run_tables(runs: Sequence[Any], i: int) -> dict[str, Any]:
-    """The tables of ``runs[i]`` (a task of :func:`_run_tables`)."""
-    from planner.sim.scenario import run_tables
-
-    return run_tables([runs[i]], records=False)
 
 
 @dataclass(frozen=True)

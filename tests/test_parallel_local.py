@@ -43,11 +43,11 @@ def _die(code):
 _PID_FILE = _REAL = None
 
 
-def _tables_and_pid(runs, i):
-    """planner.api._one_run_tables, noting the process it ran in (set before the fork)."""
+def _tables_and_pid(runs, **kw):
+    """planner.sim.scenario.run_tables, noting the process it ran in (set before the fork)."""
     with open(_PID_FILE, "a") as f:
         f.write(f"{os.getpid()}\n")
-    return _REAL(runs, i)
+    return _REAL(runs, **kw)
 
 
 def test_an_unpicklable_task_fails_at_once_and_does_not_hang():
@@ -125,18 +125,21 @@ def test_a_worker_that_dies_names_the_workers_flag():
 @linux
 def test_simulate_tables_made_on_forked_workers_equal_the_serial_ones(monkeypatch, tmp_path,
                                                                      forked):
-    """api.simulate makes each plan's tables on a forked worker too: the same frames as
-    run_tables of the same runs in this process (and as a serial simulation)."""
-    import planner.api as api_mod
+    """api.simulate makes each plan's tables on the forked worker that simulated it (no
+    second pool, nothing made here): the same frames as run_tables of the same runs in this
+    process (and as a serial simulation)."""
+    import planner.sim.scenario as scenario_mod
 
     global _PID_FILE, _REAL
-    _PID_FILE, _REAL = tmp_path / "pids", api_mod._one_run_tables
-    monkeypatch.setattr(api_mod, "_one_run_tables", _tables_and_pid)
+    _PID_FILE, _REAL = tmp_path / "pids", scenario_mod.run_tables
+    monkeypatch.setattr(scenario_mod, "run_tables", _tables_and_pid)
     sc = api.load("example:quickstart")
     par = api.simulate(sc, n_workers=2, **SIM)
-    ser = api.simulate(sc, n_workers=1, **SIM)
     pids = [int(x) for x in _PID_FILE.read_text().split()]
     assert len(pids) == len(par.engine) >= 2 and os.getpid() not in pids  # on the workers
+    assert all(r.tables is not None for r in par.engine)
+    ser = api.simulate(sc, n_workers=1, **SIM)
+    assert all(r.tables is None for r in ser.engine)  # serial: made here, from the runs
     want = run_tables(par.engine, records=False)
     assert len(want["latency"]) > 3
     for k, frame in want.items():

@@ -503,6 +503,9 @@ class ScenarioRun:
     targets: dict[str, float] = field(default_factory=dict)
     start_hour: int = 0
     notes: list[str] = field(default_factory=list)
+    #: :func:`run_tables` of this run alone (``records=False``) when the worker that
+    #: simulated it made them (:func:`simulate_scenario` on worker processes), else None
+    tables: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
 
     def latency(self) -> pd.DataFrame:
         """Per class (and ``all``): requests, latency percentiles, SLO attainment, spillover."""
@@ -659,22 +662,23 @@ def simulate_scenario(
         built.append((name, plan, pools, notes))
         tasks.append((plan, tuple(covered), _tokenizer(sc, group[0], cat), shares))
     shared = (sc, cat, trace_reqs, hours, start_hour, seed, records)
+    start = 0 if trace_reqs is not None else start_hour
     if runs_serially(len(tasks), scheduler=scheduler, n_workers=n_workers, client=client):
         out = [_simulate_plan(shared, *t, progress=progress) for t in tasks]
     else:
         # longest first (the estimated requests of each plan): with more plans than workers,
         # a long plan started last would leave the other workers idle at the end
         order = _longest_first(sc, [t[1] for t in tasks], trace_reqs is not None)
-        done = map_tasks(_simulate_plan_summarised, [tasks[k] for k in order], shared=shared,
-                         scheduler=scheduler, n_workers=n_workers, client=client,
-                         progress=progress, name="planner-simulate")
+        done = map_tasks(_simulate_plan_summarised,
+                         [(*tasks[k], (*built[k], targets, start)) for k in order],
+                         shared=shared, scheduler=scheduler, n_workers=n_workers,
+                         client=client, progress=progress, name="planner-simulate")
         out = [None] * len(tasks)
         for k, r in zip(order, done, strict=True):
             out[k] = r
-    start = 0 if trace_reqs is not None else start_hour
-    return [ScenarioRun(name, plan, trace_reqs if reqs is None else reqs, res, pools, targets,
-                        start, notes)
-            for (name, plan, pools, notes), (reqs, res) in zip(built, out, strict=True)]
+    return [ScenarioRun(name, plan, trace_reqs if r[0] is None else r[0], r[1], pools,
+                        targets, start, notes, tables=r[2] if len(r) > 2 else None)
+            for (name, plan, pools, notes), r in zip(built, out, strict=True)]
 
 
 def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
@@ -699,15 +703,25 @@ def _simulate_plan(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
     return (None if trace_reqs is not None else reqs), res
 
 
-def _simulate_plan_summarised(shared: tuple, *task: Any) -> tuple[RequestTable | None,
-                                                                 SimResult]:
-    """:func:`_simulate_plan` on a worker, which also computes the run's summary rows (the
-    latency rows of :meth:`SimResult.summary`, cached in the result) before the result is
-    sent back: the summaries are made in parallel, not one after another by the caller."""
-    reqs, res = _simulate_plan(shared, *task)
+def _simulate_plan_summarised(shared: tuple, plan: SimPlan, covered: tuple[str, ...],
+                              tokenizer: str | None, shares: Mapping[str, float], meta: tuple,
+                              progress: Any = None) -> tuple[RequestTable | None, SimResult,
+                                                             dict[str, pd.DataFrame] | None]:
+    """:func:`_simulate_plan` on a worker, which also makes what the caller would otherwise
+    make one run after another: the run's summary rows (the latency rows of
+    :meth:`SimResult.summary`, cached in the result) and, without per-request records, the
+    run's own :func:`run_tables` (``meta``: the :class:`ScenarioRun`'s name, pools, notes,
+    targets and start hour). Returns (requests as :func:`_simulate_plan`, result, tables or
+    None)."""
+    reqs, res = _simulate_plan(shared, plan, covered, tokenizer, shares, progress)
     if res.requests is not None:
         res.summary()
-    return reqs, res
+    if shared[-1] == "full":  # per-request tables asked for: the caller makes every table
+        return reqs, res, None
+    name, _, pools, notes, targets, start = meta
+    run = ScenarioRun(name, plan, shared[2] if reqs is None else reqs, res, pools, targets,
+                      start, notes)
+    return reqs, res, run_tables([run], records=False)
 
 
 def _longest_first(sc: Scenario, covered: Sequence[tuple[str, ...]], trace: bool
