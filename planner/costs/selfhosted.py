@@ -84,17 +84,17 @@ def capital_recovery_usd_per_month(
     capex = np.asarray(capex_usd, dtype=float)
     n = 12.0 * np.asarray(years, dtype=float)
     r = np.asarray(cost_of_capital_per_year, dtype=float)
+
+    def straight():
+        return capex * (1.0 - residual_share) / n
+
+    def annuity(i):
+        v = (1.0 + i) ** (-n)
+        return (capex - residual_share * capex * v) * i / (1.0 - v)
+
     if r.ndim == 0:  # one rate for every sample: only its branch (the same values)
-        if r > 0:
-            i = r / 12.0
-            v = (1.0 + i) ** (-n)
-            return np.asarray((capex - residual_share * capex * v) * i / (1.0 - v))
-        return np.asarray(capex * (1.0 - residual_share) / n)
-    straight = capex * (1.0 - residual_share) / n
-    i = np.where(r > 0, r / 12.0, 1.0)
-    v = (1.0 + i) ** (-n)
-    annuity = (capex - residual_share * capex * v) * i / (1.0 - v)
-    return np.where(r > 0, annuity, straight)
+        return np.asarray(annuity(r / 12.0) if r > 0 else straight())
+    return np.where(r > 0, annuity(np.where(r > 0, r / 12.0, 1.0)), straight())
 
 
 def server_power_w(
