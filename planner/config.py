@@ -966,6 +966,10 @@ class Planning(Strict):
     """Open-loop TTFT wait: pooled (a GI/G/c queue over the pool's replicas; the tight figure)
     or per-replica (each replica's prefill its own GI/G/1 queue fed by a random split of the
     arrivals; conservative for bursty long prompts on large pools)."""
+    hour_quantile: Annotated[float, Field(ge=0.5, lt=1)] = 0.5
+    """Open-loop only: the SLO percentile is met in the busiest hour when its arrival count is
+    at this quantile of its distribution (a renewal count, variance ``burstiness_cv^2`` times
+    its mean; normal approximation). 0.5: at the mean count."""
 
 
 RoutingPolicy = Literal["shared", "jsq", "least_kv", "random"]

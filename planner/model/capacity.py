@@ -14,6 +14,7 @@ the capacity on a grid of length quantiles (see :func:`grid_nodes`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -187,6 +188,7 @@ class Traffic:
     arrival_cv: float = 1.0
     servers: float = 1.0  # replicas of the pool sharing the arrivals (pooled prefill wait)
     pooled_wait: bool = True  # False: each replica's prefill is its own GI/G/1 queue
+    hour_z: float = 0.0  # the SLO holds for an hour this many count SDs above the mean
 
 
 def variable_prompt_share(input_tokens: float, prompt_tokens: float) -> float:
@@ -215,6 +217,7 @@ def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -
         cv_in=cv * variable_prompt_share(input_tokens, prompt_tokens), cv_out=cv,
         arrival_cv=float(sim.burstiness_cv) if sim.burstiness_cv is not None else 1.0,
         pooled_wait=sc.planning.prefill_wait == "pooled",
+        hour_z=NormalDist().inv_cdf(float(sc.planning.hour_quantile)),
     )
 
 
@@ -275,7 +278,7 @@ class CapacityCache:
                     percentile=traffic.percentile, prefix_cache_hit_share=hit,
                     cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
                     max_in_system=cap.max_batch, servers=traffic.servers,
-                    pooled_wait=traffic.pooled_wait)
+                    pooled_wait=traffic.pooled_wait, hour_z=traffic.hour_z)
                 self._store(okey, op)
             rps = op.requests_per_s
             if rps <= 0:  # not even a trickle meets the SLO: keep the one-request latencies
@@ -343,7 +346,7 @@ class CapacityCache:
             tpot_slo_s=tpot, percentile=traffic.percentile, prefix_cache_hit_share=hit,
             cv_in=traffic.cv_in, cv_out=traffic.cv_out, arrival_cv=traffic.arrival_cv,
             max_in_system=bmax.ravel(), servers=traffic.servers,
-            pooled_wait=traffic.pooled_wait)
+            pooled_wait=traffic.pooled_wait, hour_z=traffic.hour_z)
         rps = np.array([op.requests_per_s for op in ops]).reshape(ii.shape)
         return np.where(fits, rps, 0.0)
 

@@ -678,9 +678,14 @@ def slo_capacity_many(
     max_in_system: Any = None,
     servers: float = 1.0,
     pooled_wait: bool = True,
+    hour_z: float = 0.0,
+    hour_s: float = 3600.0,
 ) -> list[SloCapacity]:
     """:func:`slo_capacity` for many (prompt, output) length pairs at once (one array
-    evaluation: a grid of 32 rates per pair, refined twice around the boundary)."""
+    evaluation: a grid of 32 rates per pair, refined twice around the boundary).
+
+    ``hour_z`` (default 0: at the mean rate): the SLO is met at the rate of an hour whose
+    arrival count is ``hour_z`` standard deviations above its mean, ``hour_load``."""
     q = percentile / 100.0
     isl = np.asarray(input_tokens, dtype=float).reshape(-1)
     osl = np.asarray(output_tokens, dtype=float).reshape(-1)
@@ -703,9 +708,14 @@ def slo_capacity_many(
               arrival_cv=arrival_cv, quantile=q, servers=servers, ttft_slo_s=ttft_slo_s,
               tpot_slo_s=tpot_slo_s, pooled_wait=pooled_wait)
     frac = np.linspace(0.0, 1.0, 33)[1:]
+
+    def load(lam):  # the rate the SLO is checked at (the mean rate when hour_z = 0)
+        return hour_load(lam, arrival_cv, servers, hour_z, hour_s)
+
     for _ in range(3):  # grid, then two refinements around the boundary
         grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
-        ok = _ok(open_loop(sm, grid, quantiles=False, **kw), max_in, 1.0 - percentile / 100.0)
+        ok = _ok(open_loop(sm, load(grid), quantiles=False, **kw), max_in,
+                 1.0 - percentile / 100.0)
         anyok = ok.any(axis=1)
         last = np.where(anyok, ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
         new_lo = np.where(anyok, grid[np.arange(len(isl)), np.maximum(last, 0)], lo)
@@ -714,8 +724,8 @@ def slo_capacity_many(
                           np.where(anyok, hi, grid[:, 0]))
         found |= anyok
         lo, hi = new_lo, new_hi
-    at = open_loop(sm, lo[:, None], **kw)
-    above = open_loop(sm, hi[:, None], quantiles=False, **kw)
+    at = open_loop(sm, load(lo[:, None]), **kw)
+    above = open_loop(sm, load(hi[:, None]), quantiles=False, **kw)
     out = []
     for k in range(len(isl)):
         if not found[k]:
@@ -728,6 +738,24 @@ def slo_capacity_many(
             limited_by=_limit(above, k, float(max_in[k, 0]), 1.0 - percentile / 100.0),
         ))
     return out
+
+
+def hour_load(lam: Any, arrival_cv: float, servers: float, z: float,
+              hour_s: float = 3600.0) -> np.ndarray:
+    """Per-replica arrival rate of an hour whose arrival count is ``z`` standard deviations
+    above its mean.
+
+    A renewal stream's count over an hour of ``c lam T`` mean arrivals (``c`` replicas,
+    ``T = hour_s``) has variance ``c_a^2 c lam T`` (index of dispersion ``c_a^2`` over windows
+    long against a gap; Cox, *Renewal Theory*, 1962, sec. 4.5), so that hour's rate per
+    replica is ``lam (1 + z c_a / sqrt(c lam T)) = lam + z c_a sqrt(lam / (c T))`` (normal
+    approximation). ``z = 0`` gives ``lam``.
+    """
+    lam = np.asarray(lam, dtype=float)
+    if z == 0.0:
+        return lam
+    return lam + z * float(arrival_cv) * np.sqrt(np.maximum(lam, 0.0)
+                                                 / (max(float(servers), 1.0) * hour_s))
 
 
 def _miss(pt: OpenLoopPoint) -> np.ndarray:
