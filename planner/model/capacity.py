@@ -221,6 +221,13 @@ def class_traffic(sc: Any, wc: Any, input_tokens: float, prompt_tokens: float) -
     )
 
 
+def _hour_note(traffic: Traffic) -> str:
+    """``, hour count q0.9`` when the SLO is held above the mean hour (``hour_quantile``)."""
+    if traffic.hour_z == 0.0:
+        return ""
+    return f", hour count q{NormalDist().cdf(traffic.hour_z):.3g}"
+
+
 class CapacityCache:
     """Memoised calls of the performance model for one catalog (at most
     :attr:`MAX_ENTRIES` results, then it starts afresh: a catalog's shared cache lives as long
@@ -290,7 +297,8 @@ class CapacityCache:
                     input_tokens_per_s=rps * isl, batch=op.decode_batch, ttft_s=op.ttft_s,
                     tpot_s=op.tpot_s, e2e_s=op.ttft_s + (osl - 1.0) * op.tpot_s,
                     limited_by=op.limited_by, meets_slo=rps > 0,
-                    method=f"open-loop p{traffic.percentile:g} ({cap.method} steps)")
+                    method=f"open-loop p{traffic.percentile:g}{_hour_note(traffic)} "
+                           f"({cap.method} steps)")
         self._store(key, cap)
         return cap
 
