@@ -276,7 +276,7 @@ class CostResult(LazyFrames, Result):
 
 
 def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
-         check_max_requests: int | None = None,
+         check_max_requests: int | None = None, check_draws: int = 1,
          progress: Callable[[int, int], None] | None = None) -> CostResult:
     """Price every deployment option at the medians of the inputs (``planner cost``).
 
@@ -287,6 +287,9 @@ def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
         Also simulate each self-hosted option's busiest hour at its sizing (``--check``).
     check_max_requests : int, optional
         With ``check``: most requests simulated per option (``--check-max-requests``).
+    check_draws : int
+        With ``check``: independent arrival draws of the busiest hour per option
+        (``--check-draws``; the table then counts the draws that meet the SLO).
     progress : callable(done, total), optional
         With ``check``: called as the simulations advance.
 
@@ -319,7 +322,8 @@ def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
     if check:
         from planner.sim.scenario import check_sizing
 
-        chk = check_sizing(sc, max_requests=check_max_requests, progress=progress)
+        chk = check_sizing(sc, max_requests=check_max_requests, progress=progress,
+                           draws=check_draws)
     # the engine's tables as it holds them: rows until a DataFrame is asked for
     tabs = {name: res.raw(name) for name in (
         "summary", "costs", "capacity", "classes", "finetune", "pretraining",
