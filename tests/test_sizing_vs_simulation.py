@@ -9,7 +9,9 @@ fewer. Measured on this code (device memory from the catalog's ``device_mem_mib`
 first 50 cases meet the SLO percentile at the sizing (the miss, case 6, is a pool of 17
 Llama-3.1-405B replicas with 12,300-token prompts and arrival CV 4 at 0.898 attainment, its
 TTFT tail; see the study's README), and in 16 of 16 cases that need more than one replica,
-one replica fewer misses it. The thresholds below are those measured figures.
+one replica fewer misses it. Over five independent arrival draws of each busiest hour the
+mean attainment meets the target in 47 of 50 and one fewer misses it on average in 16 of 16.
+The thresholds below are those measured figures.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from cases import cases, check  # noqa: E402
 
 @pytest.fixture(scope="module")
 def rows():
-    return [check(c) for c in cases(50, seed=7)]
+    # five independent arrival draws of each busiest hour; the first is arrival seed 0, the
+    # single draw the first two tests count
+    return [check(c, draws=DRAWS) for c in cases(50, seed=7)]
+
+
+DRAWS = 5
 
 
 def test_simulated_busiest_hour_meets_the_slo_at_the_sizing(rows):
@@ -69,3 +76,24 @@ def test_fixed_length_pool_sized_past_the_routers_echo_runs():
     assert row["replicas"] > 1
     assert row["attainment_at"] >= row["target"]
     assert row["attainment_below"] < row["target"]
+
+
+def test_the_expected_hour_meets_the_slo_and_one_fewer_does_not(rows):
+    """Over five independent arrival draws of each busiest hour (an hour is a random draw:
+    at the margin its attainment varies by 0.014-0.030 from draw to draw; see the study's
+    README, "the expected hour"). Measured: the mean attainment meets the target in 47 of 50
+    cases (the three below it are long-context pools within 0.02 of it: cases 6, 24 and 40),
+    one replica fewer misses it on average in 16 of 16 multi-replica cases, and 94.4% of the
+    250 simulated hours meet it."""
+    mean = np.array([r["attainment_at_mean"] for r in rows])
+    target = np.array([r["target"] for r in rows])
+    below = mean < target
+    assert below.sum() <= 3
+    for r, b in zip(rows, below, strict=True):
+        if b:
+            assert "long-context" in r["case"], r["case"]
+            assert r["attainment_at_mean"] >= r["target"] - 0.02, r["case"]
+    hours = sum(r["draws_meeting_at"] for r in rows) / (DRAWS * len(rows))
+    assert hours >= 0.93
+    multi = [r for r in rows if r["replicas"] > 1]
+    assert all(r["attainment_below_mean"] < r["target"] for r in multi)
