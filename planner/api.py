@@ -277,6 +277,7 @@ class CostResult(LazyFrames, Result):
 
 def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
          check_max_requests: int | None = None, check_draws: int = 1,
+         check_needed: bool = False,
          progress: Callable[[int, int], None] | None = None) -> CostResult:
     """Price every deployment option at the medians of the inputs (``planner cost``).
 
@@ -290,6 +291,9 @@ def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
     check_draws : int
         With ``check``: independent arrival draws of the busiest hour per option
         (``--check-draws``; the table then counts the draws that meet the SLO).
+    check_needed : bool
+        With ``check``: also find the fewest replicas whose simulated busiest hour meets the
+        SLO in every draw (``--check-needed``, ``simulated_replicas_needed``).
     progress : callable(done, total), optional
         With ``check``: called as the simulations advance.
 
@@ -323,7 +327,7 @@ def cost(scenario: Scenario | str | os.PathLike, *, check: bool = False,
         from planner.sim.scenario import check_sizing
 
         chk = check_sizing(sc, max_requests=check_max_requests, progress=progress,
-                           draws=check_draws)
+                           draws=check_draws, search=check_needed)
     # the engine's tables as it holds them: rows until a DataFrame is asked for
     tabs = {name: res.raw(name) for name in (
         "summary", "costs", "capacity", "classes", "finetune", "pretraining",

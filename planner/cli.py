@@ -307,10 +307,13 @@ def cmd_cost(args) -> int:
     check = bool(getattr(args, "check", False))
     if args.check_draws != 1 and not check:
         raise PlannerError("--check-draws needs --check")
+    if args.check_needed and not check:
+        raise PlannerError("--check-needed needs --check")
     sc = load(args)
     with _Bar("simulating busiest hours", "hour", args.quiet or not check) as bar:
         r = api.cost(sc, check=check, check_max_requests=args.check_max_requests,
-                     check_draws=args.check_draws, progress=bar)
+                     check_draws=args.check_draws, check_needed=args.check_needed,
+                     progress=bar)
     res = r.engine
     if not check and _cost_from_rows(args, sc, r):
         return 0
@@ -323,8 +326,12 @@ def cmd_cost(args) -> int:
             check_cols.append("simulated_draws_meeting")
         else:
             chk = chk.drop(columns=["simulated_draws", "simulated_draws_meeting"])
+        if args.check_needed:
+            check_cols.append("simulated_replicas_needed")
+        else:
+            chk = chk.drop(columns=["simulated_replicas_needed"])
         summary = summary.merge(chk, on="deployment", how="left")
-        for c in ("simulated_draws", "simulated_draws_meeting"):
+        for c in ("simulated_draws", "simulated_draws_meeting", "simulated_replicas_needed"):
             if c in summary:  # counts (the API rows have none)
                 summary[c] = summary[c].astype("Int64")
     if sc.scenario.currency.upper() != "USD":
@@ -361,7 +368,10 @@ def cmd_cost(args) -> int:
                      "of requests meeting TTFT and TPOT) against slo_target"
                      + (f"; the worst of {args.check_draws} independent arrival draws, "
                         f"simulated_draws_meeting of which meet it" if args.check_draws > 1
-                        else ""))
+                        else "")
+                     + ("; simulated_replicas_needed: the fewest replicas whose simulated "
+                        "busiest hour meets it (in every draw), one replica at a time from "
+                        "these" if args.check_needed else ""))
     notes += [_lens_note(res), *res.warnings]
     if args.out:
         write_tables({**res.tables(), **{k: v for k, v in tables.items() if k == "payback"}},
@@ -456,8 +466,9 @@ def _cost_from_rows(args, sc, r) -> bool:
 
 class _Bar:
     """A tqdm bar on stderr fed by an engine's ``progress(done, total)`` callback (engines
-    print nothing themselves). A new bar starts when the total changes or the count restarts
-    (one per simulated deployment). Used as ``with _Bar(...) as bar: engine(progress=bar)``;
+    print nothing themselves). A new bar starts when the count restarts (one per simulated
+    deployment) or the total changes without progress; a total that grows as the count
+    advances grows the bar. Used as ``with _Bar(...) as bar: engine(progress=bar)``;
     ``bar`` is None when ``quiet``."""
 
     def __init__(self, desc: str, unit: str, quiet: bool = False):
@@ -472,7 +483,9 @@ class _Bar:
     def __call__(self, done: int, total: int) -> None:
         from tqdm.auto import tqdm
 
-        if self.bar is None or done < self.bar.n or total != self.bar.total:
+        if self.bar is not None and done > self.bar.n and total > self.bar.total:
+            self.bar.total = total  # the same run found more work (grown in place)
+        elif self.bar is None or done < self.bar.n or total != self.bar.total:
             self.close()
             self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, mininterval=0.5)
         self.bar.update(done - self.bar.n)
@@ -1156,6 +1169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-draws", type=int, default=1, metavar="N",
                    help="with --check: simulate N independent arrival draws of each busiest "
                         "hour and count those meeting the SLO (default 1)")
+    p.add_argument("--check-needed", action="store_true",
+                   help="with --check: also simulate one replica fewer or more at a time to "
+                        "find the fewest replicas whose busiest hour meets the SLO in every "
+                        "draw")
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser(

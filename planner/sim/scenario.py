@@ -843,59 +843,109 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
     return [int(seed), *(int(k.generate_state(1, dtype=np.uint32)[0]) for k in kids)]
 
 
+def _hour_draws(sc: Scenario, cat: Any, name: str, seeds: Sequence[int], sizing: Any,
+                max_requests: int | None, tick: Any) -> tuple:
+    """``(worst attainment - target pair, draws meeting, hour, requests of the first draw)``
+    of option ``name`` simulated alone in its busiest hour, one run per seed."""
+    worst_att = worst_tgt = np.nan
+    met, hour, n_req = 0, 0, 0
+    for j, s in enumerate(seeds):
+        b = simulate_busiest_hour(sc, cat, deployments=[name], seed=s,
+                                  max_requests=max_requests, sizing=sizing)
+        lat = b.run.latency()
+        lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
+        att = lat["slo_attainment"].astype(float)
+        tgt = lat["slo_target"].astype(float)
+        dropped = int(lat["dropped"].sum()) if "dropped" in lat else 0
+        met += bool(len(lat) and (att >= tgt - 1e-12).all() and dropped == 0)
+        if len(lat):
+            w = int(np.nanargmin((att - tgt).to_numpy()))
+            if not np.isfinite(worst_att) or att.iloc[w] - tgt.iloc[w] < worst_att - worst_tgt:
+                worst_att, worst_tgt = float(att.iloc[w]), float(tgt.iloc[w])
+        if j == 0:
+            hour, n_req = b.hour, int(len(b.run.requests))
+        tick()
+    return worst_att, worst_tgt, met, hour, n_req
+
+
+def _with_replicas(sc: Scenario, name: str, replicas: int) -> Scenario:
+    """``sc`` with option ``name`` simulated at ``replicas`` (``[simulation] replicas``)."""
+    sim = sc.simulation.model_copy(update={"replicas": {**sc.simulation.replicas,
+                                                        name: int(replicas)}})
+    return sc.model_copy(update={"simulation": sim})
+
+
+#: most replica counts ``check_sizing(search=True)`` simulates above or below the sizing
+SEARCH_STEPS = 12
+
+
 def check_sizing(sc: Scenario, catalog: Any = None, *, seed: int | None = None,
                  max_requests: int | None = None, progress: Any = None,
-                 draws: int = 1) -> pd.DataFrame:
+                 draws: int = 1, search: bool = False) -> pd.DataFrame:
     """Simulate each self-hosted option alone at the cost engine's sizing during the busiest
     hour of its classes (:func:`simulate_busiest_hour`) and report its SLO attainment.
 
     ``draws`` independent arrival draws of that hour (:func:`draw_seeds`): an hour's count
     and bursts are random, so a pool sized at the margin meets the SLO in some draws and not
-    in others (``[planning] hour_quantile``).
+    in others (``[planning] hour_quantile``). With ``search``, also the fewest replicas whose
+    simulated hour meets the SLO in every draw: one replica at a time down from the sizing
+    while it meets, else up until it does (at most :data:`SEARCH_STEPS` counts; NaN when none
+    within them meets).
 
     Returns one row per self-hosted option that serves a class: ``deployment``,
     ``simulated_hour``, ``simulated_requests`` (the first draw's), ``simulated_slo_attainment``
     (the worst class's share of requests meeting TTFT and TPOT, in the worst draw),
     ``slo_target`` (that class's percentile), ``simulated_meets_slo`` (attainment >= target
-    in every class, no request dropped, in every draw), ``simulated_draws`` and
-    ``simulated_draws_meeting`` (the draws that meet it). ``progress(done, total)`` is called
-    after each simulation.
+    in every class, no request dropped, in every draw), ``simulated_draws``,
+    ``simulated_draws_meeting`` (the draws that meet it) and ``simulated_replicas_needed``
+    (with ``search``; else NaN). ``progress(done, total)`` is called after each simulation.
     """
     cat = _catalog(catalog)
     sizing = size_options(sc, cat)
     names = [n for n, o in sizing.items() if o.classes_served and o.replicas >= 1]
     seeds = draw_seeds(sc.simulation.seed if seed is None else int(seed), int(draws))
+    done = [0, len(names) * len(seeds)]
+
+    def tick() -> None:
+        done[0] += 1
+        done[1] = max(done)
+        if progress is not None:
+            progress(done[0], done[1])
+
     rows = []
-    for k, name in enumerate(names):
-        worst_att = worst_tgt = np.nan
-        met = 0
-        for j, s in enumerate(seeds):
-            b = simulate_busiest_hour(sc, cat, deployments=[name], seed=s,
-                                      max_requests=max_requests, sizing=sizing)
-            lat = b.run.latency()
-            lat = lat[(lat["class"] != "all") & lat["slo_target"].notna()]
-            att = lat["slo_attainment"].astype(float)
-            tgt = lat["slo_target"].astype(float)
-            dropped = int(lat["dropped"].sum()) if "dropped" in lat else 0
-            met += bool(len(lat) and (att >= tgt - 1e-12).all() and dropped == 0)
-            if len(lat):
-                w = int(np.nanargmin((att - tgt).to_numpy()))
-                if not np.isfinite(worst_att) or att.iloc[w] - tgt.iloc[w] < worst_att - worst_tgt:
-                    worst_att, worst_tgt = float(att.iloc[w]), float(tgt.iloc[w])
-            if j == 0:
-                hour, n_req = b.hour, int(len(b.run.requests))
-            if progress is not None:
-                progress(k * len(seeds) + j + 1, len(names) * len(seeds))
+    for name in names:
+        at = int(sc.simulation.replicas.get(name, sizing[name].replicas))
+        worst_att, worst_tgt, met, hour, n_req = _hour_draws(sc, cat, name, seeds, sizing,
+                                                             max_requests, tick)
+        needed = np.nan
+        if search:
+            ok = met == len(seeds)
+            step = -1 if ok else 1
+            needed = float(at) if ok else np.nan
+            r = at
+            for _ in range(SEARCH_STEPS):
+                r += step
+                if r < 1:
+                    break
+                done[1] += len(seeds)
+                m = _hour_draws(_with_replicas(sc, name, r), cat, name, seeds, sizing,
+                                max_requests, tick)[2]
+                if (m == len(seeds)) != ok:  # down: r misses; up: r meets
+                    needed = float(r) if not ok else needed
+                    break
+                if ok:
+                    needed = float(r)
         rows.append({
             "deployment": name, "simulated_hour": hour, "simulated_requests": n_req,
             "simulated_slo_attainment": worst_att, "slo_target": worst_tgt,
             "simulated_meets_slo": met == len(seeds), "simulated_draws": len(seeds),
-            "simulated_draws_meeting": met,
+            "simulated_draws_meeting": met, "simulated_replicas_needed": needed,
         })
     return pd.DataFrame(rows, columns=["deployment", "simulated_hour", "simulated_requests",
                                        "simulated_slo_attainment", "slo_target",
                                        "simulated_meets_slo", "simulated_draws",
-                                       "simulated_draws_meeting"])
+                                       "simulated_draws_meeting",
+                                       "simulated_replicas_needed"])
 
 
 def report_tables(sc: Scenario, catalog: Any = None) -> dict[str, pd.DataFrame]:
