@@ -32,8 +32,10 @@ in a short life), over a life of ``O x`` the request's own TPOT (a request that 
 prompts lives longer and meets more). The decode batch a life averages over is not the mean
 ``d``: the requests overlapping it arrive as a renewal stream, so it has variance ``(2/3) d
 c_r^2``, amplified by the batch's feedback on its own step times (:func:`_batch_swing`);
-the step times are taken at lognormal nodes of that batch. Output lengths vary lognormally
-(``cv_out``); the percentile is taken over the mixture.
+the step times are taken at lognormal nodes of that batch. A request of a stream burstier
+than Poisson (``c_r^2 > 1``) decodes alongside the clump it arrived in: the nodes are centred
+on ``d + G (c_r^2 - 1)`` and the clump's prompts come with its batch (:func:`_clump_batch`).
+Output lengths vary lognormally (``cv_out``); the percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
@@ -221,7 +223,7 @@ def open_loop(
     # keeps the skew of a small count (a few long prompts in a short life)
     disp = max(ca2_rep + cv_n2, 0.05)
     # the decode batch a request's life averages over swings with the arrivals around it
-    # (:func:`_batch_swing`): lognormal nodes of that batch (mean d), each with its own decode
+    # (:func:`_batch_swing`): lognormal nodes of that batch, each with its own decode
     # and full step times, crossed with the output-length nodes (batch-major)
     # centred on the batch of a request's own clump (:func:`_clump_batch`), with the swing's
     # variance about it; the clump's prompts come with its batch
