@@ -279,6 +279,40 @@ def test_batch_swing_is_amplified_by_the_batch_feedback():
         assert float(got[0]) == pytest.approx((2.0 / 3.0) * gain ** 2 / d, rel=1e-3)
 
 
+def test_a_bursty_request_decodes_with_its_clump_and_meets_its_prompts():
+    """:func:`_clump_batch`: on a seeded Gamma-renewal stream (squared CV 4) of equal lives,
+    the batch a request's life averages over (the others overlapping it, each for the share
+    ``1 - |s| / L``) exceeds the time-average ``d = lam L`` by about its ``c^2 - 1``
+    clump-mates, the model's centre at elasticity 1; the arrivals during its life (the
+    prompts it meets) rise with that batch at the regression slope ``3 / 4``; a Poisson or
+    smoother stream keeps the time-average centre and independent prompts."""
+    from planner.perf.openloop import _clump_batch
+
+    lam, life, ca2 = 4.0, 5.0, 4.0  # d = 20 requests, a clump of ~1.5 gaps against 20
+    rng = np.random.default_rng(5)
+    k = 1.0 / ca2
+    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
+    csum = np.concatenate([[0.0], np.cumsum(t)])
+    lo = np.searchsorted(t, t - life, side="right")
+    hi = np.searchsorted(t, t + life, side="left")
+    idx = np.arange(len(t))
+    n_before, n_after = idx - lo, hi - idx - 1
+    s_before = n_before * t - (csum[idx] - csum[lo])
+    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
+    batch = (n_before + n_after) - (s_before + s_after) / life
+    keep = (t > 2 * life) & (t < t[-1] - 2 * life)
+    batch, met = batch[keep], n_after[keep]
+    d = lam * life
+    centre, elasticity = _clump_batch(np.array([d]), ca2, np.array([1.0]))
+    assert float(batch.mean()) - d == pytest.approx(float(centre[0]) - d, rel=0.1)
+    slope = np.cov(batch, met)[0, 1] / batch.var()
+    assert slope == pytest.approx(0.75, rel=0.05)
+    assert float(elasticity[0]) == pytest.approx(0.75 * (ca2 - 1.0) / ca2)
+    for smooth in (1.0, 0.25):
+        c_s, e_s = _clump_batch(np.array([d]), smooth, np.array([3.0]))
+        assert float(c_s[0]) == d and float(e_s[0]) == 0.0
+
+
 def test_kv_limited_capacity_follows_the_memory_the_device_reports():
     # the catalog's device reading (H100: 81,559 MiB = 85.5e9 B) against the data sheet's
     # 80e9 B: Llama-3.1-70B in bf16 on 2 GPUs keeps 70.6 GB of weights per GPU, so the KV

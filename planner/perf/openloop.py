@@ -32,8 +32,10 @@ in a short life), over a life of ``O x`` the request's own TPOT (a request that 
 prompts lives longer and meets more). The decode batch a life averages over is not the mean
 ``d``: the requests overlapping it arrive as a renewal stream, so it has variance ``(2/3) d
 c_r^2``, amplified by the batch's feedback on its own step times (:func:`_batch_swing`);
-the step times are taken at lognormal nodes of that batch. Output lengths vary lognormally
-(``cv_out``); the percentile is taken over the mixture.
+the step times are taken at lognormal nodes of that batch. A request of a stream burstier
+than Poisson (``c_r^2 > 1``) decodes alongside the clump it arrived in: the nodes are centred
+on ``d + G (c_r^2 - 1)`` and the clump's prompts come with its batch (:func:`_clump_batch`).
+Output lengths vary lognormally (``cv_out``); the percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
 server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S = n t_f /
@@ -208,7 +210,8 @@ def open_loop(
     stable &= d < cap - 1.0
     t_mean = 1.0 / steps
     z = float(ndtri(quantile))
-    swing2 = _batch_swing(terms, lam, d, osl, ca2_rep)
+    gain = _batch_gain(terms, lam, d, osl)
+    swing2 = _batch_swing(terms, lam, d, osl, ca2_rep, gain)
     e = (..., None)  # the node axis
     # TPOT: over the output-length nodes, the prompts a request meets during its life
     o_nodes = np.maximum(_lognormal_nodes(osl, cv_out), 1.0)
@@ -220,9 +223,13 @@ def open_loop(
     # keeps the skew of a small count (a few long prompts in a short life)
     disp = max(ca2_rep + cv_n2, 0.05)
     # the decode batch a request's life averages over swings with the arrivals around it
-    # (:func:`_batch_swing`): lognormal nodes of that batch (mean d), each with its own decode
+    # (:func:`_batch_swing`): lognormal nodes of that batch, each with its own decode
     # and full step times, crossed with the output-length nodes (batch-major)
-    d_b = np.minimum(_lognormal_points(d[e], np.log1p(swing2)[e], _BATCH_NODES), cap - 1.0)
+    # centred on the batch of a request's own clump (:func:`_clump_batch`), with the swing's
+    # variance about it; the clump's prompts come with its batch
+    centre, clump_elasticity = _clump_batch(d, ca2_rep, gain)
+    spread2 = swing2 * (d / np.maximum(centre, 1e-9)) ** 2
+    d_b = np.minimum(_lognormal_points(centre[e], np.log1p(spread2)[e], _BATCH_NODES), cap - 1.0)
     chunk_b = np.maximum(cap - d_b, 1.0)
     one_b = np.maximum(d_b, 1.0)
     t_d_b = np.asarray(sm.step_time_s(one_b, one_b * ctx[e]), dtype=float)
@@ -232,12 +239,16 @@ def open_loop(
     base = np.repeat(t_d_b, n_o, axis=-1)
     o_all = np.tile(o_nodes, _BATCH_NODES)
     per_prompt = np.repeat((t_f_b - t_d_b) * n[e] / chunk_b, n_o, axis=-1) / o_all
+    # the prompts met per second at each batch node: lam, times the clump's covariance
+    rel = np.maximum(d_b, 1e-9) / np.maximum(d_b.mean(axis=-1, keepdims=True), 1e-9)
+    rel = rel ** clump_elasticity[e]
+    rate = lam[e] * o_all / disp * np.repeat(rel / rel.mean(axis=-1, keepdims=True), n_o, axis=-1)
     # a request that meets more prompts lives longer and meets more: its life is O x its
     # own TPOT, so the count at TPOT x has mean lam O x
     tpot_miss = None if tpot_slo_s is None else 1.0 - _compound_poisson_cdf(
-        base, per_prompt * disp, lam[e] * o_all / disp, np.full_like(t_d, tpot_slo_s))
+        base, per_prompt * disp, rate, np.full_like(t_d, tpot_slo_s))
     tpot = _compound_poisson_quantile(
-        base, per_prompt * disp, lam[e] * o_all / disp, quantile,
+        base, per_prompt * disp, rate, quantile,
         within=None if tpot_miss is None else np.where(tpot_miss <= 1.0 - quantile,
                                                        tpot_slo_s, np.nan),
     ) if quantiles else np.full_like(t_d, np.nan)
@@ -377,7 +388,7 @@ _MAX_BATCH_GAIN = 10.0
 
 
 def _batch_swing(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray,
-                 ca2_rep: float) -> np.ndarray:
+                 ca2_rep: float, gain: np.ndarray | None = None) -> np.ndarray:
     """Squared coefficient of variation of the decode batch that one request's life averages
     over.
 
@@ -394,6 +405,16 @@ def _batch_swing(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray,
     with the batch at long contexts, and a bigger batch leaves a smaller chunk for prompts,
     so this spread widens the TPOT tail (a pool's replicas swing together with the pool's
     arrivals; measured in the simulator, see ``studies/sizing-vs-simulation``)."""
+    if gain is None:
+        gain = _batch_gain(terms, lam, d, osl)
+    return (2.0 / 3.0) * ca2_rep * gain * gain / np.maximum(d, 1e-9)
+
+
+def _batch_gain(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray) -> np.ndarray:
+    """Elasticity ``G = d ln d / d ln lam`` of the decode batch to the arrival rate, at least 1
+    and at most :data:`_MAX_BATCH_GAIN` (:func:`_batch_swing`): implicit differentiation of
+    the fixed point ``d = F(d, lam) = lam O / s(d, lam)``, ``G = (d ln F / d ln lam) /
+    (1 - dF / dd)``, by finite differences of ``terms``."""
     h = 1e-3
 
     def f(dd, ll):
@@ -404,8 +425,55 @@ def _batch_swing(terms: Any, lam: np.ndarray, d: np.ndarray, osl: np.ndarray,
     df_dd = (f(d + step_d, lam) - f0) / step_d
     dlnf_dlnlam = (f(d, lam * (1.0 + h)) - f0) / (h * np.maximum(f0, 1e-12))
     gain = dlnf_dlnlam / np.maximum(1.0 - df_dd, 1.0 / _MAX_BATCH_GAIN)
-    gain = np.clip(np.where(d > 0, gain, 1.0), 1.0, _MAX_BATCH_GAIN)
-    return (2.0 / 3.0) * ca2_rep * gain * gain / np.maximum(d, 1e-9)
+    return np.clip(np.where(d > 0, gain, 1.0), 1.0, _MAX_BATCH_GAIN)
+
+
+def _clump_batch(d: np.ndarray, ca2_rep: float, gain: np.ndarray) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Centre of the decode batch a request's life averages over, and the elasticity of the
+    prompts it meets to that batch, for a replica stream burstier than Poisson.
+
+    Parameters
+    ----------
+    d : ndarray
+        Time-average decode batch (the fixed point of :func:`open_loop`).
+    ca2_rep : float
+        Squared coefficient of variation of the replica's arrivals, ``c_r^2``.
+    gain : ndarray
+        Elasticity ``G`` of the batch to the arrival rate (:func:`_batch_gain`).
+
+    Returns
+    -------
+    centre : ndarray
+        ``d + G (c_r^2 - 1)+``: the mean batch seen by a request.
+    elasticity : ndarray
+        ``3 / (4 G) (c_r^2 - 1)+ / c_r^2``: how the rate of prompts it meets scales with its
+        batch (``rate ~ batch^elasticity``).
+
+    Notes
+    -----
+    A request does not meet the time-average batch: it decodes alongside the clump it arrived
+    in. From an arrival of a renewal stream the expected count of further arrivals in ``(0, t]``
+    is ``lam t + (c_r^2 - 1) / 2`` once ``t`` passes the clump (Cox, *Renewal Theory*, 1962,
+    sec. 4.5), and as many came just before it, so beyond the ``lam L`` of a Poisson stream a
+    request shares its life with ``c_r^2 - 1`` clump-mates (for ``c_r^2 > 1``; a replica of a
+    pool sees ``c_r^2 = c_a^2 / c``, so Poisson and lightly bursty pools are unchanged). The
+    clump-mates bring their prompts and decodes like a local excess of arrivals, which the
+    batch's feedback on its own step times amplifies by ``G``, as for the swing: the centre
+    ``d + G (c_r^2 - 1)``. The swing's variance ``(2/3) d c_r^2 G^2`` (:func:`_batch_swing`)
+    is kept about that centre.
+
+    The clump-mates that arrive after the request are also prompts it meets: the arrivals of
+    the forward half of its life window and its triangle-weighted batch window have covariance
+    ``lam I L / 2`` against the batch's variance ``(2/3) lam I L`` (``I`` the stream's index of
+    dispersion), a regression slope of ``3 / 4`` per arrival, ``3 / (4 G)`` per unit of
+    batch once the feedback has amplified it. Only the clump's share ``(c_r^2 - 1) / c_r^2`` of
+    the batch's variance carries it: the Poisson part is the model's as before (its prompts
+    independent of its batch)."""
+    clump = max(float(ca2_rep) - 1.0, 0.0)
+    centre = d + gain * clump
+    elasticity = 0.75 / gain * clump / max(float(ca2_rep), 1e-9)
+    return centre, np.broadcast_to(elasticity, np.shape(d))
 
 
 def _compound_poisson_quantile(base: np.ndarray, step: np.ndarray, count_per_s: np.ndarray,
