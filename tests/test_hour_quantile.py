@@ -75,11 +75,12 @@ def test_capacity_falls_with_the_hour_quantile():
             assert rps[a] > rps[b]
 
 
-@pytest.mark.parametrize("seed,k", [(11, 51), (7, 17)])
+@pytest.mark.parametrize("seed,k", [(7, 17), (7, 24)])
 def test_the_simulated_busiest_hour_meets_the_slo_in_nine_of_ten_draws(seed, k):
-    """Two bursty long-prompt pools of the sizing study (arrival CV 4) whose simulated busiest
-    hour meets the p90 SLO in only 7-8 of 20 arrival draws at the median-hour sizing: with
-    ``hour_quantile = 0.9`` at least 9 of 10 draws meet it, with no dropped request."""
+    """Two long-prompt pools of the sizing study (design cases 17, arrival CV 4, 3 replicas,
+    and 24, 13 replicas) whose simulated busiest hour meets the p90 SLO in only 8 and 13 of 20
+    arrival draws (seeds 0-19) at the median-hour sizing: with ``hour_quantile = 0.9`` (4 and
+    14 replicas) at least 9 of 10 draws meet it, with no dropped request."""
     from planner.model.sizing import size_options
     from planner.sim.scenario import simulate_scenario
     from planner.workload import busiest_hour, diurnal_weights
