@@ -279,17 +279,11 @@ def test_batch_swing_is_amplified_by_the_batch_feedback():
         assert float(got[0]) == pytest.approx((2.0 / 3.0) * gain ** 2 / d, rel=1e-3)
 
 
-def test_a_bursty_request_decodes_with_its_clump_and_meets_its_prompts():
-    """:func:`_clump_batch`: on a seeded Gamma-renewal stream (squared CV 4) of equal lives,
-    the batch a request's life averages over (the others overlapping it, each for the share
-    ``1 - |s| / L``) exceeds the time-average ``d = lam L`` by about its ``c^2 - 1``
-    clump-mates, the model's centre at elasticity 1; the arrivals during its life (the
-    prompts it meets) rise with that batch at the regression slope ``3 / 4``; a Poisson or
-    smoother stream keeps the time-average centre and independent prompts."""
-    from planner.perf.openloop import _clump_batch
-
-    lam, life, ca2 = 4.0, 5.0, 4.0  # d = 20 requests, a clump of ~1.5 gaps against 20
-    rng = np.random.default_rng(5)
+def _life_batch_and_prompts_met(ca2, lam, life, seed):
+    """On a seeded Gamma-renewal stream (squared CV ``ca2``) of equal lives: the batch each
+    request's life averages over, itself included (the others overlapping it, each for the
+    share ``1 - |s| / L``, plus 1), and the arrivals during its life (the prompts it meets)."""
+    rng = np.random.default_rng(seed)
     k = 1.0 / ca2
     t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
     csum = np.concatenate([[0.0], np.cumsum(t)])
@@ -299,18 +293,93 @@ def test_a_bursty_request_decodes_with_its_clump_and_meets_its_prompts():
     n_before, n_after = idx - lo, hi - idx - 1
     s_before = n_before * t - (csum[idx] - csum[lo])
     s_after = (csum[hi] - csum[idx + 1]) - n_after * t
-    batch = (n_before + n_after) - (s_before + s_after) / life
+    batch = 1.0 + (n_before + n_after) - (s_before + s_after) / life
     keep = (t > 2 * life) & (t < t[-1] - 2 * life)
-    batch, met = batch[keep], n_after[keep]
+    return batch[keep], n_after[keep]
+
+
+@pytest.mark.parametrize("ca2", [4.0, 1.0])
+def test_a_request_decodes_with_its_clump_and_meets_its_prompts(ca2):
+    """:func:`_clump_batch`: on a seeded renewal stream of equal lives, the batch a request's
+    life averages over, itself included, exceeds the time-average ``d = lam L`` by the index
+    of dispersion ``c^2`` (the Palm mean: 1 for Poisson, itself; ``c^2 - 1`` clump-mates
+    more for a Gamma stream of squared CV 4), the model's centre at elasticity 1; for the
+    bursty stream the arrivals during its life (the prompts it meets) rise with that batch at
+    the regression slope ``3 / 4``, for Poisson they do not (independent increments), and the
+    model's elasticity is 0."""
+    from planner.perf.openloop import _clump_batch
+
+    lam, life = 4.0, 5.0  # d = 20 requests, a clump of ~1.5 gaps against 20
+    batch, met = _life_batch_and_prompts_met(ca2, lam, life, seed=5)
     d = lam * life
     centre, elasticity = _clump_batch(np.array([d]), ca2, np.array([1.0]))
     assert float(batch.mean()) - d == pytest.approx(float(centre[0]) - d, rel=0.1)
+    assert float(centre[0]) - d == pytest.approx(ca2)
     slope = np.cov(batch, met)[0, 1] / batch.var()
     assert slope == pytest.approx(0.75, rel=0.05)
+    # the model carries only the clump's share of it (the Poisson part as before)
     assert float(elasticity[0]) == pytest.approx(0.75 * (ca2 - 1.0) / ca2)
-    for smooth in (1.0, 0.25):
-        c_s, e_s = _clump_batch(np.array([d]), smooth, np.array([3.0]))
-        assert float(c_s[0]) == d and float(e_s[0]) == 0.0
+    # the feedback amplifies the excess like the swing; a smoother stream sees less of it
+    c_g, _ = _clump_batch(np.array([d]), ca2, np.array([3.0]))
+    assert float(c_g[0]) - d == pytest.approx(3.0 * ca2)
+    c_s, e_s = _clump_batch(np.array([d]), 0.25, np.array([3.0]))
+    assert float(c_s[0]) - d == pytest.approx(0.75) and float(e_s[0]) == 0.0
+
+
+@pytest.mark.parametrize("cv", [0.0, 0.5, 1.0])
+def test_residual_prefill_is_the_rest_of_a_length_biased_prefill(cv):
+    """:func:`_residual_prefill_tail`: a random moment of a replica's prefill work falls in a
+    prefill with probability proportional to its length and uniformly within it; the rest of
+    that prefill, sampled from seeded lognormal prefill times, has the model's tail and mean
+    (:func:`_residual_mean`)."""
+    from planner.perf.openloop import (
+        _lognormal_nodes,
+        _residual_mean,
+        _residual_prefill_tail,
+    )
+
+    rng = np.random.default_rng(3)
+    mean_s = 0.8
+    s2 = math.log1p(cv * cv)
+    s = mean_s * np.exp(-s2 / 2 + math.sqrt(s2) * rng.standard_normal(200_000))
+    pick = rng.choice(s.size, size=200_000, p=s / s.sum())  # length-biased
+    rest = s[pick] * rng.uniform(size=pick.size)
+    nodes = _lognormal_nodes(np.array([mean_s]), cv) if cv > 0 else np.array([[mean_s]])
+    y = np.array([[0.1, 0.4, 0.8, 1.2]])
+    got = _residual_prefill_tail(nodes, y)[0]
+    want = np.array([(rest > v).mean() for v in y[0]])
+    # 24 equal-weight nodes carry the lognormal's upper tail to about 0.02 at cv 1
+    np.testing.assert_allclose(got, want, atol=0.025)
+    assert float(_residual_mean(np.array([mean_s]), cv * cv)[0]) == pytest.approx(
+        rest.mean(), rel=0.02)
+
+
+def test_hidden_prompts_wait_at_most_the_prefill_in_progress(monkeypatch):
+    """The router's decode counts hide a prompt's queue for the share ``1 - v`` of prompts;
+    an isolated one (Poisson arrivals, output lengths spread so no echo) then waits only the
+    rest of its replica's prefill in progress, so a long-prompt pool's TTFT miss share falls
+    below the own-replica GI/G/1 queue's, stays above the pooled-only wait where the rest of
+    one prefill can break the bound, and the TPOT tail is untouched; a fixed-length pool
+    (every prompt in an echo run) and a single replica are unchanged."""
+    import planner.perf.openloop as ol
+
+    sm = _sm("llama-3.1-70b", gpus=2)
+    lam = np.geomspace(0.05, 0.6, 12)
+    kw = dict(input_tokens=12300.0, output_tokens=300.0, quantile=0.9, ttft_slo_s=3.0,
+              tpot_slo_s=0.05, quantiles=False, servers=8)
+    spread = open_loop(sm, lam, cv_out=0.5, **kw)
+    fixed = open_loop(sm, lam, **kw)
+    one = open_loop(sm, lam, cv_out=0.5, **{**kw, "servers": 1})
+    monkeypatch.setattr(ol, "_HIDDEN_WAIT_ONE_PREFILL", False)
+    spread_q = open_loop(sm, lam, cv_out=0.5, **kw)
+    fixed_q = open_loop(sm, lam, **kw)
+    one_q = open_loop(sm, lam, cv_out=0.5, **{**kw, "servers": 1})
+    ok = spread.stable & (spread_q.ttft_miss > 1e-3)
+    assert ok.sum() > 4
+    assert np.all(spread.ttft_miss[ok] < spread_q.ttft_miss[ok])
+    np.testing.assert_array_equal(spread.tpot_miss, spread_q.tpot_miss)
+    np.testing.assert_allclose(fixed.ttft_miss, fixed_q.ttft_miss, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(one.ttft_miss, one_q.ttft_miss)
 
 
 def test_kv_limited_capacity_follows_the_memory_the_device_reports():

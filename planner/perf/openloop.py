@@ -265,18 +265,28 @@ def open_loop(
         # prefill queues (the pooled GI/G/c wait) only as far as the decode counts do not
         # hide them (:func:`_router_sees_prefill`), else the prompt waits as on its own;
         # with equal lives the departures echo the arrivals in runs (:func:`_echo_coherence`)
-        sees = _router_sees_prefill(d) ** (1.0 + _echo_coherence(lam * c, osl * t_mean, cv_out,
-                                                                 ca2))
-        waits = [(sees, *_renewal_wait(c, r, es, ca2, cv_n2)), (1.0 - sees, *alone)]
+        v = _router_sees_prefill(d)
+        kappa = _echo_coherence(lam * c, osl * t_mean, cv_out, ca2)
+        sees = v ** (1.0 + kappa)
+        # the isolated prompts (neither in a clump of the arrivals nor in an echo run) that
+        # the decode counts hide wait at most the prefill in progress at their replica
+        # (:func:`_residual_prefill_tail`); the others queue as on their own replica
+        isolated = np.maximum(2.0 / (max(ca2, 1.0) + 1.0) - kappa, 0.0)
+        hidden = (1.0 - v) * isolated if _HIDDEN_WAIT_ONE_PREFILL else np.zeros_like(v)
+        waits = [(sees, *_renewal_wait(c, r, es, ca2, cv_n2), None),
+                 (1.0 - sees - hidden, *alone, None),
+                 (hidden, alone[0], alone[0] * _residual_mean(es, cv_n2), "residual")]
     else:
-        waits = [(np.ones_like(r), *alone)]
+        waits = [(np.ones_like(r), *alone, None)]
     c_own = np.minimum(n_nodes, chunk[e])
     t_own = np.asarray(sm.step_time_s(d[e], (d * ctx)[e], c_own,
                                       c_own * pairs_per_tok[e]), dtype=float)
     own = n_nodes / c_own * t_own
     service = own + 0.5 * t_mean[e]
-    parts = [(w, p_wait, ew, _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep))
-             for w, p_wait, ew in waits]
+    prefill_s = n_nodes * (t_f / chunk)[e]  # a prompt's prefill in full steps (the nodes)
+    parts = [(w, p_wait, ew, _queued_service(n_nodes, n, t_f, chunk, lam, p_wait, ew, ca2_rep),
+              None if kind is None else prefill_s)
+             for w, p_wait, ew, kind in waits]
     ttft = _mixed_ttft_quantile(parts, service, quantile) if quantiles \
         else np.full_like(r, np.nan)
     ttft_miss = None if ttft_slo_s is None else _mixed_ttft_tail(
@@ -286,7 +296,7 @@ def open_loop(
     # prompt that does not wait (share 1 - p) or that waits (share p, :func:`_queued_service`),
     # the same mixture the TTFT tail uses
     mean_ttft = sum(w * (ew + ((1.0 - p_wait)[e] * service + p_wait[e] * service_w).mean(
-        axis=-1)) for w, p_wait, ew, service_w in parts)
+        axis=-1)) for w, p_wait, ew, service_w, _ in parts)
     in_sys = lam * (mean_ttft + osl * t_mean)
     in_sys = in_sys + z * np.sqrt(np.maximum(in_sys, 0.0))
     return OpenLoopPoint(lam, d, t_d, t_f, rho, ttft, tpot, in_sys, stable, ttft_miss,
@@ -359,15 +369,17 @@ def _echo_coherence(pool_rate: np.ndarray, life_s: np.ndarray, cv_out: float,
 
 
 def _mixed_ttft_tail(parts: list, service: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``P(TTFT > x)`` mixed over the waits ``(share, p_wait, mean wait, queued service)``
-    of :func:`_wait_plus_service_tail`."""
-    return sum(w * _wait_plus_service_tail(p, ew, service, x, sw) for w, p, ew, sw in parts)
+    """``P(TTFT > x)`` mixed over the waits ``(share, p_wait, mean wait, queued service,
+    residual)`` of :func:`_wait_plus_service_tail`."""
+    return sum(w * _wait_plus_service_tail(p, ew, service, x, sw, res)
+               for w, p, ew, sw, res in parts)
 
 
 def _mixed_ttft_quantile(parts: list, service: np.ndarray, q: float) -> np.ndarray:
     """q-quantile of the TTFT mixture of :func:`_mixed_ttft_tail` (bisection between the
     components' own quantiles, which bracket it)."""
-    qs = [_wait_plus_service_quantile(p, ew, service, q, sw) for _, p, ew, sw in parts]
+    qs = [_wait_plus_service_quantile(p, ew, service, q, sw, res)
+          for _, p, ew, sw, res in parts]
     if len(qs) == 1:
         return qs[0]
     lo = np.minimum.reduce(qs)
@@ -379,6 +391,10 @@ def _mixed_ttft_quantile(parts: list, service: np.ndarray, q: float) -> np.ndarr
         hi = np.where(over, hi, mid)
     return hi
 
+
+#: The prompts the router's decode counts hide wait at most the prefill in progress at their
+#: replica (:func:`_residual_prefill_tail`); False: they queue as on their own replica.
+_HIDDEN_WAIT_ONE_PREFILL = True
 
 #: Quantile points of the decode batch a request's life averages over.
 _BATCH_NODES = 8
@@ -471,7 +487,7 @@ def _clump_batch(d: np.ndarray, ca2_rep: float, gain: np.ndarray) -> tuple[np.nd
     the batch's variance carries it: the Poisson part is the model's as before (its prompts
     independent of its batch)."""
     clump = max(float(ca2_rep) - 1.0, 0.0)
-    centre = d + gain * clump
+    centre = d + gain * float(ca2_rep)
     elasticity = 0.75 / gain * clump / max(float(ca2_rep), 1e-9)
     return centre, np.broadcast_to(elasticity, np.shape(d))
 
@@ -658,23 +674,49 @@ def _queued_service(n_nodes: np.ndarray, n: np.ndarray, t_f: np.ndarray, chunk: 
 
 
 def _wait_plus_service_tail(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
-                            x: np.ndarray, service_w: np.ndarray | None = None) -> np.ndarray:
+                            x: np.ndarray, service_w: np.ndarray | None = None,
+                            residual: np.ndarray | None = None) -> np.ndarray:
     """``P(W + S > x)`` for the wait and service of :func:`_wait_plus_service_quantile`:
     ``S = service`` for a prompt that does not wait (share ``1 - rho``), ``service_w`` for one
-    that does (default the same)."""
+    that does (default the same). The wait of a prompt that waits is exponential of mean
+    ``ew / rho``, or, given ``residual`` (the prefill times of the prompt in progress,
+    equal-weight points on the last axis), the rest of that one prefill
+    (:func:`_residual_prefill_tail`)."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)[..., None]
     x = np.asarray(x, dtype=float)[..., None]
-    if service_w is None:
+    if service_w is None and residual is None:
         y = x - service
         tail = np.where(y <= 0, 1.0, rho[..., None] * np.exp(-np.maximum(y, 0.0)
                                                              / np.maximum(theta, 1e-300)))
         tail = np.where((y > 0) & (theta <= 0), 0.0, tail)
         return tail.mean(axis=-1)
-    y = x - service_w
-    waited = np.where(y <= 0, 1.0, np.exp(-np.maximum(y, 0.0) / np.maximum(theta, 1e-300)))
-    waited = np.where((y > 0) & (theta <= 0), 0.0, waited)
+    y = x - (service if service_w is None else service_w)
+    if residual is None:
+        waited = np.where(y <= 0, 1.0, np.exp(-np.maximum(y, 0.0) / np.maximum(theta, 1e-300)))
+        waited = np.where((y > 0) & (theta <= 0), 0.0, waited)
+    else:
+        waited = np.where(y <= 0, 1.0, _residual_prefill_tail(residual, np.maximum(y, 0.0)))
     r = rho[..., None]
     return ((1.0 - r) * (x < service) + r * waited).mean(axis=-1)
+
+
+def _residual_prefill_tail(prefill_s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``P(R > y)`` for the rest ``R`` of the prefill in progress at a random moment of a
+    replica's prefill work: the equilibrium residual of the prefill time ``S`` (its points
+    ``prefill_s`` on the last axis, equal weights), ``E[(S - y)+] / E[S]`` (Cox, *Renewal
+    Theory*, 1962, sec. 1.4: a moment falls in a prefill with probability proportional to its
+    length, and uniformly within it); ``(1 - y / S)+`` for equal prompts. ``y`` has the
+    points of the arriving prompt on its last axis; the result has its shape."""
+    prefill_s = np.asarray(prefill_s, dtype=float)
+    over = np.maximum(prefill_s[..., None, :] - y[..., :, None], 0.0).mean(axis=-1)
+    return over / np.maximum(prefill_s.mean(axis=-1), 1e-300)[..., None]
+
+
+def _residual_mean(es: np.ndarray, cs2: float) -> np.ndarray:
+    """Mean rest of the prefill in progress (:func:`_residual_prefill_tail`), ``E[S^2] / (2
+    E[S]) = E[S] (1 + c_s^2) / 2`` for prefill times of mean ``es`` and squared coefficient of
+    variation ``cs2``."""
+    return np.asarray(es, dtype=float) * (1.0 + float(cs2)) / 2.0
 
 
 def erlang_c(c: float, a: Any) -> np.ndarray:
@@ -690,18 +732,23 @@ def erlang_c(c: float, a: Any) -> np.ndarray:
 
 
 def _wait_plus_service_quantile(rho: np.ndarray, ew: np.ndarray, service: np.ndarray,
-                                q: float, service_w: np.ndarray | None = None) -> np.ndarray:
+                                q: float, service_w: np.ndarray | None = None,
+                                residual: np.ndarray | None = None) -> np.ndarray:
     """q-quantile of ``W + S``: ``P(W > w) = rho exp(-w rho / E[W])`` with ``rho`` the
     probability of waiting (atom at 0 of mass ``1 - rho``), ``S`` equal-weight points on the
-    last axis (``service_w`` for a prompt that waits, default ``service``)."""
+    last axis (``service_w`` for a prompt that waits, default ``service``); with ``residual``
+    the wait is the rest of the prefill in progress (:func:`_wait_plus_service_tail`)."""
     theta = np.where(rho > 0, ew / np.maximum(rho, 1e-300), 0.0)
     top = service if service_w is None else np.maximum(service, service_w)
     lo = np.minimum(service.min(axis=-1), top.min(axis=-1))
-    hi = top.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
+    if residual is None:
+        hi = top.max(axis=-1) + theta * (np.log(np.maximum(rho, 1e-300) / (1.0 - q)) + 1.0)
+    else:
+        hi = top.max(axis=-1) + np.asarray(residual).max(axis=-1)
     hi = np.maximum(hi, lo) + 1e-12
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        over = _wait_plus_service_tail(rho, ew, service, mid, service_w) > 1.0 - q
+        over = _wait_plus_service_tail(rho, ew, service, mid, service_w, residual) > 1.0 - q
         lo = np.where(over, mid, lo)
         hi = np.where(over, hi, mid)
     return hi
