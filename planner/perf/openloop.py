@@ -32,9 +32,10 @@ in a short life), over a life of ``O x`` the request's own TPOT (a request that 
 prompts lives longer and meets more). The decode batch a life averages over is not the mean
 ``d``: the requests overlapping it arrive as a renewal stream, so it has variance ``(2/3) d
 c_r^2``, amplified by the batch's feedback on its own step times (:func:`_batch_swing`);
-the step times are taken at lognormal nodes of that batch. A request of a stream burstier
-than Poisson (``c_r^2 > 1``) decodes alongside the clump it arrived in: the nodes are centred
-on ``d + G (c_r^2 - 1)`` and the clump's prompts come with its batch (:func:`_clump_batch`).
+the step times are taken at lognormal nodes of that batch. A request decodes alongside
+itself and, in a stream burstier than Poisson (``c_r^2 > 1``), the clump it arrived in: the
+nodes are centred on its Palm batch ``d + G c_r^2`` and the clump's prompts come with its
+batch (:func:`_clump_batch`).
 Output lengths vary lognormally (``cv_out``); the percentile is taken over the mixture.
 
 **TTFT** of a request is the wait for the prefill server plus its own prefill: the prefill
@@ -43,7 +44,9 @@ server works ``C - d`` tokens per full step, so a prompt of ``n`` tokens is ``S 
 (the router sends each request to the replica with the fewest requests) for the share of
 prompts whose queue the router sees behind the decode counts (:func:`_router_sees_prefill`;
 fewer when equal lives make the departures echo the arrivals in runs, :func:`_echo_coherence`),
-and each replica's own G/G/1 queue for the others, utilisation ``rho``, with Gamma-renewal
+and each replica's own G/G/1 queue for the others (except the isolated prompts the decode
+counts hide, which wait at most the rest of the prefill in progress at their replica,
+:func:`_residual_prefill_tail`), utilisation ``rho``, with Gamma-renewal
 arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c root
 ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
 ``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
@@ -225,8 +228,8 @@ def open_loop(
     # the decode batch a request's life averages over swings with the arrivals around it
     # (:func:`_batch_swing`): lognormal nodes of that batch, each with its own decode
     # and full step times, crossed with the output-length nodes (batch-major)
-    # centred on the batch of a request's own clump (:func:`_clump_batch`), with the swing's
-    # variance about it; the clump's prompts come with its batch
+    # centred on the batch a request meets, itself and its clump included (:func:`_clump_batch`),
+    # with the swing's variance about it; the clump's prompts come with its batch
     centre, clump_elasticity = _clump_batch(d, ca2_rep, gain)
     spread2 = swing2 * (d / np.maximum(centre, 1e-9)) ** 2
     d_b = np.minimum(_lognormal_points(centre[e], np.log1p(spread2)[e], _BATCH_NODES), cap - 1.0)
@@ -461,22 +464,24 @@ def _clump_batch(d: np.ndarray, ca2_rep: float, gain: np.ndarray) -> tuple[np.nd
     Returns
     -------
     centre : ndarray
-        ``d + G (c_r^2 - 1)+``: the mean batch seen by a request.
+        ``d + G c_r^2``: the mean batch seen by a request, itself included (Palm).
     elasticity : ndarray
         ``3 / (4 G) (c_r^2 - 1)+ / c_r^2``: how the rate of prompts it meets scales with its
         batch (``rate ~ batch^elasticity``).
 
     Notes
     -----
-    A request does not meet the time-average batch: it decodes alongside the clump it arrived
-    in. From an arrival of a renewal stream the expected count of further arrivals in ``(0, t]``
-    is ``lam t + (c_r^2 - 1) / 2`` once ``t`` passes the clump (Cox, *Renewal Theory*, 1962,
-    sec. 4.5), and as many came just before it, so beyond the ``lam L`` of a Poisson stream a
-    request shares its life with ``c_r^2 - 1`` clump-mates (for ``c_r^2 > 1``; a replica of a
-    pool sees ``c_r^2 = c_a^2 / c``, so Poisson and lightly bursty pools are unchanged). The
-    clump-mates bring their prompts and decodes like a local excess of arrivals, which the
-    batch's feedback on its own step times amplifies by ``G``, as for the swing: the centre
-    ``d + G (c_r^2 - 1)``. The swing's variance ``(2/3) d c_r^2 G^2`` (:func:`_batch_swing`)
+    A request does not meet the time-average batch: it decodes alongside itself and the clump
+    it arrived in. From an arrival of a renewal stream the expected count of further arrivals
+    in ``(0, t]`` is ``lam t + (c_r^2 - 1) / 2`` once ``t`` passes the clump (Cox, *Renewal
+    Theory*, 1962, sec. 4.5), and as many came just before it, so beyond the ``lam L`` of a
+    Poisson stream a request shares its life with ``c_r^2 - 1`` clump-mates, and with itself:
+    the Palm mean of the triangle-weighted batch over its life is ``d + c_r^2`` (``d + 1`` for
+    Poisson; a replica of a pool sees ``c_r^2 = c_a^2 / c``). That excess loads the steps of
+    its life like a local excess of arrivals, which the batch's feedback on its own step times
+    amplifies by ``G``, as for the swing: the centre ``d + G c_r^2`` (measured in the simulator,
+    ``studies/sizing-vs-simulation``: ``d + G I`` with ``I`` the replica stream's index of
+    dispersion over a life). The swing's variance ``(2/3) d c_r^2 G^2`` (:func:`_batch_swing`)
     is kept about that centre.
 
     The clump-mates that arrive after the request are also prompts it meets: the arrivals of
