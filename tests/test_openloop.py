@@ -227,6 +227,25 @@ def test_router_aware_wait_sizes_a_long_prompt_pool_the_simulator_confirms():
     assert alone["attainment_at"] >= alone["target"]
 
 
+def _overlap_batches(lam: float, life: float, ca2: float, seed: int) -> tuple:
+    """A seeded Gamma-renewal stream (rate ``lam``, squared CV ``ca2``) of requests of equal
+    life ``life``: per request (away from the ends) the others overlapping its life, each
+    for the share ``1 - |s| / life`` (by prefix sums), and the arrivals during its life."""
+    rng = np.random.default_rng(seed)
+    k = 1.0 / ca2
+    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
+    csum = np.concatenate([[0.0], np.cumsum(t)])
+    lo = np.searchsorted(t, t - life, side="right")
+    hi = np.searchsorted(t, t + life, side="left")
+    idx = np.arange(len(t))
+    n_before, n_after = idx - lo, hi - idx - 1
+    s_before = n_before * t - (csum[idx] - csum[lo])
+    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
+    batch = (n_before + n_after) - (s_before + s_after) / life
+    keep = (t > 2 * life) & (t < t[-1] - 2 * life)
+    return batch[keep], n_after[keep]
+
+
 @pytest.mark.parametrize("ca2", [1.0, 0.25])
 def test_life_averaged_batch_variance_matches_a_renewal_stream(ca2):
     """The decode batch a request's life averages over (:func:`_batch_swing`): requests of
@@ -237,19 +256,7 @@ def test_life_averaged_batch_variance_matches_a_renewal_stream(ca2):
     from planner.perf.openloop import _batch_swing
 
     lam, life = 4.0, 5.0  # d = lam L = 20 requests
-    rng = np.random.default_rng(11)
-    k = 1.0 / ca2
-    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
-    csum = np.concatenate([[0.0], np.cumsum(t)])
-    lo = np.searchsorted(t, t - life, side="right")
-    hi = np.searchsorted(t, t + life, side="left")
-    idx = np.arange(len(t))
-    # sum over the others within L of 1 - |t_j - t_i| / L, by prefix sums
-    n_before, n_after = idx - lo, hi - idx - 1
-    s_before = n_before * t - (csum[idx] - csum[lo])
-    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
-    batch = (n_before + n_after) - (s_before + s_after) / life
-    batch = batch[(t > 2 * life) & (t < t[-1] - 2 * life)]
+    batch, _ = _overlap_batches(lam, life, ca2, seed=11)
     d = np.array([lam * life])
 
     def terms(dd, ll):  # steps per second independent of the batch: elasticity 1
@@ -289,19 +296,7 @@ def test_a_bursty_request_decodes_with_its_clump_and_meets_its_prompts():
     from planner.perf.openloop import _clump_batch
 
     lam, life, ca2 = 4.0, 5.0, 4.0  # d = 20 requests, a clump of ~1.5 gaps against 20
-    rng = np.random.default_rng(5)
-    k = 1.0 / ca2
-    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
-    csum = np.concatenate([[0.0], np.cumsum(t)])
-    lo = np.searchsorted(t, t - life, side="right")
-    hi = np.searchsorted(t, t + life, side="left")
-    idx = np.arange(len(t))
-    n_before, n_after = idx - lo, hi - idx - 1
-    s_before = n_before * t - (csum[idx] - csum[lo])
-    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
-    batch = (n_before + n_after) - (s_before + s_after) / life
-    keep = (t > 2 * life) & (t < t[-1] - 2 * life)
-    batch, met = batch[keep], n_after[keep]
+    batch, met = _overlap_batches(lam, life, ca2, seed=5)
     d = lam * life
     centre, elasticity = _clump_batch(np.array([d]), ca2, np.array([1.0]))
     assert float(batch.mean()) - d == pytest.approx(float(centre[0]) - d, rel=0.1)
