@@ -227,6 +227,25 @@ def test_router_aware_wait_sizes_a_long_prompt_pool_the_simulator_confirms():
     assert alone["attainment_at"] >= alone["target"]
 
 
+def _overlap_batches(lam: float, life: float, ca2: float, seed: int) -> tuple:
+    """A seeded Gamma-renewal stream (rate ``lam``, squared CV ``ca2``) of requests of equal
+    life ``life``: per request (away from the ends) the others overlapping its life, each
+    for the share ``1 - |s| / life`` (by prefix sums), and the arrivals during its life."""
+    rng = np.random.default_rng(seed)
+    k = 1.0 / ca2
+    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
+    csum = np.concatenate([[0.0], np.cumsum(t)])
+    lo = np.searchsorted(t, t - life, side="right")
+    hi = np.searchsorted(t, t + life, side="left")
+    idx = np.arange(len(t))
+    n_before, n_after = idx - lo, hi - idx - 1
+    s_before = n_before * t - (csum[idx] - csum[lo])
+    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
+    batch = (n_before + n_after) - (s_before + s_after) / life
+    keep = (t > 2 * life) & (t < t[-1] - 2 * life)
+    return batch[keep], n_after[keep]
+
+
 @pytest.mark.parametrize("ca2", [1.0, 0.25])
 def test_life_averaged_batch_variance_matches_a_renewal_stream(ca2):
     """The decode batch a request's life averages over (:func:`_batch_swing`): requests of
@@ -237,19 +256,7 @@ def test_life_averaged_batch_variance_matches_a_renewal_stream(ca2):
     from planner.perf.openloop import _batch_swing
 
     lam, life = 4.0, 5.0  # d = lam L = 20 requests
-    rng = np.random.default_rng(11)
-    k = 1.0 / ca2
-    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
-    csum = np.concatenate([[0.0], np.cumsum(t)])
-    lo = np.searchsorted(t, t - life, side="right")
-    hi = np.searchsorted(t, t + life, side="left")
-    idx = np.arange(len(t))
-    # sum over the others within L of 1 - |t_j - t_i| / L, by prefix sums
-    n_before, n_after = idx - lo, hi - idx - 1
-    s_before = n_before * t - (csum[idx] - csum[lo])
-    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
-    batch = (n_before + n_after) - (s_before + s_after) / life
-    batch = batch[(t > 2 * life) & (t < t[-1] - 2 * life)]
+    batch, _ = _overlap_batches(lam, life, ca2, seed=11)
     d = np.array([lam * life])
 
     def terms(dd, ll):  # steps per second independent of the batch: elasticity 1
@@ -279,38 +286,20 @@ def test_batch_swing_is_amplified_by_the_batch_feedback():
         assert float(got[0]) == pytest.approx((2.0 / 3.0) * gain ** 2 / d, rel=1e-3)
 
 
-def _life_batch_and_prompts_met(ca2, lam, life, seed):
-    """On a seeded Gamma-renewal stream (squared CV ``ca2``) of equal lives: the batch each
-    request's life averages over, itself included (the others overlapping it, each for the
-    share ``1 - |s| / L``, plus 1), and the arrivals during its life (the prompts it meets)."""
-    rng = np.random.default_rng(seed)
-    k = 1.0 / ca2
-    t = np.cumsum(rng.gamma(k, 1.0 / (lam * k), size=400_000))
-    csum = np.concatenate([[0.0], np.cumsum(t)])
-    lo = np.searchsorted(t, t - life, side="right")
-    hi = np.searchsorted(t, t + life, side="left")
-    idx = np.arange(len(t))
-    n_before, n_after = idx - lo, hi - idx - 1
-    s_before = n_before * t - (csum[idx] - csum[lo])
-    s_after = (csum[hi] - csum[idx + 1]) - n_after * t
-    batch = 1.0 + (n_before + n_after) - (s_before + s_after) / life
-    keep = (t > 2 * life) & (t < t[-1] - 2 * life)
-    return batch[keep], n_after[keep]
-
-
 @pytest.mark.parametrize("ca2", [4.0, 1.0])
 def test_a_request_decodes_with_its_clump_and_meets_its_prompts(ca2):
     """:func:`_clump_batch`: on a seeded renewal stream of equal lives, the batch a request's
     life averages over, itself included, exceeds the time-average ``d = lam L`` by the index
     of dispersion ``c^2`` (the Palm mean: 1 for Poisson, itself; ``c^2 - 1`` clump-mates
-    more for a Gamma stream of squared CV 4), the model's centre at elasticity 1; for the
-    bursty stream the arrivals during its life (the prompts it meets) rise with that batch at
-    the regression slope ``3 / 4``, for Poisson they do not (independent increments), and the
-    model's elasticity is 0."""
+    more for a Gamma stream of squared CV 4), the model's centre at elasticity 1; the
+    arrivals during its life (the prompts it meets) rise with that batch at the regression
+    slope ``3 / 4``, of which the model carries the clump's share ``(c^2 - 1) / c^2`` (none
+    for Poisson)."""
     from planner.perf.openloop import _clump_batch
 
     lam, life = 4.0, 5.0  # d = 20 requests, a clump of ~1.5 gaps against 20
-    batch, met = _life_batch_and_prompts_met(ca2, lam, life, seed=5)
+    others, met = _overlap_batches(lam, life, ca2, seed=5)
+    batch = 1.0 + others  # the request itself decodes through its whole life
     d = lam * life
     centre, elasticity = _clump_batch(np.array([d]), ca2, np.array([1.0]))
     assert float(batch.mean()) - d == pytest.approx(float(centre[0]) - d, rel=0.1)
@@ -358,9 +347,9 @@ def test_hidden_prompts_wait_at_most_the_prefill_in_progress(monkeypatch):
     """The router's decode counts hide a prompt's queue for the share ``1 - v`` of prompts;
     an isolated one (Poisson arrivals, output lengths spread so no echo) then waits only the
     rest of its replica's prefill in progress, so a long-prompt pool's TTFT miss share falls
-    below the own-replica GI/G/1 queue's, stays above the pooled-only wait where the rest of
-    one prefill can break the bound, and the TPOT tail is untouched; a fixed-length pool
-    (every prompt in an echo run) and a single replica are unchanged."""
+    below the one it has when they queue as on their own replica (GI/G/1), and the TPOT tail is
+    untouched; a fixed-length pool (every prompt in an echo run) and a single replica are
+    unchanged."""
     import planner.perf.openloop as ol
 
     sm = _sm("llama-3.1-70b", gpus=2)
