@@ -152,10 +152,11 @@ def test_gpumix_saving_comes_from_granularity_not_request_size():
 def test_gpumix_tight_slo_shrinks_the_small_gpu_not_the_large_one():
     """At TPOT 40 ms the A10G decodes one long request at ~40 ms per token, so it can take
     almost no concurrent requests: its long-request capacity falls by more than 4x, while the
-    H100-SXM (a decode step well under 40 ms at its batch) keeps its capacity (within 4.5%:
-    the swing of its decode batch, ``planner.perf.openloop._batch_swing``, puts a few requests
-    over 40 ms; measured 4.0% since the KV cache is sized from the 85.5e9 bytes the H100
-    reports, which lifted the loose SLO's KV-limited capacity, 2.5% on the data sheet's 80e9)."""
+    H100-SXM (a decode step well under 40 ms at its batch) keeps its capacity (within 6%:
+    the swing of its decode batch, ``planner.perf.openloop._batch_swing``, about the batch a
+    request meets, itself counted (``_clump_batch``), puts a few requests over 40 ms; measured
+    5.7%, 4.0% with the batch centred on the time average, 2.5% with the KV cache sized on the
+    data sheet's 80e9 bytes instead of the 85.5e9 the H100 reports)."""
     caps = {}
     for v in ((), ("tight-slo",)):
         sc = load_scenario(GPUMIX, catalog=CAT, variants=list(v))
@@ -165,4 +166,4 @@ def test_gpumix_tight_slo_shrinks_the_small_gpu_not_the_large_one():
     loose, tight = caps[()], caps[("tight-slo",)]
     assert tight["a10g"]["long"] < loose["a10g"]["long"] / 4
     assert tight["a10g"]["short"] < loose["a10g"]["short"] / 2
-    assert tight["h100-sxm"]["long"] == pytest.approx(loose["h100-sxm"]["long"], rel=0.045)
+    assert tight["h100-sxm"]["long"] == pytest.approx(loose["h100-sxm"]["long"], rel=0.06)
