@@ -413,16 +413,21 @@ def test_launch_settings_follow_the_published_scripts(data):
     assert (ls.loc[data.index[data["engine"] != "TensorRT-LLM"], "moe_backend"] == "").all()
 
 
+def _llama70b_h100_tp2():
+    """Llama-3.1-70B on 2x H100 fp8 at the default parameters: its specs and step model."""
+    cat = load_catalog()
+    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
+    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
+    return ll, h100, step_model(ll, h100, 2, "fp8", PerfParams())
+
+
 def _closed(sm, c, **kw):
     return closed_loop_arrays(sm, c, input_tokens=1000.0, output_tokens=500.0,
                               max_batch=256.0, **kw)
 
 
 def test_scheduler_poll_interval_delays_the_first_token():
-    cat = load_catalog()
-    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
-    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
-    sm = step_model(ll, h100, 2, "fp8", PerfParams())
+    ll, h100, sm = _llama70b_h100_tp2()
     c = np.array([1.0, 4.0, 16.0, 64.0])
     base = _closed(sm, c)
     polls = [_closed(sm, c, poll_steps=n) for n in (4, 10, 30)]
@@ -449,10 +454,7 @@ def test_polling_wait_counts_decode_steps_only():
     # SGLang's SchedulerRecvSkipper: a decode step adds 1 to the counter, any step with prompt
     # tokens 1000, so the engine polls right after a prompt step and an arrival waits the rest
     # of the interval only when it comes during decode steps
-    cat = load_catalog()
-    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
-    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
-    sm = step_model(ll, h100, 2, "fp8", PerfParams())
+    _, _, sm = _llama70b_h100_tp2()
     c = np.array([1.0, 4.0, 16.0, 64.0])
     busy = {}
     for isl in (1000.0, 8000.0):
@@ -476,10 +478,7 @@ def test_polling_wait_counts_decode_steps_only():
 
 
 def test_admission_group_waits_for_its_prompts_or_the_timeout():
-    cat = load_catalog()
-    ll = LLMSpec.from_row(cat.llm("llama-3.1-70b"))
-    h100 = AcceleratorSpec.from_row(cat.accelerator("h100-sxm"))
-    sm = step_model(ll, h100, 2, "fp8", PerfParams())
+    _, _, sm = _llama70b_h100_tp2()
     c = np.array([2.0, 8.0, 64.0])
     base = _closed(sm, c)
     g8 = _closed(sm, c, admission_group=8, admission_timeout_steps=60)
