@@ -5,12 +5,14 @@ decode-heavy, chat and long-context lengths, flat and peaked profiles, arrival b
 1-4, length spread, tight and loose SLOs; ``studies/sizing-vs-simulation/cases.py``) are
 sized by the model's open-loop capacity with no HA reserve and utilisation target 1, and each
 is simulated for its busiest hour (chunked prefill, SimPy) at that sizing and at one replica
-fewer. Measured on this code (device memory from the catalog's ``device_mem_mib``): 49 of the
-first 50 cases meet the SLO percentile at the sizing (the miss, case 6, is a pool of 17
-Llama-3.1-405B replicas with 12,300-token prompts and arrival CV 4 at 0.898 attainment, its
-TTFT tail; see the study's README), and in 16 of 16 cases that need more than one replica,
-one replica fewer misses it. Over five independent arrival draws of each busiest hour the
-mean attainment meets the target in 47 of 50 and one fewer misses it on average in 16 of 16.
+fewer. Measured on this code (device memory from the catalog's ``device_mem_mib``): all 50
+cases meet the SLO percentile at the sizing (median attainment 1.0), and in 15 of the 16
+cases that need more than one replica, one replica fewer misses it, above the 80% the issue
+asks (the exception, case 6, is a pool of 20 Llama-3.1-405B replicas with 12,300-token
+prompts, arrival CV 4 and a TTFT bound under two prefills, sized on the safe side by the rest
+of a prefill a waiting prompt waits for; 17 missed at 0.898 before; see the study's README).
+Over five independent arrival draws of each busiest hour the mean attainment meets the target
+in 48 of 50 and one fewer misses it on average in 15 of 16.
 The thresholds below are those measured figures.
 """
 
@@ -54,23 +56,20 @@ def test_simulated_busiest_hour_meets_the_slo_at_the_sizing(rows):
     assert all(r["served"] for r in rows)
     assert all(r.get("dropped_at", 0) == 0 for r in rows)
     met = att >= target
-    assert met.sum() >= 49
-    # the measured miss, by name (a new miss, or this one closing, should update the README)
-    assert [r["case"].split(":")[0] for r, ok in zip(rows, met, strict=True) if not ok] \
-        in (["case 6"], [])
-    # what misses is a long-context pool of several replicas, and only just
-    for r, ok in zip(rows, met, strict=True):
-        if not ok:
-            assert "long-context" in r["case"] and r["replicas"] >= 6, r["case"]
-            assert r["attainment_at"] >= r["target"] - 0.03, r["case"]
+    # every simulated busiest hour meets the SLO percentile (the issue's done-when)
+    assert met.all(), [r["case"] for r, ok in zip(rows, met, strict=True) if not ok]
     assert np.median(att) >= 0.99
 
 
 def test_one_replica_fewer_misses_the_slo(rows):
     multi = [r for r in rows if r["replicas"] > 1]
     assert len(multi) >= 15
-    missed = [r["attainment_below"] < r["target"] for r in multi]
-    assert all(missed)  # the capacity figure is not padded (16 of 16 measured)
+    padded = [r["case"].split(":")[0] for r in multi if r["attainment_below"] >= r["target"]]
+    # the capacity figure is not padded: one fewer misses in at least 80% of the multi-replica
+    # cases (the issue's done-when; 15 of 16 measured), and the one that does not is the
+    # measured one, by name (a new one should update the README)
+    assert len(padded) <= 0.2 * len(multi)
+    assert padded in (["case 6"], [])
 
 
 def test_fixed_length_pool_sized_past_the_routers_echo_runs():
@@ -88,22 +87,23 @@ def test_fixed_length_pool_sized_past_the_routers_echo_runs():
 def test_the_expected_hour_meets_the_slo_and_one_fewer_does_not(rows):
     """Over five independent arrival draws of each busiest hour (an hour is a random draw:
     at the margin its attainment varies by 0.014-0.030 from draw to draw; see the study's
-    README, "the expected hour"). Measured: the mean attainment meets the target in 47 of 50
-    cases (the three below it are long-context pools within 0.02 of it: cases 6, 24 and 40),
-    one replica fewer misses it on average in 16 of 16 multi-replica cases, and 94.4% of the
-    250 simulated hours meet it."""
+    README, "the expected hour"). Measured: the mean attainment meets the target in 48 of 50
+    cases (the two below it are long-context pools within 0.01 of it: cases 24 and 40), one
+    replica fewer misses it on average in 15 of 16 multi-replica cases (case 6 at 19: 0.917),
+    and 95.6% of the 250 simulated hours meet it."""
     mean = np.array([r["attainment_at_mean"] for r in rows])
     target = np.array([r["target"] for r in rows])
     below = mean < target
-    assert below.sum() <= 3
+    assert below.sum() <= 2
     for r, b in zip(rows, below, strict=True):
         if b:
             assert "long-context" in r["case"], r["case"]
             assert r["attainment_at_mean"] >= r["target"] - 0.02, r["case"]
     hours = sum(r["draws_meeting_at"] for r in rows) / (DRAWS * len(rows))
-    assert hours >= 0.93
+    assert hours >= 0.95
     multi = [r for r in rows if r["replicas"] > 1]
-    assert all(r["attainment_below_mean"] < r["target"] for r in multi)
+    padded = [r["case"].split(":")[0] for r in multi if r["attainment_below_mean"] >= r["target"]]
+    assert padded in (["case 6"], [])
 
 
 def test_bursty_long_context_pool_sized_past_its_clumps_tpot():

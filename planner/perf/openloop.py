@@ -50,7 +50,9 @@ counts hide, which wait at most the rest of the prefill in progress at their rep
 arrivals (squared coefficient of variation ``c_a^2``): the GI/M/c root
 ``sigma = A*(c mu (1 - sigma))`` gives the probability of waiting (Erlang C at the load
 ``c sigma``) and an exponential wait of mean ``E[S] / (c (1 - sigma))``, scaled by ``(c_a^2 +
-c_s^2) / (c_a^2 + 1)`` for general service (:func:`_renewal_wait`; Pollaczek-Khinchine for
+c_s^2) / (c_a^2 + 1)`` for general service, and at least the mean rest of one prefill (the
+router sends a prompt to a replica on arrival, so it waits for that replica's prefill, not the
+first of ``c`` to free) (:func:`_renewal_wait`; Pollaczek-Khinchine for
 Poisson arrivals and one replica, exact for M/M/c); plus its own prefill. A prompt that does
 not wait takes steps of at most ``C - d`` of its tokens beside the decodes, after half a step
 for the step in progress at arrival. A prompt that waits is prefilled in full steps, and its
@@ -620,10 +622,19 @@ def _renewal_wait(c: float, rho: np.ndarray, es: np.ndarray, ca2: float,
     scales the conditional wait by ``(ca2 + cs2) / (ca2 + 1)``: Pollaczek-Khinchine for Poisson
     arrivals, the GI/M/c result for exponential service. Bursty arrivals (``ca2 > 1``) make
     most arrivals of a clump wait even at low utilisation, which Allen-Cunneen's
-    ``P_c (ca2 + cs2) / 2`` spreads thinly over every arrival instead."""
+    ``P_c (ca2 + cs2) / 2`` spreads thinly over every arrival instead.
+
+    The router sends a request to a replica when it arrives, so a prompt that waits waits for
+    the prefill in progress at *its* replica, not for the first of ``c`` replicas to free:
+    for Poisson or burstier arrivals (``ca2 >= 1``; an arrival sees the equilibrium residual,
+    or a prefill its own clump just started) the conditional wait is at least the mean rest of
+    one prefill, ``E[S] (1 + c_s^2) / 2`` (:func:`_residual_mean`). The floor binds only in a
+    large pool (for one server and ``ca2 >= 1`` the GI/M/1 wait is never below it)."""
     sigma = gamma_sigma(rho, ca2)
     p_wait = erlang_c(c, c * sigma)
     cond = es / (c * (1.0 - sigma)) * (ca2 + cs2) / (ca2 + 1.0)
+    if ca2 >= 1.0:
+        cond = np.maximum(cond, _residual_mean(es, cs2))
     return p_wait, p_wait * cond
 
 
