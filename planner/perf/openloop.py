@@ -629,7 +629,8 @@ def _renewal_wait(c: float, rho: np.ndarray, es: np.ndarray, ca2: float,
     for Poisson or burstier arrivals (``ca2 >= 1``; an arrival sees the equilibrium residual,
     or a prefill its own clump just started) the conditional wait is at least the mean rest of
     one prefill, ``E[S] (1 + c_s^2) / 2`` (:func:`_residual_mean`). The floor binds only in a
-    large pool (for one server and ``ca2 >= 1`` the GI/M/1 wait is never below it)."""
+    pool of several replicas (for one server and ``ca2 >= 1`` the GI/M/1 wait is never below
+    it)."""
     sigma = gamma_sigma(rho, ca2)
     p_wait = erlang_c(c, c * sigma)
     cond = es / (c * (1.0 - sigma)) * (ca2 + cs2) / (ca2 + 1.0)
